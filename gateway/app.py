@@ -1,0 +1,131 @@
+"""The gateway: the one public entry.
+
+Embedded run: every service is hosted in this process and its routes are mounted here.
+Distributed run (`SERVICES=none` and `SERVICE_URLS` set): the same route table is mounted as forwarders to each
+service's own process. Either way the gateway owns request ids, problem+json, authentication, rate limits,
+idempotency, CORS, metrics and the generated OpenAPI document.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from services.bootstrap import Platform
+from services.kernel.http import RouteDef, json_reply, mount, request_context
+from services.kernel.runtime import available_services, load_spec
+from services.kernel.settings import Settings, get_settings
+
+from . import docs_page, middlewares, proxy
+from .openapi import build_openapi
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+
+
+def all_routes() -> list[RouteDef]:
+    routes: list[RouteDef] = []
+    for name in available_services():
+        spec = load_spec(name)
+        if spec.router is not None:
+            routes.extend(spec.router.routes)
+    return routes
+
+
+SYSTEM_ROUTES = [
+    {"path": "/healthz", "method": "GET", "op": {"operationId": "healthz", "summary": "liveness", "tags": ["system"],
+     "x-policy": "public", "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+         "type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}}}}}}},
+    {"path": "/readyz", "method": "GET", "op": {"operationId": "readyz", "summary": "readiness: databases and bus",
+     "tags": ["system"], "x-policy": "public", "responses": {
+         "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+         "503": {"description": "not ready", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+    {"path": "/openapi.json", "method": "GET", "op": {"operationId": "openapi", "summary": "this document",
+     "tags": ["system"], "x-policy": "public", "responses": {"200": {"description": "OK", "content": {
+         "application/json": {"schema": {"type": "object"}}}}}}},
+]
+
+
+def create_app(settings: Settings | None = None, platform: Platform | None = None) -> web.Application:
+    settings = settings or get_settings()
+    distributed = settings.services == "none"
+    app = web.Application(middlewares=[request_context, *middlewares.gateway_middlewares(settings)],
+                          client_max_size=settings.max_body_bytes)
+    app["settings"] = settings
+    routes = all_routes()
+    app["routes"] = routes
+    app["openapi"] = build_openapi(routes, SYSTEM_ROUTES, "Recycling marketplace API", VERSION)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/docs", docs_page.handler)
+    middlewares.add_system_routes(app)
+
+    if distributed:
+        proxy.mount_forwarders(app, routes, settings.service_url_map)
+        app["platform"] = None
+    else:
+        platform = platform or Platform(settings)
+        app["platform"] = platform
+        for rt in platform.runtimes.values():
+            mount(app, rt)
+        app.cleanup_ctx.append(_platform_ctx)
+    return app
+
+
+async def _platform_ctx(app: web.Application) -> AsyncIterator[None]:
+    platform: Platform = app["platform"]
+    if not app.get("platform_prepared"):
+        await _in_thread(platform.prepare)
+    if not app.get("platform_no_background"):
+        platform.start()
+    yield
+    await _in_thread(platform.stop)
+
+
+async def _in_thread(fn: Any) -> Any:
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_reply({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    platform: Platform | None = request.app["platform"]
+
+    def probe() -> None:
+        from sqlalchemy import text
+
+        if platform is None:
+            return
+        for name, rt in platform.runtimes.items():
+            try:
+                with rt.db.engine.connect() as c:
+                    c.execute(text("SELECT 1"))
+                checks[f"db:{name}"] = "ok"
+            except Exception as exc:  # noqa: BLE001 - reported, not raised
+                checks[f"db:{name}"] = f"error: {type(exc).__name__}"
+        try:
+            platform.bus.end_offsets("platform.heartbeat")
+            checks["bus"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            checks["bus"] = f"error: {type(exc).__name__}"
+
+    if platform is None:
+        checks.update(await proxy.probe_services(request.app))
+    else:
+        await _in_thread(probe)
+    ok = all(v == "ok" for v in checks.values())
+    return json_reply({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return json_reply(request.app["openapi"])

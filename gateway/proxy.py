@@ -1,0 +1,83 @@
+"""Distributed run: forward each declared route to the process of the service that owns it.
+
+Pooled keep-alive connections and time-outs; the reply (status, headers, body) is passed through unchanged, and
+streamed replies (SSE) are streamed. An unreachable service answers 502/504 as problem+json.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from services.kernel.http import RouteDef, problem_for, problem_reply
+
+FORWARD_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Accept", "Last-Event-ID", "X-Forwarded-For")
+RETURN_HEADERS = ("Content-Type", "Retry-After", "Location", "Cache-Control", "Content-Disposition")
+
+
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    conn = aiohttp.TCPConnector(limit=200, keepalive_timeout=30)
+    app["proxy_session"] = aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(
+        total=None, connect=3, sock_read=30))
+    yield
+    await app["proxy_session"].close()
+
+
+def mount_forwarders(app: web.Application, routes: list[RouteDef], urls: dict[str, str]) -> None:
+    missing = sorted({r.service for r in routes} - set(urls))
+    if missing:
+        from services.kernel.settings import ConfigError
+
+        raise ConfigError(f"SERVICE_URLS has no address for {missing}; give every service's base URL as JSON")
+    app["service_urls"] = urls
+    app.cleanup_ctx.append(_session_ctx)
+    for r in routes:
+        app.router.add_route(r.method, r.path, _forwarder(r, urls[r.service]), name=r.operation_id)
+
+
+def _forwarder(route: RouteDef, base: str):  # noqa: ANN202
+    async def forward(request: web.Request) -> web.StreamResponse:
+        session: aiohttp.ClientSession = request.app["proxy_session"]
+        headers = {h: request.headers[h] for h in FORWARD_HEADERS if h in request.headers}
+        headers["X-Request-Id"] = request["request_id"]
+        body = await request.read() if request.can_read_body else None
+        url = base.rstrip("/") + request.rel_url.path_qs
+        try:
+            upstream = await session.request(request.method, url, headers=headers, data=body,
+                                             timeout=aiohttp.ClientTimeout(total=None if route.raw else 30, connect=3))
+        except asyncio.TimeoutError:
+            return problem_reply(problem_for(504, f"the {route.service} service did not answer in time"))
+        except aiohttp.ClientError:
+            return problem_reply(problem_for(502, f"the {route.service} service is unreachable"))
+        try:
+            out_headers = {h: upstream.headers[h] for h in RETURN_HEADERS if h in upstream.headers}
+            if route.raw:
+                resp = web.StreamResponse(status=upstream.status, headers=out_headers)
+                await resp.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await resp.write(chunk)
+                await resp.write_eof()
+                return resp
+            data = await upstream.read()
+            return web.Response(body=data, status=upstream.status, headers=out_headers)
+        finally:
+            upstream.release()
+
+    forward.__name__ = f"forward_{route.operation_id}"
+    return forward
+
+
+async def probe_services(app: web.Application) -> dict[str, str]:
+    out = {}
+    session: aiohttp.ClientSession = app["proxy_session"]
+    for name, base in app["service_urls"].items():
+        try:
+            async with session.get(base.rstrip("/") + "/readyz", timeout=aiohttp.ClientTimeout(total=3)) as r:
+                out[f"service:{name}"] = "ok" if r.status == 200 else f"status {r.status}"
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            out[f"service:{name}"] = f"error: {type(exc).__name__}"
+    return out
+
+

@@ -1,0 +1,1 @@
+"""Bounded contexts. Each subpackage owns its tables and talks to the others only through events."""

@@ -1,0 +1,154 @@
+"""The consumer runner: at-least-once delivery made effectively-once by the inbox.
+
+For each record: open a unit of work on the consuming service's database; skip it if the inbox already holds the
+event id; else run the handler and record the id, in the same transaction. A failing record is retried a bounded
+number of times with backoff, then parked in the group's dead-letter topic (`dlq.<group>`) with the error, and
+the group moves on. `replay_dead_letters` sends parked records back to their original topic.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .bus.port import EventBus, Record, Subscription
+from .db import Database, UnitOfWork
+from .events import Envelope, current_trace_id
+from .outbox import inbox_record, inbox_seen
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Envelope, UnitOfWork], None]
+
+
+@dataclass
+class ConsumerSpec:
+    """A consumer group of one service: which topics it reads and which handler each event type goes to.
+
+    Event types not in `handlers` are acknowledged and ignored (a topic carries a whole aggregate family).
+    """
+
+    group: str
+    topics: list[str]
+    handlers: dict[str, Handler] = field(default_factory=dict)
+
+
+def dlq_topic(group: str) -> str:
+    return f"dlq.{group}"
+
+
+class ConsumerRunner:
+    def __init__(self, spec: ConsumerSpec, db: Database, bus: EventBus, max_attempts: int = 5,
+                 backoff_s: float = 0.2):
+        self.spec = spec
+        self.db = db
+        self.bus = bus
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self._sub: Subscription | None = None
+        self.handled = 0
+        self.dead_lettered = 0
+
+    @property
+    def subscription(self) -> Subscription:
+        if self._sub is None:
+            self._sub = self.bus.subscribe(self.spec.group, self.spec.topics)
+        return self._sub
+
+    def run_once(self, timeout_s: float = 0.5, max_records: int = 500) -> int:
+        records = self.subscription.poll(timeout_s, max_records)
+        for rec in records:
+            self._process(rec)
+        self.subscription.commit(records)
+        return len(records)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                log.exception("consumer %s failed; retrying", self.spec.group)
+                stop.wait(1.0)
+        self.close()
+
+    def close(self) -> None:
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
+
+    # -----------------------------------------------------------------------------------
+    def _process(self, rec: Record) -> None:
+        try:
+            env = Envelope.from_bytes(rec.value)
+        except Exception as exc:  # not even an envelope: retrying cannot help
+            self._dead_letter(rec, f"undecodable record: {exc}", attempts=1)
+            return
+        handler = self.spec.handlers.get(env.type)
+        if handler is None:
+            return
+        error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            token = current_trace_id.set(env.traceid)
+            try:
+                with UnitOfWork(self.db) as uow:
+                    if inbox_seen(uow.session, self.spec.group, env.id):
+                        return
+                    handler(env, uow)
+                    inbox_record(uow.session, self.spec.group, env.id)
+                self.handled += 1
+                return
+            except Exception as exc:
+                error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                log.warning("consumer %s: %s (event %s, attempt %d/%d)", self.spec.group, error, env.id,
+                            attempt, self.max_attempts)
+                if attempt < self.max_attempts:
+                    time.sleep(self.backoff_s * (2 ** (attempt - 1)))
+            finally:
+                current_trace_id.reset(token)
+        self._dead_letter(rec, error, self.max_attempts)
+
+    def _dead_letter(self, rec: Record, error: str, attempts: int) -> None:
+        headers = dict(rec.headers)
+        headers.update({
+            "dlq.group": self.spec.group,
+            "dlq.original_topic": rec.topic,
+            "dlq.original_partition": str(rec.partition),
+            "dlq.original_offset": str(rec.offset),
+            "dlq.error": error[:1000],
+            "dlq.attempts": str(attempts),
+        })
+        self.bus.publish([Record(topic=dlq_topic(self.spec.group), key=rec.key, value=rec.value, headers=headers)])
+        self.dead_lettered += 1
+        log.error("consumer %s parked %s/%d@%d in %s: %s", self.spec.group, rec.topic, rec.partition,
+                  rec.offset, dlq_topic(self.spec.group), error)
+
+
+def list_dead_letters(bus: EventBus, group: str, limit: int = 1000) -> list[Record]:
+    topic = dlq_topic(group)
+    out: list[Record] = []
+    for p in range(bus.partitions(topic)):
+        offset = 0
+        while len(out) < limit:
+            batch = bus.read(topic, p, offset, min(500, limit - len(out)))
+            if not batch:
+                break
+            out.extend(batch)
+            offset = batch[-1].offset + 1
+    return out
+
+
+def replay_dead_letters(bus: EventBus, group: str, offsets: set[tuple[int, int]] | None = None) -> int:
+    """Send parked records back to their original topic (all, or the given (partition, offset) pairs).
+
+    Other groups on that topic see the record again and skip it through their inbox.
+    """
+    records = [r for r in list_dead_letters(bus, group)
+               if offsets is None or (r.partition, r.offset) in offsets]
+    bus.publish([Record(topic=r.headers["dlq.original_topic"], key=r.key, value=r.value,
+                        headers={k: v for k, v in r.headers.items() if not k.startswith("dlq.")}
+                        | {"replayed_from": f"{dlq_topic(group)}/{r.partition}@{r.offset}"})
+                 for r in records])
+    return len(records)

@@ -1,0 +1,184 @@
+"""Engines, sessions and the unit of work.
+
+SQLite (embedded): WAL, busy timeout, and write transactions that start with BEGIN IMMEDIATE so two writers
+queue on the lock instead of failing on a read-to-write upgrade. PostgreSQL (distributed): one schema per
+service, selected with the connection's search_path, so the same table definitions serve both.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .settings import ConfigError
+
+T = TypeVar("T")
+
+# One naming convention everywhere so Alembic can name and drop constraints on both databases.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_metadata() -> MetaData:
+    return MetaData(naming_convention=NAMING)
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, schema: str | None = None, pool_size: int = 10) -> Engine:
+    """An engine for one service's database. `schema` applies to PostgreSQL only."""
+    if is_sqlite(url):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=20,
+        )
+        _sqlite_pragmas(engine)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    connect_args: dict[str, Any] = {"connect_timeout": 5}
+    if schema:
+        _check_ident(schema)
+        connect_args["options"] = f"-csearch_path={schema}"
+    return create_engine(
+        url, connect_args=connect_args, pool_size=pool_size, max_overflow=20, pool_pre_ping=True
+    )
+
+
+def _check_ident(name: str) -> None:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ConfigError(f"bad schema name {name!r}")
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):  # noqa: ANN001
+        # Let SQLAlchemy's `begin` event below decide how a transaction starts.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):  # noqa: ANN001
+        readonly = conn.get_execution_options().get("readonly", False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+def ensure_schema(engine: Engine, schema: str | None) -> None:
+    if schema and engine.dialect.name == "postgresql":
+        _check_ident(schema)
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+
+def check_reachable(engine: Engine, what: str) -> None:
+    """Fail fast, saying what to fix, when a configured database cannot be reached."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        raise ConfigError(
+            f"cannot reach the {what} database at {engine.url.render_as_string(hide_password=True)}: "
+            f"{exc.orig}. Check DATABASE_URL / EVENT_LOG_URL and that the server is running."
+        ) from exc
+
+
+class Database:
+    """A service's engine and session factory."""
+
+    def __init__(self, url: str, schema: str | None = None, pool_size: int = 10):
+        self.url = url
+        self.schema = schema if not is_sqlite(url) else None
+        self.engine = make_engine(url, self.schema, pool_size=pool_size)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readonly_engine = self.engine.execution_options(readonly=True)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def session(self, readonly: bool = False) -> Session:
+        return Session(self._readonly_engine if readonly else self.engine, expire_on_commit=False)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class UnitOfWork:
+    """One transaction over one service's database. Events raised here go to the outbox in the same commit."""
+
+    def __init__(self, db: Database, readonly: bool = False):
+        self.db = db
+        self.readonly = readonly
+        self.session: Session
+        self._events: list[Any] = []
+
+    def __enter__(self) -> "UnitOfWork":
+        self.session = self.db.session(self.readonly)
+        self.session.begin()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+        try:
+            if exc_type is None and not self.readonly:
+                self._flush_events()
+                self.session.commit()
+            else:
+                self.session.rollback()
+        finally:
+            self.session.close()
+
+    def emit(self, event: Any) -> None:
+        """Record an integration event; it is written to the outbox when this unit of work commits."""
+        self._events.append(event)
+
+    def _flush_events(self) -> None:
+        if self._events:
+            from .outbox import write_outbox
+
+            write_outbox(self.session, self._events)
+            self._events.clear()
+
+
+def retry_on_conflict(fn: Callable[[], T], attempts: int = 5) -> T:
+    """Re-run a whole unit of work after a serialization failure or deadlock (PostgreSQL 40001/40P01)."""
+    from sqlalchemy.exc import DBAPIError
+
+    for i in range(attempts):
+        try:
+            return fn()
+        except DBAPIError as exc:
+            code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+            if code not in ("40001", "40P01") or i == attempts - 1:
+                raise
+            time.sleep(0.01 * (2**i))
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def connection(db: Database) -> Iterator[Any]:
+    with db.engine.connect() as conn:
+        yield conn

@@ -1,0 +1,291 @@
+"""HTTP plumbing shared by the gateway and every service app.
+
+A service declares its routes on a `Router`: method, path, who may call it (a policy), the pydantic models of
+its query, body and reply. The same declarations mount the routes, enforce the policy, parse input into clear
+field errors, and generate the OpenAPI document, so none of those can drift apart.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from .auth import Principal, verify_token
+from .errors import DomainError, Forbidden, NotFound, RateLimited, Unauthorized, ValidationFailed
+from .events import current_trace_id
+from .ids import new_id
+
+if TYPE_CHECKING:
+    from .runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+PROBLEM = "application/problem+json"
+PUBLIC = "public"
+AUTHENTICATED = "authenticated"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Who may call a route: anyone, any signed-in user, or holders of one of `roles`."""
+
+    kind: str  # public | authenticated | roles
+    roles: frozenset[str] = frozenset()
+
+    def describe(self) -> str:
+        return self.kind if self.kind != "roles" else "roles:" + ",".join(sorted(self.roles))
+
+    def check(self, principal: Principal | None) -> None:
+        if self.kind == PUBLIC:
+            return
+        if principal is None:
+            raise Unauthorized("sign in first: Authorization: Bearer <token>")
+        if self.kind == "roles" and not principal.roles & self.roles:
+            raise Forbidden(f"needs one of the roles {sorted(self.roles)}")
+
+
+@dataclass
+class Ctx:
+    request: web.Request
+    runtime: "ServiceRuntime"
+    principal: Principal | None
+    params: dict[str, str]
+    body: Any = None
+    query: Any = None
+
+    @property
+    def user(self) -> Principal:
+        if self.principal is None:
+            raise Unauthorized("sign in first")
+        return self.principal
+
+    async def run(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Run blocking work (database, bus) off the event loop, keeping the trace id."""
+        ctx_trace = current_trace_id.get()
+
+        def call() -> Any:
+            token = current_trace_id.set(ctx_trace)
+            try:
+                return fn(*args, **kw)
+            finally:
+                current_trace_id.reset(token)
+
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+
+
+Handler = Callable[[Ctx], Awaitable[Any]]
+
+
+@dataclass
+class RouteDef:
+    method: str
+    path: str
+    handler: Handler
+    policy: Policy
+    service: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: Any = None
+    status: int = 200
+    summary: str = ""
+    raw: bool = False  # the handler returns its own web.StreamResponse (SSE, WebSocket, files)
+    extra_statuses: tuple[int, ...] = ()
+
+    @property
+    def operation_id(self) -> str:
+        return f"{self.service}_{self.handler.__name__}"
+
+
+class Router:
+    def __init__(self, service: str):
+        self.service = service
+        self.routes: list[RouteDef] = []
+
+    def route(self, method: str, path: str, *, roles: set[str] | frozenset[str] | None = None,
+              public: bool = False, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+              response: Any = None, status: int = 200, summary: str = "", raw: bool = False,
+              errors: tuple[int, ...] = ()) -> Callable[[Handler], Handler]:
+        if public and roles:
+            raise ValueError("a route is either public or limited to roles")
+        policy = Policy(PUBLIC) if public else Policy("roles", frozenset(roles)) if roles else Policy(AUTHENTICATED)
+
+        def deco(fn: Handler) -> Handler:
+            self.routes.append(RouteDef(method.upper(), path, fn, policy, self.service, body, query, response,
+                                        status, summary or (fn.__doc__ or "").strip().split("\n")[0], raw,
+                                        errors))
+            return fn
+
+        return deco
+
+    def get(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("POST", path, **kw)
+
+
+# --- replies ------------------------------------------------------------------------------------
+
+def _default(o: Any) -> Any:
+    if isinstance(o, BaseModel):
+        return o.model_dump(mode="json")
+    from datetime import date, datetime
+    from decimal import Decimal
+
+    if isinstance(o, (datetime, date)):
+        return o.isoformat()
+    if isinstance(o, Decimal):
+        return str(o)
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def dumps(data: Any) -> str:
+    if isinstance(data, BaseModel):
+        return data.model_dump_json()
+    return json.dumps(data, default=_default, ensure_ascii=False)
+
+
+def json_reply(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def problem_reply(problem: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(problem, ensure_ascii=False), status=problem["status"],
+                        content_type=PROBLEM, headers=headers)
+
+
+def problem_for(status: int, detail: str, title: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"type": f"https://recycle.example.cn/problems/http-{status}", "title": title or _TITLES.get(status, "Error"),
+            "status": status, "detail": detail, **extra}
+
+
+_TITLES = {400: "Bad request", 401: "Authentication required", 403: "Forbidden", 404: "Not found",
+           405: "Method not allowed", 409: "State conflict", 413: "Request body too large", 415: "Unsupported media type",
+           422: "Rule violated", 429: "Too many requests", 500: "Internal error", 502: "Bad gateway",
+           503: "Service unavailable", 504: "Gateway timeout"}
+
+
+# --- middlewares shared by the gateway and the service apps ------------------------------------
+
+@web.middleware
+async def request_context(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """Request id and trace id on every request and reply; every error becomes problem+json."""
+    rid = request.headers.get("X-Request-Id") or new_id("rq")
+    if len(rid) > 100:
+        rid = new_id("rq")
+    request["request_id"] = rid
+    token = current_trace_id.set(request.headers.get("X-Trace-Id") or rid)
+    try:
+        try:
+            resp = await handler(request)
+        except DomainError as exc:
+            headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
+            resp = problem_reply(exc.problem() | {"instance": request.path}, headers)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+            if exc.status == 413:
+                detail = "request body too large"
+            resp = problem_reply(problem_for(exc.status, detail, instance=request.path),
+                                 {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")})
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
+            resp = problem_reply(problem_for(500, "an internal error occurred; quote the request id",
+                                             instance=request.path, request_id=rid))
+        resp.headers["X-Request-Id"] = rid
+        return resp
+    finally:
+        current_trace_id.reset(token)
+
+
+def principal_of(request: web.Request) -> Principal | None:
+    if "principal" not in request:
+        header = request.headers.get("Authorization", "")
+        principal = None
+        if header:
+            scheme, _, token = header.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise Unauthorized("use Authorization: Bearer <token>")
+            principal = verify_token(request.app["settings"], token.strip())
+        request["principal"] = principal
+    return request["principal"]
+
+
+# --- mounting -----------------------------------------------------------------------------------
+
+def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    out = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"] if p != "__root__")
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        out.append({"field": (prefix + loc) if loc else prefix.rstrip(".") or "body", "message": msg})
+    return out
+
+
+def make_aiohttp_handler(route: RouteDef, runtime: "ServiceRuntime") -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def aio_handler(request: web.Request) -> web.StreamResponse:
+        principal = principal_of(request)
+        route.policy.check(principal)
+        ctx = Ctx(request=request, runtime=runtime, principal=principal, params=dict(request.match_info))
+        if route.query is not None:
+            try:
+                ctx.query = route.query.model_validate(dict(request.query))
+            except ValidationError as exc:
+                raise ValidationFailed(validation_errors(exc)) from None
+        if route.body is not None:
+            raw = await request.read()
+            if not raw:
+                raise ValidationFailed.field("body", "a JSON body is required")
+            try:
+                data = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                raise ValidationFailed.field("body", "not valid JSON") from None
+            try:
+                ctx.body = route.body.model_validate(data)
+            except ValidationError as exc:
+                raise ValidationFailed(validation_errors(exc)) from None
+        result = await route.handler(ctx)
+        if route.raw:
+            return result
+        if isinstance(result, web.StreamResponse):
+            return result
+        if isinstance(result, Reply):
+            return json_reply(result.data, result.status, result.headers)
+        return json_reply(result, route.status)
+
+    aio_handler.__name__ = route.handler.__name__
+    return aio_handler
+
+
+@dataclass
+class Reply:
+    """A reply whose status differs from the route's default (e.g. 200 for an idempotent replay)."""
+
+    data: Any
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def mount(app: web.Application, runtime: "ServiceRuntime") -> None:
+    router = runtime.spec.router
+    if router is None:
+        return
+    for route in router.routes:
+        app.router.add_route(route.method, route.path, make_aiohttp_handler(route, runtime), name=route.operation_id)
+
+
+def not_found(what: str, id_: str) -> NotFound:
+    return NotFound(f"no {what} with id {id_}")

@@ -1,0 +1,47 @@
+"""Money in integer fen (分), quantities as Decimal. Never float.
+
+Rounding of tax and derived amounts is half-up to the fen, applied once where a rule says so.
+"""
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+FEN_PER_YUAN = 100
+KG_PLACES = Decimal("0.001")
+
+
+def to_fen(amount: Decimal | int | str) -> int:
+    """Round a Decimal amount of fen half-up to a whole fen."""
+    return int(Decimal(amount).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def yuan_to_fen(yuan: Decimal | int | str) -> int:
+    return to_fen(Decimal(str(yuan)) * FEN_PER_YUAN)
+
+
+def fen_to_yuan_str(fen: int) -> str:
+    sign = "-" if fen < 0 else ""
+    fen = abs(fen)
+    return f"{sign}{fen // 100}.{fen % 100:02d}"
+
+
+def parse_qty(value: str | int | Decimal, places: Decimal = KG_PLACES) -> Decimal:
+    """A quantity as a Decimal with 3 places (kg) — raises ValueError with a clear message."""
+    try:
+        q = Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueError(f"not a decimal number: {value!r}") from exc
+    if not q.is_finite():
+        raise ValueError(f"not a finite number: {value!r}")
+    if q != q.quantize(places):
+        raise ValueError(f"at most {abs(places.as_tuple().exponent)} decimal places")
+    return q.quantize(places)
+
+
+def qty_str(q: Decimal) -> str:
+    return format(q.quantize(KG_PLACES), "f")
+
+
+def line_amount_fen(unit_price_fen: int, qty: Decimal) -> int:
+    """Amount of one priced line: unit price × quantity, half-up to the fen."""
+    return to_fen(Decimal(unit_price_fen) * qty)

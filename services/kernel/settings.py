@@ -1,0 +1,153 @@
+"""One settings object, read from the environment, with embedded defaults.
+
+Switching between the embedded run and the distributed run is configuration only.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+    # Databases. `{service}` is replaced by the service name (SQLite: one file per service).
+    # A PostgreSQL URL puts every service in its own schema of that database.
+    database_url: str = "sqlite:///{data_dir}/{service}.db"
+    # PostgreSQL: the schema of service `x` is `{db_schema_prefix}x` (tests isolate runs with a prefix)
+    db_schema_prefix: str = ""
+    # embedded log = the durable event log in a database; kafka = Apache Kafka via kafka-python
+    bus: Literal["dblog", "kafka"] = "dblog"
+    event_log_url: str = "sqlite:///{data_dir}/eventlog.db"
+    event_log_partitions: int = 4
+    event_log_retention_hours: int = 24 * 7
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_session_timeout_ms: int = 10000
+    kafka_heartbeat_interval_ms: int = 3000
+    kafka_request_timeout_ms: int = 30000
+    kafka_default_partitions: int = 6
+
+    # consumer runner
+    consumer_max_attempts: int = 5
+    consumer_retry_backoff_s: float = 0.2
+    relay_batch_size: int = 500
+    relay_idle_sleep_s: float = 0.05
+
+    # jobs
+    celery_broker_url: str = "sqla+sqlite:///{data_dir}/celery.db"
+    celery_result_backend: str = "db+sqlite:///{data_dir}/celery-results.db"
+    redis_url: str = ""
+
+    # payments / search
+    payments: Literal["sandbox", "stripe"] = "sandbox"
+    stripe_api_key: str = ""
+    stripe_api_base: str = ""
+    stripe_webhook_secret: str = ""
+    search: Literal["sqlite", "elasticsearch"] = "sqlite"
+    elasticsearch_url: str = ""
+
+    # security
+    jwt_secret: str = ""
+    pii_key: str = ""  # urlsafe base64 of 32 bytes (AES-GCM key)
+    access_token_ttl_s: int = 3600
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    admin_phones: str = ""
+    cors_origin: str = "http://127.0.0.1:8080"
+    max_body_bytes: int = 1_048_576
+    rate_limit_per_minute: int = 600
+    rate_limit_ip_per_minute: int = 1200
+
+    # distributed gateway: service name -> base URL, JSON, e.g. {"booking": "http://127.0.0.1:8102"}
+    service_urls: str = ""
+    # which services this process hosts ("all" in the embedded run)
+    services: str = "all"
+
+    log_level: str = "INFO"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _abs(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    # --- derived -------------------------------------------------------------------------
+    def db_url(self, service: str) -> str:
+        return self.database_url.format(service=service, data_dir=self.data_dir)
+
+    def db_schema(self, service: str) -> str:
+        return f"{self.db_schema_prefix}{service}"
+
+    def log_url(self) -> str:
+        return self.event_log_url.format(data_dir=self.data_dir, service="eventlog")
+
+    def fmt(self, value: str) -> str:
+        return value.format(data_dir=self.data_dir)
+
+    @property
+    def admin_phone_set(self) -> set[str]:
+        return {p.strip() for p in self.admin_phones.split(",") if p.strip()}
+
+    @property
+    def service_url_map(self) -> dict[str, str]:
+        return json.loads(self.service_urls) if self.service_urls else {}
+
+    def hosted_services(self, available: list[str]) -> list[str]:
+        if self.services == "all":
+            return list(available)
+        wanted = [s.strip() for s in self.services.split(",") if s.strip()]
+        unknown = set(wanted) - set(available)
+        if unknown:
+            raise ConfigError(f"SERVICES names unknown services: {sorted(unknown)}; known: {available}")
+        return wanted
+
+    def secret(self, name: Literal["jwt_secret", "pii_key"]) -> str:
+        """Secrets come from the environment. Only the dev run may mint its own (kept in DATA_DIR)."""
+        value = getattr(self, name)
+        if value:
+            return value
+        if self.env == "prod":
+            raise ConfigError(f"{name.upper()} must be set in the environment in prod")
+        return _dev_secrets(self.data_dir)[name]
+
+
+class ConfigError(RuntimeError):
+    """Bad configuration: the message says what to fix."""
+
+
+def _dev_secrets(data_dir: Path) -> dict[str, str]:
+    import base64
+
+    path = data_dir / "dev-secrets.json"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        values = {
+            "jwt_secret": secrets.token_urlsafe(48),
+            "pii_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(values))
+        os.chmod(tmp, 0o600)
+        try:
+            os.link(tmp, path)  # atomic create-if-absent: concurrent starters agree on one secret
+        except FileExistsError:
+            pass
+        tmp.unlink(missing_ok=True)
+    return json.loads(path.read_text())
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+

@@ -1,0 +1,121 @@
+"""`recycle`: the operator's command line (run, migrations, dead letters, event catalogue, ...)."""
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Recycling marketplace: operator commands.", no_args_is_help=True)
+dlq = typer.Typer(help="Inspect and replay dead letters.")
+app.add_typer(dlq, name="dead-letters")
+console = Console()
+
+
+def _settings():  # noqa: ANN202
+    from services.kernel.settings import get_settings
+
+    return get_settings()
+
+
+@app.command()
+def serve() -> None:
+    """Run the gateway (embedded: every service in this process)."""
+    from .serve import serve_gateway
+
+    serve_gateway(_settings())
+
+
+@app.command("serve-service")
+def serve_service(name: str, port: int = typer.Option(..., help="port of this service's own HTTP app")) -> None:
+    """Run one service in its own process (distributed run)."""
+    from .serve import serve_one_service
+
+    serve_one_service(_settings(), name, port)
+
+
+@app.command()
+def migrate(service: list[str] = typer.Argument(None)) -> None:
+    """Apply every service's migrations (or only the named ones)."""
+    from services.bootstrap import Platform
+
+    platform = Platform(_settings(), services=service or None)
+    for name, rt in platform.runtimes.items():
+        from services.kernel import migrations
+
+        migrations.upgrade(name, rt.db)
+        console.print(f"[green]migrated[/] {name}")
+
+
+@app.command()
+def makemigrations(service: str, message: str = typer.Option(..., "-m")) -> None:
+    """Autogenerate a migration for a service from its tables (against a scratch SQLite at head)."""
+    from alembic import command
+
+    from services.kernel import migrations
+    from services.kernel.db import Database
+
+    mdir = migrations.service_dir(service) / "migrations"
+    tpl = Path(migrations.__file__).parent / "migration_template"
+    (mdir / "versions").mkdir(parents=True, exist_ok=True)
+    for f in ("env.py", "script.py.mako"):
+        if not (mdir / f).exists():
+            shutil.copy(tpl / f, mdir / f)
+    with tempfile.TemporaryDirectory() as d:
+        db = Database(f"sqlite:///{d}/scratch.db")
+        cfg = migrations.alembic_config(service, db)
+        command.upgrade(cfg, "head")
+        command.revision(cfg, message=message, autogenerate=True)
+
+
+@app.command("events-catalogue")
+def events_catalogue(out: Path = Path("docs/events.md")) -> None:
+    """Write the event catalogue generated from the event models."""
+    from services.kernel.events import catalogue_markdown
+    from services.kernel.runtime import available_services, load_spec
+
+    for name in available_services():
+        load_spec(name)
+    out.write_text(catalogue_markdown() + "\n")
+    console.print(f"wrote {out}")
+
+
+@dlq.command("list")
+def dlq_list(group: str) -> None:
+    """List the records parked in `dlq.<group>`."""
+    from services.kernel.bus.factory import make_bus
+    from services.kernel.consumer import list_dead_letters
+
+    bus = make_bus(_settings())
+    t = Table("partition@offset", "original", "attempts", "error")
+    for r in list_dead_letters(bus, group):
+        t.add_row(f"{r.partition}@{r.offset}",
+                  f"{r.headers.get('dlq.original_topic')}/{r.headers.get('dlq.original_partition')}"
+                  f"@{r.headers.get('dlq.original_offset')}",
+                  r.headers.get("dlq.attempts", ""), r.headers.get("dlq.error", "")[:120])
+    console.print(t)
+
+
+@dlq.command("replay")
+def dlq_replay(group: str, only: list[str] = typer.Option(None, help="partition@offset, repeatable")) -> None:
+    """Send parked records back to their original topic (handled once thanks to the inbox)."""
+    from services.kernel.bus.factory import make_bus
+    from services.kernel.consumer import replay_dead_letters
+
+    offsets = None
+    if only:
+        offsets = {(int(p), int(o)) for p, o in (x.split("@") for x in only)}
+    n = replay_dead_letters(make_bus(_settings()), group, offsets)
+    console.print(f"replayed {n} record(s) from dlq.{group}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

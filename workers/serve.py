@@ -1,0 +1,57 @@
+"""Process entry points: the gateway (embedded run) and one service per process (distributed run)."""
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from services.kernel.settings import ConfigError, Settings
+
+
+def _logging(settings: Settings) -> None:
+    from .logs import configure_logging
+
+    configure_logging(settings)
+
+
+def serve_gateway(settings: Settings) -> None:
+    _logging(settings)
+    from gateway.app import create_app
+
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+    print(f"Recycling marketplace listening on http://{settings.host}:{settings.port}  "
+          f"(docs: http://{settings.host}:{settings.port}/docs)", flush=True)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+
+
+def serve_one_service(settings: Settings, name: str, port: int) -> None:
+    _logging(settings)
+    from services.bootstrap import Platform
+    from services.kernel.http import json_reply, mount, request_context
+
+    platform = Platform(settings, services=[name])
+    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
+    app["settings"] = settings
+    mount(app, platform[name])
+
+    async def healthz(_: web.Request) -> web.Response:
+        return json_reply({"status": "ok", "service": name})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", healthz)
+
+    async def ctx(_app: web.Application):  # noqa: ANN202
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, platform.prepare)
+        platform.start()
+        yield
+        await loop.run_in_executor(None, platform.stop)
+
+    app.cleanup_ctx.append(ctx)
+    logging.getLogger(__name__).info("service %s on port %d", name, port)
+    web.run_app(app, host=settings.host, port=port, print=None, access_log=None)
