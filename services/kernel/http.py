@@ -108,11 +108,12 @@ class Router:
         self.routes: list[RouteDef] = []
 
     def route(self, method: str, path: str, *, roles: set[str] | frozenset[str] | None = None,
-              public: bool = False, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+              public: bool = False, authenticated: bool = False, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: Any = None, status: int = 200, summary: str = "", raw: bool = False,
               errors: tuple[int, ...] = ()) -> Callable[[Handler], Handler]:
-        if public and roles:
-            raise ValueError("a route is either public or limited to roles")
+        # Every route declares who may call it; there is no default (the authorization matrix relies on it).
+        if sum((bool(public), bool(roles), bool(authenticated))) != 1:
+            raise ValueError(f"{method} {path}: declare exactly one of public=True, authenticated=True, roles={{...}}")
         policy = Policy(PUBLIC) if public else Policy("roles", frozenset(roles)) if roles else Policy(AUTHENTICATED)
 
         def deco(fn: Handler) -> Handler:
