@@ -17,11 +17,16 @@ def _logging(settings: Settings) -> None:
 def serve_gateway(settings: Settings) -> None:
     _logging(settings)
     from gateway.app import create_app
+    from services.bootstrap import Platform
 
+    # Prepare (reach the databases and the bus, migrate, seed) before listening: bad configuration stops
+    # start-up at once with a message that names what to fix.
     try:
-        app = create_app(settings)
+        platform = None if settings.services == "none" else Platform(settings).prepare()
+        app = create_app(settings, platform)
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
+    app["platform_prepared"] = True
     print(f"Recycling marketplace listening on http://{settings.host}:{settings.port}  "
           f"(docs: http://{settings.host}:{settings.port}/docs)", flush=True)
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
@@ -32,7 +37,10 @@ def serve_one_service(settings: Settings, name: str, port: int) -> None:
     from services.bootstrap import Platform
     from services.kernel.http import json_reply, mount, request_context
 
-    platform = Platform(settings, services=[name])
+    try:
+        platform = Platform(settings, services=[name]).prepare()
+    except ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
     app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
     app["settings"] = settings
     mount(app, platform[name])
@@ -47,7 +55,6 @@ def serve_one_service(settings: Settings, name: str, port: int) -> None:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, platform.prepare)
         platform.start()
         yield
         await loop.run_in_executor(None, platform.stop)

@@ -100,9 +100,10 @@ def check_reachable(engine: Engine, what: str) -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise ConfigError(
             f"cannot reach the {what} database at {engine.url.render_as_string(hide_password=True)}: "
-            f"{exc.orig}. Check DATABASE_URL / EVENT_LOG_URL and that the server is running."
+            f"{reason}. Check DATABASE_URL / EVENT_LOG_URL and that the server is running."
         ) from exc
 
 

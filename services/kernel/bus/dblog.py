@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from ..db import Database, ensure_schema
+from ..db import Database, check_reachable, ensure_schema
 from ..ids import new_id
 from .port import Record, TopicSpec, partition_for
 
@@ -95,6 +95,7 @@ class DbLogBus:
     def __init__(self, url: str, default_partitions: int = 4, retention_hours: int = 168,
                  session_timeout_ms: int = 10_000, poll_interval_s: float = 0.02, schema: str = "eventlog"):
         self.db = Database(url, schema=schema, pool_size=5)
+        check_reachable(self.db.engine, "event log (EVENT_LOG_URL)")
         ensure_schema(self.db.engine, self.db.schema)
         metadata.create_all(self.db.engine)
         self.default_partitions = default_partitions
