@@ -91,11 +91,9 @@ def makemigrations(service: str, message: str = typer.Option(..., "-m")) -> None
 @app.command("events-catalogue")
 def events_catalogue(out: Path = Path("docs/events.md")) -> None:
     """Write the event catalogue generated from the event models."""
-    from services.kernel.events import catalogue_markdown
-    from services.kernel.runtime import available_services, load_spec
+    from services.kernel.events import catalogue_markdown, load_event_modules
 
-    for name in available_services():
-        load_spec(name)
+    load_event_modules()
     out.write_text(catalogue_markdown() + "\n")
     console.print(f"wrote {out}")
 
