@@ -85,6 +85,21 @@ class Envelope(BaseModel):
         return _REGISTRY[self.type].model_validate(self.data)
 
 
+def load_event_modules() -> None:
+    """Import every service's `domain/events.py` so the registry knows every event type."""
+    import importlib
+    import pkgutil
+
+    import services
+
+    for mod in pkgutil.iter_modules(services.__path__):
+        try:
+            importlib.import_module(f"services.{mod.name}.domain.events")
+        except ModuleNotFoundError as exc:
+            if not (exc.name or "").startswith(f"services.{mod.name}"):
+                raise
+
+
 def registry() -> dict[str, type[Event]]:
     return dict(_REGISTRY)
 
