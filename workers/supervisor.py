@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from services.kernel.runtime import available_services
 from services.kernel.settings import ConfigError, Settings
 
-BASE_SERVICE_PORT = 8101
-
 
 @dataclass
 class Supervisor:
@@ -120,8 +118,10 @@ def run_distributed(settings: Settings, ready_file: str | None = None) -> int:
             env["KAFKA_BOOTSTRAP"] = broker.bootstrap
         names = available_services()
         urls = {}
+        base_port = int(os.environ.get("SERVICE_BASE_PORT", "0"))
         for i, name in enumerate(names):
-            port = BASE_SERVICE_PORT + i
+            # fixed ports when SERVICE_BASE_PORT is given (compose-like); free loopback ports otherwise
+            port = base_port + i if base_port else free_port()
             urls[name] = f"http://127.0.0.1:{port}"
             sup.spawn(name, [_bin("recycle"), "serve-service", name, "--port", str(port)],
                       dict(env, SERVICES=name))
