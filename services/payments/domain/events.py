@@ -23,6 +23,9 @@ class PayoutRequested(Event):
     reference_id: str  # e.g. the pickup id
     requested_by: str  # the requesting service
     requested_at: datetime
+    # added by payments (optional, so existing producers stay valid): resident | seller | firm. Residents are
+    # paid into their wallet and paid out once it reaches the payout threshold; sellers and firms at once.
+    payee_kind: str = "resident"
 
 
 class PayoutPaid(Event):
@@ -35,6 +38,9 @@ class PayoutPaid(Event):
     amount_fen: int
     provider_ref: str
     paid_at: datetime
+    # added by payments: "provider" = paid out through the provider (provider_ref is its transfer id);
+    # "balance" = credited to the payee's wallet below the payout threshold (provider_ref = "balance:<payout_id>").
+    destination: str = "provider"
 
 
 class PayoutFailed(Event):
@@ -48,3 +54,18 @@ class PayoutFailed(Event):
     amount_fen: int
     reason: str
     failed_at: datetime
+    # added by payments: True when the payout had been reported paid and the provider returned it later
+    returned: bool = False
+
+
+class WithdrawalRequested(Event):
+    type = "cn.recycle.payments.withdrawal.requested.v1"
+    topic = "payments.payout"
+    key_field = "withdrawal_id"
+    source = "/payments"
+    doc = ("Internal to payments: a wallet balance was reserved for a payout to the payee; payments' own consumer "
+           "sends it through the provider (idempotently, keyed by withdrawal_id). Other consumers ignore it.")
+    withdrawal_id: str
+    payee_user_id: str
+    amount_fen: int
+    requested_at: datetime

@@ -1,0 +1,260 @@
+"""The Stripe provider, through the official SDK (`stripe.StripeClient`, one client per adapter: no global state).
+
+- Escrow: PaymentIntents with `capture_method=manual`, confirmed at creation (`payment_method_types=["card"]`);
+  capture (partial: `amount_to_capture`), cancel, refunds (full and partial) against the PaymentIntent.
+- Payouts: a connected account per payee (`accounts.create`) and a transfer to it (`transfers.create`).
+- Every call carries an Idempotency-Key derived from our command id (see `domain.rules.provider_idempotency_key`);
+  the SDK's own network retries reuse it.
+- Webhooks: `stripe.Webhook.construct_event` checks the `Stripe-Signature` header (HMAC-SHA256 over
+  "<timestamp>.<payload>" with the endpoint secret, and a timestamp tolerance against replays).
+
+`STRIPE_API_BASE` points the SDK at another server (tests: localstripe). Calls that find an object already in the
+wanted state (a capture retried after a crash, on a server that ignores idempotency keys) read the object and
+return it instead of failing.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import stripe
+
+from services.kernel.settings import ConfigError, Settings
+
+from ..ports import (
+    CONNECT_PAYOUTS,
+    IDEMPOTENCY_KEYS,
+    REFUSES_OVER_REFUND,
+    WEBHOOKS,
+    AuthResult,
+    BadSignature,
+    CardDeclined,
+    IntentSnapshot,
+    InvalidRequest,
+    ProviderUnavailable,
+    RefundResult,
+    TransferResult,
+)
+
+OUR_REFUND_TAG = "recycle_command_id"  # metadata key on every refund we create
+
+
+def _translate(exc: Exception) -> Exception:
+    """An SDK error as a provider-port error."""
+    if isinstance(exc, stripe.CardError):
+        err = exc.error
+        code = (getattr(err, "decline_code", None) if err else None) or exc.code or "card_declined"
+        pi = getattr(err, "payment_intent", None) if err else None
+        ref = pi.get("id") if isinstance(pi, Mapping) else (pi if isinstance(pi, str) else None)
+        return CardDeclined(code, exc.user_message or str(exc), ref)
+    if isinstance(exc, stripe.IdempotencyError):
+        return InvalidRequest(exc.user_message or str(exc), code="idempotency_error", http_status=400)
+    if isinstance(exc, stripe.InvalidRequestError):
+        return InvalidRequest(exc.user_message or str(exc) or "invalid request", code=exc.code or None,
+                              param=exc.param or None, http_status=exc.http_status or 400)
+    if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
+        return ProviderUnavailable(f"Stripe refused our credentials ({exc.http_status}); check STRIPE_API_KEY")
+    if isinstance(exc, stripe.APIError) and exc.http_status and 400 <= exc.http_status < 500 \
+            and exc.http_status not in (409, 429):
+        # e.g. an endpoint this server does not have (404)
+        return InvalidRequest(exc.user_message or f"Stripe answered {exc.http_status}",
+                              code="resource_missing" if exc.http_status == 404 else None,
+                              http_status=exc.http_status)
+    if isinstance(exc, stripe.StripeError):
+        return ProviderUnavailable(f"Stripe is unavailable: {type(exc).__name__}: {exc.user_message or exc}")
+    return exc
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, Mapping):
+        return obj.get(key, default)
+    try:
+        return obj[key]
+    except (KeyError, TypeError):
+        return default
+
+
+class StripeProvider:
+    name = "stripe"
+    capabilities = frozenset({CONNECT_PAYOUTS, IDEMPOTENCY_KEYS, WEBHOOKS, REFUSES_OVER_REFUND})
+    # a payee must be onboarded (Connect onboarding, `register_payee`) before money can be sent to them
+    opens_accounts_on_demand = False
+
+    def __init__(self, api_key: str, *, api_base: str = "", webhook_secret: str = "",
+                 webhook_tolerance_s: int = 300, max_network_retries: int = 2, timeout_s: float = 30.0):
+        if not api_key:
+            raise ConfigError("PAYMENTS=stripe needs STRIPE_API_KEY (sk_test_... or sk_live_...)")
+        base = {"api": api_base.rstrip("/")} if api_base else None
+        self.client = stripe.StripeClient(api_key, base_addresses=base,  # type: ignore[arg-type]
+                                          max_network_retries=max_network_retries,
+                                          http_client=stripe.RequestsClient(timeout=timeout_s))
+        self.webhook_secret = webhook_secret
+        self.webhook_tolerance_s = webhook_tolerance_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings, webhook_tolerance_s: int = 300) -> "StripeProvider":
+        return cls(settings.stripe_api_key, api_base=settings.stripe_api_base,
+                   webhook_secret=settings.stripe_webhook_secret, webhook_tolerance_s=webhook_tolerance_s)
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def _call(fn: Any, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+
+    # --- PaymentIntents ---------------------------------------------------------------------------------------
+    def authorise(self, *, amount_fen: int, currency: str, payment_method: str, idempotency_key: str,
+                  metadata: Mapping[str, str]) -> AuthResult:
+        params = {"amount": amount_fen, "currency": currency, "payment_method": payment_method,
+                  "payment_method_types": ["card"], "capture_method": "manual", "confirm": True,
+                  "metadata": dict(metadata)}
+        try:
+            pi = self._call(self.client.v1.payment_intents.create, params=params,
+                            options={"idempotency_key": idempotency_key})
+        except CardDeclined as exc:
+            return AuthResult(exc.provider_ref or "", "declined", exc.code, exc.detail)
+        if pi.status == "requires_capture":
+            return AuthResult(pi.id, "authorised")
+        # requires_action (3-D Secure) cannot complete server-side: a decline; cancel it so nothing stays reserved
+        err = _get(pi, "last_payment_error") or {}
+        code = _get(err, "decline_code") or _get(err, "code") or \
+            ("authentication_required" if pi.status == "requires_action" else pi.status)
+        if pi.status in ("requires_action", "requires_confirmation"):
+            try:
+                self._call(self.client.v1.payment_intents.cancel, pi.id,
+                           options={"idempotency_key": idempotency_key + ":abandon"})
+            except (InvalidRequest, ProviderUnavailable):
+                pass  # it lapses on its own; reconciliation reports it meanwhile
+        return AuthResult(pi.id, "declined", code, _get(err, "message"))
+
+    def capture(self, provider_ref: str, *, amount_fen: int, idempotency_key: str) -> IntentSnapshot:
+        try:
+            pi = self._call(self.client.v1.payment_intents.capture, provider_ref,
+                            params={"amount_to_capture": amount_fen, "expand": ["latest_charge"]},
+                            options={"idempotency_key": idempotency_key})
+        except InvalidRequest:
+            snap = self.retrieve_intent(provider_ref)
+            if snap.status == "captured":
+                return snap
+            raise
+        return self._snapshot(pi)
+
+    def cancel(self, provider_ref: str, *, idempotency_key: str) -> IntentSnapshot:
+        try:
+            pi = self._call(self.client.v1.payment_intents.cancel, provider_ref,
+                            options={"idempotency_key": idempotency_key})
+        except InvalidRequest:
+            snap = self.retrieve_intent(provider_ref)
+            if snap.status == "cancelled":
+                return snap
+            raise
+        return self._snapshot(pi)
+
+    def refund(self, provider_ref: str, *, amount_fen: int, idempotency_key: str,
+               metadata: Mapping[str, str]) -> RefundResult:
+        meta = dict(metadata)
+        meta.setdefault(OUR_REFUND_TAG, idempotency_key)
+        r = self._call(self.client.v1.refunds.create,
+                       params={"payment_intent": provider_ref, "amount": amount_fen, "metadata": meta},
+                       options={"idempotency_key": idempotency_key})
+        return self._refund(r)
+
+    # --- Connect ----------------------------------------------------------------------------------------------
+    def create_payee_account(self, *, user_id: str, kind: str, bank_account: str | None,
+                             idempotency_key: str) -> str:
+        params: dict[str, Any] = {
+            "type": "express",
+            "business_type": "company" if kind == "firm" else "individual",
+            "capabilities": {"transfers": {"requested": True}},
+            "metadata": {"user_id": user_id, "payee_kind": kind},
+        }
+        acct = self._call(self.client.v1.accounts.create, params=params,
+                          options={"idempotency_key": idempotency_key})
+        return str(acct.id)
+
+    def transfer(self, *, destination: str, amount_fen: int, currency: str, idempotency_key: str,
+                 metadata: Mapping[str, str]) -> TransferResult:
+        tr = self._call(self.client.v1.transfers.create,
+                        params={"amount": amount_fen, "currency": currency, "destination": destination,
+                                "metadata": dict(metadata)},
+                        options={"idempotency_key": idempotency_key})
+        return self._transfer(tr)
+
+    # --- reads ------------------------------------------------------------------------------------------------
+    def retrieve_intent(self, provider_ref: str) -> IntentSnapshot:
+        pi = self._call(self.client.v1.payment_intents.retrieve, provider_ref,
+                        params={"expand": ["latest_charge"]})
+        return self._snapshot(pi)
+
+    def retrieve_refund(self, provider_ref: str) -> RefundResult:
+        return self._refund(self._call(self.client.v1.refunds.retrieve, provider_ref))
+
+    def retrieve_transfer(self, provider_ref: str) -> TransferResult:
+        return self._transfer(self._call(self.client.v1.transfers.retrieve, provider_ref))
+
+    def _snapshot(self, pi: Any) -> IntentSnapshot:
+        status = {"requires_capture": "authorised", "succeeded": "captured", "canceled": "cancelled",
+                  "requires_payment_method": "declined"}.get(pi.status, "other")
+        raw = pi.to_dict()
+        charge = raw.get("latest_charge")
+        charge = charge if isinstance(charge, Mapping) else None
+        captured = raw.get("amount_received")
+        refunded = _get(charge, "amount_refunded")
+        if captured is None and charge is not None:
+            # Servers without `amount_received` (localstripe) record a partial capture as a refund of the rest:
+            # count only the refunds we made as refunds, the others as never captured.
+            ours = self._our_refunds(pi.id)
+            if _get(charge, "captured"):
+                captured = int(_get(charge, "amount", 0)) - (int(refunded or 0) - ours)
+            else:
+                captured = 0
+            refunded = ours
+        return IntentSnapshot(pi.id, status, int(raw.get("amount") or 0), int(captured or 0),
+                              None if refunded is None else int(refunded), raw)
+
+    def _our_refunds(self, pi_id: str) -> int:
+        listing = self._call(self.client.v1.refunds.list, params={"payment_intent": pi_id, "limit": 100})
+        return sum(int(r.amount) for r in listing.data
+                   if OUR_REFUND_TAG in (_get(r, "metadata") or {}) and r.status in ("succeeded", "pending"))
+
+    @staticmethod
+    def _refund(r: Any) -> RefundResult:
+        status = {"succeeded": "succeeded", "pending": "pending", "requires_action": "pending",
+                  "failed": "failed", "canceled": "failed"}.get(r.status, "pending")
+        return RefundResult(r.id, status, int(r.amount), _get(r, "failure_reason"))
+
+    @staticmethod
+    def _transfer(t: Any) -> TransferResult:
+        reversed_fen = int(_get(t, "amount_reversed", 0) or 0)
+        return TransferResult(t.id, "reversed" if reversed_fen else "paid", int(t.amount), reversed_fen)
+
+    # --- webhooks ---------------------------------------------------------------------------------------------
+    def verify_webhook(self, payload: bytes, signature: str | None) -> Mapping[str, Any]:
+        if not self.webhook_secret:
+            raise ProviderUnavailable("STRIPE_WEBHOOK_SECRET is not configured: webhooks cannot be verified")
+        if not signature:
+            raise BadSignature("missing Stripe-Signature header")
+        try:
+            stripe.Webhook.construct_event(payload, signature, self.webhook_secret,
+                                           tolerance=self.webhook_tolerance_s)
+        except stripe.SignatureVerificationError as exc:
+            raise BadSignature(f"webhook signature rejected: {exc.user_message or exc}") from None
+        except ValueError:
+            raise BadSignature("webhook payload is not valid JSON") from None
+        event = json.loads(payload)
+        if not isinstance(event, dict) or "id" not in event or "type" not in event:
+            raise BadSignature("webhook payload is not a Stripe event")
+        return event
+
+    def pull_events(self, limit: int = 100) -> list[Mapping[str, Any]]:
+        return []  # Stripe pushes webhooks
+
+    def ack_events(self, event_ids: list[str]) -> None:
+        pass

@@ -1,0 +1,151 @@
+"""Payments routes: the signed-in payee's balance and withdrawals, the Stripe webhook, operator tools.
+
+Holds, captures and refunds are not HTTP routes: the services that own orders call the port.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from services.kernel.http import Ctx, Reply, Router
+from services.kernel.ids import new_id
+
+from .domain.model import Balance, Withdrawal
+from .handlers import Payments
+from .reconcile import reconcile
+
+router = Router("payments")
+
+
+def payments_of(ctx: Ctx) -> Payments:
+    return ctx.runtime.ports["payments"]
+
+
+class WalletOut(BaseModel):
+    wallet: str
+    balance_fen: int
+
+
+class BalanceOut(BaseModel):
+    user_id: str
+    currency: str
+    available_fen: int
+    in_transit_fen: int
+    payout_threshold_fen: int
+    wallets: list[WalletOut]
+
+
+def _balance_out(b: Balance) -> dict[str, Any]:
+    return {"user_id": b.user_id, "currency": b.currency.upper(), "available_fen": b.available_fen,
+            "in_transit_fen": b.in_transit_fen, "payout_threshold_fen": b.threshold_fen,
+            "wallets": [{"wallet": k, "balance_fen": v} for k, v in b.wallets.items()]}
+
+
+class WithdrawalIn(BaseModel):
+    wallet: Literal["resident", "seller", "firm"] = "resident"
+    amount_fen: int | None = Field(None, gt=0, description="default: the whole wallet")
+
+
+class WithdrawalOut(BaseModel):
+    id: str
+    wallet: str
+    amount_fen: int
+    status: str
+    provider_ref: str | None
+    failure_reason: str | None
+
+
+class WithdrawalList(BaseModel):
+    items: list[WithdrawalOut]
+    next_cursor: str | None
+
+
+class ListQuery(BaseModel):
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = None
+
+
+def _withdrawal_out(w: Withdrawal) -> dict[str, Any]:
+    return {"id": w.id, "wallet": w.wallet, "amount_fen": w.amount_fen, "status": str(w.status),
+            "provider_ref": w.provider_ref, "failure_reason": w.failure_reason}
+
+
+@router.get("/v1/payments/balance", authenticated=True, response=BalanceOut)
+async def get_balance(ctx: Ctx) -> dict[str, Any]:
+    """The signed-in user's wallets (what the platform owes them), withdrawals under way, the payout threshold."""
+    return _balance_out(await ctx.run(payments_of(ctx).balance, ctx.user.user_id))
+
+
+@router.post("/v1/payments/withdrawals", authenticated=True, body=WithdrawalIn, response=WithdrawalOut, status=201,
+             errors=(422, 502))
+async def create_withdrawal(ctx: Ctx) -> Any:
+    """Withdraw from a wallet (提现), below the payout threshold too. Idempotent per Idempotency-Key."""
+    key = ctx.request.headers.get("Idempotency-Key")
+    command_id = f"api:{ctx.user.user_id}:{key}" if key else new_id("wdcmd")
+    body: WithdrawalIn = ctx.body
+    w = await ctx.run(payments_of(ctx).withdraw, command_id=command_id, user_id=ctx.user.user_id,
+                      wallet=body.wallet, amount_fen=body.amount_fen)
+    return Reply(_withdrawal_out(w), 201)
+
+
+@router.get("/v1/payments/withdrawals", authenticated=True, query=ListQuery, response=WithdrawalList)
+async def list_withdrawals(ctx: Ctx) -> dict[str, Any]:
+    """The signed-in user's withdrawals, newest first."""
+    q: ListQuery = ctx.query
+    items = await ctx.run(payments_of(ctx).list_withdrawals, ctx.user.user_id, q.limit + 1, q.cursor)
+    more = len(items) > q.limit
+    items = items[:q.limit]
+    return {"items": [_withdrawal_out(w) for w in items], "next_cursor": items[-1].id if more else None}
+
+
+@router.get("/v1/payments/withdrawals/{id}", authenticated=True, response=WithdrawalOut, errors=(403, 404))
+async def get_withdrawal(ctx: Ctx) -> dict[str, Any]:
+    """One withdrawal (yours, or any for an admin)."""
+    w = await ctx.run(payments_of(ctx).get_withdrawal, ctx.params["id"])
+    ctx.require_owner(w.payee_user_id, what="withdrawal", admin_ok=True)
+    return _withdrawal_out(w)
+
+
+class WebhookOut(BaseModel):
+    received: bool
+    event_id: str
+    type: str | None
+    outcome: str
+
+
+@router.post("/v1/payments/webhooks/stripe", public=True, response=WebhookOut, errors=(400, 502))
+async def stripe_webhook(ctx: Ctx) -> dict[str, Any]:
+    """Stripe's webhook endpoint: the Stripe-Signature header is verified; each event is applied once."""
+    payload = await ctx.request.read()
+    signature = ctx.request.headers.get("Stripe-Signature")
+    return await ctx.run(payments_of(ctx).handle_webhook, payload, signature)
+
+
+class ReconcileOut(BaseModel):
+    provider: str
+    ok: bool
+    checked: dict[str, int]
+    discrepancies: list[dict[str, Any]]
+    ledger_problems: list[str]
+    events_applied: int
+    withdrawals_sent: int
+
+
+@router.post("/v1/admin/payments/reconcile", roles={"admin"}, response=ReconcileOut)
+async def run_reconciliation(ctx: Ctx) -> dict[str, Any]:
+    """Compare the ledger with the provider's objects (the reconciliation job, run on demand)."""
+    report = await ctx.run(reconcile, payments_of(ctx))
+    return report.to_dict()
+
+
+class TrialBalanceOut(BaseModel):
+    total_fen: int
+    accounts: dict[str, int]
+
+
+@router.get("/v1/admin/payments/trial-balance", roles={"admin"}, response=TrialBalanceOut)
+async def trial_balance(ctx: Ctx) -> dict[str, Any]:
+    """Every ledger account's balance (debit positive); the total is always 0."""
+    tb = await ctx.run(payments_of(ctx).trial_balance)
+    return {"total_fen": sum(tb.values()), "accounts": tb}

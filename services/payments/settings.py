@@ -1,0 +1,43 @@
+"""Payments' own settings, read from the environment with the prefix `PAYMENTS_`.
+
+Which provider runs is the platform setting `PAYMENTS=sandbox|stripe` (with `STRIPE_API_KEY`, `STRIPE_API_BASE`,
+`STRIPE_WEBHOOK_SECRET`) in `services.kernel.settings.Settings`; what is specific to payments lives here:
+
+- `PAYMENTS_PAYOUT_THRESHOLD_FEN` (default 1000 = 10 yuan): residents' payouts below it stay in their wallet;
+- `PAYMENTS_WEBHOOK_TOLERANCE_S` (default 300): how old a signed webhook may be before it counts as a replay.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .domain.rules import DEFAULT_PAYOUT_THRESHOLD_FEN
+
+if TYPE_CHECKING:
+    from services.kernel.runtime import ServiceRuntime
+
+
+class PaymentsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", case_sensitive=False, extra="ignore")
+
+    payout_threshold_fen: int = Field(DEFAULT_PAYOUT_THRESHOLD_FEN, ge=0)
+    webhook_tolerance_s: int = Field(300, ge=1)
+    currency: str = "cny"
+
+
+def settings_of(rt: "ServiceRuntime") -> PaymentsSettings:
+    s = rt.ports.get("payments_settings")
+    if s is None:
+        s = rt.ports["payments_settings"] = PaymentsSettings()
+    return s
+
+
+def configure(rt: "ServiceRuntime", **overrides: Any) -> PaymentsSettings:
+    """Replace the runtime's payments settings (tests): defaults + environment + `overrides`."""
+    s = PaymentsSettings(**overrides)
+    rt.ports["payments_settings"] = s
+    if "payments" in rt.ports:
+        rt.ports["payments"].settings = s
+    return s
