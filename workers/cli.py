@@ -13,8 +13,6 @@ from rich.table import Table
 app = typer.Typer(help="Recycling marketplace: operator commands.", no_args_is_help=True)
 dlq = typer.Typer(help="Inspect and replay dead letters.")
 app.add_typer(dlq, name="dead-letters")
-app.add_typer(__import__("services.invoicing.cli", fromlist=["cli"]).cli, name="tax")
-app.add_typer(__import__("services.pricing.cli", fromlist=["app"]).app, name="pricing")
 console = Console()
 
 
@@ -133,16 +131,16 @@ def _mount_service_clis() -> None:
     """Each service may bring its own commands (services/<name>/cli.py exposing a typer app)."""
     import importlib
 
-    for name, attr in (("payments", "app"), ("pricing", "cli"), ("invoicing", "cli")):
+    for name, command in (("payments", "payments"), ("pricing", "pricing"), ("invoicing", "tax")):
         try:
             mod = importlib.import_module(f"services.{name}.cli")
         except ModuleNotFoundError as exc:
             if exc.name == f"services.{name}.cli":
                 continue
             raise
-        sub = getattr(mod, attr, None) or getattr(mod, "app", None) or getattr(mod, "cli", None)
+        sub = getattr(mod, "app", None) or getattr(mod, "cli", None)
         if sub is not None:
-            app.add_typer(sub, name=name)
+            app.add_typer(sub, name=command)
 
 
 _mount_service_clis()
