@@ -2,7 +2,7 @@
 stay in order on one partition)."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from services.kernel.events import Event
 
@@ -25,6 +25,13 @@ class InvoiceIssued(Event):
     iit_fen: int
     withheld_fen: int
     issued_at: datetime
+    # added by invoicing (optional, so existing consumers stay valid):
+    invoice_date: date | None = None  # 开票日期 (China time)
+    red_letter_of: str | None = None  # kind=red: the blue invoice it offsets
+    # True when a blocked invoice was issued later (POST /v1/invoices/{id}/retry): the saga was answered with
+    # InvoiceBlocked and the seller paid gross, so `withheld_fen` was not withheld from that payout; it is the
+    # tax the firm files for the seller all the same (reconcile with the seller).
+    retried: bool = False
 
 
 class InvoiceBlocked(Event):

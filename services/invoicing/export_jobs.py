@@ -1,0 +1,122 @@
+"""Export jobs: a row per requested report with its status and progress, run by Celery or a background thread.
+
+Life: queued → running → done | failed. `run_export` is idempotent: a job already done is left alone, and a job
+redelivered after a worker died mid-way (acks_late) starts again from the top into a fresh temporary file.
+
+Who runs it (`INVOICING_EXPORT_RUNNER`):
+- `celery`: the task `invoicing.export_tax_report` (tasks.py) on the platform's worker;
+- `thread`: a daemon thread in the API process — the embedded/test run without a worker;
+- `auto` (default): a thread when ENV=test, Celery otherwise; if the Celery broker cannot be reached, a thread.
+Progress is written to the job row every `INVOICING_EXPORT_PROGRESS_EVERY` invoices in its own short transaction,
+so `GET /v1/tax/exports/{id}` shows it while the export's read snapshot is still open.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from services.kernel.db import Database, UnitOfWork
+from services.kernel.errors import NotFound
+from services.kernel.ids import new_id
+from services.kernel.runtime import ServiceRuntime
+
+from .exports import ReportSpec, write_report
+from .settings import export_dir, settings_of
+from .store import exports
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_export(db: Database, spec: ReportSpec, requested_by: str, runner: str) -> dict[str, Any]:
+    export_id = new_id("ex")
+    with UnitOfWork(db) as uow:
+        uow.session.execute(exports.insert().values(
+            id=export_id, firm_id=spec.firm_id, requested_by=requested_by, kind=spec.kind, period=spec.period,
+            format=spec.fmt, pii=spec.pii, status="queued", runner=runner, rows_done=0, progress=0.0,
+            created_at=_now()))
+    return load_export(db, export_id)
+
+
+def load_export(db: Database, export_id: str) -> dict[str, Any]:
+    with UnitOfWork(db, readonly=True) as uow:
+        row = uow.session.execute(select(exports).where(exports.c.id == export_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"no export with id {export_id}")
+    return dict(row._mapping)
+
+
+def export_path(rt: ServiceRuntime, job: dict[str, Any]) -> Path:
+    return export_dir(rt) / f"{job['id']}.{job['format']}"
+
+
+def set_export(db: Database, export_id: str, **values: Any) -> None:
+    with UnitOfWork(db) as uow:
+        uow.session.execute(update(exports).where(exports.c.id == export_id).values(**values))
+
+
+def run_export(rt: ServiceRuntime, export_id: str) -> dict[str, Any]:
+    """Generate the file of a queued (or interrupted) export job; record progress, then done or failed."""
+    job = load_export(rt.db, export_id)
+    if job["status"] == "done":
+        return job
+    spec = ReportSpec(job["firm_id"], job["kind"], job["period"], job["format"], job["pii"])
+    cfg = settings_of(rt)
+    set_export(rt.db, export_id, status="running", started_at=_now(), error=None, rows_done=0, progress=0.0)
+
+    def progress(done: int, total: int) -> None:
+        set_export(rt.db, export_id, rows_done=done, rows_total=total,
+             progress=round(done / total, 4) if total else 1.0)
+
+    path = export_path(rt, job)
+    try:
+        n = write_report(rt.db, spec, path, progress=progress, progress_every=cfg.export_progress_every,
+                         fetch_rows=cfg.export_fetch_rows, settings=rt.settings)
+    except Exception as exc:
+        log.exception("export %s failed", export_id)
+        set_export(rt.db, export_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=_now())
+        raise
+    set_export(rt.db, export_id, status="done", progress=1.0, rows_done=n, rows_total=n, file_name=spec.file_name,
+         size_bytes=path.stat().st_size, finished_at=_now())
+    return load_export(rt.db, export_id)
+
+
+def choose_runner(rt: ServiceRuntime) -> str:
+    runner = settings_of(rt).export_runner
+    if runner == "auto":
+        return "thread" if rt.settings.env == "test" else "celery"
+    return runner
+
+
+def dispatch(rt: ServiceRuntime, export_id: str, runner: str) -> str:
+    """Start the job; returns the runner that took it."""
+    if runner == "celery":
+        try:
+            from .tasks import export_tax_report
+
+            export_tax_report.delay(export_id)
+            return "celery"
+        except Exception:  # noqa: BLE001 - the broker is down: do not lose the request
+            log.warning("could not queue export %s on Celery; running it in a thread", export_id, exc_info=True)
+            set_export(rt.db, export_id, runner="thread")
+    set_export(rt.db, export_id, worker=f"{socket.gethostname()}:{os.getpid()}")
+    t = threading.Thread(target=_run_quietly, args=(rt, export_id), name=f"export-{export_id}", daemon=True)
+    t.start()
+    return "thread"
+
+
+def _run_quietly(rt: ServiceRuntime, export_id: str) -> None:
+    try:
+        run_export(rt, export_id)
+    except Exception:  # noqa: BLE001 - recorded on the job as failed
+        pass

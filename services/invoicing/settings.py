@@ -1,0 +1,105 @@
+"""Invoicing's settings, read from the environment with the prefix `INVOICING_`.
+
+The tax law itself (rates, thresholds, dates) is not here: it is date-effective configuration in
+`tax_rules.toml` and `service_rules.toml` (or a deployment's own files named by `INVOICING_TAX_RULES_FILE` and
+`INVOICING_SERVICE_RULES_FILE`). These settings say how the service runs.
+"""
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from services.kernel.runtime import ServiceRuntime
+
+    from .domain.service_rules import ServiceRuleBook
+    from .domain.tax_config import TaxRuleBook
+
+
+class InvoicingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INVOICING_", case_sensitive=False, extra="ignore")
+
+    # invoices are dated in China's time zone: a pickup settled at 23:30 UTC+8 on 30 Nov is a November invoice
+    timezone: str = "Asia/Shanghai"
+    # a deployment's own rule files ("" = the shipped ones)
+    tax_rules_file: str = ""
+    service_rules_file: str = ""
+    # 三流合一 for pickups: the platform holds the weighing record and booking pays the resident (the seller)
+    # into their own verified account, so it holds by construction. Off only for a deployment that pays otherwise.
+    pickups_three_flows: bool = True
+
+    # exports: where files go ("{data_dir}" is replaced), who runs them (auto: a background thread in tests,
+    # Celery otherwise), how many rows per fetch and per progress update
+    export_dir: str = "{data_dir}/exports/invoicing"
+    export_runner: Literal["auto", "celery", "thread"] = "auto"
+    export_fetch_rows: int = Field(5000, ge=100)
+    export_progress_every: int = Field(20000, ge=100)
+    # download chunk size
+    export_chunk_bytes: int = Field(256 * 1024, ge=4096)
+
+    # lists
+    list_default_limit: int = Field(50, ge=1)
+    list_max_limit: int = Field(500, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        ZoneInfo(v)
+        return v
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def local_date(self, at: datetime) -> date:
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        return at.astimezone(self.tz).date()
+
+    def today(self) -> date:
+        return self.local_date(datetime.now(UTC))
+
+
+def settings_of(rt: "ServiceRuntime") -> InvoicingSettings:
+    s = rt.ports.get("invoicing_settings")
+    if s is None:
+        s = rt.ports["invoicing_settings"] = InvoicingSettings()
+    return s
+
+
+def configure(rt: "ServiceRuntime", **overrides: Any) -> InvoicingSettings:
+    """Replace the runtime's invoicing settings (tests, benchmarks): defaults + environment + `overrides`."""
+    s = InvoicingSettings(**overrides)
+    rt.ports["invoicing_settings"] = s
+    rt.ports.pop("tax_rule_book", None)
+    rt.ports.pop("service_rule_book", None)
+    return s
+
+
+def tax_rule_book(rt: "ServiceRuntime") -> "TaxRuleBook":
+    book = rt.ports.get("tax_rule_book")
+    if book is None:
+        from .domain.tax_config import load_rule_book
+
+        book = rt.ports["tax_rule_book"] = load_rule_book(settings_of(rt).tax_rules_file or None)
+    return book
+
+
+def service_rule_book(rt: "ServiceRuntime") -> "ServiceRuleBook":
+    book = rt.ports.get("service_rule_book")
+    if book is None:
+        from .domain.service_rules import load_service_rules
+
+        book = rt.ports["service_rule_book"] = load_service_rules(settings_of(rt).service_rules_file or None)
+    return book
+
+
+def export_dir(rt: "ServiceRuntime") -> Path:
+    path = Path(settings_of(rt).export_dir.format(data_dir=rt.settings.data_dir))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
