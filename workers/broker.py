@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 
 class BrokerError(RuntimeError):
@@ -80,16 +81,17 @@ class Broker:
 
     bootstrap: str
     process: subprocess.Popen
-    log_path: Path
-    _owns_log: bool = field(default=True, repr=False)
+    log: IO[bytes] = field(repr=False)
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def log_tail(self, chars: int = 2000) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
+            with open(self.log.fileno(), "rb", closefd=False) as f:
+                f.seek(0)
+                return f.read().decode(errors="replace")[-chars:]
+        except (OSError, ValueError):
             return ""
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -100,9 +102,7 @@ class Broker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout_s)
-        if self._owns_log:
-            with contextlib.suppress(OSError):
-                self.log_path.unlink()
+        self.log.close()
 
     def __enter__(self) -> "Broker":
         return self
@@ -114,22 +114,23 @@ class Broker:
 def start_broker(host: str = "127.0.0.1", port: int | None = None, timeout_s: float = 15.0,
                  log_path: Path | None = None, attempts: int = 3) -> Broker:
     """Start tansu with memory storage on `host:port` (a free port by default) and wait until it serves Kafka
-    metadata requests. Raises BrokerError if it does not come up within `timeout_s`."""
+    metadata requests. Raises BrokerError if it does not come up within `timeout_s`.
+
+    The broker's output goes to `log_path`, or by default to an anonymous temporary file (nothing left behind
+    even if the caller never calls `stop()`); `Broker.log_tail()` reads it."""
     binary = broker_binary()
     last_error = ""
     for _ in range(attempts if port is None else 1):
         p = port or free_port(host)
         url = f"tcp://{host}:{p}"
-        owns_log = log_path is None
-        path = log_path or Path(tempfile.mkstemp(prefix="tansu-", suffix=".log")[1])
-        with open(path, "ab") as out:
-            proc = subprocess.Popen(
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
-        broker = Broker(f"{host}:{p}", proc, path, owns_log)
+        log = open(log_path, "a+b") if log_path else tempfile.TemporaryFile(prefix="tansu-")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        broker = Broker(f"{host}:{p}", proc, log)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and broker.alive():
             if kafka_ready(broker.bootstrap, timeout_s=1.0):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .bus.port import EventBus, Record, Subscription
 from .db import Database, UnitOfWork
 from .events import Envelope, current_trace_id
-from .outbox import inbox_record, inbox_seen
+from .outbox import inbox_record, inbox_record_many, inbox_seen, inbox_seen_many
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,9 @@ class ConsumerRunner:
 
     def run_once(self, timeout_s: float = 0.5, max_records: int = 500) -> int:
         records = self.subscription.poll(timeout_s, max_records)
-        for rec in records:
-            self._process(rec)
-        self.subscription.commit(records)
+        if records:
+            self._process_batch(records)
+            self.subscription.commit(records)
         return len(records)
 
     def run(self, stop: threading.Event) -> None:
@@ -80,7 +80,55 @@ class ConsumerRunner:
             self._sub = None
 
     # -----------------------------------------------------------------------------------
-    def _process(self, rec: Record) -> None:
+    def _process_batch(self, records: list[Record]) -> None:
+        """The fast path: a whole poll in one unit of work. Each record is checked against the inbox and, if new,
+        handled and recorded in the inbox — the per-record rule, with one commit for the batch.
+
+        If a handler fails, the transaction rolls back (no effect, no inbox row) and the batch is redone one record
+        at a time by the per-record path below; the failed call counts as the failing record's first attempt, so a
+        poison message still gets exactly `max_attempts` tries before it is parked. Undecodable records take the
+        per-record path directly (it parks them)."""
+        todo: list[tuple[Record, Envelope, Handler]] = []
+        for rec in records:
+            try:
+                env = Envelope.from_bytes(rec.value)
+            except Exception:  # noqa: BLE001
+                self._process(rec)
+                continue
+            handler = self.spec.handlers.get(env.type)
+            if handler is not None:
+                todo.append((rec, env, handler))
+        if not todo:
+            return
+        failed_at, error = -1, ""
+        try:
+            with UnitOfWork(self.db) as uow:
+                seen = inbox_seen_many(uow.session, self.spec.group, [env.id for _, env, _ in todo])
+                new_ids: list[str] = []
+                for i, (_, env, handler) in enumerate(todo):
+                    if env.id in seen:
+                        continue
+                    seen.add(env.id)  # the same event twice in one poll
+                    token = current_trace_id.set(env.traceid)
+                    try:
+                        handler(env, uow)
+                    except Exception as exc:
+                        failed_at, error = i, _describe(exc)
+                        log.warning("consumer %s: %s (event %s, attempt 1/%d)", self.spec.group, error, env.id,
+                                    self.max_attempts)
+                        raise
+                    finally:
+                        current_trace_id.reset(token)
+                    new_ids.append(env.id)
+                inbox_record_many(uow.session, self.spec.group, new_ids)
+            self.handled += len(new_ids)
+        except Exception as exc:  # noqa: BLE001 - redo one by one, where retries and dead letters apply
+            log.info("consumer %s: batch of %d rolled back (%s); handling its records one by one",
+                     self.spec.group, len(todo), type(exc).__name__)
+            for i, (rec, _, _) in enumerate(todo):
+                self._process(rec, prior_error=error if i == failed_at else "")
+
+    def _process(self, rec: Record, prior_error: str = "") -> None:
         try:
             env = Envelope.from_bytes(rec.value)
         except Exception as exc:  # not even an envelope: retrying cannot help
@@ -89,8 +137,11 @@ class ConsumerRunner:
         handler = self.spec.handlers.get(env.type)
         if handler is None:
             return
-        error = ""
-        for attempt in range(1, self.max_attempts + 1):
+        error = prior_error
+        first = 2 if prior_error else 1  # the batch already made the first attempt
+        for attempt in range(first, self.max_attempts + 1):
+            if attempt > 1:
+                time.sleep(self.backoff_s * (2 ** (attempt - 2)))
             token = current_trace_id.set(env.traceid)
             try:
                 with UnitOfWork(self.db) as uow:
@@ -101,11 +152,9 @@ class ConsumerRunner:
                 self.handled += 1
                 return
             except Exception as exc:
-                error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                error = _describe(exc)
                 log.warning("consumer %s: %s (event %s, attempt %d/%d)", self.spec.group, error, env.id,
                             attempt, self.max_attempts)
-                if attempt < self.max_attempts:
-                    time.sleep(self.backoff_s * (2 ** (attempt - 1)))
             finally:
                 current_trace_id.reset(token)
         self._dead_letter(rec, error, self.max_attempts)
@@ -124,6 +173,10 @@ class ConsumerRunner:
         self.dead_lettered += 1
         log.error("consumer %s parked %s/%d@%d in %s: %s", self.spec.group, rec.topic, rec.partition,
                   rec.offset, dlq_topic(self.spec.group), error)
+
+
+def _describe(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
 def list_dead_letters(bus: EventBus, group: str, limit: int = 1000) -> list[Record]:

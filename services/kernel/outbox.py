@@ -85,6 +85,23 @@ def inbox_record(session: Session, group: str, event_id: str) -> None:
     session.execute(inbox_t.insert().values(group_id=group, event_id=event_id, handled_at=datetime.now(UTC)))
 
 
+def inbox_seen_many(session: Session, group: str, event_ids: list[str]) -> set[str]:
+    """Which of these event ids the group has handled (one query for a consumer's batch)."""
+    seen: set[str] = set()
+    for i in range(0, len(event_ids), 500):
+        seen.update(session.execute(
+            select(inbox_t.c.event_id).where(inbox_t.c.group_id == group,
+                                             inbox_t.c.event_id.in_(event_ids[i:i + 500]))
+        ).scalars())
+    return seen
+
+
+def inbox_record_many(session: Session, group: str, event_ids: list[str]) -> None:
+    if event_ids:
+        now = datetime.now(UTC)
+        session.execute(inbox_t.insert(), [dict(group_id=group, event_id=e, handled_at=now) for e in event_ids])
+
+
 class Relay:
     """Ships one service's outbox to the bus, in commit order, with retries and backoff."""
 
@@ -107,9 +124,11 @@ class Relay:
             ).all()
         if not rows:
             return 0
-        records = [Record(topic=r.topic, key=r.key, value=bytes(r.payload),
-                          headers={"content-type": CONTENT_TYPE, "ce_id": r.event_id}) for r in rows]
-        seqs = [r.seq for r in rows]
+        # Positional unpacking: named access on 500 result rows per batch is a measurable share of the relay.
+        records = [Record(topic=topic, key=key, value=bytes(payload),
+                          headers={"content-type": CONTENT_TYPE, "ce_id": event_id})
+                   for _, topic, key, payload, event_id in rows]
+        seqs = [row[0] for row in rows]
         try:
             self.bus.publish(records)
         except Exception as exc:

@@ -98,6 +98,9 @@ class DbLogBus:
         check_reachable(self.db.engine, "event log (EVENT_LOG_URL)")
         ensure_schema(self.db.engine, self.db.schema)
         metadata.create_all(self.db.engine)
+        # Reads run in read-only transactions: on SQLite a plain BEGIN (WAL readers never wait for a writer),
+        # not the BEGIN IMMEDIATE of write transactions, which would queue every poll behind every publish.
+        self._reader = self.db.engine.execution_options(readonly=True)
         self.default_partitions = default_partitions
         self.retention_hours = retention_hours
         self.session_timeout_ms = session_timeout_ms
@@ -120,7 +123,7 @@ class DbLogBus:
     def partitions(self, topic: str) -> int:
         n = self._parts.get(topic)
         if n is None:
-            with self.db.engine.connect() as conn:
+            with self._reader.connect() as conn:
                 n = conn.execute(select(topics_t.c.partitions).where(topics_t.c.name == topic)).scalar()
             if n is None:
                 # Like Kafka's auto-create: an unknown topic gets the default layout on first use.
@@ -130,7 +133,7 @@ class DbLogBus:
         return n
 
     def end_offsets(self, topic: str) -> dict[int, int]:
-        with self.db.engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(select(partitions_t.c.partition, partitions_t.c.next_offset)
                                 .where(partitions_t.c.topic == topic)).all()
         return {p: o for p, o in rows}
@@ -141,7 +144,10 @@ class DbLogBus:
             return
         grouped: dict[tuple[str, int], list[Record]] = defaultdict(list)
         for r in records:
-            p = r.partition if r.partition >= 0 else partition_for(r.key, self.partitions(r.topic))
+            n = self.partitions(r.topic)  # also creates an unknown topic, as for keyed records
+            if r.partition >= n:
+                raise ValueError(f"topic {r.topic} has {n} partitions, no partition {r.partition}")
+            p = r.partition if r.partition >= 0 else partition_for(r.key, n)
             grouped[(r.topic, p)].append(r)
         now = _now_ms()
         rows = []
@@ -166,7 +172,7 @@ class DbLogBus:
         return DbLogSubscription(self, group, topics)
 
     def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Record]:
-        with self.db.engine.connect() as conn:
+        with self._reader.connect() as conn:
             rows = conn.execute(
                 select(log_t).where(and_(log_t.c.topic == topic, log_t.c.partition == partition,
                                          log_t.c.offset >= offset))
@@ -203,6 +209,7 @@ class DbLogSubscription:
         self._positions: dict[tuple[str, int], int] = {}
         self._assigned: list[tuple[str, int]] = []
         self._last_heartbeat = 0
+        self._next_start = 0
         self._closed = False
 
     def _heartbeat_and_assign(self) -> None:
@@ -242,8 +249,12 @@ class DbLogSubscription:
         while True:
             self._heartbeat_and_assign()
             out: list[Record] = []
-            with self.bus.db.engine.connect() as conn:
-                for tp in self._assigned:
+            # Start at a different partition each poll: a backlog in one partition must not starve the others.
+            n = len(self._assigned)
+            order = [self._assigned[(self._next_start + i) % n] for i in range(n)]
+            self._next_start = (self._next_start + 1) % max(n, 1)
+            with self.bus._reader.connect() as conn:
+                for tp in order:
                     if len(out) >= max_records:
                         break
                     pos = self._positions[tp]

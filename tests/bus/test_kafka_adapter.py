@@ -1,0 +1,42 @@
+"""What is particular to the Kafka adapter and the local broker: failing fast with a useful message, and
+starting/stopping tansu."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from services.kernel.bus.factory import make_bus
+from services.kernel.settings import ConfigError, Settings
+from workers.broker import free_port, kafka_ready
+
+
+def test_an_unreachable_broker_fails_fast_saying_what_to_fix(tmp_path) -> None:  # noqa: ANN001
+    settings = Settings(env="test", data_dir=tmp_path, bus="kafka", kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        make_bus(settings)
+    assert time.monotonic() - started < 10  # a few seconds, not the client's default minute of retries
+    assert "KAFKA_BOOTSTRAP" in str(err.value) and settings.kafka_bootstrap in str(err.value)
+
+
+@pytest.mark.kafka
+def test_the_local_broker_starts_on_a_free_port_and_stops() -> None:
+    from workers.broker import BrokerError, start_broker
+
+    try:
+        broker = start_broker()
+    except BrokerError as exc:  # pragma: no cover - same policy as the session fixture
+        import os
+
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    with broker:
+        assert broker.alive() and kafka_ready(broker.bootstrap)
+        assert "tansu" in broker.log_tail()
+    assert not broker.alive()
+    host, port = broker.bootstrap.split(":")
+    with socket.socket() as s:
+        assert s.connect_ex((host, int(port))) != 0  # nothing listens any more
