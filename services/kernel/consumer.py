@@ -61,8 +61,18 @@ class ConsumerRunner:
     def run_once(self, timeout_s: float = 0.5, max_records: int = 500) -> int:
         records = self.subscription.poll(timeout_s, max_records)
         if records:
-            self._process_batch(records)
-            self.subscription.commit(records)
+            try:
+                self._process_batch(records)
+                self.subscription.commit(records)
+            except BaseException:
+                # The subscription has moved past this batch; rewind it so a later commit cannot skip
+                # records that were never handled (they are redelivered; the inbox absorbs repeats).
+                first: dict[tuple[str, int], int] = {}
+                for r in records:
+                    first.setdefault((r.topic, r.partition), r.offset)
+                for (topic, partition), offset in first.items():
+                    self.subscription.seek(topic, partition, offset)
+                raise
         return len(records)
 
     def run(self, stop: threading.Event) -> None:

@@ -173,3 +173,30 @@ def test_a_poison_message_is_parked_then_replayed_after_the_fix(bus_case: BusCas
     consume_everything(bus_case, runner, topic, expected=1)
     assert count_effects(consumer_db) == (10, 10)
     assert runner.dead_lettered == 1
+
+
+def test_failed_batch_is_rewound_not_skipped(tmp_path):
+    """If handling a batch blows up after the poll (e.g. the dead-letter publish fails), the records are polled
+    again instead of being skipped by the next commit."""
+    from services.kernel.bus.dblog import DbLogBus
+    from services.kernel.bus.port import Record, TopicSpec
+    from services.kernel.consumer import ConsumerRunner, ConsumerSpec
+    from services.kernel.db import Database
+    from services.kernel.events import Envelope
+    from services.kernel.outbox import kernel_metadata
+
+    bus = DbLogBus(f"sqlite:///{tmp_path}/log.db")
+    bus.ensure_topics([TopicSpec("t.rewind", 1)])
+    db = Database(f"sqlite:///{tmp_path}/svc.db")
+    kernel_metadata.create_all(db.engine)
+    env = Envelope(source="/t", type="cn.recycle.test.rewind.v1", subject="k", data={})
+    bus.publish([Record("t.rewind", "k", env.to_bytes())])
+    seen: list[str] = []
+    runner = ConsumerRunner(ConsumerSpec("g.rewind", ["t.rewind"], {env.type: lambda e, u: seen.append(e.id)}),
+                            db, bus, max_attempts=1)
+    original = runner._process_batch
+    runner._process_batch = lambda recs: (_ for _ in ()).throw(RuntimeError("dead-letter publish failed"))
+    with pytest.raises(RuntimeError):
+        runner.run_once(timeout_s=0.0)
+    runner._process_batch = original
+    assert runner.run_once(timeout_s=0.0) == 1 and seen == [env.id]
