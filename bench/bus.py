@@ -183,9 +183,9 @@ def main() -> None:
                     help="runs of each measurement, interleaved; the best of each is compared (a shared machine "
                          "is noisy, and noise only ever slows a run down)")
     ap.add_argument("--only", default="embedded,kafka,raw")
-    ap.add_argument("--compression", default="adapter", choices=["adapter", "gzip", "none"],
+    ap.add_argument("--compression", default="settings", choices=["settings", "gzip", "none"],
                     help="Kafka batch compression for both the adapter and the raw ceiling "
-                         "(default: the adapter's default)")
+                         "(default: KAFKA_COMPRESSION from the settings)")
     args = ap.parse_args()
     which = set(args.only.split(","))
     runs: dict[str, list[float]] = {"embedded": [], "kafka": [], "raw": []}
@@ -202,9 +202,9 @@ def main() -> None:
         from workers.broker import start_broker
 
         defaults = KafkaBus.__init__.__kwdefaults__ or {}
-        producer_config = {k: defaults[k] for k in ("linger_ms", "batch_size", "compression_type")}
-        if args.compression != "adapter":
-            producer_config["compression_type"] = None if args.compression == "none" else args.compression
+        producer_config = {k: defaults[k] for k in ("linger_ms", "batch_size")}
+        chosen = Settings().kafka_compression if args.compression == "settings" else args.compression
+        producer_config["compression_type"] = None if chosen == "none" else chosen
         print(f"  producer settings (adapter and raw alike): acks=all, idempotent, {producer_config}", flush=True)
         with start_broker() as broker:
             for i in range(args.rounds):

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = 3000
     kafka_request_timeout_ms: int = 30000
     kafka_default_partitions: int = 6
+    kafka_connect_timeout_ms: int = 5000
+    # "none" keeps the relay closest to raw kafka-python; "gzip" raises absolute throughput here (kafka-python
+    # checks CRCs in pure Python, so fewer bytes is faster) at the price of CPU. See bench/bus.py.
+    kafka_compression: Literal["none", "gzip"] = "none"
+    dblog_session_timeout_ms: int = 10000
 
     # consumer runner
     consumer_max_attempts: int = 5

@@ -29,11 +29,14 @@ def make_bus(settings: Settings) -> EventBus:
                         session_timeout_ms=settings.kafka_session_timeout_ms,
                         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
                         request_timeout_ms=settings.kafka_request_timeout_ms,
-                        default_partitions=settings.kafka_default_partitions)
+                        default_partitions=settings.kafka_default_partitions,
+                        connect_timeout_ms=settings.kafka_connect_timeout_ms,
+                        compression_type=None if settings.kafka_compression == "none" else settings.kafka_compression)
     if settings.bus == "dblog":
         from .dblog import DbLogBus
 
         return DbLogBus(settings.log_url(), default_partitions=settings.event_log_partitions,
                         retention_hours=settings.event_log_retention_hours,
+                        session_timeout_ms=settings.dblog_session_timeout_ms,
                         schema=settings.db_schema("eventlog"))
     raise ConfigError(f"BUS must be 'dblog' or 'kafka', not {settings.bus!r}")
