@@ -1,4 +1,4 @@
-"""Events the pricing service publishes."""
+"""Events the pricing service publishes. Neither carries a contributor's identity (methodology §10)."""
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -13,7 +13,9 @@ class IndexPublished(Event):
     topic = "pricing.index"
     key_field = "series_key"
     source = "/pricing"
-    doc = "Booking keeps its own copy of prices from these; analysts' feeds too."
+    doc = ("Booking keeps its own copy of prices from these; analysts' feeds too. A restatement is the same event "
+           "with a higher version and the correction notice's fields (restates_version, previous_value, "
+           "correction_reason).")
 
     series_key: str  # "<code>@<region>", e.g. "metal.steel@110000"
     code: str  # category code (price series) or family code (index)
@@ -29,3 +31,34 @@ class IndexPublished(Event):
     methodology_version: str
     reference: bool = False  # a seeded reference price, not computed from observations
     published_at: datetime
+    # added with the daily computation (optional: older events lack them)
+    status: str = "published"  # published | insufficient_data
+    n_excluded: int = 0
+    restates_version: int | None = None  # the version this one corrects
+    previous_value: str | None = None
+    correction_reason: str | None = None
+
+
+class ObservationRecorded(Event):
+    """A price input was recorded (from a settled pickup, a firm's report, later a cleared lot trade)."""
+
+    type = "cn.recycle.pricing.observation.recorded.v1"
+    topic = "pricing.observation"
+    key_field = "series_key"
+    source = "/pricing"
+    doc = ("One price input with its tier and source kind; the counterparty stays inside pricing (never in an "
+           "event). Keyed by series so each city series' inputs stay in order.")
+
+    observation_id: int
+    series_key: str  # "<category>@<city_code>"
+    category: str
+    city_code: str
+    day: date
+    tier: str  # transaction | verified_deal | quote
+    kind: str  # trade | quote
+    unit_price_fen: int
+    qty: str  # decimal string, 3 places, in the category's unit
+    related_party: bool
+    input_source: str  # where the input came from: booking.pickup | api (| trading.trade)
+    observed_at: datetime
+    recorded_at: datetime

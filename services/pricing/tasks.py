@@ -1,0 +1,59 @@
+"""Celery tasks of the pricing service (picked up by workers/celery_app.py) and their beat schedule.
+
+The daily computation runs at the methodology's publication time (`specification.publication_time`, in its
+time zone, which is the Celery app's). It is idempotent: a second run the same day, a retry after a crash or two
+workers at once publish nothing twice (computations are serialised and unchanged values publish nothing).
+"""
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from celery import shared_task
+from celery.schedules import crontab
+
+from .domain.methodology import load_methodology
+
+CELERY_TIMEZONE = "Asia/Shanghai"  # workers/celery_app.py: app.conf.timezone
+
+
+def daily_schedule() -> crontab:
+    """crontab of the publication time. The methodology's time zone must be the Celery app's: a crontab is
+    read in the app's time zone, and publishing at 10:00 somewhere else would be a silent methodology change."""
+    m = load_methodology()
+    tz = m.specification.timezone
+    if ZoneInfo(tz) != ZoneInfo(CELERY_TIMEZONE):
+        raise ValueError(f"methodology time zone {tz} differs from the Celery app's {CELERY_TIMEZONE}")
+    hour, minute = (int(x) for x in m.specification.publication_time.split(":"))
+    return crontab(hour=hour, minute=minute)
+
+
+SCHEDULE = {
+    # expires: a publication not started within 6 hours waits for the next day's run (which also picks up any
+    # day queued for a restatement) rather than piling up.
+    "pricing-daily-indices": {"task": "pricing.compute_daily", "schedule": daily_schedule(),
+                              "options": {"expires": 6 * 3600}},
+}
+
+
+@shared_task(name="pricing.compute_daily", acks_late=True, autoretry_for=(Exception,), retry_backoff=60,
+             retry_backoff_max=1800, max_retries=5)
+def compute_daily() -> list[dict]:
+    """Publish the due day's series and indices, then restate days that received late inputs."""
+    from workers.celery_app import runtime
+
+    from .handlers import run_daily
+
+    return [{k: str(v) if k == "date" else v for k, v in r.items()} for r in run_daily(runtime("pricing"))]
+
+
+@shared_task(name="pricing.compute_day", acks_late=True)
+def compute_one_day(day: str, reason: str | None = None) -> dict:
+    """Compute one day on demand (a backfill queued by an operator)."""
+    from datetime import date
+
+    from workers.celery_app import runtime
+
+    from .handlers import compute
+
+    o = compute(runtime("pricing"), date.fromisoformat(day), trigger="task", reason=reason)
+    return {k: str(v) if k == "date" else v for k, v in o.view().items() if k not in ("series", "notices")}
