@@ -46,13 +46,24 @@ SYSTEM_ROUTES = [
     {"path": "/openapi.json", "method": "GET", "op": {"operationId": "openapi", "summary": "this document",
      "tags": ["system"], "x-policy": "public", "responses": {"200": {"description": "OK", "content": {
          "application/json": {"schema": {"type": "object"}}}}}}},
+    {"path": "/metrics", "method": "GET", "op": {"operationId": "metrics",
+     "summary": "Prometheus metrics: requests and latency by route template and status", "tags": ["system"],
+     "x-policy": "public", "responses": {"200": {"description": "Prometheus text format", "content": {
+         "text/plain": {"schema": {"type": "string"}}}}}}},
+    {"path": "/docs", "method": "GET", "op": {"operationId": "docs", "summary": "API docs page (works offline)",
+     "tags": ["system"], "x-policy": "public", "responses": {"200": {"description": "HTML", "content": {
+         "text/html": {"schema": {"type": "string"}}}}}}},
 ]
 
 
 def create_app(settings: Settings | None = None, platform: Platform | None = None) -> web.Application:
+    """The gateway app. Flags a test may set on the returned app before it starts: `platform_prepared` (the
+    platform was prepared already), `platform_no_background` (no relay/consumer threads; call drain()),
+    `platform_no_stop` (the caller stops the platform, e.g. one shared by many tests)."""
     settings = settings or get_settings()
     distributed = settings.services == "none"
-    app = web.Application(middlewares=[request_context, *middlewares.gateway_middlewares(settings)],
+    gateway = middlewares.build(settings)
+    app = web.Application(middlewares=[*gateway.outer(), request_context, *gateway.inner()],
                           client_max_size=settings.max_body_bytes)
     app["settings"] = settings
     routes = all_routes()
@@ -63,7 +74,7 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/docs", docs_page.handler)
-    middlewares.add_system_routes(app)
+    middlewares.install(app, gateway)
 
     if distributed:
         proxy.mount_forwarders(app, routes, settings.service_url_map)
@@ -84,7 +95,8 @@ async def _platform_ctx(app: web.Application) -> AsyncIterator[None]:
     if not app.get("platform_no_background"):
         platform.start()
     yield
-    await _in_thread(platform.stop)
+    if not app.get("platform_no_stop"):
+        await _in_thread(platform.stop)
 
 
 async def _in_thread(fn: Any) -> Any:
@@ -123,8 +135,24 @@ async def readyz(request: web.Request) -> web.Response:
         checks.update(await proxy.probe_services(request.app))
     else:
         await _in_thread(probe)
+    settings: Settings = request.app["settings"]
+    if settings.redis_url:
+        checks["redis"] = await _probe_redis(settings.redis_url)
     ok = all(v == "ok" for v in checks.values())
     return json_reply({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+
+
+async def _probe_redis(url: str) -> str:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        await client.ping()
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return f"error: {type(exc).__name__}"
+    finally:
+        await client.aclose()
 
 
 async def openapi(request: web.Request) -> web.Response:

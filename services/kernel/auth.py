@@ -1,7 +1,18 @@
-"""Access and refresh tokens (PyJWT, HS256). Issued by accounts, verified by the gateway and every service."""
+"""Access and refresh tokens (PyJWT, HS256). Issued by accounts, verified by the gateway and every service.
+
+- The access token is short-lived (ACCESS_TOKEN_TTL_S) and self-contained: `sub` (user id), `roles`, `firms` (the
+  firm ids the user may act for) and `firm_roles` ({firm_id: [owner|accountant|collector]}) are all a service needs
+  to authorize a request without calling accounts.
+- The refresh token (REFRESH_TOKEN_TTL_S) carries only `sub`, its own `jti` and a `fam` (family) id. Accounts keeps
+  each refresh token's jti and lets it be used once: refreshing returns a new pair (rotation) with the roles as
+  they are *now*; presenting a used refresh token again revokes the whole family (a stolen token is detected the
+  moment either party uses it after the other).
+- Only HS256 is accepted (no `alg: none`, no algorithm confusion); `typ` keeps the two kinds apart.
+"""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import jwt
@@ -11,7 +22,10 @@ from .ids import new_id
 from .settings import Settings
 
 ROLES = frozenset({"resident", "collector", "firm", "erasure_operator", "accountant", "admin"})
+# What a user may be for a particular firm (the `firm_roles` claim).
+FIRM_ROLES = frozenset({"owner", "accountant", "collector"})
 ISSUER = "recycle-platform"
+ALGORITHM = "HS256"
 
 
 @dataclass(frozen=True)
@@ -20,35 +34,109 @@ class Principal:
     roles: frozenset[str] = field(default_factory=frozenset)
     # firms the user may act for: as owner ("firm"), accountant or collector
     firm_ids: frozenset[str] = field(default_factory=frozenset)
+    # (firm_id, owner|accountant|collector) pairs: *how* the user acts for each firm
+    firm_roles: frozenset[tuple[str, str]] = field(default_factory=frozenset)
 
     def has(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
 
+    def acts_for(self, firm_id: str, *as_: str) -> bool:
+        """True if the user may act for `firm_id` (in one of the firm roles `as_`, when given)."""
+        if firm_id not in self.firm_ids:
+            return False
+        if not as_:
+            return True
+        return any((firm_id, r) in self.firm_roles for r in as_)
 
-def issue_token(settings: Settings, principal: Principal, typ: str = "access") -> str:
-    now = int(time.time())
+    @staticmethod
+    def firm_roles_from(mapping: Mapping[str, Iterable[str]]) -> frozenset[tuple[str, str]]:
+        return frozenset((f, r) for f, roles in mapping.items() for r in roles)
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    access_expires_in: int
+    refresh_expires_in: int
+    refresh_jti: str
+    refresh_family: str
+    refresh_expires_at: int  # epoch seconds
+
+
+@dataclass(frozen=True)
+class RefreshClaims:
+    user_id: str
+    jti: str
+    family: str
+    expires_at: int
+
+
+def issue_token(settings: Settings, principal: Principal, typ: str = "access", *, jti: str | None = None,
+                family: str | None = None, now: int | None = None) -> str:
+    now = int(time.time()) if now is None else now
     ttl = settings.access_token_ttl_s if typ == "access" else settings.refresh_token_ttl_s
-    claims = {
+    claims: dict = {
         "iss": ISSUER,
         "sub": principal.user_id,
-        "roles": sorted(principal.roles),
-        "firms": sorted(principal.firm_ids),
         "typ": typ,
         "iat": now,
         "exp": now + ttl,
-        "jti": new_id(),
+        "jti": jti or new_id(),
     }
-    return jwt.encode(claims, settings.secret("jwt_secret"), algorithm="HS256")
+    if typ == "access":
+        firm_roles: dict[str, list[str]] = {}
+        for firm_id, role in sorted(principal.firm_roles):
+            firm_roles.setdefault(firm_id, []).append(role)
+        claims |= {"roles": sorted(principal.roles), "firms": sorted(principal.firm_ids), "firm_roles": firm_roles}
+    else:
+        claims["fam"] = family or new_id("rf")
+    return jwt.encode(claims, settings.secret("jwt_secret"), algorithm=ALGORITHM)
+
+
+def issue_tokens(settings: Settings, principal: Principal, family: str | None = None) -> TokenPair:
+    """A new access + refresh pair; `family` continues a refresh-token family (rotation)."""
+    now = int(time.time())
+    jti, fam = new_id("rt"), family or new_id("rf")
+    return TokenPair(
+        access_token=issue_token(settings, principal, "access", now=now),
+        refresh_token=issue_token(settings, principal, "refresh", jti=jti, family=fam, now=now),
+        access_expires_in=settings.access_token_ttl_s,
+        refresh_expires_in=settings.refresh_token_ttl_s,
+        refresh_jti=jti,
+        refresh_family=fam,
+        refresh_expires_at=now + settings.refresh_token_ttl_s,
+    )
+
+
+def _decode(settings: Settings, token: str, typ: str) -> dict:
+    try:
+        claims = jwt.decode(token, settings.secret("jwt_secret"), algorithms=[ALGORITHM], issuer=ISSUER,
+                            options={"require": ["exp", "iat", "sub", "typ", "iss"]})
+    except jwt.ExpiredSignatureError as exc:
+        raise Unauthorized("token expired", reason="token_expired") from exc
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized("invalid token", reason="token_invalid") from exc
+    if claims.get("typ") != typ:
+        raise Unauthorized(f"not an {typ} token", reason="token_invalid")
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        raise Unauthorized("invalid token", reason="token_invalid")
+    return claims
 
 
 def verify_token(settings: Settings, token: str, typ: str = "access") -> Principal:
+    claims = _decode(settings, token, typ)
     try:
-        claims = jwt.decode(token, settings.secret("jwt_secret"), algorithms=["HS256"], issuer=ISSUER,
-                            options={"require": ["exp", "sub", "typ"]})
-    except jwt.ExpiredSignatureError as exc:
-        raise Unauthorized("token expired") from exc
-    except jwt.InvalidTokenError as exc:
-        raise Unauthorized("invalid token") from exc
-    if claims.get("typ") != typ:
-        raise Unauthorized(f"not an {typ} token")
-    return Principal(claims["sub"], frozenset(claims.get("roles", [])), frozenset(claims.get("firms", [])))
+        roles = frozenset(str(r) for r in claims.get("roles", []))
+        firms = frozenset(str(f) for f in claims.get("firms", []))
+        firm_roles = Principal.firm_roles_from(claims.get("firm_roles") or {})
+    except (TypeError, AttributeError) as exc:
+        raise Unauthorized("invalid token", reason="token_invalid") from exc
+    return Principal(claims["sub"], roles, firms, firm_roles)
+
+
+def verify_refresh_token(settings: Settings, token: str) -> RefreshClaims:
+    claims = _decode(settings, token, "refresh")
+    if not claims.get("jti") or not claims.get("fam"):
+        raise Unauthorized("invalid token", reason="token_invalid")
+    return RefreshClaims(claims["sub"], str(claims["jti"]), str(claims["fam"]), int(claims["exp"]))

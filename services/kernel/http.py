@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
 PUBLIC = "public"
 AUTHENTICATED = "authenticated"
+POLICY_FORBIDDEN = "role_required"  # the `reason` of a 403 given by a route's policy
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,10 @@ class Policy:
         if self.kind == PUBLIC:
             return
         if principal is None:
-            raise Unauthorized("sign in first: Authorization: Bearer <token>")
+            raise Unauthorized("sign in first: Authorization: Bearer <token>", reason="authentication_required")
         if self.kind == "roles" and not principal.roles & self.roles:
-            raise Forbidden(f"needs one of the roles {sorted(self.roles)}")
+            # `reason` tells a refusal by the route's policy from a handler's own (not yours, not verified, ...)
+            raise Forbidden(f"needs one of the roles {sorted(self.roles)}", reason=POLICY_FORBIDDEN)
 
 
 @dataclass
@@ -64,6 +66,39 @@ class Ctx:
         if self.principal is None:
             raise Unauthorized("sign in first")
         return self.principal
+
+    # --- ownership: every service checks "is it yours?" the same way --------------------------------
+    def require_owner(self, owner_user_id: str | None, *, what: str = "resource", admin_ok: bool = False) -> Principal:
+        """The caller, if they are `owner_user_id` (or an admin, when `admin_ok`); else Forbidden (403).
+
+        Load the resource first and answer 404 for a missing one; call this before acting on it.
+        """
+        user = self.user
+        if owner_user_id is not None and user.user_id == owner_user_id:
+            return user
+        if admin_ok and user.has("admin"):
+            return user
+        raise Forbidden(f"this {what} is not yours", reason="not_owner")
+
+    def require_firm(self, firm_id: str | None, *as_: str, admin_ok: bool = False) -> Principal:
+        """The caller, if they act for `firm_id` (token claims `firms`/`firm_roles`); else Forbidden (403).
+
+        `as_` narrows how: "owner", "accountant", "collector" (any of them). Without it any tie to the firm counts.
+        """
+        user = self.user
+        if firm_id is not None and user.acts_for(firm_id, *as_):
+            return user
+        if admin_ok and user.has("admin"):
+            return user
+        how = f" as {' or '.join(as_)}" if as_ else ""
+        raise Forbidden(f"you do not act for firm {firm_id}{how}", reason="not_firm_member")
+
+    def require_roles(self, *roles: str) -> Principal:
+        """The caller, if they hold one of `roles` (for checks finer than the route's policy); else Forbidden."""
+        user = self.user
+        if not user.has(*roles):
+            raise Forbidden(f"needs one of the roles {sorted(roles)}", reason="missing_role")
+        return user
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """Run blocking work (database, bus) off the event loop, keeping the trace id."""
@@ -187,40 +222,69 @@ async def request_context(request: web.Request, handler: Callable) -> web.Stream
     try:
         try:
             resp = await handler(request)
-        except DomainError as exc:
-            headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, RateLimited) else None
-            resp = problem_reply(exc.problem() | {"instance": request.path}, headers)
-        except web.HTTPException as exc:
-            if exc.status < 400:
+        except (DomainError, web.HTTPException) as exc:
+            if isinstance(exc, web.HTTPException) and exc.status < 400:
                 raise
-            detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-            if exc.status == 413:
-                detail = "request body too large"
-            resp = problem_reply(problem_for(exc.status, detail, instance=request.path),
-                                 {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")})
+            resp = error_response(request, exc)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("unhandled error on %s %s (request %s)", request.method, request.path, rid)
-            resp = problem_reply(problem_for(500, "an internal error occurred; quote the request id",
-                                             instance=request.path, request_id=rid))
+            resp = internal_error_response(request)
         resp.headers["X-Request-Id"] = rid
         return resp
     finally:
         current_trace_id.reset(token)
 
 
+def error_response(request: web.Request, exc: DomainError | web.HTTPException) -> web.Response:
+    """The problem+json reply for a domain error or an aiohttp HTTP error (status >= 400).
+
+    Shared by `request_context` and the gateway middlewares that must see the final reply (idempotency stores it).
+    """
+    if isinstance(exc, DomainError):
+        headers: dict[str, str] = {}
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, Unauthorized):
+            headers["WWW-Authenticate"] = 'Bearer realm="recycle"'
+        return problem_reply(exc.problem() | {"instance": request.path}, headers or None)
+    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+    if exc.status == 413:
+        detail = "request body too large"
+    return problem_reply(problem_for(exc.status, detail, instance=request.path),
+                         {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")})
+
+
+def internal_error_response(request: web.Request) -> web.Response:
+    """500 without a trace: the details stay in the log, under the request id the client can quote."""
+    return problem_reply(problem_for(500, "an internal error occurred; quote the request id",
+                                     instance=request.path, request_id=request.get("request_id", "")))
+
+
 def principal_of(request: web.Request) -> Principal | None:
+    """The verified caller of this request (None when anonymous); a bad or expired token raises Unauthorized.
+
+    Verified once per request and cached on it (the gateway's rate limiter and idempotency use it too).
+    """
     if "principal" not in request:
         header = request.headers.get("Authorization", "")
         principal = None
         if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token:
-                raise Unauthorized("use Authorization: Bearer <token>")
+            scheme, _, token = header.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("use Authorization: Bearer <token>", reason="token_invalid")
             principal = verify_token(request.app["settings"], token.strip())
         request["principal"] = principal
     return request["principal"]
+
+
+def principal_or_none(request: web.Request) -> Principal | None:
+    """Like `principal_of`, but a bad token counts as anonymous (for rate-limit keys and logs, never for access)."""
+    try:
+        return principal_of(request)
+    except Unauthorized:
+        return None
 
 
 # --- mounting -----------------------------------------------------------------------------------

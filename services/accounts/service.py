@@ -1,0 +1,25 @@
+"""The accounts service: users and roles, phone login, identities, firms, collectors and their verification."""
+from __future__ import annotations
+
+import logging
+
+from services.kernel.runtime import ServiceRuntime, ServiceSpec
+
+from .api import router
+from .settings import accounts_settings
+from .sms import make_sms_provider
+from .store import metadata
+
+log = logging.getLogger(__name__)
+
+
+def setup(rt: ServiceRuntime) -> None:
+    """Adapters in rt.ports: "accounts_settings" and "sms" (the SMS provider; tests read codes from it)."""
+    cfg = accounts_settings(rt.settings)
+    rt.ports["accounts_settings"] = cfg
+    rt.ports["sms"] = make_sms_provider(cfg)
+    if rt.settings.env == "prod" and cfg.sms_provider == "log":
+        log.warning("SMS_PROVIDER=log in prod: login codes are not delivered to anyone")
+
+
+SERVICE = ServiceSpec(name="accounts", metadata=metadata, router=router, setup=setup)
