@@ -8,6 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 FEN_PER_YUAN = 100
 KG_PLACES = Decimal("0.001")
+MAX_QTY_DIGITS = 12  # a trillion kg: anything larger is a typo, and quantize() would overflow the context
 
 
 def to_fen(amount: Decimal | int | str) -> int:
@@ -33,6 +34,8 @@ def parse_qty(value: str | int | Decimal, places: Decimal = KG_PLACES) -> Decima
         raise ValueError(f"not a decimal number: {value!r}") from exc
     if not q.is_finite():
         raise ValueError(f"not a finite number: {value!r}")
+    if q.adjusted() >= MAX_QTY_DIGITS:
+        raise ValueError(f"too large: at most {MAX_QTY_DIGITS} digits before the decimal point")
     if q != q.quantize(places):
         raise ValueError(f"at most {abs(places.as_tuple().exponent)} decimal places")
     return q.quantize(places)
