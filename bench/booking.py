@@ -1,0 +1,351 @@
+"""Booking through the gateway: bookings/s and accepts/s against a raw aiohttp insert, and GET /v1/jobs latency.
+
+Measured in one run, on this machine, for the embedded run (SQLite, WAL) and for PostgreSQL:
+  1. ceiling: a bare aiohttp app whose handler parses a JSON body and inserts one comparable row (same engine
+     set-up, same thread pool), driven by the same client at the same concurrency;
+  2. POST /v1/pickups through the gateway app (middlewares, auth, validation, quote, capacity, outbox; the relay
+     and consumers running in the background as in production) → bookings/s, ratio to the ceiling;
+  3. POST /v1/jobs/{id}/accept on distinct jobs → accepts/s, ratio to the ceiling (target ≥ 0.4 for both);
+     2 and 3 again without the background threads ("request path only": what the handlers themselves cost);
+  4. GET /v1/jobs (radius 5 km, 50 nearest) with 100,000 open jobs in a 40 km × 40 km city: p50/p99 latency
+     seen by the client (target p99 < 50 ms).
+
+    .venv/bin/python bench/booking.py [--seconds 5] [--concurrency 16] [--jobs 100000] [--only sqlite,postgres]
+
+PostgreSQL: TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test); a scratch database is
+created and dropped. Exit status 1 when a target is missed.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, time as dtime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp  # noqa: E402
+from aiohttp import web  # noqa: E402
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, create_engine, text  # noqa: E402
+
+from gateway.app import create_app  # noqa: E402
+from services.booking.settings import configure  # noqa: E402
+from services.bootstrap import Platform  # noqa: E402
+from services.kernel.db import Database  # noqa: E402
+from services.kernel.settings import Settings  # noqa: E402
+from services.accounts.domain.events import CollectorVerified  # noqa: E402
+from services.kernel.bus.port import Record  # noqa: E402
+from services.kernel.events import Envelope  # noqa: E402
+from services.kernel.taxonomy import leaves  # noqa: E402
+from tests.booking.support import BOOKING_ONLY, CITY, HOME, SHANGHAI, seed_open_jobs, token  # noqa: E402
+
+RATIO_TARGET = 0.4
+P99_TARGET_MS = 50.0
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+JWT = "bench-secret-" + "x" * 32
+PII = "YmVuY2gtcGlpLWtleS0zMi1ieXRlcy1sb25nLS0tLS0="
+
+raw_md = MetaData()
+raw_t = Table("raw_bookings", raw_md,
+              Column("id", String(40), primary_key=True),
+              Column("resident_id", String(64), nullable=False),
+              Column("body", Text, nullable=False),
+              Column("created_at", DateTime(timezone=True), nullable=False))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def raw_app(db: Database) -> web.Application:
+    """The ceiling: parse the body, insert one row, answer 201 — nothing else."""
+    insert = raw_t.insert()
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        row = {"id": uuid.uuid4().hex, "resident_id": body["resident"], "body": json.dumps(body),
+               "created_at": datetime.now(UTC)}
+
+        def work() -> None:
+            with db.engine.begin() as conn:
+                conn.execute(insert, row)
+
+        await asyncio.get_running_loop().run_in_executor(None, work)
+        return web.json_response({"id": row["id"]}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/raw", handler)
+    return app
+
+
+async def drive(url: str, make, seconds: float, concurrency: int, expect: int) -> tuple[float, int, dict]:  # noqa: ANN001
+    """Send requests from `concurrency` workers for `seconds`; returns (successes/s, successes, other statuses)."""
+    ok, other = 0, {}
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def worker(w: int) -> None:
+            nonlocal ok
+            i = 0
+            while time.perf_counter() < deadline:
+                req = make(w, i)
+                if req is None:
+                    return
+                method, path, headers, body = req
+                async with session.request(method, url + path, headers=headers, json=body) as r:
+                    await r.read()
+                    if r.status == expect:
+                        ok += 1
+                    else:
+                        other[r.status] = other.get(r.status, 0) + 1
+                i += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker(w) for w in range(concurrency)])
+        elapsed = time.perf_counter() - t0
+    return ok / elapsed, ok, other
+
+
+def booking_request(tokens: list[str], rnd: random.Random):  # noqa: ANN202
+    today = datetime.now(SHANGHAI).date()
+
+    def make(w: int, i: int):  # noqa: ANN202
+        day = today + timedelta(days=rnd.randint(1, 7))
+        slot = rnd.randrange(20)  # 08:00 .. 17:30
+        start = datetime.combine(day, dtime(8 + slot // 2, 30 * (slot % 2)), SHANGHAI)
+        body = {"address": {"text": "朝阳区建国门外大街1号", "city_code": CITY,
+                            "lat": HOME[0] + rnd.uniform(-0.15, 0.15), "lng": HOME[1] + rnd.uniform(-0.15, 0.15)},
+                "window": {"start": start.isoformat(), "end": (start + timedelta(minutes=30)).isoformat()},
+                "items": [{"category": "paper.cardboard", "est_qty": "12.5"},
+                          {"category": "metal.copper", "est_qty": "1.2"}], "notes": ""}
+        return "POST", "/v1/pickups", {"Authorization": "Bearer " + tokens[(w * 7919 + i) % len(tokens)]}, body
+
+    return make
+
+
+def raw_request(rnd: random.Random):  # noqa: ANN202
+    make_booking = booking_request(["x"], rnd)
+
+    def make(w: int, i: int):  # noqa: ANN202
+        body = make_booking(w, i)[3] | {"resident": f"res_{w}"}
+        return "POST", "/raw", {}, body
+
+    return make
+
+
+async def measure_writes(label: str, settings: Settings, seconds: float, concurrency: int,
+                         background: bool = True) -> dict:
+    """Bookings/s and accepts/s against the raw ceiling. `background`: the outbox relay and the consumer groups
+    run in this process as in production (they poll the embedded log even when idle); without them only the
+    request path is measured (the outbox rows wait)."""
+    label = f"{label}{'' if background else ', request path only'}"
+    platform = Platform(settings, services=BOOKING_ONLY).prepare()
+    configure(platform["booking"], slot_capacity=10**9, max_days_ahead=14)
+    platform.drain()
+    app = create_app(settings, platform)
+    app["platform_prepared"] = True
+    app["platform_no_background"] = not background
+    runner, url = await serve(app)
+    raw_db = Database(settings.db_url("rawbench"), schema=settings.db_schema("rawbench"))
+    if raw_db.dialect == "postgresql":
+        with raw_db.engine.begin() as c:
+            c.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{raw_db.schema}"'))
+    raw_md.create_all(raw_db.engine)
+    raw_runner, raw_url = await serve(raw_app(raw_db))
+    rnd = random.Random(11)
+    residents = [token(settings, f"res_{i}", "resident") for i in range(200)]
+    out: dict = {}
+    try:
+        await drive(raw_url, raw_request(rnd), 1.0, concurrency, 201)  # warm-up
+        await drive(url, booking_request(residents, rnd), 1.0, concurrency, 201)
+        raw1, _, _ = await drive(raw_url, raw_request(rnd), seconds, concurrency, 201)
+        ours, n, other = await drive(url, booking_request(residents, rnd), seconds, concurrency, 201)
+        raw2, _, _ = await drive(raw_url, raw_request(rnd), seconds, concurrency, 201)
+        ceiling = max(raw1, raw2)
+        out["book"] = (ours, ceiling, other)
+        print(f"[{label}] raw insert ceiling: {raw1:,.0f} / {raw2:,.0f} req/s; bookings: {ours:,.0f}/s "
+              f"({n:,} booked{', other replies ' + str(other) if other else ''}) → ratio {ours / ceiling:.2f}",
+              flush=True)
+
+        # accepts: verified collectors grab distinct open jobs
+        collectors = [f"col_{i}" for i in range(50)]
+        verify_collectors(platform, collectors, background=background)
+        with platform["booking"].db.session() as s:
+            open_ids = [r[0] for r in s.execute(text("SELECT id FROM pickups WHERE status = 'requested'"))]
+        rnd.shuffle(open_ids)
+        col_tokens = [token(settings, c, "collector") for c in collectors]
+        it = iter(open_ids)
+
+        def accept(w: int, i: int):  # noqa: ANN202
+            pid = next(it, None)
+            if pid is None:
+                return None
+            return "POST", f"/v1/jobs/{pid}/accept", {"Authorization": "Bearer " + col_tokens[w % 50]}, None
+
+        acc, n_acc, other = await drive(url, accept, seconds, concurrency, 200)
+        raw3, _, _ = await drive(raw_url, raw_request(rnd), seconds, concurrency, 201)
+        ceiling = max(ceiling, raw3)
+        out["accept"] = (acc, ceiling, other)
+        print(f"[{label}] accepts: {acc:,.0f}/s ({n_acc:,} accepted{', other ' + str(other) if other else ''}); "
+              f"raw ceiling now {raw3:,.0f} req/s → ratio {acc / ceiling:.2f}", flush=True)
+    finally:
+        await raw_runner.cleanup()
+        await runner.cleanup()  # stops the platform
+        raw_db.dispose()
+    return out
+
+
+async def measure_jobs(label: str, settings: Settings, n_jobs: int, requests: int) -> tuple[float, float]:
+    platform = Platform(settings, services=BOOKING_ONLY).prepare()
+    rt = platform["booking"]
+    configure(rt)
+    t0 = time.perf_counter()
+    seed_open_jobs(rt, n_jobs, HOME, spread_km=20, seed=5)  # a 40 km square: ~60 open jobs per km²
+    if rt.db.dialect == "postgresql":
+        with rt.db.engine.begin() as c:  # what autovacuum would do after a bulk load
+            c.execute(text("ANALYZE pickups"))
+            c.execute(text("ANALYZE pickup_lines"))
+    print(f"[{label}] seeded {n_jobs:,} open jobs in {time.perf_counter() - t0:.1f} s", flush=True)
+    verify_collectors(platform, ["col_jobs"], radius_km=30)
+    app = create_app(settings, platform)
+    app["platform_prepared"] = True
+    app["platform_no_background"] = True
+    runner, url = await serve(app)
+    headers = {"Authorization": "Bearer " + token(settings, "col_jobs", "collector")}
+    rnd = random.Random(3)
+    lat_ms = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            for i in range(requests + 20):
+                lat = HOME[0] + rnd.uniform(-0.15, 0.15)
+                lng = HOME[1] + rnd.uniform(-0.15, 0.15)
+                t = time.perf_counter()
+                async with session.get(f"{url}/v1/jobs?lat={lat}&lng={lng}&radius_km=5&limit=50",
+                                       headers=headers) as r:
+                    body = await r.json()
+                    assert r.status == 200, body
+                if i >= 20:  # warm-up excluded
+                    lat_ms.append((time.perf_counter() - t) * 1000)
+                    assert len(body["items"]) == 50
+    finally:
+        await runner.cleanup()
+    lat_ms.sort()
+    p50 = statistics.median(lat_ms)
+    p99 = lat_ms[int(len(lat_ms) * 0.99) - 1]
+    print(f"[{label}] GET /v1/jobs (5 km, 50 nearest) over {n_jobs:,} open jobs: p50 {p50:.1f} ms, "
+          f"p99 {p99:.1f} ms (target < {P99_TARGET_MS:.0f} ms)", flush=True)
+    return p50, p99
+
+
+def verify_collectors(platform: Platform, user_ids: list[str], radius_km: float = 50,
+                      background: bool = False) -> None:
+    """Accounts' CollectorVerified events on the bus; wait until booking's copy has them (the consumers may be
+    running in the background: no drain from here)."""
+    platform.bus.publish([Record(topic=CollectorVerified.topic, key="cl_" + u, value=Envelope.wrap(CollectorVerified(
+        collector_id="cl_" + u, user_id=u, firm_id="fm_bench", name_masked="王*", lat=HOME[0], lng=HOME[1],
+        radius_km=radius_km, categories=[c.code for c in leaves()], verified_at=datetime.now(UTC))).to_bytes())
+        for u in user_ids])
+    rt = platform["booking"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if background:
+            time.sleep(0.05)
+        else:
+            platform.drain()
+        with rt.db.session() as s:
+            if s.execute(text("SELECT count(*) FROM collectors")).scalar() >= len(user_ids):
+                return
+    raise RuntimeError("booking did not receive the collectors")
+
+
+def base_settings(data_dir: Path, **kw) -> Settings:  # noqa: ANN003
+    return Settings(env="test", data_dir=data_dir, bus="dblog", jwt_secret=JWT, pii_key=PII,
+                    rate_limit_per_minute=10**9, rate_limit_ip_per_minute=10**9, log_level="WARNING", **kw)
+
+
+async def run(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    results: dict[str, dict] = {}
+    only = set(args.only.split(","))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-booking-"))
+    pg_db = None
+    try:
+        if "sqlite" in only:
+            results["sqlite"] = await measure_writes("sqlite", base_settings(tmp / "w"), args.seconds,
+                                                     args.concurrency)
+            results["sqlite (request path)"] = await measure_writes(
+                "sqlite", base_settings(tmp / "w2"), args.seconds, args.concurrency, background=False)
+            results["sqlite"]["jobs"] = await measure_jobs("sqlite", base_settings(tmp / "j"), args.jobs,
+                                                           args.requests)
+        if "postgres" in only:
+            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+            pg_db = f"bench_{uuid.uuid4().hex[:10]}"
+            with admin.connect() as c:
+                c.execute(text(f'CREATE DATABASE "{pg_db}"'))
+            url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + pg_db
+            pg = {"database_url": url, "event_log_url": url}
+            results["postgres"] = await measure_writes(
+                "postgres", base_settings(tmp / "pw", **pg, db_schema_prefix="w_"), args.seconds, args.concurrency)
+            results["postgres (request path)"] = await measure_writes(
+                "postgres", base_settings(tmp / "pw2", **pg, db_schema_prefix="w2_"), args.seconds, args.concurrency,
+                background=False)
+            results["postgres"]["jobs"] = await measure_jobs(
+                "postgres", base_settings(tmp / "pj", **pg, db_schema_prefix="j_"), args.jobs, args.requests)
+    finally:
+        if pg_db:
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)'))
+            admin.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\nsummary (ratio = ours / raw aiohttp insert in the same run, target ≥ {RATIO_TARGET}; "
+          f"jobs p99 target < {P99_TARGET_MS:.0f} ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    failed = False
+    for label, r in results.items():
+        for what in ("book", "accept"):
+            ours, ceiling, _ = r[what]
+            ok = ours / ceiling >= RATIO_TARGET
+            failed |= not ok and "request path" not in label
+            print(f"  {label:25} {what + 's/s':10} {ours:8,.0f}   ceiling {ceiling:8,.0f}   ratio {ours / ceiling:.2f}  "
+                  f"{'OK' if ok else 'BELOW TARGET'}")
+        if "jobs" in r:
+            p50, p99 = r["jobs"]
+            failed |= p99 >= P99_TARGET_MS
+            print(f"  {label:25} GET /v1/jobs p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
+                  f"{'OK' if p99 < P99_TARGET_MS else 'ABOVE TARGET'}")
+    return 1 if failed else 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=float, default=4.0, help="seconds per throughput measurement")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--jobs", type=int, default=100_000, help="open jobs for the GET /v1/jobs latency test")
+    p.add_argument("--requests", type=int, default=300, help="GET /v1/jobs requests measured")
+    p.add_argument("--only", default="sqlite,postgres")
+    return asyncio.run(run(p.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
