@@ -144,13 +144,20 @@ class Relay:
 
     def run(self, stop: threading.Event) -> None:
         backoff = 0.1
+        idle = self.idle_sleep_s
         with _single_relay(self.db, self.service, stop):
             while not stop.is_set():
                 try:
                     n = self.relay_once()
                     backoff = 0.1
-                    if n < self.batch_size:
-                        stop.wait(self.idle_sleep_s)
+                    if n == 0:
+                        # quiet: look less often (up to 4× the base interval) to leave the CPU to requests
+                        stop.wait(idle)
+                        idle = min(idle * 2, self.idle_sleep_s * 4)
+                    else:
+                        idle = self.idle_sleep_s
+                        if n < self.batch_size:
+                            stop.wait(self.idle_sleep_s)
                 except Exception:
                     log.exception("outbox relay for %s failed; retrying in %.1fs", self.service, backoff)
                     stop.wait(backoff)

@@ -93,7 +93,8 @@ class UnknownTopic(KeyError):
 
 class DbLogBus:
     def __init__(self, url: str, default_partitions: int = 4, retention_hours: int = 168,
-                 session_timeout_ms: int = 10_000, poll_interval_s: float = 0.02, schema: str = "eventlog"):
+                 session_timeout_ms: int = 10_000, poll_interval_s: float = 0.02, schema: str = "eventlog",
+                 max_idle_sleep_s: float = 0.2):
         self.db = Database(url, schema=schema, pool_size=5)
         check_reachable(self.db.engine, "event log (EVENT_LOG_URL)")
         ensure_schema(self.db.engine, self.db.schema)
@@ -105,6 +106,7 @@ class DbLogBus:
         self.retention_hours = retention_hours
         self.session_timeout_ms = session_timeout_ms
         self.poll_interval_s = poll_interval_s
+        self.max_idle_sleep_s = max_idle_sleep_s
         self._parts: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -246,6 +248,7 @@ class DbLogSubscription:
 
     def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Record]:
         deadline = time.monotonic() + timeout_s
+        idle_sleep = self.bus.poll_interval_s
         while True:
             self._heartbeat_and_assign()
             out: list[Record] = []
@@ -254,10 +257,17 @@ class DbLogSubscription:
             order = [self._assigned[(self._next_start + i) % n] for i in range(n)]
             self._next_start = (self._next_start + 1) % max(n, 1)
             with self.bus._reader.connect() as conn:
+                # One cheap look at the partitions' ends first: an idle group costs one query per poll, not one
+                # per partition.
+                ends = dict(((t, p), o) for t, p, o in conn.execute(
+                    select(partitions_t.c.topic, partitions_t.c.partition, partitions_t.c.next_offset)
+                    .where(partitions_t.c.topic.in_(self.topics))).all())
                 for tp in order:
                     if len(out) >= max_records:
                         break
                     pos = self._positions[tp]
+                    if ends.get(tp, 0) <= pos:
+                        continue
                     rows = conn.execute(
                         select(log_t).where(and_(log_t.c.topic == tp[0], log_t.c.partition == tp[1],
                                                  log_t.c.offset >= pos))
@@ -266,9 +276,12 @@ class DbLogSubscription:
                     if rows:
                         self._positions[tp] = rows[-1].offset + 1
                         out.extend(_record(r) for r in rows)
-            if out or time.monotonic() >= deadline or self._closed:
+            remaining = deadline - time.monotonic()
+            if out or remaining <= 0 or self._closed:
                 return out
-            time.sleep(self.bus.poll_interval_s)
+            # Back off while idle (up to max_idle_sleep_s) so quiet consumers leave the CPU to request handlers.
+            time.sleep(min(idle_sleep, remaining))
+            idle_sleep = min(idle_sleep * 2, self.bus.max_idle_sleep_s)
 
     def commit(self, records: list[Record]) -> None:
         if not records:
