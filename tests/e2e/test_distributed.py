@@ -45,7 +45,7 @@ def dist(pg_url, redis_url, tmp_path_factory):
     port = free_port()
     env = dict(os.environ, DATA_DIR=str(tmp), DATABASE_URL=pg_url, REDIS_URL=redis_url, PORT=str(port),
                ENV="dev", KAFKA_SESSION_TIMEOUT_MS="2000", KAFKA_HEARTBEAT_INTERVAL_MS="250",
-               ADMIN_PHONES="13800000000", JWT_SECRET="dist-test-" + "x" * 40,
+               ADMIN_PHONES="13900000001", JWT_SECRET="dist-test-" + "x" * 40,
                PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=")
     env.pop("KAFKA_BOOTSTRAP", None)
     log = open(tmp / "platform.log", "w")
@@ -105,3 +105,72 @@ def test_event_crosses_processes_over_kafka(dist):
 
     assert wait_until(quoted, timeout_s=60, interval_s=0.5), result
     assert result["reply"][1]["quote"]["total_fen"] == 9000
+
+
+def test_whole_pickup_flow_across_processes(dist):
+    """Resident and collector through the whole flow with every service in its own process: the firm and collector
+    are verified (accounts → booking over Kafka), the pickup settles, invoicing issues the reverse invoice and
+    payments pays the net (booking ↔ invoicing ↔ payments over Kafka)."""
+    from tests.booking.support import HOME, booking_body
+
+    base = dist["gateway"]
+    n = [0]
+
+    def call(method: str, path: str, token: str | None = None, body: dict | None = None,
+             status: int = 200) -> dict:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if method == "POST":
+            n[0] += 1
+            got = _post(base + path, body or {}, headers | {"Idempotency-Key": f"flow-{n[0]}"})
+        else:
+            got = _get(base + path, headers)
+        assert got[0] == status, (method, path, got)
+        return got[1]
+
+    def login(phone: str) -> dict:
+        otp = call("POST", "/v1/auth/otp", body={"phone": phone}, status=202)
+        return call("POST", "/v1/auth/token", body={"phone": phone, "code": otp["dev_code"]})
+
+    admin = login("13900000001")["access_token"]
+    resident = login("13700001111")["access_token"]
+    owner = login("13800138000")["access_token"]
+    firm = call("POST", "/v1/firms", owner, {
+        "name": "绿色再生资源回收有限公司", "uscc": "91350100M000100Y43", "recycler_filing_no": "BA-2024-0001",
+        "address": "北京市朝阳区某路1号", "city_code": "110105"}, status=201)
+    call("POST", f"/v1/admin/verifications/firm/{firm['id']}/approve", admin)
+    qual = call("POST", f"/v1/firms/{firm['id']}/qualifications", owner, {
+        "kind": "recycler_filing", "number": "BA-2024-0001", "valid_until": "2099-12-31"}, status=201)
+    call("POST", f"/v1/admin/verifications/qualification/{qual['id']}/approve", admin)
+    call("POST", "/v1/me/identity", resident, {"real_name": "张三", "id_number": "11010519491231002X"})
+    call("POST", "/v1/me/consents", resident, {"kind": "reverse_invoicing"}, status=201)
+    applicant = login("15011112222")["access_token"]
+    col = call("POST", "/v1/collectors", applicant, {
+        "real_name": "王五", "id_number": "44030519900101123X", "firm_id": firm["id"],
+        "area": {"lat": HOME[0], "lng": HOME[1], "radius_km": 8},
+        "categories": ["paper.cardboard", "metal.copper"]}, status=201)
+    call("POST", f"/v1/admin/verifications/collector/{col['id']}/approve", admin)
+    collector = login("15011112222")["access_token"]
+
+    pid = call("POST", "/v1/pickups", resident, booking_body(), status=201)["id"]
+    # booking learns of the verified collector from accounts' event, over Kafka
+    assert wait_until(lambda: any(j["id"] == pid for j in _get(
+        base + "/v1/jobs", {"Authorization": f"Bearer {collector}"})[1].get("items", [])), 60, 0.3)
+    assert call("POST", f"/v1/jobs/{pid}/accept", collector)["collector_id"] == col["id"]
+    call("POST", f"/v1/pickups/{pid}/arrive", collector)
+    weighed = call("POST", f"/v1/pickups/{pid}/weigh", collector, {
+        "lines": [{"category": "paper.cardboard", "qty": "13.2"}, {"category": "metal.copper", "qty": "1.25"}]})
+    total = weighed["total_fen"]
+    call("POST", f"/v1/pickups/{pid}/settle", resident)
+
+    def paid() -> bool:
+        view = call("GET", f"/v1/pickups/{pid}", resident)
+        return (view.get("payout") or {}).get("status") == "paid"
+
+    assert wait_until(paid, 90, 0.5), call("GET", f"/v1/pickups/{pid}", resident)
+    view = call("GET", f"/v1/pickups/{pid}", resident)
+    assert view["invoice"]["status"] == "issued"
+    assert view["payout"]["amount_fen"] == total - view["withheld_fen"]
+    invoices = call("GET", "/v1/invoices?period=" + view["invoice"].get("issued_at", "")[:7], resident) \
+        if view["invoice"].get("issued_at") else call("GET", "/v1/invoices", resident)
+    assert [i["pickup_id"] for i in invoices["items"]] == [pid]
+    assert invoices["items"][0]["total_fen"] == total
