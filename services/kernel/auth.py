@@ -124,7 +124,29 @@ def _decode(settings: Settings, token: str, typ: str) -> dict:
     return claims
 
 
+# Verified access tokens, so a client's next requests skip the signature check (PyJWT's decode is a large share
+# of a small request). Keyed by the secret too, and each entry dies with its token's expiry.
+_VERIFIED: dict[tuple[str, str], tuple[Principal, int]] = {}
+_VERIFIED_MAX = 10_000
+
+
 def verify_token(settings: Settings, token: str, typ: str = "access") -> Principal:
+    if typ == "access":
+        key = (settings.secret("jwt_secret"), token)
+        hit = _VERIFIED.get(key)
+        if hit is not None:
+            if hit[1] > time.time():
+                return hit[0]
+            _VERIFIED.pop(key, None)
+    principal, exp = _verify(settings, token, typ)
+    if typ == "access":
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[key] = (principal, exp)
+    return principal
+
+
+def _verify(settings: Settings, token: str, typ: str) -> tuple[Principal, int]:
     claims = _decode(settings, token, typ)
     try:
         roles = frozenset(str(r) for r in claims.get("roles", []))
@@ -132,7 +154,7 @@ def verify_token(settings: Settings, token: str, typ: str = "access") -> Princip
         firm_roles = Principal.firm_roles_from(claims.get("firm_roles") or {})
     except (TypeError, AttributeError) as exc:
         raise Unauthorized("invalid token", reason="token_invalid") from exc
-    return Principal(claims["sub"], roles, firms, firm_roles)
+    return Principal(claims["sub"], roles, firms, firm_roles), int(claims["exp"])
 
 
 def verify_refresh_token(settings: Settings, token: str) -> RefreshClaims:
