@@ -3,10 +3,11 @@
 Measured in one run, on this machine, for the embedded run (SQLite, WAL) and for PostgreSQL:
   1. ceiling: a bare aiohttp app whose handler parses a JSON body and inserts one comparable row (same engine
      set-up, same thread pool), driven by the same client at the same concurrency;
-  2. POST /v1/pickups through the gateway app (middlewares, auth, validation, quote, capacity, outbox; the relay
-     and consumers running in the background as in production) → bookings/s, ratio to the ceiling;
+  2. POST /v1/pickups through the gateway app (middlewares, auth, validation, quote, capacity, outbox) with the
+     relays and consumers running in their own process, as `recycle run` starts them (`recycle background`)
+     → bookings/s, ratio to the ceiling; then how long that process takes to ship the backlog;
   3. POST /v1/jobs/{id}/accept on distinct jobs → accepts/s, ratio to the ceiling (target ≥ 0.4 for both);
-     2 and 3 again without the background threads ("request path only": what the handlers themselves cost);
+     2 and 3 again without any background process ("request path only": what the handlers themselves cost);
   4. GET /v1/jobs (radius 5 km, 50 nearest) with 100,000 open jobs in a 40 km × 40 km city: p50/p99 latency
      seen by the client (target p99 < 50 ms).
 
@@ -25,6 +26,7 @@ import random
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -152,18 +154,46 @@ def raw_request(rnd: random.Random):  # noqa: ANN202
     return make
 
 
+def start_background(settings: Settings) -> subprocess.Popen:
+    """`recycle background` for the same databases: the embedded run's second process (relays, consumers)."""
+    env = dict(os.environ, ENV=settings.env, DATA_DIR=str(settings.data_dir), BUS=settings.bus,
+               DATABASE_URL=settings.database_url, EVENT_LOG_URL=settings.event_log_url,
+               DB_SCHEMA_PREFIX=settings.db_schema_prefix, SERVICES=",".join(BOOKING_ONLY),
+               JWT_SECRET=JWT, PII_KEY=PII, LOG_LEVEL="WARNING")
+    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "background"], env=env, stdout=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[1], text=True)
+    line = proc.stdout.readline()  # printed once its relays and consumers run
+    if not line.startswith("Background"):
+        proc.kill()
+        raise RuntimeError(f"recycle background did not start: {line!r}")
+    return proc
+
+
+def stop_background(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def outbox_backlog(platform: Platform) -> int:
+    return platform["booking"].relay.pending()
+
+
 async def measure_writes(label: str, settings: Settings, seconds: float, concurrency: int,
                          background: bool = True) -> dict:
-    """Bookings/s and accepts/s against the raw ceiling. `background`: the outbox relay and the consumer groups
-    run in this process as in production (they poll the embedded log even when idle); without them only the
-    request path is measured (the outbox rows wait)."""
+    """Bookings/s and accepts/s against the raw ceiling. `background`: the outbox relays and the consumer groups
+    run in their own process, as in the embedded run; without it only the request path is measured (the outbox
+    rows wait)."""
     label = f"{label}{'' if background else ', request path only'}"
     platform = Platform(settings, services=BOOKING_ONLY).prepare()
     configure(platform["booking"], slot_capacity=10**9, max_days_ahead=14)
     platform.drain()
     app = create_app(settings, platform)
     app["platform_prepared"] = True
-    app["platform_no_background"] = not background
+    app["platform_no_background"] = True
+    bg = start_background(settings) if background else None
     runner, url = await serve(app)
     raw_db = Database(settings.db_url("rawbench"), schema=settings.db_schema("rawbench"))
     if raw_db.dialect == "postgresql":
@@ -185,6 +215,14 @@ async def measure_writes(label: str, settings: Settings, seconds: float, concurr
         print(f"[{label}] raw insert ceiling: {raw1:,.0f} / {raw2:,.0f} req/s; bookings: {ours:,.0f}/s "
               f"({n:,} booked{', other replies ' + str(other) if other else ''}) → ratio {ours / ceiling:.2f}",
               flush=True)
+        if bg is not None:  # the events of those bookings must be on the bus, not left behind
+            t0, backlog = time.perf_counter(), outbox_backlog(platform)
+            while outbox_backlog(platform) and time.perf_counter() - t0 < 60:
+                await asyncio.sleep(0.05)
+            left = outbox_backlog(platform)
+            print(f"[{label}] outbox backlog after the run: {backlog:,} events, shipped by the background process "
+                  f"in {time.perf_counter() - t0:.1f} s{f' ({left:,} STILL PENDING)' if left else ''}", flush=True)
+            out["backlog_left"] = left
 
         # accepts: verified collectors grab distinct open jobs
         collectors = [f"col_{i}" for i in range(50)]
@@ -211,6 +249,8 @@ async def measure_writes(label: str, settings: Settings, seconds: float, concurr
         await raw_runner.cleanup()
         await runner.cleanup()  # stops the platform
         raw_db.dispose()
+        if bg is not None:
+            stop_background(bg)
     return out
 
 
@@ -329,6 +369,9 @@ async def run(args: argparse.Namespace) -> int:
             failed |= not ok and "request path" not in label
             print(f"  {label:25} {what + 's/s':10} {ours:8,.0f}   ceiling {ceiling:8,.0f}   ratio {ours / ceiling:.2f}  "
                   f"{'OK' if ok else 'BELOW TARGET'}")
+        if r.get("backlog_left"):
+            failed = True
+            print(f"  {label:25} background process left {r['backlog_left']:,} events unshipped")
         if "jobs" in r:
             p50, p99 = r["jobs"]
             failed |= p99 >= P99_TARGET_MS

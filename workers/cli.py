@@ -39,11 +39,21 @@ def run_dist(ready_file: str = typer.Option(None, help="write the addresses here
 
 
 @app.command()
-def serve() -> None:
+def serve(background: bool = typer.Option(
+        True, help="also run the relays and consumers here (--no-background: `recycle background` runs them)")) -> None:
     """Run the gateway (embedded: every service in this process)."""
     from .serve import serve_gateway
 
-    serve_gateway(_settings())
+    serve_gateway(_settings(), background=background)
+
+
+@app.command()
+def background() -> None:
+    """Run the hosted services' outbox relays and event consumers, without HTTP (the embedded run's second
+    process: request handling and event processing then each have a core)."""
+    from .serve import run_background
+
+    run_background(_settings())
 
 
 @app.command("serve-service")

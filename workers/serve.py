@@ -14,7 +14,7 @@ def _logging(settings: Settings) -> None:
     configure_logging(settings)
 
 
-def serve_gateway(settings: Settings) -> None:
+def serve_gateway(settings: Settings, background: bool = True) -> None:
     _logging(settings)
     from gateway.app import create_app
     from services.bootstrap import Platform
@@ -27,9 +27,33 @@ def serve_gateway(settings: Settings) -> None:
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
     app["platform_prepared"] = True
+    app["platform_no_background"] = not background
     print(f"Recycling marketplace listening on http://{settings.host}:{settings.port}  "
           f"(docs: http://{settings.host}:{settings.port}/docs)", flush=True)
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+
+
+def run_background(settings: Settings) -> None:
+    """Relays and consumers of the hosted services until SIGTERM or Ctrl-C. Prepares first (idempotent: the
+    embedded run starts this after the gateway has migrated)."""
+    _logging(settings)
+    import signal
+    import threading
+
+    from services.bootstrap import Platform
+
+    try:
+        platform = Platform(settings).prepare()
+    except ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    platform.start()
+    logging.getLogger(__name__).info("relays and consumers running for %s", ", ".join(platform.runtimes))
+    print(f"Background: relays and consumers of {', '.join(platform.runtimes)}", flush=True)
+    stop.wait()
+    platform.stop()
 
 
 def serve_one_service(settings: Settings, name: str, port: int) -> None:

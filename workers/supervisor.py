@@ -1,7 +1,8 @@
 """Start the platform as processes and stop them together.
 
-`recycle run`: the embedded run — the gateway with every service in one process, plus a Celery worker with beat
-on the embedded (SQLite) broker. `recycle run-dist`: the distributed topology on one host — the Kafka-protocol
+`recycle run`: the embedded run — the gateway with every service's request handling in one process, the services'
+outbox relays and event consumers in a second (`recycle background`: requests and events each get a core), and
+a Celery worker with beat on the embedded (SQLite) broker. `recycle run-dist`: the distributed topology on one host — the Kafka-protocol
 broker (unless KAFKA_BOOTSTRAP points at one), each service in its own process on PostgreSQL, the gateway
 forwarding to them, and a Celery worker on Redis.
 """
@@ -73,23 +74,24 @@ def _bin(name: str) -> str:
     return os.path.join(os.path.dirname(sys.executable), name)
 
 
-def celery_args(beat: bool = True) -> list[str]:
+def celery_args(settings: Settings, beat: bool = True) -> list[str]:
     args = [_bin("celery"), "-A", "workers.celery_app:celery_app", "worker", "--loglevel=INFO",
             "--concurrency=2", "--pool=threads"]
-    return args + (["-B", "-s", os.path.join("data", "celerybeat-schedule")] if beat else [])
+    return args + (["-B", "-s", str(settings.data_dir / "celerybeat-schedule")] if beat else [])
 
 
 def run_embedded(settings: Settings) -> int:
     sup = Supervisor()
     env = dict(os.environ)
-    sup.spawn("gateway", [_bin("recycle"), "serve"], env)
+    sup.spawn("gateway", [_bin("recycle"), "serve", "--no-background"], env)
     base = f"http://{settings.host}:{settings.port}"
     try:
-        wait_http(base + "/healthz")
+        wait_http(base + "/healthz")  # the gateway has migrated and seeded: the other processes may start
     except ConfigError as exc:
         sup.stop()
         raise SystemExit(str(exc)) from None
-    sup.spawn("celery", celery_args(), env)
+    sup.spawn("background", [_bin("recycle"), "background"], env)
+    sup.spawn("celery", celery_args(settings), env)
     print(f"\n  Platform ready: {base}   API docs: {base}/docs   (Ctrl-C stops everything)\n", flush=True)
     return sup.wait()
 
@@ -131,7 +133,7 @@ def run_distributed(settings: Settings, ready_file: str | None = None) -> int:
         base = f"http://{settings.host}:{settings.port}"
         wait_http(base + "/healthz")
         if settings.redis_url:
-            sup.spawn("celery", celery_args(), env)
+            sup.spawn("celery", celery_args(settings), env)
     except BaseException:
         sup.stop()
         raise

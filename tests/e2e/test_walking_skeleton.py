@@ -1,7 +1,6 @@
 """The walking skeleton through the public API: health, OpenAPI, the taxonomy, and one event between services."""
 from __future__ import annotations
 
-from sqlalchemy import select
 
 from gateway.app import create_app
 from services.booking.prices import current_price
