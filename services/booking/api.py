@@ -133,7 +133,7 @@ async def list_categories(ctx: Ctx) -> list[dict]:
 @router.post("/v1/pickups", roles=RESIDENT, body=BookPickup, response=PickupOut, status=201)
 async def book_pickup(ctx: Ctx) -> dict:
     """Book a doorstep pickup: address, time window, estimated items; the reply carries the quote."""
-    return await ctx.run(handlers.book, ctx.runtime, ctx.user, ctx.body)
+    return await handlers.book_async(ctx.runtime, ctx.user, ctx.body)
 
 
 @router.get("/v1/pickups", authenticated=True, query=PickupsQuery, response=PickupPage)

@@ -7,7 +7,9 @@ synchronous (the API runs them in a thread); `now` is a parameter so the rules a
 """
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
@@ -94,6 +96,14 @@ class Tx(UnitOfWork):
         super().__exit__(exc_type, exc, tb)
         if exc_type is None and self.envelopes:
             feed.publish_local(self.rt, self.envelopes)
+
+
+def committed(rt: ServiceRuntime, write: Any) -> Any:
+    """Run `write(uow)` through the database's group-commit writer; once committed, its events reach the feed."""
+    result, events = rt.db.writer.submit(write).result()
+    if events:
+        feed.publish_local(rt, events)
+    return result
 
 
 # --- loading and guarding -----------------------------------------------------------------------------
@@ -200,12 +210,52 @@ _SLOT_UPSERT = text(
 
 # --- book ------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class PreparedBooking:
+    """A booking checked, quoted and ready to write: what the write transaction and the reply need."""
+
+    row: SimpleNamespace
+    lines: list[dict]
+    slots: list[datetime]
+    event: Envelope
+    address_text: str
+
+
 def book(rt: ServiceRuntime, principal: Principal, cmd: BookPickup, now: datetime | None = None) -> dict:
     """A resident books a doorstep pickup: checks the address, the window and the items, takes capacity, quotes."""
+    city_code = booking_city(cmd)
+    prepared = prepare_booking(rt, principal, cmd, now or utcnow(), price_cache(rt).prices(rt.db, city_code))
+    committed(rt, booking_write(rt, prepared))
+    return booking_view(rt, prepared, principal)
+
+
+async def book_async(rt: ServiceRuntime, principal: Principal, cmd: BookPickup) -> dict:
+    """`book` for the HTTP route. The checks and the quote are pure computation and run on the event loop; only
+    a price-copy read on a cache miss goes to a thread, and the write goes to the group-commit writer: a booking
+    costs the event loop no thread hand-off."""
+    city_code = booking_city(cmd)
+    found = price_cache(rt).cached(city_code)
+    if found is None:
+        found = await asyncio.get_running_loop().run_in_executor(
+            None, price_cache(rt).prices, rt.db, city_code)
+    prepared = prepare_booking(rt, principal, cmd, utcnow(), found)
+    _, events = await asyncio.wrap_future(rt.db.writer.submit(booking_write(rt, prepared)))
+    if events:
+        feed.publish_local(rt, events)
+    return booking_view(rt, prepared, principal)
+
+
+def booking_city(cmd: BookPickup) -> str:
+    return validate_city_code(cmd.address.city_code, "address.city_code")
+
+
+def prepare_booking(rt: ServiceRuntime, principal: Principal, cmd: BookPickup, now: datetime,
+                    found_prices: dict[str, Any]) -> PreparedBooking:
+    """Every check and computation of a booking that needs no database: the service area, the window, the items,
+    the quote from the price copy (`found_prices`, PriceCache.prices of the city), the row and the event."""
     s = settings_of(rt)
-    now = now or utcnow()
     a = cmd.address
-    city_code = validate_city_code(a.city_code, "address.city_code")
+    city_code = booking_city(cmd)
     if not s.in_service_area(a.lat, a.lng):
         raise RuleViolated("the address is outside the service area", reason="outside_service_area",
                            field="address")
@@ -221,12 +271,10 @@ def book(rt: ServiceRuntime, principal: Principal, cmd: BookPickup, now: datetim
             raise RuleViolated(f"{cat.name} is collected from {qty_str(cat.min_qty)} {cat.unit}",
                                reason="below_minimum", field=f"items.{i}.est_qty", min_qty=qty_str(cat.min_qty))
     pid = new_id("pk")
-    address_enc = pii.encrypt(rt.settings, a.text)
     geohash = geo.encode(a.lat, a.lng)
-    area = geohash[:s.area_precision]  # a cell's geohash is a prefix of its points' geohashes
     district = district_of(city_code)
     start, end = cmd.window.start.astimezone(UTC), cmd.window.end.astimezone(UTC)
-    prices = prices_in_force(price_cache(rt).prices(rt.db, city_code), list(cats))
+    prices = prices_in_force(found_prices, list(cats))
     lines = []
     for it in cmd.items:
         q = prices[it.category]
@@ -241,8 +289,9 @@ def book(rt: ServiceRuntime, principal: Principal, cmd: BookPickup, now: datetim
                            reason="below_minimum_order", field="items")
     row = as_row(pickups, dict(
         id=pid, resident_id=principal.user_id, status=m.REQUESTED, version=1, city_code=city_code,
-        district=district, address_enc=address_enc, lat=a.lat, lng=a.lng, geohash=geohash,
-        area=area, window_start=start, window_end=end, notes=cmd.notes,
+        district=district, address_enc=pii.encrypt(rt.settings, a.text), lat=a.lat, lng=a.lng, geohash=geohash,
+        area=geohash[:s.area_precision],  # a cell's geohash is a prefix of its points' geohashes
+        window_start=start, window_end=end, notes=cmd.notes,
         categories=" ".join(sorted(cats)), quote_total_fen=total, created_at=now, updated_at=now,
         weigh_count=0, payout_attempts=0))
     event = Envelope.wrap(PickupRequested(
@@ -250,20 +299,34 @@ def book(rt: ServiceRuntime, principal: Principal, cmd: BookPickup, now: datetim
         geohash=geohash[:FEED_PRECISION],
         items=[EstimatedItem(category=it.category, est_qty=qty_str(it.est_qty)) for it in cmd.items],
         window_start=start, window_end=end, quote_total_fen=total, requested_at=now))
-    # Everything is prepared: the write transaction (SQLite: the database's write lock) is only the statements.
-    with Tx(rt) as uow:
-        conn = uow.session.connection()  # Core on the unit of work's connection: less overhead per statement
-        take_places(conn, area, slots, s.slot_capacity)
-        conn.execute(_INSERT_PICKUP, vars(row))
-        conn.execute(_INSERT_LINES, lines)
-        uow.emit(event)
-    return pickup_view(rt, row, sorted((as_row(pickup_lines, ln) for ln in lines), key=lambda ln: ln.category),
-                       principal)
+    return PreparedBooking(row, lines, slots, event, a.text)
+
+
+def booking_write(rt: ServiceRuntime, b: PreparedBooking) -> Any:
+    """The write transaction of a booking (a group-commit job): a place in each slot, the rows, the event."""
+    capacity = settings_of(rt).slot_capacity
+    row = vars(b.row)
+
+    def write(uow: Any) -> None:
+        take_places(uow.conn, b.row.area, b.slots, capacity)
+        uow.conn.execute(_INSERT_PICKUP, row)
+        uow.conn.execute(_INSERT_LINES, b.lines)
+        uow.emit(b.event)
+
+    return write
+
+
+def booking_view(rt: ServiceRuntime, b: PreparedBooking, principal: Principal) -> dict:
+    lines = sorted((as_row(pickup_lines, ln) for ln in b.lines), key=lambda ln: ln.category)
+    return pickup_view(rt, b.row, lines, principal, address_text=b.address_text)
 
 
 def as_row(table: Any, values: dict) -> SimpleNamespace:
     """A row as it will read back (every column; None where not given), to answer without reading it again."""
-    return SimpleNamespace(**(_NONE.setdefault(table.name, dict.fromkeys(table.c.keys())) | values))
+    blank = _NONE.get(table.name)
+    if blank is None:
+        blank = _NONE[table.name] = dict.fromkeys(table.c.keys())
+    return SimpleNamespace(**(blank | values))
 
 
 _NONE: dict[str, dict] = {}

@@ -84,6 +84,13 @@ class PriceCache:
         self.ttl_s = ttl_s
         self._by_city: dict[str, tuple[float, dict[str, PriceQuote]]] = {}
 
+    def cached(self, city_code: str) -> dict[str, PriceQuote] | None:
+        """The city's prices if the cache holds them and they are fresh; None otherwise (no I/O)."""
+        hit = self._by_city.get(city_code)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        return None
+
     def prices(self, db: Database, city_code: str) -> dict[str, PriceQuote]:
         hit = self._by_city.get(city_code)
         now = time.monotonic()

@@ -32,7 +32,9 @@ def may_see_address(row: Any, p: Principal) -> bool:
             or (row.collector_user_id is not None and row.collector_user_id == p.user_id))
 
 
-def pickup_view(rt: "ServiceRuntime", row: Any, lines: list[Any], principal: Principal) -> dict:
+def pickup_view(rt: "ServiceRuntime", row: Any, lines: list[Any], principal: Principal,
+                address_text: str | None = None) -> dict:
+    """`address_text`: the plain address when the caller has it (a booking just made), saving a decryption."""
     tz = settings_of(rt).tz
     private = may_see_address(row, principal)
     est = [ln for ln in lines if ln.est_qty is not None]
@@ -42,7 +44,8 @@ def pickup_view(rt: "ServiceRuntime", row: Any, lines: list[Any], principal: Pri
         "resident_id": row.resident_id,
         "city_code": row.city_code,
         "district": row.district,
-        "address": {"text": pii.decrypt(rt.settings, row.address_enc), "city_code": row.city_code,
+        "address": {"text": address_text if address_text is not None else pii.decrypt(rt.settings, row.address_enc),
+                    "city_code": row.city_code,
                     "lat": row.lat, "lng": row.lng} if private else None,
         "window": {"start": ts(row.window_start, tz), "end": ts(row.window_end, tz)},
         "notes": row.notes if private else None,

@@ -12,13 +12,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .settings import ConfigError
+
+if TYPE_CHECKING:
+    from .group_commit import GroupCommitWriter
 
 T = TypeVar("T")
 
@@ -121,6 +124,19 @@ class Database:
         # for the file lock: the loser of that race sleeps in SQLite's busy handler (1, 2, 5, 10 ms...), which
         # wastes most of the time a small transaction needs. Other processes still meet the busy timeout.
         self.write_lock = threading.RLock() if is_sqlite(url) else None
+        self._writer: Any = None
+        self._writer_lock = threading.Lock()
+
+    @property
+    def writer(self) -> "GroupCommitWriter":
+        """This process's group-commit writer for the database (services.kernel.group_commit)."""
+        if self._writer is None:
+            with self._writer_lock:
+                if self._writer is None:
+                    from .group_commit import GroupCommitWriter
+
+                    self._writer = GroupCommitWriter(self)
+        return self._writer
 
     @property
     def dialect(self) -> str:
@@ -130,6 +146,8 @@ class Database:
         return Session(self._readonly_engine if readonly else self.engine, expire_on_commit=False)
 
     def dispose(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         self.engine.dispose()
 
 
