@@ -210,7 +210,7 @@ async def list_jobs(ctx: Ctx) -> dict:
 @router.post("/v1/jobs/{id}/accept", roles=COLLECTOR, response=PickupOut)
 async def accept_job(ctx: Ctx) -> dict:
     """Grab a job (抢单): one collector wins; accepting again is idempotent, anyone else gets 409."""
-    return await ctx.run(handlers.accept, ctx.runtime, ctx.user, ctx.params["id"])
+    return await handlers.accept_async(ctx.runtime, ctx.user, ctx.params["id"])
 
 
 @router.post("/v1/pickups/{id}/arrive", roles=COLLECTOR, response=PickupOut)

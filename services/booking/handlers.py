@@ -111,8 +111,10 @@ def committed(rt: ServiceRuntime, write: Any) -> Any:
 _LOAD = select(pickups).where(pickups.c.id == bindparam("id"))
 _LINES = select(pickup_lines).where(pickup_lines.c.pickup_id == bindparam("id")).order_by(pickup_lines.c.category)
 _COLLECTOR = select(collectors).where(collectors.c.user_id == bindparam("user_id"))
-_INSERT_PICKUP = pickups.insert()
-_INSERT_LINES = pickup_lines.insert()
+_LINE_COLUMNS = [c for c in pickup_lines.c if c.name != "pickup_id"]
+_LOAD_WITH_LINES = (select(pickups, *[c.label("line_" + c.name) for c in _LINE_COLUMNS])
+                    .select_from(pickups.outerjoin(pickup_lines, pickup_lines.c.pickup_id == pickups.c.id))
+                    .where(pickups.c.id == bindparam("id")).order_by(pickup_lines.c.category))
 _ACCEPT = (update(pickups).where(pickups.c.id == bindparam("pid"), pickups.c.status == m.REQUESTED)
            .values(status=m.ACCEPTED, version=pickups.c.version + 1, updated_at=bindparam("now"),
                    collector_id=bindparam("collector_id"), collector_user_id=bindparam("collector_user_id"),
@@ -124,6 +126,18 @@ def load(session: Session, pickup_id: str) -> Any:
     if row is None:
         raise NotFound(f"no pickup with id {pickup_id}")
     return row
+
+
+def load_with_lines(conn: Any, pickup_id: str) -> tuple[Any, list[Any]]:
+    """`load` and `lines_of` in one statement (one round trip on PostgreSQL)."""
+    rows = conn.execute(_LOAD_WITH_LINES, {"id": pickup_id}).all()
+    if not rows:
+        raise NotFound(f"no pickup with id {pickup_id}")
+    n = len(pickups.c)
+    row = SimpleNamespace(**dict(zip(rows[0]._fields[:n], rows[0][:n])))
+    lines = [SimpleNamespace(pickup_id=pickup_id, **{c.name: r[n + i] for i, c in enumerate(_LINE_COLUMNS)})
+             for r in rows if r[n] is not None]  # the outer join's null line: a pickup without lines
+    return row, lines
 
 
 def lines_of(session: Session, pickup_id: str) -> list[Any]:
@@ -309,8 +323,8 @@ def booking_write(rt: ServiceRuntime, b: PreparedBooking) -> Any:
 
     def write(uow: Any) -> None:
         take_places(uow.conn, b.row.area, b.slots, capacity)
-        uow.conn.execute(_INSERT_PICKUP, row)
-        uow.conn.execute(_INSERT_LINES, b.lines)
+        uow.insert(pickups, row)  # with the batch's other bookings, in one statement per table
+        uow.insert(pickup_lines, b.lines)
         uow.emit(b.event)
 
     return write
@@ -358,37 +372,60 @@ def accept(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: dateti
     """Exactly one collector wins: `UPDATE ... WHERE status = 'requested'` changes one row for one of them.
 
     The winner accepting again gets the same answer (idempotent); everyone else gets 409 with the state. The
-    checks read outside the write transaction; the conditional UPDATE makes them safe (whatever changed
-    meanwhile, only a still-requested pickup is taken)."""
+    reads, the checks and the conditional UPDATE are one group-commit job: one transaction, no thread hand-off
+    between reading and writing."""
+    return accept_reply(rt, principal, committed(rt, accept_write(rt, principal, pickup_id, now or utcnow())))
+
+
+async def accept_async(rt: ServiceRuntime, principal: Principal, pickup_id: str) -> dict:
+    """`accept` for the HTTP route: the event loop hands the job straight to the group-commit writer."""
+    outcome, events = await asyncio.wrap_future(rt.db.writer.submit(accept_write(rt, principal, pickup_id, utcnow())))
+    if events:
+        feed.publish_local(rt, events)
+    return accept_reply(rt, principal, outcome)
+
+
+@dataclass(frozen=True)
+class AcceptOutcome:
+    kind: str  # won | again (the pickup had moved on: idempotent reply or 409) | expired
+    row: Any
+    lines: list[Any]
+
+
+def accept_write(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: datetime) -> Any:
+    """The group-commit job of an accept. Answers the expected outcomes (won, lost the race, expired) with an
+    AcceptOutcome, so a lost race never rolls back the other jobs of its batch; raises only for a caller who may
+    not take jobs or this job (403/404/422)."""
     s = settings_of(rt)
-    now = now or utcnow()
-    with UnitOfWork(rt.db, readonly=True) as r:
-        col = collector_of(r.session, principal)
-        row = load(r.session, pickup_id)
-        lines = lines_of(r.session, pickup_id)
-    if row.status != m.REQUESTED:
-        return _accepted_again(rt, row, lines, principal)
-    if now >= aware(row.window_start):
-        # Nobody accepted before the window opened (the timer may not have run yet): it expires here.
-        with Tx(rt) as uow:
+
+    def write(uow: Any) -> AcceptOutcome:
+        conn = uow.conn
+        col = collector_of(conn, principal)
+        row, lines = load_with_lines(conn, pickup_id)
+        if row.status != m.REQUESTED:
+            return AcceptOutcome("again", row, lines)
+        if now >= aware(row.window_start):
+            # Nobody accepted before the window opened (the timer may not have run yet): it expires here.
             expire_row(uow, row, now, s)
-            current = load(uow.session, pickup_id).status
-        raise Conflict("nobody accepted this job before its window opened", current_state=current)
-    check_can_take(col, row)
-    taken = dict(collector_id=col.collector_id, collector_user_id=col.user_id, firm_id=col.firm_id)
-    event = Envelope.wrap(PickupAccepted(pickup_id=row.id, geohash=row.geohash[:FEED_PRECISION], accepted_at=now,
-                                         **taken))
-    with Tx(rt) as uow:
-        won = uow.session.connection().execute(_ACCEPT, dict(pid=row.id, now=now, **taken)).rowcount == 1
-        if won:
-            uow.emit(event)
-        else:  # another collector's UPDATE came first
-            row = load(uow.session, pickup_id)
-    if not won:
-        return _accepted_again(rt, row, lines, principal)
-    accepted = SimpleNamespace(**(row._asdict() | taken | dict(
-        status=m.ACCEPTED, version=row.version + 1, updated_at=now, accepted_at=now)))
-    return pickup_view(rt, accepted, lines, principal)
+            return AcceptOutcome("expired", load(conn, pickup_id), lines)
+        check_can_take(col, row)
+        taken = dict(collector_id=col.collector_id, collector_user_id=col.user_id, firm_id=col.firm_id)
+        if conn.execute(_ACCEPT, dict(pid=row.id, now=now, **taken)).rowcount != 1:
+            return AcceptOutcome("again", load(conn, pickup_id), lines)  # cannot happen in one transaction
+        uow.emit(PickupAccepted(pickup_id=row.id, geohash=row.geohash[:FEED_PRECISION], accepted_at=now, **taken))
+        accepted = SimpleNamespace(**(vars(row) | taken | dict(
+            status=m.ACCEPTED, version=row.version + 1, updated_at=now, accepted_at=now)))
+        return AcceptOutcome("won", accepted, lines)
+
+    return write
+
+
+def accept_reply(rt: ServiceRuntime, principal: Principal, outcome: AcceptOutcome) -> dict:
+    if outcome.kind == "expired":
+        raise Conflict("nobody accepted this job before its window opened", current_state=outcome.row.status)
+    if outcome.kind == "again":
+        return _accepted_again(rt, outcome.row, outcome.lines, principal)
+    return pickup_view(rt, outcome.row, outcome.lines, principal)
 
 
 def _accepted_again(rt: ServiceRuntime, row: Any, lines: list[Any], principal: Principal) -> dict:

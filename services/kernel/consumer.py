@@ -100,6 +100,9 @@ class ConsumerRunner:
         per-record path directly (it parks them)."""
         todo: list[tuple[Record, Envelope, Handler]] = []
         for rec in records:
+            type_ = rec.headers.get("ce_type")
+            if type_ is not None and type_ not in self.spec.handlers:
+                continue  # a type this group ignores: no need to decode it
             try:
                 env = Envelope.from_bytes(rec.value)
             except Exception:  # noqa: BLE001

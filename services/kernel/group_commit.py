@@ -9,9 +9,13 @@ outbox in one statement and commits once; each caller gets its own result once t
 A job is a function of a unit of work (`uow.conn` for Core statements, `uow.emit` for events). Jobs must not
 swallow database errors and must leave nothing outside the database behind (they may run twice, see below).
 
-If a job raises, the batch is rolled back and every job of it runs again alone, in its own transaction: the
-failing one raises to its caller from that run, the others commit. Failures are the exception on the hot paths
-that use the writer (a slot that has just filled up), so the happy path pays for no savepoints.
+If a job raises, or the batch's transaction fails (a deadlock between two writers on PostgreSQL, a failed commit),
+the batch is rolled back and every job of it runs again alone, in its own transaction: the failing one raises to
+its caller from that run, the others commit. Failures are the exception on the hot paths that use the writer (a
+slot that has just filled up), so the happy path pays for no savepoints.
+
+SQLite has one writer at a time, so it gets one writer thread. PostgreSQL runs transactions side by side, and a
+single thread would leave it waiting on round trips: it gets several, taking batches from the same queue.
 """
 from __future__ import annotations
 
@@ -23,6 +27,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from sqlalchemy.exc import DBAPIError
+
+from .db import retry_on_conflict
 from .events import Envelope, current_trace_id
 
 if TYPE_CHECKING:
@@ -36,15 +43,22 @@ T = TypeVar("T")
 
 
 class BatchedUnitOfWork:
-    """What a job sees: the batch's connection, and `emit` for its events (written when the batch commits)."""
+    """What a job sees: the batch's connection; `emit` for its events and `insert` for rows nobody in the batch
+    reads back, both written once for the whole batch just before it commits."""
 
-    def __init__(self, conn: "Connection"):
+    def __init__(self, conn: "Connection", inserts: dict[Any, list[dict]]):
         self.conn = conn
         self.session = conn  # Core statements run the same way on a Connection as on a Session
         self.events: list[Envelope] = []
+        self._inserts = inserts
 
     def emit(self, event: Any) -> None:
         self.events.append(event if isinstance(event, Envelope) else Envelope.wrap(event))
+
+    def insert(self, table: Any, rows: dict | list[dict]) -> None:
+        """Insert `rows` into `table` when the batch commits, in one statement with the batch's other rows for
+        that table. A constraint violation then fails the batch, and each job runs again alone."""
+        self._inserts.setdefault(table, []).extend(rows if isinstance(rows, list) else [rows])
 
 
 @dataclass
@@ -57,11 +71,12 @@ class _Job(Generic[T]):
 class GroupCommitWriter:
     """One per database and process; started on first use, stopped by `close()`."""
 
-    def __init__(self, db: "Database", max_batch: int = 32):
+    def __init__(self, db: "Database", max_batch: int = 32, threads: int | None = None):
         self.db = db
         self.max_batch = max_batch
+        self.threads = threads or (1 if db.write_lock is not None else 4)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self.batches = 0  # statistics for tests and benchmarks
         self.jobs = 0
@@ -79,19 +94,22 @@ class GroupCommitWriter:
         return self.submit(fn).result()
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(10)
-            self._thread = None
+        with self._start_lock:
+            workers, self._workers = self._workers, []
+            for _ in workers:
+                self._queue.put(None)
+            for t in workers:
+                t.join(10)
 
-    # --- the writer thread ----------------------------------------------------------------------------
+    # --- the writer threads ---------------------------------------------------------------------------
     def _ensure_started(self) -> None:
-        if self._thread is None:
+        if not self._workers:
             with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._loop, name=f"group-commit-{id(self):x}",
-                                                    daemon=True)
-                    self._thread.start()
+                if not self._workers:
+                    for i in range(self.threads):
+                        t = threading.Thread(target=self._loop, name=f"group-commit-{i}", daemon=True)
+                        t.start()
+                        self._workers.append(t)
 
     def _loop(self) -> None:
         while True:
@@ -121,15 +139,18 @@ class GroupCommitWriter:
         if len(batch) > 1:
             try:
                 results = self._transaction(batch)
-            except _JobFailed:
-                results = None  # run them one by one below, so each caller gets its own outcome
+            except Exception as exc:  # noqa: BLE001 - run them one by one below: each caller gets its own outcome
+                if not isinstance(exc, _JobFailed):
+                    log.info("group commit: a batch of %d failed (%s); running its jobs one by one", len(batch),
+                             type(exc).__name__)
+                results = None
             if results is not None:
                 for job, result in zip(batch, results):
                     job.future.set_result(result)
                 return
         for job in batch:
             try:
-                (result,) = self._transaction([job])
+                (result,) = retry_on_conflict(lambda job=job: self._transaction([job]))
             except _JobFailed as failed:
                 job.future.set_exception(failed.error)
             except BaseException as exc:  # noqa: BLE001
@@ -146,16 +167,21 @@ class GroupCommitWriter:
         try:
             with self.db.engine.connect() as conn, conn.begin():
                 results = []
+                inserts: dict[Any, list[dict]] = {}
                 for job in jobs:
-                    uow = BatchedUnitOfWork(conn)
+                    uow = BatchedUnitOfWork(conn, inserts)
                     token = current_trace_id.set(job.trace_id)
                     try:
                         value = job.fn(uow)
+                    except DBAPIError:
+                        raise  # the database's own failure (a deadlock may be retried), not the job's answer
                     except BaseException as exc:  # noqa: BLE001 - rolls the batch back (leaving the with)
                         raise _JobFailed(exc) from exc
                     finally:
                         current_trace_id.reset(token)
                     results.append((value, uow.events))
+                for table, rows in inserts.items():
+                    conn.execute(_insert_into(table), rows)
                 events = [e for _, evs in results for e in evs]
                 if events:
                     write_outbox(conn, events)
@@ -163,6 +189,17 @@ class GroupCommitWriter:
         finally:
             if lock is not None:
                 lock.release()
+
+
+_INSERTS: dict[Any, Any] = {}
+
+
+def _insert_into(table: Any) -> Any:
+    """One INSERT statement object per table: SQLAlchemy then finds its compiled form in the cache at once."""
+    stmt = _INSERTS.get(table)
+    if stmt is None:
+        stmt = _INSERTS[table] = table.insert()
+    return stmt
 
 
 class _JobFailed(Exception):

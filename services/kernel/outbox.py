@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     select,
     text,
     update,
@@ -102,6 +103,11 @@ def inbox_record_many(session: Session, group: str, event_ids: list[str]) -> Non
         session.execute(inbox_t.insert(), [dict(group_id=group, event_id=e, handled_at=now) for e in event_ids])
 
 
+_UNSENT = (select(outbox_t.c.seq, outbox_t.c.topic, outbox_t.c.key, outbox_t.c.payload, outbox_t.c.event_id,
+                  outbox_t.c.type)
+           .where(outbox_t.c.sent_at.is_(None)).order_by(outbox_t.c.seq).limit(bindparam("limit")))
+
+
 class Relay:
     """Ships one service's outbox to the bus, in commit order, with retries and backoff."""
 
@@ -118,16 +124,14 @@ class Relay:
 
     def relay_once(self) -> int:
         with self.db.session(readonly=True) as s:
-            rows = s.execute(
-                select(outbox_t.c.seq, outbox_t.c.topic, outbox_t.c.key, outbox_t.c.payload, outbox_t.c.event_id)
-                .where(outbox_t.c.sent_at.is_(None)).order_by(outbox_t.c.seq).limit(self.batch_size)
-            ).all()
+            rows = s.execute(_UNSENT, {"limit": self.batch_size}).all()
         if not rows:
             return 0
         # Positional unpacking: named access on 500 result rows per batch is a measurable share of the relay.
+        # ce_type (CloudEvents binary-mode header) lets consumers skip types they do not handle without decoding.
         records = [Record(topic=topic, key=key, value=bytes(payload),
-                          headers={"content-type": CONTENT_TYPE, "ce_id": event_id})
-                   for _, topic, key, payload, event_id in rows]
+                          headers={"content-type": CONTENT_TYPE, "ce_id": event_id, "ce_type": type_})
+                   for _, topic, key, payload, event_id, type_ in rows]
         seqs = [row[0] for row in rows]
         try:
             self.bus.publish(records)
