@@ -169,6 +169,15 @@ def start_background(settings: Settings) -> subprocess.Popen:
     return proc
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def stop_background(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -208,7 +217,11 @@ async def measure_writes(label: str, settings: Settings, seconds: float, concurr
         await drive(raw_url, raw_request(rnd), 1.0, concurrency, 201)  # warm-up
         await drive(url, booking_request(residents, rnd), 1.0, concurrency, 201)
         raw1, _, _ = await drive(raw_url, raw_request(rnd), seconds, concurrency, 201)
+        bg_cpu = cpu_seconds(bg.pid) if bg is not None else 0.0
         ours, n, other = await drive(url, booking_request(residents, rnd), seconds, concurrency, 201)
+        if bg is not None:
+            print(f"[{label}] background process CPU during the bookings: {cpu_seconds(bg.pid) - bg_cpu:.1f} s "
+                  f"in {seconds:g} s", flush=True)
         raw2, _, _ = await drive(raw_url, raw_request(rnd), seconds, concurrency, 201)
         ceiling = max(raw1, raw2)
         out["book"] = (ours, ceiling, other)
@@ -239,7 +252,11 @@ async def measure_writes(label: str, settings: Settings, seconds: float, concurr
                 return None
             return "POST", f"/v1/jobs/{pid}/accept", {"Authorization": "Bearer " + col_tokens[w % 50]}, None
 
+        bg_cpu = cpu_seconds(bg.pid) if bg is not None else 0.0
         acc, n_acc, other = await drive(url, accept, seconds, concurrency, 200)
+        if bg is not None:
+            print(f"[{label}] background process CPU during the accepts: {cpu_seconds(bg.pid) - bg_cpu:.1f} s "
+                  f"in {seconds:g} s", flush=True)
         raw3, _, _ = await drive(raw_url, raw_request(rnd), seconds, concurrency, 201)
         ceiling = max(ceiling, raw3)
         out["accept"] = (acc, ceiling, other)

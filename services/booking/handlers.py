@@ -112,9 +112,12 @@ _LOAD = select(pickups).where(pickups.c.id == bindparam("id"))
 _LINES = select(pickup_lines).where(pickup_lines.c.pickup_id == bindparam("id")).order_by(pickup_lines.c.category)
 _COLLECTOR = select(collectors).where(collectors.c.user_id == bindparam("user_id"))
 _LINE_COLUMNS = [c for c in pickup_lines.c if c.name != "pickup_id"]
-_LOAD_WITH_LINES = (select(pickups, *[c.label("line_" + c.name) for c in _LINE_COLUMNS])
-                    .select_from(pickups.outerjoin(pickup_lines, pickup_lines.c.pickup_id == pickups.c.id))
-                    .where(pickups.c.id == bindparam("id")).order_by(pickup_lines.c.category))
+_LOAD_FOR_ACCEPT = (
+    select(pickups, *[c.label("line_" + c.name) for c in _LINE_COLUMNS],
+           *[c.label("collector_" + c.name) for c in collectors.c])
+    .select_from(pickups.outerjoin(pickup_lines, pickup_lines.c.pickup_id == pickups.c.id)
+                 .outerjoin(collectors, collectors.c.user_id == bindparam("user_id")))
+    .where(pickups.c.id == bindparam("id")).order_by(pickup_lines.c.category))
 _ACCEPT = (update(pickups).where(pickups.c.id == bindparam("pid"), pickups.c.status == m.REQUESTED)
            .values(status=m.ACCEPTED, version=pickups.c.version + 1, updated_at=bindparam("now"),
                    collector_id=bindparam("collector_id"), collector_user_id=bindparam("collector_user_id"),
@@ -128,16 +131,23 @@ def load(session: Session, pickup_id: str) -> Any:
     return row
 
 
-def load_with_lines(conn: Any, pickup_id: str) -> tuple[Any, list[Any]]:
-    """`load` and `lines_of` in one statement (one round trip on PostgreSQL)."""
-    rows = conn.execute(_LOAD_WITH_LINES, {"id": pickup_id}).all()
+def load_for_accept(conn: Any, pickup_id: str, principal: Principal) -> tuple[Any, Any, list[Any]]:
+    """What an accept decides on, in one statement (one round trip on PostgreSQL): the caller's collector row
+    (Forbidden unless a verified collector), the pickup (NotFound) and its lines."""
+    rows = conn.execute(_LOAD_FOR_ACCEPT, {"id": pickup_id, "user_id": principal.user_id}).all()
     if not rows:
+        collector_of(conn, principal)  # a caller who may not take jobs hears that first, as everywhere
         raise NotFound(f"no pickup with id {pickup_id}")
-    n = len(pickups.c)
-    row = SimpleNamespace(**dict(zip(rows[0]._fields[:n], rows[0][:n])))
+    first = rows[0]
+    n, k = len(pickups.c), len(_LINE_COLUMNS)
+    col = (SimpleNamespace(**{c.name: first[n + k + i] for i, c in enumerate(collectors.c)})
+           if first[n + k] is not None else None)
+    if col is None or "collector" not in principal.roles:
+        raise Forbidden("only a verified collector may do this (verification pending or not a collector)")
+    row = SimpleNamespace(**{c.name: first[i] for i, c in enumerate(pickups.c)})
     lines = [SimpleNamespace(pickup_id=pickup_id, **{c.name: r[n + i] for i, c in enumerate(_LINE_COLUMNS)})
              for r in rows if r[n] is not None]  # the outer join's null line: a pickup without lines
-    return row, lines
+    return col, row, lines
 
 
 def lines_of(session: Session, pickup_id: str) -> list[Any]:
@@ -400,8 +410,7 @@ def accept_write(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: 
 
     def write(uow: Any) -> AcceptOutcome:
         conn = uow.conn
-        col = collector_of(conn, principal)
-        row, lines = load_with_lines(conn, pickup_id)
+        col, row, lines = load_for_accept(conn, pickup_id, principal)
         if row.status != m.REQUESTED:
             return AcceptOutcome("again", row, lines)
         if now >= aware(row.window_start):

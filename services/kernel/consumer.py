@@ -42,12 +42,15 @@ def dlq_topic(group: str) -> str:
 
 class ConsumerRunner:
     def __init__(self, spec: ConsumerSpec, db: Database, bus: EventBus, max_attempts: int = 5,
-                 backoff_s: float = 0.2):
+                 backoff_s: float = 0.2, linger_s: float = 0.05):
         self.spec = spec
         self.db = db
         self.bus = bus
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
+        # After a short batch, wait this long before polling again (Kafka's fetch.max.wait): under a steady trickle
+        # the group handles a few dozen events per poll and commit instead of one or two.
+        self.linger_s = linger_s
         self._sub: Subscription | None = None
         self.handled = 0
         self.dead_lettered = 0
@@ -76,9 +79,12 @@ class ConsumerRunner:
         return len(records)
 
     def run(self, stop: threading.Event) -> None:
+        max_records = 500
         while not stop.is_set():
             try:
-                self.run_once()
+                n = self.run_once(max_records=max_records)
+                if 0 < n < max_records and self.linger_s:
+                    stop.wait(self.linger_s)
             except Exception:
                 log.exception("consumer %s failed; retrying", self.spec.group)
                 stop.wait(1.0)

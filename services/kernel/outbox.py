@@ -108,6 +108,10 @@ _UNSENT = (select(outbox_t.c.seq, outbox_t.c.topic, outbox_t.c.key, outbox_t.c.p
            .where(outbox_t.c.sent_at.is_(None)).order_by(outbox_t.c.seq).limit(bindparam("limit")))
 
 
+_MARK_SENT = (update(outbox_t).where(outbox_t.c.seq.in_(bindparam("seqs", expanding=True)))
+              .values(sent_at=bindparam("now")))
+
+
 class Relay:
     """Ships one service's outbox to the bus, in commit order, with retries and backoff."""
 
@@ -142,8 +146,8 @@ class Relay:
             raise
         if self._fault:
             os.kill(os.getpid(), signal.SIGKILL)
-        with self.db.session() as s, s.begin():
-            s.execute(update(outbox_t).where(outbox_t.c.seq.in_(seqs)).values(sent_at=datetime.now(UTC)))
+        with self.db.engine.begin() as conn:
+            conn.execute(_MARK_SENT, {"seqs": seqs, "now": datetime.now(UTC)})
         return len(rows)
 
     def run(self, stop: threading.Event) -> None:

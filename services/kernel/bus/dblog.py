@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     delete,
     insert,
     select,
@@ -83,6 +84,27 @@ members_t = Table(
 )
 
 
+# Statements on the hot paths, built once (building one per call costs more than the database running it).
+_ADVANCE = (update(partitions_t)
+            .where(and_(partitions_t.c.topic == bindparam("t"), partitions_t.c.partition == bindparam("p")))
+            .values(next_offset=partitions_t.c.next_offset + bindparam("n"))
+            .returning(partitions_t.c.next_offset))
+_APPEND = insert(log_t)
+_READ = (select(log_t).where(and_(log_t.c.topic == bindparam("t"), log_t.c.partition == bindparam("p"),
+                                  log_t.c.offset >= bindparam("o")))
+         .order_by(log_t.c.offset).limit(bindparam("n")))
+_ENDS = (select(partitions_t.c.topic, partitions_t.c.partition, partitions_t.c.next_offset)
+         .where(partitions_t.c.topic.in_(bindparam("topics", expanding=True))))
+
+
+def _commit_statement(dialect: str):  # noqa: ANN202
+    ins = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = ins(group_offsets_t).values(group_id=bindparam("g"), topic=bindparam("t"), partition=bindparam("p"),
+                                       committed=bindparam("o"))
+    return stmt.on_conflict_do_update(index_elements=["group_id", "topic", "partition"],
+                                      set_={"committed": stmt.excluded.committed})
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -109,6 +131,7 @@ class DbLogBus:
         self.max_idle_sleep_s = max_idle_sleep_s
         self._parts: dict[str, int] = {}
         self._lock = threading.Lock()
+        self.commit_offsets = _commit_statement(self.db.dialect)
 
     # --- topics ---------------------------------------------------------------------------
     def ensure_topics(self, specs: list[TopicSpec]) -> None:
@@ -157,17 +180,12 @@ class DbLogBus:
             # Lock partitions in a fixed order so two publishers never deadlock.
             for (topic, part) in sorted(grouped):
                 batch = grouped[(topic, part)]
-                end = conn.execute(
-                    update(partitions_t)
-                    .where(and_(partitions_t.c.topic == topic, partitions_t.c.partition == part))
-                    .values(next_offset=partitions_t.c.next_offset + len(batch))
-                    .returning(partitions_t.c.next_offset)
-                ).scalar_one()
+                end = conn.execute(_ADVANCE, {"t": topic, "p": part, "n": len(batch)}).scalar_one()
                 base = end - len(batch)
                 for i, r in enumerate(batch):
                     rows.append(dict(topic=topic, partition=part, offset=base + i, key=r.key, value=r.value,
                                      headers=json.dumps(r.headers), ts_ms=r.timestamp_ms or now))
-            conn.execute(insert(log_t), rows)
+            conn.execute(_APPEND, rows)
 
     # --- consume --------------------------------------------------------------------------
     def subscribe(self, group: str, topics: list[str]) -> "DbLogSubscription":
@@ -175,11 +193,7 @@ class DbLogBus:
 
     def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Record]:
         with self._reader.connect() as conn:
-            rows = conn.execute(
-                select(log_t).where(and_(log_t.c.topic == topic, log_t.c.partition == partition,
-                                         log_t.c.offset >= offset))
-                .order_by(log_t.c.offset).limit(max_records)
-            ).all()
+            rows = conn.execute(_READ, {"t": topic, "p": partition, "o": offset, "n": max_records}).all()
         return [_record(r) for r in rows]
 
     def apply_retention(self) -> int:
@@ -259,20 +273,15 @@ class DbLogSubscription:
             with self.bus._reader.connect() as conn:
                 # One cheap look at the partitions' ends first: an idle group costs one query per poll, not one
                 # per partition.
-                ends = dict(((t, p), o) for t, p, o in conn.execute(
-                    select(partitions_t.c.topic, partitions_t.c.partition, partitions_t.c.next_offset)
-                    .where(partitions_t.c.topic.in_(self.topics))).all())
+                ends = dict(((t, p), o) for t, p, o in conn.execute(_ENDS, {"topics": self.topics}).all())
                 for tp in order:
                     if len(out) >= max_records:
                         break
                     pos = self._positions[tp]
                     if ends.get(tp, 0) <= pos:
                         continue
-                    rows = conn.execute(
-                        select(log_t).where(and_(log_t.c.topic == tp[0], log_t.c.partition == tp[1],
-                                                 log_t.c.offset >= pos))
-                        .order_by(log_t.c.offset).limit(max_records - len(out))
-                    ).all()
+                    rows = conn.execute(_READ, {"t": tp[0], "p": tp[1], "o": pos,
+                                                "n": max_records - len(out)}).all()
                     if rows:
                         self._positions[tp] = rows[-1].offset + 1
                         out.extend(_record(r) for r in rows)
@@ -289,13 +298,9 @@ class DbLogSubscription:
         last: dict[tuple[str, int], int] = {}
         for r in records:
             last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset + 1)
-        db = self.bus.db
-        ins = pg_insert if db.dialect == "postgresql" else sqlite_insert
-        with db.engine.begin() as conn:
-            for (topic, part), off in last.items():
-                stmt = ins(group_offsets_t).values(group_id=self.group, topic=topic, partition=part, committed=off)
-                conn.execute(stmt.on_conflict_do_update(
-                    index_elements=["group_id", "topic", "partition"], set_={"committed": off}))
+        with self.bus.db.engine.begin() as conn:
+            conn.execute(self.bus.commit_offsets, [{"g": self.group, "t": topic, "p": part, "o": off}
+                                                   for (topic, part), off in last.items()])
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self._heartbeat_and_assign()
