@@ -1,0 +1,156 @@
+"""The group-commit writer (services.kernel.group_commit), on SQLite and on PostgreSQL: every caller gets its own
+outcome, a failing job never takes the others of its batch down, nothing of a failed job is written, and the
+events of committed jobs (only those) reach the outbox."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy.exc import IntegrityError
+
+from services.kernel.events import current_trace_id
+from services.kernel.group_commit import GroupCommitWriter
+from services.kernel.outbox import outbox_t
+from tests.bus.support import open_service_db, registered_parcel_event
+
+md = MetaData()
+parcels = Table("gc_parcels", md, Column("id", String(40), primary_key=True),
+                Column("weight_g", Integer, nullable=False))
+
+
+class Refused(Exception):
+    pass
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request):
+    settings = request.getfixturevalue("sqlite_settings" if request.param == "sqlite" else "pg_settings")
+    database = open_service_db(settings, "gc")
+    md.create_all(database.engine)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def Parcel():  # noqa: N802 - a class
+    with registered_parcel_event("gc_") as cls:
+        yield cls
+
+
+def write_parcel(Parcel, pid: str, fail: bool = False, deferred: bool = False):  # noqa: N803, ANN201
+    def job(uow):  # noqa: ANN001, ANN202
+        if deferred:
+            uow.insert(parcels, {"id": pid, "weight_g": 1})
+        else:
+            uow.conn.execute(parcels.insert().values(id=pid, weight_g=1))
+        uow.emit(Parcel(parcel_id=pid, weight_g=1))
+        if fail:
+            raise Refused(pid)
+        return pid
+
+    return job
+
+
+def stored(db) -> tuple[set[str], set[str]]:  # noqa: ANN001
+    with db.engine.connect() as c:
+        rows = set(c.execute(select(parcels.c.id)).scalars())
+        keys = set(c.execute(select(outbox_t.c.key)).scalars())
+    return rows, keys
+
+
+def hold_writer(writer: GroupCommitWriter) -> threading.Event:
+    """Occupy every writer thread until the returned event is set, so the next jobs queue up into one batch."""
+    release = threading.Event()
+    started = threading.Barrier(writer.threads + 1)
+
+    def blocker(uow):  # noqa: ANN001, ANN202
+        started.wait(10)
+        release.wait(10)
+
+    for _ in range(writer.threads):
+        writer.submit(blocker)
+    started.wait(10)
+    return release
+
+
+def test_concurrent_callers_each_commit_once_in_fewer_transactions(db, Parcel):  # noqa: N803
+    writer = db.writer
+    ids = [f"p{i}" for i in range(200)]
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda pid: writer.run(write_parcel(Parcel, pid)), ids))
+    assert [r for r, _ in results] == ids
+    assert all(len(events) == 1 and events[0].subject == pid for (pid, events) in results)
+    rows, keys = stored(db)
+    assert rows == set(ids) and keys == set(ids)
+    assert writer.jobs == 200 and writer.batches < 200  # jobs shared transactions
+
+
+def test_a_failing_job_fails_alone(db, Parcel):  # noqa: N803
+    writer = GroupCommitWriter(db, threads=1)
+    release = hold_writer(writer)
+    futures = {pid: writer.submit(write_parcel(Parcel, pid, fail=pid == "bad")) for pid in ("a", "bad", "c")}
+    release.set()
+    assert futures["a"].result(10)[0] == "a" and futures["c"].result(10)[0] == "c"
+    with pytest.raises(Refused):
+        futures["bad"].result(10)
+    assert stored(db) == ({"a", "c"}, {"a", "c"})  # nothing of the failed job: neither its row nor its event
+    writer.close()
+
+
+def test_a_database_error_at_commit_fails_only_its_job(db, Parcel):  # noqa: N803
+    """Deferred inserts run once for the batch; a duplicate key there fails the batch, and the rerun one by one
+    gives the error to the job that caused it."""
+    writer = GroupCommitWriter(db, threads=1)
+    writer.run(write_parcel(Parcel, "dup"))
+    release = hold_writer(writer)
+    futures = {pid: writer.submit(write_parcel(Parcel, pid, deferred=True)) for pid in ("x", "dup", "y")}
+    release.set()
+    assert futures["x"].result(10)[0] == "x" and futures["y"].result(10)[0] == "y"
+    with pytest.raises(IntegrityError):
+        futures["dup"].result(10)
+    rows, keys = stored(db)
+    assert rows == {"dup", "x", "y"}
+    with db.engine.connect() as c:  # one event for "dup": the first, committed write's
+        assert c.execute(select(func.count()).select_from(outbox_t).where(outbox_t.c.key == "dup")).scalar() == 1
+    writer.close()
+
+
+def test_async_callers_and_trace_ids(db, Parcel):  # noqa: N803
+    async def book(pid: str) -> tuple[str, str | None]:
+        current_trace_id.set("tr_" + pid)
+        _, events = await asyncio.wrap_future(db.writer.submit(write_parcel(Parcel, pid)))
+        return pid, events[0].traceid
+
+    async def main() -> list:
+        return await asyncio.gather(*[book(f"a{i}") for i in range(20)])
+
+    assert all(trace == "tr_" + pid for pid, trace in asyncio.run(main()))
+
+
+@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=12))
+def test_whatever_the_batch_only_the_good_jobs_are_written(sqlite_settings, plan):
+    """A batch of any mix of good and failing jobs, direct and deferred inserts: exactly the good ones commit."""
+    db = open_service_db(sqlite_settings, f"gcp{uuid.uuid4().hex[:10]}")
+    md.create_all(db.engine)
+    with registered_parcel_event("gcp_") as Parcel:  # noqa: N806
+        writer = GroupCommitWriter(db, threads=1)
+        release = hold_writer(writer)
+        futures = [writer.submit(write_parcel(Parcel, f"j{i}", fail=fail, deferred=deferred))
+                   for i, (fail, deferred) in enumerate(plan)]
+        release.set()
+        for (fail, _), fut in zip(plan, futures):
+            if fail:
+                with pytest.raises(Refused):
+                    fut.result(10)
+            else:
+                fut.result(10)
+        good = {f"j{i}" for i, (fail, _) in enumerate(plan) if not fail}
+        assert stored(db) == (good, good)
+        writer.close()
+    db.dispose()
