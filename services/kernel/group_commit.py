@@ -7,7 +7,8 @@ are waiting (up to `max_batch`), runs them one after the other in one transactio
 outbox in one statement and commits once; each caller gets its own result once that commit is durable.
 
 A job is a function of a unit of work (`uow.conn` for Core statements, `uow.emit` for events). Jobs must not
-swallow database errors and must leave nothing outside the database behind (they may run twice, see below).
+swallow database errors and must leave nothing outside the database behind (they may run twice, see below), and
+must not open another unit of work on the same database (on SQLite it would wait for the batch's own lock).
 
 If a job raises, or the batch's transaction fails (a deadlock between two writers on PostgreSQL, a failed commit),
 the batch is rolled back and every job of it runs again alone, in its own transaction: the failing one raises to
@@ -77,6 +78,7 @@ class GroupCommitWriter:
         self.threads = threads or (1 if db.write_lock is not None else 4)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
+        self._local = threading.local()
         self._start_lock = threading.Lock()
         self.batches = 0  # statistics for tests and benchmarks
         self.jobs = 0
@@ -112,6 +114,12 @@ class GroupCommitWriter:
                         self._workers.append(t)
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._drop_connection()
+
+    def _serve(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -150,7 +158,7 @@ class GroupCommitWriter:
                 return
         for job in batch:
             try:
-                (result,) = retry_on_conflict(lambda job=job: self._transaction([job]))
+                (result,) = retry_on_conflict(lambda job=job: self._alone(job))
             except _JobFailed as failed:
                 job.future.set_exception(failed.error)
             except BaseException as exc:  # noqa: BLE001
@@ -164,8 +172,9 @@ class GroupCommitWriter:
         lock = self.db.write_lock
         if lock is not None:
             lock.acquire()
+        conn = self._connection()
         try:
-            with self.db.engine.connect() as conn, conn.begin():
+            with conn.begin():
                 results = []
                 inserts: dict[Any, list[dict]] = {}
                 for job in jobs:
@@ -186,9 +195,39 @@ class GroupCommitWriter:
                 if events:
                     write_outbox(conn, events)
             return results
+        except DBAPIError:
+            self._drop_connection()  # it may be broken; the next batch checks out a fresh one
+            raise
         finally:
             if lock is not None:
                 lock.release()
+
+    def _alone(self, job: _Job) -> list[tuple[Any, list[Envelope]]]:
+        """One job in its own transaction; once more on a fresh connection if the kept one had gone stale (the
+        database restarted since the last batch)."""
+        try:
+            return self._transaction([job])
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            return self._transaction([job])
+
+    def _connection(self) -> "Connection":
+        """Each writer thread keeps its connection between batches: no pool check-out (and, on PostgreSQL, no
+        pre-ping round trip) per batch. A database error drops it."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._local.conn = self.db.engine.connect()
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail too
+                log.debug("closing a writer connection failed", exc_info=True)
 
 
 _INSERTS: dict[Any, Any] = {}

@@ -154,3 +154,20 @@ def test_whatever_the_batch_only_the_good_jobs_are_written(sqlite_settings, plan
         assert stored(db) == (good, good)
         writer.close()
     db.dispose()
+
+
+def test_a_connection_killed_between_batches_is_replaced(pg_settings):
+    """The writer keeps its connection between batches; when the server drops it, the next job still commits."""
+    from sqlalchemy import text
+
+    db = open_service_db(pg_settings, "gck")
+    md.create_all(db.engine)
+    with registered_parcel_event("gck_") as Parcel:  # noqa: N806
+        writer = GroupCommitWriter(db, threads=1)
+        pid = writer.run(lambda uow: uow.conn.execute(text("SELECT pg_backend_pid()")).scalar())[0]
+        with db.engine.connect() as c:
+            assert c.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        assert writer.run(write_parcel(Parcel, "after"))[0] == "after"
+        assert stored(db)[0] == {"after"}
+        writer.close()
+    db.dispose()
