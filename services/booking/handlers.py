@@ -98,9 +98,9 @@ class Tx(UnitOfWork):
             feed.publish_local(self.rt, self.envelopes)
 
 
-def committed(rt: ServiceRuntime, write: Any) -> Any:
+def committed(rt: ServiceRuntime, write: Any, lock_key: str = "") -> Any:
     """Run `write(uow)` through the database's group-commit writer; once committed, its events reach the feed."""
-    result, events = rt.db.writer.submit(write).result()
+    result, events = rt.db.writer.submit(write, lock_key).result()
     if events:
         feed.publish_local(rt, events)
     return result
@@ -249,7 +249,7 @@ def book(rt: ServiceRuntime, principal: Principal, cmd: BookPickup, now: datetim
     """A resident books a doorstep pickup: checks the address, the window and the items, takes capacity, quotes."""
     city_code = booking_city(cmd)
     prepared = prepare_booking(rt, principal, cmd, now or utcnow(), price_cache(rt).prices(rt.db, city_code))
-    committed(rt, booking_write(rt, prepared))
+    committed(rt, booking_write(rt, prepared), booking_lock_key(prepared))
     return booking_view(rt, prepared, principal)
 
 
@@ -263,7 +263,8 @@ async def book_async(rt: ServiceRuntime, principal: Principal, cmd: BookPickup) 
         found = await asyncio.get_running_loop().run_in_executor(
             None, price_cache(rt).prices, rt.db, city_code)
     prepared = prepare_booking(rt, principal, cmd, utcnow(), found)
-    _, events = await asyncio.wrap_future(rt.db.writer.submit(booking_write(rt, prepared)))
+    _, events = await asyncio.wrap_future(rt.db.writer.submit(booking_write(rt, prepared),
+                                                              booking_lock_key(prepared)))
     if events:
         feed.publish_local(rt, events)
     return booking_view(rt, prepared, principal)
@@ -340,6 +341,11 @@ def booking_write(rt: ServiceRuntime, b: PreparedBooking) -> Any:
     return write
 
 
+def booking_lock_key(b: PreparedBooking) -> str:
+    """The first row a booking locks: its first slot's counter (take_places goes in time order)."""
+    return f"slot:{b.row.area}:{min(b.slots).isoformat() if b.slots else ''}"
+
+
 def booking_view(rt: ServiceRuntime, b: PreparedBooking, principal: Principal) -> dict:
     lines = sorted((as_row(pickup_lines, ln) for ln in b.lines), key=lambda ln: ln.category)
     return pickup_view(rt, b.row, lines, principal, address_text=b.address_text)
@@ -384,12 +390,14 @@ def accept(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: dateti
     The winner accepting again gets the same answer (idempotent); everyone else gets 409 with the state. The
     reads, the checks and the conditional UPDATE are one group-commit job: one transaction, no thread hand-off
     between reading and writing."""
-    return accept_reply(rt, principal, committed(rt, accept_write(rt, principal, pickup_id, now or utcnow())))
+    return accept_reply(rt, principal, committed(rt, accept_write(rt, principal, pickup_id, now or utcnow()),
+                                                 "pickup:" + pickup_id))
 
 
 async def accept_async(rt: ServiceRuntime, principal: Principal, pickup_id: str) -> dict:
     """`accept` for the HTTP route: the event loop hands the job straight to the group-commit writer."""
-    outcome, events = await asyncio.wrap_future(rt.db.writer.submit(accept_write(rt, principal, pickup_id, utcnow())))
+    outcome, events = await asyncio.wrap_future(
+        rt.db.writer.submit(accept_write(rt, principal, pickup_id, utcnow()), "pickup:" + pickup_id))
     if events:
         feed.publish_local(rt, events)
     return accept_reply(rt, principal, outcome)

@@ -66,6 +66,7 @@ class BatchedUnitOfWork:
 class _Job(Generic[T]):
     fn: Callable[[BatchedUnitOfWork], T]
     trace_id: str | None
+    lock_key: str = ""
     future: Future = field(default_factory=Future)
 
 
@@ -83,17 +84,21 @@ class GroupCommitWriter:
         self.batches = 0  # statistics for tests and benchmarks
         self.jobs = 0
 
-    def submit(self, fn: Callable[[BatchedUnitOfWork], T]) -> Future:
+    def submit(self, fn: Callable[[BatchedUnitOfWork], T], lock_key: str = "") -> Future:
         """Queue `fn` for the next batch. The future resolves, once that batch has committed, to fn's result and
-        the events it emitted (or to fn's exception). Async callers await `asyncio.wrap_future(...)`."""
-        job: _Job[T] = _Job(fn, current_trace_id.get())
+        the events it emitted (or to fn's exception). Async callers await `asyncio.wrap_future(...)`.
+
+        `lock_key` names the row the job locks first (e.g. "slot:<area>:<start>"): a batch runs its jobs in key
+        order, so two batches on two PostgreSQL writer threads take their locks in the same order and do not
+        deadlock (a deadlock would still be resolved by the database and the jobs run again, a second later)."""
+        job: _Job[T] = _Job(fn, current_trace_id.get(), lock_key)
         self._ensure_started()
         self._queue.put(job)
         return job.future
 
-    def run(self, fn: Callable[[BatchedUnitOfWork], T]) -> tuple[T, list[Envelope]]:
+    def run(self, fn: Callable[[BatchedUnitOfWork], T], lock_key: str = "") -> tuple[T, list[Envelope]]:
         """`submit` and wait."""
-        return self.submit(fn).result()
+        return self.submit(fn, lock_key).result()
 
     def close(self) -> None:
         with self._start_lock:
@@ -134,6 +139,7 @@ class GroupCommitWriter:
                     self._queue.put(None)  # finish this batch, then stop
                     break
                 batch.append(job)
+            batch.sort(key=lambda j: j.lock_key)
             try:
                 self._run_batch(batch)
             except BaseException as exc:  # noqa: BLE001 - the callers must hear of it, whatever it is

@@ -171,3 +171,18 @@ def test_a_connection_killed_between_batches_is_replaced(pg_settings):
         assert stored(db)[0] == {"after"}
         writer.close()
     db.dispose()
+
+
+def test_a_batch_runs_its_jobs_in_lock_key_order(sqlite_settings):
+    """Two batches on two PostgreSQL writers lock rows in the same order when their jobs run in key order."""
+    db = open_service_db(sqlite_settings, "gco")
+    writer = GroupCommitWriter(db, threads=1)
+    ran: list[str] = []
+    release = hold_writer(writer)
+    futures = [writer.submit(lambda uow, k=k: ran.append(k), lock_key=k) for k in ("slot:c", "slot:a", "pickup:b")]
+    release.set()
+    for f in futures:
+        f.result(10)
+    assert ran == ["pickup:b", "slot:a", "slot:c"]
+    writer.close()
+    db.dispose()
