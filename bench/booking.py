@@ -225,24 +225,34 @@ async def measure_writes(label: str, settings: Settings, seconds: float, concurr
 
         # Raw and ours alternate (raw, ours, raw, ours, raw): each figure is set against the median of the raw runs
         # around it, so a drift or one odd raw run on a shared machine moves neither side alone.
-        raws = [await raw_run()]
-        books, booked, other = [], 0, {}
+        async def alternate(first_raw: float, ours_run) -> tuple[list[float], list[float], int, dict]:  # noqa: ANN001
+            """raw, ours, raw, ours, raw (the first raw given): the raw rates, our rates, our count, other replies."""
+            raws, rates, count, other = [first_raw], [], 0, {}
+            for _ in range(2):
+                rate, n, oth = await ours_run()
+                rates.append(rate)
+                count += n
+                for k, v in oth.items():
+                    other[k] = other.get(k, 0) + v
+                raws.append(await raw_run())
+            return raws, rates, count, other
+
         bg_cpu = cpu_seconds(bg.pid) if bg is not None else 0.0
-        for _ in range(2):
-            rate, n, oth = await drive(url, booking_request(residents, rnd), seconds, concurrency, 201)
-            books.append(rate)
-            booked += n
-            for k, v in oth.items():
-                other[k] = other.get(k, 0) + v
-            raws.append(await raw_run())
-        ours, ceiling = statistics.mean(books), statistics.median(raws)
-        out["book"] = (ours, ceiling, other)
-        print(f"[{label}] raw insert: {' / '.join(f'{r:,.0f}' for r in raws)} req/s (median {ceiling:,.0f}); "
-              f"bookings: {' / '.join(f'{b:,.0f}' for b in books)}/s ({booked:,} booked"
-              f"{', other replies ' + str(other) if other else ''}) → ratio {ours / ceiling:.2f}", flush=True)
+        raws, books, booked, other = await alternate(
+            await raw_run(), lambda: drive(url, booking_request(residents, rnd), seconds, concurrency, 201))
+        def report(what: str, done: str, raws: list[float], rates: list[float], count: int, other: dict,
+                   bg_cpu: float) -> tuple[float, float, dict]:
+            ours, ceiling = statistics.mean(rates), statistics.median(raws)
+            print(f"[{label}] raw insert: {' / '.join(f'{r:,.0f}' for r in raws)} req/s (median {ceiling:,.0f}); "
+                  f"{what}: {' / '.join(f'{b:,.0f}' for b in rates)}/s ({count:,} {done}"
+                  f"{', other replies ' + str(other) if other else ''}) → ratio {ours / ceiling:.2f}", flush=True)
+            if bg is not None:
+                print(f"[{label}] background process CPU during the {what}: {cpu_seconds(bg.pid) - bg_cpu:.1f} s "
+                      f"in {2 * seconds:g} s", flush=True)
+            return ours, ceiling, other
+
+        out["book"] = report("bookings", "booked", raws, books, booked, other, bg_cpu)
         if bg is not None:
-            print(f"[{label}] background process CPU during the bookings: {cpu_seconds(bg.pid) - bg_cpu:.1f} s "
-                  f"in {2 * seconds:g} s", flush=True)
             # the events of those bookings must be on the bus, not left behind
             t0, backlog = time.perf_counter(), outbox_backlog(platform)
             while outbox_backlog(platform) and time.perf_counter() - t0 < 60:
@@ -267,24 +277,10 @@ async def measure_writes(label: str, settings: Settings, seconds: float, concurr
                 return None
             return "POST", f"/v1/jobs/{pid}/accept", {"Authorization": "Bearer " + col_tokens[w % 50]}, None
 
-        raws = raws[-1:]
-        accs, accepted, other = [], 0, {}
         bg_cpu = cpu_seconds(bg.pid) if bg is not None else 0.0
-        for _ in range(2):
-            rate, n, oth = await drive(url, accept, seconds, concurrency, 200)
-            accs.append(rate)
-            accepted += n
-            for k, v in oth.items():
-                other[k] = other.get(k, 0) + v
-            raws.append(await raw_run())
-        acc, ceiling = statistics.mean(accs), statistics.median(raws)
-        out["accept"] = (acc, ceiling, other)
-        print(f"[{label}] raw insert: {' / '.join(f'{r:,.0f}' for r in raws)} req/s (median {ceiling:,.0f}); "
-              f"accepts: {' / '.join(f'{a:,.0f}' for a in accs)}/s ({accepted:,} accepted"
-              f"{', other replies ' + str(other) if other else ''}) → ratio {acc / ceiling:.2f}", flush=True)
-        if bg is not None:
-            print(f"[{label}] background process CPU during the accepts: {cpu_seconds(bg.pid) - bg_cpu:.1f} s "
-                  f"in {2 * seconds:g} s", flush=True)
+        raws, accs, accepted, other = await alternate(
+            raws[-1], lambda: drive(url, accept, seconds, concurrency, 200))
+        out["accept"] = report("accepts", "accepted", raws, accs, accepted, other, bg_cpu)
     finally:
         await raw_runner.cleanup()
         await runner.cleanup()  # stops the platform

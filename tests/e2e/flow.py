@@ -1,10 +1,38 @@
 """Helpers for the end-to-end tests: plain HTTP against a running platform, and the whole pickup flow."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
 from services.kernel.outbox import wait_until
+
+
+@contextlib.contextmanager
+def platform_process(args: list[str], env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """`python -m workers.cli <args>` in its own process group, its output in `log_path`; the whole group is
+    stopped (SIGTERM, then SIGKILL after 20 s) on exit."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "workers.cli", *args], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            yield proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def log_tail(log_path: Path) -> str:
+    return log_path.read_text()[-4000:]
 
 
 def http_get(url: str, headers: dict | None = None) -> tuple[int, dict]:

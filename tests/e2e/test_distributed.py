@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from services.kernel.outbox import wait_until
-from tests.e2e.flow import http_get, http_post, whole_pickup_flow
+from tests.e2e.flow import http_get, http_post, log_tail, platform_process, whole_pickup_flow
 from workers.supervisor import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -29,21 +25,12 @@ def dist(pg_url, redis_url, tmp_path_factory):
                ADMIN_PHONES="13900000001", JWT_SECRET="dist-test-" + "x" * 40,
                PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=")
     env.pop("KAFKA_BOOTSTRAP", None)
-    log = open(tmp / "platform.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "run-dist", "--ready-file", str(ready)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    log = tmp / "platform.log"
+    with platform_process(["run-dist", "--ready-file", str(ready)], env, log) as proc:
         if not wait_until(lambda: ready.exists() or proc.poll() is not None, timeout_s=180, interval_s=0.2) \
                 or not ready.exists():
-            raise AssertionError("run-dist did not become ready:\n" + Path(tmp / "platform.log").read_text()[-4000:])
-        yield json.loads(ready.read_text()) | {"log": tmp / "platform.log"}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+            raise AssertionError("run-dist did not become ready:\n" + log_tail(log))
+        yield json.loads(ready.read_text()) | {"log": log}
 
 
 def test_gateway_forwards_to_service_processes(dist):

@@ -3,15 +3,12 @@ consumers) and the Celery worker, on SQLite in a fresh data directory. Driven on
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from services.kernel.outbox import wait_until
-from tests.e2e.flow import http_get, whole_pickup_flow
+from tests.e2e.flow import http_get, log_tail, platform_process, whole_pickup_flow
 from workers.supervisor import free_port
 
 
@@ -23,30 +20,20 @@ def embedded(tmp_path_factory):
                JWT_SECRET="embedded-test-" + "x" * 40, PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=")
     for name in ("DATABASE_URL", "EVENT_LOG_URL", "BUS", "SERVICES", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
         env.pop(name, None)
-    log = open(tmp / "platform.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "run"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    log = tmp / "platform.log"
+    with platform_process(["run"], env, log) as proc:
+        def up() -> bool:
+            if proc.poll() is not None:
+                return True
+            try:
+                return http_get(base + "/healthz")[0] == 200
+            except OSError:
+                return False
 
-    def up() -> bool:
-        if proc.poll() is not None:
-            return True
-        try:
-            return http_get(base + "/healthz")[0] == 200
-        except OSError:
-            return False
-
-    try:
         if not wait_until(up, timeout_s=120, interval_s=0.2) or proc.poll() is not None:
-            raise AssertionError("recycle run did not start:\n" + Path(tmp / "platform.log").read_text()[-4000:])
-        yield {"gateway": base, "log": tmp / "platform.log", "pid": proc.pid}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+            raise AssertionError("recycle run did not start:\n" + log_tail(log))
+        yield {"gateway": base, "log": log, "pid": proc.pid}
 
 
 def test_embedded_run_has_its_three_processes(embedded):
