@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from services.kernel.bus.port import Record
 from services.kernel.consumer import ConsumerRunner, ConsumerSpec, list_dead_letters, replay_dead_letters
 from services.kernel.db import Database, UnitOfWork
 from services.kernel.events import Envelope, Event
@@ -200,3 +201,29 @@ def test_failed_batch_is_rewound_not_skipped(tmp_path):
         runner.run_once(timeout_s=0.0)
     runner._process_batch = original
     assert runner.run_once(timeout_s=0.0) == 1 and seen == [env.id]
+
+
+def test_relayed_records_name_their_type_and_other_groups_skip_them_undecoded(bus_case: BusCase,
+                                                                            event: type[Event]) -> None:
+    """The relay sets ce_id and ce_type; a group without a handler for the type skips the record without decoding
+    it (an undecodable value with such a header is neither handled nor dead-lettered), one with a handler acts."""
+    topic = bus_case.topic("test.parcel")
+    producer_db = bus_case.service_db(SERVICE)
+    with UnitOfWork(producer_db) as uow:
+        uow.emit(event(parcel_id="p-1", weight_g=1))
+    assert Relay(producer_db, bus_case.bus, SERVICE).relay_once() == 1
+    (sent,) = [r for p in range(bus_case.bus.partitions(topic)) for r in bus_case.bus.read(topic, p, 0)]
+    env = Envelope.from_bytes(sent.value)
+    assert sent.headers["ce_type"] == event.type and sent.headers["ce_id"] == env.id
+    bus_case.bus.publish([Record(topic, "p-2", b"not an envelope", {"ce_type": "cn.recycle.test.other.v1"})])
+
+    other_db = bus_case.service_db("other")
+    other = ConsumerRunner(ConsumerSpec(bus_case.group("other"), [topic], {"cn.recycle.test.other.v2": record_effect}),
+                           other_db, bus_case.bus, max_attempts=1)
+    bus_case._subs.append(other.subscription)
+    consume_everything(bus_case, other, topic)
+    assert count_effects(other_db) == (0, 0) and other.dead_lettered == 0
+
+    billing_db = bus_case.service_db("billing")
+    consume_everything(bus_case, runner_for(bus_case, billing_db, topic, event.type), topic)
+    assert count_effects(billing_db) == (1, 1)
