@@ -437,7 +437,8 @@ def accept_write(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: 
         check_can_take(col, row)
         taken = dict(collector_id=col.collector_id, collector_user_id=col.user_id, firm_id=col.firm_id)
         if conn.execute(_ACCEPT, dict(pid=row.id, now=now, **taken)).rowcount != 1:
-            return AcceptOutcome("again", load(conn, pickup_id), lines)  # cannot happen in one transaction
+            # another writer thread's transaction took it after our read (PostgreSQL, READ COMMITTED)
+            return AcceptOutcome("again", load(conn, pickup_id), lines)
         uow.emit(PickupAccepted(pickup_id=row.id, geohash=row.geohash[:FEED_PRECISION], accepted_at=now, **taken))
         accepted = SimpleNamespace(**(vars(row) | taken | dict(
             status=m.ACCEPTED, version=row.version + 1, updated_at=now, accepted_at=now)))
