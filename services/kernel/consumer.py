@@ -11,12 +11,13 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from .bus.port import EventBus, Record, Subscription
 from .db import Database, UnitOfWork
-from .events import Envelope, current_trace_id
+from .events import Envelope, Event, current_trace_id
 from .outbox import inbox_record, inbox_record_many, inbox_seen, inbox_seen_many
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,32 @@ class ConsumerSpec:
     group: str
     topics: list[str]
     handlers: dict[str, Handler] = field(default_factory=dict)
+
+
+E = TypeVar("E", bound=Event)
+# The one handler shape of the platform: `when_<event>_<action>(event, uow)`, the event decoded as its contract class.
+EventHandler = Callable[[Any, UnitOfWork], None]
+
+
+def group(name: str, handlers: Mapping[type[Event], EventHandler]) -> ConsumerSpec:
+    """A consumer group from a mapping of contract classes to handlers; the topics follow from the classes.
+
+    Each service's `consumers.py` declares its groups this way (no string-typed dispatch)::
+
+        def consumers(rt) -> list[ConsumerSpec]:
+            return [group("listings.certificates", {CertificateIssued: when_certificate_issued_keep_copy})]
+    """
+    topics = sorted({cls.topic for cls in handlers})
+    return ConsumerSpec(name, topics, {cls.type: _typed(cls, fn) for cls, fn in handlers.items()})
+
+
+def _typed(cls: type[Event], fn: EventHandler) -> Handler:
+    def handle(env: Envelope, uow: UnitOfWork) -> None:
+        fn(cls.decode(env.data), uow)
+
+    handle.__name__ = getattr(fn, "__name__", "handle")
+    handle.__wrapped__ = fn  # type: ignore[attr-defined]
+    return handle
 
 
 def dlq_topic(group: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import json
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +22,7 @@ CONTENT_TYPE = "application/cloudevents+json"
 current_trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
 
 _REGISTRY: dict[str, type["Event"]] = {}
+E = TypeVar("E", bound="Event")
 
 
 class Event(BaseModel):
@@ -46,6 +47,12 @@ class Event(BaseModel):
     @property
     def key(self) -> str:
         return str(getattr(self, self.key_field))
+
+    @classmethod
+    def decode(cls: type[E], data: dict[str, Any]) -> E:
+        """Tolerant reader: fields this version does not know are ignored, so a publisher may add optional
+        fields without breaking its consumers (building an event stays strict: `extra="forbid"`)."""
+        return cls.model_validate({k: v for k, v in data.items() if k in cls.model_fields})
 
 
 class Envelope(BaseModel):
@@ -82,15 +89,20 @@ class Envelope(BaseModel):
 
     def event(self) -> Event:
         """The typed event (raises KeyError for a type this process does not know)."""
-        return _REGISTRY[self.type].model_validate(self.data)
+        return _REGISTRY[self.type].decode(self.data)
 
 
 def load_event_modules() -> None:
-    """Import every service's `domain/events.py` so the registry knows every event type."""
+    """Import every published contract (`services/contracts/*.py`) and every service's `domain/events.py`, so the
+    registry knows every event type."""
     import importlib
     import pkgutil
 
     import services
+    import services.contracts as contracts
+
+    for mod in pkgutil.iter_modules(contracts.__path__):
+        importlib.import_module(f"services.contracts.{mod.name}")
 
     for mod in pkgutil.iter_modules(services.__path__):
         try:
