@@ -45,9 +45,6 @@ def test_group_derives_topics_and_decodes_typed_events() -> None:
 def test_decode_ignores_unknown_fields_but_building_stays_strict() -> None:
     data = {"thing_id": "t1", "weight_g": 5, "added_in_a_later_minor_version": True}
     assert _ThingHappened.decode(data) == _ThingHappened(thing_id="t1", weight_g=5)
-    env = Envelope.wrap(_ThingHappened(thing_id="t1", weight_g=5))
-    env.data["extra"] = 1
-    assert env.event() == _ThingHappened(thing_id="t1", weight_g=5)
     try:
         _ThingHappened(thing_id="t1", weight_g=5, extra=1)  # type: ignore[call-arg]
     except ValueError:
