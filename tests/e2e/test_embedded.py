@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from services.kernel.checkdigits import uscc_check_char
 from services.kernel.outbox import wait_until
 from tests.e2e.flow import http_get, http_post, log_tail, platform_process, whole_pickup_flow
 from workers.supervisor import free_port
@@ -92,7 +93,9 @@ def _export_through_the_api(base: str, owner_phone: str, accountant_phone: str) 
 
     owner = login(owner_phone)["access_token"]
     accountant_id = login(accountant_phone)["user_id"]
-    firm = post("/v1/firms", {"name": "回收有限公司", "uscc": "91350100M000100Y43", "recycler_filing_no": "BA-1",
+    first17 = "913501005" + owner_phone[-8:]  # a 统一社会信用代码 of its own per firm
+    uscc = first17 + uscc_check_char(first17)
+    firm = post("/v1/firms", {"name": "回收有限公司", "uscc": uscc, "recycler_filing_no": "BA-1",
                               "address": "北京市朝阳区某路1号", "city_code": "110105"}, owner, 201)
     post(f"/v1/firms/{firm['id']}/accountants", {"user_id": accountant_id}, owner, 201)
     token = login(accountant_phone)["access_token"]  # now with the accountant role for the firm
