@@ -70,7 +70,8 @@ class ServiceRuntime:
     def __post_init__(self) -> None:
         self.db = Database(self.settings.db_url(self.spec.name), schema=self.settings.db_schema(self.spec.name))
         self.relay = Relay(self.db, self.bus, self.spec.name, batch_size=self.settings.relay_batch_size,
-                           idle_sleep_s=self.settings.relay_idle_sleep_s)
+                           idle_sleep_s=self.settings.relay_idle_sleep_s,
+                           max_attempts=self.settings.relay_max_attempts)
 
     @property
     def name(self) -> str:
