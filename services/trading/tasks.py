@@ -1,11 +1,12 @@
-"""Celery tasks of the trading service (picked up by workers/celery_app.py) and their beat schedule.
+"""Tasks of the trading service (run by the platform's worker) and their beat schedule.
 
 The closing job keeps its state in the lots table (see closing.py): beat only says "scan now", so a worker
 restart, a missed tick or two workers scanning at once change nothing.
 """
 from __future__ import annotations
 
-from celery import shared_task
+from services.kernel.runtime import ServiceRuntime
+from services.kernel.tasks import task
 
 from .settings import TradingSettings
 
@@ -16,11 +17,9 @@ SCHEDULE = {
 }
 
 
-@shared_task(name="trading.close_due_lots", acks_late=True)
-def close_due_lots() -> dict[str, int]:
+@task("trading.close_due_lots", service="trading", acks_late=True)
+def close_due_lots(rt: ServiceRuntime) -> dict[str, int]:
     """Close every lot whose end time has passed (award or unsold)."""
-    from workers.celery_app import runtime
-
     from .closing import run_due
 
-    return run_due(runtime("trading"))
+    return run_due(rt)
