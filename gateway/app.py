@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/docs", docs_page.handler)
-    middlewares.install(app, gateway)
+    middlewares.install(app, gateway, routes)
     harden(app)
 
     if distributed:
