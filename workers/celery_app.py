@@ -3,6 +3,7 @@
 Embedded run: the SQLAlchemy broker on SQLite (no server). Distributed run: Redis (CELERY_BROKER_URL).
 Unit tests may set `task_always_eager`; integration tests run a real worker.
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,7 +55,7 @@ def make_celery() -> Celery:
 celery_app = make_celery()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _platform():  # noqa: ANN202
     from services.bootstrap import Platform
 

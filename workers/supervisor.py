@@ -6,6 +6,7 @@ a Celery worker with beat on the embedded (SQLite) broker. `recycle run-dist`: t
 broker (unless KAFKA_BOOTSTRAP points at one), each service in its own process on PostgreSQL, the gateway
 forwarding to them, and a Celery worker on Redis.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,8 +76,15 @@ def _bin(name: str) -> str:
 
 
 def celery_args(settings: Settings, beat: bool = True) -> list[str]:
-    args = [_bin("celery"), "-A", "workers.celery_app:celery_app", "worker", "--loglevel=INFO",
-            "--concurrency=2", "--pool=threads"]
+    args = [
+        _bin("celery"),
+        "-A",
+        "workers.celery_app:celery_app",
+        "worker",
+        "--loglevel=INFO",
+        "--concurrency=2",
+        "--pool=threads",
+    ]
     return args + (["-B", "-s", str(settings.data_dir / "celerybeat-schedule")] if beat else [])
 
 
@@ -125,11 +133,14 @@ def run_distributed(settings: Settings, ready_file: str | None = None) -> int:
             # fixed ports when SERVICE_BASE_PORT is given (compose-like); free loopback ports otherwise
             port = base_port + i if base_port else free_port()
             urls[name] = f"http://127.0.0.1:{port}"
-            sup.spawn(name, [_bin("recycle"), "serve-service", name, "--port", str(port)],
-                      dict(env, SERVICES=name))
-        for name, url in urls.items():
+            sup.spawn(
+                name, [_bin("recycle"), "serve-service", name, "--port", str(port)], dict(env, SERVICES=name)
+            )
+        for url in urls.values():
             wait_http(url + "/healthz", 120)
-        sup.spawn("gateway", [_bin("recycle"), "serve"], dict(env, SERVICES="none", SERVICE_URLS=json.dumps(urls)))
+        sup.spawn(
+            "gateway", [_bin("recycle"), "serve"], dict(env, SERVICES="none", SERVICE_URLS=json.dumps(urls))
+        )
         base = f"http://{settings.host}:{settings.port}"
         wait_http(base + "/healthz")
         if settings.redis_url:

@@ -3,6 +3,7 @@
 Quantities travel as decimal strings in tonnes with 3 places (kilogram precision); money in fen. `city_code` is the
 lot's GB/T 2260 code, where the scrap lies.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -34,8 +35,10 @@ class TradeAwarded(_TradeEvent):
 
 class TradeSettled(_TradeEvent):
     type = "cn.recycle.trading.trade.settled.v1"
-    doc = ("The buyer paid on the weighbridge weight and the seller was paid less the fee: a tier-1 transaction for "
-           "the price index and the delivered flow for statistics.")
+    doc = (
+        "The buyer paid on the weighbridge weight and the seller was paid less the fee: a tier-1 transaction for "
+        "the price index and the delivered flow for statistics."
+    )
     delivered_t: str
     price_fen_per_t: int
     amount_fen: int

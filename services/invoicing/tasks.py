@@ -3,6 +3,7 @@
 `invoicing.export_tax_report(export_id)` generates a tax report file and records its progress on the job row.
 It is safe to redeliver (acks_late): a finished job is left alone, an interrupted one starts again.
 """
+
 from __future__ import annotations
 
 from typing import Any

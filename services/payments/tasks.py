@@ -1,4 +1,5 @@
 """Celery tasks of the payments service: nightly reconciliation of our ledger with the provider's objects."""
+
 from __future__ import annotations
 
 from celery import shared_task
@@ -9,8 +10,9 @@ SCHEDULE = {
 }
 
 
-@shared_task(name="payments.reconcile", acks_late=True, autoretry_for=(Exception,), retry_backoff=60,
-             max_retries=3)
+@shared_task(
+    name="payments.reconcile", acks_late=True, autoretry_for=(Exception,), retry_backoff=60, max_retries=3
+)
 def reconcile() -> dict:
     """Compare the ledger with the provider; differences are logged and returned (and fail the CLI run)."""
     import logging

@@ -1,5 +1,6 @@
 """The embedded run as its user starts it (`recycle run`): the gateway, the background process (relays and
 consumers) and the Celery worker, on SQLite in a fresh data directory. Driven only through the public API."""
+
 from __future__ import annotations
 
 import os
@@ -16,13 +17,28 @@ from workers.supervisor import free_port
 def embedded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("embedded")
     port = free_port()
-    env = dict(os.environ, DATA_DIR=str(tmp), PORT=str(port), ENV="dev", ADMIN_PHONES="13900000001",
-               JWT_SECRET="embedded-test-" + "x" * 40, PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=")
-    for name in ("DATABASE_URL", "EVENT_LOG_URL", "BUS", "SERVICES", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+    env = dict(
+        os.environ,
+        DATA_DIR=str(tmp),
+        PORT=str(port),
+        ENV="dev",
+        ADMIN_PHONES="13900000001",
+        JWT_SECRET="embedded-test-" + "x" * 40,
+        PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+    )
+    for name in (
+        "DATABASE_URL",
+        "EVENT_LOG_URL",
+        "BUS",
+        "SERVICES",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+    ):
         env.pop(name, None)
     base = f"http://127.0.0.1:{port}"
     log = tmp / "platform.log"
     with platform_process(["run"], env, log) as proc:
+
         def up() -> bool:
             if proc.poll() is not None:
                 return True
@@ -38,8 +54,11 @@ def embedded(tmp_path_factory):
 
 def test_embedded_run_has_its_three_processes(embedded):
     """Gateway (requests), background (relays and consumers), Celery (timers and exports)."""
+
     def children() -> str:
-        out = subprocess.run(["ps", "-ww", "-o", "args=", "--ppid", str(embedded["pid"])], capture_output=True, text=True)
+        out = subprocess.run(
+            ["ps", "-ww", "-o", "args=", "--ppid", str(embedded["pid"])], capture_output=True, text=True
+        )
         return out.stdout
 
     assert wait_until(lambda: "background" in children() and "celery" in children(), 60, 0.2), children()
