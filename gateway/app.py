@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from services.bootstrap import Platform
-from services.kernel.http import RouteDef, json_reply, mount, request_context
+from services.kernel.http import RouteDef, harden, json_reply, mount, request_context
 from services.kernel.runtime import available_services, load_spec
 from services.kernel.settings import Settings, get_settings
 
@@ -147,6 +147,7 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/docs", docs_page.handler)
     middlewares.install(app, gateway)
+    harden(app)
 
     if distributed:
         proxy.mount_forwarders(app, routes, settings.service_url_map)

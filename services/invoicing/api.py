@@ -477,9 +477,15 @@ async def download_export(ctx: Ctx) -> web.StreamResponse:
     errors=(403, 409),
 )
 async def record_tax_unpaid(ctx: Ctx) -> dict:
-    """Record a month's tax of an issuer as unpaid (it suspends the issuer after the filing deadline) or paid."""
+    """Record a month's tax of an issuer as unpaid (it suspends the issuer after the filing deadline) or, admins
+    only, as paid (it lifts the suspension; who did is recorded)."""
     body: TaxStatusIn = ctx.body
     user = require_accountant_of(ctx.user, body.firm_id, admin_ok=True)
+    if body.status == "paid" and not user.has("admin"):
+        # lifting a suspension is the tax authority's word, relayed by an admin: never the firm's own
+        raise Forbidden(
+            "only an admin records a month's tax as paid (it lifts the suspension)", reason="admin_only"
+        )
     return await ctx.run(
         lambda: record_tax_status(
             ctx.runtime,

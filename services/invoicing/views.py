@@ -334,7 +334,9 @@ def issuer_status(s: Session, firm_id: str, on: date, book: ServiceRuleBook) -> 
                 "suspends_from": start,
                 "suspending": active,
                 "recorded_at": u.recorded_at,
+                "recorded_by": u.recorded_by,
                 "paid_at": u.paid_at,
+                "paid_by": u.paid_by,
             }
         )
     return {
