@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.kernel.http import Ctx, Reply, Router
+from services.kernel.http import Budget, Ctx, Reply, Router
 
 from . import handlers
 from .domain.rules import CONSENT_KINDS
@@ -71,7 +71,23 @@ def _tokens(sess: handlers.LoginSession) -> TokenOut:
     )
 
 
-@router.post("/v1/auth/otp", public=True, body=OtpIn, response=OtpOut, status=202, errors=(503,))
+# SMS pumping: every code costs an SMS. Besides the per-phone limit (accounts), budgets per client address and
+# for the whole platform (OTP_PER_CLIENT_LIMIT per 10 minutes, OTP_GLOBAL_LIMIT per minute), kept by the gateway.
+OTP_BUDGETS = (
+    Budget("otp", "client", "otp_per_client_limit", 600),
+    Budget("otp", "global", "otp_global_limit", 60),
+)
+
+
+@router.post(
+    "/v1/auth/otp",
+    public=True,
+    body=OtpIn,
+    response=OtpOut,
+    status=202,
+    errors=(429, 503),
+    budgets=OTP_BUDGETS,
+)
 async def request_otp(ctx: Ctx) -> Reply:
     """Send a one-time login code by SMS (the dev environment also returns it as dev_code)."""
     sent = await ctx.run(handlers.request_otp, ctx.runtime, ctx.body.phone)

@@ -73,6 +73,7 @@ class Topology:
         self._error: BaseException | None = None
         self._runners: list[web.AppRunner] = []
         self.url = ""
+        self.admin_user: User | None = None
         self.thread = threading.Thread(target=self._run, name=f"topology-{mode}", daemon=True)
 
     def __enter__(self) -> Topology:
@@ -198,7 +199,10 @@ class Api:
         return User(b["user_id"], b["access_token"], b["refresh_token"], b["roles"], user.phone)
 
     async def admin(self) -> User:
-        return await self.login(ADMIN_PHONE)
+        """The bootstrap admin (logged in once per topology: a phone gets only so many codes)."""
+        if self.topo.admin_user is None:
+            self.topo.admin_user = await self.login(ADMIN_PHONE)
+        return self.topo.admin_user
 
     def drain(self) -> None:
         self.topo.drain()
