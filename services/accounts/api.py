@@ -376,7 +376,9 @@ class VerificationPage(BaseModel):
 
 
 class RolesIn(_In):
-    roles: list[str] = Field(max_length=10, description="roles to grant: accountant, erasure_operator, admin")
+    roles: list[str] = Field(
+        max_length=10, description="roles to grant: accountant, erasure_operator, admin, regulator"
+    )
     revoke: list[str] = Field(default_factory=list, max_length=10, description="roles to take away")
 
 
@@ -425,8 +427,8 @@ async def reject(ctx: Ctx) -> VerificationOut:
 
 @router.post("/v1/admin/users/{id}/roles", roles={"admin"}, body=RolesIn, response=RolesOut)
 async def change_roles(ctx: Ctx) -> RolesOut:
-    """(admin) Grant (and optionally revoke) accountant, erasure_operator, admin — never one's own. Revoking
-    stops the user's current tokens on their next request (they refresh to get the roles as they are now)."""
+    """(admin) Grant (and optionally revoke) accountant, erasure_operator, admin, regulator — never one's own.
+    Revoking stops the user's current tokens on their next request (they refresh to get the roles as they are now)."""
     return RolesOut(
         **await ctx.run(
             handlers.change_roles,
