@@ -198,12 +198,13 @@ def place_bid(
     auction_rules = settings_of(rt).rules
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             lot = s.execute(select(lots).where(lots.c.id == lot_id).with_for_update()).one_or_none()
             if lot is None:
                 raise NotFound(f"no lot with id {lot_id}")
+            # the bid's time is taken under the lock: bids of one lot are timed in the order they are judged
+            at = now or utcnow()
             facts = _lot_facts(lot)
             bidder = rules.BidderFacts(
                 firm_id=firm_id,
