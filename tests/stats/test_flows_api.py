@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from .support import app_client, auth, firm_owner, publish, regulator, resident, settled, trade
+from .support import app_client, firm_owner, publish, regulator, resident, settled, trade
 
 NOV3, NOV4, DEC1 = date(2026, 11, 3), date(2026, 11, 4), date(2026, 12, 1)
 
