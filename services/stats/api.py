@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.kernel.errors import Forbidden, NotFound, ValidationFailed
@@ -272,8 +273,16 @@ async def monthly_report(ctx: Ctx) -> web.StreamResponse:
     spec = ReportSpec(q.period, q.region, q.by, q.format)
     spec.check()
     data = await ctx.run(_report, ctx, spec)
-    ctype = ("text/csv; charset=utf-8" if spec.format == "csv"
-             else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
-    return web.Response(body=data, headers={"Content-Type": ctype,
-                                            "Content-Disposition": f'attachment; filename="{spec.file_name}"',
-                                            "Cache-Control": "private, no-store"})
+    ctype = (
+        "text/csv; charset=utf-8"
+        if spec.format == "csv"
+        else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
+    return web.Response(
+        body=data,
+        headers={
+            "Content-Type": ctype,
+            "Content-Disposition": f'attachment; filename="{spec.file_name}"',
+            "Cache-Control": "private, no-store",
+        },
+    )

@@ -5,6 +5,7 @@
 
 They use the platform's settings (DATABASE_URL / DATA_DIR, BUS, ...). Mounted in workers/cli.py as `stats`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,9 @@ def _runtime():  # noqa: ANN202
 
 @cli.command("rebuild")
 def rebuild_cmd(
-    allow_truncated: bool = typer.Option(False, help="rebuild even if retention removed the log's first records"),
+    allow_truncated: bool = typer.Option(
+        False, help="rebuild even if retention removed the log's first records"
+    ),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Clear every stats table and replay the settled pickups and trades from offset 0 (progress bar)."""
@@ -43,20 +46,32 @@ def rebuild_cmd(
 
     console = Console(stderr=True)
     platform, rt = _runtime()
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    ]
     try:
         with Progress(*columns, console=console, disable=quiet) as bar:
             task = bar.add_task("replaying", total=None)
-            result = rebuild(rt.db, platform.bus, [r.spec for r in rt.runners],
-                             batch=settings_of(rt).rebuild_batch, allow_truncated=allow_truncated,
-                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+            result = rebuild(
+                rt.db,
+                platform.bus,
+                [r.spec for r in rt.runners],
+                batch=settings_of(rt).rebuild_batch,
+                allow_truncated=allow_truncated,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
     except DomainError as exc:
         console.print(f"[red]{exc.detail}[/]")
         raise typer.Exit(2) from None
     finally:
         platform.stop()
-    console.print(f"[green]rebuilt[/]: {result.records} records read, {result.handled} counted, "
-                  f"{result.skipped} of other types, {result.undecodable} undecodable")
+    console.print(
+        f"[green]rebuilt[/]: {result.records} records read, {result.handled} counted, "
+        f"{result.skipped} of other types, {result.undecodable} undecodable"
+    )
 
 
 @cli.command("report")
@@ -84,7 +99,9 @@ def report_cmd(
         spec = ReportSpec(period, region, by, format)  # type: ignore[arg-type]
         spec.check()
     except DomainError as exc:
-        console.print(f"[red]{exc.detail}[/]: " + "; ".join(f"{e['field']}: {e['message']}" for e in exc.errors))
+        console.print(
+            f"[red]{exc.detail}[/]: " + "; ".join(f"{e['field']}: {e['message']}" for e in exc.errors)
+        )
         raise typer.Exit(2) from None
     platform, rt = _runtime()
     try:

@@ -12,6 +12,7 @@ handles meanwhile is counted once by whichever side comes first.
 A log that no longer holds a partition's first record (retention) cannot rebuild: the rebuild refuses unless
 told to accept the loss (`allow_truncated`), because the figures would silently shrink.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -45,8 +46,15 @@ def clear(db: Database) -> None:
             uow.session.execute(delete(table))
 
 
-def rebuild(db: Database, bus: EventBus, specs: list[ConsumerSpec], *, batch: int = 500,
-            progress: Progress | None = None, allow_truncated: bool = False) -> RebuildResult:
+def rebuild(
+    db: Database,
+    bus: EventBus,
+    specs: list[ConsumerSpec],
+    *,
+    batch: int = 500,
+    progress: Progress | None = None,
+    allow_truncated: bool = False,
+) -> RebuildResult:
     handlers = {t: h for spec in specs for t, h in spec.handlers.items()}
     topics = sorted({t for spec in specs for t in spec.topics})
     # refuse before touching anything when the log has lost its start
@@ -54,8 +62,11 @@ def rebuild(db: Database, bus: EventBus, specs: list[ConsumerSpec], *, batch: in
         for p in range(bus.partitions(topic)):
             first = bus.read(topic, p, 0, 1)
             if first and first[0].offset > 0 and not allow_truncated:
-                raise RuleViolated(f"{topic}[{p}] starts at offset {first[0].offset}: retention removed the "
-                                   "first records, a rebuild would lose them", reason="log_truncated")
+                raise RuleViolated(
+                    f"{topic}[{p}] starts at offset {first[0].offset}: retention removed the "
+                    "first records, a rebuild would lose them",
+                    reason="log_truncated",
+                )
     clear(db)
     result = RebuildResult(ends={t: bus.end_offsets(t) for t in topics})
     total = sum(sum(ends.values()) for ends in result.ends.values())

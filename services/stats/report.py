@@ -5,6 +5,7 @@ factors and their sources).
 Rows are grouped at the level asked (`by`: province, city or county) under the region asked. Distinct counts are
 counted over the month and the grouped region (never summed from days or districts).
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,15 +31,34 @@ DIGITS = {"province": 2, "city": 4, "county": 6}
 TOTAL = "合计"
 
 COLUMNS = [
-    ("region_code", "地区代码"), ("region_name", "地区"), ("category", "品类代码"), ("category_name", "品类"),
-    ("collected_t", "回收量(吨)"), ("estimated_t", "其中按件折算(吨)"), ("pieces", "件数"),
-    ("value_yuan", "回收金额(元)"), ("pickups", "回收单数"), ("residents", "服务居民数"),
-    ("collectors", "活跃回收员数"), ("low_value_t", "低值可回收物(吨)"), ("low_value_share", "低值可回收物占比"),
-    ("traded_t", "外售量(吨)"), ("traded_value_yuan", "外售金额(元)"), ("co2e_t", "减碳量(吨CO2e)"),
+    ("region_code", "地区代码"),
+    ("region_name", "地区"),
+    ("category", "品类代码"),
+    ("category_name", "品类"),
+    ("collected_t", "回收量(吨)"),
+    ("estimated_t", "其中按件折算(吨)"),
+    ("pieces", "件数"),
+    ("value_yuan", "回收金额(元)"),
+    ("pickups", "回收单数"),
+    ("residents", "服务居民数"),
+    ("collectors", "活跃回收员数"),
+    ("low_value_t", "低值可回收物(吨)"),
+    ("low_value_share", "低值可回收物占比"),
+    ("traded_t", "外售量(吨)"),
+    ("traded_value_yuan", "外售金额(元)"),
+    ("co2e_t", "减碳量(吨CO2e)"),
     ("factor_status", "因子状态"),
 ]
-SUMS = ("collected_g", "estimated_g", "pieces_milli", "value_fen", "low_value_g", "co2e_g", "traded_g",
-        "traded_value_fen")
+SUMS = (
+    "collected_g",
+    "estimated_g",
+    "pieces_milli",
+    "value_fen",
+    "low_value_g",
+    "co2e_g",
+    "traded_g",
+    "traded_value_fen",
+)
 
 
 @dataclass(frozen=True)
@@ -81,8 +101,11 @@ def report_rows(s: Session, spec: ReportSpec, factors: FactorTable) -> list[dict
     if prefix:
         conds.append(flow_days.c.region_code.startswith(prefix))
     sums: dict[tuple[str, str], dict[str, int]] = {}
-    for r in s.execute(select(group, flow_days.c.category, *(func.sum(getattr(flow_days.c, c)).label(c) for c in SUMS))
-                       .where(and_(*conds)).group_by(group, flow_days.c.category)).mappings():
+    for r in s.execute(
+        select(group, flow_days.c.category, *(func.sum(getattr(flow_days.c, c)).label(c) for c in SUMS))
+        .where(and_(*conds))
+        .group_by(group, flow_days.c.category)
+    ).mappings():
         sums[(r["g"], r["category"])] = {c: int(r[c] or 0) for c in SUMS}
     m = flow_members.c
     mgroup = func.substr(m.region_code, 1, n).label("g")
@@ -91,10 +114,13 @@ def report_rows(s: Session, spec: ReportSpec, factors: FactorTable) -> list[dict
         mconds.append(m.region_code.startswith(prefix))
     distinct = func.count(func.distinct(m.member_id))
     members: dict[tuple[str, str], dict[str, int]] = {}
-    for g, cat, kind, cnt in s.execute(select(mgroup, m.category, m.kind, distinct).where(and_(*mconds))
-                                       .group_by(mgroup, m.category, m.kind)):
+    for g, cat, kind, cnt in s.execute(
+        select(mgroup, m.category, m.kind, distinct).where(and_(*mconds)).group_by(mgroup, m.category, m.kind)
+    ):
         members.setdefault((g, cat), {})[kind] = cnt
-    for g, kind, cnt in s.execute(select(mgroup, m.kind, distinct).where(and_(*mconds)).group_by(mgroup, m.kind)):
+    for g, kind, cnt in s.execute(
+        select(mgroup, m.kind, distinct).where(and_(*mconds)).group_by(mgroup, m.kind)
+    ):
         members.setdefault((g, TOTAL), {})[kind] = cnt
     cats = categories()
     rows: list[dict[str, Any]] = []
@@ -104,20 +130,40 @@ def report_rows(s: Session, spec: ReportSpec, factors: FactorTable) -> list[dict
         total = {c: sum(v[c] for _, v in group_rows) for c in SUMS}
         for cat, v in [*group_rows, (TOTAL, total)]:
             f = factors.factor(cat)
-            rows.append(_row(code, cat, cats[cat].name if cat in cats else ("" if cat != TOTAL else TOTAL), v,
-                             members.get((g, cat), {}), f.status if f else ""))
+            rows.append(
+                _row(
+                    code,
+                    cat,
+                    cats[cat].name if cat in cats else ("" if cat != TOTAL else TOTAL),
+                    v,
+                    members.get((g, cat), {}),
+                    f.status if f else "",
+                )
+            )
     return rows
 
 
-def _row(code: str, cat: str, cat_name: str, v: dict[str, int], mem: dict[str, int], status: str) -> dict[str, Any]:
+def _row(
+    code: str, cat: str, cat_name: str, v: dict[str, int], mem: dict[str, int], status: str
+) -> dict[str, Any]:
     return {
-        "region_code": code, "region_name": _name(code), "category": cat, "category_name": cat_name,
-        "collected_t": t_str(v["collected_g"]), "estimated_t": t_str(v["estimated_g"]),
-        "pieces": kg_str(v["pieces_milli"]), "value_yuan": fen_to_yuan_str(v["value_fen"]),
-        "pickups": mem.get("pickup", 0), "residents": mem.get("resident", 0), "collectors": mem.get("collector", 0),
-        "low_value_t": t_str(v["low_value_g"]), "low_value_share": share_str(v["low_value_g"], v["collected_g"]) or "",
-        "traded_t": t_str(v["traded_g"]), "traded_value_yuan": fen_to_yuan_str(v["traded_value_fen"]),
-        "co2e_t": t_str(v["co2e_g"]), "factor_status": status,
+        "region_code": code,
+        "region_name": _name(code),
+        "category": cat,
+        "category_name": cat_name,
+        "collected_t": t_str(v["collected_g"]),
+        "estimated_t": t_str(v["estimated_g"]),
+        "pieces": kg_str(v["pieces_milli"]),
+        "value_yuan": fen_to_yuan_str(v["value_fen"]),
+        "pickups": mem.get("pickup", 0),
+        "residents": mem.get("resident", 0),
+        "collectors": mem.get("collector", 0),
+        "low_value_t": t_str(v["low_value_g"]),
+        "low_value_share": share_str(v["low_value_g"], v["collected_g"]) or "",
+        "traded_t": t_str(v["traded_g"]),
+        "traded_value_yuan": fen_to_yuan_str(v["traded_value_fen"]),
+        "co2e_t": t_str(v["co2e_g"]),
+        "factor_status": status,
     }
 
 
@@ -141,8 +187,17 @@ def render(rows: list[dict[str, Any]], spec: ReportSpec, factors: FactorTable) -
     ws = wb.create_sheet("月报")
     ws.append([_title(spec)])
     ws.append([label for _, label in COLUMNS])
-    numeric = {"collected_t", "estimated_t", "pieces", "value_yuan", "low_value_t", "low_value_share", "traded_t",
-               "traded_value_yuan", "co2e_t"}
+    numeric = {
+        "collected_t",
+        "estimated_t",
+        "pieces",
+        "value_yuan",
+        "low_value_t",
+        "low_value_share",
+        "traded_t",
+        "traded_value_yuan",
+        "co2e_t",
+    }
     from decimal import Decimal
 
     for r in rows:
@@ -152,8 +207,17 @@ def render(rows: list[dict[str, Any]], spec: ReportSpec, factors: FactorTable) -
     for code in sorted(factors.factors):
         f = factors.factors[code]
         mass = factors.piece_mass_kg.get(code)
-        fs.append([code, Decimal(f.t_co2e_per_t), f.status, f"{f.source.title} ({f.source.publisher}, {f.source.year})",
-                   f.basis, "是" if f.checked else "否", Decimal(mass) if mass is not None else None])
+        fs.append(
+            [
+                code,
+                Decimal(f.t_co2e_per_t),
+                f.status,
+                f"{f.source.title} ({f.source.publisher}, {f.source.year})",
+                f.basis,
+                "是" if f.checked else "否",
+                Decimal(mass) if mass is not None else None,
+            ]
+        )
     fs.append([f"因子表版本 {factors.version}"])
     out = io.BytesIO()
     wb.save(out)
