@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from services.bootstrap import Platform
-from services.kernel.http import RouteDef, json_reply, mount, request_context
+from services.kernel.http import RouteDef, harden, json_reply, mount, request_context
 from services.kernel.runtime import available_services, load_spec
 from services.kernel.settings import Settings, get_settings
 
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     app.router.add_get("/docs", docs_page.handler)
     console.install(app)
     middlewares.install(app, gateway)
+    harden(app)
 
     if distributed:
         proxy.mount_forwarders(app, routes, settings.service_url_map)

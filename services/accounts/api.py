@@ -80,6 +80,17 @@ async def refresh_token(ctx: Ctx) -> TokenOut:
     return _tokens(await ctx.run(handlers.refresh, ctx.runtime, ctx.body.refresh_token))
 
 
+class LogoutOut(BaseModel):
+    user_id: str
+    status: Literal["logged_out"]
+
+
+@router.post("/v1/auth/logout", authenticated=True, response=LogoutOut)
+async def logout(ctx: Ctx) -> LogoutOut:
+    """Log out everywhere: every access token stops working on its next request; every refresh token is revoked."""
+    return LogoutOut(**await ctx.run(handlers.logout, ctx.runtime, ctx.user.user_id))
+
+
 # --- models: the user -------------------------------------------------------------------------------------
 
 class MeOut(BaseModel):
@@ -222,8 +233,8 @@ async def register_firm(ctx: Ctx) -> FirmOut:
 
 @router.get("/v1/firms/{id}", authenticated=True, response=FirmOut)
 async def get_firm(ctx: Ctx) -> FirmOut:
-    """A firm's registration (public business data) and verification status."""
-    return FirmOut(**await ctx.run(handlers.get_firm, ctx.runtime, ctx.params["id"]))
+    """A firm's registration (public business data once verified; until then its owner's and admins') and status."""
+    return FirmOut(**await ctx.run(handlers.get_firm, ctx.runtime, ctx.params["id"], ctx.require_owner))
 
 
 @router.post("/v1/firms/{id}/qualifications", authenticated=True, body=QualificationIn, response=QualificationOut,
@@ -321,6 +332,31 @@ async def reject(ctx: Ctx) -> VerificationOut:
 
 @router.post("/v1/admin/users/{id}/roles", roles={"admin"}, body=RolesIn, response=RolesOut)
 async def change_roles(ctx: Ctx) -> RolesOut:
-    """(admin) Grant (and optionally revoke) accountant, erasure_operator, admin."""
+    """(admin) Grant (and optionally revoke) accountant, erasure_operator, admin — never one's own. Revoking
+    stops the user's current tokens on their next request (they refresh to get the roles as they are now)."""
     return RolesOut(**await ctx.run(handlers.change_roles, ctx.runtime, ctx.user.user_id, ctx.params["id"],
                                     ctx.body.roles, ctx.body.revoke))
+
+
+class SuspendIn(_In):
+    reason: str = Field(min_length=1, max_length=300)
+
+
+class SuspensionOut(BaseModel):
+    user_id: str
+    suspended: bool
+    suspended_at: datetime | None
+    reason: str | None
+
+
+@router.post("/v1/admin/users/{id}/suspend", roles={"admin"}, body=SuspendIn, response=SuspensionOut)
+async def suspend_user(ctx: Ctx) -> SuspensionOut:
+    """(admin) Suspend an account: its tokens stop working on their next request; no login or refresh."""
+    return SuspensionOut(**await ctx.run(handlers.suspend_user, ctx.runtime, ctx.user.user_id, ctx.params["id"],
+                                         ctx.body.reason))
+
+
+@router.post("/v1/admin/users/{id}/reinstate", roles={"admin"}, response=SuspensionOut)
+async def reinstate_user(ctx: Ctx) -> SuspensionOut:
+    """(admin) Lift a suspension: the user may log in again."""
+    return SuspensionOut(**await ctx.run(handlers.reinstate_user, ctx.runtime, ctx.user.user_id, ctx.params["id"]))

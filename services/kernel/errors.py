@@ -93,3 +93,11 @@ class RateLimited(DomainError):
     def __init__(self, detail: str, retry_after_s: int):
         super().__init__(detail)
         self.retry_after_s = retry_after_s
+
+
+class Unavailable(DomainError):
+    """A store the request needs cannot be reached right now (503): retrying later may succeed."""
+
+    status = 503
+    slug = "unavailable"
+    title = "Service unavailable"
