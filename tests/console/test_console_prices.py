@@ -86,7 +86,10 @@ def test_price_page_draws_the_series_with_stale_and_restated_points(page, platfo
     page.get_by_label("开始日期", exact=True).fill(prices.days[0].isoformat())
     page.get_by_role("button", name="查询").click()
     chart = page.locator("#price-chart")
-    page.wait_for_function("() => document.querySelector('#price-chart').dataset.points === '6'")
+    page.wait_for_function(
+        "() => document.querySelector('#price-chart').getAttribute('aria-label')"
+        "?.startsWith('黄纸板 · 朝阳区')"
+    )
     data = chart.evaluate("e => ({...e.dataset})")
     assert data == {
         "points": "6",

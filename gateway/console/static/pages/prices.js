@@ -116,7 +116,9 @@ export async function render(main) {
   const resize = () => chart.resize();
   window.addEventListener('resize', resize);
 
+  let loads = 0; // answers to an older selection that arrive late are dropped
   async function load() {
+    const mine = ++loads;
     const region = localSel.value || provSel.value;
     Object.assign(state, { category: catSel.value, province: provSel.value, local: localSel.value, from: from.value, to: to.value });
     history.replaceState(null, '', `#/prices?${new URLSearchParams(state)}`);
@@ -131,11 +133,11 @@ export async function render(main) {
         Promise.all(families.map(([code]) => all(`/v1/prices/indices?code=${code}&region=${NATIONAL}&${range}`))),
         api(`/v1/prices/notices?${new URLSearchParams({ code: catSel.value, region })}&${range}&limit=50`),
       ]);
-    } catch (err) { showError(err, form); return; }
+    } catch (err) { if (mine === loads) showError(err, form); return; }
+    if (mine !== loads) return;
     const label = `${cat.name} · ${names.get(region) || region}`;
     const unit = cat.unit === 'kg' ? '元/千克' : '元/件';
     chart.setOption({
-      aria: { enabled: true },
       animation: false,
       tooltip: { trigger: 'axis', formatter: tooltip },
       legend: {
