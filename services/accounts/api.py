@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.kernel.http import Ctx, Reply, Router
+from services.kernel.http import Budget, Ctx, Reply, Router
 
 from . import handlers
 from .domain.rules import CONSENT_KINDS
@@ -59,7 +59,13 @@ def _tokens(sess: handlers.LoginSession) -> TokenOut:
                     roles=sorted(sess.access.roles), firm_ids=sorted(sess.access.firm_ids))
 
 
-@router.post("/v1/auth/otp", public=True, body=OtpIn, response=OtpOut, status=202, errors=(503,))
+# SMS pumping: every code costs an SMS. Besides the per-phone limit (accounts), budgets per client address and
+# for the whole platform (OTP_PER_CLIENT_LIMIT per 10 minutes, OTP_GLOBAL_LIMIT per minute), kept by the gateway.
+OTP_BUDGETS = (Budget("otp", "client", "otp_per_client_limit", 600), Budget("otp", "global", "otp_global_limit", 60))
+
+
+@router.post("/v1/auth/otp", public=True, body=OtpIn, response=OtpOut, status=202, errors=(429, 503),
+             budgets=OTP_BUDGETS)
 async def request_otp(ctx: Ctx) -> Reply:
     """Send a one-time login code by SMS (the dev environment also returns it as dev_code)."""
     sent = await ctx.run(handlers.request_otp, ctx.runtime, ctx.body.phone)
@@ -297,7 +303,7 @@ class VerificationPage(BaseModel):
 
 
 class RolesIn(_In):
-    roles: list[str] = Field(max_length=10, description="roles to grant: accountant, erasure_operator, admin")
+    roles: list[str] = Field(max_length=10, description="roles to grant: accountant, erasure_operator, admin, regulator")
     revoke: list[str] = Field(default_factory=list, max_length=10, description="roles to take away")
 
 
@@ -332,8 +338,8 @@ async def reject(ctx: Ctx) -> VerificationOut:
 
 @router.post("/v1/admin/users/{id}/roles", roles={"admin"}, body=RolesIn, response=RolesOut)
 async def change_roles(ctx: Ctx) -> RolesOut:
-    """(admin) Grant (and optionally revoke) accountant, erasure_operator, admin — never one's own. Revoking
-    stops the user's current tokens on their next request (they refresh to get the roles as they are now)."""
+    """(admin) Grant (and optionally revoke) accountant, erasure_operator, admin, regulator — never one's own.
+    Revoking stops the user's current tokens on their next request (they refresh to get the roles as they are now)."""
     return RolesOut(**await ctx.run(handlers.change_roles, ctx.runtime, ctx.user.user_id, ctx.params["id"],
                                     ctx.body.roles, ctx.body.revoke))
 

@@ -23,7 +23,8 @@ from .errors import Unauthorized
 from .ids import new_id
 from .settings import Settings
 
-ROLES = frozenset({"resident", "collector", "firm", "erasure_operator", "accountant", "admin"})
+# regulator: a 商务/统计 authority reading material-flow statistics (stats) for every region and firm
+ROLES = frozenset({"resident", "collector", "firm", "erasure_operator", "accountant", "admin", "regulator"})
 # What a user may be for a particular firm (the `firm_roles` claim).
 FIRM_ROLES = frozenset({"owner", "accountant", "collector"})
 ISSUER = "recycle-platform"

@@ -90,8 +90,8 @@ class RateLimited(DomainError):
     slug = "rate-limited"
     title = "Too many requests"
 
-    def __init__(self, detail: str, retry_after_s: int):
-        super().__init__(detail)
+    def __init__(self, detail: str, retry_after_s: int, **extra: Any):
+        super().__init__(detail, **extra)
         self.retry_after_s = retry_after_s
 
 

@@ -119,6 +119,26 @@ class Ctx:
 Handler = Callable[[Ctx], Awaitable[Any]]
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How often a route may be called at all, kept by the gateway (memory embedded, Redis distributed) on top of
+    the per-IP and per-user rate limits: for a route whose every call costs money (an SMS), per client address or
+    for the whole platform. `setting` names the Settings field holding the limit per `window_s`.
+
+    A refused call gets 429 problem+json with Retry-After and `reason: <name>_budget`. A client over its own
+    budget passes if the gateway's human check (captcha hook, gateway/captcha.py) vouches for it; the global
+    budget is the cost ceiling and is never bypassed."""
+
+    name: str
+    per: str  # "client" | "global"
+    setting: str
+    window_s: int
+
+    def __post_init__(self) -> None:
+        if self.per not in ("client", "global"):
+            raise ValueError(f"budget {self.name}: per must be 'client' or 'global'")
+
+
 @dataclass
 class RouteDef:
     method: str
@@ -133,6 +153,7 @@ class RouteDef:
     summary: str = ""
     raw: bool = False  # the handler returns its own web.StreamResponse (SSE, WebSocket, files)
     extra_statuses: tuple[int, ...] = ()
+    budgets: tuple[Budget, ...] = ()
 
     @property
     def operation_id(self) -> str:
@@ -147,7 +168,7 @@ class Router:
     def route(self, method: str, path: str, *, roles: set[str] | frozenset[str] | None = None,
               public: bool = False, authenticated: bool = False, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: Any = None, status: int = 200, summary: str = "", raw: bool = False,
-              errors: tuple[int, ...] = ()) -> Callable[[Handler], Handler]:
+              errors: tuple[int, ...] = (), budgets: tuple[Budget, ...] = ()) -> Callable[[Handler], Handler]:
         # Every route declares who may call it; there is no default (the authorization matrix relies on it).
         if sum((bool(public), bool(roles), bool(authenticated))) != 1:
             raise ValueError(f"{method} {path}: declare exactly one of public=True, authenticated=True, roles={{...}}")
@@ -156,7 +177,7 @@ class Router:
         def deco(fn: Handler) -> Handler:
             self.routes.append(RouteDef(method.upper(), path, fn, policy, self.service, body, query, response,
                                         status, summary or (fn.__doc__ or "").strip().split("\n")[0], raw,
-                                        errors))
+                                        errors, budgets))
             return fn
 
         return deco
