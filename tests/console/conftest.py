@@ -8,6 +8,7 @@ as artefacts; the ones in docs/console.md are copies of these.
 from __future__ import annotations
 
 import os
+
 import pytest
 
 from services.kernel.outbox import wait_until
