@@ -5,6 +5,7 @@ unsent rows in commit order and marks them sent. If the process dies between com
 still there and go out on the next pass. If it dies between publish and marking, they go out twice: consumers
 record each handled event id in `inbox` in the same transaction as their effect, so the second copy does nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,16 +72,28 @@ def write_outbox(session: Session, events: list[Event | Envelope]) -> list[str]:
         env = ev if isinstance(ev, Envelope) else Envelope.wrap(ev)
         from .events import topic_of
 
-        rows.append(dict(event_id=env.id, topic=topic_of(env.type), key=env.subject, type=env.type,
-                         payload=env.to_bytes(), created_at=now, attempts=0))
+        rows.append(
+            dict(
+                event_id=env.id,
+                topic=topic_of(env.type),
+                key=env.subject,
+                type=env.type,
+                payload=env.to_bytes(),
+                created_at=now,
+                attempts=0,
+            )
+        )
     session.execute(outbox_t.insert(), rows)
     return [r["event_id"] for r in rows]
 
 
 def inbox_seen(session: Session, group: str, event_id: str) -> bool:
-    return session.execute(
-        select(inbox_t.c.event_id).where(inbox_t.c.group_id == group, inbox_t.c.event_id == event_id)
-    ).first() is not None
+    return (
+        session.execute(
+            select(inbox_t.c.event_id).where(inbox_t.c.group_id == group, inbox_t.c.event_id == event_id)
+        ).first()
+        is not None
+    )
 
 
 def inbox_record(session: Session, group: str, event_id: str) -> None:
@@ -91,39 +104,64 @@ def inbox_seen_many(session: Session, group: str, event_ids: list[str]) -> set[s
     """Which of these event ids the group has handled (one query for a consumer's batch)."""
     seen: set[str] = set()
     for i in range(0, len(event_ids), 500):
-        seen.update(session.execute(
-            select(inbox_t.c.event_id).where(inbox_t.c.group_id == group,
-                                             inbox_t.c.event_id.in_(event_ids[i:i + 500]))
-        ).scalars())
+        seen.update(
+            session.execute(
+                select(inbox_t.c.event_id).where(
+                    inbox_t.c.group_id == group, inbox_t.c.event_id.in_(event_ids[i : i + 500])
+                )
+            ).scalars()
+        )
     return seen
 
 
 def inbox_record_many(session: Session, group: str, event_ids: list[str]) -> None:
     if event_ids:
         now = datetime.now(UTC)
-        session.execute(inbox_t.insert(), [dict(group_id=group, event_id=e, handled_at=now) for e in event_ids])
+        session.execute(
+            inbox_t.insert(), [dict(group_id=group, event_id=e, handled_at=now) for e in event_ids]
+        )
 
 
 # A row the relay failed to publish `max_attempts` times while the bus was otherwise healthy is parked: it stays
 # in the outbox with its error (attempts = max_attempts) and the relay goes on with the rows after it. Its key's
 # later events are then published before it: consumers of that key see them first, and the parked event only
 # when an operator retries it (`recycle outbox retry <service>`), after which it is handled once like any other.
-_UNSENT = (select(outbox_t.c.seq, outbox_t.c.topic, outbox_t.c.key, outbox_t.c.payload, outbox_t.c.event_id,
-                  outbox_t.c.type)
-           .where(outbox_t.c.sent_at.is_(None), outbox_t.c.attempts < bindparam("max_attempts"))
-           .order_by(outbox_t.c.seq).limit(bindparam("limit")))
+_UNSENT = (
+    select(
+        outbox_t.c.seq,
+        outbox_t.c.topic,
+        outbox_t.c.key,
+        outbox_t.c.payload,
+        outbox_t.c.event_id,
+        outbox_t.c.type,
+    )
+    .where(outbox_t.c.sent_at.is_(None), outbox_t.c.attempts < bindparam("max_attempts"))
+    .order_by(outbox_t.c.seq)
+    .limit(bindparam("limit"))
+)
 HEALTH_TOPIC = "platform.heartbeat"
 
 
-_MARK_SENT = (update(outbox_t).where(outbox_t.c.seq.in_(bindparam("seqs", expanding=True)))
-              .values(sent_at=bindparam("now")))
+_MARK_SENT = (
+    update(outbox_t)
+    .where(outbox_t.c.seq.in_(bindparam("seqs", expanding=True)))
+    .values(sent_at=bindparam("now"))
+)
 
 
 class Relay:
     """Ships one service's outbox to the bus, in commit order, with retries and backoff."""
 
-    def __init__(self, db: Database, bus: EventBus, service: str, batch_size: int = 500,
-                 idle_sleep_s: float = 0.05, max_backoff_s: float = 5.0, max_attempts: int = 10):
+    def __init__(
+        self,
+        db: Database,
+        bus: EventBus,
+        service: str,
+        batch_size: int = 500,
+        idle_sleep_s: float = 0.05,
+        max_backoff_s: float = 5.0,
+        max_attempts: int = 10,
+    ):
         self.db = db
         self.max_attempts = max_attempts
         self.active = False  # holds the relay lock and relays
@@ -142,9 +180,15 @@ class Relay:
             return 0
         # Positional unpacking: named access on 500 result rows per batch is a measurable share of the relay.
         # ce_type (CloudEvents binary-mode header) lets consumers skip types they do not handle without decoding.
-        records = [Record(topic=topic, key=key, value=bytes(payload),
-                          headers={"content-type": CONTENT_TYPE, "ce_id": event_id, "ce_type": type_})
-                   for _, topic, key, payload, event_id, type_ in rows]
+        records = [
+            Record(
+                topic=topic,
+                key=key,
+                value=bytes(payload),
+                headers={"content-type": CONTENT_TYPE, "ce_id": event_id, "ce_type": type_},
+            )
+            for _, topic, key, payload, event_id, type_ in rows
+        ]
         seqs = [row[0] for row in rows]
         try:
             self.bus.publish(records)
@@ -177,21 +221,42 @@ class Relay:
             log.warning("outbox relay for %s: the bus is unavailable (%s); waiting", self.service, error)
             return
         with self.db.session() as s, s.begin():
-            attempts = s.execute(update(outbox_t).where(outbox_t.c.seq == seq)
-                                 .values(attempts=outbox_t.c.attempts + 1, last_error=error)
-                                 .returning(outbox_t.c.attempts)).scalar_one()
+            attempts = s.execute(
+                update(outbox_t)
+                .where(outbox_t.c.seq == seq)
+                .values(attempts=outbox_t.c.attempts + 1, last_error=error)
+                .returning(outbox_t.c.attempts)
+            ).scalar_one()
         if attempts >= self.max_attempts:
-            log.error("outbox relay for %s parked event %s (%s) after %d attempts: %s", self.service,
-                      rec.headers.get("ce_id"), rec.topic, attempts, error)
+            log.error(
+                "outbox relay for %s parked event %s (%s) after %d attempts: %s",
+                self.service,
+                rec.headers.get("ce_id"),
+                rec.topic,
+                attempts,
+                error,
+            )
 
     def parked(self) -> list[dict]:
         """Rows the relay gave up on (with their error), oldest first."""
         with self.db.session(readonly=True) as s:
-            return [dict(r._mapping) for r in s.execute(
-                select(outbox_t.c.seq, outbox_t.c.event_id, outbox_t.c.topic, outbox_t.c.key, outbox_t.c.type,
-                       outbox_t.c.attempts, outbox_t.c.last_error, outbox_t.c.created_at)
-                .where(outbox_t.c.sent_at.is_(None), outbox_t.c.attempts >= self.max_attempts)
-                .order_by(outbox_t.c.seq))]
+            return [
+                dict(r._mapping)
+                for r in s.execute(
+                    select(
+                        outbox_t.c.seq,
+                        outbox_t.c.event_id,
+                        outbox_t.c.topic,
+                        outbox_t.c.key,
+                        outbox_t.c.type,
+                        outbox_t.c.attempts,
+                        outbox_t.c.last_error,
+                        outbox_t.c.created_at,
+                    )
+                    .where(outbox_t.c.sent_at.is_(None), outbox_t.c.attempts >= self.max_attempts)
+                    .order_by(outbox_t.c.seq)
+                )
+            ]
 
     def retry_parked(self, seqs: list[int] | None = None) -> int:
         """Put parked rows back in line (all, or the given seqs); returns how many."""
@@ -243,8 +308,9 @@ class Relay:
     def pending(self) -> int:
         """Rows not yet sent (parked ones included)."""
         with self.db.session(readonly=True) as s:
-            return s.execute(select(text("count(*)")).select_from(outbox_t)
-                             .where(outbox_t.c.sent_at.is_(None))).scalar_one()
+            return s.execute(
+                select(text("count(*)")).select_from(outbox_t).where(outbox_t.c.sent_at.is_(None))
+            ).scalar_one()
 
 
 class RelayLock:
@@ -276,8 +342,9 @@ class RelayLock:
     def _try(self) -> bool:
         if self.db.dialect == "postgresql":
             self.conn = self.conn or self.db.engine.connect()
-            got = self.conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:k))"),
-                                    {"k": f"relay:{self.service}"}).scalar()
+            got = self.conn.execute(
+                text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": f"relay:{self.service}"}
+            ).scalar()
             self.conn.commit()
             return bool(got)
         path = self.db.engine.url.database
@@ -296,9 +363,12 @@ class RelayLock:
         if self.db.dialect != "postgresql":
             return True  # flock cannot be taken away from a live holder
         try:
-            held = self.conn.execute(text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
-                "AND granted AND objid = (hashtext(:k)::bigint & 4294967295)::oid"), {"k": f"relay:{self.service}"}
+            held = self.conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                    "AND granted AND objid = (hashtext(:k)::bigint & 4294967295)::oid"
+                ),
+                {"k": f"relay:{self.service}"},
             ).scalar()
             self.conn.commit()
             return bool(held)

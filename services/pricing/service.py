@@ -12,8 +12,11 @@ from .store import metadata
 def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
     # Price inputs, one handler per source. Cleared lot trades join here as one more handler (trading.lot).
     return [
-        ConsumerSpec("pricing.observations", ["booking.pickup"],
-                     {PickupSettled.type: when_pickup_settled_record_transactions}),
+        ConsumerSpec(
+            "pricing.observations",
+            ["booking.pickup"],
+            {PickupSettled.type: when_pickup_settled_record_transactions},
+        ),
     ]
 
 
@@ -21,5 +24,11 @@ def setup(rt: ServiceRuntime) -> None:
     settings_of(rt)
 
 
-SERVICE = ServiceSpec(name="pricing", metadata=metadata, router=router, consumers=consumers,
-                      seed=seed_reference_prices, setup=setup)
+SERVICE = ServiceSpec(
+    name="pricing",
+    metadata=metadata,
+    router=router,
+    consumers=consumers,
+    seed=seed_reference_prices,
+    setup=setup,
+)

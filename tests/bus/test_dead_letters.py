@@ -1,5 +1,6 @@
 """Fix 4: a replay pages through every parked record of a group (not the first 1,000) and records which were
 replayed, so a second replay sends nothing twice unless asked to."""
+
 from __future__ import annotations
 
 from services.kernel.bus.port import Record, TopicSpec
@@ -18,9 +19,23 @@ PARKED = 1_234
 def _park(bus_case: BusCase, group: str, original: str, n: int) -> None:
     dlq = dlq_topic(group)
     bus_case.bus.ensure_topics([TopicSpec(dlq, 2)])
-    bus_case.bus.publish([Record(topic=dlq, key=f"parcel-{i}", value=b'{"n": %d}' % i, headers={
-        "dlq.original_topic": original, "dlq.original_partition": "0", "dlq.original_offset": str(i),
-        "dlq.error": "ValueError: boom", "dlq.attempts": "5"}) for i in range(n)])
+    bus_case.bus.publish(
+        [
+            Record(
+                topic=dlq,
+                key=f"parcel-{i}",
+                value=b'{"n": %d}' % i,
+                headers={
+                    "dlq.original_topic": original,
+                    "dlq.original_partition": "0",
+                    "dlq.original_offset": str(i),
+                    "dlq.error": "ValueError: boom",
+                    "dlq.attempts": "5",
+                },
+            )
+            for i in range(n)
+        ]
+    )
 
 
 def _on(bus_case: BusCase, topic: str) -> int:

@@ -1,6 +1,7 @@
 """The relay under faults. Fix 5: a row the bus refuses is parked after N attempts and does not block the
 service's other rows; an outage is waited out and never counted. Fix 9: one relay per outbox on SQLite too, and
 on PostgreSQL a relay that lost its lock notices and stands by."""
+
 from __future__ import annotations
 
 import threading
@@ -64,7 +65,13 @@ def test_a_row_the_bus_refuses_is_parked_and_the_rest_go_out(bus_case: BusCase, 
     assert parked["key"] == "parcel-bad" and parked["attempts"] == 3
     assert "larger than the broker accepts" in parked["last_error"]
     assert relay.relay_once() == 3  # the rows after it are no longer blocked
-    assert sorted(_on_the_bus(bus_case, topic)) == ["parcel-0", "parcel-1", "parcel-3", "parcel-4", "parcel-5"]
+    assert sorted(_on_the_bus(bus_case, topic)) == [
+        "parcel-0",
+        "parcel-1",
+        "parcel-3",
+        "parcel-4",
+        "parcel-5",
+    ]
     assert relay.pending() == 1
     # the operator fixes the cause and retries it: it goes out once
     assert relay.retry_parked() == 1
