@@ -43,8 +43,12 @@ bench: install
 catalogue: install
 	$(BIN)/recycle events-catalogue
 
+LINT_PATHS := services gateway workers tests bench
+
+# what CI runs before the tests; `ruff check --fix` and `ruff format` repair most findings
 lint: install
-	$(BIN)/ruff check services gateway workers tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) data

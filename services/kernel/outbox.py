@@ -5,6 +5,7 @@ unsent rows in commit order and marks them sent. If the process dies between com
 still there and go out on the next pass. If it dies between publish and marking, they go out twice: consumers
 record each handled event id in `inbox` in the same transaction as their effect, so the second copy does nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,16 +71,28 @@ def write_outbox(session: Session, events: list[Event | Envelope]) -> list[str]:
         env = ev if isinstance(ev, Envelope) else Envelope.wrap(ev)
         from .events import topic_of
 
-        rows.append(dict(event_id=env.id, topic=topic_of(env.type), key=env.subject, type=env.type,
-                         payload=env.to_bytes(), created_at=now, attempts=0))
+        rows.append(
+            dict(
+                event_id=env.id,
+                topic=topic_of(env.type),
+                key=env.subject,
+                type=env.type,
+                payload=env.to_bytes(),
+                created_at=now,
+                attempts=0,
+            )
+        )
     session.execute(outbox_t.insert(), rows)
     return [r["event_id"] for r in rows]
 
 
 def inbox_seen(session: Session, group: str, event_id: str) -> bool:
-    return session.execute(
-        select(inbox_t.c.event_id).where(inbox_t.c.group_id == group, inbox_t.c.event_id == event_id)
-    ).first() is not None
+    return (
+        session.execute(
+            select(inbox_t.c.event_id).where(inbox_t.c.group_id == group, inbox_t.c.event_id == event_id)
+        ).first()
+        is not None
+    )
 
 
 def inbox_record(session: Session, group: str, event_id: str) -> None:
@@ -90,33 +103,58 @@ def inbox_seen_many(session: Session, group: str, event_ids: list[str]) -> set[s
     """Which of these event ids the group has handled (one query for a consumer's batch)."""
     seen: set[str] = set()
     for i in range(0, len(event_ids), 500):
-        seen.update(session.execute(
-            select(inbox_t.c.event_id).where(inbox_t.c.group_id == group,
-                                             inbox_t.c.event_id.in_(event_ids[i:i + 500]))
-        ).scalars())
+        seen.update(
+            session.execute(
+                select(inbox_t.c.event_id).where(
+                    inbox_t.c.group_id == group, inbox_t.c.event_id.in_(event_ids[i : i + 500])
+                )
+            ).scalars()
+        )
     return seen
 
 
 def inbox_record_many(session: Session, group: str, event_ids: list[str]) -> None:
     if event_ids:
         now = datetime.now(UTC)
-        session.execute(inbox_t.insert(), [dict(group_id=group, event_id=e, handled_at=now) for e in event_ids])
+        session.execute(
+            inbox_t.insert(), [dict(group_id=group, event_id=e, handled_at=now) for e in event_ids]
+        )
 
 
-_UNSENT = (select(outbox_t.c.seq, outbox_t.c.topic, outbox_t.c.key, outbox_t.c.payload, outbox_t.c.event_id,
-                  outbox_t.c.type)
-           .where(outbox_t.c.sent_at.is_(None)).order_by(outbox_t.c.seq).limit(bindparam("limit")))
+_UNSENT = (
+    select(
+        outbox_t.c.seq,
+        outbox_t.c.topic,
+        outbox_t.c.key,
+        outbox_t.c.payload,
+        outbox_t.c.event_id,
+        outbox_t.c.type,
+    )
+    .where(outbox_t.c.sent_at.is_(None))
+    .order_by(outbox_t.c.seq)
+    .limit(bindparam("limit"))
+)
 
 
-_MARK_SENT = (update(outbox_t).where(outbox_t.c.seq.in_(bindparam("seqs", expanding=True)))
-              .values(sent_at=bindparam("now")))
+_MARK_SENT = (
+    update(outbox_t)
+    .where(outbox_t.c.seq.in_(bindparam("seqs", expanding=True)))
+    .values(sent_at=bindparam("now"))
+)
 
 
 class Relay:
     """Ships one service's outbox to the bus, in commit order, with retries and backoff."""
 
-    def __init__(self, db: Database, bus: EventBus, service: str, batch_size: int = 500,
-                 idle_sleep_s: float = 0.05, max_backoff_s: float = 5.0):
+    def __init__(
+        self,
+        db: Database,
+        bus: EventBus,
+        service: str,
+        batch_size: int = 500,
+        idle_sleep_s: float = 0.05,
+        max_backoff_s: float = 5.0,
+    ):
         self.db = db
         self.bus = bus
         self.service = service
@@ -133,16 +171,25 @@ class Relay:
             return 0
         # Positional unpacking: named access on 500 result rows per batch is a measurable share of the relay.
         # ce_type (CloudEvents binary-mode header) lets consumers skip types they do not handle without decoding.
-        records = [Record(topic=topic, key=key, value=bytes(payload),
-                          headers={"content-type": CONTENT_TYPE, "ce_id": event_id, "ce_type": type_})
-                   for _, topic, key, payload, event_id, type_ in rows]
+        records = [
+            Record(
+                topic=topic,
+                key=key,
+                value=bytes(payload),
+                headers={"content-type": CONTENT_TYPE, "ce_id": event_id, "ce_type": type_},
+            )
+            for _, topic, key, payload, event_id, type_ in rows
+        ]
         seqs = [row[0] for row in rows]
         try:
             self.bus.publish(records)
         except Exception as exc:
             with self.db.session() as s, s.begin():
-                s.execute(update(outbox_t).where(outbox_t.c.seq.in_(seqs))
-                          .values(attempts=outbox_t.c.attempts + 1, last_error=str(exc)[:2000]))
+                s.execute(
+                    update(outbox_t)
+                    .where(outbox_t.c.seq.in_(seqs))
+                    .values(attempts=outbox_t.c.attempts + 1, last_error=str(exc)[:2000])
+                )
             raise
         if self._fault:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -173,8 +220,9 @@ class Relay:
 
     def pending(self) -> int:
         with self.db.session(readonly=True) as s:
-            return s.execute(select(text("count(*)")).select_from(outbox_t)
-                             .where(outbox_t.c.sent_at.is_(None))).scalar_one()
+            return s.execute(
+                select(text("count(*)")).select_from(outbox_t).where(outbox_t.c.sent_at.is_(None))
+            ).scalar_one()
 
 
 class _single_relay:
@@ -189,8 +237,9 @@ class _single_relay:
             return
         self.conn = self.db.engine.connect()
         while not self.stop.is_set():
-            got = self.conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:k))"),
-                                    {"k": f"relay:{self.service}"}).scalar()
+            got = self.conn.execute(
+                text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": f"relay:{self.service}"}
+            ).scalar()
             self.conn.commit()
             if got:
                 return

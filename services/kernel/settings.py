@@ -2,6 +2,7 @@
 
 Switching between the embedded run and the distributed run is configuration only.
 """
+
 from __future__ import annotations
 
 import functools
@@ -158,5 +159,3 @@ def _dev_secrets(data_dir: Path) -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
-
-

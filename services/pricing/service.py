@@ -13,8 +13,11 @@ from .store import metadata
 def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
     # Price inputs, one handler per source.
     return [
-        ConsumerSpec("pricing.observations", ["booking.pickup"],
-                     {PickupSettled.type: when_pickup_settled_record_transactions}),
+        ConsumerSpec(
+            "pricing.observations",
+            ["booking.pickup"],
+            {PickupSettled.type: when_pickup_settled_record_transactions},
+        ),
         group("pricing.trades", {TradeSettled: when_trade_settled_record_transaction}),
     ]
 
@@ -23,5 +26,11 @@ def setup(rt: ServiceRuntime) -> None:
     settings_of(rt)
 
 
-SERVICE = ServiceSpec(name="pricing", metadata=metadata, router=router, consumers=consumers,
-                      seed=seed_reference_prices, setup=setup)
+SERVICE = ServiceSpec(
+    name="pricing",
+    metadata=metadata,
+    router=router,
+    consumers=consumers,
+    seed=seed_reference_prices,
+    setup=setup,
+)

@@ -1,4 +1,5 @@
 """Trading routes: parse → handler (in a thread) → reply. Paths and field names follow shared/API.md (Trading)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -70,8 +71,9 @@ async def get_lot(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(handlers.get_lot, ctx.runtime, ctx.user, ctx.params["id"])
 
 
-@router.post("/v1/lots/{id}/bids", roles=FIRM, body=PlaceBid, response=BidOut, status=201,
-             errors=(403, 404, 409, 422))
+@router.post(
+    "/v1/lots/{id}/bids", roles=FIRM, body=PlaceBid, response=BidOut, status=201, errors=(403, 404, 409, 422)
+)
 async def place_bid(ctx: Ctx) -> dict[str, Any]:
     """(verified firm, not the seller nor related to it) Bid a price per tonne; 422 `{reason}` when refused."""
     return await ctx.run(handlers.place_bid, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)

@@ -18,6 +18,7 @@ Listing asks (what a seller hopes to get) are not accepted at all. Self-dealing 
 (kept on record, excluded from every computation with that reason): a collector buying from their own
 resident account, a firm reporting a deal with itself or with another firm its reporter acts for.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,8 +77,9 @@ def tier_for_firm_report(kind: SourceKind, evidence: str | None) -> str:
     return "quote"
 
 
-def firm_report_is_self_dealing(reporting_firm: str, counterparty_firm: str | None,
-                                reporter_firms: frozenset[str]) -> bool:
+def firm_report_is_self_dealing(
+    reporting_firm: str, counterparty_firm: str | None, reporter_firms: frozenset[str]
+) -> bool:
     """A firm trading with itself, or with another firm the same person acts for, is a related party."""
     if counterparty_firm is None:
         return False
@@ -116,13 +118,23 @@ def drafts_from_settled_pickup(
     for i, line in enumerate(lines):
         if line.category not in indexed or line.category not in pays or line.qty <= 0:
             continue
-        out.append(ObservationDraft(
-            category=line.category, city_code=city_code, unit_price_fen=line.unit_price_fen, qty=line.qty,
-            kind="trade", tier="transaction", counterparty=f"firm:{firm_id}", related_party=related,
-            source=SOURCE_PICKUP, source_ref=pickup_id,
-            source_key=f"{SOURCE_PICKUP}:{pickup_id}:{i}:{line.category}",
-            observed_at=settled_at, source_event_id=event_id,
-        ))
+        out.append(
+            ObservationDraft(
+                category=line.category,
+                city_code=city_code,
+                unit_price_fen=line.unit_price_fen,
+                qty=line.qty,
+                kind="trade",
+                tier="transaction",
+                counterparty=f"firm:{firm_id}",
+                related_party=related,
+                source=SOURCE_PICKUP,
+                source_ref=pickup_id,
+                source_key=f"{SOURCE_PICKUP}:{pickup_id}:{i}:{line.category}",
+                observed_at=settled_at,
+                source_event_id=event_id,
+            )
+        )
     return out
 
 

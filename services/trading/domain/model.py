@@ -15,6 +15,7 @@ pending → accepted) before payment is requested; within the tolerance it needs
 Every transition is checked against `TRANSITIONS`; anything else is a `Conflict` (409) naming the current state.
 Quantities are integers in kilograms (a tonnage has 3 decimal places); money is integer fen.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
