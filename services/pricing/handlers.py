@@ -115,10 +115,17 @@ def when_trade_settled_record_transaction(event: TradeSettled, uow: UnitOfWork) 
     m = load_methodology()
     settled_at = event.settled_at if event.settled_at.tzinfo else event.settled_at.replace(tzinfo=UTC)
     draft = draft_from_settled_trade(
-        trade_id=event.trade_id, event_id=None, buyer_firm_id=event.buyer_firm_id, category=event.category,
-        city_code=event.city_code, price_fen_per_t=event.price_fen_per_t, delivered_t=parse_qty(event.delivered_t),
-        related_party=event.related_party, settled_at=settled_at,
-        indexed=frozenset(c for c, spec in m.categories.items() if spec.unit == "kg"))
+        trade_id=event.trade_id,
+        event_id=None,
+        buyer_firm_id=event.buyer_firm_id,
+        category=event.category,
+        city_code=event.city_code,
+        price_fen_per_t=event.price_fen_per_t,
+        delivered_t=parse_qty(event.delivered_t),
+        related_party=event.related_party,
+        settled_at=settled_at,
+        indexed=frozenset(c for c, spec in m.categories.items() if spec.unit == "kg"),
+    )
     if draft is not None:
         record_observations(uow, [draft], methodology=m)
 

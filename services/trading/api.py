@@ -81,6 +81,7 @@ async def place_bid(ctx: Ctx) -> dict[str, Any]:
 
 # --- trades -----------------------------------------------------------------------------------------------
 
+
 class DeliveryOut(BaseModel):
     model_config = ConfigDict(extra="allow")
     status: str
@@ -104,8 +105,9 @@ async def get_trade(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(trades.get_trade, ctx.runtime, ctx.user, ctx.params["id"])
 
 
-@router.post("/v1/trades/{id}/delivery", roles=FIRM, body=RecordDelivery, response=DeliveryOut,
-             errors=(403, 404, 409))
+@router.post(
+    "/v1/trades/{id}/delivery", roles=FIRM, body=RecordDelivery, response=DeliveryOut, errors=(403, 404, 409)
+)
 async def record_delivery(ctx: Ctx) -> dict[str, Any]:
     """(seller) The weighbridge ticket: the amount is on the delivered weight; outside the tolerance (default ±2 %)
     the buyer accepts before settlement."""
@@ -118,8 +120,13 @@ async def accept_delivery(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(trades.accept_delivery, ctx.runtime, ctx.user, ctx.params["id"])
 
 
-@router.post("/v1/trades/{id}/dispute-delivery", roles=FIRM, body=DisputeDelivery, response=TradeOut,
-             errors=(403, 404, 409))
+@router.post(
+    "/v1/trades/{id}/dispute-delivery",
+    roles=FIRM,
+    body=DisputeDelivery,
+    response=TradeOut,
+    errors=(403, 404, 409),
+)
 async def dispute_delivery(ctx: Ctx) -> dict[str, Any]:
     """(buyer) Refuse a delivered weight outside the tolerance; the seller may deliver again."""
     return await ctx.run(trades.dispute_delivery, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
