@@ -1,4 +1,5 @@
 """The wipe service (信息清除): erasure tools' keys, signed reports, the policy by media, certificates."""
+
 from __future__ import annotations
 
 from services.kernel.runtime import ServiceRuntime, ServiceSpec

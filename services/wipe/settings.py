@@ -4,6 +4,7 @@ The policy itself (methods per media, passes, the NIST sample, report age, secon
 here: it is `policy.toml` (or a deployment's own file named by `WIPE_POLICY_FILE`). These settings say how the
 service runs.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -27,14 +28,14 @@ class WipeSettings(BaseSettings):
     revoke_certificates_with_tool: bool = True
 
 
-def settings_of(rt: "ServiceRuntime") -> WipeSettings:
+def settings_of(rt: ServiceRuntime) -> WipeSettings:
     s = rt.ports.get("wipe_settings")
     if s is None:
         s = rt.ports["wipe_settings"] = WipeSettings()
     return s
 
 
-def configure(rt: "ServiceRuntime", *, policy: "WipePolicy | None" = None, **overrides: Any) -> WipeSettings:
+def configure(rt: ServiceRuntime, *, policy: WipePolicy | None = None, **overrides: Any) -> WipeSettings:
     """Tests and benchmarks: replace the settings (defaults + environment + `overrides`) and, optionally, the policy."""
     s = WipeSettings(**overrides)
     rt.ports["wipe_settings"] = s
@@ -44,7 +45,7 @@ def configure(rt: "ServiceRuntime", *, policy: "WipePolicy | None" = None, **ove
     return s
 
 
-def policy_of(rt: "ServiceRuntime") -> "WipePolicy":
+def policy_of(rt: ServiceRuntime) -> WipePolicy:
     p = rt.ports.get("wipe_policy")
     if p is None:
         from .domain.policy import load_policy

@@ -10,6 +10,7 @@
 - `attempts`: every submission and its outcome, refusals included (append-only; no report text).
 - `blocklist`: lost or stolen devices, by device key; the IMEI only masked.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import (
@@ -61,7 +62,9 @@ certificates = Table(
     Column("device_model", String(200), nullable=False),
     Column("imei_masked", String(32), nullable=True),
     Column("serial_masked", String(120), nullable=True),
-    Column("media_json", Text, nullable=False),  # [{type, method, passes, random_passes, serial_masked, verification}]
+    Column(
+        "media_json", Text, nullable=False
+    ),  # [{type, method, passes, random_passes, serial_masked, verification}]
     Column("issued_at", TS, nullable=False),
     Column("issued_by", String(64), nullable=False),  # the operator's user id (not shown publicly)
     Column("retained_until", Date, nullable=False),

@@ -1,5 +1,6 @@
 """Helpers for the wipe service tests: the platform (wipe alone), Ed25519 tool keys, signed reports, tokens, the
 events that reached the bus."""
+
 from __future__ import annotations
 
 import base64
@@ -26,15 +27,22 @@ DATA = Path(__file__).parent / "data"
 _seq = itertools.count(1)
 
 
-def platform_for(settings: Settings, services: list[str] | None = None, *, policy: WipePolicy | None = None,
-                 **wipe: Any) -> Platform:
+def platform_for(
+    settings: Settings, services: list[str] | None = None, *, policy: WipePolicy | None = None, **wipe: Any
+) -> Platform:
     platform = Platform(settings, services=services or ["wipe"]).prepare()
     configure(platform["wipe"], policy=policy, **wipe)
     return platform
 
 
-async def app_client(aiohttp_client, settings: Settings, services: list[str] | None = None,  # noqa: ANN001
-                     *, policy: WipePolicy | None = None, **wipe: Any):
+async def app_client(
+    aiohttp_client,
+    settings: Settings,
+    services: list[str] | None = None,  # noqa: ANN001
+    *,
+    policy: WipePolicy | None = None,
+    **wipe: Any,
+):
     platform = platform_for(settings, services, policy=policy, **wipe)
     app = create_app(settings, platform)
     app["platform_prepared"] = True
@@ -51,6 +59,7 @@ def policy_with(**changes: Any) -> WipePolicy:
 
 
 # --- keys and signatures -------------------------------------------------------------------------------------
+
 
 class Tool:
     """An erasure tool's key pair."""
@@ -77,11 +86,18 @@ def imei(n: int | None = None) -> str:
     return body + luhn_check_digit(body)
 
 
-def json_report(*, kind: str = "phone", media: list[dict] | None = None, created_at: datetime | None = None,
-                **device: Any) -> dict[str, Any]:
+def json_report(
+    *, kind: str = "phone", media: list[dict] | None = None, created_at: datetime | None = None, **device: Any
+) -> dict[str, Any]:
     """A report that passes the shipped policy: a Huawei phone, UFS crypto-erased, fully verified."""
     n = next(_seq)
-    dev = {"kind": kind, "make": "Huawei", "model": "Mate 40", "imei": imei(n), "serial": f"SN{n:08d}"} | device
+    dev = {
+        "kind": kind,
+        "make": "Huawei",
+        "model": "Mate 40",
+        "imei": imei(n),
+        "serial": f"SN{n:08d}",
+    } | device
     return {
         "schema": "wipe-report/1",
         "report_id": f"rep-{n}",
@@ -94,11 +110,24 @@ def json_report(*, kind: str = "phone", media: list[dict] | None = None, created
 
 def medium(**changes: Any) -> dict[str, Any]:
     n = next(_seq)
-    m = {"type": "ufs", "serial": f"UFS{n:08d}", "capacity_bytes": 128_000_000_000, "bytes_erased": 128_000_000_000,
-         "hidden_areas": "not_supported", "method": "crypto_erase", "passes": 1, "random_passes": 0,
-         "erase_result": "passed",
-         "verification": {"mode": "full", "subsections": None, "locations_per_subsection": None,
-                          "coverage_pct": 100.0, "result": "passed"}}
+    m = {
+        "type": "ufs",
+        "serial": f"UFS{n:08d}",
+        "capacity_bytes": 128_000_000_000,
+        "bytes_erased": 128_000_000_000,
+        "hidden_areas": "not_supported",
+        "method": "crypto_erase",
+        "passes": 1,
+        "random_passes": 0,
+        "erase_result": "passed",
+        "verification": {
+            "mode": "full",
+            "subsections": None,
+            "locations_per_subsection": None,
+            "coverage_pct": 100.0,
+            "result": "passed",
+        },
+    }
     return m | changes
 
 
@@ -122,6 +151,7 @@ def nwipe_log(name: str) -> str:
 
 # --- tokens -----------------------------------------------------------------------------------------------
 
+
 def auth(settings: Settings, user_id: str, *roles: str) -> dict[str, str]:
     return {"Authorization": "Bearer " + issue_token(settings, Principal(user_id, frozenset(roles)))}
 
@@ -136,14 +166,16 @@ def operator(settings: Settings, user_id: str = "us_operator") -> dict[str, str]
 
 async def register(client, settings: Settings, tool: Tool | None = None, name: str = "擦除站 A") -> Tool:  # noqa: ANN001
     tool = tool or Tool()
-    r = await client.post("/v1/wipe/tools", json={"name": name, "public_key": tool.public_b64},
-                          headers=admin(settings))
+    r = await client.post(
+        "/v1/wipe/tools", json={"name": name, "public_key": tool.public_b64}, headers=admin(settings)
+    )
     assert r.status == 201, await r.text()
     tool.id = (await r.json())["id"]
     return tool
 
 
 # --- the bus ------------------------------------------------------------------------------------------------
+
 
 def published(platform: Platform, topic: str = "wipe.certificate") -> list[Envelope]:
     """Every event on `topic` (all partitions), after relaying the outboxes."""

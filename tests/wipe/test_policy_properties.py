@@ -4,6 +4,7 @@ reports in the JSON wire format (parsed exactly as the API parses them).
 The table below is written from DOMAIN_RULES.md, not from policy.toml or the service's code: if either drifts
 from the rules, this test finds the report that shows it.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,14 @@ NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 # DOMAIN_RULES.md, "Accepted methods by media": (media class, method) → (min passes, min random passes), or
 # "documented" (factory reset: only where it is a documented cryptographic erase). Anything else never counts.
-MEDIA_CLASS = {"flash": "flash", "emmc": "flash", "ufs": "flash", "ssd": "flash", "nvme": "flash", "hdd": "magnetic"}
+MEDIA_CLASS = {
+    "flash": "flash",
+    "emmc": "flash",
+    "ufs": "flash",
+    "ssd": "flash",
+    "nvme": "flash",
+    "hdd": "magnetic",
+}
 ACCEPTED = {
     ("flash", "block_erase"): (0, 0),
     ("flash", "sanitize"): (0, 0),
@@ -36,8 +44,14 @@ NIST_SAMPLE = (1000, 2, 10.0)  # subsections, locations per subsection, % of the
 MAX_AGE = timedelta(days=30)
 MAX_SKEW = timedelta(minutes=10)  # a tool's clock may run this far ahead
 
-MEDIUM_ORDER = ["erase_failed", "method_not_allowed_for_media", "incomplete_erase", "hidden_areas_not_reset",
-                "verification_failed", "verification_insufficient"]
+MEDIUM_ORDER = [
+    "erase_failed",
+    "method_not_allowed_for_media",
+    "incomplete_erase",
+    "hidden_areas_not_reset",
+    "verification_failed",
+    "verification_insufficient",
+]
 
 
 def expected(report: dict, blocklisted: bool) -> list[tuple[str, int | None]]:
@@ -71,8 +85,11 @@ def expected(report: dict, blocklisted: bool) -> list[tuple[str, int | None]]:
         v = m["verification"]
         if v["result"] == "failed":
             found.add("verification_failed")
-        if v["mode"] == "sampled" and (v["subsections"] < NIST_SAMPLE[0] or v["locations_per_subsection"]
-                                       < NIST_SAMPLE[1] or v["coverage_pct"] < NIST_SAMPLE[2]):
+        if v["mode"] == "sampled" and (
+            v["subsections"] < NIST_SAMPLE[0]
+            or v["locations_per_subsection"] < NIST_SAMPLE[1]
+            or v["coverage_pct"] < NIST_SAMPLE[2]
+        ):
             found.add("verification_insufficient")
         out += [(r, i) for r in MEDIUM_ORDER if r in found]
     return out
@@ -110,16 +127,32 @@ def media(draw: st.DrawFn) -> dict:
 @st.composite
 def reports(draw: st.DrawFn) -> dict:
     kind = draw(st.sampled_from(["phone", "tablet", "laptop", "desktop", "wearable", "drive"]))
-    age = draw(st.sampled_from([timedelta(0), timedelta(days=29, hours=23), timedelta(days=30),
-                                timedelta(days=30, seconds=1), timedelta(days=90), timedelta(minutes=-5),
-                                timedelta(minutes=-11), timedelta(days=-1)]))
+    age = draw(
+        st.sampled_from(
+            [
+                timedelta(0),
+                timedelta(days=29, hours=23),
+                timedelta(days=30),
+                timedelta(days=30, seconds=1),
+                timedelta(days=90),
+                timedelta(minutes=-5),
+                timedelta(minutes=-11),
+                timedelta(days=-1),
+            ]
+        )
+    )
     return {
         "schema": "wipe-report/1",
         "report_id": "r1",
-        "created_at": (NOW - age).astimezone(draw(st.sampled_from([UTC, datetime.now().astimezone().tzinfo]))
-                                             ).isoformat(),
-        "device": {"kind": kind, "make": draw(st.sampled_from(["Apple", "apple", "Huawei", "Xiaomi", "Lenovo"])),
-                   "model": "M1", "serial": "DEV123456"},
+        "created_at": (NOW - age)
+        .astimezone(draw(st.sampled_from([UTC, datetime.now().astimezone().tzinfo])))
+        .isoformat(),
+        "device": {
+            "kind": kind,
+            "make": draw(st.sampled_from(["Apple", "apple", "Huawei", "Xiaomi", "Lenovo"])),
+            "model": "M1",
+            "serial": "DEV123456",
+        },
         "activation_lock": draw(st.sampled_from(["off", "off", "on"])),
         "media": draw(st.lists(media(), min_size=1, max_size=3)),
     }
@@ -134,4 +167,3 @@ def test_the_decision_equals_the_table_of_the_rules(report: dict, blocklisted: b
     want = expected(report, blocklisted)
     assert got == want
     assert all(reason in ALL_REASONS for reason, _ in got)
-

@@ -6,6 +6,7 @@
 - A share of certificates is drawn for secondary verification by a hash of the certificate id: reproducible and
   auditable (anyone can recompute the draw), yet not predictable by the operator before the id exists.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,14 @@ from services.kernel.pii import mask_id
 from .report import Report
 
 # WIPE.md device kinds → the contract's device_kind (services/contracts/wipe.py)
-CONTRACT_KIND = {"phone": "phone", "tablet": "tablet", "laptop": "computer", "desktop": "computer",
-                 "drive": "drive", "wearable": "other"}
+CONTRACT_KIND = {
+    "phone": "phone",
+    "tablet": "tablet",
+    "laptop": "computer",
+    "desktop": "computer",
+    "drive": "drive",
+    "wearable": "other",
+}
 
 
 def report_digest(tool_id: str, report: str) -> str:

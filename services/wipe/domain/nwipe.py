@@ -20,6 +20,7 @@ Each drive of the Drive Status table becomes one medium: method `overwrite` with
 table of the policy), bytes from the Erasure Summary, verification `full` when nwipe verified (VL/VA, or a
 verify-only method) and failed when it counted verification errors.
 """
+
 from __future__ import annotations
 
 import re
@@ -27,10 +28,21 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from .policy import NwipeRules
-from .report import DEVICE_KINDS, MEDIA_TYPES, Device, MalformedReport, Medium, Report, Verification, check_identity
+from .report import (
+    DEVICE_KINDS,
+    MEDIA_TYPES,
+    Device,
+    MalformedReport,
+    Medium,
+    Report,
+    Verification,
+    check_identity,
+)
 
-_HEADER = re.compile(r"^\s*(device\.(?:kind|make|model|serial|imei)|activation_lock|report_id|"
-                     r"media\.([A-Za-z0-9_-]+)\.(type|hidden_areas))\s*[:=]\s*(.*?)\s*$")
+_HEADER = re.compile(
+    r"^\s*(device\.(?:kind|make|model|serial|imei)|activation_lock|report_id|"
+    r"media\.([A-Za-z0-9_-]+)\.(type|hidden_areas))\s*[:=]\s*(.*?)\s*$"
+)
 _STAMP = r"\[(\d{4})/(\d{2})/(\d{2}) (\d{2}):(\d{2}):(\d{2})\]"
 _FOUND = re.compile(r"Found /dev/(\S+?),\s*(\S+),\s*(.*),\s*([\d.]+\s*[KMGTP]?B),\s*S/N=(.*?)\s*$")
 _NO_HIDDEN = re.compile(r"No hidden sectors on /dev/(\S+)")
@@ -49,7 +61,7 @@ def _table(lines: list[str], title: str) -> list[tuple[str, list[str]]]:
     start = next((i for i, ln in enumerate(lines) if ln.startswith("*") and f" {title} " in ln), None)
     if start is None:
         return rows
-    for ln in lines[start + 3:]:  # banner, column titles, rule
+    for ln in lines[start + 3 :]:  # banner, column titles, rule
         if ln.startswith("*") or ln.startswith("-") or not ln.strip():
             break
         m = _ROW.match(ln)
@@ -99,15 +111,18 @@ def parse_nwipe_log(text: str, rules: NwipeRules, kinds_needing_identity: frozen
         problems.append(("device.kind", f"add a line 'device.kind: <{'|'.join(DEVICE_KINDS)}>'"))
     lock = header.get("activation_lock", "off" if kind == "drive" else "")
     if lock not in ("off", "on"):
-        problems.append(("activation_lock", "add a line 'activation_lock: <off|on>' (the device's activation/cloud "
-                                            "lock)"))
+        problems.append(
+            ("activation_lock", "add a line 'activation_lock: <off|on>' (the device's activation/cloud lock)")
+        )
     if problems:
         raise MalformedReport(problems)
     assert total is not None
     label, rounds, blank, verify = total.group(7), int(total.group(8)), total.group(9), total.group(10)
     method = rules.methods.get(label.strip())
     if method is None:
-        raise MalformedReport([("report", f"unknown nwipe method {label!r} (known: {sorted(rules.methods)})")])
+        raise MalformedReport(
+            [("report", f"unknown nwipe method {label!r} (known: {sorted(rules.methods)})")]
+        )
     verify_only = method.passes == 0
     passes = method.passes * rounds + (1 if blank == "B" and not verify_only else 0)
     random_passes = method.random_passes * rounds
@@ -128,36 +143,70 @@ def parse_nwipe_log(text: str, rules: NwipeRules, kinds_needing_identity: frozen
             serial = cells[3].rpartition("/")[2].strip()
         mtype = media_hdr.get(dev, {}).get("type") or _BUS_TYPES.get(bus.upper(), "")
         if mtype not in MEDIA_TYPES:
-            raise MalformedReport([(f"media.{dev}.type",
-                                    f"nwipe cannot tell what {dev} is: add 'media.{dev}.type: <hdd|ssd|...>'")])
+            raise MalformedReport(
+                [
+                    (
+                        f"media.{dev}.type",
+                        f"nwipe cannot tell what {dev} is: add 'media.{dev}.type: <hdd|ssd|...>'",
+                    )
+                ]
+            )
         if dev in erased and len(erased[dev]) >= 2 and erased[dev][0].isdigit() and erased[dev][1].isdigit():
             bytes_erased, capacity = int(erased[dev][0]), int(erased[dev][1])
         elif verify_only:
             bytes_erased, capacity = 0, _size_bytes(size_text)
         else:
-            raise MalformedReport([("report", f"no Erasure Summary row for {dev} (bytes erased): nwipe ≥ 0.38 "
-                                              "writes one")])
+            raise MalformedReport(
+                [("report", f"no Erasure Summary row for {dev} (bytes erased): nwipe ≥ 0.38 writes one")]
+            )
         verification = None
         if verify_only or verify in ("VL", "VA"):
             verify_errors = errors.get(dev, ["0", "0"])[1] if len(errors.get(dev, [])) > 1 else "0"
             ok = verify_errors.isdigit() and int(verify_errors) == 0
             verification = Verification(mode="full", result="passed" if ok else "failed")
-        hidden_areas = media_hdr.get(dev, {}).get("hidden_areas") or hidden.get(dev) or (
-            "not_supported" if mtype == "nvme" else "unknown")
-        media.append(Medium(type=mtype, serial=serial, capacity_bytes=capacity, bytes_erased=bytes_erased,
-                            hidden_areas=hidden_areas, method="overwrite", passes=passes,
-                            random_passes=random_passes, erase_result=status, verification=verification,
-                            label=dev))
+        hidden_areas = (
+            media_hdr.get(dev, {}).get("hidden_areas")
+            or hidden.get(dev)
+            or ("not_supported" if mtype == "nvme" else "unknown")
+        )
+        media.append(
+            Medium(
+                type=mtype,
+                serial=serial,
+                capacity_bytes=capacity,
+                bytes_erased=bytes_erased,
+                hidden_areas=hidden_areas,
+                method="overwrite",
+                passes=passes,
+                random_passes=random_passes,
+                erase_result=status,
+                verification=verification,
+                label=dev,
+            )
+        )
     first_model = found.get(status_rows[0][0], ("", "", "", ""))[1]
     model = header.get("device.model") or (first_model if kind == "drive" else "")
     if not model:
         raise MalformedReport([("device.model", "add a line 'device.model: <model>'")])
-    device = Device(kind=kind, make=header.get("device.make", ""), model=model,
-                    imei=_imei(header.get("device.imei")), serial=header.get("device.serial") or None)
+    device = Device(
+        kind=kind,
+        make=header.get("device.make", ""),
+        model=model,
+        imei=_imei(header.get("device.imei")),
+        serial=header.get("device.serial") or None,
+    )
     check_identity(device, tuple(media), kinds_needing_identity)
-    report_id = header.get("report_id") or f"nwipe:{created_at.isoformat()}:" + ",".join(m.serial for m in media)
-    return Report(format="nwipe", report_id=report_id, created_at=created_at, device=device,
-                  activation_lock=lock, media=tuple(media))
+    report_id = header.get("report_id") or f"nwipe:{created_at.isoformat()}:" + ",".join(
+        m.serial for m in media
+    )
+    return Report(
+        format="nwipe",
+        report_id=report_id,
+        created_at=created_at,
+        device=device,
+        activation_lock=lock,
+        media=tuple(media),
+    )
 
 
 def _imei(value: str | None) -> str | None:

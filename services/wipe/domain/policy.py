@@ -5,6 +5,7 @@ device is on the lost/stolen list in, the refusals out (empty = a certificate ma
 are the ones WIPE.md names; a report can have several, listed in a fixed order (report, then device, then each
 medium in order), and the first is the one the API answers with.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,14 @@ SCHEMA_VERSION = 1
 # The refusal reasons of WIPE.md, in the order a report's refusals are listed.
 SUBMISSION_REASONS = ("unknown_tool", "tool_revoked", "bad_signature", "malformed_report")
 REPORT_REASONS = ("report_too_old", "activation_lock_on", "device_blocklisted")
-MEDIUM_REASONS = ("erase_failed", "method_not_allowed_for_media", "incomplete_erase", "hidden_areas_not_reset",
-                  "verification_failed", "verification_insufficient")
+MEDIUM_REASONS = (
+    "erase_failed",
+    "method_not_allowed_for_media",
+    "incomplete_erase",
+    "hidden_areas_not_reset",
+    "verification_failed",
+    "verification_insufficient",
+)
 ALL_REASONS = SUBMISSION_REASONS + REPORT_REASONS + MEDIUM_REASONS
 
 
@@ -75,8 +82,9 @@ class CryptoEraseReset(_Cfg):
     def covers(self, kind: str, make: str, model: str) -> bool:
         if kind not in self.kinds or make.strip().casefold() != self.make.casefold():
             return False
-        return not self.model_prefixes or any(model.casefold().startswith(p.casefold())
-                                              for p in self.model_prefixes)
+        return not self.model_prefixes or any(
+            model.casefold().startswith(p.casefold()) for p in self.model_prefixes
+        )
 
 
 class SecondaryRules(_Cfg):
@@ -112,7 +120,7 @@ class WipePolicy(_Cfg):
     nwipe: NwipeRules
 
     @model_validator(mode="after")
-    def _coherent(self) -> "WipePolicy":
+    def _coherent(self) -> WipePolicy:
         if self.schema_version != SCHEMA_VERSION:
             raise ValueError(f"schema_version must be {SCHEMA_VERSION}")
         seen: dict[str, str] = {}
@@ -140,7 +148,9 @@ class WipePolicy(_Cfg):
             raise ValueError(f"device.kinds_needing_identity must be among {list(DEVICE_KINDS)}")
         for fr in self.factory_reset_crypto_erase:
             if fr.kinds - set(DEVICE_KINDS):
-                raise ValueError(f"factory_reset_crypto_erase {fr.make}: kinds must be among {list(DEVICE_KINDS)}")
+                raise ValueError(
+                    f"factory_reset_crypto_erase {fr.make}: kinds must be among {list(DEVICE_KINDS)}"
+                )
         return self
 
     def media_class(self, media_type: str) -> str:
@@ -181,6 +191,7 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> WipePolicy:
 
 # --- the decision ------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Refusal:
     reason: str
@@ -192,18 +203,26 @@ def decide(policy: WipePolicy, report: Report, now: datetime, *, blocklisted: bo
     """Every reason the policy refuses `report` (in WIPE.md's order); empty when a certificate may be issued."""
     out: list[Refusal] = []
     if report.created_at - now > timedelta(minutes=policy.report.max_clock_skew_minutes):
-        out.append(Refusal("malformed_report", f"created_at {report.created_at.isoformat()} is in the future"))
+        out.append(
+            Refusal("malformed_report", f"created_at {report.created_at.isoformat()} is in the future")
+        )
     age = now - report.created_at
     if age > timedelta(days=policy.report.max_age_days):
-        out.append(Refusal("report_too_old", f"the report is {age.days} days old; at most "
-                                             f"{policy.report.max_age_days} are accepted"))
+        out.append(
+            Refusal(
+                "report_too_old",
+                f"the report is {age.days} days old; at most {policy.report.max_age_days} are accepted",
+            )
+        )
     if policy.device.require_activation_lock_off and report.activation_lock != "off":
         out.append(Refusal("activation_lock_on", "the activation/cloud lock is on: remove the account first"))
     if policy.device.refuse_blocklisted and blocklisted:
         out.append(Refusal("device_blocklisted", "this device is on the lost/stolen list"))
     for i, medium in enumerate(report.media):
-        out += [Refusal(reason, f"media[{i}] ({medium.label or medium.type}): {detail}", i)
-                for reason, detail in medium_refusals(policy, report, medium)]
+        out += [
+            Refusal(reason, f"media[{i}] ({medium.label or medium.type}): {detail}", i)
+            for reason, detail in medium_refusals(policy, report, medium)
+        ]
     return out
 
 
@@ -234,13 +253,17 @@ def method_shortfall(policy: WipePolicy, report: Report, m: Medium, cls: str) ->
         allowed = ", ".join(sorted(policy.methods[cls]))
         return f"{m.method} does not count for {cls} media (accepted: {allowed})"
     if m.passes < rule.min_passes or m.random_passes < rule.min_random_passes:
-        return (f"{m.method} with {m.passes} passes ({m.random_passes} random); {cls} media need at least "
-                f"{rule.min_passes} passes with {rule.min_random_passes} random")
+        return (
+            f"{m.method} with {m.passes} passes ({m.random_passes} random); {cls} media need at least "
+            f"{rule.min_passes} passes with {rule.min_random_passes} random"
+        )
     if rule.documented_crypto_erase_only:
         d = report.device
         if not any(fr.covers(d.kind, d.make, d.model) for fr in policy.factory_reset_crypto_erase):
-            return (f"a factory reset of a {d.make or 'unknown make'} {d.model} is not a documented "
-                    "cryptographic erase")
+            return (
+                f"a factory reset of a {d.make or 'unknown make'} {d.model} is not a documented "
+                "cryptographic erase"
+            )
     return None
 
 
@@ -250,14 +273,18 @@ def verification_shortfall(policy: WipePolicy, m: Medium) -> str | None:
         return "the medium was not verified"
     if v.mode not in rules.modes:
         return f"verification mode {v.mode} is not accepted"
-    if v.mode == "sampled":
-        if (v.subsections or 0) < rules.sampled_min_subsections \
-                or (v.locations_per_subsection or 0) < rules.sampled_min_locations_per_subsection \
-                or (v.coverage_pct or 0.0) < rules.sampled_min_coverage_pct:
-            return (f"sampled verification of {v.subsections or 0} subsections × {v.locations_per_subsection or 0} "
-                    f"locations, {v.coverage_pct or 0}% of the media; the NIST sample needs ≥ "
-                    f"{rules.sampled_min_subsections} × {rules.sampled_min_locations_per_subsection}, ≥ "
-                    f"{rules.sampled_min_coverage_pct}%")
+    short = (
+        (v.subsections or 0) < rules.sampled_min_subsections
+        or (v.locations_per_subsection or 0) < rules.sampled_min_locations_per_subsection
+        or (v.coverage_pct or 0.0) < rules.sampled_min_coverage_pct
+    )
+    if v.mode == "sampled" and short:
+        return (
+            f"sampled verification of {v.subsections or 0} subsections × {v.locations_per_subsection or 0} "
+            f"locations, {v.coverage_pct or 0}% of the media; the NIST sample needs ≥ "
+            f"{rules.sampled_min_subsections} × {rules.sampled_min_locations_per_subsection}, ≥ "
+            f"{rules.sampled_min_coverage_pct}%"
+        )
     return None
 
 

@@ -3,6 +3,7 @@
 Both input formats (our JSON, nwipe/ShredOS logs) become the same `Report`; anything that cannot be read into one
 is `MalformedReport` (→ 422 `malformed_report`), naming what is wrong. No I/O here.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,6 +89,7 @@ class Report:
 
 # --- the JSON wire format -------------------------------------------------------------------------------------
 
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
@@ -113,7 +115,7 @@ class _MediumIn(_Strict):
     verification: _VerificationIn
 
     @model_validator(mode="after")
-    def _consistent(self) -> "_MediumIn":
+    def _consistent(self) -> _MediumIn:
         if self.bytes_erased > self.capacity_bytes:
             raise ValueError("bytes_erased exceeds capacity_bytes")
         if self.random_passes > self.passes:
@@ -184,18 +186,41 @@ def parse_json_report(text: str, kinds_needing_identity: frozenset[str]) -> Repo
             msg = e["msg"].removeprefix("Value error, ")
             problems.append((loc, msg))
         raise MalformedReport(problems) from None
-    device = Device(kind=r.device.kind, make=r.device.make, model=r.device.model, imei=r.device.imei,
-                    serial=r.device.serial)
+    device = Device(
+        kind=r.device.kind,
+        make=r.device.make,
+        model=r.device.model,
+        imei=r.device.imei,
+        serial=r.device.serial,
+    )
     media = tuple(
-        Medium(type=m.type, serial=m.serial, capacity_bytes=m.capacity_bytes, bytes_erased=m.bytes_erased,
-               hidden_areas=m.hidden_areas, method=m.method, passes=m.passes, random_passes=m.random_passes,
-               erase_result=m.erase_result,
-               verification=Verification(mode=m.verification.mode, result=m.verification.result,
-                                         subsections=m.verification.subsections,
-                                         locations_per_subsection=m.verification.locations_per_subsection,
-                                         coverage_pct=m.verification.coverage_pct),
-               label=f"media[{i}]")
-        for i, m in enumerate(r.media))
+        Medium(
+            type=m.type,
+            serial=m.serial,
+            capacity_bytes=m.capacity_bytes,
+            bytes_erased=m.bytes_erased,
+            hidden_areas=m.hidden_areas,
+            method=m.method,
+            passes=m.passes,
+            random_passes=m.random_passes,
+            erase_result=m.erase_result,
+            verification=Verification(
+                mode=m.verification.mode,
+                result=m.verification.result,
+                subsections=m.verification.subsections,
+                locations_per_subsection=m.verification.locations_per_subsection,
+                coverage_pct=m.verification.coverage_pct,
+            ),
+            label=f"media[{i}]",
+        )
+        for i, m in enumerate(r.media)
+    )
     check_identity(device, media, kinds_needing_identity)
-    return Report(format="json", report_id=r.report_id, created_at=r.created_at, device=device,
-                  activation_lock=r.activation_lock, media=media)
+    return Report(
+        format="json",
+        report_id=r.report_id,
+        created_at=r.created_at,
+        device=device,
+        activation_lock=r.activation_lock,
+        media=media,
+    )

@@ -1,5 +1,6 @@
 """Ed25519 keys of erasure tools and the check of a report's signature (WIPE.md: over the UTF-8 bytes of
 `report` exactly as sent, no canonicalisation)."""
+
 from __future__ import annotations
 
 import base64
