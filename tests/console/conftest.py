@@ -58,7 +58,7 @@ def platform(tmp_path_factory):
         api = Api(base)
         admin = api.login(ADMIN_PHONE)["access_token"]
         prices = seed_prices(api, admin)
-        yield {"base": base, "api": api, "admin": admin, "prices": prices, "log": log}
+        yield {"base": base, "api": api, "admin": admin, "prices": prices, "log": log, "data_dir": tmp}
 
 
 @pytest.fixture(scope="package")
