@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.booking.domain.events import PickupSettled
+from services.contracts.trading import TradeSettled
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import Forbidden, RuleViolated, ValidationFailed
@@ -23,6 +24,7 @@ from .domain.observations import (
     SOURCE_API,
     ObservationDraft,
     SettledLine,
+    draft_from_settled_trade,
     drafts_from_settled_pickup,
     firm_report_is_self_dealing,
     tier_for_firm_report,
@@ -106,6 +108,26 @@ def when_pickup_settled_record_transactions(env: Envelope, uow: UnitOfWork) -> N
         pays=frozenset(c for c, cat in categories().items() if cat.pays),
     )
     record_observations(uow, drafts, methodology=m)
+
+
+def when_trade_settled_record_transaction(event: TradeSettled, uow: UnitOfWork) -> None:
+    """trading.trade settled → one `transaction` input (tier 1) on the delivered weight; related parties flagged."""
+    m = load_methodology()
+    settled_at = event.settled_at if event.settled_at.tzinfo else event.settled_at.replace(tzinfo=UTC)
+    draft = draft_from_settled_trade(
+        trade_id=event.trade_id,
+        event_id=None,
+        buyer_firm_id=event.buyer_firm_id,
+        category=event.category,
+        city_code=event.city_code,
+        price_fen_per_t=event.price_fen_per_t,
+        delivered_t=parse_qty(event.delivered_t),
+        related_party=event.related_party,
+        settled_at=settled_at,
+        indexed=frozenset(c for c, spec in m.categories.items() if spec.unit == "kg"),
+    )
+    if draft is not None:
+        record_observations(uow, [draft], methodology=m)
 
 
 # --------------------------------------------------------------------------------------------- computing
