@@ -78,6 +78,7 @@ class ServiceRuntime:
             self.spec.name,
             batch_size=self.settings.relay_batch_size,
             idle_sleep_s=self.settings.relay_idle_sleep_s,
+            max_attempts=self.settings.relay_max_attempts,
         )
 
     @property

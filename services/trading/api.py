@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from services.kernel.http import Ctx, Router
 
 from . import handlers, trades
 from .domain.commands import DisputeDelivery, ListLot, LotsQuery, PlaceBid, RecordDelivery
+from .feed import Listener, feed_of
 
 router = Router("trading")
+HEARTBEAT_S = 15.0
 FIRM = {"firm"}
 
 
@@ -63,6 +68,50 @@ async def list_lot(ctx: Ctx) -> dict[str, Any]:
 async def list_lots(ctx: Ctx) -> dict[str, Any]:
     """The lots board, newest first (`?status=open&category=&seller_firm_id=&limit=&cursor=`)."""
     return await ctx.run(handlers.list_lots, ctx.runtime, ctx.query)
+
+
+class StreamQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    category: str | None = None
+    lot_id: str | None = None
+
+
+# declared before /v1/lots/{id}, which would otherwise take "stream" for a lot id
+@router.get("/v1/lots/stream", authenticated=True, query=StreamQuery, raw=True)
+async def lot_stream(ctx: Ctx) -> web.StreamResponse:
+    """Live lots board (text/event-stream): lot.listed, lot.best_bid (ascending lots: price, bid count, end time
+    after extensions), lot.closed; `?category=` or `?lot_id=` narrows it."""
+    q: StreamQuery = ctx.query
+    who = Listener(loop=asyncio.get_running_loop(), category=q.category, lot_id=q.lot_id)
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "X-Request-Id": ctx.request.get("request_id", ""),
+        }
+    )
+    await resp.prepare(ctx.request)
+    feed = feed_of(ctx.runtime)
+    feed.add(who)
+    try:
+        await resp.write(b"retry: 3000\n: connected\n\n")
+        while True:
+            try:
+                frame = await asyncio.wait_for(who.queue.get(), timeout=HEARTBEAT_S)
+            except TimeoutError:
+                await resp.write(b": ping\n\n")
+                continue
+            if frame is None:
+                break
+            await resp.write(frame)
+    except (ConnectionResetError, ConnectionError):
+        pass
+    finally:
+        feed.remove(who)
+    with contextlib.suppress(ConnectionError):
+        await resp.write_eof()
+    return resp
 
 
 @router.get("/v1/lots/{id}", authenticated=True, response=LotOut, errors=(404,))

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from services.contracts.trading import LotBestBidChanged, LotListed
 from services.kernel.auth import Principal
-from services.kernel.db import UnitOfWork, retry_on_conflict
+from services.kernel.db import retry_on_conflict
 from services.kernel.errors import Conflict, Forbidden, NotFound, RuleViolated, ValidationFailed
 from services.kernel.ids import new_id
 from services.kernel.runtime import ServiceRuntime
@@ -24,6 +24,7 @@ from services.kernel.taxonomy import leaf
 from .domain import model as m
 from .domain import rules
 from .domain.commands import ListLot, PlaceBid
+from .feed import Tx
 from .settings import settings_of
 from .store import bids, deposits, firm_members, firms, intake, lot_sources, lots
 
@@ -101,7 +102,7 @@ def list_lot(
     lot_id = new_id("lot")
 
     def write() -> dict[str, Any]:
-        with UnitOfWork(rt.db) as uow:
+        with Tx(rt) as uow:
             s = uow.session
             if verified_firm(s, firm_id) is None:
                 raise Forbidden(f"firm {firm_id} is not verified (yet)", reason="firm_unverified")
@@ -198,7 +199,7 @@ def place_bid(
     auction_rules = settings_of(rt).rules
 
     def write() -> dict[str, Any]:
-        with UnitOfWork(rt.db) as uow:
+        with Tx(rt) as uow:
             s = uow.session
             lot = s.execute(select(lots).where(lots.c.id == lot_id).with_for_update()).one_or_none()
             if lot is None:
