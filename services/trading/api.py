@@ -125,7 +125,7 @@ async def get_lot(ctx: Ctx) -> dict[str, Any]:
 )
 async def place_bid(ctx: Ctx) -> dict[str, Any]:
     """(verified firm, not the seller nor related to it) Bid a price per tonne; 422 `{reason}` when refused."""
-    return await ctx.run(handlers.place_bid, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
+    return await handlers.place_bid_async(ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
 
 
 # --- trades -----------------------------------------------------------------------------------------------

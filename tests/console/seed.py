@@ -127,3 +127,23 @@ def seed_prices(api: Api, admin: str) -> Prices:
     )
     assert out["n_restated"] >= 1, out
     return Prices(days, stale_day, restated_day, firm_tokens)
+
+
+ACCOUNTANT_PHONE = "13500000001"
+
+
+@dataclass
+class Invoices:
+    firm_id: str
+    invoice: dict
+
+
+def seed_invoices(api: Api) -> Invoices:
+    """The whole pickup flow (a reverse invoice issued by a verified firm), and an accountant for that firm."""
+    from tests.e2e.flow import whole_pickup_flow
+
+    done = whole_pickup_flow(api.base)
+    owner = api.login(done["owner_phone"])["access_token"]
+    accountant = api.login(ACCOUNTANT_PHONE)["user_id"]
+    api.call("POST", f"/v1/firms/{done['firm_id']}/accountants", owner, {"user_id": accountant}, status=201)
+    return Invoices(done["firm_id"], done["invoice"])
