@@ -267,3 +267,23 @@ def check_accounting(acc: dict, pids: list[str]) -> dict[str, int]:
         "payouts": sum(payouts.get(p, 0) for p in pids),
         "outbox_rows_delivered": sum(total for total, _ in outbox.values()),
     }
+
+
+def sqlite_event_backlog(data_dir) -> int:  # noqa: ANN001 - a Path
+    """Events not yet handled: unsent outbox rows of every service plus, for every consumer group, the records
+    after its committed offsets (the embedded log)."""
+    import sqlite3
+
+    backlog = 0
+    for f in sorted(data_dir.glob("*.db")):
+        with sqlite3.connect(f"file:{f}?mode=ro", uri=True, timeout=10) as c:
+            names = {n for (n,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "outbox" in names:
+                backlog += c.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+            if "bus_group_offsets" in names:
+                backlog += c.execute(
+                    "SELECT coalesce(sum(p.next_offset - g.committed), 0) FROM bus_group_offsets g "
+                    "JOIN bus_partitions p ON p.topic = g.topic AND p.partition = g.partition "
+                    "WHERE g.group_id NOT LIKE 'dlq.%'"
+                ).fetchone()[0]
+    return backlog
