@@ -197,6 +197,13 @@ def feed_of(rt: ServiceRuntime) -> LotFeed:
     return f
 
 
+def publish_local(rt: ServiceRuntime, envelopes: list[Envelope]) -> None:
+    """Called by this process's commands after their commit."""
+    f = rt.ports.get("lot_feed")
+    if envelopes and f is not None and f.listeners:
+        f.publish(envelopes)
+
+
 class Tx(UnitOfWork):
     """A unit of work that also hands its lot events to this process's lots board once they are committed."""
 
@@ -212,7 +219,5 @@ class Tx(UnitOfWork):
 
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
         super().__exit__(exc_type, exc, tb)
-        if exc_type is None and self.envelopes:
-            f = self.rt.ports.get("lot_feed")
-            if f is not None and f.listeners:
-                f.publish(self.envelopes)
+        if exc_type is None:
+            publish_local(self.rt, self.envelopes)
