@@ -12,7 +12,15 @@ from pydantic import BaseModel, ConfigDict
 from services.kernel.http import Ctx, Router
 
 from . import deposits, handlers, trades
-from .domain.commands import DisputeDelivery, ListLot, LotsQuery, PlaceBid, RecordDelivery, RequestDeposit
+from .domain.commands import (
+    DisputeDelivery,
+    ListLot,
+    LotsQuery,
+    PlaceBid,
+    RecordDelivery,
+    RequestDeposit,
+    TradesQuery,
+)
 from .feed import Listener, feed_of
 
 router = Router("trading")
@@ -146,6 +154,17 @@ class TradeOut(BaseModel):
     seller_firm_id: str
     buyer_firm_id: str
     price_fen_per_t: int
+
+
+class TradePage(BaseModel):
+    items: list[TradeOut]
+    next_cursor: str | None
+
+
+@router.get("/v1/trades", authenticated=True, query=TradesQuery, response=TradePage)
+async def list_trades(ctx: Ctx) -> dict[str, Any]:
+    """The trades of the caller's firms (seller or buyer), newest first (`?status=&limit=&cursor=`); admins: all."""
+    return await ctx.run(trades.list_trades, ctx.runtime, ctx.user, ctx.query)
 
 
 @router.get("/v1/trades/{id}", authenticated=True, response=TradeOut, errors=(403, 404))
