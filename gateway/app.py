@@ -47,9 +47,13 @@ SYSTEM_ROUTES = [
      "tags": ["system"], "x-policy": "public", "responses": {"200": {"description": "OK", "content": {
          "application/json": {"schema": {"type": "object"}}}}}}},
     {"path": "/metrics", "method": "GET", "op": {"operationId": "metrics",
-     "summary": "Prometheus metrics: requests and latency by route template and status", "tags": ["system"],
-     "x-policy": "public", "responses": {"200": {"description": "Prometheus text format", "content": {
-         "text/plain": {"schema": {"type": "string"}}}}}}},
+     "summary": "Prometheus metrics: requests and latency by route template and status (METRICS_TOKEN bearer)",
+     "tags": ["system"], "x-policy": "metrics token", "responses": {
+         "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+         "401": {"description": "no or wrong metrics token", "content": {"application/problem+json": {
+             "schema": {"type": "object"}}}},
+         "404": {"description": "metrics not enabled (no METRICS_TOKEN)", "content": {"application/problem+json": {
+             "schema": {"type": "object"}}}}}}},
     {"path": "/docs", "method": "GET", "op": {"operationId": "docs", "summary": "API docs page (works offline)",
      "tags": ["system"], "x-policy": "public", "responses": {"200": {"description": "HTML", "content": {
          "text/html": {"schema": {"type": "string"}}}}}}},

@@ -71,6 +71,7 @@ def build_openapi(routes: list[RouteDef], system: list[dict[str, Any]], title: s
             "summary": r.summary or r.operation_id,
             "tags": [r.service],
             "x-policy": r.policy.describe(),
+            **({"x-owner": r.owner} if r.owner else {}),
             "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                            for p in _PATH_PARAM.findall(r.path)],
             "responses": {},
@@ -85,7 +86,10 @@ def build_openapi(routes: list[RouteDef], system: list[dict[str, Any]], title: s
         if r.method == "POST":
             op["parameters"].append(IDEMPOTENCY_HEADER)
         if r.body is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": by_route[(i, "body")]}}}
+            media: dict = {"schema": by_route[(i, "body")]}
+            if r.example is not None:
+                media["example"] = r.example
+            op["requestBody"] = {"required": True, "content": {"application/json": media}}
         if r.raw:
             op["responses"][str(r.status)] = {"description": "stream"}
         elif (i, "response") in by_route:
@@ -103,7 +107,7 @@ def build_openapi(routes: list[RouteDef], system: list[dict[str, Any]], title: s
         if r.query is not None:
             errors.add(422)  # a well-formed query can still break a rule (e.g. a date outside the rules in force)
         if r.body is not None:
-            errors.add(413)
+            errors |= {413, 415}
         for status in sorted(errors - {r.status}):
             op["responses"][str(status)] = _problem()
         if r.policy.kind != PUBLIC:

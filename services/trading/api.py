@@ -64,14 +64,16 @@ async def list_lots(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(handlers.list_lots, ctx.runtime, ctx.query)
 
 
-@router.get("/v1/lots/{id}", authenticated=True, response=LotOut, errors=(404,))
+@router.get("/v1/lots/{id}", authenticated=True, response=LotOut, errors=(404,),
+             not_owned="a lot is open to every signed-in bidder")
 async def get_lot(ctx: Ctx) -> dict[str, Any]:
     """One lot: sealed bids stay hidden until the close, an ascending lot shows its best bid."""
     return await ctx.run(handlers.get_lot, ctx.runtime, ctx.user, ctx.params["id"])
 
 
 @router.post("/v1/lots/{id}/bids", roles=FIRM, body=PlaceBid, response=BidOut, status=201,
-             errors=(403, 404, 409, 422))
+             errors=(403, 404, 409, 422),
+             not_owned="any verified firm bids (the seller's own bid is a rule, 422)")
 async def place_bid(ctx: Ctx) -> dict[str, Any]:
     """(verified firm, not the seller nor related to it) Bid a price per tonne; 422 `{reason}` when refused."""
     return await ctx.run(handlers.place_bid, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)

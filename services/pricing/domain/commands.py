@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.kernel.inputs import EntityId, Identifier
 from services.kernel.errors import ValidationFailed
 from services.kernel.money import parse_qty
 from services.kernel.regions import validate_city_code
@@ -56,7 +57,7 @@ class Evidence(BaseModel):
     model_config = _Strict
     kind: Literal["weighbridge_ticket", "invoice", "payment_record"] = Field(
         description="one of " + ", ".join(EVIDENCE_KINDS))
-    number: str = Field(min_length=1, max_length=100)
+    number: Identifier = Field(min_length=1, max_length=100)
 
 
 class RecordObservation(BaseModel):
@@ -70,10 +71,10 @@ class RecordObservation(BaseModel):
     qty: Decimal = Field(description="decimal string in the category's unit, ≤ 3 places, > 0")
     kind: Literal["trade", "quote"]
     observed_at: datetime
-    firm_id: str | None = Field(None, max_length=64,
-                                description="which of your firms reports (needed if you act for several)")
-    counterparty_firm_id: str | None = Field(None, max_length=64,
-                                             description="the other side of a trade (self-dealing check)")
+    firm_id: EntityId | None = Field(None,
+                                     description="which of your firms reports (needed if you act for several)")
+    counterparty_firm_id: EntityId | None = Field(None,
+                                                  description="the other side of a trade (self-dealing check)")
     evidence: Evidence | None = Field(None, description="makes a trade a verified deal")
 
     _cat = field_validator("category", mode="before")(_category)
