@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import ValidationFailed
-from services.kernel.http import Ctx, Router, validation_errors
+from services.kernel.http import Ctx, Router, parse_body
 
 from . import dispatch, handlers
 from .domain.commands import (
@@ -291,13 +290,6 @@ async def job_stream(ctx: Ctx) -> web.StreamResponse:
 
 
 async def _optional_body(ctx: Ctx, model: type[BaseModel]) -> Any:
-    raw = await ctx.request.read()
-    if not raw.strip():
-        return model()
-    try:
-        return model.model_validate(json.loads(raw))
-    except ValueError as exc:
-        if isinstance(exc, ValidationError):
-            raise ValidationFailed(validation_errors(exc)) from None
-        raise ValidationFailed.field("body", "not valid JSON") from None
+    # the kernel's input rules (content type, depth limit, control characters, strict numbers) apply here too
+    return await parse_body(ctx.request, model, optional=True)
 

@@ -375,11 +375,13 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, 
     return out
 
 
-async def parse_body(request: web.Request, model: type[BaseModel]) -> BaseModel:
+async def parse_body(request: web.Request, model: type[BaseModel], *, optional: bool = False) -> BaseModel:
     """The request's JSON body as `model`, under the platform's input rules (services/kernel/inputs.py): JSON
     content type (415), depth limit before parsing, no control characters or bidi overrides, strict numbers,
-    no undeclared fields."""
+    no undeclared fields. `optional`: an empty body is `model()` (for a handler that reads its own body)."""
     raw = await request.read()
+    if optional and not raw.strip():
+        return model()
     if not raw:
         raise ValidationFailed.field("body", "a JSON body is required")
     inputs.check_content_type(request.headers.get("Content-Type", ""))
