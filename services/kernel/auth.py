@@ -11,6 +11,7 @@
   moved past it (role taken away, suspension, logout): see services/kernel/revocation.py.
 - Only HS256 is accepted (no `alg: none`, no algorithm confusion); `typ` keeps the two kinds apart.
 """
+
 from __future__ import annotations
 
 import time
@@ -23,7 +24,8 @@ from .errors import Unauthorized
 from .ids import new_id
 from .settings import Settings
 
-ROLES = frozenset({"resident", "collector", "firm", "erasure_operator", "accountant", "admin"})
+# regulator: a 商务/统计 authority reading material-flow statistics (stats) for every region and firm
+ROLES = frozenset({"resident", "collector", "firm", "erasure_operator", "accountant", "admin", "regulator"})
 # What a user may be for a particular firm (the `firm_roles` claim).
 FIRM_ROLES = frozenset({"owner", "accountant", "collector"})
 ISSUER = "recycle-platform"
@@ -76,8 +78,15 @@ class RefreshClaims:
     expires_at: int
 
 
-def issue_token(settings: Settings, principal: Principal, typ: str = "access", *, jti: str | None = None,
-                family: str | None = None, now: int | None = None) -> str:
+def issue_token(
+    settings: Settings,
+    principal: Principal,
+    typ: str = "access",
+    *,
+    jti: str | None = None,
+    family: str | None = None,
+    now: int | None = None,
+) -> str:
     now = int(time.time()) if now is None else now
     ttl = settings.access_token_ttl_s if typ == "access" else settings.refresh_token_ttl_s
     claims: dict = {
@@ -92,8 +101,12 @@ def issue_token(settings: Settings, principal: Principal, typ: str = "access", *
         firm_roles: dict[str, list[str]] = {}
         for firm_id, role in sorted(principal.firm_roles):
             firm_roles.setdefault(firm_id, []).append(role)
-        claims |= {"roles": sorted(principal.roles), "firms": sorted(principal.firm_ids), "firm_roles": firm_roles,
-                   "ver": principal.token_version}
+        claims |= {
+            "roles": sorted(principal.roles),
+            "firms": sorted(principal.firm_ids),
+            "firm_roles": firm_roles,
+            "ver": principal.token_version,
+        }
     else:
         claims["fam"] = family or new_id("rf")
     return jwt.encode(claims, settings.secret("jwt_secret"), algorithm=ALGORITHM)
@@ -116,8 +129,13 @@ def issue_tokens(settings: Settings, principal: Principal, family: str | None = 
 
 def _decode(settings: Settings, token: str, typ: str) -> dict:
     try:
-        claims = jwt.decode(token, settings.secret("jwt_secret"), algorithms=[ALGORITHM], issuer=ISSUER,
-                            options={"require": ["exp", "iat", "sub", "typ", "iss"]})
+        claims = jwt.decode(
+            token,
+            settings.secret("jwt_secret"),
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "typ", "iss"]},
+        )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("token expired", reason="token_expired") from exc
     except jwt.InvalidTokenError as exc:

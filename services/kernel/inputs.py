@@ -23,6 +23,7 @@ Field types for what only the model knows (annotate fields with them):
 - `EntityId` — an id of the platform's shape (`prefix_…`, at most 49 characters; see services/kernel/ids.py);
   whether it names something that exists is the handler's check (404 / 422 naming the field).
 """
+
 from __future__ import annotations
 
 import json
@@ -79,8 +80,10 @@ def check_content_type(content_type: str) -> None:
     ctype = content_type.split(";", 1)[0].strip().lower()
     if ctype in JSON_TYPES or (ctype.startswith("application/") and ctype.endswith("+json")):
         return
-    raise UnsupportedMediaType([{"field": "Content-Type", "message": "send the body as application/json"}],
-                               detail=f"this route takes JSON, not {ctype or 'an untyped body'}")
+    raise UnsupportedMediaType(
+        [{"field": "Content-Type", "message": "send the body as application/json"}],
+        detail=f"this route takes JSON, not {ctype or 'an untyped body'}",
+    )
 
 
 def _no_constants(name: str) -> Any:
@@ -122,6 +125,7 @@ def _check_text(s: str, field: str) -> None:
 
 # --- strict numbers, generically from the model --------------------------------------------------------
 
+
 def _unwrap(tp: Any) -> list[Any]:
     """The concrete types an annotation admits (Optional/Union/Annotated unwrapped)."""
     origin = typing.get_origin(tp)
@@ -148,7 +152,7 @@ def _check_value(tp: Any, value: Any, where: str) -> None:
     for t in _unwrap(tp):
         origin = typing.get_origin(t)
         if t is Decimal and isinstance(value, str) and not PLAIN_DECIMAL.fullmatch(value):
-            raise ValidationFailed.field(where, "must be a plain decimal number such as \"12.345\"")
+            raise ValidationFailed.field(where, 'must be a plain decimal number such as "12.345"')
         if isinstance(t, type) and issubclass(t, BaseModel):
             check_plain_decimals(t, value, where + ".")
         elif origin in (list, tuple, set, frozenset) and isinstance(value, list):
@@ -168,10 +172,13 @@ def check_query_numbers(model: type[BaseModel], query: dict[str, str]) -> None:
             continue
         pattern = PLAIN_INT if kinds == {int} else PLAIN_DECIMAL
         if not pattern.fullmatch(raw):
-            raise ValidationFailed.field(name, "must be a plain number" + (" (an integer)" if kinds == {int} else ""))
+            raise ValidationFailed.field(
+                name, "must be a plain number" + (" (an integer)" if kinds == {int} else "")
+            )
 
 
 # --- field types --------------------------------------------------------------------------------------------
+
 
 def _no_format_chars(v: str, what: str) -> str:
     for c in v:
@@ -219,10 +226,10 @@ def http_url(v: str) -> str:
 
 def decimal_str(v: Any) -> Decimal:
     if isinstance(v, bool) or not isinstance(v, (str, int, Decimal)):
-        raise ValueError("must be a decimal string such as \"12.345\"")
+        raise ValueError('must be a decimal string such as "12.345"')
     s = str(v)
     if not PLAIN_DECIMAL.fullmatch(s):
-        raise ValueError("must be a plain decimal number such as \"12.345\"")
+        raise ValueError('must be a plain decimal number such as "12.345"')
     return Decimal(s)
 
 

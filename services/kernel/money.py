@@ -2,6 +2,7 @@
 
 Rounding of tax and derived amounts is half-up to the fen, applied once where a rule says so.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,7 +36,7 @@ def parse_qty(value: str | int | Decimal, places: Decimal = KG_PLACES) -> Decima
     text = value if isinstance(value, str) else str(value)
     # plain ASCII decimals only: Decimal() alone reads "２_１" as 21, "1E2" as 100 and " 7 " as 7
     if not _PLAIN.fullmatch(text):
-        raise ValueError(f"not a plain decimal number such as \"12.345\": {value!r}"[:120])
+        raise ValueError(f'not a plain decimal number such as "12.345": {value!r}'[:120])
     try:
         q = Decimal(text)
     except (InvalidOperation, ValueError) as exc:

@@ -2,6 +2,7 @@
 
 Holds, captures and refunds are not HTTP routes: the services that own orders call the port.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -37,9 +38,14 @@ class BalanceOut(BaseModel):
 
 
 def _balance_out(b: Balance) -> dict[str, Any]:
-    return {"user_id": b.user_id, "currency": b.currency.upper(), "available_fen": b.available_fen,
-            "in_transit_fen": b.in_transit_fen, "payout_threshold_fen": b.threshold_fen,
-            "wallets": [{"wallet": k, "balance_fen": v} for k, v in b.wallets.items()]}
+    return {
+        "user_id": b.user_id,
+        "currency": b.currency.upper(),
+        "available_fen": b.available_fen,
+        "in_transit_fen": b.in_transit_fen,
+        "payout_threshold_fen": b.threshold_fen,
+        "wallets": [{"wallet": k, "balance_fen": v} for k, v in b.wallets.items()],
+    }
 
 
 class WithdrawalIn(BaseModel):
@@ -67,8 +73,14 @@ class ListQuery(BaseModel):
 
 
 def _withdrawal_out(w: Withdrawal) -> dict[str, Any]:
-    return {"id": w.id, "wallet": w.wallet, "amount_fen": w.amount_fen, "status": str(w.status),
-            "provider_ref": w.provider_ref, "failure_reason": w.failure_reason}
+    return {
+        "id": w.id,
+        "wallet": w.wallet,
+        "amount_fen": w.amount_fen,
+        "status": str(w.status),
+        "provider_ref": w.provider_ref,
+        "failure_reason": w.failure_reason,
+    }
 
 
 @router.get("/v1/payments/balance", authenticated=True, response=BalanceOut)
@@ -77,15 +89,26 @@ async def get_balance(ctx: Ctx) -> dict[str, Any]:
     return _balance_out(await ctx.run(payments_of(ctx).balance, ctx.user.user_id))
 
 
-@router.post("/v1/payments/withdrawals", authenticated=True, body=WithdrawalIn, response=WithdrawalOut, status=201,
-             errors=(422, 502))
+@router.post(
+    "/v1/payments/withdrawals",
+    authenticated=True,
+    body=WithdrawalIn,
+    response=WithdrawalOut,
+    status=201,
+    errors=(422, 502),
+)
 async def create_withdrawal(ctx: Ctx) -> Any:
     """Withdraw from a wallet (提现), below the payout threshold too. Idempotent per Idempotency-Key."""
     key = ctx.request.headers.get("Idempotency-Key")
     command_id = f"api:{ctx.user.user_id}:{key}" if key else new_id("wdcmd")
     body: WithdrawalIn = ctx.body
-    w = await ctx.run(payments_of(ctx).withdraw, command_id=command_id, user_id=ctx.user.user_id,
-                      wallet=body.wallet, amount_fen=body.amount_fen)
+    w = await ctx.run(
+        payments_of(ctx).withdraw,
+        command_id=command_id,
+        user_id=ctx.user.user_id,
+        wallet=body.wallet,
+        amount_fen=body.amount_fen,
+    )
     return Reply(_withdrawal_out(w), 201)
 
 
@@ -95,12 +118,17 @@ async def list_withdrawals(ctx: Ctx) -> dict[str, Any]:
     q: ListQuery = ctx.query
     items = await ctx.run(payments_of(ctx).list_withdrawals, ctx.user.user_id, q.limit + 1, q.cursor)
     more = len(items) > q.limit
-    items = items[:q.limit]
+    items = items[: q.limit]
     return {"items": [_withdrawal_out(w) for w in items], "next_cursor": items[-1].id if more else None}
 
 
-@router.get("/v1/payments/withdrawals/{id}", authenticated=True, response=WithdrawalOut, errors=(403, 404),
-             owner="withdrawal")
+@router.get(
+    "/v1/payments/withdrawals/{id}",
+    authenticated=True,
+    response=WithdrawalOut,
+    errors=(403, 404),
+    owner="withdrawal",
+)
 async def get_withdrawal(ctx: Ctx) -> dict[str, Any]:
     """One withdrawal (yours, or any for an admin)."""
     w = await ctx.run(payments_of(ctx).get_withdrawal, ctx.params["id"])

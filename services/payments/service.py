@@ -1,4 +1,5 @@
 """The payments service: its tables, routes, consumers, and the provider chosen by configuration."""
+
 from __future__ import annotations
 
 from services.kernel.consumer import ConsumerSpec
@@ -21,10 +22,14 @@ def setup(rt: ServiceRuntime) -> None:
 def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
     payments: Payments = rt.ports["payments"]
     return [
-        ConsumerSpec("payments.payouts", ["payments.payout"], {
-            PayoutRequested.type: payments.when_payout_requested_pay,
-            WithdrawalRequested.type: payments.when_withdrawal_requested_send,
-        }),
+        ConsumerSpec(
+            "payments.payouts",
+            ["payments.payout"],
+            {
+                PayoutRequested.type: payments.when_payout_requested_pay,
+                WithdrawalRequested.type: payments.when_withdrawal_requested_send,
+            },
+        ),
     ]
 
 

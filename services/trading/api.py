@@ -1,16 +1,22 @@
 """Trading routes: parse → handler (in a thread) → reply. Paths and field names follow shared/API.md (Trading)."""
+
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from services.kernel.http import Ctx, Router
 
-from . import handlers
-from .domain.commands import ListLot, LotsQuery, PlaceBid
+from . import handlers, trades
+from .domain.commands import DisputeDelivery, ListLot, LotsQuery, PlaceBid, RecordDelivery
+from .feed import Listener, feed_of
 
 router = Router("trading")
+HEARTBEAT_S = 15.0
 FIRM = {"firm"}
 
 
@@ -64,16 +70,140 @@ async def list_lots(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(handlers.list_lots, ctx.runtime, ctx.query)
 
 
-@router.get("/v1/lots/{id}", authenticated=True, response=LotOut, errors=(404,),
-             not_owned="a lot is open to every signed-in bidder")
+class StreamQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    category: str | None = None
+    lot_id: str | None = None
+
+
+# declared before /v1/lots/{id}, which would otherwise take "stream" for a lot id
+@router.get("/v1/lots/stream", authenticated=True, query=StreamQuery, raw=True)
+async def lot_stream(ctx: Ctx) -> web.StreamResponse:
+    """Live lots board (text/event-stream): lot.listed, lot.best_bid (ascending lots: price, bid count, end time
+    after extensions), lot.closed; `?category=` or `?lot_id=` narrows it."""
+    q: StreamQuery = ctx.query
+    who = Listener(loop=asyncio.get_running_loop(), category=q.category, lot_id=q.lot_id)
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "X-Request-Id": ctx.request.get("request_id", ""),
+        }
+    )
+    await resp.prepare(ctx.request)
+    feed = feed_of(ctx.runtime)
+    feed.add(who)
+    try:
+        await resp.write(b"retry: 3000\n: connected\n\n")
+        while True:
+            try:
+                frame = await asyncio.wait_for(who.queue.get(), timeout=HEARTBEAT_S)
+            except TimeoutError:
+                await resp.write(b": ping\n\n")
+                continue
+            if frame is None:
+                break
+            await resp.write(frame)
+    except (ConnectionResetError, ConnectionError):
+        pass
+    finally:
+        feed.remove(who)
+    with contextlib.suppress(ConnectionError):
+        await resp.write_eof()
+    return resp
+
+
+@router.get(
+    "/v1/lots/{id}",
+    authenticated=True,
+    response=LotOut,
+    errors=(404,),
+    not_owned="a lot is open to every signed-in bidder",
+)
 async def get_lot(ctx: Ctx) -> dict[str, Any]:
     """One lot: sealed bids stay hidden until the close, an ascending lot shows its best bid."""
     return await ctx.run(handlers.get_lot, ctx.runtime, ctx.user, ctx.params["id"])
 
 
-@router.post("/v1/lots/{id}/bids", roles=FIRM, body=PlaceBid, response=BidOut, status=201,
-             errors=(403, 404, 409, 422),
-             not_owned="any verified firm bids (the seller's own bid is a rule, 422)")
+@router.post(
+    "/v1/lots/{id}/bids",
+    roles=FIRM,
+    body=PlaceBid,
+    response=BidOut,
+    status=201,
+    errors=(403, 404, 409, 422),
+    not_owned="any verified firm bids (the seller's own bid is a rule, 422)",
+)
 async def place_bid(ctx: Ctx) -> dict[str, Any]:
     """(verified firm, not the seller nor related to it) Bid a price per tonne; 422 `{reason}` when refused."""
-    return await ctx.run(handlers.place_bid, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
+    return await handlers.place_bid_async(ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
+
+
+# --- trades -----------------------------------------------------------------------------------------------
+
+
+class DeliveryOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: str
+    amount_fen: int | None
+    id: str
+
+
+class TradeOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    lot_id: str
+    status: str
+    seller_firm_id: str
+    buyer_firm_id: str
+    price_fen_per_t: int
+
+
+@router.get("/v1/trades/{id}", authenticated=True, response=TradeOut, errors=(403, 404))
+async def get_trade(ctx: Ctx) -> dict[str, Any]:
+    """One trade: its delivery and settlement (its seller, its buyer, admins)."""
+    return await ctx.run(trades.get_trade, ctx.runtime, ctx.user, ctx.params["id"])
+
+
+@router.post(
+    "/v1/trades/{id}/delivery", roles=FIRM, body=RecordDelivery, response=DeliveryOut, errors=(403, 404, 409)
+)
+async def record_delivery(ctx: Ctx) -> dict[str, Any]:
+    """(seller) The weighbridge ticket: the amount is on the delivered weight; outside the tolerance (default ±2 %)
+    the buyer accepts before settlement."""
+    return await ctx.run(trades.record_delivery, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
+
+
+@router.post("/v1/trades/{id}/accept-delivery", roles=FIRM, response=TradeOut, errors=(403, 404, 409))
+async def accept_delivery(ctx: Ctx) -> dict[str, Any]:
+    """(buyer) Accept a delivered weight outside the tolerance; settlement starts."""
+    return await ctx.run(trades.accept_delivery, ctx.runtime, ctx.user, ctx.params["id"])
+
+
+@router.post(
+    "/v1/trades/{id}/dispute-delivery",
+    roles=FIRM,
+    body=DisputeDelivery,
+    response=TradeOut,
+    errors=(403, 404, 409),
+)
+async def dispute_delivery(ctx: Ctx) -> dict[str, Any]:
+    """(buyer) Refuse a delivered weight outside the tolerance; the seller may deliver again."""
+    return await ctx.run(trades.dispute_delivery, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
+
+
+class TraceOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    lot: dict[str, Any]
+    intake: list[dict[str, Any]]
+    trade: dict[str, Any] | None
+    delivery: dict[str, Any] | None
+    reconciliation: dict[str, Any]
+
+
+@router.get("/v1/lots/{id}/trace", authenticated=True, response=TraceOut, errors=(403, 404), owner="lot")
+async def lot_trace(ctx: Ctx) -> dict[str, Any]:
+    """The chain of custody: the settled pickups (or the declared purchase) that fed the lot → the trade → the
+    delivery, with the quantities reconciled (its seller, its buyer, admins)."""
+    return await ctx.run(trades.trace, ctx.runtime, ctx.user, ctx.params["id"])

@@ -9,6 +9,7 @@ intruder and expects 403 or 404.
 A new kind of owned record needs one factory here, registered with `@factory("<kind>")`; routes then only
 declare `owner="<kind>"` (see docs/security.md). Records are made once per topology and kind (cached).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -58,6 +59,7 @@ async def _ok(api: Api, path: str, user: User) -> dict:
 
 # --- accounts ---------------------------------------------------------------------------------------------
 
+
 @factory("firm")
 async def a_pending_firm(api: Api) -> Made:
     from tests.security.flows import pending_firm
@@ -70,6 +72,7 @@ async def a_pending_firm(api: Api) -> Made:
 
 
 # --- booking ----------------------------------------------------------------------------------------------
+
 
 def _window() -> dict[str, str]:
     """A distinct half-hour window in the coming days (slots have a capacity)."""
@@ -100,10 +103,18 @@ async def _collector(api: Api) -> tuple[User, str]:
     fid, owner = await verified_firm(api, owner)
     _FIRM_OWNERS[fid] = owner
     applicant = await api.login()
-    r = await api.call("POST", "/v1/collectors", applicant, json={
-        "real_name": "王五", "id_number": new_id_number(), "firm_id": fid,
-        "area": {"lat": 39.9087, "lng": 116.4605, "radius_km": 10},
-        "categories": ["paper.cardboard", "metal.copper"]})
+    r = await api.call(
+        "POST",
+        "/v1/collectors",
+        applicant,
+        json={
+            "real_name": "王五",
+            "id_number": new_id_number(),
+            "firm_id": fid,
+            "area": {"lat": 39.9087, "lng": 116.4605, "radius_km": 10},
+            "categories": ["paper.cardboard", "metal.copper"],
+        },
+    )
     assert r.status == 201, r
     r = await api.call("POST", f"/v1/admin/verifications/collector/{r.body['id']}/approve", await api.admin())
     assert r.status == 200, r
@@ -132,26 +143,44 @@ async def a_pickup_accepted_by_a_collector(api: Api) -> Made:
 
 # --- invoicing --------------------------------------------------------------------------------------------
 
+
 async def _issued_invoice(api: Api) -> tuple[str, User, str]:
     """A reverse invoice issued for a settled pickup: (invoice id, the seller, the issuing firm)."""
     if id(api.topo) in _INVOICES:
         return _INVOICES[id(api.topo)]
     pid, resident, collector, fid = await _accepted(api)
     admin = await api.admin()
-    r = await api.call("POST", "/v1/me/identity", resident, json={"real_name": "张三", "id_number": new_id_number()})
+    r = await api.call(
+        "POST", "/v1/me/identity", resident, json={"real_name": "张三", "id_number": new_id_number()}
+    )
     assert r.status == 200, r
-    assert (await api.call("POST", "/v1/me/consents", resident, json={"kind": "reverse_invoicing"})).status == 201
+    assert (
+        await api.call("POST", "/v1/me/consents", resident, json={"kind": "reverse_invoicing"})
+    ).status == 201
     owner_of_firm = await _firm_owner(api, fid)
-    r = await api.call("POST", f"/v1/firms/{fid}/qualifications", owner_of_firm, json={
-        "kind": "recycler_filing", "number": "京商备2024001", "valid_until": "2099-12-31"})
+    r = await api.call(
+        "POST",
+        f"/v1/firms/{fid}/qualifications",
+        owner_of_firm,
+        json={"kind": "recycler_filing", "number": "京商备2024001", "valid_until": "2099-12-31"},
+    )
     assert r.status == 201, r
-    assert (await api.call("POST", f"/v1/admin/verifications/qualification/{r.body['id']}/approve",
-                           admin)).status == 200
+    assert (
+        await api.call("POST", f"/v1/admin/verifications/qualification/{r.body['id']}/approve", admin)
+    ).status == 200
     api.drain()
     assert (await api.call("POST", f"/v1/pickups/{pid}/arrive", collector)).status == 200
-    r = await api.call("POST", f"/v1/pickups/{pid}/weigh", collector,
-                       json={"lines": [{"category": "paper.cardboard", "qty": "12.5"},
-                                     {"category": "metal.copper", "qty": "1.2"}]})
+    r = await api.call(
+        "POST",
+        f"/v1/pickups/{pid}/weigh",
+        collector,
+        json={
+            "lines": [
+                {"category": "paper.cardboard", "qty": "12.5"},
+                {"category": "metal.copper", "qty": "1.2"},
+            ]
+        },
+    )
     assert r.status == 200, r
     assert (await api.call("POST", f"/v1/pickups/{pid}/settle", resident)).status == 200
     api.drain()
@@ -211,14 +240,16 @@ async def a_firms_books(api: Api) -> Made:
 @factory("export")
 async def a_tax_export(api: Api) -> Made:
     fid, accountant, intruder = await _accountants(api)
-    r = await api.call("POST", "/v1/tax/exports", accountant, json={"period": "2026-10", "format": "csv",
-                                                                    "firm_id": fid})
+    r = await api.call(
+        "POST", "/v1/tax/exports", accountant, json={"period": "2026-10", "format": "csv", "firm_id": fid}
+    )
     assert r.status == 202, r
     await _ok(api, f"/v1/tax/exports/{r.body['id']}", accountant)
     return Made(r.body["id"], accountant, intruder)
 
 
 # --- payments ---------------------------------------------------------------------------------------------
+
 
 @factory("withdrawal")
 async def a_withdrawal(api: Api) -> Made:
@@ -227,12 +258,19 @@ async def a_withdrawal(api: Api) -> Made:
 
     owner, intruder = await api.login(), await api.login()
     # what booking publishes for a settled pickup: a small payout goes into the resident's wallet
-    publish(api.topo.platform, PayoutRequested(
-        payout_id=new_id("po"), payee_user_id=owner.user_id, amount_fen=500, purpose="pickup",
-        reference_id=new_id("pk"), requested_by="booking", requested_at=datetime.now(UTC)))
+    publish(
+        api.topo.platform,
+        PayoutRequested(
+            payout_id=new_id("po"),
+            payee_user_id=owner.user_id,
+            amount_fen=500,
+            purpose="pickup",
+            reference_id=new_id("pk"),
+            requested_by="booking",
+            requested_at=datetime.now(UTC),
+        ),
+    )
     r = await api.call("POST", "/v1/payments/withdrawals", owner, json={})
     assert r.status == 201, r
     await _ok(api, f"/v1/payments/withdrawals/{r.body['id']}", owner)
     return Made(r.body["id"], owner, intruder)
-
-

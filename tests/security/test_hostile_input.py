@@ -3,6 +3,7 @@
 These probe the shared rules of services/kernel/inputs.py through a few real routes; test_owasp.py applies the
 same probes to every route of the table.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,6 +22,7 @@ def _is_problem(r, status: int) -> None:  # noqa: ANN001
 
 # --- 5: depth bombs ------------------------------------------------------------------------------------------
 
+
 async def test_a_depth_bomb_is_refused_before_parsing(api: Api) -> None:
     user = await api.login()
     bomb = ("[" * 5000 + "]" * 5000).encode()  # 10 KB, 5,000 levels
@@ -29,8 +31,9 @@ async def test_a_depth_bomb_is_refused_before_parsing(api: Api) -> None:
         _is_problem(r, 400)
         assert r.body["errors"][0]["field"] == "body" and "nested deeper" in r.body["errors"][0]["message"]
     # a handler reading an optional body of its own gets the same rules (booking: cancel with a reason)
-    r = await api.call("POST", "/v1/pickups/pk_missing/cancel", user, data=bomb,
-                       headers={"Content-Type": "application/json"})
+    r = await api.call(
+        "POST", "/v1/pickups/pk_missing/cancel", user, data=bomb, headers={"Content-Type": "application/json"}
+    )
     _is_problem(r, 400)
     nested = {"phone": "13800000000"}
     for _ in range(40):
@@ -41,6 +44,7 @@ async def test_a_depth_bomb_is_refused_before_parsing(api: Api) -> None:
 
 # --- 6: content type --------------------------------------------------------------------------------------------
 
+
 async def test_json_sent_as_something_else_is_415(api: Api) -> None:
     user = await api.login()
     body = json.dumps(firm_body()).encode()
@@ -49,17 +53,24 @@ async def test_json_sent_as_something_else_is_415(api: Api) -> None:
         r = await api.call("POST", "/v1/firms", user, data=body, headers=headers)
         _is_problem(r, 415)
         assert r.body["errors"][0]["field"] == "Content-Type"
-    r = await api.call("POST", "/v1/firms", user, data=body,
-                       headers={"Content-Type": "application/json; charset=utf-8"})
+    r = await api.call(
+        "POST", "/v1/firms", user, data=body, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
     assert r.status == 201, r
 
 
 # --- 7: control characters, normalisation, URLs -----------------------------------------------------------------
 
+
 async def test_control_and_bidi_characters_are_refused(api: Api) -> None:
     user = await api.login()
-    for field, value in (("name", "绿环\x00回收"), ("address", "建国路\u202e1号"), ("recycler_filing_no", "京商\u2066备"),
-                         ("name", "绿\u200b环"), ("recycler_filing_no", "京商备\u200d001")):
+    for field, value in (
+        ("name", "绿环\x00回收"),
+        ("address", "建国路\u202e1号"),
+        ("recycler_filing_no", "京商\u2066备"),
+        ("name", "绿\u200b环"),
+        ("recycler_filing_no", "京商备\u200d001"),
+    ):
         r = await api.call("POST", "/v1/firms", user, json=firm_body() | {field: value})
         _is_problem(r, 400)
         assert r.body["errors"][0]["field"] == field, r.body
@@ -69,15 +80,24 @@ async def test_control_and_bidi_characters_are_refused(api: Api) -> None:
 
 async def test_identifiers_are_normalised(api: Api) -> None:
     user = await api.login()
-    r = await api.call("POST", "/v1/firms", user, json=firm_body() | {"recycler_filing_no": "京商备２０２４ＡＢ"})
+    r = await api.call(
+        "POST", "/v1/firms", user, json=firm_body() | {"recycler_filing_no": "京商备２０２４ＡＢ"}
+    )
     assert r.status == 201 and r.body["recycler_filing_no"] == "京商备2024AB", r
 
 
 async def test_only_http_urls_are_accepted(api: Api) -> None:
     from services.kernel.inputs import http_url
 
-    for bad in ("javascript:alert(1)", "file:///etc/passwd", "data:text/html,x", "//evil.example", "http://",
-                "https://user:pw@evil.example/x", "https://e.example/a b"):
+    for bad in (
+        "javascript:alert(1)",
+        "file:///etc/passwd",
+        "data:text/html,x",
+        "//evil.example",
+        "http://",
+        "https://user:pw@evil.example/x",
+        "https://e.example/a b",
+    ):
         try:
             http_url(bad)
         except ValueError:
@@ -88,11 +108,17 @@ async def test_only_http_urls_are_accepted(api: Api) -> None:
 
 # --- 8: strict numbers ------------------------------------------------------------------------------------------
 
+
 async def test_numbers_are_strict(api: Api) -> None:
     user = await api.login()
     area = {"lat": 39.9, "lng": 116.4, "radius_km": 5}
-    base = {"real_name": "张三", "id_number": "11010519491231002X", "firm_id": "fm_missing", "area": area,
-            "categories": ["metal.copper"]}
+    base = {
+        "real_name": "张三",
+        "id_number": "11010519491231002X",
+        "firm_id": "fm_missing",
+        "area": area,
+        "categories": ["metal.copper"],
+    }
     for bad_area, field in (({"lat": True}, "area.lat"), ({"radius_km": "5"}, "area.radius_km")):
         r = await api.call("POST", "/v1/collectors", user, json=base | {"area": area | bad_area})
         _is_problem(r, 400)
@@ -101,7 +127,9 @@ async def test_numbers_are_strict(api: Api) -> None:
     _is_problem(r, 400)
     r = await api.call("GET", "/v1/admin/verifications?limit=%EF%BC%92", await api.admin())  # full-width 2
     _is_problem(r, 400)
-    r = await api.call("POST", "/v1/auth/otp", data=b'{"phone": NaN}', headers={"Content-Type": "application/json"})
+    r = await api.call(
+        "POST", "/v1/auth/otp", data=b'{"phone": NaN}', headers={"Content-Type": "application/json"}
+    )
     _is_problem(r, 400)
 
 
@@ -124,14 +152,21 @@ def test_quantities_and_decimals_are_plain() -> None:
 
 # --- 9: ids: shape and existence ----------------------------------------------------------------------------------
 
+
 async def test_ids_are_checked_for_shape_and_existence(api: Api) -> None:
     admin = await api.admin()
     big = "fm_" + "a" * 100_000
-    r = await api.call("POST", "/v1/admin/invoicing/tax-unpaid", admin, json={"firm_id": big, "period": "2026-10"})
+    r = await api.call(
+        "POST", "/v1/admin/invoicing/tax-unpaid", admin, json={"firm_id": big, "period": "2026-10"}
+    )
     _is_problem(r, 400)
     assert r.body["errors"][0]["field"] == "firm_id" and len(json.dumps(r.body)) < 2000
-    r = await api.call("POST", "/v1/admin/invoicing/tax-unpaid", admin,
-                       json={"firm_id": "fm_doesnotexist", "period": "2026-10"})
+    r = await api.call(
+        "POST",
+        "/v1/admin/invoicing/tax-unpaid",
+        admin,
+        json={"firm_id": "fm_doesnotexist", "period": "2026-10"},
+    )
     _is_problem(r, 404)
     r = await api.call("GET", "/v1/firms/" + "x" * 5000, admin)
     _is_problem(r, 404)
@@ -139,6 +174,7 @@ async def test_ids_are_checked_for_shape_and_existence(api: Api) -> None:
 
 
 # --- 10: leaks ------------------------------------------------------------------------------------------------------
+
 
 async def test_no_version_banner(api: Api) -> None:
     for path in ("/healthz", "/v1/me", "/nope"):

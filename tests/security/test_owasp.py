@@ -12,6 +12,7 @@ Nothing here is written per route: a route joins by what it declares on its `Rou
 - API5 function-level authorization: test_function_level_authz.py (every route x every role x anonymous).
 - API2 token revocation: test_revocation.py; API4/API6 SMS pumping: test_sms_pumping.py; leaks: test_hostile_input.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,17 @@ OWNED = [r for r in ROUTES if r.owner]
 BODY_ROUTES = [r for r in ROUTES if r.body is not None]
 _PARAM = re.compile(r"{(\w+)(?::[^}]*)?}")
 # fields an attacker adds to a body hoping the handler copies them onto the record
-INJECTED = ("owner_user_id", "user_id", "roles", "status", "verified", "is_admin", "firm_id", "amount_fen", "id")
+INJECTED = (
+    "owner_user_id",
+    "user_id",
+    "roles",
+    "status",
+    "verified",
+    "is_admin",
+    "firm_id",
+    "amount_fen",
+    "id",
+)
 
 
 def _id(route: RouteDef) -> str:
@@ -47,17 +58,24 @@ def _fill(route: RouteDef, value: str) -> str:
 
 def _superuser(topo: Topology) -> dict[str, str]:
     """A token holding every role (so every policy lets the probe through to the input checks)."""
-    p = Principal("us_probe", frozenset(ROLES), frozenset({"fm_probe"}),
-                  frozenset({("fm_probe", r) for r in ("owner", "accountant", "collector")}))
+    p = Principal(
+        "us_probe",
+        frozenset(ROLES),
+        frozenset({"fm_probe"}),
+        frozenset({("fm_probe", r) for r in ("owner", "accountant", "collector")}),
+    )
     return {"Authorization": "Bearer " + issue_token(topo.settings, p)}
 
 
 # --- the declarations themselves ----------------------------------------------------------------------------
 
+
 def test_every_path_parameter_says_whose_record_it_names() -> None:
     missing = [_id(r) for r in ROUTES if "{" in r.path and not (r.owner or r.not_owned)]
-    assert not missing, ("declare owner=\"<kind>\" (and add a factory in tests/security/factories.py) or "
-                         f"not_owned=\"<why>\" on these routes (docs/security.md): {missing}")
+    assert not missing, (
+        'declare owner="<kind>" (and add a factory in tests/security/factories.py) or '
+        f'not_owned="<why>" on these routes (docs/security.md): {missing}'
+    )
 
 
 def test_every_owned_kind_has_a_factory_and_every_owned_body_an_example() -> None:
@@ -65,8 +83,13 @@ def test_every_owned_kind_has_a_factory_and_every_owned_body_an_example() -> Non
     assert not no_factory, f"write a factory in tests/security/factories.py for: {no_factory}"
     no_example = [_id(r) for r in OWNED if r.body is not None and r.example is None]
     assert not no_example, f"declare example={{...}} (a valid body) on: {no_example}"
-    no_query = [_id(r) for r in OWNED if r.query is not None and r.query_example is None
-                and any(f.is_required() for f in r.query.model_fields.values())]
+    no_query = [
+        _id(r)
+        for r in OWNED
+        if r.query is not None
+        and r.query_example is None
+        and any(f.is_required() for f in r.query.model_fields.values())
+    ]
     assert not no_query, f"declare query_example={{...}} (valid required parameters) on: {no_query}"
     several = [_id(r) for r in OWNED if len(_PARAM.findall(r.path)) != 1]
     assert not several, f"an owned route names its record with exactly one path parameter: {several}"
@@ -80,6 +103,7 @@ def test_every_example_is_a_valid_body(route: RouteDef) -> None:
 
 # --- API1: object-level authorization ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("route", OWNED, ids=_id)
 async def test_bola_someone_elses_record_is_refused(route: RouteDef, api: Api) -> None:
     made = await make(api, route.owner)  # type: ignore[arg-type]
@@ -87,12 +111,14 @@ async def test_bola_someone_elses_record_is_refused(route: RouteDef, api: Api) -
     if route.query_example:
         kw["params"] = route.query_example
     r = await api.call(route.method, _fill(route, made.id), made.intruder, **kw)
-    assert r.status in (403, 404), (f"{api.mode}: {made.intruder.roles} reached {route.owner} {made.id} of "
-                                    f"{made.owner.user_id}: {r}")
+    assert r.status in (403, 404), (
+        f"{api.mode}: {made.intruder.roles} reached {route.owner} {made.id} of {made.owner.user_id}: {r}"
+    )
     assert r.headers["Content-Type"].startswith("application/problem+json")
 
 
 # --- API3: mass assignment ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("route", BODY_ROUTES, ids=_id)
 async def test_undeclared_fields_are_refused_by_name(route: RouteDef, api: Api) -> None:
@@ -106,6 +132,7 @@ async def test_undeclared_fields_are_refused_by_name(route: RouteDef, api: Api) 
 
 
 # --- API4/API8: hostile input -------------------------------------------------------------------------------------
+
 
 def _string_fields(route: RouteDef) -> list[str]:
     assert route.body is not None
@@ -129,20 +156,35 @@ async def test_depth_bombs_content_types_and_control_characters(route: RouteDef,
     assert r.status == 415, r
     for field in _string_fields(route):
         for hostile in ("a\x00b", "a\u202eb"):
-            r = await api.call(route.method, path, headers=auth, json=(route.example or {}) | {field: hostile})
+            r = await api.call(
+                route.method, path, headers=auth, json=(route.example or {}) | {field: hostile}
+            )
             assert r.status == 400, (field, r)
             assert field in {e["field"] for e in r.body["errors"]}, (field, r.body)
 
 
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False),
-                     st.text(max_size=20), st.sampled_from(["２_１", "1E2", "\x00", "\u202e", "NaN", "-0", ""]))
-_json = st.recursive(_scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c,
-                                                                                  max_size=4), max_leaves=12)
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.sampled_from(["２_１", "1E2", "\x00", "\u202e", "NaN", "-0", ""]),
+)
+_json = st.recursive(
+    _scalars,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=12,
+)
 
 
 def _post(topo: Topology, route: RouteDef, body: bytes) -> int:
-    req = urllib.request.Request(topo.url + _fill(route, "zz_probe"), data=body, method=route.method,
-                                 headers={"Content-Type": "application/json"} | _superuser(topo))
+    req = urllib.request.Request(
+        topo.url + _fill(route, "zz_probe"),
+        data=body,
+        method=route.method,
+        headers={"Content-Type": "application/json"} | _superuser(topo),
+    )
     try:
         with urllib.request.urlopen(req, timeout=20) as r:
             return r.status

@@ -3,6 +3,7 @@
 Shape checks live here (400 with the field named); business rules that need state or configuration (service
 hours, capacity, minimums, the service area) are checked by the handlers (422 with a reason).
 """
+
 from __future__ import annotations
 
 import re
@@ -12,15 +13,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.kernel.money import parse_qty
 from services.kernel.inputs import HttpUrl, Text
+from services.kernel.money import parse_qty
 
 _Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 def _qty(v: object) -> Decimal:
     if isinstance(v, bool) or not isinstance(v, (str, int, float, Decimal)):
-        raise ValueError("a quantity is a decimal string such as \"12.345\"")
+        raise ValueError('a quantity is a decimal string such as "12.345"')
     q = parse_qty(v)
     if q <= 0:
         raise ValueError("must be greater than 0")
@@ -91,7 +92,9 @@ class WeighPickup(BaseModel):
     model_config = _Strict
     lines: list[WeighedItem] = Field(min_length=1, max_length=20)
     reason: Text | None = Field(None, max_length=500, description="why the result differs from the estimate")
-    scale_reading: Text | None = Field(None, max_length=200, description="scale id and reading, ticket number…")
+    scale_reading: Text | None = Field(
+        None, max_length=200, description="scale id and reading, ticket number…"
+    )
 
     _distinct = field_validator("lines")(_one_line_per_category)
 
@@ -125,7 +128,9 @@ EvidenceKind = Literal["photo", "video", "audio", "scale_ticket", "document", "t
 class Evidence(BaseModel):
     model_config = _Strict
     kind: EvidenceKind
-    url: HttpUrl | None = Field(None, max_length=500, description="where the file is kept (uploaded beforehand)")
+    url: HttpUrl | None = Field(
+        None, max_length=500, description="where the file is kept (uploaded beforehand)"
+    )
     sha256: str | None = Field(None, description="hex digest of the file, to prove it is unchanged")
     note: Text | None = Field(None, max_length=1000)
 
@@ -137,7 +142,7 @@ class Evidence(BaseModel):
         return v.lower() if v else v
 
     @model_validator(mode="after")
-    def _something(self) -> "Evidence":
+    def _something(self) -> Evidence:
         if not self.url and not self.note:
             raise ValueError("evidence needs a url or a note")
         return self
