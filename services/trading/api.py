@@ -160,14 +160,20 @@ class TradeOut(BaseModel):
     price_fen_per_t: int
 
 
-@router.get("/v1/trades/{id}", authenticated=True, response=TradeOut, errors=(403, 404))
+@router.get("/v1/trades/{id}", authenticated=True, response=TradeOut, errors=(403, 404), owner="trade")
 async def get_trade(ctx: Ctx) -> dict[str, Any]:
     """One trade: its delivery and settlement (its seller, its buyer, admins)."""
     return await ctx.run(trades.get_trade, ctx.runtime, ctx.user, ctx.params["id"])
 
 
 @router.post(
-    "/v1/trades/{id}/delivery", roles=FIRM, body=RecordDelivery, response=DeliveryOut, errors=(403, 404, 409)
+    "/v1/trades/{id}/delivery",
+    roles=FIRM,
+    body=RecordDelivery,
+    response=DeliveryOut,
+    errors=(403, 404, 409),
+    owner="trade",
+    example={"weighbridge_ticket_no": "WB-2026-0001", "delivered_qty_t": "20.000"},
 )
 async def record_delivery(ctx: Ctx) -> dict[str, Any]:
     """(seller) The weighbridge ticket: the amount is on the delivered weight; outside the tolerance (default ±2 %)
@@ -175,7 +181,9 @@ async def record_delivery(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(trades.record_delivery, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
 
 
-@router.post("/v1/trades/{id}/accept-delivery", roles=FIRM, response=TradeOut, errors=(403, 404, 409))
+@router.post(
+    "/v1/trades/{id}/accept-delivery", roles=FIRM, response=TradeOut, errors=(403, 404, 409), owner="trade"
+)
 async def accept_delivery(ctx: Ctx) -> dict[str, Any]:
     """(buyer) Accept a delivered weight outside the tolerance; settlement starts."""
     return await ctx.run(trades.accept_delivery, ctx.runtime, ctx.user, ctx.params["id"])
@@ -187,6 +195,8 @@ async def accept_delivery(ctx: Ctx) -> dict[str, Any]:
     body=DisputeDelivery,
     response=TradeOut,
     errors=(403, 404, 409),
+    owner="trade",
+    example={"reason": "过磅重量不符"},
 )
 async def dispute_delivery(ctx: Ctx) -> dict[str, Any]:
     """(buyer) Refuse a delivered weight outside the tolerance; the seller may deliver again."""

@@ -187,10 +187,12 @@ async def _issued_invoice(api: Api) -> tuple[str, User, str]:
     r = await api.call("GET", "/v1/invoices", resident)
     assert r.status == 200 and r.body["items"], r
     _INVOICES[id(api.topo)] = (r.body["items"][0]["id"], resident, fid)
+    _SETTLED[id(api.topo)] = (pid, resident)
     return _INVOICES[id(api.topo)]
 
 
 _INVOICES: dict[int, tuple[str, User, str]] = {}  # topology -> (invoice id, seller, issuing firm)
+_SETTLED: dict[int, tuple[str, User]] = {}  # topology -> (settled pickup id, its resident)
 _FIRM_OWNERS: dict[str, User] = {}  # firm id -> its owner (latest tokens)
 
 
@@ -274,3 +276,68 @@ async def a_withdrawal(api: Api) -> Made:
     assert r.status == 201, r
     await _ok(api, f"/v1/payments/withdrawals/{r.body['id']}", owner)
     return Made(r.body["id"], owner, intruder)
+
+
+@factory("settled_pickup")
+async def a_settled_pickup(api: Api) -> Made:
+    await _issued_invoice(api)  # the whole flow: booked, accepted, weighed, settled, invoiced
+    pid, resident = _SETTLED[id(api.topo)]
+    await _ok(api, f"/v1/stats/carbon/pickups/{pid}", resident)
+    return Made(pid, resident, await api.login())
+
+
+# --- trading ----------------------------------------------------------------------------------------------
+
+
+async def _firm(api: Api) -> tuple[str, User]:
+    owner = await api.login()
+    return await verified_firm(api, owner)
+
+
+async def _lot(api: Api, seller: User, fid: str) -> str:
+    r = await api.call(
+        "POST",
+        "/v1/lots",
+        seller,
+        json={
+            "category": "metal.steel",
+            "grade": "重废 HMS1",
+            "qty_t": "20.000",
+            "city_code": "110105",
+            "reserve_price_fen_per_t": 250_000,
+            "auction": "ascending",
+            "ends_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+            "min_increment_fen_per_t": 1_000,
+            "source": "purchase",
+            "purchase_ref": "购销合同 2026-001",
+            "firm_id": fid,
+        },
+    )
+    assert r.status == 201, r
+    return r.body["id"]
+
+
+@factory("lot")
+async def a_lot(api: Api) -> Made:
+    fid, seller = await _firm(api)
+    _, intruder = await _firm(api)
+    lot = await _lot(api, seller, fid)
+    await _ok(api, f"/v1/lots/{lot}/trace", seller)
+    return Made(lot, seller, intruder)
+
+
+@factory("trade")
+async def an_awarded_trade(api: Api) -> Made:
+    from services.trading.closing import run_due
+
+    fid, seller = await _firm(api)
+    _, buyer = await _firm(api)
+    _, intruder = await _firm(api)
+    lot = await _lot(api, seller, fid)
+    r = await api.call("POST", f"/v1/lots/{lot}/bids", buyer, json={"price_fen_per_t": 250_000})
+    assert r.status == 201, r
+    run_due(api.topo.platform["trading"], datetime.now(UTC) + timedelta(hours=2))  # the closing task, now
+    r = await _ok(api, f"/v1/lots/{lot}", seller)
+    assert r["trade_id"], r
+    await _ok(api, f"/v1/trades/{r['trade_id']}", seller)
+    return Made(r["trade_id"], seller, intruder)
