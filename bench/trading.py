@@ -37,7 +37,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
-from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, Text, create_engine, text  # noqa: E402
+from sqlalchemy import (  # noqa: E402
+    BigInteger,
+    Column,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    text,
+)
 
 from gateway.app import create_app  # noqa: E402
 from services.bootstrap import Platform  # noqa: E402
@@ -87,8 +97,13 @@ def raw_app(db: Database) -> web.Application:
 
     async def handler(request: web.Request) -> web.Response:
         body = await request.json()
-        row = {"id": uuid.uuid4().hex, "lot_id": request.match_info["id"],
-               "price_fen_per_t": body["price_fen_per_t"], "body": json.dumps(body), "placed_at": datetime.now(UTC)}
+        row = {
+            "id": uuid.uuid4().hex,
+            "lot_id": request.match_info["id"],
+            "price_fen_per_t": body["price_fen_per_t"],
+            "body": json.dumps(body),
+            "placed_at": datetime.now(UTC),
+        }
 
         def work() -> None:
             with db.engine.begin() as conn:
@@ -127,12 +142,26 @@ async def drive(url: str, make, seconds: float, concurrency: int, expect: int) -
 
 def start_background(settings: Settings) -> subprocess.Popen:
     """`recycle background` for the same databases: the embedded run's second process (relays, consumers)."""
-    env = dict(os.environ, ENV=settings.env, DATA_DIR=str(settings.data_dir), BUS=settings.bus,
-               DATABASE_URL=settings.database_url, EVENT_LOG_URL=settings.event_log_url,
-               DB_SCHEMA_PREFIX=settings.db_schema_prefix, SERVICES="trading", JWT_SECRET=JWT, PII_KEY=PII,
-               LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "background"], env=env, stdout=subprocess.PIPE,
-                            cwd=Path(__file__).resolve().parents[1], text=True)
+    env = dict(
+        os.environ,
+        ENV=settings.env,
+        DATA_DIR=str(settings.data_dir),
+        BUS=settings.bus,
+        DATABASE_URL=settings.database_url,
+        EVENT_LOG_URL=settings.event_log_url,
+        DB_SCHEMA_PREFIX=settings.db_schema_prefix,
+        SERVICES="trading",
+        JWT_SECRET=JWT,
+        PII_KEY=PII,
+        LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "background"],
+        env=env,
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+        text=True,
+    )
     line = proc.stdout.readline()  # printed once its relays and consumers run
     if not line.startswith("Background"):
         proc.kill()
@@ -155,12 +184,33 @@ async def measure(label: str, settings: Settings, seconds: float, concurrency: i
     firms = [f"fm_bench_{w}" for w in range(concurrency)]
     publish(platform, *firm_events("fm_seller"), *[e for f in firms for e in firm_events(f)])
     ends = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    lots = [handlers.list_lot(rt, firm_principal("fm_seller"), ListLot(**lot_body(
-        ends_at=ends, source="purchase", purchase_ref=f"PO-{w}", reserve_price_fen_per_t=RESERVE,
-        min_increment_fen_per_t=INC)))["id"] for w in range(concurrency)]
+    lots = [
+        handlers.list_lot(
+            rt,
+            firm_principal("fm_seller"),
+            ListLot(
+                **lot_body(
+                    ends_at=ends,
+                    source="purchase",
+                    purchase_ref=f"PO-{w}",
+                    reserve_price_fen_per_t=RESERVE,
+                    min_increment_fen_per_t=INC,
+                )
+            ),
+        )["id"]
+        for w in range(concurrency)
+    ]
     platform.drain()
-    tokens = [{"Authorization": "Bearer " + issue_token(settings, Principal(
-        f"u_owner_{f}", frozenset({"firm"}), frozenset({f}), frozenset({(f, "owner")})))} for f in firms]
+    tokens = [
+        {
+            "Authorization": "Bearer "
+            + issue_token(
+                settings,
+                Principal(f"u_owner_{f}", frozenset({"firm"}), frozenset({f}), frozenset({(f, "owner")})),
+            )
+        }
+        for f in firms
+    ]
     app = create_app(settings, platform)
     app["platform_prepared"] = True
     app["platform_no_background"] = True
@@ -194,14 +244,20 @@ async def measure(label: str, settings: Settings, seconds: float, concurrency: i
                 other[k] = other.get(k, 0) + v
             raws.append((await drive(raw_url, raw, seconds, concurrency, 201))[0])
         mine, ceiling = statistics.mean(rates), statistics.median(raws)
-        print(f"[{label}] raw insert: {' / '.join(f'{r:,.0f}' for r in raws)} req/s (median {ceiling:,.0f}); "
-              f"bids: {' / '.join(f'{b:,.0f}' for b in rates)}/s ({count:,} accepted"
-              f"{', other replies ' + str(other) if other else ''}) → ratio {mine / ceiling:.2f}", flush=True)
+        print(
+            f"[{label}] raw insert: {' / '.join(f'{r:,.0f}' for r in raws)} req/s (median {ceiling:,.0f}); "
+            f"bids: {' / '.join(f'{b:,.0f}' for b in rates)}/s ({count:,} accepted"
+            f"{', other replies ' + str(other) if other else ''}) → ratio {mine / ceiling:.2f}",
+            flush=True,
+        )
         t0 = time.perf_counter()
         while rt.relay.pending() and time.perf_counter() - t0 < 60:
             await asyncio.sleep(0.05)
-        print(f"[{label}] outbox shipped by the background process {time.perf_counter() - t0:.1f} s after the run"
-              f"{f' ({rt.relay.pending():,} STILL PENDING)' if rt.relay.pending() else ''}", flush=True)
+        print(
+            f"[{label}] outbox shipped by the background process {time.perf_counter() - t0:.1f} s after the run"
+            f"{f' ({rt.relay.pending():,} STILL PENDING)' if rt.relay.pending() else ''}",
+            flush=True,
+        )
     finally:
         await raw_runner.cleanup()
         await runner.cleanup()  # stops the platform
@@ -211,8 +267,17 @@ async def measure(label: str, settings: Settings, seconds: float, concurrency: i
 
 
 def base_settings(data_dir: Path, **kw) -> Settings:  # noqa: ANN003
-    return Settings(env="test", data_dir=data_dir, bus="dblog", jwt_secret=JWT, pii_key=PII,
-                    rate_limit_per_minute=10**9, rate_limit_ip_per_minute=10**9, log_level="WARNING", **kw)
+    return Settings(
+        env="test",
+        data_dir=data_dir,
+        bus="dblog",
+        jwt_secret=JWT,
+        pii_key=PII,
+        rate_limit_per_minute=10**9,
+        rate_limit_ip_per_minute=10**9,
+        log_level="WARNING",
+        **kw,
+    )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -225,7 +290,9 @@ async def run(args: argparse.Namespace) -> int:
     pg_db, admin = None, None
     try:
         if "sqlite" in only:
-            results["sqlite"] = await measure("sqlite", base_settings(tmp / "s"), args.seconds, args.concurrency)
+            results["sqlite"] = await measure(
+                "sqlite", base_settings(tmp / "s"), args.seconds, args.concurrency
+            )
         if "postgres" in only:
             admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
             pg_db = f"bench_{uuid.uuid4().hex[:10]}"
@@ -233,22 +300,29 @@ async def run(args: argparse.Namespace) -> int:
                 c.execute(text(f'CREATE DATABASE "{pg_db}"'))
             url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + pg_db
             results["postgres"] = await measure(
-                "postgres", base_settings(tmp / "p", database_url=url, event_log_url=url, db_schema_prefix="b_"),
-                args.seconds, args.concurrency)
+                "postgres",
+                base_settings(tmp / "p", database_url=url, event_log_url=url, db_schema_prefix="b_"),
+                args.seconds,
+                args.concurrency,
+            )
     finally:
         if pg_db and admin is not None:
             with admin.connect() as c:
                 c.execute(text(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)'))
             admin.dispose()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nsummary (ratio = ours / raw aiohttp insert in the same run, target ≥ {RATIO_TARGET}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(
+        f"\nsummary (ratio = ours / raw aiohttp insert in the same run, target ≥ {RATIO_TARGET}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
     failed = False
     for label, (mine, ceiling) in results.items():
         ok = mine / ceiling >= RATIO_TARGET
         failed |= not ok
-        print(f"  {label:10} bids/s {mine:8,.0f}   ceiling {ceiling:8,.0f}   ratio {mine / ceiling:.2f}  "
-              f"{'OK' if ok else 'BELOW TARGET'}")
+        print(
+            f"  {label:10} bids/s {mine:8,.0f}   ceiling {ceiling:8,.0f}   ratio {mine / ceiling:.2f}  "
+            f"{'OK' if ok else 'BELOW TARGET'}"
+        )
     return 1 if failed else 0
 
 

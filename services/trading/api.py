@@ -11,8 +11,16 @@ from pydantic import BaseModel, ConfigDict
 
 from services.kernel.http import Ctx, Router
 
-from . import handlers, trades
-from .domain.commands import DisputeDelivery, ListLot, LotsQuery, PlaceBid, RecordDelivery
+from . import deposits, handlers, trades
+from .domain.commands import (
+    DisputeDelivery,
+    ListLot,
+    LotsQuery,
+    PlaceBid,
+    RecordDelivery,
+    RequestDeposit,
+    TradesQuery,
+)
 from .feed import Listener, feed_of
 
 router = Router("trading")
@@ -160,6 +168,17 @@ class TradeOut(BaseModel):
     price_fen_per_t: int
 
 
+class TradePage(BaseModel):
+    items: list[TradeOut]
+    next_cursor: str | None
+
+
+@router.get("/v1/trades", authenticated=True, query=TradesQuery, response=TradePage)
+async def list_trades(ctx: Ctx) -> dict[str, Any]:
+    """The trades of the caller's firms (seller or buyer), newest first (`?status=&limit=&cursor=`); admins: all."""
+    return await ctx.run(trades.list_trades, ctx.runtime, ctx.user, ctx.query)
+
+
 @router.get("/v1/trades/{id}", authenticated=True, response=TradeOut, errors=(403, 404), owner="trade")
 async def get_trade(ctx: Ctx) -> dict[str, Any]:
     """One trade: its delivery and settlement (its seller, its buyer, admins)."""
@@ -217,3 +236,46 @@ async def lot_trace(ctx: Ctx) -> dict[str, Any]:
     """The chain of custody: the settled pickups (or the declared purchase) that fed the lot → the trade → the
     delivery, with the quantities reconciled (its seller, its buyer, admins)."""
     return await ctx.run(trades.trace, ctx.runtime, ctx.user, ctx.params["id"])
+
+
+class DepositOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    hold_request_id: str
+    payment_id: str
+    lot_id: str
+    firm_id: str
+    amount_fen: int
+    status: str
+
+
+class FirmQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    firm_id: str | None = None
+
+
+@router.post(
+    "/v1/lots/{id}/deposit",
+    roles=FIRM,
+    body=RequestDeposit,
+    response=DepositOut,
+    status=202,
+    errors=(403, 404, 409, 422),
+    not_owned="the lot is open to every bidder; the deposit is the calling firm's own",
+)
+async def request_deposit(ctx: Ctx) -> dict[str, Any]:
+    """(bidding firm) Ask for the lot's deposit hold; pay it with POST /v1/payments/intents/{payment_id}/confirm.
+    Once held, the firm may bid; it is given back at the close unless the firm won (then once the trade settles)."""
+    return await ctx.run(deposits.request_deposit, ctx.runtime, ctx.user, ctx.params["id"], ctx.body.firm_id)
+
+
+@router.get(
+    "/v1/lots/{id}/deposit",
+    roles=FIRM,
+    query=FirmQuery,
+    response=DepositOut,
+    errors=(403, 404),
+    not_owned="the lot is open to every bidder; the deposit is the calling firm's own",
+)
+async def get_deposit(ctx: Ctx) -> dict[str, Any]:
+    """(bidding firm) The firm's deposit on the lot: requested → opened → held → release_requested → released."""
+    return await ctx.run(deposits.get_deposit, ctx.runtime, ctx.user, ctx.params["id"], ctx.query.firm_id)

@@ -114,7 +114,7 @@ def close_lot(rt: ServiceRuntime, lot_id: str, now: datetime) -> str | None:
                 closed_at=now,
             )
         )
-        release_losers(uow, lot_id, rules.losers(all_bids, won), now)
+        release_losers(uow, lot_id, won.firm_id if won else None, now)
     return status
 
 
