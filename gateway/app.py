@@ -306,6 +306,7 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
         for rt in platform.runtimes.values():
             mount(app, rt)
         app.cleanup_ctx.append(_platform_ctx)
+        gateway.registry.register(admin.ParkedCollector(platform))
     return app
 
 
