@@ -99,14 +99,22 @@ SYSTEM_ROUTES = [
         "method": "GET",
         "op": {
             "operationId": "metrics",
-            "summary": "Prometheus metrics: requests and latency by route template and status",
+            "summary": "Prometheus metrics: requests and latency by route template and status (METRICS_TOKEN bearer)",
             "tags": ["system"],
-            "x-policy": "public",
+            "x-policy": "metrics token",
             "responses": {
                 "200": {
                     "description": "Prometheus text format",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
+                },
+                "401": {
+                    "description": "no or wrong metrics token",
+                    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+                },
+                "404": {
+                    "description": "metrics not enabled (no METRICS_TOKEN)",
+                    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+                },
             },
         },
     },

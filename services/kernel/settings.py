@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     # 10 minutes, and codes per minute for the whole platform. Load tests and test harnesses raise them.
     otp_per_client_limit: int = 10
     otp_global_limit: int = 300
+    # /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (the scraper's); unset, it is not served at all
+    metrics_token: str = ""
 
     # distributed gateway: service name -> base URL, JSON, e.g. {"booking": "http://127.0.0.1:8102"}
     service_urls: str = ""

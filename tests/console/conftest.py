@@ -68,7 +68,9 @@ def platform(tmp_path_factory):
 def browser():
     from playwright.sync_api import expect, sync_playwright
 
-    expect.set_options(timeout=15_000)  # as the contexts' default: a loaded CI machine is slow to start things
+    expect.set_options(
+        timeout=15_000
+    )  # as the contexts' default: a loaded CI machine is slow to start things
 
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(
