@@ -20,6 +20,7 @@ from sqlalchemy import Connection, and_, bindparam, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.contracts.booking import PickupSettled, SettledLine
 from services.kernel import pii
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork
@@ -54,9 +55,7 @@ from .domain.events import (
     PickupRated,
     PickupRequested,
     PickupRescheduled,
-    PickupSettled,
     PickupWeighed,
-    SettledLine,
     WeighedLine,
 )
 from .places import district_of, seat_of, validate_city_code

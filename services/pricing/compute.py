@@ -34,12 +34,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from services.contracts.pricing import IndexPublished
 from services.kernel.db import Database, UnitOfWork
 from services.kernel.errors import RuleViolated
 from services.kernel.regions import NATIONAL
 
 from . import audit
-from .domain.events import IndexPublished
 from .domain.index_math import (
     REASON_CODES,
     TIER_CODES,

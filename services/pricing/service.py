@@ -1,23 +1,14 @@
-from services.booking.domain.events import PickupSettled
-from services.kernel.consumer import ConsumerSpec
+"""The pricing service: price observations, daily indices and their restatements, the published methodology."""
+
+from __future__ import annotations
+
 from services.kernel.runtime import ServiceRuntime, ServiceSpec
 
 from .api import router
-from .handlers import when_pickup_settled_record_transactions
+from .consumers import consumers
 from .reference import seed_reference_prices
 from .settings import settings_of
 from .store import metadata
-
-
-def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
-    # Price inputs, one handler per source. Cleared lot trades join here as one more handler (trading.lot).
-    return [
-        ConsumerSpec(
-            "pricing.observations",
-            ["booking.pickup"],
-            {PickupSettled.type: when_pickup_settled_record_transactions},
-        ),
-    ]
 
 
 def setup(rt: ServiceRuntime) -> None:

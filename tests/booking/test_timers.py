@@ -13,7 +13,7 @@ from services.booking.domain.commands import BookPickup, WeighPickup
 from services.booking.settings import configure
 from services.booking.store import pickups
 from services.bootstrap import Platform
-from services.invoicing.domain.events import InvoiceIssued
+from services.contracts.invoicing import InvoiceIssued
 from services.kernel.errors import Conflict
 from services.kernel.outbox import outbox_t
 
