@@ -65,8 +65,9 @@ def _typed(cls: type[Event], fn: EventHandler) -> Handler:
     def handle(env: Envelope, uow: UnitOfWork) -> None:
         fn(cls.decode(env.data), uow)
 
-    handle.__name__ = getattr(fn, "__name__", None) or getattr(
-        getattr(fn, "func", None), "__name__", "handle"
+    # a partial (a handler bound to its runtime) is named after its function
+    handle.__name__ = str(
+        getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "handle")
     )
     handle.__wrapped__ = fn  # type: ignore[attr-defined]
     return handle

@@ -7,6 +7,7 @@ decoder and the generated event catalogue read.
 
 from __future__ import annotations
 
+import builtins
 import contextvars
 import json
 from datetime import UTC, datetime
@@ -53,7 +54,7 @@ class Event(BaseModel):
         return str(getattr(self, self.key_field))
 
     @classmethod
-    def decode(cls: type[E], data: dict[str, Any]) -> E:
+    def decode(cls: builtins.type[E], data: dict[str, Any]) -> E:  # `type` is the event's type string here
         """Tolerant reader: fields this version does not know are ignored, so a publisher may add optional
         fields without breaking its consumers (building an event stays strict: `extra="forbid"`)."""
         return cls.model_validate({k: v for k, v in data.items() if k in cls.model_fields})

@@ -13,7 +13,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -29,6 +31,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from .bus.port import EventBus, Record
@@ -64,9 +67,9 @@ inbox_t = Table(
 )
 
 
-def write_outbox(session: Session, events: list[Event | Envelope]) -> list[str]:
+def write_outbox(session: Session | Connection, events: Sequence[Event | Envelope]) -> list[str]:
     now = datetime.now(UTC)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ev in events:
         env = ev if isinstance(ev, Envelope) else Envelope.wrap(ev)
         from .events import topic_of
@@ -83,7 +86,7 @@ def write_outbox(session: Session, events: list[Event | Envelope]) -> list[str]:
             )
         )
     session.execute(outbox_t.insert(), rows)
-    return [r["event_id"] for r in rows]
+    return [str(r["event_id"]) for r in rows]
 
 
 def inbox_seen(session: Session, group: str, event_id: str) -> bool:
@@ -230,17 +233,17 @@ class _single_relay:
 
     def __init__(self, db: Database, service: str, stop: threading.Event):
         self.db, self.service, self.stop = db, service, stop
-        self.conn = None
+        self.conn: Connection | None = None
 
     def __enter__(self) -> None:
         if self.db.dialect != "postgresql":
             return
-        self.conn = self.db.engine.connect()
+        self.conn = conn = self.db.engine.connect()
         while not self.stop.is_set():
-            got = self.conn.execute(
+            got = conn.execute(
                 text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": f"relay:{self.service}"}
             ).scalar()
-            self.conn.commit()
+            conn.commit()
             if got:
                 return
             self.stop.wait(1.0)
@@ -250,7 +253,7 @@ class _single_relay:
             self.conn.close()
 
 
-def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:  # noqa: ANN001
+def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:
     """Poll a condition (tests and CLIs); returns whether it became true in time."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -42,7 +42,7 @@ class Ports:
         ):  # transitional, for services/payments/tasks.py only: remove with that lookup
             port = next((p for p in self._values if p.name == port), Port(port))
         try:
-            return self._values[port]  # type: ignore[no-any-return]
+            return self._values[port]
         except KeyError:
             raise KeyError(f"port {port.name} is not set on this runtime (is its service set up?)") from None
 
@@ -61,7 +61,7 @@ class Ports:
         """The port's value, made when it is not set yet. Threads racing here all get the first one stored."""
         if port in self._values:
             return self[port]
-        return self._values.setdefault(port, make())  # type: ignore[no-any-return]
+        return self._values.setdefault(port, make())
 
     def pop(self, port: Port[T]) -> T | None:
         return self._values.pop(port, None)
