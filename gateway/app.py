@@ -19,7 +19,7 @@ from services.kernel.http import RouteDef, harden, json_reply, mount, request_co
 from services.kernel.runtime import available_services, load_spec
 from services.kernel.settings import Settings, get_settings
 
-from . import docs_page, middlewares, proxy
+from . import console, docs_page, middlewares, proxy
 from .openapi import build_openapi
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,19 @@ SYSTEM_ROUTES = [
             },
         },
     },
+    {
+        "path": "/console/",
+        "method": "GET",
+        "op": {
+            "operationId": "console",
+            "summary": "the web console (Chinese UI; works offline): price indices, invoices and exports, admin, lots",
+            "tags": ["system"],
+            "x-policy": "public",
+            "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
+            },
+        },
+    },
 ]
 
 
@@ -146,6 +159,7 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/docs", docs_page.handler)
+    console.install(app)
     middlewares.install(app, gateway, routes)
     harden(app)
 

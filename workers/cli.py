@@ -125,31 +125,38 @@ def events_catalogue(out: Path = Path("docs/events.md")) -> None:
 def dlq_list(group: str) -> None:
     """List the records parked in `dlq.<group>`."""
     from services.kernel.bus.factory import make_bus
-    from services.kernel.consumer import list_dead_letters
+    from services.kernel.consumer import list_dead_letters, replayed_dead_letters
 
     bus = make_bus(_settings())
-    t = Table("partition@offset", "original", "attempts", "error")
+    replayed = replayed_dead_letters(bus, group)
+    t = Table("partition@offset", "original", "attempts", "replayed", "error")
     for r in list_dead_letters(bus, group):
         t.add_row(
             f"{r.partition}@{r.offset}",
             f"{r.headers.get('dlq.original_topic')}/{r.headers.get('dlq.original_partition')}"
             f"@{r.headers.get('dlq.original_offset')}",
             r.headers.get("dlq.attempts", ""),
+            "yes" if (r.partition, r.offset) in replayed else "",
             r.headers.get("dlq.error", "")[:120],
         )
     console.print(t)
 
 
 @dlq.command("replay")
-def dlq_replay(group: str, only: list[str] = typer.Option(None, help="partition@offset, repeatable")) -> None:
-    """Send parked records back to their original topic (handled once thanks to the inbox)."""
+def dlq_replay(
+    group: str,
+    only: list[str] = typer.Option(None, help="partition@offset, repeatable"),
+    again: bool = typer.Option(False, help="also those replayed before"),
+) -> None:
+    """Send parked records back to their original topic (handled once thanks to the inbox); each one sent is
+    recorded, and a later replay leaves it alone unless --again."""
     from services.kernel.bus.factory import make_bus
     from services.kernel.consumer import replay_dead_letters
 
     offsets = None
     if only:
         offsets = {(int(p), int(o)) for p, o in (x.split("@") for x in only)}
-    n = replay_dead_letters(make_bus(_settings()), group, offsets)
+    n = replay_dead_letters(make_bus(_settings()), group, offsets, again=again)
     console.print(f"replayed {n} record(s) from dlq.{group}")
 
 
@@ -157,7 +164,12 @@ def _mount_service_clis() -> None:
     """Each service may bring its own commands (services/<name>/cli.py exposing a typer app)."""
     import importlib
 
-    for name, command in (("payments", "payments"), ("pricing", "pricing"), ("invoicing", "tax")):
+    for name, command in (
+        ("payments", "payments"),
+        ("pricing", "pricing"),
+        ("invoicing", "tax"),
+        ("stats", "stats"),
+    ):
         try:
             mod = importlib.import_module(f"services.{name}.cli")
         except ModuleNotFoundError as exc:

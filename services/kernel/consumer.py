@@ -12,11 +12,11 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .bus.port import EventBus, Record, Subscription
+from .bus.port import EventBus, Record, Subscription, TopicSpec
 from .db import Database, UnitOfWork
 from .events import Envelope, Event, current_event_id, current_trace_id
 from .outbox import inbox_record, inbox_record_many, inbox_seen, inbox_seen_many
@@ -272,38 +272,87 @@ def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-def list_dead_letters(bus: EventBus, group: str, limit: int = 1000) -> list[Record]:
-    topic = dlq_topic(group)
-    out: list[Record] = []
+def replayed_topic(group: str) -> str:
+    """Where replays are recorded: one marker record per parked record sent back (key `partition@offset`)."""
+    return f"{dlq_topic(group)}.replayed"
+
+
+def _read_all(bus: EventBus, topic: str, limit: int | None = None) -> Iterator[Record]:
+    """Every record of a topic, partition by partition, in pages of 500."""
+    n = 0
     for p in range(bus.partitions(topic)):
         offset = 0
-        while len(out) < limit:
-            batch = bus.read(topic, p, offset, min(500, limit - len(out)))
+        while limit is None or n < limit:
+            batch = bus.read(topic, p, offset, 500 if limit is None else min(500, limit - n))
             if not batch:
                 break
-            out.extend(batch)
+            yield from batch
+            n += len(batch)
             offset = batch[-1].offset + 1
+
+
+def list_dead_letters(bus: EventBus, group: str, limit: int | None = None) -> list[Record]:
+    """The records parked by `group` (all of them unless `limit`)."""
+    return list(_read_all(bus, dlq_topic(group), limit))
+
+
+def replayed_dead_letters(bus: EventBus, group: str) -> set[tuple[int, int]]:
+    """(partition, offset) of every parked record of `group` that was sent back."""
+    out = set()
+    for r in _read_all(bus, replayed_topic(group)):
+        p, _, o = r.key.partition("@")
+        out.add((int(p), int(o)))
     return out
 
 
-def replay_dead_letters(bus: EventBus, group: str, offsets: set[tuple[int, int]] | None = None) -> int:
-    """Send parked records back to their original topic (all, or the given (partition, offset) pairs).
+def replay_dead_letters(
+    bus: EventBus, group: str, offsets: set[tuple[int, int]] | None = None, again: bool = False
+) -> int:
+    """Send parked records back to their original topic (all, or the given (partition, offset) pairs), page by
+    page, and record each one sent in `dlq.<group>.replayed`; records replayed before are left alone unless
+    `again`. Other groups on that topic see the record again and skip it through their inbox (as does this one,
+    if a crash between sending and recording makes the next replay send it twice)."""
+    bus.ensure_topics([TopicSpec(replayed_topic(group), 1)])
+    done = set() if again else replayed_dead_letters(bus, group)
+    page: list[Record] = []
+    n = 0
 
-    Other groups on that topic see the record again and skip it through their inbox.
-    """
-    records = [
-        r for r in list_dead_letters(bus, group) if offsets is None or (r.partition, r.offset) in offsets
-    ]
-    bus.publish(
-        [
-            Record(
-                topic=r.headers["dlq.original_topic"],
-                key=r.key,
-                value=r.value,
-                headers={k: v for k, v in r.headers.items() if not k.startswith("dlq.")}
-                | {"replayed_from": f"{dlq_topic(group)}/{r.partition}@{r.offset}"},
-            )
-            for r in records
-        ]
-    )
-    return len(records)
+    def flush() -> None:
+        bus.publish(
+            [
+                Record(
+                    topic=r.headers["dlq.original_topic"],
+                    key=r.key,
+                    value=r.value,
+                    headers={k: v for k, v in r.headers.items() if not k.startswith("dlq.")}
+                    | {"replayed_from": f"{dlq_topic(group)}/{r.partition}@{r.offset}"},
+                )
+                for r in page
+            ]
+        )
+        stamp = str(int(time.time() * 1000))
+        bus.publish(
+            [
+                Record(
+                    topic=replayed_topic(group),
+                    key=f"{r.partition}@{r.offset}",
+                    value=b"",
+                    headers={"replayed_at_ms": stamp},
+                )
+                for r in page
+            ]
+        )
+        page.clear()
+
+    for r in _read_all(bus, dlq_topic(group)):
+        if (r.partition, r.offset) in done or (
+            offsets is not None and (r.partition, r.offset) not in offsets
+        ):
+            continue
+        page.append(r)
+        n += 1
+        if len(page) == 500:
+            flush()
+    if page:
+        flush()
+    return n

@@ -26,7 +26,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 # Every service of the platform, in start order. A module `services.<name>.service` defines `SERVICE`.
-SERVICE_NAMES = ["accounts", "pricing", "payments", "booking", "invoicing", "trading", "stats"]
+SERVICE_NAMES = ["accounts", "pricing", "payments", "booking", "invoicing", "trading", "stats", "wipe"]
 
 
 @dataclass
@@ -78,6 +78,7 @@ class ServiceRuntime:
             self.spec.name,
             batch_size=self.settings.relay_batch_size,
             idle_sleep_s=self.settings.relay_idle_sleep_s,
+            max_attempts=self.settings.relay_max_attempts,
         )
 
     @property

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_retry_backoff_s: float = 0.2
     relay_batch_size: int = 500
+    # a row the relay failed this many times while the bus was up is parked (see services/kernel/outbox.py)
+    relay_max_attempts: int = 10
     relay_idle_sleep_s: float = 0.05
 
     # jobs

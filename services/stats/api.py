@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.kernel.errors import Forbidden, NotFound, ValidationFailed
@@ -40,6 +41,13 @@ OVERSEERS = ("admin", "regulator")
 FIRM_READERS = ("owner", "accountant")
 
 
+def _region_code(v: object) -> str:
+    try:
+        return validate_city_code(v, "region", allow_national=True)
+    except ValidationFailed as exc:
+        raise ValueError(exc.errors[0]["message"]) from None
+
+
 class StatsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
     region: str = Field(
@@ -54,13 +62,7 @@ class StatsQuery(BaseModel):
     scope: Literal["all", "firm", "mine"] | None = Field(None, description="default: the widest you may read")
     firm_id: str | None = Field(None, max_length=64, description="scope=firm: which firm")
 
-    @field_validator("region", mode="before")
-    @classmethod
-    def _region(cls, v: object) -> str:
-        try:
-            return validate_city_code(v, "region", allow_national=True)
-        except ValidationFailed as exc:
-            raise ValueError(exc.errors[0]["message"]) from None
+    _region = field_validator("region", mode="before")(lambda v: _region_code(v))
 
     @field_validator("category")
     @classmethod
@@ -241,3 +243,46 @@ async def emission_factors(ctx: Ctx) -> dict:
             for code in sorted(table.factors)
         ],
     }
+
+
+class ReportQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    period: str = Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="the month, YYYY-MM")
+    region: str = Field(NATIONAL, description="GB/T 2260 code; 000000 for all of China")
+    by: Literal["province", "city", "county"] = Field("city", description="the level of the report's rows")
+    format: Literal["csv", "xlsx"] = "csv"
+
+    _region = field_validator("region", mode="before")(lambda v: _region_code(v))
+
+
+def _report(ctx: Ctx, spec: Any) -> bytes:
+    from .report import render, report_rows
+
+    table = factors_of(ctx.runtime)
+    with ctx.runtime.db.session(readonly=True) as s:
+        rows = report_rows(s, spec, table)
+    return render(rows, spec, table)
+
+
+@router.get("/v1/stats/reports/monthly", roles=set(OVERSEERS), query=ReportQuery, raw=True, errors=(400,))
+async def monthly_report(ctx: Ctx) -> web.StreamResponse:
+    """The monthly report for regulators (CSV or XLSX): each region at the level asked × category, with totals."""
+    from .report import ReportSpec
+
+    q: ReportQuery = ctx.query
+    spec = ReportSpec(q.period, q.region, q.by, q.format)
+    spec.check()
+    data = await ctx.run(_report, ctx, spec)
+    ctype = (
+        "text/csv; charset=utf-8"
+        if spec.format == "csv"
+        else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
+    return web.Response(
+        body=data,
+        headers={
+            "Content-Type": ctype,
+            "Content-Disposition": f'attachment; filename="{spec.file_name}"',
+            "Cache-Control": "private, no-store",
+        },
+    )

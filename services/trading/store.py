@@ -167,6 +167,7 @@ trades = Table(
     Column("within_tolerance", Boolean, nullable=True),
     Column("deviation_pct", String(16), nullable=True),
     Column("delivered_at", TS, nullable=True),
+    Column("acceptance", String(16), nullable=True),  # not_required | pending | accepted
     Column("accepted_at", TS, nullable=True),
     Column("disputed_at", TS, nullable=True),
     Column("dispute_reason", Text, nullable=True),

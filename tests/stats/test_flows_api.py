@@ -136,7 +136,7 @@ async def test_carbon_counts_collection_once_and_names_each_factor(aiohttp_clien
     (nov,) = body["items"]
     # 111.5 kg steel × 1.6 = 178.4 kg CO2e; the 98 kg traded onwards carry 156.8 kg embodied, not added
     assert nov["avoided_co2e_kg"] == "178.400" and nov["traded_co2e_t"] == "0.156800"
-    assert nov["by_category"][0]["factor"]["source"] == "cmra_steel"
+    assert nov["by_category"][0]["factor"]["source"] == "camu_steel"
     assert body["factors_version"]
 
 

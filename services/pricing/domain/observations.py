@@ -136,3 +136,40 @@ def drafts_from_settled_pickup(
             )
         )
     return out
+
+
+def draft_from_settled_trade(
+    *,
+    trade_id: str,
+    event_id: str | None,
+    buyer_firm_id: str,
+    category: str,
+    city_code: str,
+    price_fen_per_t: int,
+    delivered_t: Decimal,
+    related_party: bool,
+    settled_at: datetime,
+    indexed: frozenset[str],
+) -> ObservationDraft | None:
+    """A settled B2B lot trade (trading.trade settled): one concluded platform transaction, tier `transaction`,
+    priced per kilogram like every other input (fen per tonne / 1000, half-up to the fen) on the weighbridge weight.
+    Trades between related firms stay on record, flagged, and are excluded from every computation. None when the
+    category is not indexed by weight (`indexed`: the methodology's kg series) or nothing was delivered."""
+    if category not in indexed or delivered_t <= 0:
+        return None
+    per_kg = int((Decimal(price_fen_per_t) / 1000).quantize(Decimal(1), rounding="ROUND_HALF_UP"))
+    return ObservationDraft(
+        category=category,
+        city_code=city_code,
+        unit_price_fen=per_kg,
+        qty=(delivered_t * 1000).quantize(Decimal(1)),
+        kind="trade",
+        tier="transaction",
+        counterparty=f"firm:{buyer_firm_id}",
+        related_party=related_party,
+        source=SOURCE_TRADE,
+        source_ref=trade_id,
+        source_key=f"{SOURCE_TRADE}:{trade_id}",
+        observed_at=settled_at,
+        source_event_id=event_id,
+    )
