@@ -31,6 +31,9 @@ def platform(tmp_path_factory):
         ADMIN_PHONES=ADMIN_PHONE,
         JWT_SECRET="console-test-" + "x" * 40,
         PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+        # every sign-in of the package comes from this host: raise the SMS-pumping budgets, as harnesses do
+        OTP_PER_CLIENT_LIMIT="100000",
+        OTP_PER_PHONE_LIMIT="1000",
     )
     for name in (
         "DATABASE_URL",
@@ -58,12 +61,16 @@ def platform(tmp_path_factory):
         api = Api(base)
         admin = api.login(ADMIN_PHONE)["access_token"]
         prices = seed_prices(api, admin)
-        yield {"base": base, "api": api, "admin": admin, "prices": prices, "log": log}
+        yield {"base": base, "api": api, "admin": admin, "prices": prices, "log": log, "data_dir": tmp}
 
 
 @pytest.fixture(scope="package")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(
+        timeout=15_000
+    )  # as the contexts' default: a loaded CI machine is slow to start things
 
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(

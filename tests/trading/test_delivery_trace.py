@@ -108,6 +108,15 @@ async def test_trace_links_lot_to_the_pickups_that_fed_it(aiohttp_client, sqlite
         await client.get(f"/v1/lots/{lot_id}/trace", headers=firm_auth(sqlite_settings, "fm_other"))
     ).status == 403
     assert (await client.get(f"/v1/lots/{lot_id}/trace", headers=admin_auth(sqlite_settings))).status == 200
+    # each side lists the trade; a third firm sees none
+    for h in (seller, buyer):
+        page = await (await client.get("/v1/trades?status=settling", headers=h)).json()
+        assert [t["id"] for t in page["items"]] == [trade_id]
+    other = await (await client.get("/v1/trades", headers=firm_auth(sqlite_settings, "fm_other"))).json()
+    assert other["items"] == []
+    assert (
+        await client.get(f"/v1/trades/{trade_id}", headers=firm_auth(sqlite_settings, "fm_other"))
+    ).status == 403
     # what is left of the intake: 7.0005 t of steel; a second lot of 7.001 t does not fit, 7 t does
     r = await client.post("/v1/lots", json=lot_body(qty_t="7.001"), headers=seller)
     assert r.status == 422 and (await r.json())["available_t"] == "7.000"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 
 from services.contracts.wipe import device_key
-from services.kernel.pii import mask_id
 
 from .report import Report
 
@@ -36,10 +35,16 @@ def device_keys(report: Report) -> list[str]:
 
 
 def mask_identifier(value: str | None) -> str | None:
-    """86************1234-style: enough to tell devices apart on a printed page, not to name one."""
+    """868********1234 for an IMEI (like kernel.pii.mask_id); shorter serials keep at most half their characters,
+    so a printed page tells devices apart without naming one."""
     if not value:
         return None
-    return mask_id("".join(value.split()))
+    v = "".join(value.split())
+    hidden = max(len(v) - 7, (len(v) + 1) // 2)
+    shown = len(v) - hidden
+    tail = min(4, (shown + 1) // 2)
+    head = shown - tail
+    return v[:head] + "*" * hidden + (v[-tail:] if tail else "")
 
 
 def drawn_for_secondary(certificate_id: str, share: float) -> bool:
