@@ -130,6 +130,6 @@ class TradesQuery(BaseModel):
     """GET /v1/trades"""
 
     model_config = ConfigDict(extra="forbid")
-    status: Literal["awarded", "delivered", "disputed", "settling", "settled"] | None = None
+    status: Literal["awarded", "delivered", "disputed", "settled"] | None = None
     limit: int | None = Field(None, ge=1)
     cursor: str | None = None
