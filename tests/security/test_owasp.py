@@ -203,3 +203,33 @@ def test_random_json_never_breaks_a_route(route: RouteDef, topology: Topology) -
         assert status < 500, f"{status} for {json.dumps(value)[:300]}"
 
     probe()
+
+
+QUERY_ROUTES = [r for r in ROUTES if r.query is not None]
+
+
+def _query_fields(route: RouteDef) -> tuple[list[str], list[str]]:
+    """(string fields, number fields) of the route's query model, by their wire names."""
+    assert route.query is not None
+    strings, numbers = [], []
+    for name, schema in route.query.model_json_schema().get("properties", {}).items():
+        kinds = {schema.get("type")} | {s.get("type") for s in schema.get("anyOf", [])}
+        if "integer" in kinds or "number" in kinds:
+            numbers.append(name)
+        elif "string" in kinds and "enum" not in schema and "format" not in schema:
+            strings.append(name)
+    return strings, numbers
+
+
+@pytest.mark.parametrize("route", QUERY_ROUTES, ids=_id)
+async def test_query_parameters_are_strict_too(route: RouteDef, api: Api) -> None:
+    path, auth = _fill(route, "zz_probe"), _superuser(api.topo)
+    strings, numbers = _query_fields(route)
+    base = dict(route.query_example or {})
+    for field in strings:
+        r = await api.call(route.method, path, headers=auth, params=base | {field: "a\x00b"})
+        assert r.status == 400 and field in {e["field"] for e in r.body["errors"]}, (field, r)
+    for field in numbers:
+        for lenient in ("2_0", "1E2", "２"):
+            r = await api.call(route.method, path, headers=auth, params=base | {field: lenient})
+            assert r.status == 400 and field in {e["field"] for e in r.body["errors"]}, (field, lenient, r)
