@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from services.contracts.payments import PayoutRequested
 from services.kernel.runtime import ServiceRuntime
-from services.payments.domain.events import PayoutRequested  # as saga.py (issue #13 moves it to contracts)
 
 from .domain import model as m
 from .domain.events import PickupExpiryEscalated, PickupNoShow

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from services.kernel.http import Ctx, Reply, Router
 from services.kernel.ids import new_id
 
+from . import handlers
 from .domain.model import Balance, Withdrawal
 from .handlers import Payments
 from .reconcile import reconcile
@@ -20,7 +21,7 @@ router = Router("payments")
 
 
 def payments_of(ctx: Ctx) -> Payments:
-    return ctx.runtime.ports["payments"]
+    return handlers.payments_of(ctx.runtime)
 
 
 class WalletOut(BaseModel):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from services.kernel.consumer import ConsumerSpec
 from services.kernel.runtime import ServiceRuntime, ServiceSpec
 
 from .adapters import make_provider
 from .api import router
-from .domain.events import PayoutRequested, WithdrawalRequested
-from .handlers import Payments
+from .consumers import consumers
+from .handlers import PAYMENTS, Payments
 from .settings import settings_of
 from .store import metadata
 
@@ -16,21 +15,7 @@ from .store import metadata
 def setup(rt: ServiceRuntime) -> None:
     """Build the port: the ledger over this service's database, with the provider `PAYMENTS` names."""
     cfg = settings_of(rt)
-    rt.ports["payments"] = Payments(rt.db, make_provider(rt.settings, cfg.webhook_tolerance_s), cfg)
-
-
-def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
-    payments: Payments = rt.ports["payments"]
-    return [
-        ConsumerSpec(
-            "payments.payouts",
-            ["payments.payout"],
-            {
-                PayoutRequested.type: payments.when_payout_requested_pay,
-                WithdrawalRequested.type: payments.when_withdrawal_requested_send,
-            },
-        ),
-    ]
+    rt.ports[PAYMENTS] = Payments(rt.db, make_provider(rt.settings, cfg.webhook_tolerance_s), cfg)
 
 
 SERVICE = ServiceSpec(name="payments", metadata=metadata, router=router, consumers=consumers, setup=setup)

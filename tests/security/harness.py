@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.app import create_app
+from services.accounts.sms import sms_of
 from services.bootstrap import Platform
 from services.kernel.http import service_app
 from services.kernel.runtime import available_services
@@ -134,7 +135,7 @@ class Topology:
         self.platform.drain()
 
     def sms_code(self, phone: str) -> str:
-        code = self.platform["accounts"].ports["sms"].last_code(phone)
+        code = sms_of(self.platform["accounts"]).last_code(phone)
         assert code, f"no code sent to {phone}"
         return code
 

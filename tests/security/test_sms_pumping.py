@@ -10,6 +10,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from services.accounts.sms import sms_of
 from tests.security.harness import MODES, Api, Topology, new_phone, settings_for
 
 PER_CLIENT, GLOBAL = 5, 12
@@ -43,7 +44,7 @@ async def _otp(api: Api, client_ip: str) -> tuple[int, dict, dict]:
 
 
 async def test_budgets_per_client_and_for_the_platform(small: Topology) -> None:
-    sms = small.platform["accounts"].ports["sms"]
+    sms = sms_of(small.platform["accounts"])
     before = len(sms.messages())
     async with aiohttp.ClientSession() as session:
         api = Api(small, session)

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -110,7 +111,7 @@ _ENDS = select(partitions_t.c.topic, partitions_t.c.partition, partitions_t.c.ne
 )
 
 
-def _commit_statement(dialect: str):  # noqa: ANN202
+def _commit_statement(dialect: str) -> Any:
     ins = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = ins(group_offsets_t).values(
         group_id=bindparam("g"), topic=bindparam("t"), partition=bindparam("p"), committed=bindparam("o")
@@ -255,10 +256,11 @@ class DbLogBus:
         self.db.dispose()
 
 
-def _record(r) -> Record:  # noqa: ANN001
+def _record(r: Any) -> Record:  # a row of the log
     """A log row as the port's Record; headers that are not the log's JSON object of strings, or a key that is not
     text, mark the record UNDECODABLE (consumers park it) instead of failing the poll."""
-    key, headers = r.key, None
+    key = r.key
+    headers: Any
     try:
         headers = json.loads(r.headers)
     except (TypeError, ValueError) as exc:
