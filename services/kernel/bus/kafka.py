@@ -86,6 +86,7 @@ class KafkaBus:
         *,
         connect_timeout_ms: int = 5_000,
         replication_factor: int = 1,
+        min_insync_replicas: int = 1,
         linger_ms: int = 5,
         batch_size: int = 512 * 1024,
         compression_type: str | None = "gzip",
@@ -99,6 +100,7 @@ class KafkaBus:
         self.default_partitions = default_partitions
         self.connect_timeout_ms = connect_timeout_ms
         self.replication_factor = replication_factor
+        self.min_insync_replicas = min_insync_replicas
         self.linger_ms = linger_ms
         self.batch_size = batch_size
         self.compression_type = compression_type
@@ -128,11 +130,15 @@ class KafkaBus:
             self._create(specs)
 
     def _create(self, specs: list[TopicSpec]) -> None:
+        # every topic, declared, dead-letter or created on first use, gets the configured durability
         request = {
             s.name: {
                 "num_partitions": s.partitions,
-                "replication_factor": self.replication_factor,
-                "configs": {"retention.ms": str(s.retention_hours * 3_600_000)},
+                "replication_factor": s.replication_factor or self.replication_factor,
+                "configs": {
+                    "retention.ms": str(s.retention_hours * 3_600_000),
+                    "min.insync.replicas": str(s.min_insync_replicas or self.min_insync_replicas),
+                },
             }
             for s in specs
         }

@@ -16,6 +16,9 @@ class TopicSpec:
     name: str
     partitions: int
     retention_hours: int = 24 * 7
+    # Kafka only (None: the adapter's own default); the embedded log keeps one copy in its database
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
 
 
 @dataclass(frozen=True)
