@@ -25,7 +25,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from ..settings import ConfigError
-from .port import Record, TopicSpec
+from .port import UNDECODABLE, Record, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,29 @@ def _headers_out(headers: dict[str, str]) -> list[tuple[str, bytes]]:
 
 
 def _record(m: Any) -> Record:  # a kafka ConsumerRecord
+    """A consumer record as the port's Record. A key or header that is not UTF-8 is decoded with replacement
+    characters and the record is marked UNDECODABLE (consumers park it): one bad record never fails a poll."""
+    problems: list[str] = []
+    key = ""
+    if m.key is not None:
+        try:
+            key = m.key.decode()
+        except UnicodeDecodeError:
+            key, problems = m.key.decode(errors="replace"), ["key is not UTF-8"]
+    headers: dict[str, str] = {}
+    for k, v in m.headers or []:
+        try:
+            headers[k] = (v or b"").decode()
+        except UnicodeDecodeError:
+            headers[k] = (v or b"").decode(errors="replace")
+            problems.append(f"header {k!r} is not UTF-8")
+    if problems:
+        headers[UNDECODABLE] = "; ".join(problems)
     return Record(
         topic=m.topic,
-        key=m.key.decode() if m.key is not None else "",
+        key=key,
         value=m.value or b"",
-        headers={k: (v or b"").decode(errors="replace") for k, v in (m.headers or [])},
+        headers=headers,
         partition=m.partition,
         offset=m.offset,
         timestamp_ms=m.timestamp,

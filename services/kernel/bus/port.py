@@ -29,6 +29,11 @@ class Record:
     timestamp_ms: int = 0
 
 
+# Set by an adapter on a record whose key or headers it could not decode (not UTF-8, not the log's JSON): the
+# value is why. Consumers park such a record at once instead of failing the whole poll on it.
+UNDECODABLE = "bus.undecodable"
+
+
 def partition_for(key: str, partitions: int) -> int:
     """Stable key → partition (CRC32; the embedded log's own choice — Kafka uses murmur2)."""
     return zlib.crc32(key.encode()) % partitions
