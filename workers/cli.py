@@ -141,7 +141,8 @@ def _mount_service_clis() -> None:
     """Each service may bring its own commands (services/<name>/cli.py exposing a typer app)."""
     import importlib
 
-    for name, command in (("payments", "payments"), ("pricing", "pricing"), ("invoicing", "tax")):
+    for name, command in (("payments", "payments"), ("pricing", "pricing"), ("invoicing", "tax"),
+                          ("listings", "listings")):
         try:
             mod = importlib.import_module(f"services.{name}.cli")
         except ModuleNotFoundError as exc:

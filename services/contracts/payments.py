@@ -1,0 +1,128 @@
+"""The payments contract for holds (escrow, deposits): requests from other services, and what payments reports.
+
+Topic `payments.hold`, key = `hold_request_id`, chosen by the requesting service deterministically from its own
+aggregate (e.g. `hr_<order id>`), so a re-sent request is the same hold: payments opens, captures and cancels each
+request at most once, and the requests and reports of one hold stay in order on one partition.
+
+The flow: a service publishes `HoldRequested` → payments opens a payment that waits for the payer
+(`HoldOpened`) → the payer confirms it with a payment method (`POST /v1/payments/intents/{id}/confirm`; the id is
+the `hold_request_id`) → `HoldAuthorised` (money reserved) or `HoldDeclined` (the payer may try again). Later the
+service asks for `HoldCaptureRequested` (capture, and release to a payee less a fee) → `HoldCaptured`, or
+`HoldCancelRequested` → `HoldCancelled` (an uncaptured hold, or a payment never confirmed) or `HoldRefunded`
+(captured money given back in full).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from services.kernel.events import Event
+
+
+# Requests come from whichever service owns the sale (listings, trading): `requested_by` names it.
+CLIENTS = "/payments/clients"
+
+
+class _HoldEvent(Event):
+    topic = "payments.hold"
+    key_field = "hold_request_id"
+    source = "/payments"
+    hold_request_id: str
+
+
+# --- requests (published by the service that owns the sale) ---------------------------------------------------
+
+class HoldRequested(_HoldEvent):
+    type = "cn.recycle.payments.hold.requested.v1"
+    source = CLIENTS
+    doc = ("A service asks payments to reserve `amount_fen` of the payer's money (担保/预授权) for its `reference_id`; "
+           "the payer confirms with a payment method.")
+    payer_user_id: str
+    amount_fen: int
+    reference_id: str
+    requested_by: str
+    requested_at: datetime
+
+
+class HoldCaptureRequested(_HoldEvent):
+    type = "cn.recycle.payments.hold.capture_requested.v1"
+    source = CLIENTS
+    doc = ("Capture the whole hold and release it to `payee_user_id` less `fee_fen` (the platform's fee); payments "
+           "pays the payee through its payouts.")
+    payee_user_id: str
+    payee_kind: str = "seller"
+    fee_fen: int = 0
+    requested_by: str
+    requested_at: datetime
+
+
+class HoldCancelRequested(_HoldEvent):
+    type = "cn.recycle.payments.hold.cancel_requested.v1"
+    source = CLIENTS
+    doc = ("Give the payer's money back in full: an unconfirmed payment is closed, an uncaptured hold released, a "
+           "captured one refunded.")
+    reason: str
+    requested_by: str
+    requested_at: datetime
+
+
+# --- reports (published by payments) ------------------------------------------------------------------------
+
+class HoldOpened(_HoldEvent):
+    type = "cn.recycle.payments.hold.opened.v1"
+    doc = ("The payment waits for the payer: `payment_id` is what the payer confirms; `client_secret` is set when "
+           "the provider's own client confirms it (Stripe), null for the sandbox.")
+    payment_id: str
+    client_secret: str | None = None
+    amount_fen: int
+    reference_id: str
+    opened_at: datetime
+
+
+class HoldAuthorised(_HoldEvent):
+    type = "cn.recycle.payments.hold.authorised.v1"
+    doc = "The payer's money is reserved (escrow): the sale may go on."
+    hold_id: str
+    amount_fen: int
+    reference_id: str
+    authorised_at: datetime
+
+
+class HoldDeclined(_HoldEvent):
+    type = "cn.recycle.payments.hold.declined.v1"
+    doc = "The payment method was declined; the payment still waits for the payer (another method may be tried)."
+    reference_id: str
+    decline_code: str
+    reason: str
+    declined_at: datetime
+
+
+class HoldCaptured(_HoldEvent):
+    type = "cn.recycle.payments.hold.captured.v1"
+    doc = ("The hold was captured and released: `payout_id` pays `released_fen` to the payee (its outcome comes as "
+           "payout events); `fee_fen` stays with the platform.")
+    hold_id: str
+    reference_id: str
+    captured_fen: int
+    fee_fen: int
+    released_fen: int
+    payout_id: str
+    captured_at: datetime
+
+
+class HoldCancelled(_HoldEvent):
+    type = "cn.recycle.payments.hold.cancelled.v1"
+    doc = "Nothing was taken: the payment was closed before the payer confirmed it, or the hold was released."
+    hold_id: str | None = None
+    reference_id: str
+    reason: str
+    cancelled_at: datetime
+
+
+class HoldRefunded(_HoldEvent):
+    type = "cn.recycle.payments.hold.refunded.v1"
+    doc = "Captured money was refunded to the payer in full."
+    hold_id: str
+    reference_id: str
+    refund_id: str
+    amount_fen: int
+    refunded_at: datetime
