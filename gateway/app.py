@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from services.bootstrap import Platform
-from services.kernel.http import RouteDef, json_reply, mount, request_context
+from services.kernel.http import RouteDef, harden, json_reply, mount, request_context
 from services.kernel.runtime import available_services, load_spec
 from services.kernel.settings import Settings, get_settings
 
@@ -74,7 +74,8 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/docs", docs_page.handler)
-    middlewares.install(app, gateway)
+    middlewares.install(app, gateway, routes)
+    harden(app)
 
     if distributed:
         proxy.mount_forwarders(app, routes, settings.service_url_map)
@@ -138,8 +139,27 @@ async def readyz(request: web.Request) -> web.Response:
     settings: Settings = request.app["settings"]
     if settings.redis_url:
         checks["redis"] = await _probe_redis(settings.redis_url)
+    checks.update(_supervised_processes())
     ok = all(v == "ok" for v in checks.values())
     return json_reply({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+
+
+def _supervised_processes() -> dict[str, str]:
+    """`process:<name>` for each process the supervisor runs (recycle run / run-dist): a crashed one shows as
+    `restarting` until it is back."""
+    import json
+    import os
+
+    path = os.environ.get("SUPERVISOR_STATE_FILE")
+    if not path:
+        return {}
+    try:
+        with open(path) as f:
+            states = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {f"process:{name}": "ok" if v.get("state") == "up" else v.get("state", "unknown")
+            for name, v in states.items()}
 
 
 async def _probe_redis(url: str) -> str:

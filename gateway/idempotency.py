@@ -29,8 +29,8 @@ from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, Strin
 from sqlalchemy.exc import IntegrityError
 
 from services.kernel.db import Database, ensure_schema, new_metadata
-from services.kernel.errors import DomainError, RuleViolated, ValidationFailed
-from services.kernel.http import error_response, principal_of, problem_for, problem_reply
+from services.kernel.errors import DomainError, RuleViolated, Unavailable, ValidationFailed
+from services.kernel.http import authenticate, error_response, problem_for, problem_reply
 from services.kernel.ids import new_id
 
 HEADER = "Idempotency-Key"
@@ -73,12 +73,6 @@ class IdempotencyStore(Protocol):
     async def purge_expired(self) -> int: ...
 
     async def close(self) -> None: ...
-
-
-class Unavailable(DomainError):
-    status = 503
-    slug = "unavailable"
-    title = "Service unavailable"
 
 
 def _now_ms() -> int:
@@ -288,7 +282,7 @@ class IdempotencyMiddleware:
             return await handler(request)
         if not _KEY_RE.fullmatch(key):
             raise ValidationFailed.field(HEADER, "must be 1 to 255 visible ASCII characters (a UUID is ideal)")
-        principal = principal_of(request)  # a bad token is refused here: a key cannot be scoped without a user
+        principal = await authenticate(request)  # a bad or revoked token is refused here: a key cannot be scoped without a user
         scope = f"user:{principal.user_id}" if principal else f"ip:{self.client_ip(request)}"
         body = await request.read()  # cached: the handler reads the same bytes (413 raised here if too large)
         fp = fingerprint(request, body)

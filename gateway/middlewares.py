@@ -8,7 +8,8 @@ Order (outermost first), as `create_app` assembles it:
 3. `preflight`        – answers CORS preflights for the allowed origin (other origins get no CORS headers);
 4. `body_limit`       – refuses a declared Content-Length above MAX_BODY_BYTES with 413 before reading it
                         (aiohttp's client_max_size catches chunked bodies when they are read);
-5. `rate_limit`       – per client IP, then per user (429 with Retry-After);
+5. `rate_limit`       – per client IP, then per user, then the route's declared budgets (e.g. login codes per
+                        client and for the whole platform; 429 with Retry-After);
 6. `idempotency`      – Idempotency-Key on POST (claim, replay, 422 on reuse).
 
 CORS headers on actual replies are added in `on_response_prepare`, so error replies carry them too.
@@ -26,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from services.kernel.db import Database
-from services.kernel.http import principal_or_none, problem_for, problem_reply
+from services.kernel.http import RouteDef, principal_or_none, problem_for, problem_reply
 from services.kernel.settings import Settings
 
 from .idempotency import IdempotencyMiddleware, IdempotencyStore, RedisIdempotencyStore, SqlIdempotencyStore
@@ -74,7 +75,7 @@ class Gateway:
                                           self.client_ip)
         self.rl = RateLimitMiddleware(self._limiter, self.settings.rate_limit_per_minute,
                                       self.settings.rate_limit_ip_per_minute, self.gw.rate_limit_window_s,
-                                      self.client_ip)
+                                      self.client_ip, self.settings)
 
     # Stores are opened at startup (cleanup_ctx); the middlewares reach them through these proxies.
     @property
@@ -206,9 +207,10 @@ class _Deferred:
         return getattr(target, name)
 
 
-def install(app: web.Application, gateway: Gateway) -> None:
-    """System routes, CORS headers and the stores' lifecycle."""
+def install(app: web.Application, gateway: Gateway, routes: list[RouteDef] = ()) -> None:  # type: ignore[assignment]
+    """System routes, CORS headers, the routes' budgets and the stores' lifecycle."""
     app["gateway"] = gateway
+    gateway.rl.budgets = {(r.method, r.path): r.budgets for r in routes if r.budgets}
     app.router.add_get("/metrics", gateway.metrics)
     app.on_response_prepare.append(gateway.cors_headers)
     app.cleanup_ctx.append(gateway.lifecycle)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from services.kernel.http import RouteDef, principal_of, problem_for, problem_reply
+from services.kernel.http import RouteDef, authenticate, problem_for, problem_reply
 
 FORWARD_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Accept", "Last-Event-ID", "X-Forwarded-For", "X-Trace-Id")
 RETURN_HEADERS = ("Content-Type", "Retry-After", "Location", "Cache-Control", "Content-Disposition")
@@ -41,7 +41,7 @@ def _forwarder(route: RouteDef, base: str):  # noqa: ANN202
     async def forward(request: web.Request) -> web.StreamResponse:
         # The gateway authenticates and applies the route's policy before anything leaves it (the service checks
         # again: it never trusts the network), so both runs answer 401/403 the same way.
-        route.policy.check(principal_of(request))
+        route.policy.check(await authenticate(request))
         session: aiohttp.ClientSession = request.app["proxy_session"]
         headers = {h: request.headers[h] for h in FORWARD_HEADERS if h in request.headers}
         headers["X-Request-Id"] = request["request_id"]

@@ -14,18 +14,29 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
 
-from services.kernel.errors import RateLimited
-from services.kernel.http import principal_or_none
+from services.kernel.errors import RateLimited, Unavailable
+from services.kernel.http import Budget, principal_or_none
+from services.kernel.settings import Settings
+
+from .captcha import HumanCheck, NoHumanCheck
 
 log = logging.getLogger(__name__)
 
 # Never limited: probes, scrapes and the (static) API documents; CORS preflights carry no credentials either.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+
+
+def _template(request: web.Request) -> str:
+    try:
+        resource = request.match_info.route.resource
+    except AttributeError:
+        return ""
+    return resource.canonical if resource is not None else ""
 
 
 @dataclass(frozen=True)
@@ -122,15 +133,43 @@ class RateLimitMiddleware:
     per_ip: int
     window_s: float
     client_ip: Callable[[web.Request], str]
+    settings: Settings | None = None
+    # (method, path template) -> the route's declared budgets; filled in by create_app from the route table
+    budgets: dict[tuple[str, str], tuple[Budget, ...]] = field(default_factory=dict)
+    human_check: HumanCheck = field(default_factory=NoHumanCheck)
 
     def middleware(self) -> Callable:
         @web.middleware
         async def rate_limit(request: web.Request, handler: Callable) -> web.StreamResponse:
             if request.method != "OPTIONS" and request.path not in EXEMPT_PATHS:
                 await self.check(request)
+                budgets = self.budgets.get((request.method, _template(request)))
+                if budgets:
+                    await self.spend(request, budgets)
             return await handler(request)
 
         return rate_limit
+
+    async def spend(self, request: web.Request, budgets: tuple[Budget, ...]) -> None:
+        """Count one call against each of the route's budgets (per client first, then global)."""
+        for b in sorted(budgets, key=lambda b: b.per != "client"):
+            limit = int(getattr(self.settings, b.setting))
+            if limit <= 0:
+                continue
+            key = f"budget:{b.name}:" + (f"client:{self.client_ip(request)}" if b.per == "client" else "global")
+            try:
+                d = await self.limiter.hit(key, limit, b.window_s)
+            except Exception as exc:  # noqa: BLE001 - fail closed: every call past a budget costs money
+                log.warning("budget store unavailable: %s", type(exc).__name__)
+                raise Unavailable("cannot check the request budget right now; retry shortly") from exc
+            if d.allowed:
+                continue
+            if b.per == "client" and await self.human_check.passed(request):
+                continue
+            who = "this address" if b.per == "client" else "the platform (all clients)"
+            raise RateLimited(f"too many {b.name} requests from {who}: at most {limit} per {b.window_s // 60 or 1}"
+                              f" minute(s); retry later", retry_after_s=max(1, math.ceil(d.retry_after_s)),
+                              reason=f"{b.name}_budget", budget=b.per)
 
     async def check(self, request: web.Request) -> None:
         checks = []

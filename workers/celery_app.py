@@ -1,15 +1,19 @@
-"""The Celery app: schedules, retries, exports. Each service may have a `tasks.py` with tasks and a `SCHEDULE`.
+"""The Celery worker's app: every service's declared tasks (`services/<name>/tasks.py`) and beat schedules.
 
-Embedded run: the SQLAlchemy broker on SQLite (no server). Distributed run: Redis (CELERY_BROKER_URL).
-Unit tests may set `task_always_eager`; integration tests run a real worker.
+The app is the kernel's (`services.kernel.tasks.celery_app`), so the worker consumes exactly where every other
+process publishes. This module registers each declared task on it and installs the worker's task runtime: one
+platform per worker process, migrated once. Embedded run: the SQLAlchemy broker on SQLite (no server);
+distributed run: Redis (CELERY_BROKER_URL).
 """
 from __future__ import annotations
 
 import functools
 import importlib
+from typing import Any
 
 from celery import Celery
 
+from services.kernel import tasks
 from services.kernel.runtime import SERVICE_NAMES, ServiceRuntime
 from services.kernel.settings import get_settings
 
@@ -27,26 +31,23 @@ def _task_modules() -> list[str]:
     return mods
 
 
+def _celery_task(name: str) -> Any:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return tasks.execute(name, *args, **kwargs)
+
+    run.__name__ = run.__qualname__ = name.replace(".", "_")
+    return run
+
+
 def make_celery() -> Celery:
-    s = get_settings()
-    s.data_dir.mkdir(parents=True, exist_ok=True)
-    app = Celery("recycle", broker=s.fmt(s.celery_broker_url), backend=s.fmt(s.celery_result_backend))
-    app.conf.update(
-        task_acks_late=True,  # a worker that dies mid-task leaves it to be redelivered
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        timezone="Asia/Shanghai",
-        enable_utc=True,
-        broker_connection_retry_on_startup=True,
-    )
+    app = tasks.celery_app(get_settings())
     mods = _task_modules()
-    app.conf.include = mods
     schedule: dict = {}
     for m in mods:
         schedule.update(getattr(importlib.import_module(m), "SCHEDULE", {}))
+    for name, td in tasks.declared().items():
+        if name not in app.tasks:
+            app.task(name=name, **td.options)(_celery_task(name))
     app.conf.beat_schedule = schedule
     return app
 
@@ -64,3 +65,6 @@ def _platform():  # noqa: ANN202
 def runtime(service: str) -> ServiceRuntime:
     """The runtime of a service inside a worker process (migrated once, cached)."""
     return _platform()[service]
+
+
+tasks.install_runtime(runtime)

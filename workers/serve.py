@@ -59,15 +59,13 @@ def run_background(settings: Settings) -> None:
 def serve_one_service(settings: Settings, name: str, port: int) -> None:
     _logging(settings)
     from services.bootstrap import Platform
-    from services.kernel.http import json_reply, mount, request_context
+    from services.kernel.http import json_reply, service_app
 
     try:
         platform = Platform(settings, services=[name]).prepare()
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
-    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
-    app["settings"] = settings
-    mount(app, platform[name])
+    app = service_app(settings, [platform[name]])
 
     async def healthz(_: web.Request) -> web.Response:
         return json_reply({"status": "ok", "service": name})

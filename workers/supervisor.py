@@ -23,13 +23,49 @@ from services.kernel.settings import ConfigError, Settings
 
 
 @dataclass
+class Child:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen
+    restartable: bool = True
+    crashes: list[float] = field(default_factory=list)  # monotonic times of recent exits
+    restart_at: float | None = None  # when a crashed child is due to start again
+
+    @property
+    def state(self) -> str:
+        return "restarting" if self.restart_at is not None else "up" if self.process.poll() is None else "down"
+
+
+@dataclass
 class Supervisor:
+    """Starts the platform's processes and keeps them running.
+
+    A child that exits is started again after a back-off (`backoff_s`, doubling up to `max_backoff_s`); one that
+    exits `crash_limit` times within `crash_window_s` is a crash loop: the platform stops with a message naming
+    it. Meanwhile the children's states are written to `state_file` (JSON), which the gateway's `/readyz` reports.
+    """
+
     procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    children: dict[str, Child] = field(default_factory=dict)
+    state_file: str | None = None
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    crash_limit: int = 5
+    crash_window_s: float = 60.0
+    poll_s: float = 0.2
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
         p = subprocess.Popen(args, env=env)
         self.procs.append((name, p))
+        self.children[name] = Child(name, args, env, p)
+        self._write_state()
         return p
+
+    def adopt(self, name: str, process: subprocess.Popen) -> None:
+        """Watch a process started elsewhere (the broker): its exit stops the platform."""
+        self.procs.append((name, process))
+        self.children[name] = Child(name, [], {}, process, restartable=False)
 
     def stop(self) -> None:
         for _, p in reversed(self.procs):
@@ -41,21 +77,78 @@ class Supervisor:
                 p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
+        for c in self.children.values():
+            c.restart_at = None
+        self._write_state()
+
+    def check(self, now: float | None = None) -> int | None:
+        """One supervision step: restart what is due, schedule restarts of what exited. Returns an exit code
+        when the platform must stop (a crash loop, or a child that cannot be restarted)."""
+        now = time.monotonic() if now is None else now
+        changed = False
+        for c in self.children.values():
+            if c.restart_at is not None:
+                if now >= c.restart_at:
+                    c.restart_at = None
+                    c.process = subprocess.Popen(c.args, env=c.env)
+                    self.procs = [(n, c.process if n == c.name else p) for n, p in self.procs]
+                    print(f"supervisor: {c.name} started again (pid {c.process.pid})", file=sys.stderr, flush=True)
+                    changed = True
+                continue
+            code = c.process.poll()
+            if code is None:
+                continue
+            changed = True
+            if not c.restartable:
+                print(f"supervisor: {c.name} exited with {code}; stopping the platform", file=sys.stderr, flush=True)
+                return code or 1
+            c.crashes = [t for t in c.crashes if now - t < self.crash_window_s] + [now]
+            if len(c.crashes) >= self.crash_limit:
+                print(f"supervisor: {c.name} exited {len(c.crashes)} times within {self.crash_window_s:.0f}s "
+                      f"(last exit code {code}): a crash loop, stopping the platform. See its log above.",
+                      file=sys.stderr, flush=True)
+                self._write_state()
+                return code or 1
+            delay = min(self.backoff_s * 2 ** (len(c.crashes) - 1), self.max_backoff_s)
+            c.restart_at = now + delay
+            print(f"supervisor: {c.name} exited with {code}; starting it again in {delay:.1f}s",
+                  file=sys.stderr, flush=True)
+        if changed:
+            self._write_state()
+        return None
 
     def wait(self) -> int:
-        """Block until one process exits (then stop the rest) or we are interrupted."""
+        """Supervise until a crash loop (then stop everything) or we are interrupted."""
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
             while True:
-                for name, p in self.procs:
-                    if p.poll() is not None:
-                        print(f"{name} exited with {p.returncode}; stopping the platform", file=sys.stderr)
-                        return p.returncode or 1
-                time.sleep(0.5)
+                code = self.check()
+                if code is not None:
+                    return code
+                time.sleep(self.poll_s)
         except KeyboardInterrupt:
             return 0
         finally:
             self.stop()
+
+    def _write_state(self) -> None:
+        if not self.state_file:
+            return
+        state = {c.name: {"state": c.state, "pid": c.process.pid, "restarts_recent": len(c.crashes)}
+                 for c in self.children.values()}
+        tmp = f"{self.state_file}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, self.state_file)
+
+
+def read_process_states(path: str) -> dict[str, str]:
+    """The supervisor's view of its children (name -> up | restarting | down); {} when there is none."""
+    try:
+        with open(path) as f:
+            return {name: v["state"] for name, v in json.load(f).items()}
+    except (OSError, ValueError):
+        return {}
 
 
 def wait_http(url: str, timeout_s: float = 60.0) -> None:
@@ -80,9 +173,23 @@ def celery_args(settings: Settings, beat: bool = True) -> list[str]:
     return args + (["-B", "-s", str(settings.data_dir / "celerybeat-schedule")] if beat else [])
 
 
+def state_file(settings: Settings) -> str:
+    return str(settings.data_dir / "processes.json")
+
+
+def make_supervisor(settings: Settings) -> Supervisor:
+    """The platform's supervisor; SUPERVISOR_BACKOFF_S, SUPERVISOR_CRASH_LIMIT and SUPERVISOR_CRASH_WINDOW_S
+    tune its restarts (the fault tests kill children far more often than any crash loop would)."""
+    e = os.environ
+    return Supervisor(state_file=state_file(settings), backoff_s=float(e.get("SUPERVISOR_BACKOFF_S", "1")),
+                      crash_limit=int(e.get("SUPERVISOR_CRASH_LIMIT", "5")),
+                      crash_window_s=float(e.get("SUPERVISOR_CRASH_WINDOW_S", "60")))
+
+
 def run_embedded(settings: Settings) -> int:
-    sup = Supervisor()
-    env = dict(os.environ)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sup = make_supervisor(settings)
+    env = dict(os.environ, SUPERVISOR_STATE_FILE=state_file(settings))
     sup.spawn("gateway", [_bin("recycle"), "serve", "--no-background"], env)
     base = f"http://{settings.host}:{settings.port}"
     try:
@@ -106,8 +213,10 @@ def run_distributed(settings: Settings, ready_file: str | None = None) -> int:
     """Each service in its own process. Needs DATABASE_URL (PostgreSQL) and REDIS_URL; starts the broker."""
     if not settings.database_url.startswith("postgresql"):
         raise SystemExit("run-dist needs DATABASE_URL=postgresql://... (one schema per service is created)")
-    sup = Supervisor()
-    env = dict(os.environ, BUS="kafka", EVENT_LOG_URL=settings.database_url)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sup = make_supervisor(settings)
+    env = dict(os.environ, BUS="kafka", EVENT_LOG_URL=settings.database_url,
+               SUPERVISOR_STATE_FILE=state_file(settings))
     if settings.redis_url:
         env.setdefault("CELERY_BROKER_URL", settings.redis_url)
         env.setdefault("CELERY_RESULT_BACKEND", settings.redis_url)
@@ -116,7 +225,7 @@ def run_distributed(settings: Settings, ready_file: str | None = None) -> int:
             from .broker import start_broker
 
             broker = start_broker()
-            sup.procs.append(("kafka-broker", broker.process))
+            sup.adopt("kafka-broker", broker.process)
             env["KAFKA_BOOTSTRAP"] = broker.bootstrap
         names = available_services()
         urls = {}

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.kernel.http import Ctx, Reply, Router
+from services.kernel.http import Budget, Ctx, Reply, Router
 
 from . import handlers
 from .domain.rules import CONSENT_KINDS
@@ -59,7 +59,13 @@ def _tokens(sess: handlers.LoginSession) -> TokenOut:
                     roles=sorted(sess.access.roles), firm_ids=sorted(sess.access.firm_ids))
 
 
-@router.post("/v1/auth/otp", public=True, body=OtpIn, response=OtpOut, status=202, errors=(503,))
+# SMS pumping: every code costs an SMS. Besides the per-phone limit (accounts), budgets per client address and
+# for the whole platform (OTP_PER_CLIENT_LIMIT per 10 minutes, OTP_GLOBAL_LIMIT per minute), kept by the gateway.
+OTP_BUDGETS = (Budget("otp", "client", "otp_per_client_limit", 600), Budget("otp", "global", "otp_global_limit", 60))
+
+
+@router.post("/v1/auth/otp", public=True, body=OtpIn, response=OtpOut, status=202, errors=(429, 503),
+             budgets=OTP_BUDGETS)
 async def request_otp(ctx: Ctx) -> Reply:
     """Send a one-time login code by SMS (the dev environment also returns it as dev_code)."""
     sent = await ctx.run(handlers.request_otp, ctx.runtime, ctx.body.phone)
@@ -78,6 +84,17 @@ async def issue_token(ctx: Ctx) -> TokenOut:
 async def refresh_token(ctx: Ctx) -> TokenOut:
     """Exchange a refresh token (once) for a new pair carrying the current roles."""
     return _tokens(await ctx.run(handlers.refresh, ctx.runtime, ctx.body.refresh_token))
+
+
+class LogoutOut(BaseModel):
+    user_id: str
+    status: Literal["logged_out"]
+
+
+@router.post("/v1/auth/logout", authenticated=True, response=LogoutOut)
+async def logout(ctx: Ctx) -> LogoutOut:
+    """Log out everywhere: every access token stops working on its next request; every refresh token is revoked."""
+    return LogoutOut(**await ctx.run(handlers.logout, ctx.runtime, ctx.user.user_id))
 
 
 # --- models: the user -------------------------------------------------------------------------------------
@@ -222,8 +239,8 @@ async def register_firm(ctx: Ctx) -> FirmOut:
 
 @router.get("/v1/firms/{id}", authenticated=True, response=FirmOut)
 async def get_firm(ctx: Ctx) -> FirmOut:
-    """A firm's registration (public business data) and verification status."""
-    return FirmOut(**await ctx.run(handlers.get_firm, ctx.runtime, ctx.params["id"]))
+    """A firm's registration (public business data once verified; until then its owner's and admins') and status."""
+    return FirmOut(**await ctx.run(handlers.get_firm, ctx.runtime, ctx.params["id"], ctx.require_owner))
 
 
 @router.post("/v1/firms/{id}/qualifications", authenticated=True, body=QualificationIn, response=QualificationOut,
@@ -286,7 +303,7 @@ class VerificationPage(BaseModel):
 
 
 class RolesIn(_In):
-    roles: list[str] = Field(max_length=10, description="roles to grant: accountant, erasure_operator, admin")
+    roles: list[str] = Field(max_length=10, description="roles to grant: accountant, erasure_operator, admin, regulator")
     revoke: list[str] = Field(default_factory=list, max_length=10, description="roles to take away")
 
 
@@ -321,6 +338,31 @@ async def reject(ctx: Ctx) -> VerificationOut:
 
 @router.post("/v1/admin/users/{id}/roles", roles={"admin"}, body=RolesIn, response=RolesOut)
 async def change_roles(ctx: Ctx) -> RolesOut:
-    """(admin) Grant (and optionally revoke) accountant, erasure_operator, admin."""
+    """(admin) Grant (and optionally revoke) accountant, erasure_operator, admin, regulator — never one's own.
+    Revoking stops the user's current tokens on their next request (they refresh to get the roles as they are now)."""
     return RolesOut(**await ctx.run(handlers.change_roles, ctx.runtime, ctx.user.user_id, ctx.params["id"],
                                     ctx.body.roles, ctx.body.revoke))
+
+
+class SuspendIn(_In):
+    reason: str = Field(min_length=1, max_length=300)
+
+
+class SuspensionOut(BaseModel):
+    user_id: str
+    suspended: bool
+    suspended_at: datetime | None
+    reason: str | None
+
+
+@router.post("/v1/admin/users/{id}/suspend", roles={"admin"}, body=SuspendIn, response=SuspensionOut)
+async def suspend_user(ctx: Ctx) -> SuspensionOut:
+    """(admin) Suspend an account: its tokens stop working on their next request; no login or refresh."""
+    return SuspensionOut(**await ctx.run(handlers.suspend_user, ctx.runtime, ctx.user.user_id, ctx.params["id"],
+                                         ctx.body.reason))
+
+
+@router.post("/v1/admin/users/{id}/reinstate", roles={"admin"}, response=SuspensionOut)
+async def reinstate_user(ctx: Ctx) -> SuspensionOut:
+    """(admin) Lift a suspension: the user may log in again."""
+    return SuspensionOut(**await ctx.run(handlers.reinstate_user, ctx.runtime, ctx.user.user_id, ctx.params["id"]))

@@ -28,6 +28,7 @@ from services.kernel.db import UnitOfWork
 from services.kernel.errors import (
     Conflict,
     DomainError,
+    Forbidden,
     NotFound,
     RateLimited,
     RuleViolated,
@@ -35,6 +36,7 @@ from services.kernel.errors import (
     ValidationFailed,
 )
 from services.kernel.ids import new_id
+from services.kernel.revocation import token_versions
 from services.kernel.runtime import ServiceRuntime
 
 from .domain import model
@@ -67,6 +69,12 @@ from .store import (
 )
 
 Authorize = Callable[..., Any]
+
+
+class TokenStoreUnavailable(DomainError):
+    status = 503
+    slug = "unavailable"
+    title = "Service unavailable"
 
 
 class SmsUnavailable(DomainError):
@@ -170,14 +178,56 @@ def _load_access(s: Session, user_id: str) -> model.Access:
     granted = s.execute(select(user_roles.c.role).where(user_roles.c.user_id == user_id)).scalars().all()
     owned = s.execute(select(firms.c.id).where(firms.c.owner_user_id == user_id,
                                                firms.c.status == model.VERIFIED)).scalars().all()
-    acct = s.execute(select(firm_accountants.c.firm_id).where(firm_accountants.c.user_id == user_id)).scalars().all()
+    # an accountant acts for a firm only once it is verified (a pending firm is anyone's to create)
+    acct = s.execute(select(firm_accountants.c.firm_id).join(firms, firms.c.id == firm_accountants.c.firm_id)
+                     .where(firm_accountants.c.user_id == user_id, firms.c.status == model.VERIFIED)).scalars().all()
     coll = s.execute(select(collectors.c.firm_id).where(collectors.c.user_id == user_id,
                                                         collectors.c.status == model.VERIFIED)).scalars().all()
     return model.access_of(granted, owned, acct, coll)
 
 
-def _principal(user_id: str, access: model.Access) -> Principal:
-    return Principal(user_id, access.roles, access.firm_ids, access.firm_roles)
+def _principal(user_id: str, access: model.Access, token_version: int) -> Principal:
+    return Principal(user_id, access.roles, access.firm_ids, access.firm_roles, token_version)
+
+
+def _token_version(s: Session, user_id: str) -> int:
+    return int(s.execute(select(users.c.token_version).where(users.c.id == user_id)).scalar() or 0)
+
+
+def _revoke_tokens(s: Session, user_id: str) -> int:
+    """Raise the user's token version: every access token issued before is refused from its next request.
+
+    Call `_publish_version` with the result once the transaction has committed."""
+    s.execute(update(users).where(users.c.id == user_id).values(token_version=users.c.token_version + 1,
+                                                                token_version_at_ms=_ms()))
+    return _token_version(s, user_id)
+
+
+def _publish_version(rt: ServiceRuntime, user_id: str, version: int) -> None:
+    """Write the committed version into the copy every request is checked against (memory or Redis)."""
+    try:
+        token_versions(rt.settings).raise_to(user_id, version, rt.settings.access_token_ttl_s)
+    except Exception as exc:  # noqa: BLE001 - redis-py raises its own error types
+        # committed but not yet in force: say so; repeating the request publishes it again
+        raise TokenStoreUnavailable("the change is recorded but could not reach the token store yet; "
+                                    "repeat the request to put it in force") from exc
+
+
+def republish_versions(rt: ServiceRuntime) -> int:
+    """At start-up: put every version raised within an access token's lifetime back into the copy (a restarted
+    process or a flushed Redis has lost them, while tokens issued before them have not expired yet)."""
+    since = _ms() - rt.settings.access_token_ttl_s * 1000
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        rows = uow.session.execute(select(users.c.id, users.c.token_version).where(
+            users.c.token_version_at_ms > since)).all()
+    for r in rows:
+        token_versions(rt.settings).raise_to(r.id, r.token_version, rt.settings.access_token_ttl_s)
+    return len(rows)
+
+
+def _revoke_refresh_tokens(s: Session, user_id: str) -> None:
+    s.execute(update(refresh_tokens).where(refresh_tokens.c.user_id == user_id,
+                                           refresh_tokens.c.revoked_at_ms.is_(None)).values(revoked_at_ms=_ms()))
 
 
 def _roles_changed(uow: UnitOfWork, user_id: str, access: model.Access) -> None:
@@ -246,6 +296,8 @@ def _login_once(rt: ServiceRuntime, phone: str, code: str) -> LoginSession | str
             return "no valid code for this phone number: request a new one"
 
         user_id = s.execute(select(users.c.id).where(users.c.phone_hash == ph)).scalar()
+        if user_id is not None:
+            _refuse_suspended(s, user_id)
         at = _now()
         changed = False
         if user_id is None:
@@ -264,7 +316,7 @@ def _login_once(rt: ServiceRuntime, phone: str, code: str) -> LoginSession | str
         access = _load_access(s, user_id)
         if changed:
             _roles_changed(uow, user_id, access)
-        pair = issue_tokens(rt.settings, _principal(user_id, access))
+        pair = issue_tokens(rt.settings, _principal(user_id, access, _token_version(s, user_id)))
         _store_refresh(s, user_id, pair)
         return LoginSession(user_id, access, pair)
 
@@ -287,14 +339,34 @@ def refresh(rt: ServiceRuntime, token: str) -> LoginSession:
                        .values(used_at_ms=now)).rowcount != 1:
             _revoke_family(s, row.family, now)
             outcome = "refresh token already used: every session of this login is revoked; log in again"
-        elif s.execute(select(users.c.id).where(users.c.id == row.user_id)).first() is None:
+        elif (u := s.execute(select(users.c.suspended_at, users.c.token_version)
+                             .where(users.c.id == row.user_id)).first()) is None:
             outcome = "this account no longer exists"
+        elif u.suspended_at is not None:
+            outcome = "this account is suspended"
         else:
             access = _load_access(s, row.user_id)
-            pair = issue_tokens(rt.settings, _principal(row.user_id, access), family=row.family)
+            pair = issue_tokens(rt.settings, _principal(row.user_id, access, u.token_version), family=row.family)
             _store_refresh(s, row.user_id, pair)
             return LoginSession(row.user_id, access, pair)
     raise Unauthorized(outcome, reason="refresh_invalid")
+
+
+def _refuse_suspended(s: Session, user_id: str) -> None:
+    if s.execute(select(users.c.suspended_at).where(users.c.id == user_id)).scalar() is not None:
+        raise Forbidden("this account is suspended; contact support", reason="account_suspended")
+
+
+def logout(rt: ServiceRuntime, user_id: str) -> dict[str, Any]:
+    """Log out everywhere: every access token of the user is refused from its next request, every refresh
+    token is revoked."""
+    with UnitOfWork(rt.db) as uow:
+        s = uow.session
+        _user(s, user_id)
+        version = _revoke_tokens(s, user_id)
+        _revoke_refresh_tokens(s, user_id)
+    _publish_version(rt, user_id, version)
+    return dict(user_id=user_id, status="logged_out")
 
 
 def _revoke_family(s: Session, family: str, now: int) -> None:
@@ -419,9 +491,13 @@ def register_firm(rt: ServiceRuntime, user_id: str, name: str, raw_uscc: str, fi
     return _firm_reply(SimpleNamespace(**values))
 
 
-def get_firm(rt: ServiceRuntime, firm_id: str) -> dict[str, Any]:
+def get_firm(rt: ServiceRuntime, firm_id: str, authorize: Authorize) -> dict[str, Any]:
+    """A verified firm is public business data; until then only its owner (and admins) see it."""
     with UnitOfWork(rt.db, readonly=True) as uow:
-        return _firm_reply(_firm(uow.session, firm_id))
+        f = _firm(uow.session, firm_id)
+    if f.status != model.VERIFIED:
+        authorize(f.owner_user_id, what="firm", admin_ok=True)
+    return _firm_reply(f)
 
 
 def add_qualification(rt: ServiceRuntime, firm_id: str, kind: str, number: str, valid_until: date,
@@ -444,6 +520,10 @@ def add_accountant(rt: ServiceRuntime, firm_id: str, accountant_user_id: str, au
         s = uow.session
         f = _firm(s, firm_id)
         by = authorize(f.owner_user_id, what="firm").user_id
+        if f.status != model.VERIFIED:
+            # else anyone could make themselves an accountant through a firm of their own making
+            raise RuleViolated("accountants are added to a verified firm only; this one is " + f.status,
+                               reason="firm_not_verified")
         if s.execute(select(users.c.id).where(users.c.id == accountant_user_id)).first() is None:
             raise RuleViolated(f"no user with id {accountant_user_id}: they must log in once first",
                                reason="unknown_user", field="user_id")
@@ -591,8 +671,9 @@ def change_roles(rt: ServiceRuntime, admin_id: str, user_id: str, grant: list[st
     both = set(grant) & set(revoke)
     if both:
         raise ValidationFailed.field("revoke", f"both granted and revoked: {sorted(both)}")
-    if user_id == admin_id and "admin" in revoke:
-        raise RuleViolated("an admin cannot revoke their own admin role", reason="self_revoke", field="revoke")
+    if user_id == admin_id:
+        # a token must never widen (or re-grant) its own holder's power: another admin decides
+        raise Forbidden("nobody changes their own roles; ask another admin", reason="self_role_change")
     with UnitOfWork(rt.db) as uow:
         s = uow.session
         _user(s, user_id)
@@ -607,7 +688,47 @@ def change_roles(rt: ServiceRuntime, admin_id: str, user_id: str, grant: list[st
         after = _load_access(s, user_id)
         if after != before:
             _roles_changed(uow, user_id, after)
+        if not (before.roles <= after.roles and before.firm_roles <= after.firm_roles):
+            _revoke_tokens(s, user_id)  # power taken away: the tokens that carry it stop working now
+        version = _token_version(s, user_id)
+    _publish_version(rt, user_id, version)  # also on a repeat: puts a change in force that missed the store
     return dict(user_id=user_id, roles=sorted(after.roles), firm_ids=sorted(after.firm_ids))
+
+
+def suspend_user(rt: ServiceRuntime, admin_id: str, user_id: str, reason: str) -> dict[str, Any]:
+    """Suspend an account: its tokens stop working on their next request, it cannot log in or refresh."""
+    if user_id == admin_id:
+        raise Forbidden("nobody suspends their own account", reason="self_suspend")
+    with UnitOfWork(rt.db) as uow:
+        s = uow.session
+        u = _user(s, user_id)
+        if u.suspended_at is None:
+            s.execute(update(users).where(users.c.id == user_id).values(
+                suspended_at=_now(), suspended_by=admin_id, suspended_reason=reason))
+            _revoke_tokens(s, user_id)
+            _revoke_refresh_tokens(s, user_id)
+        version = _token_version(s, user_id)
+        u = _user(s, user_id)
+    _publish_version(rt, user_id, version)
+    return _suspension_reply(u)
+
+
+def reinstate_user(rt: ServiceRuntime, admin_id: str, user_id: str) -> dict[str, Any]:
+    """Lift a suspension: the user logs in again (old tokens stay revoked)."""
+    if user_id == admin_id:
+        raise Forbidden("nobody lifts their own suspension", reason="self_suspend")
+    with UnitOfWork(rt.db) as uow:
+        s = uow.session
+        _user(s, user_id)
+        s.execute(update(users).where(users.c.id == user_id).values(
+            suspended_at=None, suspended_by=admin_id, suspended_reason=None))
+        u = _user(s, user_id)
+    return _suspension_reply(u)
+
+
+def _suspension_reply(u: Row) -> dict[str, Any]:
+    return dict(user_id=u.id, suspended=u.suspended_at is not None, suspended_at=utc(u.suspended_at),
+                reason=u.suspended_reason)
 
 
 

@@ -18,6 +18,9 @@ def setup(rt: ServiceRuntime) -> None:
     cfg = accounts_settings(rt.settings)
     rt.ports["accounts_settings"] = cfg
     rt.ports["sms"] = make_sms_provider(cfg)
+    from .handlers import republish_versions
+
+    republish_versions(rt)  # revocations of the last hour back into a fresh memory copy or a flushed Redis
     if rt.settings.env == "prod" and cfg.sms_provider == "log":
         log.warning("SMS_PROVIDER=log in prod: login codes are not delivered to anyone")
 

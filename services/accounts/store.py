@@ -36,6 +36,14 @@ users = Table(
     Column("id_number_masked", String(24), nullable=True),
     Column("identity_verified_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Access tokens carry the version they were issued at; raising it revokes the older ones on their next
+    # request (services/kernel/revocation.py). `token_version_at_ms`: when, so a restart re-publishes recent ones.
+    Column("token_version", Integer, nullable=False, server_default="0"),
+    Column("token_version_at_ms", BigInteger, nullable=True),
+    # An admin's suspension: no login, no refresh, every token revoked, until reinstated.
+    Column("suspended_at", DateTime(timezone=True), nullable=True),
+    Column("suspended_by", String(40), nullable=True),
+    Column("suspended_reason", String(300), nullable=True),
 )
 
 # Roles granted to a user (resident at registration; admin, accountant, erasure_operator by an admin or the

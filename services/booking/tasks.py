@@ -1,11 +1,12 @@
-"""Celery tasks of the booking service (picked up by workers/celery_app.py) and their beat schedule.
+"""Tasks of the booking service (run by the platform's worker) and their beat schedule.
 
 The timers keep their state in the database (see timers.py): beat only says "scan now", so a worker restart, a
 missed tick or two workers scanning at once change nothing.
 """
 from __future__ import annotations
 
-from celery import shared_task
+from services.kernel.runtime import ServiceRuntime
+from services.kernel.tasks import task
 
 from .settings import BookingSettings
 
@@ -16,11 +17,9 @@ SCHEDULE = {
 }
 
 
-@shared_task(name="booking.run_timers", acks_late=True)
-def run_timers() -> dict[str, int]:
+@task("booking.run_timers", service="booking", acks_late=True)
+def run_timers(rt: ServiceRuntime) -> dict[str, int]:
     """Escalate and expire unaccepted pickups, record collector no-shows, time out the invoice step."""
-    from workers.celery_app import runtime
-
     from .timers import run_due
 
-    return run_due(runtime("booking"))
+    return run_due(rt)

@@ -41,3 +41,50 @@ class TradeSettled(_TradeEvent):
     amount_fen: int
     fee_fen: int
     settled_at: datetime
+
+
+# --- lots (topic `trading.lot`, key = lot id): the lots board and its live best bids ----------------------------
+
+class _LotEvent(Event):
+    topic = "trading.lot"
+    key_field = "lot_id"
+    source = "/trading"
+    lot_id: str
+
+
+class LotListed(_LotEvent):
+    type = "cn.recycle.trading.lot.listed.v1"
+    doc = "A verified firm put a lot up for auction (sealed or ascending) until `ends_at`."
+    seller_firm_id: str
+    category: str
+    grade: str
+    qty_t: str
+    city_code: str
+    auction: str  # sealed | ascending
+    reserve_price_fen_per_t: int
+    min_increment_fen_per_t: int | None = None
+    deposit_fen: int = 0
+    source_kind: str  # intake | purchase
+    ends_at: datetime
+    listed_at: datetime
+
+
+class LotBestBidChanged(_LotEvent):
+    type = "cn.recycle.trading.lot.best_bid_changed.v1"
+    doc = ("Ascending lots only (sealed bids stay hidden until the close): a new best bid, and the lot's end time "
+           "after it (moved later when the bid came in the last minutes). The bidder is not named.")
+    price_fen_per_t: int
+    bid_count: int
+    ends_at: datetime
+    extended: bool
+    placed_at: datetime
+
+
+class LotClosed(_LotEvent):
+    type = "cn.recycle.trading.lot.closed.v1"
+    doc = "The lot closed at its end time: `awarded` (with the trade) or `unsold` (no bid at or above reserve)."
+    status: str  # awarded | unsold
+    trade_id: str | None = None
+    price_fen_per_t: int | None = None
+    bid_count: int
+    closed_at: datetime

@@ -416,9 +416,14 @@ async def download_export(ctx: Ctx) -> web.StreamResponse:
 @router.post("/v1/admin/invoicing/tax-unpaid", roles={"admin", "accountant"}, body=TaxStatusIn, status=201,
              errors=(403, 409))
 async def record_tax_unpaid(ctx: Ctx) -> dict:
-    """Record a month's tax of an issuer as unpaid (it suspends the issuer after the filing deadline) or paid."""
+    """Record a month's tax of an issuer as unpaid (it suspends the issuer after the filing deadline) or, admins
+    only, as paid (it lifts the suspension; who did is recorded)."""
     body: TaxStatusIn = ctx.body
     user = require_accountant_of(ctx.user, body.firm_id, admin_ok=True)
+    if body.status == "paid" and not user.has("admin"):
+        # lifting a suspension is the tax authority's word, relayed by an admin: never the firm's own
+        raise Forbidden("only an admin records a month's tax as paid (it lifts the suspension)",
+                        reason="admin_only")
     return await ctx.run(lambda: record_tax_status(ctx.runtime, firm_id=body.firm_id, period=body.period,
                                                    status=body.status, by=user.user_id,
                                                    amount_fen=body.amount_fen, note=body.note))

@@ -7,6 +7,9 @@ Who runs it (`INVOICING_EXPORT_RUNNER`):
 - `celery`: the task `invoicing.export_tax_report` (tasks.py) on the platform's worker;
 - `thread`: a daemon thread in the API process — the embedded/test run without a worker;
 - `auto` (default): a thread when ENV=test, Celery otherwise; if the Celery broker cannot be reached, a thread.
+A Celery job is published through the project's app in every process (services.kernel.tasks), and one still
+`queued` past `INVOICING_EXPORT_QUEUED_DEADLINE_S` after it was sent is sent again (`requeue_stale`, on beat):
+a lost message delays an export, it never leaves it queued forever.
 Progress is written to the job row every `INVOICING_EXPORT_PROGRESS_EVERY` invoices in its own short transaction,
 so `GET /v1/tax/exports/{id}` shows it while the export's read snapshot is still open.
 """
@@ -16,11 +19,11 @@ import logging
 import os
 import socket
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from services.kernel.db import Database, UnitOfWork
 from services.kernel.errors import NotFound
@@ -104,7 +107,8 @@ def dispatch(rt: ServiceRuntime, export_id: str, runner: str) -> str:
         try:
             from .tasks import export_tax_report
 
-            export_tax_report.delay(export_id)
+            export_tax_report.publish(rt.settings, export_id)
+            set_export(rt.db, export_id, dispatched_at=_now())
             return "celery"
         except Exception:  # noqa: BLE001 - the broker is down: do not lose the request
             log.warning("could not queue export %s on Celery; running it in a thread", export_id, exc_info=True)
@@ -113,6 +117,27 @@ def dispatch(rt: ServiceRuntime, export_id: str, runner: str) -> str:
     t = threading.Thread(target=_run_quietly, args=(rt, export_id), name=f"export-{export_id}", daemon=True)
     t.start()
     return "thread"
+
+
+def requeue_stale(rt: ServiceRuntime, now: datetime | None = None) -> list[str]:
+    """Send again the Celery jobs still queued `export_queued_deadline_s` after they were last sent."""
+    now = now or _now()
+    cutoff = now - timedelta(seconds=settings_of(rt).export_queued_deadline_s)
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        stale = list(uow.session.execute(select(exports.c.id).where(and_(
+            exports.c.status == "queued", exports.c.runner == "celery",
+            func.coalesce(exports.c.dispatched_at, exports.c.created_at) < cutoff))).scalars())
+    for export_id in stale:
+        with UnitOfWork(rt.db) as uow:  # claim it: two beats at once send it once
+            claimed = uow.session.execute(update(exports).where(and_(
+                exports.c.id == export_id, exports.c.status == "queued",
+                or_(exports.c.dispatched_at.is_(None), exports.c.dispatched_at < cutoff))).values(
+                dispatched_at=now)).rowcount
+        if claimed:
+            log.warning("export %s still queued after %.0fs; sending it again", export_id,
+                        settings_of(rt).export_queued_deadline_s)
+            dispatch(rt, export_id, "celery")
+    return stale
 
 
 def _run_quietly(rt: ServiceRuntime, export_id: str) -> None:

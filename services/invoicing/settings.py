@@ -39,6 +39,10 @@ class InvoicingSettings(BaseSettings):
     export_runner: Literal["auto", "celery", "thread"] = "auto"
     export_fetch_rows: int = Field(5000, ge=100)
     export_progress_every: int = Field(20000, ge=100)
+    # a Celery job still queued this long after it was sent is sent again (its message was lost or went to a
+    # broker nobody consumes); the worker's beat looks every `export_requeue_every_s`
+    export_queued_deadline_s: float = Field(120.0, gt=0)
+    export_requeue_every_s: float = Field(60.0, gt=0)
     # download chunk size
     export_chunk_bytes: int = Field(256 * 1024, ge=4096)
 

@@ -259,6 +259,7 @@ exports = Table(
     Column("size_bytes", BigInteger, nullable=True),
     Column("error", Text, nullable=True),
     Column("created_at", TS, nullable=False),
+    Column("dispatched_at", TS, nullable=True),  # last time it was sent to Celery (a stale queued job is resent)
     Column("started_at", TS, nullable=True),
     Column("finished_at", TS, nullable=True),
 )

@@ -1,38 +1,37 @@
-"""Celery tasks of the invoicing service (picked up by workers/celery_app.py).
+"""Tasks of the invoicing service (run by the platform's worker) and their beat schedule.
 
 `invoicing.export_tax_report(export_id)` generates a tax report file and records its progress on the job row.
 It is safe to redeliver (acks_late): a finished job is left alone, an interrupted one starts again.
+`invoicing.requeue_stale_exports` sends again the jobs still queued past their deadline.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
+from services.kernel.runtime import ServiceRuntime
+from services.kernel.tasks import task
 
-SCHEDULE: dict[str, Any] = {}
+from .settings import InvoicingSettings
 
-# Tests (and tools) that host the invoicing runtime themselves point the tasks at it; a worker uses its own.
-_runtime_override: Any = None
-
-
-def use_runtime(rt: Any) -> None:
-    """Run the tasks of this process against `rt` (None: the worker's own runtime)."""
-    global _runtime_override
-    _runtime_override = rt
+_every_s = InvoicingSettings().export_requeue_every_s
+SCHEDULE: dict[str, Any] = {
+    "invoicing-requeue-stale-exports": {"task": "invoicing.requeue_stale_exports", "schedule": _every_s,
+                                        "options": {"expires": _every_s}},
+}
 
 
-def _runtime() -> Any:
-    if _runtime_override is not None:
-        return _runtime_override
-    from workers.celery_app import runtime
-
-    return runtime("invoicing")
-
-
-@shared_task(name="invoicing.export_tax_report", acks_late=True, max_retries=3, default_retry_delay=30)
-def export_tax_report(export_id: str) -> dict[str, Any]:
+@task("invoicing.export_tax_report", service="invoicing", acks_late=True, max_retries=3, default_retry_delay=30)
+def export_tax_report(rt: ServiceRuntime, export_id: str) -> dict[str, Any]:
     """Write the file of export `export_id` (代办税费报告表 / 明细报告表 / annual statement)."""
     from .export_jobs import run_export
 
-    job = run_export(_runtime(), export_id)
+    job = run_export(rt, export_id)
     return {"id": job["id"], "status": job["status"], "rows": job["rows_done"]}
+
+
+@task("invoicing.requeue_stale_exports", service="invoicing", acks_late=True)
+def requeue_stale_exports(rt: ServiceRuntime) -> list[str]:
+    """Send again every Celery export still queued past `INVOICING_EXPORT_QUEUED_DEADLINE_S`."""
+    from .export_jobs import requeue_stale
+
+    return requeue_stale(rt)

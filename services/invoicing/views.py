@@ -191,7 +191,7 @@ def issuer_status(s: Session, firm_id: str, on: date, book: ServiceRuleBook) -> 
         periods.append({"period": u.period, "status": "paid" if u.paid_at else "unpaid",
                         "amount_fen": u.amount_fen, "filing_deadline": book.deadline_for(y, m),
                         "suspends_from": start, "suspending": active, "recorded_at": u.recorded_at,
-                        "paid_at": u.paid_at})
+                        "recorded_by": u.recorded_by, "paid_at": u.paid_at, "paid_by": u.paid_by})
     return {
         "firm_id": firm_id, "on": on, "verified": row is not None,
         "issuer_code": row.issuer_code if row else None, "name": row.name if row else None,

@@ -7,6 +7,8 @@
   each refresh token's jti and lets it be used once: refreshing returns a new pair (rotation) with the roles as
   they are *now*; presenting a used refresh token again revokes the whole family (a stolen token is detected the
   moment either party uses it after the other).
+- Access tokens carry `ver`, the user's token version at issue; a request is refused once the user's version has
+  moved past it (role taken away, suspension, logout): see services/kernel/revocation.py.
 - Only HS256 is accepted (no `alg: none`, no algorithm confusion); `typ` keeps the two kinds apart.
 """
 from __future__ import annotations
@@ -21,7 +23,8 @@ from .errors import Unauthorized
 from .ids import new_id
 from .settings import Settings
 
-ROLES = frozenset({"resident", "collector", "firm", "erasure_operator", "accountant", "admin"})
+# regulator: a 商务/统计 authority reading material-flow statistics (stats) for every region and firm
+ROLES = frozenset({"resident", "collector", "firm", "erasure_operator", "accountant", "admin", "regulator"})
 # What a user may be for a particular firm (the `firm_roles` claim).
 FIRM_ROLES = frozenset({"owner", "accountant", "collector"})
 ISSUER = "recycle-platform"
@@ -36,6 +39,8 @@ class Principal:
     firm_ids: frozenset[str] = field(default_factory=frozenset)
     # (firm_id, owner|accountant|collector) pairs: *how* the user acts for each firm
     firm_roles: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+    # the user's token version when the token was issued (claim `ver`; see services/kernel/revocation.py)
+    token_version: int = 0
 
     def has(self, *roles: str) -> bool:
         return bool(self.roles.intersection(roles))
@@ -88,7 +93,8 @@ def issue_token(settings: Settings, principal: Principal, typ: str = "access", *
         firm_roles: dict[str, list[str]] = {}
         for firm_id, role in sorted(principal.firm_roles):
             firm_roles.setdefault(firm_id, []).append(role)
-        claims |= {"roles": sorted(principal.roles), "firms": sorted(principal.firm_ids), "firm_roles": firm_roles}
+        claims |= {"roles": sorted(principal.roles), "firms": sorted(principal.firm_ids), "firm_roles": firm_roles,
+                   "ver": principal.token_version}
     else:
         claims["fam"] = family or new_id("rf")
     return jwt.encode(claims, settings.secret("jwt_secret"), algorithm=ALGORITHM)
@@ -152,9 +158,12 @@ def _verify(settings: Settings, token: str, typ: str) -> tuple[Principal, int]:
         roles = frozenset(str(r) for r in claims.get("roles", []))
         firms = frozenset(str(f) for f in claims.get("firms", []))
         firm_roles = Principal.firm_roles_from(claims.get("firm_roles") or {})
+        version = claims.get("ver", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise TypeError("ver")
     except (TypeError, AttributeError) as exc:
         raise Unauthorized("invalid token", reason="token_invalid") from exc
-    return Principal(claims["sub"], roles, firms, firm_roles), int(claims["exp"])
+    return Principal(claims["sub"], roles, firms, firm_roles, version), int(claims["exp"])
 
 
 def verify_refresh_token(settings: Settings, token: str) -> RefreshClaims:

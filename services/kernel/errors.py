@@ -90,6 +90,14 @@ class RateLimited(DomainError):
     slug = "rate-limited"
     title = "Too many requests"
 
-    def __init__(self, detail: str, retry_after_s: int):
-        super().__init__(detail)
+    def __init__(self, detail: str, retry_after_s: int, **extra: Any):
+        super().__init__(detail, **extra)
         self.retry_after_s = retry_after_s
+
+
+class Unavailable(DomainError):
+    """A store the request needs cannot be reached right now (503): retrying later may succeed."""
+
+    status = 503
+    slug = "unavailable"
+    title = "Service unavailable"

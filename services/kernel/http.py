@@ -17,12 +17,14 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from .auth import Principal, verify_token
-from .errors import DomainError, Forbidden, NotFound, RateLimited, Unauthorized, ValidationFailed
+from .errors import DomainError, Forbidden, NotFound, RateLimited, Unauthorized, Unavailable, ValidationFailed
 from .events import current_trace_id
 from .ids import new_id
+from .revocation import token_versions
 
 if TYPE_CHECKING:
     from .runtime import ServiceRuntime
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,26 @@ class Ctx:
 Handler = Callable[[Ctx], Awaitable[Any]]
 
 
+@dataclass(frozen=True)
+class Budget:
+    """How often a route may be called at all, kept by the gateway (memory embedded, Redis distributed) on top of
+    the per-IP and per-user rate limits: for a route whose every call costs money (an SMS), per client address or
+    for the whole platform. `setting` names the Settings field holding the limit per `window_s`.
+
+    A refused call gets 429 problem+json with Retry-After and `reason: <name>_budget`. A client over its own
+    budget passes if the gateway's human check (captcha hook, gateway/captcha.py) vouches for it; the global
+    budget is the cost ceiling and is never bypassed."""
+
+    name: str
+    per: str  # "client" | "global"
+    setting: str
+    window_s: int
+
+    def __post_init__(self) -> None:
+        if self.per not in ("client", "global"):
+            raise ValueError(f"budget {self.name}: per must be 'client' or 'global'")
+
+
 @dataclass
 class RouteDef:
     method: str
@@ -131,6 +153,7 @@ class RouteDef:
     summary: str = ""
     raw: bool = False  # the handler returns its own web.StreamResponse (SSE, WebSocket, files)
     extra_statuses: tuple[int, ...] = ()
+    budgets: tuple[Budget, ...] = ()
 
     @property
     def operation_id(self) -> str:
@@ -145,7 +168,7 @@ class Router:
     def route(self, method: str, path: str, *, roles: set[str] | frozenset[str] | None = None,
               public: bool = False, authenticated: bool = False, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
               response: Any = None, status: int = 200, summary: str = "", raw: bool = False,
-              errors: tuple[int, ...] = ()) -> Callable[[Handler], Handler]:
+              errors: tuple[int, ...] = (), budgets: tuple[Budget, ...] = ()) -> Callable[[Handler], Handler]:
         # Every route declares who may call it; there is no default (the authorization matrix relies on it).
         if sum((bool(public), bool(roles), bool(authenticated))) != 1:
             raise ValueError(f"{method} {path}: declare exactly one of public=True, authenticated=True, roles={{...}}")
@@ -154,7 +177,7 @@ class Router:
         def deco(fn: Handler) -> Handler:
             self.routes.append(RouteDef(method.upper(), path, fn, policy, self.service, body, query, response,
                                         status, summary or (fn.__doc__ or "").strip().split("\n")[0], raw,
-                                        errors))
+                                        errors, budgets))
             return fn
 
         return deco
@@ -279,6 +302,28 @@ def principal_of(request: web.Request) -> Principal | None:
     return request["principal"]
 
 
+async def authenticate(request: web.Request) -> Principal | None:
+    """The caller, checked for access: a valid signature (`principal_of`) *and* not revoked since it was issued.
+
+    The token's version must not be older than the user's current one (services/kernel/revocation.py): a role
+    taken away, a suspension or a logout refuses the very next request (401 `token_revoked`). Every route and the
+    distributed gateway's forwarders authorize with this; `principal_of` alone is for keys and logs.
+    """
+    principal = principal_of(request)
+    if principal is None or request.get("principal_current"):
+        return principal
+    try:
+        current = await token_versions(request.app["settings"]).acurrent(principal.user_id)
+    except Exception as exc:  # noqa: BLE001 - redis-py raises its own error types; refuse rather than trust
+        log.warning("token version store unavailable: %s", type(exc).__name__)
+        raise Unavailable("cannot check the token right now; retry shortly") from exc
+    if principal.token_version < current:
+        raise Unauthorized("this token was revoked (roles changed, account suspended or logged out): "
+                           "refresh it or log in again", reason="token_revoked")
+    request["principal_current"] = True
+    return principal
+
+
 def principal_or_none(request: web.Request) -> Principal | None:
     """Like `principal_of`, but a bad token counts as anonymous (for rate-limit keys and logs, never for access)."""
     try:
@@ -302,7 +347,7 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, 
 
 def make_aiohttp_handler(route: RouteDef, runtime: "ServiceRuntime") -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def aio_handler(request: web.Request) -> web.StreamResponse:
-        principal = principal_of(request)
+        principal = await authenticate(request)
         route.policy.check(principal)
         ctx = Ctx(request=request, runtime=runtime, principal=principal, params=dict(request.match_info))
         if route.query is not None:
@@ -350,6 +395,29 @@ def mount(app: web.Application, runtime: "ServiceRuntime") -> None:
         return
     for route in router.routes:
         app.router.add_route(route.method, route.path, make_aiohttp_handler(route, runtime), name=route.operation_id)
+
+
+SERVER_BANNER = "recycle"  # never the framework and its version
+
+
+async def _banner(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER_BANNER
+
+
+def harden(app: web.Application) -> None:
+    """What every app of the platform (gateway and service processes) does to every reply: no version banner."""
+    app.on_response_prepare.append(_banner)
+
+
+def service_app(settings: "Settings", runtimes: list["ServiceRuntime"]) -> web.Application:
+    """The HTTP app of a service process in the distributed run (`recycle serve-service`): the services' routes
+    behind the same request context, limits and hardening as the gateway's own."""
+    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
+    app["settings"] = settings
+    for rt in runtimes:
+        mount(app, rt)
+    harden(app)
+    return app
 
 
 def not_found(what: str, id_: str) -> NotFound:

@@ -25,7 +25,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 # Every service of the platform, in start order. A module `services.<name>.service` defines `SERVICE`.
-SERVICE_NAMES = ["accounts", "pricing", "payments", "booking", "invoicing", "listings"]
+SERVICE_NAMES = ["accounts", "pricing", "payments", "booking", "invoicing", "trading", "stats", "listings"]
 
 
 @dataclass

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_048_576
     rate_limit_per_minute: int = 600
     rate_limit_ip_per_minute: int = 1200
+    # SMS pumping budgets of POST /v1/auth/otp, besides accounts' per-phone limit: codes per client (IP) per
+    # 10 minutes, and codes per minute for the whole platform. Load tests and test harnesses raise them.
+    otp_per_client_limit: int = 10
+    otp_global_limit: int = 300
 
     # distributed gateway: service name -> base URL, JSON, e.g. {"booking": "http://127.0.0.1:8102"}
     service_urls: str = ""

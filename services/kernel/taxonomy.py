@@ -23,6 +23,9 @@ class Category:
     pays: bool
     resident_pays_fen: int
     tax_code: str
+    # 低值可回收物: recyclable but worth less than collecting it costs (subsidised in many cities); the national
+    # default here, cities may list others (stats keeps per-region lists).
+    low_value: bool = False
 
     @property
     def is_leaf(self) -> bool:
@@ -43,7 +46,8 @@ def categories() -> dict[str, Category]:
             raise ValueError(f"taxonomy: leaf {code} has unit {leaf['unit']}")
         out[code] = Category(code, leaf["name"], leaf["unit"], family, Decimal(leaf["min_qty"]),
                              int(leaf["reference_price_fen"]), bool(leaf.get("pays", True)),
-                             int(leaf.get("resident_pays_fen", 0)), leaf["tax_code"])
+                             int(leaf.get("resident_pays_fen", 0)), leaf["tax_code"],
+                             bool(leaf.get("low_value", False)))
     return out
 
 

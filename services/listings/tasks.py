@@ -1,7 +1,9 @@
-"""Celery tasks of listings: the order timers (beat) and rebuilding the search index (on demand)."""
+"""Tasks of listings (run by the platform's worker): the order timers (beat) and rebuilding the search index
+(on demand: `REINDEX.publish(settings)`)."""
 from __future__ import annotations
 
-from celery import shared_task
+from services.kernel.runtime import ServiceRuntime
+from services.kernel.tasks import task
 
 from .settings import ListingsSettings
 
@@ -12,23 +14,21 @@ SCHEDULE = {
 }
 
 
-@shared_task(name="listings.run_timers", acks_late=True)
-def run_timers() -> dict[str, int]:
+@task("listings.run_timers", service="listings", acks_late=True)
+def run_timers(rt: ServiceRuntime) -> dict[str, int]:
     """Expire unpaid orders and auto-confirm shipped ones that are due."""
-    from workers.celery_app import runtime
-
     from .timers import run_due
 
-    return run_due(runtime("listings"))
+    return run_due(rt)
 
 
-@shared_task(name="listings.reindex", acks_late=True)
-def reindex() -> int:
+@task("listings.reindex", service="listings", acks_late=True)
+def reindex(rt: ServiceRuntime) -> int:
     """Rebuild the search index from the listings table; returns how many listings it holds."""
-    from workers.celery_app import runtime
-
     from .search import search_of
     from .search.indexer import reindex as run
 
-    rt = runtime("listings")
     return run(rt.db, search_of(rt))
+
+
+REINDEX = reindex

@@ -1,4 +1,4 @@
-"""Celery tasks of the pricing service (picked up by workers/celery_app.py) and their beat schedule.
+"""Tasks of the pricing service (run by the platform's worker) and their beat schedule.
 
 The daily computation runs at the methodology's publication time (`specification.publication_time`, in its
 time zone, which is the Celery app's). It is idempotent: a second run the same day, a retry after a crash or two
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from celery import shared_task
 from celery.schedules import crontab
 
-from .domain.methodology import load_methodology
+from services.kernel.runtime import ServiceRuntime
+from services.kernel.tasks import TIMEZONE as CELERY_TIMEZONE
+from services.kernel.tasks import task
 
-CELERY_TIMEZONE = "Asia/Shanghai"  # workers/celery_app.py: app.conf.timezone
+from .domain.methodology import load_methodology
 
 
 def daily_schedule() -> crontab:
@@ -35,25 +36,21 @@ SCHEDULE = {
 }
 
 
-@shared_task(name="pricing.compute_daily", acks_late=True, autoretry_for=(Exception,), retry_backoff=60,
+@task("pricing.compute_daily", service="pricing", acks_late=True, autoretry_for=(Exception,), retry_backoff=60,
              retry_backoff_max=1800, max_retries=5)
-def compute_daily() -> list[dict]:
+def compute_daily(rt: ServiceRuntime) -> list[dict]:
     """Publish the due day's series and indices, then restate days that received late inputs."""
-    from workers.celery_app import runtime
-
     from .handlers import run_daily
 
-    return [{k: str(v) if k == "date" else v for k, v in r.items()} for r in run_daily(runtime("pricing"))]
+    return [{k: str(v) if k == "date" else v for k, v in r.items()} for r in run_daily(rt)]
 
 
-@shared_task(name="pricing.compute_day", acks_late=True)
-def compute_one_day(day: str, reason: str | None = None) -> dict:
+@task("pricing.compute_day", service="pricing", acks_late=True)
+def compute_one_day(rt: ServiceRuntime, day: str, reason: str | None = None) -> dict:
     """Compute one day on demand (a backfill queued by an operator)."""
     from datetime import date
 
-    from workers.celery_app import runtime
-
     from .handlers import compute
 
-    o = compute(runtime("pricing"), date.fromisoformat(day), trigger="task", reason=reason)
+    o = compute(rt, date.fromisoformat(day), trigger="task", reason=reason)
     return {k: str(v) if k == "date" else v for k, v in o.view().items() if k not in ("series", "notices")}

@@ -151,7 +151,6 @@ def test_timers_survive_a_restart(sqlite_settings):
 def test_celery_task_runs_the_timers(sqlite_settings, monkeypatch):
     """The beat schedule names the task, and the task runs the scan in a worker's own platform."""
     import workers.celery_app as celery_mod
-    from services.booking import tasks
     from services.kernel.settings import get_settings
 
     assert celery_mod.celery_app.conf.beat_schedule["booking-timers"]["task"] == "booking.run_timers"
@@ -171,7 +170,7 @@ def test_celery_task_runs_the_timers(sqlite_settings, monkeypatch):
         with rt.db.session() as ss, ss.begin():
             ss.execute(pickups.update().where(pickups.c.id == view["id"])
                        .values(window_start=past, window_end=past + timedelta(minutes=30)))
-        result = tasks.run_timers.apply().get(timeout=30)
+        result = celery_mod.celery_app.tasks["booking.run_timers"].apply().get(timeout=30)
         assert result["expired"] == 1
         assert handlers.get(rt, principal("x", "admin"), view["id"])["status"] == "expired"
     finally:

@@ -7,7 +7,7 @@ import asyncio
 import csv
 import io
 import random
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from services.invoicing import tasks
 from services.invoicing.domain.tax import RedLetterLine, month_settlement
-from services.invoicing.export_jobs import create_export, dispatch, load_export
+from services.invoicing.export_jobs import create_export, dispatch, load_export, requeue_stale
 from services.invoicing.exports import DETAIL_KEYS, SUMMARY_ITEMS, ReportSpec, write_report
 from services.invoicing.issuing import issue_red_letter, load_taxes
 from services.invoicing.store import invoices
@@ -221,30 +221,48 @@ async def test_export_through_the_api_is_streamed_to_the_firms_accountants_only(
 
 
 def test_the_celery_task_generates_the_export_and_records_progress(sqlite_settings, tmp_path):
-    from workers.celery_app import celery_app
+    from services.kernel import tasks as kernel_tasks
 
     platform = platform_for(sqlite_settings, export_runner="celery", export_progress_every=100)
     publish(platform, *issuer_events("fm_a"), *seller_events(sqlite_settings, "u_1"))
     publish(platform, *(settled("u_1", "fm_a", 10_000 + k, on=NOV) for k in range(250)))
     rt = platform["invoicing"]
-    seen: list[float] = []
-    original = tasks.export_tax_report.run
-    eager = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    tasks.use_runtime(rt)
-    try:
+    with kernel_tasks.run_inline(lambda name: platform[name]) as calls:
         job = create_export(rt.db, ReportSpec("fm_a", "detail", "2026-11", "csv"), "u_acc", "celery")
         assert dispatch(rt, job["id"], "celery") == "celery"
+        assert calls == [("invoicing.export_tax_report", (job["id"],))]
         done = load_export(rt.db, job["id"])
         assert (done["status"], done["rows_done"], done["rows_total"], done["runner"]) == ("done", 250, 250, "celery")
+        assert done["progress"] == 1.0 and done["dispatched_at"] is not None
         # a redelivered task (acks_late) leaves a finished job alone
-        assert tasks.export_tax_report.apply(args=[job["id"]]).get()["status"] == "done"
-        seen.append(done["progress"])
+        assert tasks.export_tax_report(rt, job["id"])["status"] == "done"
+    platform.stop()
+
+
+def test_a_job_still_queued_past_its_deadline_is_sent_again(sqlite_settings):
+    """A message lost on the way (or sent where no worker listens) delays an export; it never stays queued."""
+    from services.kernel import tasks as kernel_tasks
+
+    platform = platform_for(sqlite_settings, export_runner="celery", export_queued_deadline_s=60)
+    publish(platform, *issuer_events("fm_a"), *seller_events(sqlite_settings, "u_1"))
+    publish(platform, settled("u_1", "fm_a", 10_000, on=NOV))
+    rt = platform["invoicing"]
+    lost: list[tuple] = []
+    kernel_tasks.install_publisher(lambda name, args, kwargs: lost.append((name, args)))
+    try:
+        job = create_export(rt.db, ReportSpec("fm_a", "detail", "2026-11", "csv"), "u_acc", "celery")
+        dispatch(rt, job["id"], "celery")
     finally:
-        celery_app.conf.task_always_eager = eager
-        tasks.use_runtime(None)
-        assert tasks.export_tax_report.run == original
-    assert seen == [1.0]
+        kernel_tasks.install_publisher(None)
+    assert lost and load_export(rt.db, job["id"])["status"] == "queued"
+    sent = load_export(rt.db, job["id"])["dispatched_at"]
+    with kernel_tasks.run_inline(lambda name: platform[name]) as calls:
+        assert tasks.requeue_stale_exports(rt) == []  # not yet past its deadline
+        later = sent + timedelta(seconds=61)
+        assert requeue_stale(rt, now=later) == [job["id"]]
+        assert calls == [("invoicing.export_tax_report", (job["id"],))]
+        assert requeue_stale(rt, now=later + timedelta(seconds=1)) == []  # done now: nothing to resend
+    assert load_export(rt.db, job["id"])["status"] == "done"
     platform.stop()
 
 

@@ -8,6 +8,7 @@ import time
 from typer.testing import CliRunner
 
 from services.kernel.auth import Principal
+from services.kernel.tasks import run_inline
 from services.listings import handlers
 from services.listings.search import search_of
 from services.listings.search.indexer import reindex
@@ -70,7 +71,7 @@ def test_redelivery_changes_nothing_and_reindex_rebuilds(sqlite_settings):
     platform.stop()
 
 
-def test_the_cli_and_the_celery_task_rebuild_the_index(sqlite_settings, monkeypatch):
+def test_the_cli_and_the_celery_task_rebuild_the_index(sqlite_settings):
     from services.listings import tasks
     from services.listings.cli import app as cli
 
@@ -89,9 +90,8 @@ def test_the_cli_and_the_celery_task_rebuild_the_index(sqlite_settings, monkeypa
     assert search_of(rt).search(SearchQuery(q="旧书")).total == 7
 
     search_of(rt).rebuild(iter([]))
-    import workers.celery_app
-
-    monkeypatch.setattr(workers.celery_app, "runtime", lambda name: platform[name])
-    assert tasks.reindex.run() == 7
+    with run_inline(lambda name: platform[name]) as calls:
+        tasks.REINDEX.publish(sqlite_settings)
+    assert calls == [("listings.reindex", ())]
     assert search_of(rt).search(SearchQuery(q="旧书")).total == 7
     platform.stop()

@@ -13,7 +13,7 @@ _SEPARATORS = re.compile(r"[\s\-()]")
 
 # Roles an admin grants directly. The others follow from verified records: resident (every user), firm (owner of
 # a verified firm), collector (a verified collector), accountant (also: named by a firm's owner).
-GRANTABLE_ROLES = frozenset({"accountant", "erasure_operator", "admin"})
+GRANTABLE_ROLES = frozenset({"accountant", "erasure_operator", "admin", "regulator"})
 DERIVED_ROLES = frozenset({"firm", "collector"})
 VERIFICATION_KINDS = ("collector", "firm", "qualification")
 QUALIFICATION_KINDS = ("recycler_filing", "hazardous_waste", "elv")

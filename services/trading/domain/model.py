@@ -1,0 +1,98 @@
+"""Lots and trades as state machines, and the quantities they carry. Pure: no I/O.
+
+    lot:    open ──close (a winner)──▶ awarded
+              └──close (no bid at or above reserve)──▶ unsold
+
+    trade:  awarded ──deliver (within tolerance)──▶ delivered ──pay──▶ settling ──captured──▶ settled
+               └──deliver (outside tolerance)──▶ awaiting_acceptance ──accept──▶ delivered
+                                                        └──dispute──▶ disputed
+
+Every transition is checked against `TRANSITIONS`; anything else is a `Conflict` (409) naming the current state.
+Quantities are integers in kilograms (a tonnage has 3 decimal places); money is integer fen.
+"""
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from services.kernel.errors import Conflict
+
+# --- lots ------------------------------------------------------------------------------------------------
+LOT_OPEN, LOT_AWARDED, LOT_UNSOLD = "open", "awarded", "unsold"
+LOT_STATUSES = (LOT_OPEN, LOT_AWARDED, LOT_UNSOLD)
+SEALED, ASCENDING = "sealed", "ascending"
+AUCTIONS = (SEALED, ASCENDING)
+SOURCE_INTAKE, SOURCE_PURCHASE = "intake", "purchase"
+
+# --- trades ----------------------------------------------------------------------------------------------
+AWARDED = "awarded"
+AWAITING_ACCEPTANCE = "awaiting_acceptance"
+DELIVERED = "delivered"
+DISPUTED = "disputed"
+SETTLING = "settling"
+SETTLED = "settled"
+TRADE_STATUSES = (AWARDED, AWAITING_ACCEPTANCE, DELIVERED, DISPUTED, SETTLING, SETTLED)
+
+# action -> {from: to}
+TRANSITIONS: dict[str, dict[str, str]] = {
+    "close_awarded": {LOT_OPEN: LOT_AWARDED},
+    "close_unsold": {LOT_OPEN: LOT_UNSOLD},
+    "deliver_within": {AWARDED: DELIVERED},
+    "deliver_outside": {AWARDED: AWAITING_ACCEPTANCE},
+    "accept_delivery": {AWAITING_ACCEPTANCE: DELIVERED},
+    "dispute_delivery": {AWAITING_ACCEPTANCE: DISPUTED},
+    "request_payment": {DELIVERED: SETTLING},
+    "settle": {SETTLING: SETTLED},
+}
+
+
+def next_state(action: str, current: str) -> str:
+    """The state `action` leads to from `current`, or Conflict (409) naming the current state."""
+    to = TRANSITIONS[action].get(current)
+    if to is None:
+        raise Conflict(f"cannot {action.replace('_', ' ')} in state {current}", current_state=current)
+    return to
+
+
+# --- quantities ------------------------------------------------------------------------------------------
+KG_PER_T = 1000
+G_PER_KG = 1000
+
+
+def tonnes_to_kg(value: str | int | Decimal) -> int:
+    """A tonnage (at most 3 decimal places: kilogram precision) as whole kilograms; ValueError otherwise."""
+    try:
+        t = Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise ValueError(f"not a decimal number: {value!r}") from exc
+    if not t.is_finite() or t.adjusted() >= 9:
+        raise ValueError("not a tonnage")
+    kg = t * KG_PER_T
+    if kg != kg.to_integral_value():
+        raise ValueError("at most 3 decimal places (kilograms)")
+    return int(kg)
+
+
+def kg_to_tonnes_str(kg: int) -> str:
+    """Whole kilograms as a tonnage string with 3 places (`20500` → `"20.500"`)."""
+    sign = "-" if kg < 0 else ""
+    kg = abs(kg)
+    return f"{sign}{kg // KG_PER_T}.{kg % KG_PER_T:03d}"
+
+
+def grams_to_kg_floor(g: int) -> int:
+    return g // G_PER_KG
+
+
+def payment_request_id(trade_id: str) -> str:
+    """The hold the buyer pays the trade with (deterministic: a re-sent request is the same payment)."""
+    return f"hr_{trade_id}"
+
+
+def deposit_request_id(lot_id: str, firm_id: str) -> str:
+    """The deposit hold of one firm on one lot (deterministic, one per firm and lot)."""
+    return f"hr_dep_{lot_id}_{firm_id}"
+
+
+def trade_id_for(lot_id: str) -> str:
+    """One trade per lot: its id follows from the lot's, so a close run twice cannot make two."""
+    return "tr_" + lot_id.removeprefix("lot_")

@@ -1,0 +1,65 @@
+"""Trading's settings, read from the environment with the prefix `TRADING_` (e.g. `TRADING_TOLERANCE_PCT=1.5`).
+
+The runtime builds one at start (`ports["trading_settings"]`); tests pass their own with `configure(rt, ...)`.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .domain.rules import AuctionRules
+
+if TYPE_CHECKING:
+    from services.kernel.runtime import ServiceRuntime
+
+
+class TradingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRADING_", case_sensitive=False, extra="ignore")
+
+    # --- auctions -------------------------------------------------------------------------------------------
+    # anti-sniping (延时): a bid this close to the end of an ascending lot moves the end to `extension_s` after it
+    extension_window_s: int = Field(120, ge=0)
+    extension_s: int = Field(300, ge=0)
+    default_min_increment_fen_per_t: int = Field(1000, ge=1)  # when an ascending lot names none
+    min_duration_s: int = Field(60, ge=1)  # a lot runs at least this long ...
+    max_duration_days: int = Field(30, ge=1)  # ... and at most this long
+    max_qty_t: int = Field(100_000, ge=1)
+
+    # --- delivery and settlement ----------------------------------------------------------------------------
+    tolerance_pct: Decimal = Field(Decimal("2"), ge=0, le=100)  # delivered weight within ±2 % of the declared
+    fee_bps: int = Field(50, ge=0, le=10_000)  # the platform's fee, from what the seller is paid (0.5 %)
+
+    # --- the closing job --------------------------------------------------------------------------------------
+    close_interval_s: float = Field(5.0, gt=0)  # Celery beat period of the scan
+    close_batch: int = Field(100, ge=1)
+
+    # --- lists ----------------------------------------------------------------------------------------------
+    list_default_limit: int = Field(50, ge=1)
+    list_max_limit: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _extension(self) -> "TradingSettings":
+        self.rules  # noqa: B018 - raises when the extension is shorter than its window
+        return self
+
+    @property
+    def rules(self) -> AuctionRules:
+        return AuctionRules(extension_window_s=self.extension_window_s, extension_s=self.extension_s,
+                            default_min_increment_fen_per_t=self.default_min_increment_fen_per_t)
+
+
+def settings_of(rt: "ServiceRuntime") -> TradingSettings:
+    s = rt.ports.get("trading_settings")
+    if s is None:
+        s = rt.ports["trading_settings"] = TradingSettings()
+    return s
+
+
+def configure(rt: "ServiceRuntime", **overrides: Any) -> TradingSettings:
+    """Replace the runtime's trading settings (tests, benchmarks): defaults + environment + `overrides`."""
+    s = TradingSettings(**overrides)
+    rt.ports["trading_settings"] = s
+    return s

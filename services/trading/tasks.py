@@ -1,0 +1,25 @@
+"""Tasks of the trading service (run by the platform's worker) and their beat schedule.
+
+The closing job keeps its state in the lots table (see closing.py): beat only says "scan now", so a worker
+restart, a missed tick or two workers scanning at once change nothing.
+"""
+from __future__ import annotations
+
+from services.kernel.runtime import ServiceRuntime
+from services.kernel.tasks import task
+
+from .settings import TradingSettings
+
+_every_s = TradingSettings().close_interval_s
+SCHEDULE = {
+    # a tick not run within its period is dropped: the next one scans the same rows
+    "trading-close-lots": {"task": "trading.close_due_lots", "schedule": _every_s, "options": {"expires": _every_s}},
+}
+
+
+@task("trading.close_due_lots", service="trading", acks_late=True)
+def close_due_lots(rt: ServiceRuntime) -> dict[str, int]:
+    """Close every lot whose end time has passed (award or unsold)."""
+    from .closing import run_due
+
+    return run_due(rt)
