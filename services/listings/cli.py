@@ -14,12 +14,12 @@ def reindex() -> None:
     """Rebuild the search index from the listings on sale (searches keep answering from the old index until the
     new one is complete)."""
     from services.bootstrap import Platform
-    from services.kernel.settings import get_settings
+    from services.kernel.settings import Settings
 
     from .search import search_of
     from .search.indexer import count_published, reindex as run
 
-    platform = Platform(get_settings(), services=["listings"]).prepare()
+    platform = Platform(Settings(), services=["listings"]).prepare()
     rt = platform["listings"]
     try:
         total = count_published(rt.db)
@@ -36,11 +36,11 @@ def reindex() -> None:
 def timers() -> None:
     """Run the order timers once (expire unpaid orders, auto-confirm shipped ones)."""
     from services.bootstrap import Platform
-    from services.kernel.settings import get_settings
+    from services.kernel.settings import Settings
 
     from .timers import run_due
 
-    platform = Platform(get_settings(), services=["listings"]).prepare()
+    platform = Platform(Settings(), services=["listings"]).prepare()
     try:
         console.print(run_due(platform["listings"]))
     finally:
