@@ -257,9 +257,11 @@ class SqliteSearchIndex:
         c = self._conn()
         where, args = self._filters(q)
         with_rank = q.sort == "relevance"
+        # CROSS JOIN keeps the FTS table outermost: otherwise the planner may scan `docs` and evaluate the MATCH
+        # once per row (about 200 times slower at 10,000 listings)
         rows = c.execute(
             f"SELECT d.rid, {'fts.rank' if with_rank else '0'}, d.category, d.condition, d.city_code, d.price_fen, "
-            f"d.published_at FROM fts JOIN docs d ON d.rid = fts.rowid WHERE fts MATCH ? AND {where}",
+            f"d.published_at FROM fts CROSS JOIN docs d ON d.rid = fts.rowid WHERE fts MATCH ? AND {where}",
             [expr, *args]).fetchall()
         facets = {f: Counter() for f in FACETS}
         for r in rows:
