@@ -7,12 +7,14 @@ two or more characters is the phrase of its stream tokens in `title`/`body` (OR 
 changes the ranking); a one-character term matches the `*_uni` columns. Terms are AND. Ranking is FTS5's BM25
 with column weights (title over description; a whole-word match adds to a bigram one).
 
-Attributes for filters, sorting and facets live in `docs` (rowid = the FTS rowid). A query reads the attributes of
-all its hits in one pass (one MATCH evaluation), counts the facets and takes the page in Python.
+Attributes for filters, sorting and facets live in `docs` (rowid = the FTS rowid) and, for queries, in columnar
+arrays in memory (`attributes.py`), kept current from `docs.seq` (a change counter every write bumps): a query
+is one MATCH that returns its hits' rowids (and BM25 ranks), then filters, facet counts and the page are vector
+operations over those arrays — no per-hit lookup in `docs`, which cost as much as FTS5's own ranking. Only the
+page's rows are read from `docs`.
 """
 from __future__ import annotations
 
-import heapq
 import sqlite3
 import threading
 from collections import Counter
@@ -21,7 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..domain import text
+from .attributes import Attributes
 from .port import FACETS, ListingDoc, SearchHit, SearchQuery, SearchResult
 
 # bm25 weights of: title, body, words, title_uni, body_uni
@@ -38,8 +43,12 @@ CREATE TABLE IF NOT EXISTS docs (
     condition TEXT NOT NULL DEFAULT '',
     city_code TEXT NOT NULL DEFAULT '',
     price_fen INTEGER NOT NULL DEFAULT 0,
-    published_at REAL NOT NULL DEFAULT 0
+    published_at REAL NOT NULL DEFAULT 0,
+    seq INTEGER NOT NULL DEFAULT 0  -- the change counter at its last write (readers reload what changed)
 );
+CREATE INDEX IF NOT EXISTS docs_seq ON docs (seq);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (k, v) VALUES ('seq', 0);
 CREATE INDEX IF NOT EXISTS docs_live_published ON docs (live, published_at);
 CREATE INDEX IF NOT EXISTS docs_live_price ON docs (live, price_fen);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5 (title, body, words, title_uni, body_uni, tokenize = 'unicode61');
@@ -57,6 +66,10 @@ def _dt(ts: float) -> datetime:
 def _fts_values(doc: ListingDoc) -> tuple[str, str, str, str, str]:
     t, b = text.analyse(doc.title), text.analyse(doc.description, with_words=False)
     return t.stream, b.stream, t.words, t.unigrams, b.unigrams
+
+
+def _next_seq(c: sqlite3.Connection) -> int:
+    return int(c.execute("UPDATE meta SET v = v + 1 WHERE k = 'seq' RETURNING v").fetchone()[0])
 
 
 def match_expression(q: str) -> str | None:
@@ -84,6 +97,7 @@ class SqliteSearchIndex:
         self._write_lock = threading.Lock()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._attrs = Attributes()
         c = self._conn()
         with self._write_lock:
             c.executescript(_SCHEMA)
@@ -140,20 +154,21 @@ class SqliteSearchIndex:
 
     def _upsert_one(self, c: sqlite3.Connection, doc: ListingDoc, cols: tuple[str, ...]) -> int:
         row = c.execute("SELECT rid, version, live FROM docs WHERE listing_id = ?", (doc.listing_id,)).fetchone()
+        if row is not None and row[1] >= doc.version:
+            return 0
         attrs = (doc.version, doc.title, doc.category, doc.condition, doc.city_code, doc.price_fen,
-                 _ts(doc.published_at))
+                 _ts(doc.published_at), _next_seq(c))
         if row is None:
             cur = c.execute("INSERT INTO docs (listing_id, version, live, title, category, condition, city_code, "
-                            "price_fen, published_at) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?)", (doc.listing_id, *attrs))
+                            "price_fen, published_at, seq) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                            (doc.listing_id, *attrs))
             rid = cur.lastrowid
         else:
-            rid, version, live = row
-            if version >= doc.version:
-                return 0
+            rid, _, live = row
             if live:
                 c.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
             c.execute("UPDATE docs SET version = ?, live = 1, title = ?, category = ?, condition = ?, city_code = ?, "
-                      "price_fen = ?, published_at = ? WHERE rid = ?", (*attrs, rid))
+                      "price_fen = ?, published_at = ?, seq = ? WHERE rid = ?", (*attrs, rid))
         c.execute("INSERT INTO fts (rowid, title, body, words, title_uni, body_uni) VALUES (?, ?, ?, ?, ?, ?)",
                   (rid, *cols))
         return 1
@@ -188,7 +203,7 @@ class SqliteSearchIndex:
         return int(self._conn().execute("SELECT count(*) FROM docs WHERE live = 1").fetchone()[0])
 
     def refresh(self) -> None:
-        return None
+        return None  # a committed write is visible to the next query (attributes reload by `seq`)
 
     def rebuild(self, docs: Iterable[ListingDoc], progress: Callable[[int], None] | None = None,
                 batch: int = 2000) -> int:
@@ -226,8 +241,9 @@ class SqliteSearchIndex:
         return len(docs)
 
     # --- reads ---------------------------------------------------------------------------------------------
-    def _filters(self, q: SearchQuery) -> tuple[str, list[Any]]:
-        where, args = ["d.live = 1"], []
+    def _filters(self, q: SearchQuery, live: bool = True) -> tuple[str, list[Any]]:
+        where: list[str] = ["d.live = 1"] if live else []
+        args: list[Any] = []
         if q.category:
             if "." in q.category:
                 where.append("d.category = ?")
@@ -255,37 +271,43 @@ class SqliteSearchIndex:
         if expr is None:
             return self._browse(q)
         c = self._conn()
-        where, args = self._filters(q)
-        with_rank = q.sort == "relevance"
-        # CROSS JOIN keeps the FTS table outermost: otherwise the planner may scan `docs` and evaluate the MATCH
-        # once per row (about 200 times slower at 10,000 listings)
-        rows = c.execute(
-            f"SELECT d.rid, {'fts.rank' if with_rank else '0'}, d.category, d.condition, d.city_code, d.price_fen, "
-            f"d.published_at FROM fts CROSS JOIN docs d ON d.rid = fts.rowid WHERE fts MATCH ? AND {where}",
-            [expr, *args]).fetchall()
-        facets = {f: Counter() for f in FACETS}
-        for r in rows:
-            facets["category"][r[2]] += 1
-            facets["condition"][r[3]] += 1
-            facets["city_code"][r[4]] += 1
-        keys: dict[str, Callable[[tuple], Any]] = {
-            "relevance": lambda r: (r[1], -r[6], r[0]),
-            "price_asc": lambda r: (r[5], -r[6], r[0]),
-            "price_desc": lambda r: (-r[5], -r[6], r[0]),
-            "newest": lambda r: (-r[6], r[0]),
-        }
-        page = heapq.nsmallest(q.offset + q.limit, rows, key=keys[q.sort])[q.offset:]
-        return SearchResult(self._hits(c, page, with_rank), len(rows), _plain(facets))
+        attrs = self._attrs.sync(c)
+        ranked = q.sort == "relevance"
+        # the one MATCH of the query: every hit's rowid (and its BM25 rank when sorting by relevance)
+        sql = "SELECT rowid, rank FROM fts WHERE fts MATCH ?" if ranked else "SELECT rowid FROM fts WHERE fts MATCH ?"
+        rows = c.execute(sql, (expr,)).fetchall()
+        if not rows:
+            return SearchResult([], 0, {f: {} for f in FACETS})
+        if ranked:
+            rids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            rank = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+        else:
+            rids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            rank = None
+        keep = attrs.mask(rids, q)
+        if keep is not None:
+            rids = rids[keep]
+            rank = rank[keep] if rank is not None else None
+        total = int(rids.size)
+        facets = attrs.facets(rids)
+        page = attrs.page(rids, rank, q.sort, q.offset, q.limit)
+        out = [(int(rids[k]), float(rank[k]) if rank is not None else None) for k in page]
+        return SearchResult(self._page(c, out, ranked), total, facets)
 
-    def _hits(self, c: sqlite3.Connection, page: list[tuple], with_rank: bool) -> list[SearchHit]:
-        if not page:
+    def _page(self, c: sqlite3.Connection, rows: list[tuple], with_rank: bool) -> list[SearchHit]:
+        if not rows:
             return []
-        rids = [r[0] for r in page]
-        info = {r[0]: r[1:] for r in c.execute(
-            f"SELECT rid, listing_id, title FROM docs WHERE rid IN ({','.join('?' * len(rids))})", rids)}
-        return [SearchHit(listing_id=info[r[0]][0], title=info[r[0]][1], category=r[2], condition=r[3],
-                          city_code=r[4], price_fen=int(r[5]), published_at=_dt(r[6]),
-                          score=(-float(r[1]) if with_rank else None)) for r in page]
+        rids = [r[0] for r in rows]
+        info = {r[0]: r for r in c.execute(
+            "SELECT rid, listing_id, title, category, condition, city_code, price_fen, published_at FROM docs "
+            f"WHERE rid IN ({','.join('?' * len(rids))})", rids)}
+        out = []
+        for rid, rank in rows:
+            _, lid, title, cat, cond, city, price, pub = info[rid]
+            out.append(SearchHit(listing_id=lid, title=title, category=cat, condition=cond, city_code=city,
+                                 price_fen=int(price), published_at=_dt(pub),
+                                 score=(-float(rank) if with_rank and rank is not None else None)))
+        return out
 
     def _browse(self, q: SearchQuery) -> SearchResult:
         c = self._conn()
@@ -296,10 +318,9 @@ class SqliteSearchIndex:
         order = {"relevance": "d.published_at DESC, d.rid", "newest": "d.published_at DESC, d.rid",
                  "price_asc": "d.price_fen, d.published_at DESC, d.rid",
                  "price_desc": "d.price_fen DESC, d.published_at DESC, d.rid"}[q.sort]
-        rows = c.execute(f"SELECT d.rid, 0, d.category, d.condition, d.city_code, d.price_fen, d.published_at "
-                         f"FROM docs d WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+        rows = c.execute(f"SELECT d.rid, NULL FROM docs d WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
                          [*args, q.limit, q.offset]).fetchall()
-        return SearchResult(self._hits(c, rows, False), total, facets)
+        return SearchResult(self._page(c, rows, False), total, facets)
 
 
 def _plain(facets: dict[str, Counter]) -> dict[str, dict[str, int]]:
