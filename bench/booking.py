@@ -19,6 +19,7 @@ Measured in one run, on this machine, for the embedded run (SQLite, WAL) and for
 PostgreSQL: TEST_POSTGRES_URL (default postgresql+psycopg://postgres@127.0.0.1:5432/test); a scratch database is
 created and dropped. Exit status 1 when a target is missed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,8 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, time as dtime, timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,13 +46,13 @@ from aiohttp import web  # noqa: E402
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, create_engine, text  # noqa: E402
 
 from gateway.app import create_app  # noqa: E402
+from services.accounts.domain.events import CollectorVerified  # noqa: E402
 from services.booking.settings import configure  # noqa: E402
 from services.bootstrap import Platform  # noqa: E402
-from services.kernel.db import Database  # noqa: E402
-from services.kernel.settings import Settings  # noqa: E402
-from services.accounts.domain.events import CollectorVerified  # noqa: E402
 from services.kernel.bus.port import Record  # noqa: E402
+from services.kernel.db import Database  # noqa: E402
 from services.kernel.events import Envelope  # noqa: E402
+from services.kernel.settings import Settings  # noqa: E402
 from services.kernel.taxonomy import leaves  # noqa: E402
 from tests.booking.support import BOOKING_ONLY, CITY, HOME, SHANGHAI, seed_open_jobs, token  # noqa: E402
 
@@ -61,11 +63,14 @@ JWT = "bench-secret-" + "x" * 32
 PII = "YmVuY2gtcGlpLWtleS0zMi1ieXRlcy1sb25nLS0tLS0="
 
 raw_md = MetaData()
-raw_t = Table("raw_bookings", raw_md,
-              Column("id", String(40), primary_key=True),
-              Column("resident_id", String(64), nullable=False),
-              Column("body", Text, nullable=False),
-              Column("created_at", DateTime(timezone=True), nullable=False))
+raw_t = Table(
+    "raw_bookings",
+    raw_md,
+    Column("id", String(40), primary_key=True),
+    Column("resident_id", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
 
 
 def free_port() -> int:
@@ -88,8 +93,12 @@ def raw_app(db: Database) -> web.Application:
 
     async def handler(request: web.Request) -> web.Response:
         body = await request.json()
-        row = {"id": uuid.uuid4().hex, "resident_id": body["resident"], "body": json.dumps(body),
-               "created_at": datetime.now(UTC)}
+        row = {
+            "id": uuid.uuid4().hex,
+            "resident_id": body["resident"],
+            "body": json.dumps(body),
+            "created_at": datetime.now(UTC),
+        }
 
         def work() -> None:
             with db.engine.begin() as conn:
@@ -108,6 +117,7 @@ async def drive(url: str, make, seconds: float, concurrency: int, expect: int) -
     ok, other = 0, {}
     deadline = time.perf_counter() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
         async def worker(w: int) -> None:
             nonlocal ok
             i = 0
@@ -137,12 +147,26 @@ def booking_request(tokens: list[str], rnd: random.Random):  # noqa: ANN202
         day = today + timedelta(days=rnd.randint(1, 7))
         slot = rnd.randrange(20)  # 08:00 .. 17:30
         start = datetime.combine(day, dtime(8 + slot // 2, 30 * (slot % 2)), SHANGHAI)
-        body = {"address": {"text": "朝阳区建国门外大街1号", "city_code": CITY,
-                            "lat": HOME[0] + rnd.uniform(-0.15, 0.15), "lng": HOME[1] + rnd.uniform(-0.15, 0.15)},
-                "window": {"start": start.isoformat(), "end": (start + timedelta(minutes=30)).isoformat()},
-                "items": [{"category": "paper.cardboard", "est_qty": "12.5"},
-                          {"category": "metal.copper", "est_qty": "1.2"}], "notes": ""}
-        return "POST", "/v1/pickups", {"Authorization": "Bearer " + tokens[(w * 7919 + i) % len(tokens)]}, body
+        body = {
+            "address": {
+                "text": "朝阳区建国门外大街1号",
+                "city_code": CITY,
+                "lat": HOME[0] + rnd.uniform(-0.15, 0.15),
+                "lng": HOME[1] + rnd.uniform(-0.15, 0.15),
+            },
+            "window": {"start": start.isoformat(), "end": (start + timedelta(minutes=30)).isoformat()},
+            "items": [
+                {"category": "paper.cardboard", "est_qty": "12.5"},
+                {"category": "metal.copper", "est_qty": "1.2"},
+            ],
+            "notes": "",
+        }
+        return (
+            "POST",
+            "/v1/pickups",
+            {"Authorization": "Bearer " + tokens[(w * 7919 + i) % len(tokens)]},
+            body,
+        )
 
     return make
 
@@ -159,12 +183,26 @@ def raw_request(rnd: random.Random):  # noqa: ANN202
 
 def start_background(settings: Settings) -> subprocess.Popen:
     """`recycle background` for the same databases: the embedded run's second process (relays, consumers)."""
-    env = dict(os.environ, ENV=settings.env, DATA_DIR=str(settings.data_dir), BUS=settings.bus,
-               DATABASE_URL=settings.database_url, EVENT_LOG_URL=settings.event_log_url,
-               DB_SCHEMA_PREFIX=settings.db_schema_prefix, SERVICES=",".join(BOOKING_ONLY),
-               JWT_SECRET=JWT, PII_KEY=PII, LOG_LEVEL="WARNING")
-    proc = subprocess.Popen([sys.executable, "-m", "workers.cli", "background"], env=env, stdout=subprocess.PIPE,
-                            cwd=Path(__file__).resolve().parents[1], text=True)
+    env = dict(
+        os.environ,
+        ENV=settings.env,
+        DATA_DIR=str(settings.data_dir),
+        BUS=settings.bus,
+        DATABASE_URL=settings.database_url,
+        EVENT_LOG_URL=settings.event_log_url,
+        DB_SCHEMA_PREFIX=settings.db_schema_prefix,
+        SERVICES=",".join(BOOKING_ONLY),
+        JWT_SECRET=JWT,
+        PII_KEY=PII,
+        LOG_LEVEL="WARNING",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "background"],
+        env=env,
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+        text=True,
+    )
     line = proc.stdout.readline()  # printed once its relays and consumers run
     if not line.startswith("Background"):
         proc.kill()
@@ -193,8 +231,9 @@ def outbox_backlog(platform: Platform) -> int:
     return platform["booking"].relay.pending()
 
 
-async def measure_writes(label: str, settings: Settings, seconds: float, concurrency: int,
-                         background: bool = True) -> dict:
+async def measure_writes(
+    label: str, settings: Settings, seconds: float, concurrency: int, background: bool = True
+) -> dict:
     """Bookings/s and accepts/s against the raw ceiling. `background`: the outbox relays and the consumer groups
     run in their own process, as in the embedded run; without it only the request path is measured (the outbox
     rows wait)."""
@@ -239,16 +278,31 @@ async def measure_writes(label: str, settings: Settings, seconds: float, concurr
 
         bg_cpu = cpu_seconds(bg.pid) if bg is not None else 0.0
         raws, books, booked, other = await alternate(
-            await raw_run(), lambda: drive(url, booking_request(residents, rnd), seconds, concurrency, 201))
-        def report(what: str, done: str, raws: list[float], rates: list[float], count: int, other: dict,
-                   bg_cpu: float) -> tuple[float, float, dict]:
+            await raw_run(), lambda: drive(url, booking_request(residents, rnd), seconds, concurrency, 201)
+        )
+
+        def report(
+            what: str,
+            done: str,
+            raws: list[float],
+            rates: list[float],
+            count: int,
+            other: dict,
+            bg_cpu: float,
+        ) -> tuple[float, float, dict]:
             ours, ceiling = statistics.mean(rates), statistics.median(raws)
-            print(f"[{label}] raw insert: {' / '.join(f'{r:,.0f}' for r in raws)} req/s (median {ceiling:,.0f}); "
-                  f"{what}: {' / '.join(f'{b:,.0f}' for b in rates)}/s ({count:,} {done}"
-                  f"{', other replies ' + str(other) if other else ''}) → ratio {ours / ceiling:.2f}", flush=True)
+            print(
+                f"[{label}] raw insert: {' / '.join(f'{r:,.0f}' for r in raws)} req/s (median {ceiling:,.0f}); "
+                f"{what}: {' / '.join(f'{b:,.0f}' for b in rates)}/s ({count:,} {done}"
+                f"{', other replies ' + str(other) if other else ''}) → ratio {ours / ceiling:.2f}",
+                flush=True,
+            )
             if bg is not None:
-                print(f"[{label}] background process CPU during the {what}: {cpu_seconds(bg.pid) - bg_cpu:.1f} s "
-                      f"in {2 * seconds:g} s", flush=True)
+                print(
+                    f"[{label}] background process CPU during the {what}: {cpu_seconds(bg.pid) - bg_cpu:.1f} s "
+                    f"in {2 * seconds:g} s",
+                    flush=True,
+                )
             return ours, ceiling, other
 
         out["book"] = report("bookings", "booked", raws, books, booked, other, bg_cpu)
@@ -258,8 +312,11 @@ async def measure_writes(label: str, settings: Settings, seconds: float, concurr
             while outbox_backlog(platform) and time.perf_counter() - t0 < 60:
                 await asyncio.sleep(0.05)
             left = outbox_backlog(platform)
-            print(f"[{label}] outbox backlog after the run: {backlog:,} events, shipped by the background process "
-                  f"in {time.perf_counter() - t0:.1f} s{f' ({left:,} STILL PENDING)' if left else ''}", flush=True)
+            print(
+                f"[{label}] outbox backlog after the run: {backlog:,} events, shipped by the background process "
+                f"in {time.perf_counter() - t0:.1f} s{f' ({left:,} STILL PENDING)' if left else ''}",
+                flush=True,
+            )
             out["backlog_left"] = left
 
         # accepts: verified collectors grab distinct open jobs
@@ -279,7 +336,8 @@ async def measure_writes(label: str, settings: Settings, seconds: float, concurr
 
         bg_cpu = cpu_seconds(bg.pid) if bg is not None else 0.0
         raws, accs, accepted, other = await alternate(
-            raws[-1], lambda: drive(url, accept, seconds, concurrency, 200))
+            raws[-1], lambda: drive(url, accept, seconds, concurrency, 200)
+        )
         out["accept"] = report("accepts", "accepted", raws, accs, accepted, other, bg_cpu)
     finally:
         await raw_runner.cleanup()
@@ -315,8 +373,9 @@ async def measure_jobs(label: str, settings: Settings, n_jobs: int, requests: in
                 lat = HOME[0] + rnd.uniform(-0.15, 0.15)
                 lng = HOME[1] + rnd.uniform(-0.15, 0.15)
                 t = time.perf_counter()
-                async with session.get(f"{url}/v1/jobs?lat={lat}&lng={lng}&radius_km=5&limit=50",
-                                       headers=headers) as r:
+                async with session.get(
+                    f"{url}/v1/jobs?lat={lat}&lng={lng}&radius_km=5&limit=50", headers=headers
+                ) as r:
                     body = await r.json()
                     assert r.status == 200, body
                 if i >= 20:  # warm-up excluded
@@ -327,19 +386,41 @@ async def measure_jobs(label: str, settings: Settings, n_jobs: int, requests: in
     lat_ms.sort()
     p50 = statistics.median(lat_ms)
     p99 = lat_ms[int(len(lat_ms) * 0.99) - 1]
-    print(f"[{label}] GET /v1/jobs (5 km, 50 nearest) over {n_jobs:,} open jobs: p50 {p50:.1f} ms, "
-          f"p99 {p99:.1f} ms (target < {P99_TARGET_MS:.0f} ms)", flush=True)
+    print(
+        f"[{label}] GET /v1/jobs (5 km, 50 nearest) over {n_jobs:,} open jobs: p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms (target < {P99_TARGET_MS:.0f} ms)",
+        flush=True,
+    )
     return p50, p99
 
 
-def verify_collectors(platform: Platform, user_ids: list[str], radius_km: float = 50,
-                      background: bool = False) -> None:
+def verify_collectors(
+    platform: Platform, user_ids: list[str], radius_km: float = 50, background: bool = False
+) -> None:
     """Accounts' CollectorVerified events on the bus; wait until booking's copy has them (the consumers may be
     running in the background: no drain from here)."""
-    platform.bus.publish([Record(topic=CollectorVerified.topic, key="cl_" + u, value=Envelope.wrap(CollectorVerified(
-        collector_id="cl_" + u, user_id=u, firm_id="fm_bench", name_masked="王*", lat=HOME[0], lng=HOME[1],
-        radius_km=radius_km, categories=[c.code for c in leaves()], verified_at=datetime.now(UTC))).to_bytes())
-        for u in user_ids])
+    platform.bus.publish(
+        [
+            Record(
+                topic=CollectorVerified.topic,
+                key="cl_" + u,
+                value=Envelope.wrap(
+                    CollectorVerified(
+                        collector_id="cl_" + u,
+                        user_id=u,
+                        firm_id="fm_bench",
+                        name_masked="王*",
+                        lat=HOME[0],
+                        lng=HOME[1],
+                        radius_km=radius_km,
+                        categories=[c.code for c in leaves()],
+                        verified_at=datetime.now(UTC),
+                    )
+                ).to_bytes(),
+            )
+            for u in user_ids
+        ]
+    )
     rt = platform["booking"]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -354,8 +435,17 @@ def verify_collectors(platform: Platform, user_ids: list[str], radius_km: float 
 
 
 def base_settings(data_dir: Path, **kw) -> Settings:  # noqa: ANN003
-    return Settings(env="test", data_dir=data_dir, bus="dblog", jwt_secret=JWT, pii_key=PII,
-                    rate_limit_per_minute=10**9, rate_limit_ip_per_minute=10**9, log_level="WARNING", **kw)
+    return Settings(
+        env="test",
+        data_dir=data_dir,
+        bus="dblog",
+        jwt_secret=JWT,
+        pii_key=PII,
+        rate_limit_per_minute=10**9,
+        rate_limit_ip_per_minute=10**9,
+        log_level="WARNING",
+        **kw,
+    )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -368,13 +458,16 @@ async def run(args: argparse.Namespace) -> int:
     pg_db = None
     try:
         if "sqlite" in only:
-            results["sqlite"] = await measure_writes("sqlite", base_settings(tmp / "w"), args.seconds,
-                                                     args.concurrency)
+            results["sqlite"] = await measure_writes(
+                "sqlite", base_settings(tmp / "w"), args.seconds, args.concurrency
+            )
             if args.request_path:
                 results["sqlite (request path)"] = await measure_writes(
-                    "sqlite", base_settings(tmp / "w2"), args.seconds, args.concurrency, background=False)
-            results["sqlite"]["jobs"] = await measure_jobs("sqlite", base_settings(tmp / "j"), args.jobs,
-                                                           args.requests)
+                    "sqlite", base_settings(tmp / "w2"), args.seconds, args.concurrency, background=False
+                )
+            results["sqlite"]["jobs"] = await measure_jobs(
+                "sqlite", base_settings(tmp / "j"), args.jobs, args.requests
+            )
         if "postgres" in only:
             admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
             pg_db = f"bench_{uuid.uuid4().hex[:10]}"
@@ -383,13 +476,22 @@ async def run(args: argparse.Namespace) -> int:
             url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + pg_db
             pg = {"database_url": url, "event_log_url": url}
             results["postgres"] = await measure_writes(
-                "postgres", base_settings(tmp / "pw", **pg, db_schema_prefix="w_"), args.seconds, args.concurrency)
+                "postgres",
+                base_settings(tmp / "pw", **pg, db_schema_prefix="w_"),
+                args.seconds,
+                args.concurrency,
+            )
             if args.request_path:
                 results["postgres (request path)"] = await measure_writes(
-                    "postgres", base_settings(tmp / "pw2", **pg, db_schema_prefix="w2_"), args.seconds,
-                    args.concurrency, background=False)
+                    "postgres",
+                    base_settings(tmp / "pw2", **pg, db_schema_prefix="w2_"),
+                    args.seconds,
+                    args.concurrency,
+                    background=False,
+                )
             results["postgres"]["jobs"] = await measure_jobs(
-                "postgres", base_settings(tmp / "pj", **pg, db_schema_prefix="j_"), args.jobs, args.requests)
+                "postgres", base_settings(tmp / "pj", **pg, db_schema_prefix="j_"), args.jobs, args.requests
+            )
     finally:
         if pg_db:
             with admin.connect() as c:
@@ -397,24 +499,30 @@ async def run(args: argparse.Namespace) -> int:
             admin.dispose()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\nsummary (ratio = ours / raw aiohttp insert in the same run, target ≥ {RATIO_TARGET}; "
-          f"jobs p99 target < {P99_TARGET_MS:.0f} ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(
+        f"\nsummary (ratio = ours / raw aiohttp insert in the same run, target ≥ {RATIO_TARGET}; "
+        f"jobs p99 target < {P99_TARGET_MS:.0f} ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
     failed = False
     for label, r in results.items():
         for what in ("book", "accept"):
             ours, ceiling, _ = r[what]
             ok = ours / ceiling >= RATIO_TARGET
             failed |= not ok and "request path" not in label
-            print(f"  {label:25} {what + 's/s':10} {ours:8,.0f}   ceiling {ceiling:8,.0f}   ratio {ours / ceiling:.2f}  "
-                  f"{'OK' if ok else 'BELOW TARGET'}")
+            print(
+                f"  {label:25} {what + 's/s':10} {ours:8,.0f}   ceiling {ceiling:8,.0f}   ratio {ours / ceiling:.2f}  "
+                f"{'OK' if ok else 'BELOW TARGET'}"
+            )
         if r.get("backlog_left"):
             failed = True
             print(f"  {label:25} background process left {r['backlog_left']:,} events unshipped")
         if "jobs" in r:
             p50, p99 = r["jobs"]
             failed |= p99 >= P99_TARGET_MS
-            print(f"  {label:25} GET /v1/jobs p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
-                  f"{'OK' if p99 < P99_TARGET_MS else 'ABOVE TARGET'}")
+            print(
+                f"  {label:25} GET /v1/jobs p50 {p50:.1f} ms  p99 {p99:.1f} ms  "
+                f"{'OK' if p99 < P99_TARGET_MS else 'ABOVE TARGET'}"
+            )
     return 1 if failed else 0
 
 
@@ -425,8 +533,11 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=100_000, help="open jobs for the GET /v1/jobs latency test")
     p.add_argument("--requests", type=int, default=300, help="GET /v1/jobs requests measured")
     p.add_argument("--only", default="sqlite,postgres")
-    p.add_argument("--request-path", action="store_true",
-                   help="also measure without the background process (what the request handlers alone cost)")
+    p.add_argument(
+        "--request-path",
+        action="store_true",
+        help="also measure without the background process (what the request handlers alone cost)",
+    )
     return asyncio.run(run(p.parse_args()))
 
 

@@ -11,6 +11,7 @@ It prints each figure and the ratio Kafka path / raw ceiling (target ≥ 0.5).
 Each pipeline runs its relay and its consumer in two threads of this process, as a service host does; the
 outbox is filled before the clock starts, so the figure is the shipping and handling rate, not the write rate.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,11 +38,14 @@ RATIO_TARGET = 0.5
 PARTITIONS = 6
 
 effects_md = MetaData()
-received_t = Table("bench_weighings_received", effects_md,
-                   Column("id", Integer, primary_key=True, autoincrement=True),
-                   Column("event_id", String(64), nullable=False),
-                   Column("pickup_id", String(64), nullable=False),
-                   Column("weight_g", Integer, nullable=False))
+received_t = Table(
+    "bench_weighings_received",
+    effects_md,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False),
+    Column("pickup_id", String(64), nullable=False),
+    Column("weight_g", Integer, nullable=False),
+)
 
 
 class PickupWeighed(Event):
@@ -63,8 +67,9 @@ INSERT_RECEIVED = received_t.insert()
 
 def on_weighed(env: Envelope, uow: UnitOfWork) -> None:
     """The effect: one row in the consuming service's own table, in the inbox's transaction."""
-    uow.session.execute(INSERT_RECEIVED, {"event_id": env.id, "pickup_id": env.subject,
-                                          "weight_g": env.data["weight_g"]})
+    uow.session.execute(
+        INSERT_RECEIVED, {"event_id": env.id, "pickup_id": env.subject, "weight_g": env.data["weight_g"]}
+    )
 
 
 def fill_outbox(db: Database, n: int, per_uow: int = 200) -> float:
@@ -72,8 +77,14 @@ def fill_outbox(db: Database, n: int, per_uow: int = 200) -> float:
     for start in range(0, n, per_uow):
         with UnitOfWork(db) as uow:
             for i in range(start, min(start + per_uow, n)):
-                uow.emit(PickupWeighed(pickup_id=f"pk-{i % 5000:05d}", category="废纸/黄纸板",
-                                       weight_g=1000 + i % 997, unit_price_fen=120))
+                uow.emit(
+                    PickupWeighed(
+                        pickup_id=f"pk-{i % 5000:05d}",
+                        category="废纸/黄纸板",
+                        weight_g=1000 + i % 997,
+                        unit_price_fen=120,
+                    )
+                )
     return n / (time.perf_counter() - t0)
 
 
@@ -90,16 +101,26 @@ def pipeline(settings: Settings, n: int, label: str, compression: str | None = N
     effects_md.create_all(consumer_db.engine)
     write_rate = fill_outbox(producer_db, n)
 
-    relay = Relay(producer_db, bus, "booking", batch_size=settings.relay_batch_size,
-                  idle_sleep_s=settings.relay_idle_sleep_s)
-    runner = ConsumerRunner(ConsumerSpec("bench-pricing", [PickupWeighed.topic], {PickupWeighed.type: on_weighed}),
-                            consumer_db, bus)
+    relay = Relay(
+        producer_db,
+        bus,
+        "booking",
+        batch_size=settings.relay_batch_size,
+        idle_sleep_s=settings.relay_idle_sleep_s,
+    )
+    runner = ConsumerRunner(
+        ConsumerSpec("bench-pricing", [PickupWeighed.topic], {PickupWeighed.type: on_weighed}),
+        consumer_db,
+        bus,
+    )
     runner.run_once(timeout_s=3.0)  # join the group before the clock starts (nothing is on the topic yet)
 
     stop = threading.Event()
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=relay.run, args=(stop,), name="relay"),
-               threading.Thread(target=runner.run, args=(stop,), name="consumer")]
+    threads = [
+        threading.Thread(target=relay.run, args=(stop,), name="relay"),
+        threading.Thread(target=runner.run, args=(stop,), name="consumer"),
+    ]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 300
@@ -118,8 +139,11 @@ def pipeline(settings: Settings, n: int, label: str, compression: str | None = N
     consumer_db.dispose()
     assert effects == inbox == n and pending == 0, (effects, inbox, pending)
     rate = n / elapsed
-    print(f"  {label:<34} {rate:>9,.0f} events/s   ({n:,} events in {elapsed:.1f}s; "
-          f"outbox writes {write_rate:,.0f}/s)", flush=True)
+    print(
+        f"  {label:<34} {rate:>9,.0f} events/s   ({n:,} events in {elapsed:.1f}s; "
+        f"outbox writes {write_rate:,.0f}/s)",
+        flush=True,
+    )
     return rate
 
 
@@ -131,17 +155,36 @@ def raw_kafka(bootstrap: str, n: int, producer_config: dict, run: int = 0) -> fl
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics({topic: {"num_partitions": PARTITIONS, "replication_factor": 1}})
     admin.close()
-    payloads = [(f"pk-{i % 5000:05d}".encode(),
-                 Envelope.wrap(PickupWeighed(pickup_id=f"pk-{i % 5000:05d}", category="废纸/黄纸板",
-                                             weight_g=1000 + i % 997, unit_price_fen=120)).to_bytes())
-                for i in range(n)]
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bench-raw-{run}", enable_auto_commit=False,
-                             auto_offset_reset="earliest", session_timeout_ms=2000, heartbeat_interval_ms=250,
-                             fetch_max_wait_ms=100)
+    payloads = [
+        (
+            f"pk-{i % 5000:05d}".encode(),
+            Envelope.wrap(
+                PickupWeighed(
+                    pickup_id=f"pk-{i % 5000:05d}",
+                    category="废纸/黄纸板",
+                    weight_g=1000 + i % 997,
+                    unit_price_fen=120,
+                )
+            ).to_bytes(),
+        )
+        for i in range(n)
+    ]
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{run}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=250,
+        fetch_max_wait_ms=100,
+    )
     deadline = time.monotonic() + 10
     while not consumer.assignment() and time.monotonic() < deadline:
         consumer.poll(100)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **producer_config)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, **producer_config
+    )
 
     def produce() -> None:
         for key, value in payloads:
@@ -163,8 +206,10 @@ def raw_kafka(bootstrap: str, n: int, producer_config: dict, run: int = 0) -> fl
     producer.close()
     consumer.close()
     rate = got / elapsed
-    print(f"  {'raw kafka-python producer→consumer':<34} {rate:>9,.0f} events/s   ({got:,} events in {elapsed:.1f}s)",
-          flush=True)
+    print(
+        f"  {'raw kafka-python producer→consumer':<34} {rate:>9,.0f} events/s   ({got:,} events in {elapsed:.1f}s)",
+        flush=True,
+    )
     return rate
 
 
@@ -179,24 +224,39 @@ def crc_note() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=20000)
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="runs of each measurement, interleaved; the best of each is compared (a shared machine "
-                         "is noisy, and noise only ever slows a run down)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of each measurement, interleaved; the best of each is compared (a shared machine "
+        "is noisy, and noise only ever slows a run down)",
+    )
     ap.add_argument("--only", default="embedded,kafka,raw")
-    ap.add_argument("--compression", default="settings", choices=["settings", "gzip", "none"],
-                    help="Kafka batch compression for both the adapter and the raw ceiling "
-                         "(default: KAFKA_COMPRESSION from the settings)")
+    ap.add_argument(
+        "--compression",
+        default="settings",
+        choices=["settings", "gzip", "none"],
+        help="Kafka batch compression for both the adapter and the raw ceiling "
+        "(default: KAFKA_COMPRESSION from the settings)",
+    )
     args = ap.parse_args()
     which = set(args.only.split(","))
     runs: dict[str, list[float]] = {"embedded": [], "kafka": [], "raw": []}
-    print(f"event bus throughput: {args.events:,} events per run, {args.rounds} rounds; "
-          f"kafka-python CRC32C check: {crc_note()}", flush=True)
+    print(
+        f"event bus throughput: {args.events:,} events per run, {args.rounds} rounds; "
+        f"kafka-python CRC32C check: {crc_note()}",
+        flush=True,
+    )
     if "embedded" in which:
-        for i in range(args.rounds):
+        for _ in range(args.rounds):
             with tempfile.TemporaryDirectory() as d:
-                runs["embedded"].append(pipeline(Settings(env="test", data_dir=Path(d), bus="dblog",
-                                                          event_log_partitions=PARTITIONS),
-                                                 args.events, "embedded log (SQLite) path"))
+                runs["embedded"].append(
+                    pipeline(
+                        Settings(env="test", data_dir=Path(d), bus="dblog", event_log_partitions=PARTITIONS),
+                        args.events,
+                        "embedded log (SQLite) path",
+                    )
+                )
     if which & {"kafka", "raw"}:
         from services.kernel.bus.kafka import KafkaBus
         from workers.broker import start_broker
@@ -205,7 +265,10 @@ def main() -> None:
         producer_config = {k: defaults[k] for k in ("linger_ms", "batch_size")}
         chosen = Settings().kafka_compression if args.compression == "settings" else args.compression
         producer_config["compression_type"] = None if chosen == "none" else chosen
-        print(f"  producer settings (adapter and raw alike): acks=all, idempotent, {producer_config}", flush=True)
+        print(
+            f"  producer settings (adapter and raw alike): acks=all, idempotent, {producer_config}",
+            flush=True,
+        )
         with start_broker() as broker:
             for i in range(args.rounds):
                 order = ["kafka", "raw"] if i % 2 == 0 else ["raw", "kafka"]
@@ -217,27 +280,46 @@ def main() -> None:
                         continue
                     PickupWeighed.topic = f"bench.pickup.{i}"  # a fresh topic per run on the shared broker
                     with tempfile.TemporaryDirectory() as d:
-                        settings = Settings(env="test", data_dir=Path(d), bus="kafka",
-                                            kafka_bootstrap=broker.bootstrap, kafka_session_timeout_ms=2000,
-                                            kafka_heartbeat_interval_ms=250, kafka_request_timeout_ms=10000,
-                                            kafka_default_partitions=PARTITIONS)
-                        runs["kafka"].append(pipeline(settings, args.events, "Kafka path (tansu)",
-                                                      producer_config["compression_type"]))
+                        settings = Settings(
+                            env="test",
+                            data_dir=Path(d),
+                            bus="kafka",
+                            kafka_bootstrap=broker.bootstrap,
+                            kafka_session_timeout_ms=2000,
+                            kafka_heartbeat_interval_ms=250,
+                            kafka_request_timeout_ms=10000,
+                            kafka_default_partitions=PARTITIONS,
+                        )
+                        runs["kafka"].append(
+                            pipeline(
+                                settings,
+                                args.events,
+                                "Kafka path (tansu)",
+                                producer_config["compression_type"],
+                            )
+                        )
     best = {k: max(v) for k, v in runs.items() if v}
     print("\nbest of each:")
-    for k, label in (("embedded", "embedded log (SQLite) path"), ("kafka", "Kafka path (tansu)"),
-                     ("raw", "raw kafka-python producer→consumer")):
+    for k, label in (
+        ("embedded", "embedded log (SQLite) path"),
+        ("kafka", "Kafka path (tansu)"),
+        ("raw", "raw kafka-python producer→consumer"),
+    ):
         if k in best:
             print(f"  {label:<34} {best[k]:>9,.0f} events/s")
     if "embedded" in best:
         r = best["embedded"] / EMBEDDED_TARGET
-        print(f"  embedded / target {EMBEDDED_TARGET:,.0f} events/s  = {r:.2f}  "
-              f"({'meets' if r >= 1 else 'BELOW'} target)")
+        print(
+            f"  embedded / target {EMBEDDED_TARGET:,.0f} events/s  = {r:.2f}  "
+            f"({'meets' if r >= 1 else 'BELOW'} target)"
+        )
     if "kafka" in best and "raw" in best:
         r = best["kafka"] / best["raw"]
         per_round = ", ".join(f"{a / b:.2f}" for a, b in zip(runs["kafka"], runs["raw"]))
-        print(f"  Kafka path / raw kafka-python   = {r:.2f}  "
-              f"({'meets' if r >= RATIO_TARGET else 'BELOW'} target {RATIO_TARGET}; per round: {per_round})")
+        print(
+            f"  Kafka path / raw kafka-python   = {r:.2f}  "
+            f"({'meets' if r >= RATIO_TARGET else 'BELOW'} target {RATIO_TARGET}; per round: {per_round})"
+        )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Timed, in one run on the same rows:
      no quorum, no provinces, no audit, no writes.
 It prints both figures and their ratio; the target is ≤ 3× (exit status 1 above it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,10 @@ TARGET_RATIO = 3.0
 DAY = date(2026, 11, 20)
 FIRMS = 2000
 
-PLAIN_VWAP = ("SELECT category, city_code, CAST(SUM(unit_price_fen * qty_milli) AS REAL) / SUM(qty_milli) "
-              "FROM observations WHERE day = :day GROUP BY category, city_code")
+PLAIN_VWAP = (
+    "SELECT category, city_code, CAST(SUM(unit_price_fen * qty_milli) AS REAL) / SUM(qty_milli) "
+    "FROM observations WHERE day = :day GROUP BY category, city_code"
+)
 
 
 def populate(rt, n: int, n_cities: int, seed: int = 20261120) -> None:  # noqa: ANN001
@@ -75,22 +78,35 @@ def populate(rt, n: int, n_cities: int, seed: int = 20261120) -> None:  # noqa: 
     stamps = [(base + timedelta(seconds=int(s))).strftime("%Y-%m-%d %H:%M:%S.000000") for s in range(86_400)]
     day_s = DAY.isoformat()
     rows = zip(
-        (cats[i] for i in cat_i.tolist()), (cities[i] for i in city_i.tolist()), [day_s] * n,
-        (stamps[s] for s in seconds.tolist()), price.tolist(), qty_milli.tolist(),
-        (tier_names[t] for t in tier.tolist()), (kinds[t] for t in tier.tolist()), party.tolist(),
-        related.astype(int).tolist(), ["bench"] * n, ["bench"] * n, (f"bench:{i}" for i in range(n)),
+        (cats[i] for i in cat_i.tolist()),
+        (cities[i] for i in city_i.tolist()),
+        [day_s] * n,
+        (stamps[s] for s in seconds.tolist()),
+        price.tolist(),
+        qty_milli.tolist(),
+        (tier_names[t] for t in tier.tolist()),
+        (kinds[t] for t in tier.tolist()),
+        party.tolist(),
+        related.astype(int).tolist(),
+        ["bench"] * n,
+        ["bench"] * n,
+        (f"bench:{i}" for i in range(n)),
         [received] * n,
     )
     raw = rt.db.engine.raw_connection()
     try:
         cur = raw.cursor()
         cur.execute("BEGIN IMMEDIATE")
-        cur.executemany("INSERT INTO counterparties (id, party, first_seen_at) VALUES (?, ?, ?)",
-                        [(i, f"firm:fm_bench_{i}", received) for i in range(1, FIRMS + 1)])
+        cur.executemany(
+            "INSERT INTO counterparties (id, party, first_seen_at) VALUES (?, ?, ?)",
+            [(i, f"firm:fm_bench_{i}", received) for i in range(1, FIRMS + 1)],
+        )
         cur.executemany(
             "INSERT INTO observations (category, city_code, day, observed_at, unit_price_fen, qty_milli, tier, "
             "kind, counterparty, related_party, source, source_ref, source_key, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
         cur.execute("COMMIT")
         cur.execute("ANALYZE")
     finally:
@@ -113,14 +129,21 @@ def main() -> int:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as d:
-        settings = Settings(env="test", data_dir=Path(d), bus="dblog", jwt_secret="bench-" + "x" * 40,
-                            pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=")
+        settings = Settings(
+            env="test",
+            data_dir=Path(d),
+            bus="dblog",
+            jwt_secret="bench-" + "x" * 40,
+            pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+        )
         platform = Platform(settings, services=["pricing"]).prepare()
         rt = platform["pricing"]
         t = time.perf_counter()
         populate(rt, args.observations, args.cities)
-        print(f"inserted {args.observations:,} observations ({args.cities} cities, "
-              f"{len(load_methodology().categories)} categories) in {time.perf_counter() - t:.1f} s")
+        print(
+            f"inserted {args.observations:,} observations ({args.cities} cities, "
+            f"{len(load_methodology().categories)} categories) in {time.perf_counter() - t:.1f} s"
+        )
 
         now = datetime(DAY.year, DAY.month, DAY.day, 2, tzinfo=UTC) + timedelta(days=1)  # 10:00 Shanghai, D+1
         plain_group_by(rt)  # warm the page cache for both contestants alike
@@ -140,8 +163,13 @@ def main() -> int:
         rerun = time.perf_counter() - t
 
         with rt.db.engine.connect() as c:
-            audit_bytes = c.execute(select(func.sum(func.length(series_inputs.c.input_ids)
-                                                    + func.length(series_inputs.c.input_reasons)))).scalar()
+            audit_bytes = c.execute(
+                select(
+                    func.sum(
+                        func.length(series_inputs.c.input_ids) + func.length(series_inputs.c.input_reasons)
+                    )
+                )
+            ).scalar()
             events = c.execute(select(func.count()).select_from(outbox_t)).scalar()
         platform.stop()
 
@@ -149,21 +177,36 @@ def main() -> int:
     ratio = ours / ceiling
     kinds = {"city": 0, "province": 0, "national": 0, "index": 0}
     for s in outcome.series:
-        kinds["index" if s.kind == "index" else "national" if s.region == "000000" else
-              "province" if s.region.endswith("0000") else "city"] += 1
-    print(f"daily job (compute_day): {ours:.2f} s  [load {outcome.timings['load']:.2f}, "
-          f"filter+quorum+VWAP+fallback+audit {outcome.timings['compute']:.2f}, "
-          f"versioning+writes+events {outcome.timings['publish']:.2f}]")
-    print(f"  {len(outcome.series):,} series published ({kinds['city']} city, {kinds['province']} province, "
-          f"{kinds['national']} national, {kinds['index']} family indices), "
-          f"{sum(1 for s in outcome.series if s.status == 'fallback')} stale fallbacks, "
-          f"{outcome.n_observations:,} inputs; audit inputs {audit_bytes / 1e6:.1f} MB; {events:,} events")
+        kinds[
+            "index"
+            if s.kind == "index"
+            else "national"
+            if s.region == "000000"
+            else "province"
+            if s.region.endswith("0000")
+            else "city"
+        ] += 1
+    print(
+        f"daily job (compute_day): {ours:.2f} s  [load {outcome.timings['load']:.2f}, "
+        f"filter+quorum+VWAP+fallback+audit {outcome.timings['compute']:.2f}, "
+        f"versioning+writes+events {outcome.timings['publish']:.2f}]"
+    )
+    print(
+        f"  {len(outcome.series):,} series published ({kinds['city']} city, {kinds['province']} province, "
+        f"{kinds['national']} national, {kinds['index']} family indices), "
+        f"{sum(1 for s in outcome.series if s.status == 'fallback')} stale fallbacks, "
+        f"{outcome.n_observations:,} inputs; audit inputs {audit_bytes / 1e6:.1f} MB; {events:,} events"
+    )
     print(f"  recomputing the unchanged day: {rerun:.2f} s, {again.n_new_versions} new versions")
-    print(f"plain SQL GROUP BY VWAP:  {ceiling:.2f} s  (best of {len(ceilings)}: "
-          f"{', '.join(f'{c:.2f}' for c in ceilings)}; median {statistics.median(ceilings):.2f}), "
-          f"{n_plain:,} city series")
-    print(f"CPU time of this process: daily job {ours_cpu:.2f} s, plain aggregate {min(ceilings_cpu):.2f} s "
-          f"(ratio {ours_cpu / min(ceilings_cpu):.2f}x; steadier than wall time on a shared machine)")
+    print(
+        f"plain SQL GROUP BY VWAP:  {ceiling:.2f} s  (best of {len(ceilings)}: "
+        f"{', '.join(f'{c:.2f}' for c in ceilings)}; median {statistics.median(ceilings):.2f}), "
+        f"{n_plain:,} city series"
+    )
+    print(
+        f"CPU time of this process: daily job {ours_cpu:.2f} s, plain aggregate {min(ceilings_cpu):.2f} s "
+        f"(ratio {ours_cpu / min(ceilings_cpu):.2f}x; steadier than wall time on a shared machine)"
+    )
     verdict = "OK" if ratio <= TARGET_RATIO else "ABOVE TARGET"
     print(f"ratio daily job / plain aggregate (wall): {ratio:.2f}x (target <= {TARGET_RATIO:.0f}x) {verdict}")
     return 0 if ratio <= TARGET_RATIO else 1

@@ -16,6 +16,7 @@ index in the same run, and indexing throughput.
 
 Exit status 1 when a target is missed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,11 @@ PII = "YmVuY2gtcGlpLWtleS0zMi1ieXRlcy1sb25nLS0tLS0="
 
 def query_mix(n: int, seed: int = 11) -> list[dict[str, str]]:
     rnd = random.Random(seed)
-    words = [q for q, _ in QUERIES] + [f"{b} {m.split()[0]}" for b, ms in PHONES.items() for m in ms] + \
-        [b.strip("《》").split()[0] for b in BOOKS]
+    words = (
+        [q for q, _ in QUERIES]
+        + [f"{b} {m.split()[0]}" for b, ms in PHONES.items() for m in ms]
+        + [b.strip("《》").split()[0] for b in BOOKS]
+    )
     out = []
     for _ in range(n):
         params = {"q": rnd.choice(words), "limit": "20"}
@@ -94,8 +98,9 @@ def raw_run(path: str, mix: list[dict[str, str]], seconds: float, concurrency: i
         c = sqlite3.connect(path, check_same_thread=False)
         i = w
         while time.perf_counter() < deadline:
-            c.execute("SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY rank LIMIT 20",
-                      (exprs[i % len(exprs)],)).fetchall()
+            c.execute(
+                "SELECT rowid FROM fts WHERE fts MATCH ? ORDER BY rank LIMIT 20", (exprs[i % len(exprs)],)
+            ).fetchall()
             counts[w] += 1
             i += concurrency
         c.close()
@@ -106,12 +111,15 @@ def raw_run(path: str, mix: list[dict[str, str]], seconds: float, concurrency: i
     return sum(counts) / (time.perf_counter() - t0)
 
 
-async def ours_run(url: str, mix: list[dict[str, str]], seconds: float, concurrency: int) -> tuple[float, list[float]]:
+async def ours_run(
+    url: str, mix: list[dict[str, str]], seconds: float, concurrency: int
+) -> tuple[float, list[float]]:
     """Queries/s through the gateway, and each request's latency (ms) as the client saw it."""
     lat: list[float] = []
     done = 0
     deadline = time.perf_counter() + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
         async def worker(w: int) -> None:
             nonlocal done
             i = w
@@ -137,8 +145,16 @@ async def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-search-"))
     failed = False
     try:
-        settings = Settings(env="test", data_dir=tmp, bus="dblog", jwt_secret=JWT, pii_key=PII,
-                            rate_limit_per_minute=10**9, rate_limit_ip_per_minute=10**9, log_level="WARNING")
+        settings = Settings(
+            env="test",
+            data_dir=tmp,
+            bus="dblog",
+            jwt_secret=JWT,
+            pii_key=PII,
+            rate_limit_per_minute=10**9,
+            rate_limit_ip_per_minute=10**9,
+            log_level="WARNING",
+        )
         platform = Platform(settings, services=["listings"]).prepare()
         rt = platform["listings"]
         index = search_of(rt)
@@ -152,13 +168,27 @@ async def run(args: argparse.Namespace) -> int:
         extra = [d for d in generate(args.incremental, seed=7, with_planted=False)]
         t0 = time.perf_counter()
         for d in extra:
-            indexer.when_listing_published_index(ListingPublished(
-                listing_id="inc-" + d.listing_id, version=1, seller_id=d.seller_id, title=d.title,
-                description=d.description, category=d.category, condition=d.condition, price_fen=d.price_fen,
-                city_code=d.city_code, published_at=datetime.now(UTC)), None)  # type: ignore[arg-type]
+            indexer.when_listing_published_index(
+                ListingPublished(
+                    listing_id="inc-" + d.listing_id,
+                    version=1,
+                    seller_id=d.seller_id,
+                    title=d.title,
+                    description=d.description,
+                    category=d.category,
+                    condition=d.condition,
+                    price_fen=d.price_fen,
+                    city_code=d.city_code,
+                    published_at=datetime.now(UTC),
+                ),
+                None,
+            )  # type: ignore[arg-type]
         inc_s = time.perf_counter() - t0
-        print(f"indexer (one event, one upsert): {len(extra):,} listings in {inc_s:.1f} s → "
-              f"{len(extra) / inc_s:,.0f} listings/s", flush=True)
+        print(
+            f"indexer (one event, one upsert): {len(extra):,} listings in {inc_s:.1f} s → "
+            f"{len(extra) / inc_s:,.0f} listings/s",
+            flush=True,
+        )
 
         # 2./3. queries
         mix = query_mix(2000)
@@ -178,30 +208,41 @@ async def run(args: argparse.Namespace) -> int:
                 rate, lat = await ours_run(url, mix, args.seconds, args.concurrency)
                 ours.append(rate)
                 lats += lat
-                raws.append(await loop.run_in_executor(None, raw_run, path, raw_mix, args.seconds,
-                                                       args.concurrency))
+                raws.append(
+                    await loop.run_in_executor(None, raw_run, path, raw_mix, args.seconds, args.concurrency)
+                )
         finally:
             await runner.cleanup()
         for i, r in enumerate(raws):
             print(f"  raw run {i + 1}: {r:,.0f} queries/s", flush=True)
         ratios = []
         for i, o in enumerate(ours):
-            ceiling = statistics.median(raws[i:i + 2] + raws[max(i - 1, 0):i])
+            ceiling = statistics.median(raws[i : i + 2] + raws[max(i - 1, 0) : i])
             ratios.append(o / ceiling)
-            print(f"  ours run {i + 1}: {o:,.0f} queries/s (ceiling {ceiling:,.0f} → ratio {o / ceiling:.2f})",
-                  flush=True)
+            print(
+                f"  ours run {i + 1}: {o:,.0f} queries/s (ceiling {ceiling:,.0f} → ratio {o / ceiling:.2f})",
+                flush=True,
+            )
         lats.sort()
         p50, p99 = statistics.median(lats), lats[int(len(lats) * 0.99) - 1]
         ratio = statistics.mean(ratios)
-        print(f"\nsummary ({n:,} listings; concurrency {args.concurrency}; load average {os.getloadavg()[0]:.1f} "
-              f"on {os.cpu_count()} CPUs)")
-        print(f"  indexing: rebuild {n / rebuild_s:,.0f} listings/s; indexer {len(extra) / inc_s:,.0f} listings/s")
+        print(
+            f"\nsummary ({n:,} listings; concurrency {args.concurrency}; load average {os.getloadavg()[0]:.1f} "
+            f"on {os.cpu_count()} CPUs)"
+        )
+        print(
+            f"  indexing: rebuild {n / rebuild_s:,.0f} listings/s; indexer {len(extra) / inc_s:,.0f} listings/s"
+        )
         ok_ratio, ok_p99 = ratio >= RATIO_TARGET, p99 < P99_TARGET_MS
-        print(f"  search through the gateway: {statistics.mean(ours):,.0f} queries/s, raw FTS5 MATCH "
-              f"{statistics.median(raws):,.0f} queries/s → ratio {ratio:.2f} (target ≥ {RATIO_TARGET}) "
-              f"{'OK' if ok_ratio else 'BELOW TARGET'}")
-        print(f"  latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms (target < {P99_TARGET_MS:.0f} ms) "
-              f"{'OK' if ok_p99 else 'ABOVE TARGET'}")
+        print(
+            f"  search through the gateway: {statistics.mean(ours):,.0f} queries/s, raw FTS5 MATCH "
+            f"{statistics.median(raws):,.0f} queries/s → ratio {ratio:.2f} (target ≥ {RATIO_TARGET}) "
+            f"{'OK' if ok_ratio else 'BELOW TARGET'}"
+        )
+        print(
+            f"  latency: p50 {p50:.1f} ms, p99 {p99:.1f} ms (target < {P99_TARGET_MS:.0f} ms) "
+            f"{'OK' if ok_p99 else 'ABOVE TARGET'}"
+        )
         failed = not (ok_ratio and ok_p99)
         platform.stop()
     finally:

@@ -16,6 +16,7 @@ The rows are generated with bulk inserts (sqlite3 executemany) into a scratch SQ
 schema (its migrations); amounts are consistent (sales excl. + VAT = total, the other-status figures the service
 stores), sellers have ~20 invoices a month so many months cross the exemption threshold, ~3% are red letters.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -114,8 +115,10 @@ def generate(db_path: Path, rows: int, xlsx_rows: int) -> None:
     con = sqlite3.connect(db_path)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=OFF")
-    indexes = con.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'invoices' "
-                          "AND sql IS NOT NULL").fetchall()
+    indexes = con.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'invoices' "
+        "AND sql IS NOT NULL"
+    ).fetchall()
     for name, _ in indexes:
         con.execute(f"DROP INDEX {name}")
     now = datetime(2026, 12, 1, tzinfo=UTC).isoformat(sep=" ")
@@ -123,9 +126,11 @@ def generate(db_path: Path, rows: int, xlsx_rows: int) -> None:
         sellers = max(1, n // 20)
         sellers += 1 if sellers % 33 == 0 else 0
         con.execute(_GENERATE, {"n": n, "sellers": sellers, "firm": firm, "code": code, "now": now})
-        con.execute("INSERT INTO issuers (firm_id, issuer_code, name, uscc, address, city_code, verified_at, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (firm, code, f"{firm} 再生资源", "91110105MA01ABCD1X", "北京", "110105", now, now))
+        con.execute(
+            "INSERT INTO issuers (firm_id, issuer_code, name, uscc, address, city_code, verified_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (firm, code, f"{firm} 再生资源", "91110105MA01ABCD1X", "北京", "110105", now, now),
+        )
     for _, sql in indexes:
         con.execute(sql)
     con.commit()
@@ -155,7 +160,8 @@ def child(mode: str, db_path: str, out: str, firm: str) -> dict:
     if mode.startswith("plain"):
         with snapshot(db) as conn:
             rows = conn.execution_options(stream_results=True, yield_per=5000).execute(
-                invoice_stream_query(conn, spec))
+                invoice_stream_query(conn, spec)
+            )
             if spec.fmt == "csv":
                 with open(out, "w", encoding="utf-8-sig", newline="") as f:
                     w = csv.writer(f)
@@ -174,13 +180,24 @@ def child(mode: str, db_path: str, out: str, firm: str) -> dict:
     else:
         n = write_report(db, spec, out)
     elapsed = time.perf_counter() - t0
-    return {"mode": mode, "rows": n, "seconds": elapsed, "rows_per_s": n / elapsed, "peak_rss_mb": _rss_mb(),
-            "rss_growth_mb": _rss_mb() - rss0, "bytes": os.path.getsize(out)}
+    return {
+        "mode": mode,
+        "rows": n,
+        "seconds": elapsed,
+        "rows_per_s": n / elapsed,
+        "peak_rss_mb": _rss_mb(),
+        "rss_growth_mb": _rss_mb() - rss0,
+        "bytes": os.path.getsize(out),
+    }
 
 
 def run_child(mode: str, db_path: Path, out: Path, firm: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", mode, "--db", str(db_path), "--out", str(out),
-                           "--firm", firm], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--db", str(db_path), "--out", str(out), "--firm", firm],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -215,15 +232,23 @@ def _measure(args: argparse.Namespace, work: Path) -> int:
     if not db_path.exists():
         t0 = time.perf_counter()
         generate(db_path, args.rows, args.xlsx_rows)
-        print(f"generated {args.rows:,} + {args.xlsx_rows:,} invoices of {PERIOD} in {time.perf_counter() - t0:.1f}s "
-              f"({db_path.stat().st_size / 1e6:.0f} MB)")
+        print(
+            f"generated {args.rows:,} + {args.xlsx_rows:,} invoices of {PERIOD} in {time.perf_counter() - t0:.1f}s "
+            f"({db_path.stat().st_size / 1e6:.0f} MB)"
+        )
     results = {}
-    for mode, firm, ext in (("plain_csv", BIG, "csv"), ("export_csv", BIG, "csv"),
-                            ("plain_xlsx", SMALL, "xlsx"), ("export_xlsx", SMALL, "xlsx")):
+    for mode, firm, ext in (
+        ("plain_csv", BIG, "csv"),
+        ("export_csv", BIG, "csv"),
+        ("plain_xlsx", SMALL, "xlsx"),
+        ("export_xlsx", SMALL, "xlsx"),
+    ):
         results[mode] = r = run_child(mode, db_path, work / f"{mode}.{ext}", firm)
-        print(f"  {mode:<12} {r['rows']:>9,} rows  {r['seconds']:6.1f}s  {r['rows_per_s']:>9,.0f} rows/s  "
-              f"peak RSS {r['peak_rss_mb']:5.0f} MB (+{r['rss_growth_mb']:.0f} MB during the step)  "
-              f"file {r['bytes'] / 1e6:.0f} MB")
+        print(
+            f"  {mode:<12} {r['rows']:>9,} rows  {r['seconds']:6.1f}s  {r['rows_per_s']:>9,.0f} rows/s  "
+            f"peak RSS {r['peak_rss_mb']:5.0f} MB (+{r['rss_growth_mb']:.0f} MB during the step)  "
+            f"file {r['bytes'] / 1e6:.0f} MB"
+        )
     ok = True
     for fmt in ("csv", "xlsx"):
         export, plain = results[f"export_{fmt}"], results[f"plain_{fmt}"]
@@ -231,12 +256,16 @@ def _measure(args: argparse.Namespace, work: Path) -> int:
         ratio = export["rows_per_s"] / plain["rows_per_s"]
         scale = "" if fmt == "csv" else f" (XLSX scaled to {export['rows']:,} invoices)"
         target = f"target ≥ {RATIO_TARGET}" if fmt == "csv" else "informative"
-        print(f"{fmt.upper()}: export {export['rows_per_s']:,.0f} rows/s vs plain dump {plain['rows_per_s']:,.0f} "
-              f"rows/s: ratio {ratio:.2f} ({target}){scale}")
+        print(
+            f"{fmt.upper()}: export {export['rows_per_s']:,.0f} rows/s vs plain dump {plain['rows_per_s']:,.0f} "
+            f"rows/s: ratio {ratio:.2f} ({target}){scale}"
+        )
         if fmt == "csv":
             ok = ok and ratio >= RATIO_TARGET
     peak = max(r["peak_rss_mb"] for r in results.values())
-    print(f"peak memory {peak:.0f} MB (target < {MEMORY_TARGET_MB} MB); total {time.perf_counter() - started:.0f}s")
+    print(
+        f"peak memory {peak:.0f} MB (target < {MEMORY_TARGET_MB} MB); total {time.perf_counter() - started:.0f}s"
+    )
     ok = ok and peak < MEMORY_TARGET_MB
     return 0 if ok else 1
 

@@ -5,6 +5,7 @@ Distributed run (`SERVICES=none` and `SERVICE_URLS` set): the same route table i
 service's own process. Either way the gateway owns request ids, problem+json, authentication, rate limits,
 idempotency, CORS, metrics and the generated OpenAPI document.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,7 @@ from services.kernel.http import RouteDef, harden, json_reply, mount, request_co
 from services.kernel.runtime import available_services, load_spec
 from services.kernel.settings import Settings, get_settings
 
-from . import docs_page, middlewares, proxy
+from . import console, docs_page, middlewares, proxy
 from .openapi import build_openapi
 
 log = logging.getLogger(__name__)
@@ -36,23 +37,105 @@ def all_routes() -> list[RouteDef]:
 
 
 SYSTEM_ROUTES = [
-    {"path": "/healthz", "method": "GET", "op": {"operationId": "healthz", "summary": "liveness", "tags": ["system"],
-     "x-policy": "public", "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
-         "type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}}}}}}},
-    {"path": "/readyz", "method": "GET", "op": {"operationId": "readyz", "summary": "readiness: databases and bus",
-     "tags": ["system"], "x-policy": "public", "responses": {
-         "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object"}}}},
-         "503": {"description": "not ready", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-    {"path": "/openapi.json", "method": "GET", "op": {"operationId": "openapi", "summary": "this document",
-     "tags": ["system"], "x-policy": "public", "responses": {"200": {"description": "OK", "content": {
-         "application/json": {"schema": {"type": "object"}}}}}}},
-    {"path": "/metrics", "method": "GET", "op": {"operationId": "metrics",
-     "summary": "Prometheus metrics: requests and latency by route template and status", "tags": ["system"],
-     "x-policy": "public", "responses": {"200": {"description": "Prometheus text format", "content": {
-         "text/plain": {"schema": {"type": "string"}}}}}}},
-    {"path": "/docs", "method": "GET", "op": {"operationId": "docs", "summary": "API docs page (works offline)",
-     "tags": ["system"], "x-policy": "public", "responses": {"200": {"description": "HTML", "content": {
-         "text/html": {"schema": {"type": "string"}}}}}}},
+    {
+        "path": "/healthz",
+        "method": "GET",
+        "op": {
+            "operationId": "healthz",
+            "summary": "liveness",
+            "tags": ["system"],
+            "x-policy": "public",
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"status": {"type": "string"}},
+                                "required": ["status"],
+                            }
+                        }
+                    },
+                }
+            },
+        },
+    },
+    {
+        "path": "/readyz",
+        "method": "GET",
+        "op": {
+            "operationId": "readyz",
+            "summary": "readiness: databases and bus",
+            "tags": ["system"],
+            "x-policy": "public",
+            "responses": {
+                "200": {
+                    "description": "ready",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "503": {
+                    "description": "not ready",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+            },
+        },
+    },
+    {
+        "path": "/openapi.json",
+        "method": "GET",
+        "op": {
+            "operationId": "openapi",
+            "summary": "this document",
+            "tags": ["system"],
+            "x-policy": "public",
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+            },
+        },
+    },
+    {
+        "path": "/metrics",
+        "method": "GET",
+        "op": {
+            "operationId": "metrics",
+            "summary": "Prometheus metrics: requests and latency by route template and status",
+            "tags": ["system"],
+            "x-policy": "public",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        },
+    },
+    {
+        "path": "/docs",
+        "method": "GET",
+        "op": {
+            "operationId": "docs",
+            "summary": "API docs page (works offline)",
+            "tags": ["system"],
+            "x-policy": "public",
+            "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
+            },
+        },
+    },
+    {
+        "path": "/console/",
+        "method": "GET",
+        "op": {
+            "operationId": "console",
+            "summary": "the web console (Chinese UI; works offline): price indices, invoices and exports, admin, lots",
+            "tags": ["system"],
+            "x-policy": "public",
+            "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
+            },
+        },
+    },
 ]
 
 
@@ -63,8 +146,10 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     settings = settings or get_settings()
     distributed = settings.services == "none"
     gateway = middlewares.build(settings)
-    app = web.Application(middlewares=[*gateway.outer(), request_context, *gateway.inner()],
-                          client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[*gateway.outer(), request_context, *gateway.inner()],
+        client_max_size=settings.max_body_bytes,
+    )
     app["settings"] = settings
     routes = all_routes()
     app["routes"] = routes
@@ -74,6 +159,7 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/docs", docs_page.handler)
+    console.install(app)
     middlewares.install(app, gateway, routes)
     harden(app)
 
@@ -158,8 +244,10 @@ def _supervised_processes() -> dict[str, str]:
             states = json.load(f)
     except (OSError, ValueError):
         return {}
-    return {f"process:{name}": "ok" if v.get("state") == "up" else v.get("state", "unknown")
-            for name, v in states.items()}
+    return {
+        f"process:{name}": "ok" if v.get("state") == "up" else v.get("state", "unknown")
+        for name, v in states.items()
+    }
 
 
 async def _probe_redis(url: str) -> str:

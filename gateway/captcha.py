@@ -6,6 +6,7 @@ the app shows the slider when it gets `429` with `reason: otp_budget`, and sends
 `X-Captcha-Token` header with the retried request; `passed` verifies that ticket server-side with the provider.
 The global budget (the cost ceiling) is never bypassed.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

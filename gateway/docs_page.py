@@ -1,4 +1,5 @@
 """An API docs page that works offline: renders /openapi.json with a few lines of inline script (no CDN)."""
+
 from __future__ import annotations
 
 from aiohttp import web

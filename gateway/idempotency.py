@@ -12,6 +12,7 @@ Adapters: `SqlIdempotencyStore` (a table in the gateway's own SQLite/PostgreSQL 
 `RedisIdempotencyStore` (REDIS_URL set; the distributed run, shared by every gateway replica). One contract test
 suite runs against both (tests/gateway/test_idempotency_store_contract.py).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,7 +26,19 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from aiohttp import web
-from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, String, Table, Text, delete, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from services.kernel.db import Database, ensure_schema, new_metadata
@@ -49,7 +62,7 @@ class StoredReply:
         return {"status": self.status, "headers": self.headers, "body": base64.b64encode(self.body).decode()}
 
     @classmethod
-    def from_json(cls, d: dict) -> "StoredReply":
+    def from_json(cls, d: dict) -> StoredReply:
         return cls(int(d["status"]), dict(d["headers"]), base64.b64decode(d["body"]))
 
 
@@ -129,14 +142,24 @@ class SqlIdempotencyStore:
                         conn.execute(delete(t).where(t.c.scope == scope, t.c.key == key))
                         row = None
                     if row is None:
-                        conn.execute(t.insert().values(scope=scope, key=key, fingerprint=fingerprint,
-                                                       state="pending", token=token,
-                                                       expires_at_ms=now + int(lock_s * 1000), created_at_ms=now))
+                        conn.execute(
+                            t.insert().values(
+                                scope=scope,
+                                key=key,
+                                fingerprint=fingerprint,
+                                state="pending",
+                                token=token,
+                                expires_at_ms=now + int(lock_s * 1000),
+                                created_at_ms=now,
+                            )
+                        )
                         return Claim("new", token)
                     if row.fingerprint != fingerprint:
                         return Claim("mismatch")
                     if row.state == "done":
-                        return Claim("replay", reply=StoredReply(row.status, json.loads(row.headers), row.body))
+                        return Claim(
+                            "replay", reply=StoredReply(row.status, json.loads(row.headers), row.body)
+                        )
                     return Claim("in_progress")
             except IntegrityError:
                 continue  # a concurrent first request inserted it: look again
@@ -148,9 +171,17 @@ class SqlIdempotencyStore:
     def _complete(self, scope: str, key: str, token: str, reply: StoredReply, ttl_s: float) -> None:
         t = idempotency_keys
         with self.db.engine.begin() as conn:
-            conn.execute(update(t).where(t.c.scope == scope, t.c.key == key, t.c.token == token).values(
-                state="done", status=reply.status, headers=json.dumps(reply.headers), body=reply.body,
-                expires_at_ms=_now_ms() + int(ttl_s * 1000)))
+            conn.execute(
+                update(t)
+                .where(t.c.scope == scope, t.c.key == key, t.c.token == token)
+                .values(
+                    state="done",
+                    status=reply.status,
+                    headers=json.dumps(reply.headers),
+                    body=reply.body,
+                    expires_at_ms=_now_ms() + int(ttl_s * 1000),
+                )
+            )
 
     async def complete(self, scope: str, key: str, token: str, reply: StoredReply, ttl_s: float) -> None:
         await self._run(self._complete, scope, key, token, reply, ttl_s)
@@ -158,15 +189,20 @@ class SqlIdempotencyStore:
     def _release(self, scope: str, key: str, token: str) -> None:
         t = idempotency_keys
         with self.db.engine.begin() as conn:
-            conn.execute(delete(t).where(t.c.scope == scope, t.c.key == key, t.c.token == token,
-                                         t.c.state == "pending"))
+            conn.execute(
+                delete(t).where(
+                    t.c.scope == scope, t.c.key == key, t.c.token == token, t.c.state == "pending"
+                )
+            )
 
     async def release(self, scope: str, key: str, token: str) -> None:
         await self._run(self._release, scope, key, token)
 
     def _purge(self) -> int:
         with self.db.engine.begin() as conn:
-            return conn.execute(delete(idempotency_keys).where(idempotency_keys.c.expires_at_ms <= _now_ms())).rowcount
+            return conn.execute(
+                delete(idempotency_keys).where(idempotency_keys.c.expires_at_ms <= _now_ms())
+            ).rowcount
 
     async def purge_expired(self) -> int:
         return await self._run(self._purge)  # type: ignore[return-value]
@@ -247,6 +283,7 @@ class RedisIdempotencyStore:
 
 # --- the middleware --------------------------------------------------------------------------------------
 
+
 def fingerprint(request: web.Request, body: bytes) -> str:
     h = hashlib.sha256()
     for part in (request.method.encode(), request.rel_url.path_qs.encode(), body):
@@ -275,14 +312,19 @@ class IdempotencyMiddleware:
 
         return idempotency
 
-    async def handle(self, request: web.Request,
-                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def handle(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         key = request.headers.get(HEADER)
         if request.method != "POST" or key is None:
             return await handler(request)
         if not _KEY_RE.fullmatch(key):
-            raise ValidationFailed.field(HEADER, "must be 1 to 255 visible ASCII characters (a UUID is ideal)")
-        principal = await authenticate(request)  # a bad or revoked token is refused here: a key cannot be scoped without a user
+            raise ValidationFailed.field(
+                HEADER, "must be 1 to 255 visible ASCII characters (a UUID is ideal)"
+            )
+        principal = await authenticate(
+            request
+        )  # a bad or revoked token is refused here: a key cannot be scoped without a user
         scope = f"user:{principal.user_id}" if principal else f"ip:{self.client_ip(request)}"
         body = await request.read()  # cached: the handler reads the same bytes (413 raised here if too large)
         fp = fingerprint(request, body)
@@ -291,16 +333,29 @@ class IdempotencyMiddleware:
         except Exception as exc:  # noqa: BLE001 - the store is down: refuse rather than risk doing it twice
             raise Unavailable("the idempotency store is unavailable; retry later") from exc
         if claim.outcome == "mismatch":
-            raise RuleViolated(f"this {HEADER} was already used with a different request; use a new key",
-                               reason="idempotency_key_reused", field=HEADER)
+            raise RuleViolated(
+                f"this {HEADER} was already used with a different request; use a new key",
+                reason="idempotency_key_reused",
+                field=HEADER,
+            )
         if claim.outcome == "in_progress":
-            return problem_reply(problem_for(409, f"a request with this {HEADER} is still in progress; retry shortly",
-                                             title="State conflict", instance=request.path,
-                                             reason="idempotency_key_in_progress"), {"Retry-After": "1"})
+            return problem_reply(
+                problem_for(
+                    409,
+                    f"a request with this {HEADER} is still in progress; retry shortly",
+                    title="State conflict",
+                    instance=request.path,
+                    reason="idempotency_key_in_progress",
+                ),
+                {"Retry-After": "1"},
+            )
         if claim.outcome == "replay":
             assert claim.reply is not None
-            return web.Response(status=claim.reply.status, body=claim.reply.body,
-                                headers={**claim.reply.headers, REPLAYED: "true"})
+            return web.Response(
+                status=claim.reply.status,
+                body=claim.reply.body,
+                headers={**claim.reply.headers, REPLAYED: "true"},
+            )
         try:
             try:
                 resp = await handler(request)
@@ -316,8 +371,9 @@ class IdempotencyMiddleware:
             headers = {h: resp.headers[h] for h in _STORED_HEADERS if h in resp.headers}
             if "Content-Type" not in headers and resp.content_type:
                 headers["Content-Type"] = resp.content_type
-            await self.store.complete(scope, key, claim.token, StoredReply(resp.status, headers, bytes(body_out)),
-                                      self.ttl_s)
+            await self.store.complete(
+                scope, key, claim.token, StoredReply(resp.status, headers, bytes(body_out)), self.ttl_s
+            )
         else:
             await self.store.release(scope, key, claim.token)
         return resp

@@ -14,6 +14,7 @@ Order (outermost first), as `create_app` assembles it:
 
 CORS headers on actual replies are added in `on_response_prepare`, so error replies carry them too.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,7 +39,14 @@ access_log = logging.getLogger("gateway.access")
 log = logging.getLogger(__name__)
 
 ALLOWED_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-ALLOWED_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id", "Last-Event-ID", "Accept")
+ALLOWED_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "X-Request-Id",
+    "Last-Event-ID",
+    "Accept",
+)
 EXPOSED_HEADERS = "X-Request-Id, Retry-After, Idempotent-Replayed, Location"
 UNMATCHED = "<unmatched>"
 
@@ -64,18 +72,33 @@ class Gateway:
     _purger: asyncio.Task | None = None
 
     def __post_init__(self) -> None:
-        self.requests = Counter("http_requests_total", "HTTP requests by method, route template and status",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("http_request_duration_seconds", "HTTP request latency by route template",
-                                 ["method", "route", "status"], registry=self.registry,
-                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
-        self.allowed_origins = frozenset(o.strip().rstrip("/") for o in self.settings.cors_origin.split(",")
-                                         if o.strip())
-        self.idem = IdempotencyMiddleware(self._store, self.gw.idempotency_ttl_s, self.gw.idempotency_lock_s,
-                                          self.client_ip)
-        self.rl = RateLimitMiddleware(self._limiter, self.settings.rate_limit_per_minute,
-                                      self.settings.rate_limit_ip_per_minute, self.gw.rate_limit_window_s,
-                                      self.client_ip, self.settings)
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests by method, route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.allowed_origins = frozenset(
+            o.strip().rstrip("/") for o in self.settings.cors_origin.split(",") if o.strip()
+        )
+        self.idem = IdempotencyMiddleware(
+            self._store, self.gw.idempotency_ttl_s, self.gw.idempotency_lock_s, self.client_ip
+        )
+        self.rl = RateLimitMiddleware(
+            self._limiter,
+            self.settings.rate_limit_per_minute,
+            self.settings.rate_limit_ip_per_minute,
+            self.gw.rate_limit_window_s,
+            self.client_ip,
+            self.settings,
+        )
 
     # Stores are opened at startup (cleanup_ctx); the middlewares reach them through these proxies.
     @property
@@ -120,26 +143,41 @@ class Gateway:
             self.requests.labels(request.method, route, str(status)).inc()
             self.latency.labels(request.method, route, str(status)).observe(elapsed)
             principal = principal_or_none(request) if "principal" in request else None
-            access_log.info("request", extra={
-                "http_method": request.method, "route": route, "path": request.path, "status": status,
-                "duration_ms": round(elapsed * 1000, 2), "request_id": request.get("request_id"),
-                "user_id": principal.user_id if principal else None, "client_ip": self.client_ip(request),
-            })
+            access_log.info(
+                "request",
+                extra={
+                    "http_method": request.method,
+                    "route": route,
+                    "path": request.path,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "request_id": request.get("request_id"),
+                    "user_id": principal.user_id if principal else None,
+                    "client_ip": self.client_ip(request),
+                },
+            )
 
     @web.middleware
     async def preflight(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             origin = request.headers.get("Origin", "").rstrip("/")
             if origin not in self.allowed_origins:
-                return problem_reply(problem_for(403, "this origin may not call the API from a browser",
-                                                 instance=request.path))
-            asked = [h.strip() for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
-                     if h.strip()]
+                return problem_reply(
+                    problem_for(403, "this origin may not call the API from a browser", instance=request.path)
+                )
+            asked = [
+                h.strip()
+                for h in request.headers.get("Access-Control-Request-Headers", "").split(",")
+                if h.strip()
+            ]
             allowed = {h.lower() for h in ALLOWED_HEADERS}
-            headers = {"Access-Control-Allow-Methods": ALLOWED_METHODS,
-                       "Access-Control-Allow-Headers": ", ".join([h for h in asked if h.lower() in allowed]
-                                                                 or ALLOWED_HEADERS),
-                       "Access-Control-Max-Age": "600"}
+            headers = {
+                "Access-Control-Allow-Methods": ALLOWED_METHODS,
+                "Access-Control-Allow-Headers": ", ".join(
+                    [h for h in asked if h.lower() in allowed] or ALLOWED_HEADERS
+                ),
+                "Access-Control-Max-Age": "600",
+            }
             return web.Response(status=204, headers=headers)
         return await handler(request)
 
@@ -169,7 +207,9 @@ class Gateway:
             self.idempotency_store = RedisIdempotencyStore(self.settings.redis_url, prefix)
         else:
             self.limiter = MemoryRateLimiter()
-            db = Database(self.settings.db_url("gateway"), schema=self.settings.db_schema("gateway"), pool_size=5)
+            db = Database(
+                self.settings.db_url("gateway"), schema=self.settings.db_schema("gateway"), pool_size=5
+            )
             self.idempotency_store = await loop.run_in_executor(None, SqlIdempotencyStore, db)
         self._purger = asyncio.create_task(self._purge_loop())
         yield
@@ -191,7 +231,9 @@ class Gateway:
                 log.warning("purging idempotency keys failed", exc_info=True)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
 
 class _Deferred:

@@ -5,6 +5,7 @@ schema of the route's `response` (a model, or any type such as `list[Model]`). E
 replies the platform can give it: 400 and 500 always, 401 (a bad token is refused everywhere), 403 for non-public
 routes, 404 with path parameters, 409/413/422 for POSTs, 422 with a query, and 429 (rate limits) everywhere.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,16 +26,23 @@ PROBLEM_SCHEMA = {
         "status": {"type": "integer"},
         "detail": {"type": "string"},
         "instance": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "object", "properties": {
-            "field": {"type": "string"}, "message": {"type": "string"}}}},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
     },
     "additionalProperties": True,
 }
 
 IDEMPOTENCY_HEADER = {
-    "name": "Idempotency-Key", "in": "header", "required": False,
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
     "description": "Same key and body within 24 h: the stored reply is returned again and the work is not redone; "
-                   "the same key with another body: 422. Scoped per user.",
+    "the same key with another body: 422. Scoped per user.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
 }
 
@@ -56,11 +64,15 @@ def _schemas(routes: list[RouteDef]) -> tuple[dict[tuple[int, str], dict[str, An
 
 
 def _problem() -> dict[str, Any]:
-    return {"description": "problem", "content": {"application/problem+json": {
-        "schema": {"$ref": "#/components/schemas/Problem"}}}}
+    return {
+        "description": "problem",
+        "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
 
 
-def build_openapi(routes: list[RouteDef], system: list[dict[str, Any]], title: str, version: str) -> dict[str, Any]:
+def build_openapi(
+    routes: list[RouteDef], system: list[dict[str, Any]], title: str, version: str
+) -> dict[str, Any]:
     by_route, schemas = _schemas(routes)
     schemas["Problem"] = PROBLEM_SCHEMA
     paths: dict[str, dict[str, Any]] = {}
@@ -71,8 +83,10 @@ def build_openapi(routes: list[RouteDef], system: list[dict[str, Any]], title: s
             "summary": r.summary or r.operation_id,
             "tags": [r.service],
             "x-policy": r.policy.describe(),
-            "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                           for p in _PATH_PARAM.findall(r.path)],
+            "parameters": [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in _PATH_PARAM.findall(r.path)
+            ],
             "responses": {},
         }
         if r.query is not None:
@@ -80,19 +94,34 @@ def build_openapi(routes: list[RouteDef], system: list[dict[str, Any]], title: s
                 schema = TypeAdapter(f.annotation).json_schema(ref_template=REF)
                 for dname, d in schema.pop("$defs", {}).items():
                     schemas.setdefault(dname, d)
-                op["parameters"].append({"name": f.alias or name, "in": "query", "required": f.is_required(),
-                                         "schema": schema, "description": f.description or ""})
+                op["parameters"].append(
+                    {
+                        "name": f.alias or name,
+                        "in": "query",
+                        "required": f.is_required(),
+                        "schema": schema,
+                        "description": f.description or "",
+                    }
+                )
         if r.method == "POST":
             op["parameters"].append(IDEMPOTENCY_HEADER)
         if r.body is not None:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": by_route[(i, "body")]}}}
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": by_route[(i, "body")]}},
+            }
         if r.raw:
             op["responses"][str(r.status)] = {"description": "stream"}
         elif (i, "response") in by_route:
-            op["responses"][str(r.status)] = {"description": "OK", "content": {"application/json": {
-                "schema": by_route[(i, "response")]}}}
+            op["responses"][str(r.status)] = {
+                "description": "OK",
+                "content": {"application/json": {"schema": by_route[(i, "response")]}},
+            }
         else:
-            op["responses"][str(r.status)] = {"description": "OK", "content": {"application/json": {"schema": {}}}}
+            op["responses"][str(r.status)] = {
+                "description": "OK",
+                "content": {"application/json": {"schema": {}}},
+            }
         errors = {400, 401, 429, 500} | set(r.extra_statuses)
         if r.policy.kind != PUBLIC:
             errors.add(403)
@@ -101,7 +130,9 @@ def build_openapi(routes: list[RouteDef], system: list[dict[str, Any]], title: s
         if r.method == "POST":
             errors |= {409, 422}
         if r.query is not None:
-            errors.add(422)  # a well-formed query can still break a rule (e.g. a date outside the rules in force)
+            errors.add(
+                422
+            )  # a well-formed query can still break a rule (e.g. a date outside the rules in force)
         if r.body is not None:
             errors.add(413)
         for status in sorted(errors - {r.status}):
@@ -113,10 +144,15 @@ def build_openapi(routes: list[RouteDef], system: list[dict[str, Any]], title: s
         paths.setdefault(s["path"], {})[s["method"].lower()] = s["op"]
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version,
-                 "description": "Errors are application/problem+json (RFC 9457). Authenticate with "
-                                "`Authorization: Bearer <access_token>` from POST /v1/auth/token."},
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "Errors are application/problem+json (RFC 9457). Authenticate with "
+            "`Authorization: Bearer <access_token>` from POST /v1/auth/token.",
+        },
         "paths": paths,
-        "components": {"schemas": schemas,
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
     }

@@ -3,9 +3,9 @@
 Pooled keep-alive connections and time-outs; the reply (status, headers, body) is passed through unchanged, and
 streamed replies (SSE) are streamed. An unreachable service answers 502/504 as problem+json.
 """
+
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -13,14 +13,23 @@ from aiohttp import web
 
 from services.kernel.http import RouteDef, authenticate, problem_for, problem_reply
 
-FORWARD_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Accept", "Last-Event-ID", "X-Forwarded-For", "X-Trace-Id")
+FORWARD_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "Accept",
+    "Last-Event-ID",
+    "X-Forwarded-For",
+    "X-Trace-Id",
+)
 RETURN_HEADERS = ("Content-Type", "Retry-After", "Location", "Cache-Control", "Content-Disposition")
 
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
     conn = aiohttp.TCPConnector(limit=200, keepalive_timeout=30)
-    app["proxy_session"] = aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(
-        total=None, connect=3, sock_read=30))
+    app["proxy_session"] = aiohttp.ClientSession(
+        connector=conn, timeout=aiohttp.ClientTimeout(total=None, connect=3, sock_read=30)
+    )
     yield
     await app["proxy_session"].close()
 
@@ -49,9 +58,14 @@ def _forwarder(route: RouteDef, base: str):  # noqa: ANN202
         body = await request.read() if request.body_exists else None
         url = base.rstrip("/") + request.rel_url.path_qs
         try:
-            upstream = await session.request(request.method, url, headers=headers, data=body,
-                                             timeout=aiohttp.ClientTimeout(total=None if route.raw else 30, connect=3))
-        except asyncio.TimeoutError:
+            upstream = await session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body,
+                timeout=aiohttp.ClientTimeout(total=None if route.raw else 30, connect=3),
+            )
+        except TimeoutError:
             return problem_reply(problem_for(504, f"the {route.service} service did not answer in time"))
         except aiohttp.ClientError:
             return problem_reply(problem_for(502, f"the {route.service} service is unreachable"))
@@ -80,8 +94,6 @@ async def probe_services(app: web.Application) -> dict[str, str]:
         try:
             async with session.get(base.rstrip("/") + "/readyz", timeout=aiohttp.ClientTimeout(total=3)) as r:
                 out[f"service:{name}"] = "ok" if r.status == 200 else f"status {r.status}"
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             out[f"service:{name}"] = f"error: {type(exc).__name__}"
     return out
-
-

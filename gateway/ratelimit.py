@@ -7,9 +7,9 @@ adapter is one atomic script using the server's clock (gateway replicas' clocks 
 
 The embedded run keeps the state in memory (one process); with REDIS_URL set every gateway replica shares it.
 """
+
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -118,8 +118,9 @@ class RedisRateLimiter:
         self._script = self.redis.register_script(_GCRA)
 
     async def hit(self, key: str, limit: int, window_s: float) -> Decision:
-        allowed, retry_ms, remaining = await self._script(keys=[self.prefix + "rl:" + key],
-                                                          args=[limit, int(window_s * 1000)])
+        allowed, retry_ms, remaining = await self._script(
+            keys=[self.prefix + "rl:" + key], args=[limit, int(window_s * 1000)]
+        )
         return Decision(bool(allowed), int(retry_ms) / 1000, int(remaining))
 
     async def close(self) -> None:
@@ -156,7 +157,9 @@ class RateLimitMiddleware:
             limit = int(getattr(self.settings, b.setting))
             if limit <= 0:
                 continue
-            key = f"budget:{b.name}:" + (f"client:{self.client_ip(request)}" if b.per == "client" else "global")
+            key = f"budget:{b.name}:" + (
+                f"client:{self.client_ip(request)}" if b.per == "client" else "global"
+            )
             try:
                 d = await self.limiter.hit(key, limit, b.window_s)
             except Exception as exc:  # noqa: BLE001 - fail closed: every call past a budget costs money
@@ -167,9 +170,13 @@ class RateLimitMiddleware:
             if b.per == "client" and await self.human_check.passed(request):
                 continue
             who = "this address" if b.per == "client" else "the platform (all clients)"
-            raise RateLimited(f"too many {b.name} requests from {who}: at most {limit} per {b.window_s // 60 or 1}"
-                              f" minute(s); retry later", retry_after_s=max(1, math.ceil(d.retry_after_s)),
-                              reason=f"{b.name}_budget", budget=b.per)
+            raise RateLimited(
+                f"too many {b.name} requests from {who}: at most {limit} per {b.window_s // 60 or 1}"
+                f" minute(s); retry later",
+                retry_after_s=max(1, math.ceil(d.retry_after_s)),
+                reason=f"{b.name}_budget",
+                budget=b.per,
+            )
 
     async def check(self, request: web.Request) -> None:
         checks = []
@@ -181,7 +188,7 @@ class RateLimitMiddleware:
         for key, limit, who in checks:
             try:
                 d = await self.limiter.hit(key, limit, self.window_s)
-            except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            except (TimeoutError, OSError, ConnectionError) as exc:
                 # Fail open: an unreachable limiter store must not take the whole API down.
                 log.warning("rate limiter unavailable: %s", type(exc).__name__)
                 return
@@ -189,5 +196,7 @@ class RateLimitMiddleware:
                 log.warning("rate limiter failed: %s", type(exc).__name__)
                 return
             if not d.allowed:
-                raise RateLimited(f"too many requests from {who}: at most {limit} per {self.window_s:g} s",
-                                  retry_after_s=max(1, math.ceil(d.retry_after_s)))
+                raise RateLimited(
+                    f"too many requests from {who}: at most {limit} per {self.window_s:g} s",
+                    retry_after_s=max(1, math.ceil(d.retry_after_s)),
+                )

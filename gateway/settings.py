@@ -3,6 +3,7 @@
 Read from the environment like every setting (IDEMPOTENCY_TTL_S=..., ...). A field of the same name on the platform
 `Settings` object wins, so moving these fields into `services/kernel/settings.py` later needs no code change here.
 """
+
 from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,5 +29,7 @@ class GatewaySettings(BaseSettings):
 
 def gateway_settings(settings: Settings) -> GatewaySettings:
     base = GatewaySettings()
-    overrides = {f: getattr(settings, f) for f in GatewaySettings.model_fields if f in type(settings).model_fields}
+    overrides = {
+        f: getattr(settings, f) for f in GatewaySettings.model_fields if f in type(settings).model_fields
+    }
     return base.model_copy(update=overrides) if overrides else base

@@ -3,6 +3,7 @@
 The embedded run hosts every service here; the distributed run builds one `Platform` per service process.
 Tests build one too and call `drain()` to run relays and consumers to quiescence without threads or sleeps.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,7 +32,7 @@ class Platform:
     def __getitem__(self, name: str) -> ServiceRuntime:
         return self.runtimes[name]
 
-    def prepare(self) -> "Platform":
+    def prepare(self) -> Platform:
         self.bus.ensure_topics(declared_topics())
         for rt in self.runtimes.values():
             rt.prepare()

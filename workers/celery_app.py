@@ -5,6 +5,7 @@ process publishes. This module registers each declared task on it and installs t
 platform per worker process, migrated once. Embedded run: the SQLAlchemy broker on SQLite (no server);
 distributed run: Redis (CELERY_BROKER_URL).
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,7 +56,7 @@ def make_celery() -> Celery:
 celery_app = make_celery()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _platform():  # noqa: ANN202
     from services.bootstrap import Platform
 

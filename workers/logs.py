@@ -4,6 +4,7 @@ Both structlog loggers and the standard library's (aiohttp, SQLAlchemy, our `log
 renderer, and every event passes `redact` first: whatever a log call carries — a message, a field, a nested dict,
 an exception text — phone numbers, 身份证号, bearer tokens and JWTs never reach the output in clear.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,10 +19,25 @@ from services.kernel.pii import mask_id, mask_phone
 from services.kernel.settings import Settings
 
 # Field names whose values are secrets or personal data whatever they look like.
-SECRET_KEYS = frozenset({
-    "authorization", "token", "access_token", "refresh_token", "password", "secret", "code", "dev_code", "otp",
-    "jwt_secret", "pii_key", "cookie", "set-cookie", "api_key", "stripe_api_key",
-})
+SECRET_KEYS = frozenset(
+    {
+        "authorization",
+        "token",
+        "access_token",
+        "refresh_token",
+        "password",
+        "secret",
+        "code",
+        "dev_code",
+        "otp",
+        "jwt_secret",
+        "pii_key",
+        "cookie",
+        "set-cookie",
+        "api_key",
+        "stripe_api_key",
+    }
+)
 PII_KEYS = frozenset({"phone", "mobile", "id_number", "real_name", "name_full", "id_card", "bank_card"})
 
 _ALNUM_BEFORE = r"(?<![0-9A-Za-z])"
@@ -47,12 +63,20 @@ def _redact_value(key: str | None, value: Any, depth: int = 0) -> Any:
         return "[redacted]"
     if isinstance(value, str):
         if k in PII_KEYS:
-            return mask_phone(value) if k in ("phone", "mobile") else mask_id(value) if "id" in k else "[redacted]"
+            return (
+                mask_phone(value)
+                if k in ("phone", "mobile")
+                else mask_id(value)
+                if "id" in k
+                else "[redacted]"
+            )
         return redact_text(value)
     if depth > 8:
         return "[too deep]"
     if isinstance(value, Mapping):
-        return {kk: _redact_value(kk if isinstance(kk, str) else None, vv, depth + 1) for kk, vv in value.items()}
+        return {
+            kk: _redact_value(kk if isinstance(kk, str) else None, vv, depth + 1) for kk, vv in value.items()
+        }
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_redact_value(None, v, depth + 1) for v in value]
     if value is None or isinstance(value, (bool, float)):
@@ -91,15 +115,17 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> None
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder()],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            redact,
-            structlog.processors.JSONRenderer(ensure_ascii=False, default=str),
-        ],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder()],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact,
+                structlog.processors.JSONRenderer(ensure_ascii=False, default=str),
+            ],
+        )
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

@@ -1,4 +1,5 @@
 """Process entry points: the gateway (embedded run) and one service per process (distributed run)."""
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,11 @@ def serve_gateway(settings: Settings, background: bool = True) -> None:
         raise SystemExit(f"configuration error: {exc}") from None
     app["platform_prepared"] = True
     app["platform_no_background"] = not background
-    print(f"Recycling marketplace listening on http://{settings.host}:{settings.port}  "
-          f"(docs: http://{settings.host}:{settings.port}/docs)", flush=True)
+    print(
+        f"Recycling marketplace listening on http://{settings.host}:{settings.port}  "
+        f"(docs: http://{settings.host}:{settings.port}/docs)",
+        flush=True,
+    )
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
 
 

@@ -6,6 +6,7 @@ a Celery worker with beat on the embedded (SQLite) broker. `recycle run-dist`: t
 broker (unless KAFKA_BOOTSTRAP points at one), each service in its own process on PostgreSQL, the gateway
 forwarding to them, and a Celery worker on Redis.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,9 @@ class Child:
 
     @property
     def state(self) -> str:
-        return "restarting" if self.restart_at is not None else "up" if self.process.poll() is None else "down"
+        return (
+            "restarting" if self.restart_at is not None else "up" if self.process.poll() is None else "down"
+        )
 
 
 @dataclass
@@ -92,7 +95,11 @@ class Supervisor:
                     c.restart_at = None
                     c.process = subprocess.Popen(c.args, env=c.env)
                     self.procs = [(n, c.process if n == c.name else p) for n, p in self.procs]
-                    print(f"supervisor: {c.name} started again (pid {c.process.pid})", file=sys.stderr, flush=True)
+                    print(
+                        f"supervisor: {c.name} started again (pid {c.process.pid})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     changed = True
                 continue
             code = c.process.poll()
@@ -100,19 +107,29 @@ class Supervisor:
                 continue
             changed = True
             if not c.restartable:
-                print(f"supervisor: {c.name} exited with {code}; stopping the platform", file=sys.stderr, flush=True)
+                print(
+                    f"supervisor: {c.name} exited with {code}; stopping the platform",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return code or 1
             c.crashes = [t for t in c.crashes if now - t < self.crash_window_s] + [now]
             if len(c.crashes) >= self.crash_limit:
-                print(f"supervisor: {c.name} exited {len(c.crashes)} times within {self.crash_window_s:.0f}s "
-                      f"(last exit code {code}): a crash loop, stopping the platform. See its log above.",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"supervisor: {c.name} exited {len(c.crashes)} times within {self.crash_window_s:.0f}s "
+                    f"(last exit code {code}): a crash loop, stopping the platform. See its log above.",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 self._write_state()
                 return code or 1
             delay = min(self.backoff_s * 2 ** (len(c.crashes) - 1), self.max_backoff_s)
             c.restart_at = now + delay
-            print(f"supervisor: {c.name} exited with {code}; starting it again in {delay:.1f}s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"supervisor: {c.name} exited with {code}; starting it again in {delay:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
         if changed:
             self._write_state()
         return None
@@ -134,8 +151,10 @@ class Supervisor:
     def _write_state(self) -> None:
         if not self.state_file:
             return
-        state = {c.name: {"state": c.state, "pid": c.process.pid, "restarts_recent": len(c.crashes)}
-                 for c in self.children.values()}
+        state = {
+            c.name: {"state": c.state, "pid": c.process.pid, "restarts_recent": len(c.crashes)}
+            for c in self.children.values()
+        }
         tmp = f"{self.state_file}.tmp"
         with open(tmp, "w") as f:
             json.dump(state, f)
@@ -168,8 +187,15 @@ def _bin(name: str) -> str:
 
 
 def celery_args(settings: Settings, beat: bool = True) -> list[str]:
-    args = [_bin("celery"), "-A", "workers.celery_app:celery_app", "worker", "--loglevel=INFO",
-            "--concurrency=2", "--pool=threads"]
+    args = [
+        _bin("celery"),
+        "-A",
+        "workers.celery_app:celery_app",
+        "worker",
+        "--loglevel=INFO",
+        "--concurrency=2",
+        "--pool=threads",
+    ]
     return args + (["-B", "-s", str(settings.data_dir / "celerybeat-schedule")] if beat else [])
 
 
@@ -181,9 +207,12 @@ def make_supervisor(settings: Settings) -> Supervisor:
     """The platform's supervisor; SUPERVISOR_BACKOFF_S, SUPERVISOR_CRASH_LIMIT and SUPERVISOR_CRASH_WINDOW_S
     tune its restarts (the fault tests kill children far more often than any crash loop would)."""
     e = os.environ
-    return Supervisor(state_file=state_file(settings), backoff_s=float(e.get("SUPERVISOR_BACKOFF_S", "1")),
-                      crash_limit=int(e.get("SUPERVISOR_CRASH_LIMIT", "5")),
-                      crash_window_s=float(e.get("SUPERVISOR_CRASH_WINDOW_S", "60")))
+    return Supervisor(
+        state_file=state_file(settings),
+        backoff_s=float(e.get("SUPERVISOR_BACKOFF_S", "1")),
+        crash_limit=int(e.get("SUPERVISOR_CRASH_LIMIT", "5")),
+        crash_window_s=float(e.get("SUPERVISOR_CRASH_WINDOW_S", "60")),
+    )
 
 
 def run_embedded(settings: Settings) -> int:
@@ -215,8 +244,12 @@ def run_distributed(settings: Settings, ready_file: str | None = None) -> int:
         raise SystemExit("run-dist needs DATABASE_URL=postgresql://... (one schema per service is created)")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sup = make_supervisor(settings)
-    env = dict(os.environ, BUS="kafka", EVENT_LOG_URL=settings.database_url,
-               SUPERVISOR_STATE_FILE=state_file(settings))
+    env = dict(
+        os.environ,
+        BUS="kafka",
+        EVENT_LOG_URL=settings.database_url,
+        SUPERVISOR_STATE_FILE=state_file(settings),
+    )
     if settings.redis_url:
         env.setdefault("CELERY_BROKER_URL", settings.redis_url)
         env.setdefault("CELERY_RESULT_BACKEND", settings.redis_url)
@@ -234,11 +267,14 @@ def run_distributed(settings: Settings, ready_file: str | None = None) -> int:
             # fixed ports when SERVICE_BASE_PORT is given (compose-like); free loopback ports otherwise
             port = base_port + i if base_port else free_port()
             urls[name] = f"http://127.0.0.1:{port}"
-            sup.spawn(name, [_bin("recycle"), "serve-service", name, "--port", str(port)],
-                      dict(env, SERVICES=name))
-        for name, url in urls.items():
+            sup.spawn(
+                name, [_bin("recycle"), "serve-service", name, "--port", str(port)], dict(env, SERVICES=name)
+            )
+        for url in urls.values():
             wait_http(url + "/healthz", 120)
-        sup.spawn("gateway", [_bin("recycle"), "serve"], dict(env, SERVICES="none", SERVICE_URLS=json.dumps(urls)))
+        sup.spawn(
+            "gateway", [_bin("recycle"), "serve"], dict(env, SERVICES="none", SERVICE_URLS=json.dumps(urls))
+        )
         base = f"http://{settings.host}:{settings.port}"
         wait_http(base + "/healthz")
         if settings.redis_url:

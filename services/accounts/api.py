@@ -1,4 +1,5 @@
 """Accounts routes: phone login (OTP), tokens, the user's identity and consents, firms, collectors, admin."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -20,9 +21,14 @@ class _In(BaseModel):
 
 # --- models: auth -----------------------------------------------------------------------------------------
 
+
 class OtpIn(_In):
-    phone: str = Field(min_length=11, max_length=20, description="mainland mobile number, e.g. 13812345678",
-                       examples=["13812345678"])
+    phone: str = Field(
+        min_length=11,
+        max_length=20,
+        description="mainland mobile number, e.g. 13812345678",
+        examples=["13812345678"],
+    )
 
 
 class OtpOut(BaseModel):
@@ -53,24 +59,44 @@ class TokenOut(BaseModel):
 
 
 def _tokens(sess: handlers.LoginSession) -> TokenOut:
-    return TokenOut(access_token=sess.tokens.access_token, refresh_token=sess.tokens.refresh_token,
-                    token_type="bearer", expires_in=sess.tokens.access_expires_in,
-                    refresh_expires_in=sess.tokens.refresh_expires_in, user_id=sess.user_id,
-                    roles=sorted(sess.access.roles), firm_ids=sorted(sess.access.firm_ids))
+    return TokenOut(
+        access_token=sess.tokens.access_token,
+        refresh_token=sess.tokens.refresh_token,
+        token_type="bearer",
+        expires_in=sess.tokens.access_expires_in,
+        refresh_expires_in=sess.tokens.refresh_expires_in,
+        user_id=sess.user_id,
+        roles=sorted(sess.access.roles),
+        firm_ids=sorted(sess.access.firm_ids),
+    )
 
 
 # SMS pumping: every code costs an SMS. Besides the per-phone limit (accounts), budgets per client address and
 # for the whole platform (OTP_PER_CLIENT_LIMIT per 10 minutes, OTP_GLOBAL_LIMIT per minute), kept by the gateway.
-OTP_BUDGETS = (Budget("otp", "client", "otp_per_client_limit", 600), Budget("otp", "global", "otp_global_limit", 60))
+OTP_BUDGETS = (
+    Budget("otp", "client", "otp_per_client_limit", 600),
+    Budget("otp", "global", "otp_global_limit", 60),
+)
 
 
-@router.post("/v1/auth/otp", public=True, body=OtpIn, response=OtpOut, status=202, errors=(429, 503),
-             budgets=OTP_BUDGETS)
+@router.post(
+    "/v1/auth/otp",
+    public=True,
+    body=OtpIn,
+    response=OtpOut,
+    status=202,
+    errors=(429, 503),
+    budgets=OTP_BUDGETS,
+)
 async def request_otp(ctx: Ctx) -> Reply:
     """Send a one-time login code by SMS (the dev environment also returns it as dev_code)."""
     sent = await ctx.run(handlers.request_otp, ctx.runtime, ctx.body.phone)
-    out = OtpOut(status="sent", phone_masked=sent.phone_masked, expires_in_s=sent.expires_in_s,
-                 dev_code=sent.code if ctx.runtime.settings.env == "dev" else None)
+    out = OtpOut(
+        status="sent",
+        phone_masked=sent.phone_masked,
+        expires_in_s=sent.expires_in_s,
+        dev_code=sent.code if ctx.runtime.settings.env == "dev" else None,
+    )
     return Reply(out.model_dump(mode="json", exclude_none=True), status=202)
 
 
@@ -99,6 +125,7 @@ async def logout(ctx: Ctx) -> LogoutOut:
 
 # --- models: the user -------------------------------------------------------------------------------------
 
+
 class MeOut(BaseModel):
     user_id: str
     phone_masked: str
@@ -112,7 +139,9 @@ class MeOut(BaseModel):
 
 class IdentityIn(_In):
     real_name: str = Field(min_length=1, max_length=50)
-    id_number: str = Field(min_length=18, max_length=18, description="居民身份证号码 (GB 11643), 18 characters")
+    id_number: str = Field(
+        min_length=18, max_length=18, description="居民身份证号码 (GB 11643), 18 characters"
+    )
 
 
 class IdentityOut(BaseModel):
@@ -142,8 +171,11 @@ async def get_me(ctx: Ctx) -> MeOut:
 @router.post("/v1/me/identity", authenticated=True, body=IdentityIn, response=IdentityOut)
 async def verify_identity(ctx: Ctx) -> IdentityOut:
     """实名: record the resident's real name and 身份证号 (checked, stored encrypted, shown masked)."""
-    return IdentityOut(**await ctx.run(handlers.verify_identity, ctx.runtime, ctx.user.user_id,
-                                       ctx.body.real_name, ctx.body.id_number))
+    return IdentityOut(
+        **await ctx.run(
+            handlers.verify_identity, ctx.runtime, ctx.user.user_id, ctx.body.real_name, ctx.body.id_number
+        )
+    )
 
 
 @router.post("/v1/me/consents", authenticated=True, body=ConsentIn, response=ConsentOut, status=201)
@@ -153,6 +185,7 @@ async def record_consent(ctx: Ctx) -> ConsentOut:
 
 
 # --- models: firms and collectors -----------------------------------------------------------------------
+
 
 class FirmIn(_In):
     name: str = Field(min_length=1, max_length=200)
@@ -233,8 +266,18 @@ class CollectorOut(BaseModel):
 async def register_firm(ctx: Ctx) -> FirmOut:
     """Register a recycling firm (pending until an admin verifies it); the caller becomes its owner."""
     b = ctx.body
-    return FirmOut(**await ctx.run(handlers.register_firm, ctx.runtime, ctx.user.user_id, b.name, b.uscc,
-                                   b.recycler_filing_no, b.address, b.city_code))
+    return FirmOut(
+        **await ctx.run(
+            handlers.register_firm,
+            ctx.runtime,
+            ctx.user.user_id,
+            b.name,
+            b.uscc,
+            b.recycler_filing_no,
+            b.address,
+            b.city_code,
+        )
+    )
 
 
 @router.get("/v1/firms/{id}", authenticated=True, response=FirmOut)
@@ -243,33 +286,63 @@ async def get_firm(ctx: Ctx) -> FirmOut:
     return FirmOut(**await ctx.run(handlers.get_firm, ctx.runtime, ctx.params["id"], ctx.require_owner))
 
 
-@router.post("/v1/firms/{id}/qualifications", authenticated=True, body=QualificationIn, response=QualificationOut,
-             status=201)
+@router.post(
+    "/v1/firms/{id}/qualifications",
+    authenticated=True,
+    body=QualificationIn,
+    response=QualificationOut,
+    status=201,
+)
 async def add_qualification(ctx: Ctx) -> QualificationOut:
     """(firm owner) Submit a qualification (recycler_filing | hazardous_waste | elv) for verification."""
     b = ctx.body
-    return QualificationOut(**await ctx.run(handlers.add_qualification, ctx.runtime, ctx.params["id"], b.kind,
-                                            b.number, b.valid_until, ctx.require_owner))
+    return QualificationOut(
+        **await ctx.run(
+            handlers.add_qualification,
+            ctx.runtime,
+            ctx.params["id"],
+            b.kind,
+            b.number,
+            b.valid_until,
+            ctx.require_owner,
+        )
+    )
 
 
-@router.post("/v1/firms/{id}/accountants", authenticated=True, body=AccountantIn, response=AccountantOut,
-             status=201)
+@router.post(
+    "/v1/firms/{id}/accountants", authenticated=True, body=AccountantIn, response=AccountantOut, status=201
+)
 async def add_accountant(ctx: Ctx) -> AccountantOut:
     """(firm owner) Make a user the firm's accountant (role accountant, the firm in their firm_ids)."""
-    return AccountantOut(**await ctx.run(handlers.add_accountant, ctx.runtime, ctx.params["id"],
-                                         ctx.body.user_id, ctx.require_owner))
+    return AccountantOut(
+        **await ctx.run(
+            handlers.add_accountant, ctx.runtime, ctx.params["id"], ctx.body.user_id, ctx.require_owner
+        )
+    )
 
 
 @router.post("/v1/collectors", authenticated=True, body=CollectorIn, response=CollectorOut, status=201)
 async def register_collector(ctx: Ctx) -> CollectorOut:
     """Apply as a collector (回收员) buying for a verified firm, in an area and for some categories."""
     b = ctx.body
-    return CollectorOut(**await ctx.run(handlers.register_collector, ctx.runtime, ctx.user.user_id, b.real_name,
-                                        b.id_number, b.firm_id, b.area.lat, b.area.lng, b.area.radius_km,
-                                        b.categories))
+    return CollectorOut(
+        **await ctx.run(
+            handlers.register_collector,
+            ctx.runtime,
+            ctx.user.user_id,
+            b.real_name,
+            b.id_number,
+            b.firm_id,
+            b.area.lat,
+            b.area.lng,
+            b.area.radius_km,
+            b.categories,
+        )
+    )
 
 
 # --- admin ------------------------------------------------------------------------------------------------
+
 
 class VerificationOut(BaseModel):
     id: str
@@ -303,7 +376,9 @@ class VerificationPage(BaseModel):
 
 
 class RolesIn(_In):
-    roles: list[str] = Field(max_length=10, description="roles to grant: accountant, erasure_operator, admin, regulator")
+    roles: list[str] = Field(
+        max_length=10, description="roles to grant: accountant, erasure_operator, admin, regulator"
+    )
     revoke: list[str] = Field(default_factory=list, max_length=10, description="roles to take away")
 
 
@@ -317,31 +392,53 @@ class RolesOut(BaseModel):
 async def list_verifications(ctx: Ctx) -> VerificationPage:
     """(admin) Firms, qualifications and collectors by status (pending first of all), oldest first."""
     q = ctx.query
-    return VerificationPage(**await ctx.run(handlers.list_verifications, ctx.runtime, q.kind, q.status, q.limit,
-                                            q.cursor))
+    return VerificationPage(
+        **await ctx.run(handlers.list_verifications, ctx.runtime, q.kind, q.status, q.limit, q.cursor)
+    )
 
 
 @router.post("/v1/admin/verifications/{kind}/{id}/approve", roles={"admin"}, response=VerificationOut)
 async def approve(ctx: Ctx) -> VerificationOut:
     """(admin) Verify a firm, qualification or collector; the user holds the firm/collector role from then on."""
-    return VerificationOut(**await ctx.run(handlers.decide, ctx.runtime, ctx.user.user_id, ctx.params["kind"],
-                                           ctx.params["id"], "approve"))
+    return VerificationOut(
+        **await ctx.run(
+            handlers.decide, ctx.runtime, ctx.user.user_id, ctx.params["kind"], ctx.params["id"], "approve"
+        )
+    )
 
 
-@router.post("/v1/admin/verifications/{kind}/{id}/reject", roles={"admin"}, body=RejectIn,
-             response=VerificationOut)
+@router.post(
+    "/v1/admin/verifications/{kind}/{id}/reject", roles={"admin"}, body=RejectIn, response=VerificationOut
+)
 async def reject(ctx: Ctx) -> VerificationOut:
     """(admin) Refuse a pending firm, qualification or collector, with the reason."""
-    return VerificationOut(**await ctx.run(handlers.decide, ctx.runtime, ctx.user.user_id, ctx.params["kind"],
-                                           ctx.params["id"], "reject", ctx.body.reason))
+    return VerificationOut(
+        **await ctx.run(
+            handlers.decide,
+            ctx.runtime,
+            ctx.user.user_id,
+            ctx.params["kind"],
+            ctx.params["id"],
+            "reject",
+            ctx.body.reason,
+        )
+    )
 
 
 @router.post("/v1/admin/users/{id}/roles", roles={"admin"}, body=RolesIn, response=RolesOut)
 async def change_roles(ctx: Ctx) -> RolesOut:
     """(admin) Grant (and optionally revoke) accountant, erasure_operator, admin, regulator — never one's own.
     Revoking stops the user's current tokens on their next request (they refresh to get the roles as they are now)."""
-    return RolesOut(**await ctx.run(handlers.change_roles, ctx.runtime, ctx.user.user_id, ctx.params["id"],
-                                    ctx.body.roles, ctx.body.revoke))
+    return RolesOut(
+        **await ctx.run(
+            handlers.change_roles,
+            ctx.runtime,
+            ctx.user.user_id,
+            ctx.params["id"],
+            ctx.body.roles,
+            ctx.body.revoke,
+        )
+    )
 
 
 class SuspendIn(_In):
@@ -358,11 +455,16 @@ class SuspensionOut(BaseModel):
 @router.post("/v1/admin/users/{id}/suspend", roles={"admin"}, body=SuspendIn, response=SuspensionOut)
 async def suspend_user(ctx: Ctx) -> SuspensionOut:
     """(admin) Suspend an account: its tokens stop working on their next request; no login or refresh."""
-    return SuspensionOut(**await ctx.run(handlers.suspend_user, ctx.runtime, ctx.user.user_id, ctx.params["id"],
-                                         ctx.body.reason))
+    return SuspensionOut(
+        **await ctx.run(
+            handlers.suspend_user, ctx.runtime, ctx.user.user_id, ctx.params["id"], ctx.body.reason
+        )
+    )
 
 
 @router.post("/v1/admin/users/{id}/reinstate", roles={"admin"}, response=SuspensionOut)
 async def reinstate_user(ctx: Ctx) -> SuspensionOut:
     """(admin) Lift a suspension: the user may log in again."""
-    return SuspensionOut(**await ctx.run(handlers.reinstate_user, ctx.runtime, ctx.user.user_id, ctx.params["id"]))
+    return SuspensionOut(
+        **await ctx.run(handlers.reinstate_user, ctx.runtime, ctx.user.user_id, ctx.params["id"])
+    )

@@ -4,6 +4,7 @@ They are blocking (SQLAlchemy); the API runs them with `ctx.run`. Checks that ne
 yours?) are passed in as `authorize` callbacks (`ctx.require_owner`) so they run on the row loaded inside the
 transaction.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -13,8 +14,8 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 from datetime import UTC, date, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Row, and_, delete, select, update
@@ -127,6 +128,7 @@ def _collect(*checks: Callable[[], Any]) -> list[Any]:
 
 # --- login ----------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class OtpIssued:
     phone_masked: str
@@ -143,21 +145,39 @@ def request_otp(rt: ServiceRuntime, raw_phone: str) -> OtpIssued:
     window_ms = cfg.otp_per_phone_window_s * 1000
     with UnitOfWork(rt.db) as uow:
         s = uow.session
-        recent = s.execute(select(otp_codes.c.created_at_ms).where(
-            otp_codes.c.phone_hash == ph, otp_codes.c.created_at_ms > now - window_ms)
-            .order_by(otp_codes.c.created_at_ms)).scalars().all()
+        recent = (
+            s.execute(
+                select(otp_codes.c.created_at_ms)
+                .where(otp_codes.c.phone_hash == ph, otp_codes.c.created_at_ms > now - window_ms)
+                .order_by(otp_codes.c.created_at_ms)
+            )
+            .scalars()
+            .all()
+        )
         if len(recent) >= cfg.otp_per_phone_limit:
             oldest_counted = recent[len(recent) - cfg.otp_per_phone_limit]
-            raise RateLimited(f"at most {cfg.otp_per_phone_limit} codes per {cfg.otp_per_phone_window_s // 60} "
-                              "minutes for one phone number",
-                              retry_after_s=max(1, math.ceil((oldest_counted + window_ms - now) / 1000)))
-        s.execute(update(otp_codes).where(otp_codes.c.phone_hash == ph, otp_codes.c.closed_at_ms.is_(None))
-                  .values(closed_at_ms=now, closed_reason="superseded"))
+            raise RateLimited(
+                f"at most {cfg.otp_per_phone_limit} codes per {cfg.otp_per_phone_window_s // 60} "
+                "minutes for one phone number",
+                retry_after_s=max(1, math.ceil((oldest_counted + window_ms - now) / 1000)),
+            )
+        s.execute(
+            update(otp_codes)
+            .where(otp_codes.c.phone_hash == ph, otp_codes.c.closed_at_ms.is_(None))
+            .values(closed_at_ms=now, closed_reason="superseded")
+        )
         code = "".join(secrets.choice("0123456789") for _ in range(cfg.otp_length))
         otp_id = new_id("ot")
-        s.execute(otp_codes.insert().values(id=otp_id, phone_hash=ph, code_hash=_code_hash(rt, otp_id, code),
-                                            created_at_ms=now, expires_at_ms=now + cfg.otp_ttl_s * 1000,
-                                            attempts=0))
+        s.execute(
+            otp_codes.insert().values(
+                id=otp_id,
+                phone_hash=ph,
+                code_hash=_code_hash(rt, otp_id, code),
+                created_at_ms=now,
+                expires_at_ms=now + cfg.otp_ttl_s * 1000,
+                attempts=0,
+            )
+        )
     try:
         _sms(rt).send_code(phone, code, cfg.otp_ttl_s)
     except SmsError as exc:
@@ -176,13 +196,32 @@ class LoginSession:
 
 def _load_access(s: Session, user_id: str) -> model.Access:
     granted = s.execute(select(user_roles.c.role).where(user_roles.c.user_id == user_id)).scalars().all()
-    owned = s.execute(select(firms.c.id).where(firms.c.owner_user_id == user_id,
-                                               firms.c.status == model.VERIFIED)).scalars().all()
+    owned = (
+        s.execute(
+            select(firms.c.id).where(firms.c.owner_user_id == user_id, firms.c.status == model.VERIFIED)
+        )
+        .scalars()
+        .all()
+    )
     # an accountant acts for a firm only once it is verified (a pending firm is anyone's to create)
-    acct = s.execute(select(firm_accountants.c.firm_id).join(firms, firms.c.id == firm_accountants.c.firm_id)
-                     .where(firm_accountants.c.user_id == user_id, firms.c.status == model.VERIFIED)).scalars().all()
-    coll = s.execute(select(collectors.c.firm_id).where(collectors.c.user_id == user_id,
-                                                        collectors.c.status == model.VERIFIED)).scalars().all()
+    acct = (
+        s.execute(
+            select(firm_accountants.c.firm_id)
+            .join(firms, firms.c.id == firm_accountants.c.firm_id)
+            .where(firm_accountants.c.user_id == user_id, firms.c.status == model.VERIFIED)
+        )
+        .scalars()
+        .all()
+    )
+    coll = (
+        s.execute(
+            select(collectors.c.firm_id).where(
+                collectors.c.user_id == user_id, collectors.c.status == model.VERIFIED
+            )
+        )
+        .scalars()
+        .all()
+    )
     return model.access_of(granted, owned, acct, coll)
 
 
@@ -198,8 +237,11 @@ def _revoke_tokens(s: Session, user_id: str) -> int:
     """Raise the user's token version: every access token issued before is refused from its next request.
 
     Call `_publish_version` with the result once the transaction has committed."""
-    s.execute(update(users).where(users.c.id == user_id).values(token_version=users.c.token_version + 1,
-                                                                token_version_at_ms=_ms()))
+    s.execute(
+        update(users)
+        .where(users.c.id == user_id)
+        .values(token_version=users.c.token_version + 1, token_version_at_ms=_ms())
+    )
     return _token_version(s, user_id)
 
 
@@ -209,8 +251,10 @@ def _publish_version(rt: ServiceRuntime, user_id: str, version: int) -> None:
         token_versions(rt.settings).raise_to(user_id, version, rt.settings.access_token_ttl_s)
     except Exception as exc:  # noqa: BLE001 - redis-py raises its own error types
         # committed but not yet in force: say so; repeating the request publishes it again
-        raise TokenStoreUnavailable("the change is recorded but could not reach the token store yet; "
-                                    "repeat the request to put it in force") from exc
+        raise TokenStoreUnavailable(
+            "the change is recorded but could not reach the token store yet; "
+            "repeat the request to put it in force"
+        ) from exc
 
 
 def republish_versions(rt: ServiceRuntime) -> int:
@@ -218,16 +262,20 @@ def republish_versions(rt: ServiceRuntime) -> int:
     process or a flushed Redis has lost them, while tokens issued before them have not expired yet)."""
     since = _ms() - rt.settings.access_token_ttl_s * 1000
     with UnitOfWork(rt.db, readonly=True) as uow:
-        rows = uow.session.execute(select(users.c.id, users.c.token_version).where(
-            users.c.token_version_at_ms > since)).all()
+        rows = uow.session.execute(
+            select(users.c.id, users.c.token_version).where(users.c.token_version_at_ms > since)
+        ).all()
     for r in rows:
         token_versions(rt.settings).raise_to(r.id, r.token_version, rt.settings.access_token_ttl_s)
     return len(rows)
 
 
 def _revoke_refresh_tokens(s: Session, user_id: str) -> None:
-    s.execute(update(refresh_tokens).where(refresh_tokens.c.user_id == user_id,
-                                           refresh_tokens.c.revoked_at_ms.is_(None)).values(revoked_at_ms=_ms()))
+    s.execute(
+        update(refresh_tokens)
+        .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_at_ms.is_(None))
+        .values(revoked_at_ms=_ms())
+    )
 
 
 def _roles_changed(uow: UnitOfWork, user_id: str, access: model.Access) -> None:
@@ -235,8 +283,15 @@ def _roles_changed(uow: UnitOfWork, user_id: str, access: model.Access) -> None:
 
 
 def _store_refresh(s: Session, user_id: str, pair: TokenPair) -> None:
-    s.execute(refresh_tokens.insert().values(jti=pair.refresh_jti, family=pair.refresh_family, user_id=user_id,
-                                             expires_at_ms=pair.refresh_expires_at * 1000, created_at_ms=_ms()))
+    s.execute(
+        refresh_tokens.insert().values(
+            jti=pair.refresh_jti,
+            family=pair.refresh_family,
+            user_id=user_id,
+            expires_at_ms=pair.refresh_expires_at * 1000,
+            created_at_ms=_ms(),
+        )
+    )
 
 
 def _admin_phones(rt: ServiceRuntime) -> set[str]:
@@ -274,24 +329,40 @@ def _login_once(rt: ServiceRuntime, phone: str, code: str) -> LoginSession | str
     now = _ms()
     with UnitOfWork(rt.db) as uow:
         s = uow.session
-        row = s.execute(select(otp_codes).where(otp_codes.c.phone_hash == ph, otp_codes.c.closed_at_ms.is_(None))
-                        .order_by(otp_codes.c.created_at_ms.desc()).limit(1)).first()
+        row = s.execute(
+            select(otp_codes)
+            .where(otp_codes.c.phone_hash == ph, otp_codes.c.closed_at_ms.is_(None))
+            .order_by(otp_codes.c.created_at_ms.desc())
+            .limit(1)
+        ).first()
         if row is None or row.expires_at_ms <= now:
             return "no valid code for this phone number: request a new one (codes expire)"
-        counted = s.execute(update(otp_codes).where(
-            otp_codes.c.id == row.id, otp_codes.c.closed_at_ms.is_(None),
-            otp_codes.c.attempts < cfg.otp_max_attempts).values(attempts=otp_codes.c.attempts + 1)).rowcount
+        counted = s.execute(
+            update(otp_codes)
+            .where(
+                otp_codes.c.id == row.id,
+                otp_codes.c.closed_at_ms.is_(None),
+                otp_codes.c.attempts < cfg.otp_max_attempts,
+            )
+            .values(attempts=otp_codes.c.attempts + 1)
+        ).rowcount
         if counted != 1:
             return "no valid code for this phone number: request a new one"
         if not hmac.compare_digest(_code_hash(rt, row.id, code), row.code_hash):
             left = cfg.otp_max_attempts - (row.attempts + 1)
             if left <= 0:
-                s.execute(update(otp_codes).where(otp_codes.c.id == row.id)
-                          .values(closed_at_ms=now, closed_reason="burned"))
+                s.execute(
+                    update(otp_codes)
+                    .where(otp_codes.c.id == row.id)
+                    .values(closed_at_ms=now, closed_reason="burned")
+                )
                 return "wrong code; too many attempts: request a new code"
             return f"wrong code; {left} attempt(s) left"
-        used = s.execute(update(otp_codes).where(otp_codes.c.id == row.id, otp_codes.c.closed_at_ms.is_(None))
-                         .values(closed_at_ms=now, closed_reason="used")).rowcount
+        used = s.execute(
+            update(otp_codes)
+            .where(otp_codes.c.id == row.id, otp_codes.c.closed_at_ms.is_(None))
+            .values(closed_at_ms=now, closed_reason="used")
+        ).rowcount
         if used != 1:
             return "no valid code for this phone number: request a new one"
 
@@ -302,16 +373,27 @@ def _login_once(rt: ServiceRuntime, phone: str, code: str) -> LoginSession | str
         changed = False
         if user_id is None:
             user_id = new_id("us")
-            s.execute(users.insert().values(id=user_id, phone_hash=ph, phone_enc=_cipher(rt).encrypt(phone),
-                                            phone_masked=pii.mask_phone(phone), created_at=at))
+            s.execute(
+                users.insert().values(
+                    id=user_id,
+                    phone_hash=ph,
+                    phone_enc=_cipher(rt).encrypt(phone),
+                    phone_masked=pii.mask_phone(phone),
+                    created_at=at,
+                )
+            )
             s.execute(user_roles.insert().values(user_id=user_id, role="resident", granted_at=at))
             uow.emit(UserRegistered(user_id=user_id, phone_masked=pii.mask_phone(phone), registered_at=at))
         if phone in _admin_phones(rt):
-            has_admin = s.execute(select(user_roles.c.role).where(user_roles.c.user_id == user_id,
-                                                                  user_roles.c.role == "admin")).first()
+            has_admin = s.execute(
+                select(user_roles.c.role).where(user_roles.c.user_id == user_id, user_roles.c.role == "admin")
+            ).first()
             if has_admin is None:
-                s.execute(user_roles.insert().values(user_id=user_id, role="admin", granted_at=at,
-                                                     granted_by="bootstrap:ADMIN_PHONES"))
+                s.execute(
+                    user_roles.insert().values(
+                        user_id=user_id, role="admin", granted_at=at, granted_by="bootstrap:ADMIN_PHONES"
+                    )
+                )
                 changed = True
         access = _load_access(s, user_id)
         if changed:
@@ -330,23 +412,37 @@ def refresh(rt: ServiceRuntime, token: str) -> LoginSession:
         row = s.execute(select(refresh_tokens).where(refresh_tokens.c.jti == claims.jti)).first()
         if row is None or row.user_id != claims.user_id or row.expires_at_ms <= now:
             outcome = "refresh token unknown or expired: log in again"
-        elif row.revoked_at_ms is not None or row.used_at_ms is not None:
+        elif (
+            row.revoked_at_ms is not None
+            or row.used_at_ms is not None
+            or (
+                s.execute(
+                    update(refresh_tokens)
+                    .where(
+                        refresh_tokens.c.jti == row.jti,
+                        refresh_tokens.c.used_at_ms.is_(None),
+                        refresh_tokens.c.revoked_at_ms.is_(None),
+                    )
+                    .values(used_at_ms=now)
+                ).rowcount
+                != 1
+            )
+        ):
             _revoke_family(s, row.family, now)
             outcome = "refresh token already used: every session of this login is revoked; log in again"
-        elif s.execute(update(refresh_tokens).where(refresh_tokens.c.jti == row.jti,
-                                                    refresh_tokens.c.used_at_ms.is_(None),
-                                                    refresh_tokens.c.revoked_at_ms.is_(None))
-                       .values(used_at_ms=now)).rowcount != 1:
-            _revoke_family(s, row.family, now)
-            outcome = "refresh token already used: every session of this login is revoked; log in again"
-        elif (u := s.execute(select(users.c.suspended_at, users.c.token_version)
-                             .where(users.c.id == row.user_id)).first()) is None:
+        elif (
+            u := s.execute(
+                select(users.c.suspended_at, users.c.token_version).where(users.c.id == row.user_id)
+            ).first()
+        ) is None:
             outcome = "this account no longer exists"
         elif u.suspended_at is not None:
             outcome = "this account is suspended"
         else:
             access = _load_access(s, row.user_id)
-            pair = issue_tokens(rt.settings, _principal(row.user_id, access, u.token_version), family=row.family)
+            pair = issue_tokens(
+                rt.settings, _principal(row.user_id, access, u.token_version), family=row.family
+            )
             _store_refresh(s, row.user_id, pair)
             return LoginSession(row.user_id, access, pair)
     raise Unauthorized(outcome, reason="refresh_invalid")
@@ -370,11 +466,15 @@ def logout(rt: ServiceRuntime, user_id: str) -> dict[str, Any]:
 
 
 def _revoke_family(s: Session, family: str, now: int) -> None:
-    s.execute(update(refresh_tokens).where(refresh_tokens.c.family == family,
-                                           refresh_tokens.c.revoked_at_ms.is_(None)).values(revoked_at_ms=now))
+    s.execute(
+        update(refresh_tokens)
+        .where(refresh_tokens.c.family == family, refresh_tokens.c.revoked_at_ms.is_(None))
+        .values(revoked_at_ms=now)
+    )
 
 
 # --- the user -------------------------------------------------------------------------------------------
+
 
 def _user(s: Session, user_id: str) -> Row:
     row = s.execute(select(users).where(users.c.id == user_id)).first()
@@ -389,14 +489,23 @@ def me(rt: ServiceRuntime, user_id: str) -> dict[str, Any]:
         u = _user(s, user_id)
         access = _load_access(s, user_id)
         kinds = s.execute(select(consents.c.kind).where(consents.c.user_id == user_id)).scalars().all()
-    return dict(user_id=u.id, phone_masked=u.phone_masked, roles=sorted(access.roles),
-                identity_verified=u.identity_verified_at is not None, name_masked=u.name_masked,
-                id_number_masked=u.id_number_masked, firm_ids=sorted(access.firm_ids), consents=sorted(kinds))
+    return dict(
+        user_id=u.id,
+        phone_masked=u.phone_masked,
+        roles=sorted(access.roles),
+        identity_verified=u.identity_verified_at is not None,
+        name_masked=u.name_masked,
+        id_number_masked=u.id_number_masked,
+        firm_ids=sorted(access.firm_ids),
+        consents=sorted(kinds),
+    )
 
 
 def verify_identity(rt: ServiceRuntime, user_id: str, raw_name: str, raw_id_number: str) -> dict[str, Any]:
     """实名: the resident's name and 身份证号 (checked: format, region prefix, birth date, check character)."""
-    name, id_number = _collect(lambda: validate_real_name(raw_name), lambda: validate_id_number(raw_id_number))
+    name, id_number = _collect(
+        lambda: validate_real_name(raw_name), lambda: validate_id_number(raw_id_number)
+    )
     c = _cipher(rt)
     idh = c.lookup_hash(id_number, "id_number")
     try:
@@ -405,28 +514,57 @@ def verify_identity(rt: ServiceRuntime, user_id: str, raw_name: str, raw_id_numb
             u = _user(s, user_id)
             if u.identity_verified_at is not None:
                 if u.id_number_hash == idh and c.decrypt(u.real_name_enc) == name:
-                    return _identity_reply(u.id, u.name_masked, u.id_number_masked, utc(u.identity_verified_at))
-                raise Conflict("this account's identity is already verified with other details",
-                               current_state="verified")
-            other = s.execute(select(users.c.id).where(users.c.id_number_hash == idh, users.c.id != user_id)).first()
+                    return _identity_reply(
+                        u.id, u.name_masked, u.id_number_masked, utc(u.identity_verified_at)
+                    )
+                raise Conflict(
+                    "this account's identity is already verified with other details", current_state="verified"
+                )
+            other = s.execute(
+                select(users.c.id).where(users.c.id_number_hash == idh, users.c.id != user_id)
+            ).first()
             if other is not None:
                 raise Conflict("this ID number is already verified on another account", current_state="taken")
             at = _now()
             name_enc, id_enc = c.encrypt(name), c.encrypt(id_number)
             name_masked, id_masked = pii.mask_name(name), pii.mask_id(id_number)
-            s.execute(update(users).where(users.c.id == user_id).values(
-                real_name_enc=name_enc, name_masked=name_masked, id_number_enc=id_enc, id_number_hash=idh,
-                id_number_masked=id_masked, identity_verified_at=at))
-            uow.emit(IdentityVerified(user_id=user_id, real_name_enc=name_enc, id_number_enc=id_enc,
-                                      name_masked=name_masked, id_number_masked=id_masked, verified_at=at))
+            s.execute(
+                update(users)
+                .where(users.c.id == user_id)
+                .values(
+                    real_name_enc=name_enc,
+                    name_masked=name_masked,
+                    id_number_enc=id_enc,
+                    id_number_hash=idh,
+                    id_number_masked=id_masked,
+                    identity_verified_at=at,
+                )
+            )
+            uow.emit(
+                IdentityVerified(
+                    user_id=user_id,
+                    real_name_enc=name_enc,
+                    id_number_enc=id_enc,
+                    name_masked=name_masked,
+                    id_number_masked=id_masked,
+                    verified_at=at,
+                )
+            )
     except IntegrityError:
-        raise Conflict("this ID number is already verified on another account", current_state="taken") from None
+        raise Conflict(
+            "this ID number is already verified on another account", current_state="taken"
+        ) from None
     return _identity_reply(user_id, name_masked, id_masked, at)
 
 
 def _identity_reply(user_id: str, name_masked: str, id_masked: str, at: datetime | None) -> dict[str, Any]:
-    return dict(user_id=user_id, identity_verified=True, name_masked=name_masked, id_number_masked=id_masked,
-                verified_at=at)
+    return dict(
+        user_id=user_id,
+        identity_verified=True,
+        name_masked=name_masked,
+        id_number_masked=id_masked,
+        verified_at=at,
+    )
 
 
 def record_consent(rt: ServiceRuntime, user_id: str, kind: str) -> dict[str, Any]:
@@ -434,7 +572,9 @@ def record_consent(rt: ServiceRuntime, user_id: str, kind: str) -> dict[str, Any
     with UnitOfWork(rt.db) as uow:
         s = uow.session
         _user(s, user_id)
-        row = s.execute(select(consents).where(consents.c.user_id == user_id, consents.c.kind == kind)).first()
+        row = s.execute(
+            select(consents).where(consents.c.user_id == user_id, consents.c.kind == kind)
+        ).first()
         if row is not None:
             return dict(id=row.id, kind=row.kind, recorded_at=utc(row.recorded_at))
         cid, at = new_id("cs"), _now()
@@ -445,13 +585,16 @@ def record_consent(rt: ServiceRuntime, user_id: str, kind: str) -> dict[str, Any
 
 # --- firms ----------------------------------------------------------------------------------------------
 
+
 def validate_city_code(code: str, field: str = "city_code") -> str:
     """GB/T 2260 code: the region table when it is installed (services.kernel.regions), else the 6-digit format."""
     try:
         from services.kernel.regions import validate_city_code as known
     except ImportError:  # pragma: no cover - the table module is optional
         if not (isinstance(code, str) and len(code) == 6 and code.isascii() and code.isdigit()):
-            raise ValidationFailed.field(field, "must be a 6-digit administrative division code (GB/T 2260)") from None
+            raise ValidationFailed.field(
+                field, "must be a 6-digit administrative division code (GB/T 2260)"
+            ) from None
         return code
     return known(code, field)
 
@@ -464,13 +607,22 @@ def _firm(s: Session, firm_id: str) -> Row:
 
 
 def _firm_reply(f: Row) -> dict[str, Any]:
-    return dict(id=f.id, status=f.status, name=f.name, uscc=f.uscc, recycler_filing_no=f.recycler_filing_no,
-                address=f.address, city_code=f.city_code, owner_user_id=f.owner_user_id,
-                created_at=utc(f.created_at))
+    return dict(
+        id=f.id,
+        status=f.status,
+        name=f.name,
+        uscc=f.uscc,
+        recycler_filing_no=f.recycler_filing_no,
+        address=f.address,
+        city_code=f.city_code,
+        owner_user_id=f.owner_user_id,
+        created_at=utc(f.created_at),
+    )
 
 
-def register_firm(rt: ServiceRuntime, user_id: str, name: str, raw_uscc: str, filing_no: str, address: str,
-                  city_code: str) -> dict[str, Any]:
+def register_firm(
+    rt: ServiceRuntime, user_id: str, name: str, raw_uscc: str, filing_no: str, address: str, city_code: str
+) -> dict[str, Any]:
     uscc, city_code = _collect(lambda: validate_uscc(raw_uscc), lambda: validate_city_code(city_code))
     try:
         with UnitOfWork(rt.db) as uow:
@@ -478,16 +630,38 @@ def register_firm(rt: ServiceRuntime, user_id: str, name: str, raw_uscc: str, fi
             _user(s, user_id)
             dup = s.execute(select(firms.c.status).where(firms.c.uscc == uscc)).first()
             if dup is not None:
-                raise Conflict("a firm with this 统一社会信用代码 is already registered", current_state=dup.status)
+                raise Conflict(
+                    "a firm with this 统一社会信用代码 is already registered", current_state=dup.status
+                )
             fid, at = new_id("fm"), _now()
-            values = dict(id=fid, owner_user_id=user_id, name=name, uscc=uscc, recycler_filing_no=filing_no,
-                          address=address, city_code=city_code, status=model.PENDING, created_at=at)
+            values = dict(
+                id=fid,
+                owner_user_id=user_id,
+                name=name,
+                uscc=uscc,
+                recycler_filing_no=filing_no,
+                address=address,
+                city_code=city_code,
+                status=model.PENDING,
+                created_at=at,
+            )
             s.execute(firms.insert().values(**values))
-            uow.emit(FirmRegistered(firm_id=fid, owner_user_id=user_id, name=name, uscc=uscc,
-                                    recycler_filing_no=filing_no, address=address, city_code=city_code,
-                                    registered_at=at))
+            uow.emit(
+                FirmRegistered(
+                    firm_id=fid,
+                    owner_user_id=user_id,
+                    name=name,
+                    uscc=uscc,
+                    recycler_filing_no=filing_no,
+                    address=address,
+                    city_code=city_code,
+                    registered_at=at,
+                )
+            )
     except IntegrityError:
-        raise Conflict("a firm with this 统一社会信用代码 is already registered", current_state="pending") from None
+        raise Conflict(
+            "a firm with this 统一社会信用代码 is already registered", current_state="pending"
+        ) from None
     return _firm_reply(SimpleNamespace(**values))
 
 
@@ -500,39 +674,67 @@ def get_firm(rt: ServiceRuntime, firm_id: str, authorize: Authorize) -> dict[str
     return _firm_reply(f)
 
 
-def add_qualification(rt: ServiceRuntime, firm_id: str, kind: str, number: str, valid_until: date,
-                      authorize: Authorize) -> dict[str, Any]:
+def add_qualification(
+    rt: ServiceRuntime, firm_id: str, kind: str, number: str, valid_until: date, authorize: Authorize
+) -> dict[str, Any]:
     with UnitOfWork(rt.db) as uow:
         s = uow.session
         f = _firm(s, firm_id)
         authorize(f.owner_user_id, what="firm")
-        if valid_until <= date.today():
-            raise RuleViolated("the qualification has expired (valid_until must be in the future)",
-                               reason="qualification_expired", field="valid_until")
+        if valid_until <= date.today():  # noqa: DTZ011 - the host's calendar date, as the form shows it
+            raise RuleViolated(
+                "the qualification has expired (valid_until must be in the future)",
+                reason="qualification_expired",
+                field="valid_until",
+            )
         qid, at = new_id("ql"), _now()
-        s.execute(qualifications.insert().values(id=qid, firm_id=firm_id, kind=kind, number=number,
-                                                 valid_until=valid_until, status=model.PENDING, created_at=at))
-    return dict(id=qid, status=model.PENDING, firm_id=firm_id, kind=kind, number=number, valid_until=valid_until)
+        s.execute(
+            qualifications.insert().values(
+                id=qid,
+                firm_id=firm_id,
+                kind=kind,
+                number=number,
+                valid_until=valid_until,
+                status=model.PENDING,
+                created_at=at,
+            )
+        )
+    return dict(
+        id=qid, status=model.PENDING, firm_id=firm_id, kind=kind, number=number, valid_until=valid_until
+    )
 
 
-def add_accountant(rt: ServiceRuntime, firm_id: str, accountant_user_id: str, authorize: Authorize) -> dict[str, Any]:
+def add_accountant(
+    rt: ServiceRuntime, firm_id: str, accountant_user_id: str, authorize: Authorize
+) -> dict[str, Any]:
     with UnitOfWork(rt.db) as uow:
         s = uow.session
         f = _firm(s, firm_id)
         by = authorize(f.owner_user_id, what="firm").user_id
         if f.status != model.VERIFIED:
             # else anyone could make themselves an accountant through a firm of their own making
-            raise RuleViolated("accountants are added to a verified firm only; this one is " + f.status,
-                               reason="firm_not_verified")
+            raise RuleViolated(
+                "accountants are added to a verified firm only; this one is " + f.status,
+                reason="firm_not_verified",
+            )
         if s.execute(select(users.c.id).where(users.c.id == accountant_user_id)).first() is None:
-            raise RuleViolated(f"no user with id {accountant_user_id}: they must log in once first",
-                               reason="unknown_user", field="user_id")
-        exists = s.execute(select(firm_accountants.c.user_id).where(
-            firm_accountants.c.firm_id == firm_id, firm_accountants.c.user_id == accountant_user_id)).first()
+            raise RuleViolated(
+                f"no user with id {accountant_user_id}: they must log in once first",
+                reason="unknown_user",
+                field="user_id",
+            )
+        exists = s.execute(
+            select(firm_accountants.c.user_id).where(
+                firm_accountants.c.firm_id == firm_id, firm_accountants.c.user_id == accountant_user_id
+            )
+        ).first()
         if exists is None:
             at = _now()
-            s.execute(firm_accountants.insert().values(firm_id=firm_id, user_id=accountant_user_id, added_at=at,
-                                                       added_by=by))
+            s.execute(
+                firm_accountants.insert().values(
+                    firm_id=firm_id, user_id=accountant_user_id, added_at=at, added_by=by
+                )
+            )
             uow.emit(AccountantAdded(firm_id=firm_id, user_id=accountant_user_id, added_at=at))
             _roles_changed(uow, accountant_user_id, _load_access(s, accountant_user_id))
     return dict(firm_id=firm_id, user_id=accountant_user_id, role="accountant")
@@ -540,8 +742,18 @@ def add_accountant(rt: ServiceRuntime, firm_id: str, accountant_user_id: str, au
 
 # --- collectors -----------------------------------------------------------------------------------------
 
-def register_collector(rt: ServiceRuntime, user_id: str, raw_name: str, raw_id_number: str, firm_id: str,
-                       lat: float, lng: float, radius_km: float, categories: list[str]) -> dict[str, Any]:
+
+def register_collector(
+    rt: ServiceRuntime,
+    user_id: str,
+    raw_name: str,
+    raw_id_number: str,
+    firm_id: str,
+    lat: float,
+    lng: float,
+    radius_km: float,
+    categories: list[str],
+) -> dict[str, Any]:
     from services.kernel.taxonomy import leaf
 
     max_km = _cfg(rt).collector_max_radius_km
@@ -551,10 +763,12 @@ def register_collector(rt: ServiceRuntime, user_id: str, raw_name: str, raw_id_n
             raise ValidationFailed.field("area.radius_km", f"at most {max_km:g} km")
         return radius_km
 
-    name, id_number, _, *cats = _collect(lambda: validate_real_name(raw_name),
-                                         lambda: validate_id_number(raw_id_number), radius,
-                                         *[(lambda i=i, code=code: leaf(code, f"categories.{i}").code)
-                                           for i, code in enumerate(categories)])
+    name, id_number, _, *cats = _collect(
+        lambda: validate_real_name(raw_name),
+        lambda: validate_id_number(raw_id_number),
+        radius,
+        *[(lambda i=i, code=code: leaf(code, f"categories.{i}").code) for i, code in enumerate(categories)],
+    )
     cats = list(dict.fromkeys(cats))
     c = _cipher(rt)
     idh = c.lookup_hash(id_number, "id_number")
@@ -564,26 +778,56 @@ def register_collector(rt: ServiceRuntime, user_id: str, raw_name: str, raw_id_n
             u = _user(s, user_id)
             f = s.execute(select(firms.c.status).where(firms.c.id == firm_id)).first()
             if f is None or f.status != model.VERIFIED:
-                raise RuleViolated("firm_id must name a verified recycling firm", reason="firm_not_verified",
-                                   field="firm_id")
+                raise RuleViolated(
+                    "firm_id must name a verified recycling firm", reason="firm_not_verified", field="firm_id"
+                )
             if u.identity_verified_at is not None and u.id_number_hash != idh:
-                raise RuleViolated("the ID number differs from this account's verified identity",
-                                   reason="identity_mismatch", field="id_number")
-            dup = s.execute(select(collectors.c.status).where(collectors.c.user_id == user_id,
-                                                              collectors.c.firm_id == firm_id)).first()
+                raise RuleViolated(
+                    "the ID number differs from this account's verified identity",
+                    reason="identity_mismatch",
+                    field="id_number",
+                )
+            dup = s.execute(
+                select(collectors.c.status).where(
+                    collectors.c.user_id == user_id, collectors.c.firm_id == firm_id
+                )
+            ).first()
             if dup is not None:
                 raise Conflict("you already applied as a collector for this firm", current_state=dup.status)
             cid, at = new_id("co"), _now()
             name_masked, id_masked = pii.mask_name(name), pii.mask_id(id_number)
-            s.execute(collectors.insert().values(
-                id=cid, user_id=user_id, firm_id=firm_id, real_name_enc=c.encrypt(name), name_masked=name_masked,
-                id_number_enc=c.encrypt(id_number), id_number_hash=idh, id_number_masked=id_masked, lat=lat,
-                lng=lng, radius_km=radius_km, categories=json.dumps(cats), status=model.PENDING, created_at=at))
-            uow.emit(CollectorRegistered(collector_id=cid, user_id=user_id, firm_id=firm_id, registered_at=at))
+            s.execute(
+                collectors.insert().values(
+                    id=cid,
+                    user_id=user_id,
+                    firm_id=firm_id,
+                    real_name_enc=c.encrypt(name),
+                    name_masked=name_masked,
+                    id_number_enc=c.encrypt(id_number),
+                    id_number_hash=idh,
+                    id_number_masked=id_masked,
+                    lat=lat,
+                    lng=lng,
+                    radius_km=radius_km,
+                    categories=json.dumps(cats),
+                    status=model.PENDING,
+                    created_at=at,
+                )
+            )
+            uow.emit(
+                CollectorRegistered(collector_id=cid, user_id=user_id, firm_id=firm_id, registered_at=at)
+            )
     except IntegrityError:
         raise Conflict("you already applied as a collector for this firm", current_state="pending") from None
-    return dict(id=cid, status=model.PENDING, firm_id=firm_id, name_masked=name_masked, id_number_masked=id_masked,
-                area=dict(lat=lat, lng=lng, radius_km=radius_km), categories=cats)
+    return dict(
+        id=cid,
+        status=model.PENDING,
+        firm_id=firm_id,
+        name_masked=name_masked,
+        id_number_masked=id_masked,
+        area=dict(lat=lat, lng=lng, radius_km=radius_km),
+        categories=cats,
+    )
 
 
 # --- admin ----------------------------------------------------------------------------------------------
@@ -591,8 +835,9 @@ def register_collector(rt: ServiceRuntime, user_id: str, raw_name: str, raw_id_n
 _KIND_TABLES = {"firm": firms, "qualification": qualifications, "collector": collectors}
 
 
-def decide(rt: ServiceRuntime, admin_id: str, kind: str, record_id: str, verdict: str,
-           reason: str | None = None) -> dict[str, Any]:
+def decide(
+    rt: ServiceRuntime, admin_id: str, kind: str, record_id: str, verdict: str, reason: str | None = None
+) -> dict[str, Any]:
     """Approve (→ verified, with its events) or reject (→ rejected) a pending firm, qualification or collector."""
     table = _KIND_TABLES.get(kind)
     if table is None:
@@ -606,11 +851,16 @@ def decide(rt: ServiceRuntime, admin_id: str, kind: str, record_id: str, verdict
         changes = model.approve(kind, row.status) if verdict == "approve" else model.reject(kind, row.status)
         if changes:
             at = _now()
-            moved = s.execute(update(table).where(table.c.id == record_id, table.c.status == model.PENDING).values(
-                status=new_status, status_reason=reason, decided_at=at, decided_by=admin_id)).rowcount
+            moved = s.execute(
+                update(table)
+                .where(table.c.id == record_id, table.c.status == model.PENDING)
+                .values(status=new_status, status_reason=reason, decided_at=at, decided_by=admin_id)
+            ).rowcount
             if moved != 1:  # decided concurrently: report the state it is in now
-                raise Conflict(f"this {kind} was decided meanwhile", current_state=s.execute(
-                    select(table.c.status).where(table.c.id == record_id)).scalar())
+                raise Conflict(
+                    f"this {kind} was decided meanwhile",
+                    current_state=s.execute(select(table.c.status).where(table.c.id == record_id)).scalar(),
+                )
             if verdict == "approve":
                 _on_approved(uow, kind, row, at)
     return dict(id=record_id, kind=kind, status=new_status)
@@ -619,21 +869,49 @@ def decide(rt: ServiceRuntime, admin_id: str, kind: str, record_id: str, verdict
 def _on_approved(uow: UnitOfWork, kind: str, row: Row, at: datetime) -> None:
     s = uow.session
     if kind == "firm":
-        uow.emit(FirmVerified(firm_id=row.id, owner_user_id=row.owner_user_id, name=row.name, uscc=row.uscc,
-                              address=row.address, city_code=row.city_code, verified_at=at))
+        uow.emit(
+            FirmVerified(
+                firm_id=row.id,
+                owner_user_id=row.owner_user_id,
+                name=row.name,
+                uscc=row.uscc,
+                address=row.address,
+                city_code=row.city_code,
+                verified_at=at,
+            )
+        )
         _roles_changed(uow, row.owner_user_id, _load_access(s, row.owner_user_id))
     elif kind == "qualification":
-        uow.emit(QualificationApproved(firm_id=row.firm_id, qualification_id=row.id, kind=row.kind,
-                                       number=row.number, valid_until=row.valid_until, approved_at=at))
+        uow.emit(
+            QualificationApproved(
+                firm_id=row.firm_id,
+                qualification_id=row.id,
+                kind=row.kind,
+                number=row.number,
+                valid_until=row.valid_until,
+                approved_at=at,
+            )
+        )
     else:
-        uow.emit(CollectorVerified(collector_id=row.id, user_id=row.user_id, firm_id=row.firm_id,
-                                   name_masked=row.name_masked, lat=row.lat, lng=row.lng, radius_km=row.radius_km,
-                                   categories=json.loads(row.categories), verified_at=at))
+        uow.emit(
+            CollectorVerified(
+                collector_id=row.id,
+                user_id=row.user_id,
+                firm_id=row.firm_id,
+                name_masked=row.name_masked,
+                lat=row.lat,
+                lng=row.lng,
+                radius_km=row.radius_km,
+                categories=json.loads(row.categories),
+                verified_at=at,
+            )
+        )
         _roles_changed(uow, row.user_id, _load_access(s, row.user_id))
 
 
-def list_verifications(rt: ServiceRuntime, kind: str | None, status: str, limit: int,
-                       cursor: str | None) -> dict[str, Any]:
+def list_verifications(
+    rt: ServiceRuntime, kind: str | None, status: str, limit: int, cursor: str | None
+) -> dict[str, Any]:
     """Records waiting for (or past) an admin's decision, oldest first; ids sort by creation time."""
     kinds = [kind] if kind else list(_KIND_TABLES)
     items: list[dict[str, Any]] = []
@@ -660,12 +938,14 @@ def _verification_item(kind: str, r: Row) -> dict[str, Any]:
     else:
         summary = f"{r.name_masked} ({r.id_number_masked}), {r.radius_km:g} km around {r.lat:.4f},{r.lng:.4f}"
         firm_id = r.firm_id
-    return dict(id=r.id, kind=kind, status=r.status, firm_id=firm_id, summary=summary,
-                created_at=utc(r.created_at))
+    return dict(
+        id=r.id, kind=kind, status=r.status, firm_id=firm_id, summary=summary, created_at=utc(r.created_at)
+    )
 
 
-def change_roles(rt: ServiceRuntime, admin_id: str, user_id: str, grant: list[str],
-                 revoke: list[str]) -> dict[str, Any]:
+def change_roles(
+    rt: ServiceRuntime, admin_id: str, user_id: str, grant: list[str], revoke: list[str]
+) -> dict[str, Any]:
     grant = validate_grant(grant, "roles")
     revoke = validate_grant(revoke, "revoke")
     both = set(grant) & set(revoke)
@@ -682,9 +962,13 @@ def change_roles(rt: ServiceRuntime, admin_id: str, user_id: str, grant: list[st
         at = _now()
         for r in grant:
             if r not in have:
-                s.execute(user_roles.insert().values(user_id=user_id, role=r, granted_at=at, granted_by=admin_id))
+                s.execute(
+                    user_roles.insert().values(user_id=user_id, role=r, granted_at=at, granted_by=admin_id)
+                )
         if revoke:
-            s.execute(delete(user_roles).where(and_(user_roles.c.user_id == user_id, user_roles.c.role.in_(revoke))))
+            s.execute(
+                delete(user_roles).where(and_(user_roles.c.user_id == user_id, user_roles.c.role.in_(revoke)))
+            )
         after = _load_access(s, user_id)
         if after != before:
             _roles_changed(uow, user_id, after)
@@ -703,8 +987,11 @@ def suspend_user(rt: ServiceRuntime, admin_id: str, user_id: str, reason: str) -
         s = uow.session
         u = _user(s, user_id)
         if u.suspended_at is None:
-            s.execute(update(users).where(users.c.id == user_id).values(
-                suspended_at=_now(), suspended_by=admin_id, suspended_reason=reason))
+            s.execute(
+                update(users)
+                .where(users.c.id == user_id)
+                .values(suspended_at=_now(), suspended_by=admin_id, suspended_reason=reason)
+            )
             _revoke_tokens(s, user_id)
             _revoke_refresh_tokens(s, user_id)
         version = _token_version(s, user_id)
@@ -720,16 +1007,22 @@ def reinstate_user(rt: ServiceRuntime, admin_id: str, user_id: str) -> dict[str,
     with UnitOfWork(rt.db) as uow:
         s = uow.session
         _user(s, user_id)
-        s.execute(update(users).where(users.c.id == user_id).values(
-            suspended_at=None, suspended_by=admin_id, suspended_reason=None))
+        s.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(suspended_at=None, suspended_by=admin_id, suspended_reason=None)
+        )
         u = _user(s, user_id)
     return _suspension_reply(u)
 
 
 def _suspension_reply(u: Row) -> dict[str, Any]:
-    return dict(user_id=u.id, suspended=u.suspended_at is not None, suspended_at=utc(u.suspended_at),
-                reason=u.suspended_reason)
-
+    return dict(
+        user_id=u.id,
+        suspended=u.suspended_at is not None,
+        suspended_at=utc(u.suspended_at),
+        reason=u.suspended_reason,
+    )
 
 
 def purge_expired(rt: ServiceRuntime, now_ms: int | None = None) -> int:

@@ -1,4 +1,5 @@
 """The accounts service: users and roles, phone login, identities, firms, collectors and their verification."""
+
 from __future__ import annotations
 
 import logging

@@ -3,6 +3,7 @@
 Read from the environment (OTP_TTL_S=300, ...). A field of the same name on the platform `Settings` object wins, so
 moving these fields into `services/kernel/settings.py` later needs no code change here.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -33,5 +34,7 @@ class AccountsSettings(BaseSettings):
 
 def accounts_settings(settings: Settings) -> AccountsSettings:
     base = AccountsSettings()
-    overrides = {f: getattr(settings, f) for f in AccountsSettings.model_fields if f in type(settings).model_fields}
+    overrides = {
+        f: getattr(settings, f) for f in AccountsSettings.model_fields if f in type(settings).model_fields
+    }
     return base.model_copy(update=overrides) if overrides else base

@@ -6,6 +6,7 @@
 - `AliyunSmsProvider`: the interface a real provider adapter fills in (阿里云短信 SendSms with a sign name and a
   template holding `${code}`). It is a stub: it refuses to send until implemented with the provider's SDK.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,8 +73,11 @@ class AliyunSmsProvider:
     name = "aliyun"
 
     def __init__(self, cfg: AccountsSettings):
-        missing = [f for f in ("sms_sign_name", "sms_template_code", "sms_access_key_id", "sms_access_key_secret")
-                   if not getattr(cfg, f)]
+        missing = [
+            f
+            for f in ("sms_sign_name", "sms_template_code", "sms_access_key_id", "sms_access_key_secret")
+            if not getattr(cfg, f)
+        ]
         if missing:
             raise ConfigError(f"SMS_PROVIDER=aliyun needs {', '.join(m.upper() for m in missing)}")
         self.cfg = cfg

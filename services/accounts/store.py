@@ -1,5 +1,6 @@
 """Accounts' tables. Personal data is stored only as PII ciphertext (`*_enc`), found by keyed hashes (`*_hash`),
 and kept masked (`*_masked`) for display; see services/kernel/pii.py."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime

@@ -1,4 +1,5 @@
 """Tasks of the accounts service: housekeeping of login codes and refresh tokens."""
+
 from __future__ import annotations
 
 from celery.schedules import crontab

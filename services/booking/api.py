@@ -1,4 +1,5 @@
 """Booking routes: parse → handler (in a thread) → reply. Paths and field names follow shared/API.md."""
+
 from __future__ import annotations
 
 import asyncio
@@ -122,13 +123,23 @@ async def list_categories(ctx: Ctx) -> list[dict]:
     def load() -> list[dict]:
         with UnitOfWork(ctx.runtime.db, readonly=True) as uow:
             rows = uow.session.execute(select(categories).order_by(categories.c.code)).all()
-        return [dict(code=r.code, name=r.name, unit=r.unit or None, parent=r.parent,
-                     min_qty=r.min_qty if r.parent else None, pays=r.pays if r.parent else None) for r in rows]
+        return [
+            dict(
+                code=r.code,
+                name=r.name,
+                unit=r.unit or None,
+                parent=r.parent,
+                min_qty=r.min_qty if r.parent else None,
+                pays=r.pays if r.parent else None,
+            )
+            for r in rows
+        ]
 
     return await ctx.run(load)
 
 
 # --- residents -------------------------------------------------------------------------------------
+
 
 @router.post("/v1/pickups", roles=RESIDENT, body=BookPickup, response=PickupOut, status=201)
 async def book_pickup(ctx: Ctx) -> dict:
@@ -179,15 +190,25 @@ async def retry_payout(ctx: Ctx) -> dict:
     return await ctx.run(handlers.retry_payout, ctx.runtime, ctx.user, ctx.params["id"])
 
 
-@router.post("/v1/pickups/{id}/rating", roles={"resident", "collector"}, body=RatePickup, response=RatingOut,
-             status=201)
+@router.post(
+    "/v1/pickups/{id}/rating",
+    roles={"resident", "collector"},
+    body=RatePickup,
+    response=RatingOut,
+    status=201,
+)
 async def rate_pickup(ctx: Ctx) -> dict:
     """Rate the other side of a settled pickup (score 1..5), once per side."""
     return await ctx.run(handlers.rate, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
 
 
-@router.post("/v1/pickups/{id}/complaints", roles={"resident", "collector"}, body=FileComplaint,
-             response=ComplaintOut, status=201)
+@router.post(
+    "/v1/pickups/{id}/complaints",
+    roles={"resident", "collector"},
+    body=FileComplaint,
+    response=ComplaintOut,
+    status=201,
+)
 async def file_complaint(ctx: Ctx) -> dict:
     """File a complaint about a pickup, with evidence."""
     return await ctx.run(handlers.complain, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
@@ -200,6 +221,7 @@ async def list_complaints(ctx: Ctx) -> dict:
 
 
 # --- collectors --------------------------------------------------------------------------------------
+
 
 @router.get("/v1/jobs", roles=COLLECTOR, query=JobsQuery, response=JobPage)
 async def list_jobs(ctx: Ctx) -> dict:
@@ -245,14 +267,26 @@ async def job_stream(ctx: Ctx) -> web.StreamResponse:
 
     col = await ctx.run(collector)
     lat, lng = (q.lat, q.lng) if q.lat is not None else (col.lat, col.lng)
-    who = Listener(user_id=col.user_id, lat=lat, lng=lng,
-                   radius_km=min(q.radius_km or col.radius_km, s.jobs_max_radius_km),
-                   area_lat=col.lat, area_lng=col.lng, area_radius_km=col.radius_km,
-                   categories=frozenset(col.categories.split()), loop=asyncio.get_running_loop(),
-                   queue=asyncio.Queue(s.feed_queue_size))
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                       "Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                       "X-Request-Id": ctx.request.get("request_id", "")})
+    who = Listener(
+        user_id=col.user_id,
+        lat=lat,
+        lng=lng,
+        radius_km=min(q.radius_km or col.radius_km, s.jobs_max_radius_km),
+        area_lat=col.lat,
+        area_lng=col.lng,
+        area_radius_km=col.radius_km,
+        categories=frozenset(col.categories.split()),
+        loop=asyncio.get_running_loop(),
+        queue=asyncio.Queue(s.feed_queue_size),
+    )
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "X-Request-Id": ctx.request.get("request_id", ""),
+        }
+    )
     await resp.prepare(ctx.request)
     feed = feed_of(ctx.runtime)
     feed.add(who)
@@ -261,7 +295,7 @@ async def job_stream(ctx: Ctx) -> web.StreamResponse:
         while True:
             try:
                 frame = await asyncio.wait_for(who.queue.get(), timeout=s.feed_heartbeat_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await resp.write(b": ping\n\n")
                 continue
             if frame is None:
@@ -286,4 +320,3 @@ async def _optional_body(ctx: Ctx, model: type[BaseModel]) -> Any:
         if isinstance(exc, ValidationError):
             raise ValidationFailed(validation_errors(exc)) from None
         raise ValidationFailed.field("body", "not valid JSON") from None
-

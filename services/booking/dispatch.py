@@ -6,6 +6,7 @@ distance is inside the circle. Once `limit` of them are inside it, no pickup out
 is exact; otherwise the circle grows (by the density seen so far) up to the radius asked for. With 100,000 open
 jobs in a city this touches a few hundred rows, not the table.
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,17 +42,29 @@ _COLS = (pickups.c.id, pickups.c.lat, pickups.c.lng, pickups.c.categories)
 def _candidates(n_cells: int) -> Any:
     """Open pickups in `n_cells` geohash cells (index range scans on (status, geohash)), inside the circle's
     bounding box and not yet started: built once per cell count, run with bound values."""
-    parts = [select(*_COLS).where(pickups.c.status == m.REQUESTED,
-                                  pickups.c.geohash >= bindparam(f"lo{i}"), pickups.c.geohash < bindparam(f"hi{i}"),
-                                  pickups.c.lat.between(bindparam("lat_lo"), bindparam("lat_hi")),
-                                  pickups.c.lng.between(bindparam("lng_lo"), bindparam("lng_hi")),
-                                  pickups.c.window_start > bindparam("now"))
-             for i in range(n_cells)]
+    parts = [
+        select(*_COLS).where(
+            pickups.c.status == m.REQUESTED,
+            pickups.c.geohash >= bindparam(f"lo{i}"),
+            pickups.c.geohash < bindparam(f"hi{i}"),
+            pickups.c.lat.between(bindparam("lat_lo"), bindparam("lat_hi")),
+            pickups.c.lng.between(bindparam("lng_lo"), bindparam("lng_hi")),
+            pickups.c.window_start > bindparam("now"),
+        )
+        for i in range(n_cells)
+    ]
     return parts[0] if n_cells == 1 else union_all(*parts)
 
 
-def nearest_open(session: Session, lat: float, lng: float, radius_km: float, limit: int, now: datetime,
-                 keep: Callable[[Any], bool] = lambda r: True) -> list[tuple[float, Any]]:
+def nearest_open(
+    session: Session,
+    lat: float,
+    lng: float,
+    radius_km: float,
+    limit: int,
+    now: datetime,
+    keep: Callable[[Any], bool] = lambda r: True,
+) -> list[tuple[float, Any]]:
     """Up to `limit` (distance_km, row) of open pickups within `radius_km` that pass `keep`, nearest first."""
     circle = min(FIRST_CIRCLE_KM, radius_km)
     while True:
@@ -61,8 +74,10 @@ def nearest_open(session: Session, lat: float, lng: float, radius_km: float, lim
         for i, cell in enumerate(cells):
             params[f"lo{i}"], params[f"hi{i}"] = geo.cell_range(cell)
         rows = session.execute(_candidates(len(cells)), params).all()
-        inside = sorted(((d, r) for r in rows if (d := geo.haversine_km(lat, lng, r.lat, r.lng)) <= circle),
-                        key=lambda x: (x[0], x[1].id))
+        inside = sorted(
+            ((d, r) for r in rows if (d := geo.haversine_km(lat, lng, r.lat, r.lng)) <= circle),
+            key=lambda x: (x[0], x[1].id),
+        )
         found = []
         for d, r in inside:  # nearest first: `keep` runs on as few rows as it can
             if keep(r):
@@ -92,8 +107,9 @@ def list_jobs(rt: ServiceRuntime, principal: Principal, q: JobsQuery, now: datet
         everything = skills >= _ALL_LEAVES
 
         def keep(r: Any) -> bool:
-            return ((everything or set(r.categories.split()) <= skills)
-                    and geo.haversine_km(col.lat, col.lng, r.lat, r.lng) <= col.radius_km)
+            return (everything or set(r.categories.split()) <= skills) and geo.haversine_km(
+                col.lat, col.lng, r.lat, r.lng
+            ) <= col.radius_km
 
         found = nearest_open(uow.session, lat, lng, radius, q.limit, now, keep)
         ids = [r.id for _, r in found]
@@ -102,22 +118,40 @@ def list_jobs(rt: ServiceRuntime, principal: Principal, q: JobsQuery, now: datet
         if ids:
             shown = {r.id: r for r in uow.session.execute(_SHOWN, {"ids": ids})}
             for ln in uow.session.execute(_ITEMS, {"ids": ids}):
-                items.setdefault(ln.pickup_id, []).append({"category": ln.category, "est_qty": ln.est_qty,
-                                                           "unit": ln.unit})
+                items.setdefault(ln.pickup_id, []).append(
+                    {"category": ln.category, "est_qty": ln.est_qty, "unit": ln.unit}
+                )
     tz = s.tz
     out = []
     for d, c in found:
         r = shown[c.id]
-        out.append({"id": r.id, "district": r.district, "city_code": r.city_code, "distance_km": round(d, 1),
-                    "items": items.get(r.id, []),
-                    "window": {"start": ts(r.window_start, tz), "end": ts(r.window_end, tz)},
-                    "quote_total_fen": r.quote_total_fen, "created_at": ts(r.created_at, tz)})
+        out.append(
+            {
+                "id": r.id,
+                "district": r.district,
+                "city_code": r.city_code,
+                "distance_km": round(d, 1),
+                "items": items.get(r.id, []),
+                "window": {"start": ts(r.window_start, tz), "end": ts(r.window_end, tz)},
+                "quote_total_fen": r.quote_total_fen,
+                "created_at": ts(r.created_at, tz),
+            }
+        )
     return {"items": out, "next_cursor": None, "center": {"lat": lat, "lng": lng}, "radius_km": radius}
 
 
-_SHOWN = select(pickups.c.id, pickups.c.district, pickups.c.city_code, pickups.c.window_start, pickups.c.window_end,
-                pickups.c.quote_total_fen, pickups.c.created_at).where(pickups.c.id.in_(bindparam("ids", expanding=True)))
-_ITEMS = (select(pickup_lines.c.pickup_id, pickup_lines.c.category, pickup_lines.c.est_qty, pickup_lines.c.unit)
-          .where(pickup_lines.c.pickup_id.in_(bindparam("ids", expanding=True)), pickup_lines.c.est_qty.isnot(None))
-          .order_by(pickup_lines.c.category))
+_SHOWN = select(
+    pickups.c.id,
+    pickups.c.district,
+    pickups.c.city_code,
+    pickups.c.window_start,
+    pickups.c.window_end,
+    pickups.c.quote_total_fen,
+    pickups.c.created_at,
+).where(pickups.c.id.in_(bindparam("ids", expanding=True)))
+_ITEMS = (
+    select(pickup_lines.c.pickup_id, pickup_lines.c.category, pickup_lines.c.est_qty, pickup_lines.c.unit)
+    .where(pickup_lines.c.pickup_id.in_(bindparam("ids", expanding=True)), pickup_lines.c.est_qty.isnot(None))
+    .order_by(pickup_lines.c.category)
+)
 _ALL_LEAVES = frozenset(c.code for c in leaves())

@@ -11,9 +11,11 @@ Fan-out is in-process. It is fed two ways, deduplicated by event id:
 The feed is best effort: a client that reconnects re-reads GET /v1/jobs; a client that cannot keep up is
 disconnected rather than buffered without bound.
 """
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -57,12 +59,16 @@ class Listener:
 
     def near(self, lat: float, lng: float) -> float | None:
         d = geo.haversine_km(self.lat, self.lng, lat, lng)
-        if d > self.radius_km or geo.haversine_km(self.area_lat, self.area_lng, lat, lng) > self.area_radius_km:
+        if (
+            d > self.radius_km
+            or geo.haversine_km(self.area_lat, self.area_lng, lat, lng) > self.area_radius_km
+        ):
             return None
         return d
 
     def offer(self, frame: bytes | None) -> None:
         """Thread-safe: queue a frame on the listener's loop (None closes the stream)."""
+
         def put() -> None:
             if self.overflowed:
                 return
@@ -73,10 +79,8 @@ class Listener:
                 self.queue.get_nowait()
                 self.queue.put_nowait(None)
 
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is gone
             self.loop.call_soon_threadsafe(put)
-        except RuntimeError:  # the loop is gone
-            pass
 
 
 def frame_for(env: Envelope, who: Listener) -> bytes | None:
@@ -91,17 +95,27 @@ def frame_for(env: Envelope, who: Listener) -> bytes | None:
         if not set(cats) <= who.categories:
             return None
         name = "job.new"
-        data = {"id": d["pickup_id"], "district": d["district"], "city_code": d["city_code"],
-                "distance_km": round(dist, 1), "items": d["items"],
-                "window": {"start": d["window_start"], "end": d["window_end"]},
-                "quote_total_fen": d["quote_total_fen"]}
+        data = {
+            "id": d["pickup_id"],
+            "district": d["district"],
+            "city_code": d["city_code"],
+            "distance_km": round(dist, 1),
+            "items": d["items"],
+            "window": {"start": d["window_start"], "end": d["window_end"]},
+            "quote_total_fen": d["quote_total_fen"],
+        }
     elif env.type == ACCEPTED:
         name = "job.taken"
         data = {"id": d["pickup_id"], "by_you": d["collector_user_id"] == who.user_id}
     elif env.type == ESCALATED:
         name = "job.urgent"
-        data = {"id": d["pickup_id"], "district": d["district"], "distance_km": round(dist, 1),
-                "window_start": d["window_start"], "minutes_left": d["minutes_left"]}
+        data = {
+            "id": d["pickup_id"],
+            "district": d["district"],
+            "distance_km": round(dist, 1),
+            "window_start": d["window_start"],
+            "minutes_left": d["minutes_left"],
+        }
     elif env.type == CANCELLED:
         if d["previous_status"] != "requested":
             return None
@@ -114,7 +128,7 @@ def frame_for(env: Envelope, who: Listener) -> bytes | None:
 
 
 class JobFeed:
-    def __init__(self, rt: "ServiceRuntime"):
+    def __init__(self, rt: ServiceRuntime):
         self.rt = rt
         self._listeners: set[Listener] = set()
         self._lock = threading.Lock()
@@ -191,19 +205,19 @@ class JobFeed:
                         self.publish([Envelope.from_bytes(r.value) for r in records])
                 if not moved:
                     time.sleep(interval)
-            except Exception:  # the bus is down or closing: try again later
+            except Exception:  # noqa: BLE001 - the bus is down or closing: try again later
                 log.warning("job feed: reading %s failed; retrying", TOPIC, exc_info=True)
                 time.sleep(1.0)
 
 
-def feed_of(rt: "ServiceRuntime") -> JobFeed:
+def feed_of(rt: ServiceRuntime) -> JobFeed:
     f = rt.ports.get("job_feed")
     if f is None:
         f = rt.ports.setdefault("job_feed", JobFeed(rt))
     return f
 
 
-def publish_local(rt: "ServiceRuntime", envelopes: list[Envelope]) -> None:
+def publish_local(rt: ServiceRuntime, envelopes: list[Envelope]) -> None:
     """Called by this process's commands after their commit."""
     f = rt.ports.get("job_feed")
     if f is not None and f.listeners:

@@ -6,6 +6,7 @@ search covers the circle's bounding box with a handful of cells at the finest pr
 count small, fetches the candidates through the index, then keeps those whose exact (haversine) distance is in
 range. Pure functions, no I/O.
 """
+
 from __future__ import annotations
 
 import math
@@ -109,8 +110,9 @@ def bbox(lat: float, lng: float, radius_km: float) -> tuple[float, float, float,
     return lat - dlat, lat + dlat, lng - dlng, lng + dlng
 
 
-def covering_cells(lat: float, lng: float, radius_km: float, max_cells: int = 16,
-                   finest: int = 8) -> list[str]:
+def covering_cells(
+    lat: float, lng: float, radius_km: float, max_cells: int = 16, finest: int = 8
+) -> list[str]:
     """Geohash cells whose union contains every point within `radius_km` of (lat, lng).
 
     The finest precision (up to `finest`) whose cells over the circle's bounding box number at most `max_cells`;

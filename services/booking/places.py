@@ -2,6 +2,7 @@
 
 Backed by services.kernel.regions (the civil-affairs table); without it, a city_code is only checked for shape.
 """
+
 from __future__ import annotations
 
 import functools

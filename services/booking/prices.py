@@ -1,4 +1,5 @@
 """Booking's copy of the price index: kept current from `pricing.index` events, read for quotes and weighing."""
+
 from __future__ import annotations
 
 import time
@@ -25,19 +26,29 @@ def when_index_published_update_price_copy(env: Envelope, uow: UnitOfWork) -> No
     if d["kind"] != "price":
         return
     s = uow.session
-    row = s.execute(select(price_copy).where(price_copy.c.code == d["code"], price_copy.c.region == d["region"])
-                    ).first()
+    row = s.execute(
+        select(price_copy).where(price_copy.c.code == d["code"], price_copy.c.region == d["region"])
+    ).first()
     new = (date.fromisoformat(d["date"]), d["version"])
     # Events may arrive late or twice: keep only the newest (date, version) per series.
     if row is not None and (row.date, row.version) >= new:
         return
-    values = dict(date=new[0], version=new[1], unit_price_fen=d.get("unit_price_fen"), stale=d["stale"],
-                  reference=d.get("reference", False), updated_at=datetime.now(UTC))
+    values = dict(
+        date=new[0],
+        version=new[1],
+        unit_price_fen=d.get("unit_price_fen"),
+        stale=d["stale"],
+        reference=d.get("reference", False),
+        updated_at=datetime.now(UTC),
+    )
     if row is None:
         s.execute(price_copy.insert().values(code=d["code"], region=d["region"], **values))
     else:
-        s.execute(price_copy.update().where(price_copy.c.code == d["code"], price_copy.c.region == d["region"])
-                  .values(**values))
+        s.execute(
+            price_copy.update()
+            .where(price_copy.c.code == d["code"], price_copy.c.region == d["region"])
+            .values(**values)
+        )
 
 
 @dataclass(frozen=True)
@@ -50,8 +61,10 @@ class PriceQuote:
     reference: bool
 
 
-_PRICES = select(price_copy).where(price_copy.c.code.in_(bindparam("codes", expanding=True)),
-                                   price_copy.c.region.in_(bindparam("regions", expanding=True)))
+_PRICES = select(price_copy).where(
+    price_copy.c.code.in_(bindparam("codes", expanding=True)),
+    price_copy.c.region.in_(bindparam("regions", expanding=True)),
+)
 
 
 def current_price(s: Session, code: str, city_code: str) -> PriceQuote | None:
@@ -62,15 +75,17 @@ def current_price(s: Session, code: str, city_code: str) -> PriceQuote | None:
 def current_prices(s: Session, codes: list[str], city_code: str) -> dict[str, PriceQuote]:
     """`current_price` for several categories in one query."""
     chain = list(dict.fromkeys([city_code, city_code[:2] + "0000", NATIONAL]))
-    rows: dict[tuple[str, str], Any] = {(r.code, r.region): r for r in s.execute(
-        _PRICES, {"codes": codes, "regions": chain}).all()}
+    rows: dict[tuple[str, str], Any] = {
+        (r.code, r.region): r for r in s.execute(_PRICES, {"codes": codes, "regions": chain}).all()
+    }
     out = {}
     for code in codes:
         for region in chain:
             r = rows.get((code, region))
             if r is not None and r.unit_price_fen is not None:
-                out[code] = PriceQuote(code, r.unit_price_fen, region, r.date, r.stale or region != city_code,
-                                       r.reference)
+                out[code] = PriceQuote(
+                    code, r.unit_price_fen, region, r.date, r.stale or region != city_code, r.reference
+                )
                 break
     return out
 

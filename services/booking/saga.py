@@ -10,6 +10,7 @@ Money moves at most once per step however often anything is retried or redeliver
 - payout ids are deterministic (`po_<pickup>`, then `po_<pickup>_<n>` for retries), so payments, which pays each
   id at most once, recognises a re-sent request.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,16 @@ from .store import payouts, pickups
 log = logging.getLogger(__name__)
 
 
-def start_payout(uow: UnitOfWork, pickup_id: str, *, withheld_fen: int, invoice_status: str,
-                 invoice_id: str | None, now: datetime, expect: str = m.INVOICE_AWAITING) -> bool:
+def start_payout(
+    uow: UnitOfWork,
+    pickup_id: str,
+    *,
+    withheld_fen: int,
+    invoice_status: str,
+    invoice_id: str | None,
+    now: datetime,
+    expect: str = m.INVOICE_AWAITING,
+) -> bool:
     """Close the invoice step (only if it is still `expect`) and request gross − withheld. False if it was closed."""
     s = uow.session
     row = s.execute(select(pickups).where(pickups.c.id == pickup_id)).one_or_none()
@@ -38,11 +47,18 @@ def start_payout(uow: UnitOfWork, pickup_id: str, *, withheld_fen: int, invoice_
     gross = row.weighed_total_fen or 0
     withheld = max(withheld_fen, 0)
     net = max(gross - withheld, 0)
-    res = s.execute(update(pickups)
-                    .where(pickups.c.id == pickup_id, pickups.c.invoice_status == expect,
-                           pickups.c.payout_attempts == 0)
-                    .values(invoice_status=invoice_status, invoice_id=invoice_id, withheld_fen=withheld,
-                            payout_amount_fen=net, version=pickups.c.version + 1, updated_at=now))
+    res = s.execute(
+        update(pickups)
+        .where(pickups.c.id == pickup_id, pickups.c.invoice_status == expect, pickups.c.payout_attempts == 0)
+        .values(
+            invoice_status=invoice_status,
+            invoice_id=invoice_id,
+            withheld_fen=withheld,
+            payout_amount_fen=net,
+            version=pickups.c.version + 1,
+            updated_at=now,
+        )
+    )
     if res.rowcount != 1:
         return False
     request_payout(uow, row, net, 1, now)
@@ -53,46 +69,98 @@ def request_payout(uow: UnitOfWork, row: Any, amount_fen: int, attempt: int, now
     """Ask payments to pay the resident `amount_fen` under the deterministic id of this attempt."""
     s = uow.session
     if amount_fen <= 0:  # nothing owed (glass, batteries, bulky items only; or all withheld)
-        s.execute(update(pickups).where(pickups.c.id == row.id)
-                  .values(payout_id=None, payout_status=m.PAYOUT_NOT_REQUIRED, payout_amount_fen=0))
+        s.execute(
+            update(pickups)
+            .where(pickups.c.id == row.id)
+            .values(payout_id=None, payout_status=m.PAYOUT_NOT_REQUIRED, payout_amount_fen=0)
+        )
         return
     payout_id = m.payout_id_for(row.id, attempt)
-    s.execute(payouts.insert().values(payout_id=payout_id, pickup_id=row.id, attempt=attempt,
-                                      payee_user_id=row.resident_id, amount_fen=amount_fen, status="requested",
-                                      requested_at=now))
-    s.execute(update(pickups).where(pickups.c.id == row.id)
-              .values(payout_id=payout_id, payout_status=m.PAYOUT_PENDING, payout_attempts=attempt,
-                      payout_amount_fen=amount_fen, payout_reason=None))
-    uow.emit(PayoutRequested(payout_id=payout_id, payee_user_id=row.resident_id, amount_fen=amount_fen,
-                             purpose="pickup", reference_id=row.id, requested_by="booking", requested_at=now))
+    s.execute(
+        payouts.insert().values(
+            payout_id=payout_id,
+            pickup_id=row.id,
+            attempt=attempt,
+            payee_user_id=row.resident_id,
+            amount_fen=amount_fen,
+            status="requested",
+            requested_at=now,
+        )
+    )
+    s.execute(
+        update(pickups)
+        .where(pickups.c.id == row.id)
+        .values(
+            payout_id=payout_id,
+            payout_status=m.PAYOUT_PENDING,
+            payout_attempts=attempt,
+            payout_amount_fen=amount_fen,
+            payout_reason=None,
+        )
+    )
+    uow.emit(
+        PayoutRequested(
+            payout_id=payout_id,
+            payee_user_id=row.resident_id,
+            amount_fen=amount_fen,
+            purpose="pickup",
+            reference_id=row.id,
+            requested_by="booking",
+            requested_at=now,
+        )
+    )
 
 
 # --- consumers (group booking.saga) ---------------------------------------------------------------------
+
 
 def when_invoice_issued_request_payout(env: Envelope, uow: UnitOfWork) -> None:
     d = env.data
     if d.get("kind", "blue") != "blue":
         return  # a red-letter invoice offsets an earlier one; it does not move this pickup's payout
     now = _now()
-    if start_payout(uow, d["pickup_id"], withheld_fen=int(d["withheld_fen"]), invoice_status=m.INVOICE_ISSUED,
-                    invoice_id=d["invoice_id"], now=now):
+    if start_payout(
+        uow,
+        d["pickup_id"],
+        withheld_fen=int(d["withheld_fen"]),
+        invoice_status=m.INVOICE_ISSUED,
+        invoice_id=d["invoice_id"],
+        now=now,
+    ):
         return
     # Already answered (a duplicate), or the time-out paid gross before the invoice came: keep what was
     # withheld on record for reconciliation (the resident was paid that much too much).
     res = uow.session.execute(
-        update(pickups).where(pickups.c.id == d["pickup_id"], pickups.c.invoice_status == m.INVOICE_TIMED_OUT)
-        .values(invoice_status=m.INVOICE_ISSUED_LATE, invoice_id=d["invoice_id"],
-                reconcile_fen=int(d["withheld_fen"]), version=pickups.c.version + 1, updated_at=now))
+        update(pickups)
+        .where(pickups.c.id == d["pickup_id"], pickups.c.invoice_status == m.INVOICE_TIMED_OUT)
+        .values(
+            invoice_status=m.INVOICE_ISSUED_LATE,
+            invoice_id=d["invoice_id"],
+            reconcile_fen=int(d["withheld_fen"]),
+            version=pickups.c.version + 1,
+            updated_at=now,
+        )
+    )
     if res.rowcount:
-        log.warning("invoice %s for pickup %s came after the time-out paid gross; %s fen withheld to reconcile",
-                    d["invoice_id"], d["pickup_id"], d["withheld_fen"])
+        log.warning(
+            "invoice %s for pickup %s came after the time-out paid gross; %s fen withheld to reconcile",
+            d["invoice_id"],
+            d["pickup_id"],
+            d["withheld_fen"],
+        )
 
 
 def when_invoice_blocked_request_payout(env: Envelope, uow: UnitOfWork) -> None:
     """No invoice can be issued now: nothing is withheld, the resident is paid gross."""
     d = env.data
-    start_payout(uow, d["pickup_id"], withheld_fen=0, invoice_status=m.INVOICE_BLOCKED, invoice_id=d["invoice_id"],
-                 now=_now())
+    start_payout(
+        uow,
+        d["pickup_id"],
+        withheld_fen=0,
+        invoice_status=m.INVOICE_BLOCKED,
+        invoice_id=d["invoice_id"],
+        now=_now(),
+    )
 
 
 def when_payout_paid_record(env: Envelope, uow: UnitOfWork) -> None:
@@ -110,16 +178,27 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _resolve(uow: UnitOfWork, payout_id: str, status: str, from_: tuple[str, ...], now: datetime,
-             **values: Any) -> None:
+def _resolve(
+    uow: UnitOfWork, payout_id: str, status: str, from_: tuple[str, ...], now: datetime, **values: Any
+) -> None:
     s = uow.session
     pickup_id = s.execute(select(payouts.c.pickup_id).where(payouts.c.payout_id == payout_id)).scalar()
     if pickup_id is None:
         return  # not one of booking's payouts
-    res = s.execute(update(payouts).where(payouts.c.payout_id == payout_id, payouts.c.status.in_(from_))
-                    .values(status=status, resolved_at=now, **values))
+    res = s.execute(
+        update(payouts)
+        .where(payouts.c.payout_id == payout_id, payouts.c.status.in_(from_))
+        .values(status=status, resolved_at=now, **values)
+    )
     if res.rowcount != 1:
         return
-    s.execute(update(pickups).where(pickups.c.id == pickup_id, pickups.c.payout_id == payout_id)
-              .values(payout_status=status, payout_reason=values.get("reason"), version=pickups.c.version + 1,
-                      updated_at=now))
+    s.execute(
+        update(pickups)
+        .where(pickups.c.id == pickup_id, pickups.c.payout_id == payout_id)
+        .values(
+            payout_status=status,
+            payout_reason=values.get("reason"),
+            version=pickups.c.version + 1,
+            updated_at=now,
+        )
+    )

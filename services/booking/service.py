@@ -29,15 +29,22 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
 
     return [
         ConsumerSpec("booking.prices", ["pricing.index"], {IndexPublished.type: on_index_published}),
-        ConsumerSpec("booking.collectors", ["accounts.collector"],
-                     {CollectorVerified.type: when_collector_verified_update_copy}),
+        ConsumerSpec(
+            "booking.collectors",
+            ["accounts.collector"],
+            {CollectorVerified.type: when_collector_verified_update_copy},
+        ),
         # the settlement saga: invoicing's answer, then payments' outcome
-        ConsumerSpec("booking.saga", ["invoicing.invoice", "payments.payout"], {
-            InvoiceIssued.type: when_invoice_issued_request_payout,
-            InvoiceBlocked.type: when_invoice_blocked_request_payout,
-            PayoutPaid.type: when_payout_paid_record,
-            PayoutFailed.type: when_payout_failed_record,
-        }),
+        ConsumerSpec(
+            "booking.saga",
+            ["invoicing.invoice", "payments.payout"],
+            {
+                InvoiceIssued.type: when_invoice_issued_request_payout,
+                InvoiceBlocked.type: when_invoice_blocked_request_payout,
+                PayoutPaid.type: when_payout_paid_record,
+                PayoutFailed.type: when_payout_failed_record,
+            },
+        ),
     ]
 
 
@@ -47,4 +54,6 @@ def setup(rt: ServiceRuntime) -> None:
     feed_of(rt)
 
 
-SERVICE = ServiceSpec(name="booking", metadata=metadata, router=router, consumers=consumers, seed=seed, setup=setup)
+SERVICE = ServiceSpec(
+    name="booking", metadata=metadata, router=router, consumers=consumers, seed=seed, setup=setup
+)

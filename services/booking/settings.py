@@ -4,6 +4,7 @@ Read from the environment with the prefix `BOOKING_` (e.g. `BOOKING_SLOT_CAPACIT
 `BOOKING_INVOICING_ENABLED=false`); the values here are the defaults of DOMAIN_RULES.md "Pickups".
 The runtime builds one at start (`ports["settings"]`); tests pass their own with `configure(rt, ...)`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,11 +46,15 @@ class BookingSettings(BaseSettings):
     min_order_fen: int = Field(0, ge=0)  # a minimum quote total (0: only the per-category minimums apply)
 
     # --- lifecycle rules -------------------------------------------------------------------------------
-    resident_cancel_cutoff_minutes: int = Field(60, ge=0)  # an accepted pickup can be cancelled until start − this
+    resident_cancel_cutoff_minutes: int = Field(
+        60, ge=0
+    )  # an accepted pickup can be cancelled until start − this
     expiry_escalation_minutes: int = Field(30, ge=0)  # unaccepted: escalate this long before the window opens
     no_show_wait_minutes: int = Field(15, ge=0)  # the collector waits this long after arriving / the start
     collector_no_show_grace_minutes: int = Field(30, ge=0)  # accepted, not arrived by window end + grace
-    weigh_reason_threshold_pct: int = Field(10, ge=0)  # a weighed line this far from its estimate needs a reason
+    weigh_reason_threshold_pct: int = Field(
+        10, ge=0
+    )  # a weighed line this far from its estimate needs a reason
 
     # --- the payout saga -------------------------------------------------------------------------------
     # None = enabled when the invoicing service exists in this code base
@@ -78,7 +83,7 @@ class BookingSettings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _hours(self) -> "BookingSettings":
+    def _hours(self) -> BookingSettings:
         if self.service_opens >= self.service_closes:
             raise ValueError("service_opens must be before service_closes")
         for t in (self.service_opens, self.service_closes):
@@ -126,14 +131,14 @@ def _invoicing_exists() -> bool:
     return "invoicing" in available_services()
 
 
-def settings_of(rt: "ServiceRuntime") -> BookingSettings:
+def settings_of(rt: ServiceRuntime) -> BookingSettings:
     s = rt.ports.get("settings")
     if s is None:
         s = rt.ports["settings"] = BookingSettings()
     return s
 
 
-def configure(rt: "ServiceRuntime", **overrides: Any) -> BookingSettings:
+def configure(rt: ServiceRuntime, **overrides: Any) -> BookingSettings:
     """Replace the runtime's booking settings (tests, benchmarks): defaults + environment + `overrides`."""
     s = BookingSettings(**overrides)
     rt.ports["settings"] = s
@@ -141,7 +146,7 @@ def configure(rt: "ServiceRuntime", **overrides: Any) -> BookingSettings:
     return s
 
 
-def price_cache(rt: "ServiceRuntime") -> "PriceCache":
+def price_cache(rt: ServiceRuntime) -> PriceCache:
     from .prices import PriceCache
 
     c = rt.ports.get("price_cache")

@@ -1,4 +1,5 @@
 """Booking's tables."""
+
 from __future__ import annotations
 
 from sqlalchemy import (
@@ -85,7 +86,9 @@ pickups = Table(
     Column("window_start", TS, nullable=False),
     Column("window_end", TS, nullable=False),
     Column("notes", Text, nullable=False),
-    Column("categories", Text, nullable=False),  # space-separated leaf codes of the estimate (dispatch filter)
+    Column(
+        "categories", Text, nullable=False
+    ),  # space-separated leaf codes of the estimate (dispatch filter)
     Column("quote_total_fen", Integer, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),

@@ -3,6 +3,7 @@
 The timers keep their state in the database (see timers.py): beat only says "scan now", so a worker restart, a
 missed tick or two workers scanning at once change nothing.
 """
+
 from __future__ import annotations
 
 from services.kernel.runtime import ServiceRuntime

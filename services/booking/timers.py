@@ -5,6 +5,7 @@ once (or a scan racing a collector's accept) cannot both act.
 
 Run by Celery beat (services/booking/tasks.py) every `timer_interval_s`; tests call `run_due(rt, now)`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,24 +33,43 @@ def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
     now = now or utcnow()
     soon = now + timedelta(minutes=s.expiry_escalation_minutes)
     return {
-        "escalated": _each(rt, s.timer_batch,
-                           select(pickups).where(pickups.c.status == m.REQUESTED, pickups.c.window_start <= soon,
-                                                 pickups.c.window_start > now, pickups.c.escalated_at.is_(None)),
-                           lambda uow, row: _escalate(uow, row, now)),
-        "expired": _each(rt, s.timer_batch,
-                         select(pickups).where(pickups.c.status == m.REQUESTED, pickups.c.window_start <= now),
-                         lambda uow, row: expire_row(uow, row, now, s)),
+        "escalated": _each(
+            rt,
+            s.timer_batch,
+            select(pickups).where(
+                pickups.c.status == m.REQUESTED,
+                pickups.c.window_start <= soon,
+                pickups.c.window_start > now,
+                pickups.c.escalated_at.is_(None),
+            ),
+            lambda uow, row: _escalate(uow, row, now),
+        ),
+        "expired": _each(
+            rt,
+            s.timer_batch,
+            select(pickups).where(pickups.c.status == m.REQUESTED, pickups.c.window_start <= now),
+            lambda uow, row: expire_row(uow, row, now, s),
+        ),
         "collector_no_show": _each(
-            rt, s.timer_batch,
-            select(pickups).where(pickups.c.status == m.ACCEPTED,
-                                  pickups.c.window_end <= now - timedelta(minutes=s.collector_no_show_grace_minutes)),
-            lambda uow, row: _collector_no_show(uow, row, now)),
+            rt,
+            s.timer_batch,
+            select(pickups).where(
+                pickups.c.status == m.ACCEPTED,
+                pickups.c.window_end <= now - timedelta(minutes=s.collector_no_show_grace_minutes),
+            ),
+            lambda uow, row: _collector_no_show(uow, row, now),
+        ),
         "invoice_timed_out": _each(
-            rt, s.timer_batch,
-            select(pickups).where(pickups.c.invoice_status == m.INVOICE_AWAITING,
-                                  pickups.c.settled_at <= now - timedelta(minutes=s.invoice_timeout_minutes)),
-            lambda uow, row: start_payout(uow, row.id, withheld_fen=0, invoice_status=m.INVOICE_TIMED_OUT,
-                                          invoice_id=None, now=now)),
+            rt,
+            s.timer_batch,
+            select(pickups).where(
+                pickups.c.invoice_status == m.INVOICE_AWAITING,
+                pickups.c.settled_at <= now - timedelta(minutes=s.invoice_timeout_minutes),
+            ),
+            lambda uow, row: start_payout(
+                uow, row.id, withheld_fen=0, invoice_status=m.INVOICE_TIMED_OUT, invoice_id=None, now=now
+            ),
+        ),
     }
 
 
@@ -59,8 +79,11 @@ def _each(rt: ServiceRuntime, batch: int, query: Any, act: Callable[[Tx, Any], b
     tried: set[str] = set()
     while True:
         with rt.db.session(readonly=True) as s:
-            rows = [r for r in s.execute(query.order_by(pickups.c.id).limit(batch + len(tried))).all()
-                    if r.id not in tried]
+            rows = [
+                r
+                for r in s.execute(query.order_by(pickups.c.id).limit(batch + len(tried))).all()
+                if r.id not in tried
+            ]
         if not rows:
             return done
         for row in rows[:batch]:
@@ -74,24 +97,45 @@ def _each(rt: ServiceRuntime, batch: int, query: Any, act: Callable[[Tx, Any], b
 
 
 def _escalate(uow: Tx, row: Any, now: datetime) -> bool:
-    res = uow.session.execute(update(pickups).where(pickups.c.id == row.id, pickups.c.status == m.REQUESTED,
-                                                    pickups.c.escalated_at.is_(None))
-                              .values(escalated_at=now, version=pickups.c.version + 1, updated_at=now))
+    res = uow.session.execute(
+        update(pickups)
+        .where(pickups.c.id == row.id, pickups.c.status == m.REQUESTED, pickups.c.escalated_at.is_(None))
+        .values(escalated_at=now, version=pickups.c.version + 1, updated_at=now)
+    )
     if res.rowcount != 1:
         return False
     start = aware(row.window_start)
-    uow.emit(PickupExpiryEscalated(pickup_id=row.id, city_code=row.city_code, district=row.district,
-                                   geohash=row.geohash[:FEED_PRECISION], window_start=start,
-                                   minutes_left=max(int((start - now).total_seconds() // 60), 0), escalated_at=now))
+    uow.emit(
+        PickupExpiryEscalated(
+            pickup_id=row.id,
+            city_code=row.city_code,
+            district=row.district,
+            geohash=row.geohash[:FEED_PRECISION],
+            window_start=start,
+            minutes_left=max(int((start - now).total_seconds() // 60), 0),
+            escalated_at=now,
+        )
+    )
     return True
 
 
 def _collector_no_show(uow: Tx, row: Any, now: datetime) -> bool:
     """Accepted, and nobody arrived by the end of the window plus the grace period."""
-    res = uow.session.execute(update(pickups).where(pickups.c.id == row.id, pickups.c.status == m.ACCEPTED)
-                              .values(status=m.NO_SHOW, no_show_party="collector", closed_at=now,
-                                      closed_by="system", version=pickups.c.version + 1, updated_at=now))
+    res = uow.session.execute(
+        update(pickups)
+        .where(pickups.c.id == row.id, pickups.c.status == m.ACCEPTED)
+        .values(
+            status=m.NO_SHOW,
+            no_show_party="collector",
+            closed_at=now,
+            closed_by="system",
+            version=pickups.c.version + 1,
+            updated_at=now,
+        )
+    )
     if res.rowcount != 1:
         return False
-    uow.emit(PickupNoShow(pickup_id=row.id, party="collector", collector_id=row.collector_id, recorded_at=now))
+    uow.emit(
+        PickupNoShow(pickup_id=row.id, party="collector", collector_id=row.collector_id, recorded_at=now)
+    )
     return True

@@ -5,6 +5,7 @@ A listing event carries the searchable document (title, description, category, c
 search indexer (listings' own consumer group) and any other reader need no access to listings' tables. `version`
 grows with every change of the listing: a reader keeps the highest version it has seen and ignores older ones.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -33,8 +34,10 @@ class _ListingDocument(_ListingEvent):
 
 class ListingPublished(_ListingDocument):
     type = "cn.recycle.listings.listing.published.v1"
-    doc = ("A listing is on sale (first publication, or back on sale after an order expired or was cancelled): "
-           "the search index adds it.")
+    doc = (
+        "A listing is on sale (first publication, or back on sale after an order expired or was cancelled): "
+        "the search index adds it."
+    )
 
 
 class ListingUpdated(_ListingDocument):
@@ -44,8 +47,10 @@ class ListingUpdated(_ListingDocument):
 
 class ListingUnpublished(_ListingEvent):
     type = "cn.recycle.listings.listing.unpublished.v1"
-    doc = ("A listing left the market: `reason` is withdrawn (by its seller), reserved (an order holds it), "
-           "certificate_revoked (its wipe certificate was revoked) or sold. The search index drops it.")
+    doc = (
+        "A listing left the market: `reason` is withdrawn (by its seller), reserved (an order holds it), "
+        "certificate_revoked (its wipe certificate was revoked) or sold. The search index drops it."
+    )
     reason: str
     at: datetime
 
@@ -69,8 +74,10 @@ class OrderPaid(_OrderEvent):
 
 class OrderCompleted(_OrderEvent):
     type = "cn.recycle.listings.order.completed.v1"
-    doc = ("The buyer confirmed receipt (or it was auto-confirmed): escrow is captured and released to the seller "
-           "less `fee_fen`. A second-hand sale, not a recycling transaction: the price index ignores it.")
+    doc = (
+        "The buyer confirmed receipt (or it was auto-confirmed): escrow is captured and released to the seller "
+        "less `fee_fen`. A second-hand sale, not a recycling transaction: the price index ignores it."
+    )
     fee_fen: int
     category: str
     city_code: str

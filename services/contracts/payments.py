@@ -11,12 +11,12 @@ service asks for `HoldCaptureRequested` (capture, and release to a payee less a 
 `HoldCancelRequested` → `HoldCancelled` (an uncaptured hold, or a payment never confirmed) or `HoldRefunded`
 (captured money given back in full).
 """
+
 from __future__ import annotations
 
 from datetime import datetime
 
 from services.kernel.events import Event
-
 
 # Requests come from whichever service owns the sale (listings, trading): `requested_by` names it.
 CLIENTS = "/payments/clients"
@@ -31,11 +31,14 @@ class _HoldEvent(Event):
 
 # --- requests (published by the service that owns the sale) ---------------------------------------------------
 
+
 class HoldRequested(_HoldEvent):
     type = "cn.recycle.payments.hold.requested.v1"
     source = CLIENTS
-    doc = ("A service asks payments to reserve `amount_fen` of the payer's money (担保/预授权) for its `reference_id`; "
-           "the payer confirms with a payment method.")
+    doc = (
+        "A service asks payments to reserve `amount_fen` of the payer's money (担保/预授权) for its `reference_id`; "
+        "the payer confirms with a payment method."
+    )
     payer_user_id: str
     amount_fen: int
     reference_id: str
@@ -46,8 +49,10 @@ class HoldRequested(_HoldEvent):
 class HoldCaptureRequested(_HoldEvent):
     type = "cn.recycle.payments.hold.capture_requested.v1"
     source = CLIENTS
-    doc = ("Capture the whole hold and release it to `payee_user_id` less `fee_fen` (the platform's fee); payments "
-           "pays the payee through its payouts.")
+    doc = (
+        "Capture the whole hold and release it to `payee_user_id` less `fee_fen` (the platform's fee); payments "
+        "pays the payee through its payouts."
+    )
     payee_user_id: str
     payee_kind: str = "seller"
     fee_fen: int = 0
@@ -58,8 +63,10 @@ class HoldCaptureRequested(_HoldEvent):
 class HoldCancelRequested(_HoldEvent):
     type = "cn.recycle.payments.hold.cancel_requested.v1"
     source = CLIENTS
-    doc = ("Give the payer's money back in full: an unconfirmed payment is closed, an uncaptured hold released, a "
-           "captured one refunded.")
+    doc = (
+        "Give the payer's money back in full: an unconfirmed payment is closed, an uncaptured hold released, a "
+        "captured one refunded."
+    )
     reason: str
     requested_by: str
     requested_at: datetime
@@ -67,10 +74,13 @@ class HoldCancelRequested(_HoldEvent):
 
 # --- reports (published by payments) ------------------------------------------------------------------------
 
+
 class HoldOpened(_HoldEvent):
     type = "cn.recycle.payments.hold.opened.v1"
-    doc = ("The payment waits for the payer: `payment_id` is what the payer confirms; `client_secret` is set when "
-           "the provider's own client confirms it (Stripe), null for the sandbox.")
+    doc = (
+        "The payment waits for the payer: `payment_id` is what the payer confirms; `client_secret` is set when "
+        "the provider's own client confirms it (Stripe), null for the sandbox."
+    )
     payment_id: str
     client_secret: str | None = None
     amount_fen: int
@@ -98,8 +108,10 @@ class HoldDeclined(_HoldEvent):
 
 class HoldCaptured(_HoldEvent):
     type = "cn.recycle.payments.hold.captured.v1"
-    doc = ("The hold was captured and released: `payout_id` pays `released_fen` to the payee (its outcome comes as "
-           "payout events); `fee_fen` stays with the platform.")
+    doc = (
+        "The hold was captured and released: `payout_id` pays `released_fen` to the payee (its outcome comes as "
+        "payout events); `fee_fen` stays with the platform."
+    )
     hold_id: str
     reference_id: str
     captured_fen: int

@@ -3,6 +3,7 @@
 Quantities travel as decimal strings in tonnes with 3 places (kilogram precision); money in fen. `city_code` is the
 lot's GB/T 2260 code, where the scrap lies.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -34,8 +35,10 @@ class TradeAwarded(_TradeEvent):
 
 class TradeSettled(_TradeEvent):
     type = "cn.recycle.trading.trade.settled.v1"
-    doc = ("The buyer paid on the weighbridge weight and the seller was paid less the fee: a tier-1 transaction for "
-           "the price index and the delivered flow for statistics.")
+    doc = (
+        "The buyer paid on the weighbridge weight and the seller was paid less the fee: a tier-1 transaction for "
+        "the price index and the delivered flow for statistics."
+    )
     delivered_t: str
     price_fen_per_t: int
     amount_fen: int
@@ -44,6 +47,7 @@ class TradeSettled(_TradeEvent):
 
 
 # --- lots (topic `trading.lot`, key = lot id): the lots board and its live best bids ----------------------------
+
 
 class _LotEvent(Event):
     topic = "trading.lot"
@@ -71,8 +75,10 @@ class LotListed(_LotEvent):
 
 class LotBestBidChanged(_LotEvent):
     type = "cn.recycle.trading.lot.best_bid_changed.v1"
-    doc = ("Ascending lots only (sealed bids stay hidden until the close): a new best bid, and the lot's end time "
-           "after it (moved later when the bid came in the last minutes). The bidder is not named.")
+    doc = (
+        "Ascending lots only (sealed bids stay hidden until the close): a new best bid, and the lot's end time "
+        "after it (moved later when the bid came in the last minutes). The bidder is not named."
+    )
     price_fen_per_t: int
     bid_count: int
     ends_at: datetime
@@ -82,7 +88,9 @@ class LotBestBidChanged(_LotEvent):
 
 class LotClosed(_LotEvent):
     type = "cn.recycle.trading.lot.closed.v1"
-    doc = "The lot closed at its end time: `awarded` (with the trade) or `unsold` (no bid at or above reserve)."
+    doc = (
+        "The lot closed at its end time: `awarded` (with the trade) or `unsold` (no bid at or above reserve)."
+    )
     status: str  # awarded | unsold
     trade_id: str | None = None
     price_fen_per_t: int | None = None

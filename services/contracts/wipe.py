@@ -4,6 +4,7 @@ Certificates carry no personal data. A device is named by `device_keys`: SHA-256
 identifiers (`device_key`), so listings can match a listing's IMEI/serial to a certificate without either side
 shipping the raw identifier around the bus.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +32,10 @@ class _CertificateEvent(Event):
 
 class CertificateIssued(_CertificateEvent):
     type = "cn.recycle.wipe.certificate.issued.v1"
-    doc = ("A signed erasure report passed the policy for its media; the device may be resold. Listings keeps a copy "
-           "and lets a listing naming one of `device_keys` be published.")
+    doc = (
+        "A signed erasure report passed the policy for its media; the device may be resold. Listings keeps a copy "
+        "and lets a listing naming one of `device_keys` be published."
+    )
     device_keys: list[str]
     device_kind: str  # phone | tablet | computer | drive | other
     media_type: str
@@ -43,8 +46,10 @@ class CertificateIssued(_CertificateEvent):
 
 class CertificateRevoked(_CertificateEvent):
     type = "cn.recycle.wipe.certificate.revoked.v1"
-    doc = ("A certificate no longer holds (failed secondary verification, revoked tool, admin decision); listings "
-           "that rely on it are unpublished.")
+    doc = (
+        "A certificate no longer holds (failed secondary verification, revoked tool, admin decision); listings "
+        "that rely on it are unpublished."
+    )
     device_keys: list[str]
     reason: str
     revoked_at: datetime

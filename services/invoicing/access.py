@@ -4,6 +4,7 @@ An accountant's firms come from the token: `firm_roles` pairs (firm, "accountant
 a token that names a firm in `firms` without saying how (no `firm_roles` entry for it) counts when the user holds
 the accountant role. A user who acts for a firm only as its collector or owner is not its accountant.
 """
+
 from __future__ import annotations
 
 from services.kernel.auth import Principal

@@ -8,6 +8,7 @@ Access (checked on every route, after a missing resource answers 404):
   (the annual statement then covers that accountant's firms only);
 - tax-unpaid / issuer status: an admin, or an accountant of that firm.
 """
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -138,7 +139,7 @@ class RedLineIn(BaseModel):
         try:
             q = Decimal(v)
         except Exception:  # noqa: BLE001
-            raise ValueError("qty must be a decimal string like \"12.345\"") from None
+            raise ValueError('qty must be a decimal string like "12.345"') from None
         if not q.is_finite() or q < 0:
             raise ValueError("qty must be a non-negative decimal")
         return v
@@ -210,7 +211,9 @@ async def list_invoices(ctx: Ctx) -> dict:
     where: list[Any] = []
     if q.issuer_firm_id is not None:
         if q.issuer_firm_id not in firms and not user.has("admin") and q.seller_id != user.user_id:
-            raise Forbidden(f"you do not keep books for firm {q.issuer_firm_id}", reason="not_firm_accountant")
+            raise Forbidden(
+                f"you do not keep books for firm {q.issuer_firm_id}", reason="not_firm_accountant"
+            )
         where.append(c.issuer_firm_id == q.issuer_firm_id)
     if q.seller_id is not None and q.seller_id == user.user_id:
         where.append(c.seller_id == user.user_id)
@@ -237,7 +240,9 @@ async def list_invoices(ctx: Ctx) -> dict:
 
     def load() -> dict:
         with UnitOfWork(ctx.runtime.db, readonly=True) as uow:
-            rows = uow.session.execute(select(invoices).where(*where).order_by(c.id.desc()).limit(limit + 1)).all()
+            rows = uow.session.execute(
+                select(invoices).where(*where).order_by(c.id.desc()).limit(limit + 1)
+            ).all()
             items = render_many(uow.session, rows[:limit])
         return {"items": items, "next_cursor": rows[limit - 1].id if len(rows) > limit else None}
 
@@ -265,32 +270,52 @@ def _detail(ctx: Ctx, invoice_id: str) -> dict:
         return invoice_detail(uow.session, _load(uow.session, invoice_id))
 
 
-@router.post("/v1/invoices/{id}/red-letter", roles={"accountant"}, body=RedLetterIn, response=InvoiceOut,
-             status=201, errors=(403, 404, 409, 422))
+@router.post(
+    "/v1/invoices/{id}/red-letter",
+    roles={"accountant"},
+    body=RedLetterIn,
+    response=InvoiceOut,
+    status=201,
+    errors=(403, 404, 409, 422),
+)
 async def red_letter_invoice(ctx: Ctx) -> dict:
     """Offset an issued blue invoice with its red-letter (红字) invoice, fully or by lines; 1:1, with a reason."""
     body: RedLetterIn = ctx.body
     user = ctx.user
-    lines = None if body.lines is None else [RedLetterLine(ln.line_index, ln.amount_fen, Decimal(ln.qty))
-                                             for ln in body.lines]
+    lines = (
+        None
+        if body.lines is None
+        else [RedLetterLine(ln.line_index, ln.amount_fen, Decimal(ln.qty)) for ln in body.lines]
+    )
 
     def act() -> dict:
-        red_id = issue_red_letter(ctx.runtime, ctx.params["id"], reason=body.reason, lines=lines, by=user.user_id,
-                                  authorize=lambda row: require_accountant_of(user, row.issuer_firm_id))
+        red_id = issue_red_letter(
+            ctx.runtime,
+            ctx.params["id"],
+            reason=body.reason,
+            lines=lines,
+            by=user.user_id,
+            authorize=lambda row: require_accountant_of(user, row.issuer_firm_id),
+        )
         return _detail(ctx, red_id)
 
     return await ctx.run(act)
 
 
-@router.post("/v1/invoices/{id}/retry", roles={"accountant", "admin"}, response=InvoiceOut,
-             errors=(403, 404, 409, 422))
+@router.post(
+    "/v1/invoices/{id}/retry", roles={"accountant", "admin"}, response=InvoiceOut, errors=(403, 404, 409, 422)
+)
 async def retry_invoice(ctx: Ctx) -> dict:
     """Issue a blocked invoice now that its missing precondition has arrived (422 with the reason if not)."""
     user = ctx.user
 
     def act() -> dict:
-        out = retry_blocked(ctx.runtime, ctx.params["id"], user.user_id,
-                            authorize=lambda row: require_accountant_of(user, row.issuer_firm_id, admin_ok=True))
+        out = retry_blocked(
+            ctx.runtime,
+            ctx.params["id"],
+            user.user_id,
+            authorize=lambda row: require_accountant_of(user, row.issuer_firm_id, admin_ok=True),
+        )
         return _detail(ctx, out.invoice_id)
 
     return await ctx.run(act)
@@ -306,8 +331,9 @@ def _may_see_seller(s: Any, user: Any, seller_id: str) -> frozenset[str] | None:
     firms = accountant_firms(user)
     if firms:
         c = invoices.c
-        hit = s.execute(select(c.id).where(c.seller_id == seller_id, c.issuer_firm_id.in_(sorted(firms)))
-                        .limit(1)).first()
+        hit = s.execute(
+            select(c.id).where(c.seller_id == seller_id, c.issuer_firm_id.in_(sorted(firms))).limit(1)
+        ).first()
         if hit is not None:
             return firms
     raise Forbidden("you may see only your own ledger, or your firms' sellers'", reason="not_owner")
@@ -324,8 +350,9 @@ async def seller_cap_ledger(ctx: Ctx) -> dict:
     def load() -> dict:
         with UnitOfWork(rt.db, readonly=True) as uow:
             _may_see_seller(uow.session, ctx.user, seller_id)
-            return cap_ledger_view(uow.session, seller_id, on, rules.rolling_cap.sales_excl_fen,
-                                   rules.rolling_cap.months)
+            return cap_ledger_view(
+                uow.session, seller_id, on, rules.rolling_cap.sales_excl_fen, rules.rolling_cap.months
+            )
 
     return await ctx.run(load)
 
@@ -347,13 +374,31 @@ async def seller_annual_statement(ctx: Ctx) -> dict:
 
 
 def _export_out(job: dict) -> dict:
-    return {**{k: job[k] for k in ("id", "status", "progress", "kind", "period", "format", "firm_id", "rows_done",
-                                   "rows_total", "error", "created_at", "finished_at")},
-            "download_url": f"/v1/tax/exports/{job['id']}/file" if job["status"] == "done" else None}
+    return {
+        **{
+            k: job[k]
+            for k in (
+                "id",
+                "status",
+                "progress",
+                "kind",
+                "period",
+                "format",
+                "firm_id",
+                "rows_done",
+                "rows_total",
+                "error",
+                "created_at",
+                "finished_at",
+            )
+        },
+        "download_url": f"/v1/tax/exports/{job['id']}/file" if job["status"] == "done" else None,
+    }
 
 
-@router.post("/v1/tax/exports", roles={"accountant"}, body=ExportIn, response=ExportOut, status=202,
-             errors=(403, 422))
+@router.post(
+    "/v1/tax/exports", roles={"accountant"}, body=ExportIn, response=ExportOut, status=202, errors=(403, 422)
+)
 async def start_export(ctx: Ctx) -> Reply:
     """Generate the month's 代办税费明细报告表 (detail), 代办税费报告表 (summary) or annual statements (annual)."""
     body: ExportIn = ctx.body
@@ -362,8 +407,10 @@ async def start_export(ctx: Ctx) -> Reply:
     firm_id = body.firm_id
     if firm_id is None:
         if len(firms) != 1:
-            raise ValidationFailed.field("firm_id", "name the firm: you keep books for "
-                                         + (f"{len(firms)} firms" if firms else "no firm"))
+            raise ValidationFailed.field(
+                "firm_id",
+                "name the firm: you keep books for " + (f"{len(firms)} firms" if firms else "no firm"),
+            )
         (firm_id,) = firms
     require_accountant_of(user, firm_id)
     spec = ReportSpec(firm_id, body.kind, body.period, body.format, body.pii)
@@ -403,18 +450,32 @@ async def download_export(ctx: Ctx) -> web.StreamResponse:
     path = export_path(ctx.runtime, job)
     if not path.exists():
         raise NotFound(f"the file of export {job['id']} is gone; request it again")
-    ctype = ("text/csv; charset=utf-8" if job["format"] == "csv"
-             else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
-    return web.FileResponse(path, chunk_size=settings_of(ctx.runtime).export_chunk_bytes, headers={
-        "Content-Type": ctype, "Content-Disposition": f'attachment; filename="{job["file_name"]}"',
-        "Cache-Control": "private, no-store"})
+    ctype = (
+        "text/csv; charset=utf-8"
+        if job["format"] == "csv"
+        else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
+    return web.FileResponse(
+        path,
+        chunk_size=settings_of(ctx.runtime).export_chunk_bytes,
+        headers={
+            "Content-Type": ctype,
+            "Content-Disposition": f'attachment; filename="{job["file_name"]}"',
+            "Cache-Control": "private, no-store",
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- issuers
 
 
-@router.post("/v1/admin/invoicing/tax-unpaid", roles={"admin", "accountant"}, body=TaxStatusIn, status=201,
-             errors=(403, 409))
+@router.post(
+    "/v1/admin/invoicing/tax-unpaid",
+    roles={"admin", "accountant"},
+    body=TaxStatusIn,
+    status=201,
+    errors=(403, 409),
+)
 async def record_tax_unpaid(ctx: Ctx) -> dict:
     """Record a month's tax of an issuer as unpaid (it suspends the issuer after the filing deadline) or, admins
     only, as paid (it lifts the suspension; who did is recorded)."""
@@ -422,11 +483,20 @@ async def record_tax_unpaid(ctx: Ctx) -> dict:
     user = require_accountant_of(ctx.user, body.firm_id, admin_ok=True)
     if body.status == "paid" and not user.has("admin"):
         # lifting a suspension is the tax authority's word, relayed by an admin: never the firm's own
-        raise Forbidden("only an admin records a month's tax as paid (it lifts the suspension)",
-                        reason="admin_only")
-    return await ctx.run(lambda: record_tax_status(ctx.runtime, firm_id=body.firm_id, period=body.period,
-                                                   status=body.status, by=user.user_id,
-                                                   amount_fen=body.amount_fen, note=body.note))
+        raise Forbidden(
+            "only an admin records a month's tax as paid (it lifts the suspension)", reason="admin_only"
+        )
+    return await ctx.run(
+        lambda: record_tax_status(
+            ctx.runtime,
+            firm_id=body.firm_id,
+            period=body.period,
+            status=body.status,
+            by=user.user_id,
+            amount_fen=body.amount_fen,
+            note=body.note,
+        )
+    )
 
 
 @router.get("/v1/admin/invoicing/issuers/{firm_id}", roles={"admin", "accountant"}, errors=(403,))

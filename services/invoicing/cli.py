@@ -8,6 +8,7 @@ It reads the invoicing database named by the platform's settings (DATABASE_URL /
 like the API does (runner "cli"), and writes the file where --out says (default: the current directory).
 Mounted in workers/cli.py as the `tax` group; also runnable as `python -m services.invoicing.cli`.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import typer
 
-cli = typer.Typer(help="Reverse-invoicing tax reports (代办税费报告表, 明细报告表, annual statements).",
-                  no_args_is_help=True)
+cli = typer.Typer(
+    help="Reverse-invoicing tax reports (代办税费报告表, 明细报告表, annual statements).",
+    no_args_is_help=True,
+)
 
 
 @cli.callback()
@@ -51,7 +54,9 @@ def export(
     try:
         spec = ReportSpec(firm, kind, period, format, pii)
     except DomainError as exc:
-        console.print(f"[red]{exc.detail}[/]: " + "; ".join(f"{e['field']}: {e['message']}" for e in exc.errors))
+        console.print(
+            f"[red]{exc.detail}[/]: " + "; ".join(f"{e['field']}: {e['message']}" for e in exc.errors)
+        )
         raise typer.Exit(2) from None
     db = Database(settings.db_url("invoicing"), schema=settings.db_schema("invoicing"))
     migrations.upgrade("invoicing", db)
@@ -63,7 +68,12 @@ def export(
         set_export(db, job["id"], **values)
 
     mark(status="running", started_at=datetime.now(UTC))
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=console, disable=quiet) as bar:
         task = bar.add_task(f"{spec.kind} {spec.period} {spec.firm_id}", total=None)
 
@@ -76,8 +86,15 @@ def export(
         except Exception as exc:
             mark(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=datetime.now(UTC))
             raise
-    mark(status="done", progress=1.0, rows_done=n, rows_total=n, file_name=str(target.name),
-         size_bytes=target.stat().st_size, finished_at=datetime.now(UTC))
+    mark(
+        status="done",
+        progress=1.0,
+        rows_done=n,
+        rows_total=n,
+        file_name=str(target.name),
+        size_bytes=target.stat().st_size,
+        finished_at=datetime.now(UTC),
+    )
     db.dispose()
     console.print(f"wrote {target} ({n} invoices, {target.stat().st_size:,} bytes)")
 

@@ -13,6 +13,7 @@ a lost message delays an export, it never leaves it queued forever.
 Progress is written to the job row every `INVOICING_EXPORT_PROGRESS_EVERY` invoices in its own short transaction,
 so `GET /v1/tax/exports/{id}` shows it while the export's read snapshot is still open.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,10 +45,22 @@ def _now() -> datetime:
 def create_export(db: Database, spec: ReportSpec, requested_by: str, runner: str) -> dict[str, Any]:
     export_id = new_id("ex")
     with UnitOfWork(db) as uow:
-        uow.session.execute(exports.insert().values(
-            id=export_id, firm_id=spec.firm_id, requested_by=requested_by, kind=spec.kind, period=spec.period,
-            format=spec.fmt, pii=spec.pii, status="queued", runner=runner, rows_done=0, progress=0.0,
-            created_at=_now()))
+        uow.session.execute(
+            exports.insert().values(
+                id=export_id,
+                firm_id=spec.firm_id,
+                requested_by=requested_by,
+                kind=spec.kind,
+                period=spec.period,
+                format=spec.fmt,
+                pii=spec.pii,
+                status="queued",
+                runner=runner,
+                rows_done=0,
+                progress=0.0,
+                created_at=_now(),
+            )
+        )
     return load_export(db, export_id)
 
 
@@ -78,19 +91,42 @@ def run_export(rt: ServiceRuntime, export_id: str) -> dict[str, Any]:
     set_export(rt.db, export_id, status="running", started_at=_now(), error=None, rows_done=0, progress=0.0)
 
     def progress(done: int, total: int) -> None:
-        set_export(rt.db, export_id, rows_done=done, rows_total=total,
-             progress=round(done / total, 4) if total else 1.0)
+        set_export(
+            rt.db,
+            export_id,
+            rows_done=done,
+            rows_total=total,
+            progress=round(done / total, 4) if total else 1.0,
+        )
 
     path = export_path(rt, job)
     try:
-        n = write_report(rt.db, spec, path, progress=progress, progress_every=cfg.export_progress_every,
-                         fetch_rows=cfg.export_fetch_rows, settings=rt.settings)
+        n = write_report(
+            rt.db,
+            spec,
+            path,
+            progress=progress,
+            progress_every=cfg.export_progress_every,
+            fetch_rows=cfg.export_fetch_rows,
+            settings=rt.settings,
+        )
     except Exception as exc:
         log.exception("export %s failed", export_id)
-        set_export(rt.db, export_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=_now())
+        set_export(
+            rt.db, export_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=_now()
+        )
         raise
-    set_export(rt.db, export_id, status="done", progress=1.0, rows_done=n, rows_total=n, file_name=spec.file_name,
-         size_bytes=path.stat().st_size, finished_at=_now())
+    set_export(
+        rt.db,
+        export_id,
+        status="done",
+        progress=1.0,
+        rows_done=n,
+        rows_total=n,
+        file_name=spec.file_name,
+        size_bytes=path.stat().st_size,
+        finished_at=_now(),
+    )
     return load_export(rt.db, export_id)
 
 
@@ -111,7 +147,9 @@ def dispatch(rt: ServiceRuntime, export_id: str, runner: str) -> str:
             set_export(rt.db, export_id, dispatched_at=_now())
             return "celery"
         except Exception:  # noqa: BLE001 - the broker is down: do not lose the request
-            log.warning("could not queue export %s on Celery; running it in a thread", export_id, exc_info=True)
+            log.warning(
+                "could not queue export %s on Celery; running it in a thread", export_id, exc_info=True
+            )
             set_export(rt.db, export_id, runner="thread")
     set_export(rt.db, export_id, worker=f"{socket.gethostname()}:{os.getpid()}")
     t = threading.Thread(target=_run_quietly, args=(rt, export_id), name=f"export-{export_id}", daemon=True)
@@ -124,18 +162,36 @@ def requeue_stale(rt: ServiceRuntime, now: datetime | None = None) -> list[str]:
     now = now or _now()
     cutoff = now - timedelta(seconds=settings_of(rt).export_queued_deadline_s)
     with UnitOfWork(rt.db, readonly=True) as uow:
-        stale = list(uow.session.execute(select(exports.c.id).where(and_(
-            exports.c.status == "queued", exports.c.runner == "celery",
-            func.coalesce(exports.c.dispatched_at, exports.c.created_at) < cutoff))).scalars())
+        stale = list(
+            uow.session.execute(
+                select(exports.c.id).where(
+                    and_(
+                        exports.c.status == "queued",
+                        exports.c.runner == "celery",
+                        func.coalesce(exports.c.dispatched_at, exports.c.created_at) < cutoff,
+                    )
+                )
+            ).scalars()
+        )
     for export_id in stale:
         with UnitOfWork(rt.db) as uow:  # claim it: two beats at once send it once
-            claimed = uow.session.execute(update(exports).where(and_(
-                exports.c.id == export_id, exports.c.status == "queued",
-                or_(exports.c.dispatched_at.is_(None), exports.c.dispatched_at < cutoff))).values(
-                dispatched_at=now)).rowcount
+            claimed = uow.session.execute(
+                update(exports)
+                .where(
+                    and_(
+                        exports.c.id == export_id,
+                        exports.c.status == "queued",
+                        or_(exports.c.dispatched_at.is_(None), exports.c.dispatched_at < cutoff),
+                    )
+                )
+                .values(dispatched_at=now)
+            ).rowcount
         if claimed:
-            log.warning("export %s still queued after %.0fs; sending it again", export_id,
-                        settings_of(rt).export_queued_deadline_s)
+            log.warning(
+                "export %s still queued after %.0fs; sending it again",
+                export_id,
+                settings_of(rt).export_queued_deadline_s,
+            )
             dispatch(rt, export_id, "celery")
     return stale
 

@@ -18,6 +18,7 @@ The month settlement here is `tax.month_settlement` without rebuilding each invo
 stores its figures under the other VAT status (`alt_*`, computed by the domain when issued), so settling an
 invoice is picking one of its two stored versions (`tests/invoicing/test_exports.py` checks it against the domain).
 """
+
 from __future__ import annotations
 
 import csv
@@ -40,7 +41,11 @@ from .store import invoices, issuers
 
 KINDS = ("detail", "summary", "annual")
 FORMATS = ("csv", "xlsx")
-TITLES = {"detail": "代办税费明细报告表", "summary": "代办税费报告表", "annual": "出售者年度反向开票及代扣税费明细"}
+TITLES = {
+    "detail": "代办税费明细报告表",
+    "summary": "代办税费报告表",
+    "annual": "出售者年度反向开票及代扣税费明细",
+}
 
 # (key, 中文) of the detail report's columns
 DETAIL_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -173,16 +178,43 @@ def invoice_stream_query(conn: Connection, spec: ReportSpec) -> Any:
     i = invoices.alias("i")
     b = invoices.alias("b")
     d_from, d_to = spec.bounds
-    cols = [i.c.seller_id, i.c.seller_name_masked, i.c.seller_id_number_masked, i.c.number, i.c.kind, b.c.number,
-            cast(i.c.invoice_date, String), i.c.total_fen, i.c.sales_excl_fen, i.c.exempt, i.c.vat_rate, i.c.vat_fen,
-            i.c.city_maintenance_fen, i.c.education_fen, i.c.local_education_fen, i.c.surcharges_fen, i.c.iit_fen,
-            i.c.withheld_fen, i.c.alt_sales_excl_fen, i.c.alt_vat_fen, i.c.alt_city_maintenance_fen,
-            i.c.alt_education_fen, i.c.alt_local_education_fen, i.c.alt_surcharges_fen, cast(i.c.cap_date, String)]
+    cols = [
+        i.c.seller_id,
+        i.c.seller_name_masked,
+        i.c.seller_id_number_masked,
+        i.c.number,
+        i.c.kind,
+        b.c.number,
+        cast(i.c.invoice_date, String),
+        i.c.total_fen,
+        i.c.sales_excl_fen,
+        i.c.exempt,
+        i.c.vat_rate,
+        i.c.vat_fen,
+        i.c.city_maintenance_fen,
+        i.c.education_fen,
+        i.c.local_education_fen,
+        i.c.surcharges_fen,
+        i.c.iit_fen,
+        i.c.withheld_fen,
+        i.c.alt_sales_excl_fen,
+        i.c.alt_vat_fen,
+        i.c.alt_city_maintenance_fen,
+        i.c.alt_education_fen,
+        i.c.alt_local_education_fen,
+        i.c.alt_surcharges_fen,
+        cast(i.c.cap_date, String),
+    ]
     if spec.pii == "full":
         cols += [i.c.seller_name_enc, i.c.seller_id_number_enc]
-    return (select(*cols).select_from(i.outerjoin(b, b.c.id == i.c.red_letter_of))
-            .where(i.c.issuer_firm_id == spec.firm_id, i.c.status == "issued", i.c.invoice_date.between(d_from, d_to))
-            .order_by(_by_seller(conn, i.c.seller_id), i.c.invoice_date, i.c.number))
+    return (
+        select(*cols)
+        .select_from(i.outerjoin(b, b.c.id == i.c.red_letter_of))
+        .where(
+            i.c.issuer_firm_id == spec.firm_id, i.c.status == "issued", i.c.invoice_date.between(d_from, d_to)
+        )
+        .order_by(_by_seller(conn, i.c.seller_id), i.c.invoice_date, i.c.number)
+    )
 
 
 def month_totals_query(conn: Connection, spec: ReportSpec) -> Any:
@@ -191,19 +223,37 @@ def month_totals_query(conn: Connection, spec: ReportSpec) -> Any:
     c = invoices.c
     d_from, d_to = spec.bounds
     ym = _ym(conn, c.invoice_date)
-    firm_sellers = (select(c.seller_id).where(c.issuer_firm_id == spec.firm_id, c.status == "issued",
-                                               c.invoice_date.between(d_from, d_to)).distinct())
-    return (select(c.seller_id, ym, func.sum(c.total_fen), func.min(c.vat_threshold_fen),
-                   func.max(c.vat_threshold_fen), func.count(), func.count(c.vat_threshold_fen))
-            .where(c.status == "issued", c.invoice_date.between(d_from, d_to), c.seller_id.in_(firm_sellers))
-            .group_by(c.seller_id, ym).order_by(_by_seller(conn, c.seller_id), ym))
+    firm_sellers = (
+        select(c.seller_id)
+        .where(c.issuer_firm_id == spec.firm_id, c.status == "issued", c.invoice_date.between(d_from, d_to))
+        .distinct()
+    )
+    return (
+        select(
+            c.seller_id,
+            ym,
+            func.sum(c.total_fen),
+            func.min(c.vat_threshold_fen),
+            func.max(c.vat_threshold_fen),
+            func.count(),
+            func.count(c.vat_threshold_fen),
+        )
+        .where(c.status == "issued", c.invoice_date.between(d_from, d_to), c.seller_id.in_(firm_sellers))
+        .group_by(c.seller_id, ym)
+        .order_by(_by_seller(conn, c.seller_id), ym)
+    )
 
 
 def count_rows(conn: Connection, spec: ReportSpec) -> int:
     d_from, d_to = spec.bounds
     c = invoices.c
-    return int(conn.execute(select(func.count()).where(c.issuer_firm_id == spec.firm_id, c.status == "issued",
-                                                       c.invoice_date.between(d_from, d_to))).scalar_one())
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                c.issuer_firm_id == spec.firm_id, c.status == "issued", c.invoice_date.between(d_from, d_to)
+            )
+        ).scalar_one()
+    )
 
 
 @contextmanager
@@ -221,9 +271,12 @@ def _latest_threshold(conn: Connection, seller_id: str, ym: str) -> int | None:
     c = invoices.c
     y, m = int(ym[:4]), int(ym[5:7])
     d_from, d_to = month_bounds(y, m)
-    return conn.execute(select(c.vat_threshold_fen).where(
-        c.seller_id == seller_id, c.status == "issued", c.invoice_date.between(d_from, d_to))
-        .order_by(c.invoice_date.desc(), c.issued_at.desc()).limit(1)).scalar()
+    return conn.execute(
+        select(c.vat_threshold_fen)
+        .where(c.seller_id == seller_id, c.status == "issued", c.invoice_date.between(d_from, d_to))
+        .order_by(c.invoice_date.desc(), c.issued_at.desc())
+        .limit(1)
+    ).scalar()
 
 
 class _MonthStatus:
@@ -262,8 +315,9 @@ def _decryptor(spec: ReportSpec, settings: Any) -> Callable[[str | None], str] |
 # ---------------------------------------------------------------------------------------------------- rows
 
 
-def detail_rows(conn: Connection, spec: ReportSpec, *, settings: Any = None, fetch_rows: int = 5000
-                ) -> Iterator[tuple]:
+def detail_rows(
+    conn: Connection, spec: ReportSpec, *, settings: Any = None, fetch_rows: int = 5000
+) -> Iterator[tuple]:
     """The detail report's rows (DETAIL_KEYS order): each invoice, then the seller's total row. The last
     item yielded is the firm's totals (row_type `firm_total`)."""
     reveal = _decryptor(spec, settings)
@@ -308,10 +362,38 @@ def detail_rows(conn: Connection, spec: ReportSpec, *, settings: Any = None, fet
             s_excl, s_vat, s_cm, s_edu, s_loc, s_sur = r[8], r[11], r[12], r[13], r[14], r[15]
             s_exempt = exempt
         iit = r[16]
-        row = ("invoice", sid, name, idno, r[3], kind, r[5] or "", day, r[7], r[8], r[10], r[11], r[12], r[13],
-               r[14], r[15], iit, r[17], "免税" if s_exempt else "应税", s_excl if s_exempt else 0,
-               0 if s_exempt else s_excl, red_offset, s_vat - r[11], s_sur - r[15], s_vat, s_cm, s_edu, s_loc, s_sur,
-               s_vat + s_sur + iit)
+        row = (
+            "invoice",
+            sid,
+            name,
+            idno,
+            r[3],
+            kind,
+            r[5] or "",
+            day,
+            r[7],
+            r[8],
+            r[10],
+            r[11],
+            r[12],
+            r[13],
+            r[14],
+            r[15],
+            iit,
+            r[17],
+            "免税" if s_exempt else "应税",
+            s_excl if s_exempt else 0,
+            0 if s_exempt else s_excl,
+            red_offset,
+            s_vat - r[11],
+            s_sur - r[15],
+            s_vat,
+            s_cm,
+            s_edu,
+            s_loc,
+            s_sur,
+            s_vat + s_sur + iit,
+        )
         for i in _SUMMED:
             seller[i] += row[i]
         yield row
@@ -332,12 +414,13 @@ def _total_row(row_type: str, seller_id: Any, name: str, idno: str, sums: list[i
 
 def summary_items(firm_total: tuple) -> list[tuple[str, str, int]]:
     counts = firm_total[-1]
-    by_key = dict(zip(DETAIL_KEYS, firm_total[:len(DETAIL_KEYS)]))
+    by_key = dict(zip(DETAIL_KEYS, firm_total[: len(DETAIL_KEYS)]))
     return [(key, label, counts[key] if key in counts else by_key[key]) for key, label in SUMMARY_ITEMS]
 
 
-def annual_rows(conn: Connection, spec: ReportSpec, *, settings: Any = None, fetch_rows: int = 5000
-                ) -> Iterator[tuple]:
+def annual_rows(
+    conn: Connection, spec: ReportSpec, *, settings: Any = None, fetch_rows: int = 5000
+) -> Iterator[tuple]:
     """One row per seller: the year's invoices from this firm, settled month by month."""
     year = spec.period[:4]
     seller: list[Any] | None = None
@@ -348,8 +431,15 @@ def annual_rows(conn: Connection, spec: ReportSpec, *, settings: Any = None, fet
             seller[4 if row[5] == "blue" else 5] += 1
         elif row[0] == "seller_total" and seller is not None:
             k = dict(zip(DETAIL_KEYS, row))
-            seller[6:] = [k["total_fen"], k["sales_excl_fen"], k["vat_due_fen"], k["surcharges_due_fen"],
-                          k["iit_fen"], k["withheld_fen"], k["tax_due_fen"]]
+            seller[6:] = [
+                k["total_fen"],
+                k["sales_excl_fen"],
+                k["vat_due_fen"],
+                k["surcharges_due_fen"],
+                k["iit_fen"],
+                k["withheld_fen"],
+                k["tax_due_fen"],
+            ]
             yield tuple(seller)
             seller = None
 
@@ -361,9 +451,16 @@ def _firm_name(conn: Connection, firm_id: str) -> str:
     return conn.execute(select(issuers.c.name).where(issuers.c.firm_id == firm_id)).scalar() or firm_id
 
 
-def write_report(db: Database, spec: ReportSpec, out_path: str | os.PathLike[str], *,
-                 progress: ProgressFn | None = None, progress_every: int = 20000, fetch_rows: int = 5000,
-                 settings: Any = None) -> int:
+def write_report(
+    db: Database,
+    spec: ReportSpec,
+    out_path: str | os.PathLike[str],
+    *,
+    progress: ProgressFn | None = None,
+    progress_every: int = 20000,
+    fetch_rows: int = 5000,
+    settings: Any = None,
+) -> int:
     """Write the report to `out_path` (through a temporary file, renamed at the end). Returns the number of
     invoices in it. `progress(done, total)` is called every `progress_every` invoices and at the end."""
     out = Path(out_path)
@@ -384,8 +481,10 @@ def write_report(db: Database, spec: ReportSpec, out_path: str | os.PathLike[str
                 yield row
 
         if spec.kind == "annual":
-            header, body = ANNUAL_COLUMNS, _annual_counted(conn, spec, settings, fetch_rows, progress, total,
-                                                           progress_every)
+            header, body = (
+                ANNUAL_COLUMNS,
+                _annual_counted(conn, spec, settings, fetch_rows, progress, total, progress_every),
+            )
             _write(spec.fmt, tmp, title, header, body, None)
             done = total
         else:
@@ -393,16 +492,29 @@ def write_report(db: Database, spec: ReportSpec, out_path: str | os.PathLike[str
             if spec.kind == "detail":
                 _write(spec.fmt, tmp, title, DETAIL_COLUMNS, rows, f"{TITLES['summary']} {spec.period}")
             else:
-                _write(spec.fmt, tmp, title, (("item", "项目"), ("name", "名称"), ("value", "金额/数量")),
-                       _summary_only(rows), None)
+                _write(
+                    spec.fmt,
+                    tmp,
+                    title,
+                    (("item", "项目"), ("name", "名称"), ("value", "金额/数量")),
+                    _summary_only(rows),
+                    None,
+                )
     os.replace(tmp, out)
     if progress is not None:
         progress(done, total)
     return done
 
 
-def _annual_counted(conn: Connection, spec: ReportSpec, settings: Any, fetch_rows: int,
-                    progress: ProgressFn | None, total: int, every: int) -> Iterator[tuple]:
+def _annual_counted(
+    conn: Connection,
+    spec: ReportSpec,
+    settings: Any,
+    fetch_rows: int,
+    progress: ProgressFn | None,
+    total: int,
+    every: int,
+) -> Iterator[tuple]:
     done = 0
     for row in annual_rows(conn, spec, settings=settings, fetch_rows=fetch_rows):
         done += row[4] + row[5]
@@ -430,13 +542,19 @@ class _Split:
         for row in self.rows:
             if row[0] == "firm_total":
                 self.firm_total = row
-                yield row[:len(DETAIL_KEYS)]
+                yield row[: len(DETAIL_KEYS)]
             else:
                 yield row
 
 
-def _write(fmt: str, path: Path, title: str, header: tuple[tuple[str, str], ...], rows: Iterator[tuple],
-           totals_title: str | None) -> None:
+def _write(
+    fmt: str,
+    path: Path,
+    title: str,
+    header: tuple[tuple[str, str], ...],
+    rows: Iterator[tuple],
+    totals_title: str | None,
+) -> None:
     split = _Split(rows) if totals_title else None
     body = iter(split) if split is not None else rows
     keys = [k for k, _ in header]

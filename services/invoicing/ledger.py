@@ -12,6 +12,7 @@ Callers that add an invoice hold the seller's lock row (`lock_seller`) first, in
 settlements of one seller are serialised (SELECT ... FOR UPDATE on PostgreSQL; SQLite's single writer does it
 anyway) and the totals they read are the committed ones.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -58,8 +59,9 @@ def insert_ignore(session: Session, table: Any, values: dict[str, Any]) -> None:
 def lock_seller(session: Session, seller_id: str) -> None:
     """Take the seller's lock row until the transaction ends (created on first use)."""
     insert_ignore(session, seller_locks, {"seller_id": seller_id, "created_at": datetime.now(UTC)})
-    session.execute(select(seller_locks.c.seller_id).where(seller_locks.c.seller_id == seller_id)
-                    .with_for_update()).one()
+    session.execute(
+        select(seller_locks.c.seller_id).where(seller_locks.c.seller_id == seller_id).with_for_update()
+    ).one()
 
 
 def seller_position(session: Session, seller_id: str, on: date, cap_months: int) -> SellerPosition:
@@ -73,16 +75,23 @@ def seller_position(session: Session, seller_id: str, on: date, cap_months: int)
     mine = and_(c.seller_id == seller_id, c.status == ISSUED)
     m_from, m_to = month_bounds(on.year, on.month)
     y_from, y_to = date(on.year, 1, 1), date(on.year, 12, 31)
-    row = session.execute(select(
-        func.coalesce(func.sum(case((c.invoice_date.between(m_from, m_to), c.total_fen), else_=0)), 0),
-        func.coalesce(func.sum(case((c.invoice_date.between(y_from, y_to), c.sales_excl_fen), else_=0)), 0),
-    ).where(mine, c.invoice_date.between(y_from, y_to))).one()
+    row = session.execute(
+        select(
+            func.coalesce(func.sum(case((c.invoice_date.between(m_from, m_to), c.total_fen), else_=0)), 0),
+            func.coalesce(
+                func.sum(case((c.invoice_date.between(y_from, y_to), c.sales_excl_fen), else_=0)), 0
+            ),
+        ).where(mine, c.invoice_date.between(y_from, y_to))
+    ).one()
     mtd, ytd = (max(int(v), 0) for v in row)
     first, _ = rolling_cap_window(on, cap_months)
     _, last = rolling_cap_window(_add_months(on, cap_months - 1), 1)
     ym = _year_month(session, c.cap_date)
-    by_month = dict(session.execute(select(ym, func.sum(c.sales_excl_fen))
-                                    .where(mine, c.cap_date.between(first, last)).group_by(ym)).all())
+    by_month = dict(
+        session.execute(
+            select(ym, func.sum(c.sales_excl_fen)).where(mine, c.cap_date.between(first, last)).group_by(ym)
+        ).all()
+    )
     windows = []
     for end in range(cap_months):  # windows ending with on's month, and each of the following months
         end_day = _add_months(on, end)
@@ -115,10 +124,14 @@ def cap_ledger(session: Session, seller_id: str, on: date, months: int) -> tuple
     w_from, w_to = rolling_cap_window(on, months)
     ym = _year_month(session, c.cap_date)
     rows = session.execute(
-        select(ym, func.coalesce(func.sum(case((c.kind == "blue", c.sales_excl_fen), else_=0)), 0),
-               func.coalesce(func.sum(case((c.kind == "red", c.sales_excl_fen), else_=0)), 0))
+        select(
+            ym,
+            func.coalesce(func.sum(case((c.kind == "blue", c.sales_excl_fen), else_=0)), 0),
+            func.coalesce(func.sum(case((c.kind == "red", c.sales_excl_fen), else_=0)), 0),
+        )
         .where(c.seller_id == seller_id, c.status == ISSUED, c.cap_date.between(w_from, w_to))
-        .group_by(ym)).all()
+        .group_by(ym)
+    ).all()
     got = {r[0]: (int(r[1]), int(r[2])) for r in rows}
     out = []
     y, m = w_from.year, w_from.month

@@ -4,6 +4,7 @@ An issued invoice keeps everything it was computed with (the applied rates, each
 and year-to-date position), so a red-letter invoice or a month settlement rebuilds the very same `InvoiceTaxes`
 and never re-reads configuration.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,17 +29,31 @@ _NEVER = 10**18
 
 
 def applied_to_json(a: AppliedRates) -> str:
-    return json.dumps({
-        "vat_exemption_threshold_fen": a.vat_exemption_threshold_fen,
-        "taxable_vat_rate": str(a.taxable_vat_rate),
-        "waiver_reason": a.waiver_reason,
-        "issuer_location_class": a.issuer_location_class,
-        "surcharge_rates": [{"code": r.code, "name": r.name, "base_rate": str(r.base_rate),
-                             "relief_factor": str(r.relief_factor), "rate": str(r.rate)} for r in a.surcharge_rates],
-        "iit_schedule": [{"up_to_year_sales_excl_fen": t.up_to_year_sales_excl_fen, "rate": str(t.rate)}
-                         for t in a.iit_schedule],
-        "three_flows": a.three_flows,
-    }, ensure_ascii=False, sort_keys=True)
+    return json.dumps(
+        {
+            "vat_exemption_threshold_fen": a.vat_exemption_threshold_fen,
+            "taxable_vat_rate": str(a.taxable_vat_rate),
+            "waiver_reason": a.waiver_reason,
+            "issuer_location_class": a.issuer_location_class,
+            "surcharge_rates": [
+                {
+                    "code": r.code,
+                    "name": r.name,
+                    "base_rate": str(r.base_rate),
+                    "relief_factor": str(r.relief_factor),
+                    "rate": str(r.rate),
+                }
+                for r in a.surcharge_rates
+            ],
+            "iit_schedule": [
+                {"up_to_year_sales_excl_fen": t.up_to_year_sales_excl_fen, "rate": str(t.rate)}
+                for t in a.iit_schedule
+            ],
+            "three_flows": a.three_flows,
+        },
+        ensure_ascii=False,
+        sort_keys=True,
+    )
 
 
 def applied_from_json(text: str) -> AppliedRates:
@@ -48,10 +63,15 @@ def applied_from_json(text: str) -> AppliedRates:
         taxable_vat_rate=Decimal(d["taxable_vat_rate"]),
         waiver_reason=d["waiver_reason"],
         issuer_location_class=d["issuer_location_class"],
-        surcharge_rates=tuple(SurchargeRate(r["code"], r["name"], Decimal(r["base_rate"]),
-                                            Decimal(r["relief_factor"]), Decimal(r["rate"]))
-                              for r in d["surcharge_rates"]),
-        iit_schedule=tuple(IitTier(t["up_to_year_sales_excl_fen"], Decimal(t["rate"])) for t in d["iit_schedule"]),
+        surcharge_rates=tuple(
+            SurchargeRate(
+                r["code"], r["name"], Decimal(r["base_rate"]), Decimal(r["relief_factor"]), Decimal(r["rate"])
+            )
+            for r in d["surcharge_rates"]
+        ),
+        iit_schedule=tuple(
+            IitTier(t["up_to_year_sales_excl_fen"], Decimal(t["rate"])) for t in d["iit_schedule"]
+        ),
         three_flows=d["three_flows"],
     )
 
@@ -63,9 +83,11 @@ def other_status(t: InvoiceTaxes) -> InvoiceTaxes:
 
 
 def _surcharge_cols(prefix: str, surcharges: dict[str, int]) -> dict[str, int]:
-    return {f"{prefix}city_maintenance_fen": surcharges.get(CITY_MAINTENANCE, 0),
-            f"{prefix}education_fen": surcharges.get(EDUCATION, 0),
-            f"{prefix}local_education_fen": surcharges.get(LOCAL_EDUCATION, 0)}
+    return {
+        f"{prefix}city_maintenance_fen": surcharges.get(CITY_MAINTENANCE, 0),
+        f"{prefix}education_fen": surcharges.get(EDUCATION, 0),
+        f"{prefix}local_education_fen": surcharges.get(LOCAL_EDUCATION, 0),
+    }
 
 
 def amount_columns(t: InvoiceTaxes, *, withholding: bool) -> dict[str, Any]:
@@ -94,23 +116,37 @@ def amount_columns(t: InvoiceTaxes, *, withholding: bool) -> dict[str, Any]:
     }
 
 
-def line_rows(invoice_id: str, t: InvoiceTaxes, *, names: dict[str, str] | None = None,
-              blue_line_nos: Sequence[int] | None = None) -> list[dict[str, Any]]:
+def line_rows(
+    invoice_id: str,
+    t: InvoiceTaxes,
+    *,
+    names: dict[str, str] | None = None,
+    blue_line_nos: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
     rows = []
     for k, lt in enumerate(t.lines):
         ln = lt.line
-        rows.append({
-            "invoice_id": invoice_id, "line_no": k, "category": ln.category,
-            "category_name": (names or {}).get(ln.category), "tax_code": ln.tax_code,
-            "qty": format(ln.qty, "f"), "unit": ln.unit, "unit_price_fen": ln.unit_price_fen,
-            "amount_fen": ln.amount_fen, "sales_excl_fen": lt.sales_excl_fen, "vat_fen": lt.vat_fen,
-            "surcharges_json": json.dumps([[c, f] for c, f in lt.surcharges]),
-            "iit_fen": lt.iit_fen,
-            "iit_slices_json": json.dumps([[s.base_fen, str(s.rate)] for s in lt.iit_slices]),
-            "ytd_before_fen": lt.year_to_date_before_fen,
-            "offsets_amount_fen": lt.offsets_amount_fen,
-            "blue_line_no": None if blue_line_nos is None else blue_line_nos[k],
-        })
+        rows.append(
+            {
+                "invoice_id": invoice_id,
+                "line_no": k,
+                "category": ln.category,
+                "category_name": (names or {}).get(ln.category),
+                "tax_code": ln.tax_code,
+                "qty": format(ln.qty, "f"),
+                "unit": ln.unit,
+                "unit_price_fen": ln.unit_price_fen,
+                "amount_fen": ln.amount_fen,
+                "sales_excl_fen": lt.sales_excl_fen,
+                "vat_fen": lt.vat_fen,
+                "surcharges_json": json.dumps([[c, f] for c, f in lt.surcharges]),
+                "iit_fen": lt.iit_fen,
+                "iit_slices_json": json.dumps([[s.base_fen, str(s.rate)] for s in lt.iit_slices]),
+                "ytd_before_fen": lt.year_to_date_before_fen,
+                "offsets_amount_fen": lt.offsets_amount_fen,
+                "blue_line_no": None if blue_line_nos is None else blue_line_nos[k],
+            }
+        )
     return rows
 
 
@@ -120,14 +156,28 @@ def taxes_from_rows(inv: Any, lines: Sequence[Any]) -> InvoiceTaxes:
     applied = applied_from_json(inv.applied_json)
     out = []
     for r in sorted(lines, key=lambda r: r.line_no):
-        line = InvoiceLine(r.category, r.tax_code, Decimal(r.qty), r.unit, int(r.unit_price_fen), int(r.amount_fen))
-        out.append(LineTaxes(
-            line=line, sales_excl_fen=int(r.sales_excl_fen), vat_fen=int(r.vat_fen),
-            surcharges=tuple((c, int(f)) for c, f in json.loads(r.surcharges_json)),
-            iit_fen=int(r.iit_fen),
-            iit_slices=tuple(IitSlice(int(b), Decimal(rate)) for b, rate in json.loads(r.iit_slices_json)),
-            year_to_date_before_fen=int(r.ytd_before_fen),
-            offsets_amount_fen=None if r.offsets_amount_fen is None else int(r.offsets_amount_fen),
-        ))
-    return InvoiceTaxes(kind=inv.kind, invoice_date=inv.invoice_date, exempt=bool(inv.exempt), applied=applied,
-                        lines=tuple(out), red_letter_of_date=inv.cap_date if inv.kind == "red" else None)
+        line = InvoiceLine(
+            r.category, r.tax_code, Decimal(r.qty), r.unit, int(r.unit_price_fen), int(r.amount_fen)
+        )
+        out.append(
+            LineTaxes(
+                line=line,
+                sales_excl_fen=int(r.sales_excl_fen),
+                vat_fen=int(r.vat_fen),
+                surcharges=tuple((c, int(f)) for c, f in json.loads(r.surcharges_json)),
+                iit_fen=int(r.iit_fen),
+                iit_slices=tuple(
+                    IitSlice(int(b), Decimal(rate)) for b, rate in json.loads(r.iit_slices_json)
+                ),
+                year_to_date_before_fen=int(r.ytd_before_fen),
+                offsets_amount_fen=None if r.offsets_amount_fen is None else int(r.offsets_amount_fen),
+            )
+        )
+    return InvoiceTaxes(
+        kind=inv.kind,
+        invoice_date=inv.invoice_date,
+        exempt=bool(inv.exempt),
+        applied=applied,
+        lines=tuple(out),
+        red_letter_of_date=inv.cap_date if inv.kind == "red" else None,
+    )

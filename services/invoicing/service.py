@@ -1,4 +1,5 @@
 """The invoicing service: reverse invoices (反向开票), red letters, seller caps, tax exports."""
+
 from __future__ import annotations
 
 from services.kernel.runtime import ServiceRuntime, ServiceSpec
@@ -25,8 +26,10 @@ def setup(rt: ServiceRuntime) -> None:
         classes = {entry.value.default, *(c for _, c in entry.value.by_city)}
         unknown = classes - known if known else set()
         if unknown:
-            raise ConfigError(f"service_rules.toml location_class from {entry.effective_from}: unknown classes "
-                              f"{sorted(unknown)} (tax_rules.toml has {sorted(known)})")
+            raise ConfigError(
+                f"service_rules.toml location_class from {entry.effective_from}: unknown classes "
+                f"{sorted(unknown)} (tax_rules.toml has {sorted(known)})"
+            )
 
 
 def _fail_interrupted_exports(rt: ServiceRuntime) -> None:
@@ -45,8 +48,11 @@ def _fail_interrupted_exports(rt: ServiceRuntime) -> None:
     host = socket.gethostname()
     with UnitOfWork(rt.db) as uow:
         s = uow.session
-        for job_id, worker in s.execute(select(exports.c.id, exports.c.worker).where(
-                exports.c.runner == "thread", exports.c.status.in_(("queued", "running")))).all():
+        for job_id, worker in s.execute(
+            select(exports.c.id, exports.c.worker).where(
+                exports.c.runner == "thread", exports.c.status.in_(("queued", "running"))
+            )
+        ).all():
             name, _, pid = (worker or "").rpartition(":")
             if name != host or not pid.isdigit():
                 continue
@@ -57,9 +63,15 @@ def _fail_interrupted_exports(rt: ServiceRuntime) -> None:
                 pass
             except PermissionError:
                 continue
-            s.execute(update(exports).where(exports.c.id == job_id).values(
-                status="failed", error="interrupted: the process running it stopped; request the export again",
-                finished_at=datetime.now(UTC)))
+            s.execute(
+                update(exports)
+                .where(exports.c.id == job_id)
+                .values(
+                    status="failed",
+                    error="interrupted: the process running it stopped; request the export again",
+                    finished_at=datetime.now(UTC),
+                )
+            )
 
 
 def setup_and_recover(rt: ServiceRuntime) -> None:
@@ -67,5 +79,6 @@ def setup_and_recover(rt: ServiceRuntime) -> None:
     _fail_interrupted_exports(rt)
 
 
-SERVICE = ServiceSpec(name="invoicing", metadata=metadata, router=router, consumers=consumers,
-                      setup=setup_and_recover)
+SERVICE = ServiceSpec(
+    name="invoicing", metadata=metadata, router=router, consumers=consumers, setup=setup_and_recover
+)

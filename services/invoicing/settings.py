@@ -4,6 +4,7 @@ The tax law itself (rates, thresholds, dates) is not here: it is date-effective 
 `tax_rules.toml` and `service_rules.toml` (or a deployment's own files named by `INVOICING_TAX_RULES_FILE` and
 `INVOICING_SERVICE_RULES_FILE`). These settings say how the service runs.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
@@ -69,14 +70,14 @@ class InvoicingSettings(BaseSettings):
         return self.local_date(datetime.now(UTC))
 
 
-def settings_of(rt: "ServiceRuntime") -> InvoicingSettings:
+def settings_of(rt: ServiceRuntime) -> InvoicingSettings:
     s = rt.ports.get("invoicing_settings")
     if s is None:
         s = rt.ports["invoicing_settings"] = InvoicingSettings()
     return s
 
 
-def configure(rt: "ServiceRuntime", **overrides: Any) -> InvoicingSettings:
+def configure(rt: ServiceRuntime, **overrides: Any) -> InvoicingSettings:
     """Replace the runtime's invoicing settings (tests, benchmarks): defaults + environment + `overrides`."""
     s = InvoicingSettings(**overrides)
     rt.ports["invoicing_settings"] = s
@@ -85,7 +86,7 @@ def configure(rt: "ServiceRuntime", **overrides: Any) -> InvoicingSettings:
     return s
 
 
-def tax_rule_book(rt: "ServiceRuntime") -> "TaxRuleBook":
+def tax_rule_book(rt: ServiceRuntime) -> TaxRuleBook:
     book = rt.ports.get("tax_rule_book")
     if book is None:
         from .domain.tax_config import load_rule_book
@@ -94,7 +95,7 @@ def tax_rule_book(rt: "ServiceRuntime") -> "TaxRuleBook":
     return book
 
 
-def service_rule_book(rt: "ServiceRuntime") -> "ServiceRuleBook":
+def service_rule_book(rt: ServiceRuntime) -> ServiceRuleBook:
     book = rt.ports.get("service_rule_book")
     if book is None:
         from .domain.service_rules import load_service_rules
@@ -103,7 +104,7 @@ def service_rule_book(rt: "ServiceRuntime") -> "ServiceRuleBook":
     return book
 
 
-def export_dir(rt: "ServiceRuntime") -> Path:
+def export_dir(rt: ServiceRuntime) -> Path:
     path = Path(settings_of(rt).export_dir.format(data_dir=rt.settings.data_dir))
     path.mkdir(parents=True, exist_ok=True)
     return path

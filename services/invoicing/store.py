@@ -11,6 +11,7 @@
 - `tax_unpaid`: months whose tax an issuer has not paid (suspension after the filing deadline).
 - `exports`: tax report jobs with their progress.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import (
@@ -52,7 +53,9 @@ invoices = Table(
     Column("issuer_code", Integer, nullable=True),
     Column("year", Integer, nullable=True),
     Column("seq", BigInteger, nullable=True),
-    Column("invoice_date", Date, nullable=False),  # 开票日期 (China time); for a blocked one: when it was blocked
+    Column(
+        "invoice_date", Date, nullable=False
+    ),  # 开票日期 (China time); for a blocked one: when it was blocked
     Column("cap_date", Date, nullable=True),  # the blue invoice's date: where it counts in the rolling cap
     Column("issued_at", TS, nullable=True),
     Column("created_at", TS, nullable=False),
@@ -107,8 +110,13 @@ invoices = Table(
     Index("ix_invoices_invoice_date_seller_id", "invoice_date", "seller_id"),
     Index("ix_invoices_pickup_id", "pickup_id"),
     # one blue invoice per settled pickup, however often its event arrives
-    Index("uq_invoices_blue_pickup_id", "pickup_id", unique=True,
-          sqlite_where=text("kind = 'blue'"), postgresql_where=text("kind = 'blue'")),
+    Index(
+        "uq_invoices_blue_pickup_id",
+        "pickup_id",
+        unique=True,
+        sqlite_where=text("kind = 'blue'"),
+        postgresql_where=text("kind = 'blue'"),
+    ),
 )
 
 invoice_lines = Table(
@@ -259,7 +267,9 @@ exports = Table(
     Column("size_bytes", BigInteger, nullable=True),
     Column("error", Text, nullable=True),
     Column("created_at", TS, nullable=False),
-    Column("dispatched_at", TS, nullable=True),  # last time it was sent to Celery (a stale queued job is resent)
+    Column(
+        "dispatched_at", TS, nullable=True
+    ),  # last time it was sent to Celery (a stale queued job is resent)
     Column("started_at", TS, nullable=True),
     Column("finished_at", TS, nullable=True),
 )

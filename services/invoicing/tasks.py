@@ -4,6 +4,7 @@
 It is safe to redeliver (acks_late): a finished job is left alone, an interrupted one starts again.
 `invoicing.requeue_stale_exports` sends again the jobs still queued past their deadline.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,12 +16,17 @@ from .settings import InvoicingSettings
 
 _every_s = InvoicingSettings().export_requeue_every_s
 SCHEDULE: dict[str, Any] = {
-    "invoicing-requeue-stale-exports": {"task": "invoicing.requeue_stale_exports", "schedule": _every_s,
-                                        "options": {"expires": _every_s}},
+    "invoicing-requeue-stale-exports": {
+        "task": "invoicing.requeue_stale_exports",
+        "schedule": _every_s,
+        "options": {"expires": _every_s},
+    },
 }
 
 
-@task("invoicing.export_tax_report", service="invoicing", acks_late=True, max_retries=3, default_retry_delay=30)
+@task(
+    "invoicing.export_tax_report", service="invoicing", acks_late=True, max_retries=3, default_retry_delay=30
+)
 def export_tax_report(rt: ServiceRuntime, export_id: str) -> dict[str, Any]:
     """Write the file of export `export_id` (代办税费报告表 / 明细报告表 / annual statement)."""
     from .export_jobs import run_export

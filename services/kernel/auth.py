@@ -11,6 +11,7 @@
   moved past it (role taken away, suspension, logout): see services/kernel/revocation.py.
 - Only HS256 is accepted (no `alg: none`, no algorithm confusion); `typ` keeps the two kinds apart.
 """
+
 from __future__ import annotations
 
 import time
@@ -77,8 +78,15 @@ class RefreshClaims:
     expires_at: int
 
 
-def issue_token(settings: Settings, principal: Principal, typ: str = "access", *, jti: str | None = None,
-                family: str | None = None, now: int | None = None) -> str:
+def issue_token(
+    settings: Settings,
+    principal: Principal,
+    typ: str = "access",
+    *,
+    jti: str | None = None,
+    family: str | None = None,
+    now: int | None = None,
+) -> str:
     now = int(time.time()) if now is None else now
     ttl = settings.access_token_ttl_s if typ == "access" else settings.refresh_token_ttl_s
     claims: dict = {
@@ -93,8 +101,12 @@ def issue_token(settings: Settings, principal: Principal, typ: str = "access", *
         firm_roles: dict[str, list[str]] = {}
         for firm_id, role in sorted(principal.firm_roles):
             firm_roles.setdefault(firm_id, []).append(role)
-        claims |= {"roles": sorted(principal.roles), "firms": sorted(principal.firm_ids), "firm_roles": firm_roles,
-                   "ver": principal.token_version}
+        claims |= {
+            "roles": sorted(principal.roles),
+            "firms": sorted(principal.firm_ids),
+            "firm_roles": firm_roles,
+            "ver": principal.token_version,
+        }
     else:
         claims["fam"] = family or new_id("rf")
     return jwt.encode(claims, settings.secret("jwt_secret"), algorithm=ALGORITHM)
@@ -117,8 +129,13 @@ def issue_tokens(settings: Settings, principal: Principal, family: str | None = 
 
 def _decode(settings: Settings, token: str, typ: str) -> dict:
     try:
-        claims = jwt.decode(token, settings.secret("jwt_secret"), algorithms=[ALGORITHM], issuer=ISSUER,
-                            options={"require": ["exp", "iat", "sub", "typ", "iss"]})
+        claims = jwt.decode(
+            token,
+            settings.secret("jwt_secret"),
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "typ", "iss"]},
+        )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("token expired", reason="token_expired") from exc
     except jwt.InvalidTokenError as exc:

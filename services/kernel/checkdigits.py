@@ -9,6 +9,7 @@
 Each `validate_*` returns the normalised value or raises `ValidationFailed` naming the field; `*_check_char`
 compute the check character (used by the tests' generators and by fixtures that need valid values).
 """
+
 from __future__ import annotations
 
 import re
@@ -22,11 +23,45 @@ _ID_WEIGHTS = [pow(2, 17 - i, 11) for i in range(17)]  # 7 9 10 5 8 4 2 1 6 3 7 
 _ID_CHECK = "10X98765432"  # check character by (sum of weighted digits) mod 11
 # First two digits: the province-level division (GB/T 2260), plus 81/82/83 used by the residence permits of
 # Hong Kong, Macao and Taiwan residents (港澳台居民居住证), which share the format.
-ID_PROVINCES = frozenset({
-    "11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37",
-    "41", "42", "43", "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65",
-    "71", "81", "82", "83",
-})
+ID_PROVINCES = frozenset(
+    {
+        "11",
+        "12",
+        "13",
+        "14",
+        "15",
+        "21",
+        "22",
+        "23",
+        "31",
+        "32",
+        "33",
+        "34",
+        "35",
+        "36",
+        "37",
+        "41",
+        "42",
+        "43",
+        "44",
+        "45",
+        "46",
+        "50",
+        "51",
+        "52",
+        "53",
+        "54",
+        "61",
+        "62",
+        "63",
+        "64",
+        "65",
+        "71",
+        "81",
+        "82",
+        "83",
+    }
+)
 ID_EARLIEST_BIRTH = date(1900, 1, 1)
 
 
@@ -47,12 +82,14 @@ def validate_id_number(value: object, field: str = "id_number", *, today: date |
     if not (v[:17].isascii() and v[:17].isdigit()) or not (v[17].isdigit() or v[17] == "X"):
         raise ValidationFailed.field(field, "must be 17 digits followed by a digit or X")
     if v[:2] not in ID_PROVINCES or v[2:6] == "0000" and v[:2] not in {"71", "81", "82", "83"}:
-        raise ValidationFailed.field(field, f"the region code {v[:6]} is not a province-level division prefix")
+        raise ValidationFailed.field(
+            field, f"the region code {v[:6]} is not a province-level division prefix"
+        )
     try:
         born = date(int(v[6:10]), int(v[10:12]), int(v[12:14]))
     except ValueError:
         raise ValidationFailed.field(field, f"the birth date {v[6:14]} is not a calendar date") from None
-    if not ID_EARLIEST_BIRTH <= born <= (today or date.today()):
+    if not ID_EARLIEST_BIRTH <= born <= (today or date.today()):  # noqa: DTZ011 - a birth date has no time zone
         raise ValidationFailed.field(field, f"the birth date {born.isoformat()} is out of range")
     if id_number_check_char(v[:17]) != v[17]:
         raise ValidationFailed.field(field, "the check character is wrong (ISO 7064 MOD 11-2): mistyped?")
@@ -80,11 +117,16 @@ def validate_uscc(value: object, field: str = "uscc") -> str:
         raise ValidationFailed.field(field, "must be a string of 18 characters (统一社会信用代码)")
     v = value.strip().upper()
     if len(v) != 18:
-        raise ValidationFailed.field(field, f"must be 18 characters (统一社会信用代码, GB 32100), got {len(v)}")
+        raise ValidationFailed.field(
+            field, f"must be 18 characters (统一社会信用代码, GB 32100), got {len(v)}"
+        )
     bad = sorted({c for c in v if c not in _USCC_VALUE})
     if bad:
-        raise ValidationFailed.field(field, f"contains characters not used in a 统一社会信用代码: {''.join(bad)}"
-                                            " (digits and A-Y without I, O, S, V, Z)")
+        raise ValidationFailed.field(
+            field,
+            f"contains characters not used in a 统一社会信用代码: {''.join(bad)}"
+            " (digits and A-Y without I, O, S, V, Z)",
+        )
     if not v[2:8].isdigit():
         raise ValidationFailed.field(field, f"characters 3-8 must be the 6-digit region code, got {v[2:8]}")
     if v[0] == "0" or v[1] == "0":
@@ -95,6 +137,7 @@ def validate_uscc(value: object, field: str = "uscc") -> str:
 
 
 # --- IMEI (Luhn) ------------------------------------------------------------------------------------
+
 
 def luhn_check_digit(payload: str) -> str:
     """The Luhn check digit to append to `payload` (digits)."""

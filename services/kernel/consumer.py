@@ -5,17 +5,18 @@ event id; else run the handler and record the id, in the same transaction. A fai
 number of times with backoff, then parked in the group's dead-letter topic (`dlq.<group>`) with the error, and
 the group moves on. `replay_dead_letters` sends parked records back to their original topic.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .bus.port import EventBus, Record, Subscription
+from .bus.port import EventBus, Record, Subscription, TopicSpec
 from .db import Database, UnitOfWork
 from .events import Envelope, Event, current_trace_id
 from .outbox import inbox_record, inbox_record_many, inbox_seen, inbox_seen_many
@@ -68,8 +69,15 @@ def dlq_topic(group: str) -> str:
 
 
 class ConsumerRunner:
-    def __init__(self, spec: ConsumerSpec, db: Database, bus: EventBus, max_attempts: int = 5,
-                 backoff_s: float = 0.2, linger_s: float = 0.05):
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        db: Database,
+        bus: EventBus,
+        max_attempts: int = 5,
+        backoff_s: float = 0.2,
+        linger_s: float = 0.05,
+    ):
         self.spec = spec
         self.db = db
         self.bus = bus
@@ -160,8 +168,13 @@ class ConsumerRunner:
                         handler(env, uow)
                     except Exception as exc:
                         failed_at, error = i, _describe(exc)
-                        log.warning("consumer %s: %s (event %s, attempt 1/%d)", self.spec.group, error, env.id,
-                                    self.max_attempts)
+                        log.warning(
+                            "consumer %s: %s (event %s, attempt 1/%d)",
+                            self.spec.group,
+                            error,
+                            env.id,
+                            self.max_attempts,
+                        )
                         raise
                     finally:
                         current_trace_id.reset(token)
@@ -169,15 +182,19 @@ class ConsumerRunner:
                 inbox_record_many(uow.session, self.spec.group, new_ids)
             self.handled += len(new_ids)
         except Exception as exc:  # noqa: BLE001 - redo one by one, where retries and dead letters apply
-            log.info("consumer %s: batch of %d rolled back (%s); handling its records one by one",
-                     self.spec.group, len(todo), type(exc).__name__)
+            log.info(
+                "consumer %s: batch of %d rolled back (%s); handling its records one by one",
+                self.spec.group,
+                len(todo),
+                type(exc).__name__,
+            )
             for i, (rec, _, _) in enumerate(todo):
                 self._process(rec, prior_error=error if i == failed_at else "")
 
     def _process(self, rec: Record, prior_error: str = "") -> None:
         try:
             env = Envelope.from_bytes(rec.value)
-        except Exception as exc:  # not even an envelope: retrying cannot help
+        except Exception as exc:  # noqa: BLE001 - not even an envelope: retrying cannot help
             self._dead_letter(rec, f"undecodable record: {exc}", attempts=1)
             return
         handler = self.spec.handlers.get(env.type)
@@ -197,57 +214,132 @@ class ConsumerRunner:
                     inbox_record(uow.session, self.spec.group, env.id)
                 self.handled += 1
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure is retried, then parked
                 error = _describe(exc)
-                log.warning("consumer %s: %s (event %s, attempt %d/%d)", self.spec.group, error, env.id,
-                            attempt, self.max_attempts)
+                log.warning(
+                    "consumer %s: %s (event %s, attempt %d/%d)",
+                    self.spec.group,
+                    error,
+                    env.id,
+                    attempt,
+                    self.max_attempts,
+                )
             finally:
                 current_trace_id.reset(token)
         self._dead_letter(rec, error, self.max_attempts)
 
     def _dead_letter(self, rec: Record, error: str, attempts: int) -> None:
         headers = dict(rec.headers)
-        headers.update({
-            "dlq.group": self.spec.group,
-            "dlq.original_topic": rec.topic,
-            "dlq.original_partition": str(rec.partition),
-            "dlq.original_offset": str(rec.offset),
-            "dlq.error": error[:1000],
-            "dlq.attempts": str(attempts),
-        })
-        self.bus.publish([Record(topic=dlq_topic(self.spec.group), key=rec.key, value=rec.value, headers=headers)])
+        headers.update(
+            {
+                "dlq.group": self.spec.group,
+                "dlq.original_topic": rec.topic,
+                "dlq.original_partition": str(rec.partition),
+                "dlq.original_offset": str(rec.offset),
+                "dlq.error": error[:1000],
+                "dlq.attempts": str(attempts),
+            }
+        )
+        self.bus.publish(
+            [Record(topic=dlq_topic(self.spec.group), key=rec.key, value=rec.value, headers=headers)]
+        )
         self.dead_lettered += 1
-        log.error("consumer %s parked %s/%d@%d in %s: %s", self.spec.group, rec.topic, rec.partition,
-                  rec.offset, dlq_topic(self.spec.group), error)
+        log.error(
+            "consumer %s parked %s/%d@%d in %s: %s",
+            self.spec.group,
+            rec.topic,
+            rec.partition,
+            rec.offset,
+            dlq_topic(self.spec.group),
+            error,
+        )
 
 
 def _describe(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-def list_dead_letters(bus: EventBus, group: str, limit: int = 1000) -> list[Record]:
-    topic = dlq_topic(group)
-    out: list[Record] = []
+def replayed_topic(group: str) -> str:
+    """Where replays are recorded: one marker record per parked record sent back (key `partition@offset`)."""
+    return f"{dlq_topic(group)}.replayed"
+
+
+def _read_all(bus: EventBus, topic: str, limit: int | None = None) -> Iterator[Record]:
+    """Every record of a topic, partition by partition, in pages of 500."""
+    n = 0
     for p in range(bus.partitions(topic)):
         offset = 0
-        while len(out) < limit:
-            batch = bus.read(topic, p, offset, min(500, limit - len(out)))
+        while limit is None or n < limit:
+            batch = bus.read(topic, p, offset, 500 if limit is None else min(500, limit - n))
             if not batch:
                 break
-            out.extend(batch)
+            yield from batch
+            n += len(batch)
             offset = batch[-1].offset + 1
+
+
+def list_dead_letters(bus: EventBus, group: str, limit: int | None = None) -> list[Record]:
+    """The records parked by `group` (all of them unless `limit`)."""
+    return list(_read_all(bus, dlq_topic(group), limit))
+
+
+def replayed_dead_letters(bus: EventBus, group: str) -> set[tuple[int, int]]:
+    """(partition, offset) of every parked record of `group` that was sent back."""
+    out = set()
+    for r in _read_all(bus, replayed_topic(group)):
+        p, _, o = r.key.partition("@")
+        out.add((int(p), int(o)))
     return out
 
 
-def replay_dead_letters(bus: EventBus, group: str, offsets: set[tuple[int, int]] | None = None) -> int:
-    """Send parked records back to their original topic (all, or the given (partition, offset) pairs).
+def replay_dead_letters(
+    bus: EventBus, group: str, offsets: set[tuple[int, int]] | None = None, again: bool = False
+) -> int:
+    """Send parked records back to their original topic (all, or the given (partition, offset) pairs), page by
+    page, and record each one sent in `dlq.<group>.replayed`; records replayed before are left alone unless
+    `again`. Other groups on that topic see the record again and skip it through their inbox (as does this one,
+    if a crash between sending and recording makes the next replay send it twice)."""
+    bus.ensure_topics([TopicSpec(replayed_topic(group), 1)])
+    done = set() if again else replayed_dead_letters(bus, group)
+    page: list[Record] = []
+    n = 0
 
-    Other groups on that topic see the record again and skip it through their inbox.
-    """
-    records = [r for r in list_dead_letters(bus, group)
-               if offsets is None or (r.partition, r.offset) in offsets]
-    bus.publish([Record(topic=r.headers["dlq.original_topic"], key=r.key, value=r.value,
-                        headers={k: v for k, v in r.headers.items() if not k.startswith("dlq.")}
-                        | {"replayed_from": f"{dlq_topic(group)}/{r.partition}@{r.offset}"})
-                 for r in records])
-    return len(records)
+    def flush() -> None:
+        bus.publish(
+            [
+                Record(
+                    topic=r.headers["dlq.original_topic"],
+                    key=r.key,
+                    value=r.value,
+                    headers={k: v for k, v in r.headers.items() if not k.startswith("dlq.")}
+                    | {"replayed_from": f"{dlq_topic(group)}/{r.partition}@{r.offset}"},
+                )
+                for r in page
+            ]
+        )
+        stamp = str(int(time.time() * 1000))
+        bus.publish(
+            [
+                Record(
+                    topic=replayed_topic(group),
+                    key=f"{r.partition}@{r.offset}",
+                    value=b"",
+                    headers={"replayed_at_ms": stamp},
+                )
+                for r in page
+            ]
+        )
+        page.clear()
+
+    for r in _read_all(bus, dlq_topic(group)):
+        if (r.partition, r.offset) in done or (
+            offsets is not None and (r.partition, r.offset) not in offsets
+        ):
+            continue
+        page.append(r)
+        n += 1
+        if len(page) == 500:
+            flush()
+    if page:
+        flush()
+    return n

@@ -4,6 +4,7 @@ SQLite (embedded): WAL, busy timeout, and write transactions that start with BEG
 queue on the lock instead of failing on a read-to-write upgrade. PostgreSQL (distributed): one schema per
 service, selected with the connection's search_path, so the same table definitions serve both.
 """
+
 from __future__ import annotations
 
 import re
@@ -58,7 +59,7 @@ def make_engine(url: str, schema: str | None = None, pool_size: int = 10) -> Eng
         _sqlite_pragmas(engine)
         return engine
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     connect_args: dict[str, Any] = {"connect_timeout": 5}
     if schema:
         _check_ident(schema)
@@ -75,7 +76,7 @@ def _check_ident(name: str) -> None:
 
 def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn, _record):  # noqa: ANN001
+    def _connect(dbapi_conn, _record) -> None:  # noqa: ANN001
         # Let SQLAlchemy's `begin` event below decide how a transaction starts.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
@@ -86,7 +87,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _begin(conn):  # noqa: ANN001
+    def _begin(conn) -> None:  # noqa: ANN001
         readonly = conn.get_execution_options().get("readonly", False)
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
@@ -128,7 +129,7 @@ class Database:
         self._writer_lock = threading.Lock()
 
     @property
-    def writer(self) -> "GroupCommitWriter":
+    def writer(self) -> GroupCommitWriter:
         """This process's group-commit writer for the database (services.kernel.group_commit)."""
         if self._writer is None:
             with self._writer_lock:
@@ -160,7 +161,7 @@ class UnitOfWork:
         self.session: Session
         self._events: list[Any] = []
 
-    def __enter__(self) -> "UnitOfWork":
+    def __enter__(self) -> UnitOfWork:
         self._lock = None if self.readonly else self.db.write_lock
         if self._lock is not None:
             self._lock.acquire()

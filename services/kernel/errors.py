@@ -1,4 +1,5 @@
 """Domain errors. The HTTP layer turns each into an RFC 9457 problem+json reply."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,7 +41,7 @@ class ValidationFailed(DomainError):
         super().__init__(detail or f"invalid fields: {fields}", errors=errors)
 
     @classmethod
-    def field(cls, field: str, message: str) -> "ValidationFailed":
+    def field(cls, field: str, message: str) -> ValidationFailed:
         return cls([{"field": field, "message": message}])
 
 

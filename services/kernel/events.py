@@ -4,6 +4,7 @@ An event class names its `type` (versioned), its `topic` (one per aggregate fami
 aggregate id (the partition key: per-key order holds). Every subclass registers itself, which is what the
 decoder and the generated event catalogue read.
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -21,7 +22,7 @@ CONTENT_TYPE = "application/cloudevents+json"
 # The trace id of the request (or event) being handled; new events inherit it.
 current_trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
 
-_REGISTRY: dict[str, type["Event"]] = {}
+_REGISTRY: dict[str, type[Event]] = {}
 E = TypeVar("E", bound="Event")
 
 
@@ -71,7 +72,7 @@ class Envelope(BaseModel):
     data: dict[str, Any]
 
     @classmethod
-    def wrap(cls, event: Event, trace_id: str | None = None) -> "Envelope":
+    def wrap(cls, event: Event, trace_id: str | None = None) -> Envelope:
         return cls(
             source=event.source,
             type=event.type,
@@ -84,7 +85,7 @@ class Envelope(BaseModel):
         return self.model_dump_json().encode()
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "Envelope":
+    def from_bytes(cls, raw: bytes) -> Envelope:
         return cls.model_validate_json(raw)
 
     def event(self) -> Event:
@@ -138,7 +139,12 @@ def catalogue_markdown() -> str:
     for topic, classes in by_topic.items():
         lines += [f"## Topic `{topic}`", ""]
         for cls in classes:
-            lines += [f"### `{cls.type}`", "", f"Source `{cls.source}`, key `{cls.key_field}`. {cls.doc}".rstrip(), ""]
+            lines += [
+                f"### `{cls.type}`",
+                "",
+                f"Source `{cls.source}`, key `{cls.key_field}`. {cls.doc}".rstrip(),
+                "",
+            ]
             schema = cls.model_json_schema()
             lines += ["| field | type | required |", "|---|---|---|"]
             required = set(schema.get("required", []))

@@ -18,6 +18,7 @@ slot that has just filled up), so the happy path pays for no savepoints.
 SQLite has one writer at a time, so it gets one writer thread. PostgreSQL runs transactions side by side, and a
 single thread would leave it waiting on round trips: it gets several, taking batches from the same queue.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,7 +48,7 @@ class BatchedUnitOfWork:
     """What a job sees: the batch's connection; `emit` for its events and `insert` for rows nobody in the batch
     reads back, both written once for the whole batch just before it commits."""
 
-    def __init__(self, conn: "Connection", inserts: dict[Any, list[dict]]):
+    def __init__(self, conn: Connection, inserts: dict[Any, list[dict]]):
         self.conn = conn
         self.session = conn  # Core statements run the same way on a Connection as on a Session
         self.events: list[Envelope] = []
@@ -73,7 +74,7 @@ class _Job(Generic[T]):
 class GroupCommitWriter:
     """One per database and process; started on first use, stopped by `close()`."""
 
-    def __init__(self, db: "Database", max_batch: int = 32, threads: int | None = None):
+    def __init__(self, db: Database, max_batch: int = 32, threads: int | None = None):
         self.db = db
         self.max_batch = max_batch
         self.threads = threads or (1 if db.write_lock is not None else 4)
@@ -155,8 +156,11 @@ class GroupCommitWriter:
                 results = self._transaction(batch)
             except Exception as exc:  # noqa: BLE001 - run them one by one below: each caller gets its own outcome
                 if not isinstance(exc, _JobFailed):
-                    log.info("group commit: a batch of %d failed (%s); running its jobs one by one", len(batch),
-                             type(exc).__name__)
+                    log.info(
+                        "group commit: a batch of %d failed (%s); running its jobs one by one",
+                        len(batch),
+                        type(exc).__name__,
+                    )
                 results = None
             if results is not None:
                 for job, result in zip(batch, results):
@@ -218,7 +222,7 @@ class GroupCommitWriter:
                 raise
             return self._transaction([job])
 
-    def _connection(self) -> "Connection":
+    def _connection(self) -> Connection:
         """Each writer thread keeps its connection between batches: no pool check-out (and, on PostgreSQL, no
         pre-ping round trip) per batch. A database error drops it."""
         conn = getattr(self._local, "conn", None)

@@ -4,6 +4,7 @@ A service declares its routes on a `Router`: method, path, who may call it (a po
 its query, body and reply. The same declarations mount the routes, enforce the policy, parse input into clear
 field errors, and generate the OpenAPI document, so none of those can drift apart.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,7 +49,9 @@ class Policy:
         if self.kind == PUBLIC:
             return
         if principal is None:
-            raise Unauthorized("sign in first: Authorization: Bearer <token>", reason="authentication_required")
+            raise Unauthorized(
+                "sign in first: Authorization: Bearer <token>", reason="authentication_required"
+            )
         if self.kind == "roles" and not principal.roles & self.roles:
             # `reason` tells a refusal by the route's policy from a handler's own (not yours, not verified, ...)
             raise Forbidden(f"needs one of the roles {sorted(self.roles)}", reason=POLICY_FORBIDDEN)
@@ -57,7 +60,7 @@ class Policy:
 @dataclass
 class Ctx:
     request: web.Request
-    runtime: "ServiceRuntime"
+    runtime: ServiceRuntime
     principal: Principal | None
     params: dict[str, str]
     body: Any = None
@@ -70,7 +73,9 @@ class Ctx:
         return self.principal
 
     # --- ownership: every service checks "is it yours?" the same way --------------------------------
-    def require_owner(self, owner_user_id: str | None, *, what: str = "resource", admin_ok: bool = False) -> Principal:
+    def require_owner(
+        self, owner_user_id: str | None, *, what: str = "resource", admin_ok: bool = False
+    ) -> Principal:
         """The caller, if they are `owner_user_id` (or an admin, when `admin_ok`); else Forbidden (403).
 
         Load the resource first and answer 404 for a missing one; call this before acting on it.
@@ -165,19 +170,54 @@ class Router:
         self.service = service
         self.routes: list[RouteDef] = []
 
-    def route(self, method: str, path: str, *, roles: set[str] | frozenset[str] | None = None,
-              public: bool = False, authenticated: bool = False, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
-              response: Any = None, status: int = 200, summary: str = "", raw: bool = False,
-              errors: tuple[int, ...] = (), budgets: tuple[Budget, ...] = ()) -> Callable[[Handler], Handler]:
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        roles: set[str] | frozenset[str] | None = None,
+        public: bool = False,
+        authenticated: bool = False,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: Any = None,
+        status: int = 200,
+        summary: str = "",
+        raw: bool = False,
+        errors: tuple[int, ...] = (),
+        budgets: tuple[Budget, ...] = (),
+    ) -> Callable[[Handler], Handler]:
         # Every route declares who may call it; there is no default (the authorization matrix relies on it).
         if sum((bool(public), bool(roles), bool(authenticated))) != 1:
-            raise ValueError(f"{method} {path}: declare exactly one of public=True, authenticated=True, roles={{...}}")
-        policy = Policy(PUBLIC) if public else Policy("roles", frozenset(roles)) if roles else Policy(AUTHENTICATED)
+            raise ValueError(
+                f"{method} {path}: declare exactly one of public=True, authenticated=True, roles={{...}}"
+            )
+        policy = (
+            Policy(PUBLIC)
+            if public
+            else Policy("roles", frozenset(roles))
+            if roles
+            else Policy(AUTHENTICATED)
+        )
 
         def deco(fn: Handler) -> Handler:
-            self.routes.append(RouteDef(method.upper(), path, fn, policy, self.service, body, query, response,
-                                        status, summary or (fn.__doc__ or "").strip().split("\n")[0], raw,
-                                        errors, budgets))
+            self.routes.append(
+                RouteDef(
+                    method.upper(),
+                    path,
+                    fn,
+                    policy,
+                    self.service,
+                    body,
+                    query,
+                    response,
+                    status,
+                    summary or (fn.__doc__ or "").strip().split("\n")[0],
+                    raw,
+                    errors,
+                    budgets,
+                )
+            )
             return fn
 
         return deco
@@ -190,6 +230,7 @@ class Router:
 
 
 # --- replies ------------------------------------------------------------------------------------
+
 
 def _default(o: Any) -> Any:
     if isinstance(o, BaseModel):
@@ -217,22 +258,44 @@ def json_reply(data: Any, status: int = 200, headers: dict[str, str] | None = No
 
 
 def problem_reply(problem: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=json.dumps(problem, ensure_ascii=False), status=problem["status"],
-                        content_type=PROBLEM, headers=headers)
+    return web.Response(
+        text=json.dumps(problem, ensure_ascii=False),
+        status=problem["status"],
+        content_type=PROBLEM,
+        headers=headers,
+    )
 
 
 def problem_for(status: int, detail: str, title: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"type": f"https://recycle.example.cn/problems/http-{status}", "title": title or _TITLES.get(status, "Error"),
-            "status": status, "detail": detail, **extra}
+    return {
+        "type": f"https://recycle.example.cn/problems/http-{status}",
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
 
 
-_TITLES = {400: "Bad request", 401: "Authentication required", 403: "Forbidden", 404: "Not found",
-           405: "Method not allowed", 409: "State conflict", 413: "Request body too large", 415: "Unsupported media type",
-           422: "Rule violated", 429: "Too many requests", 500: "Internal error", 502: "Bad gateway",
-           503: "Service unavailable", 504: "Gateway timeout"}
+_TITLES = {
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "State conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Rule violated",
+    429: "Too many requests",
+    500: "Internal error",
+    502: "Bad gateway",
+    503: "Service unavailable",
+    504: "Gateway timeout",
+}
 
 
 # --- middlewares shared by the gateway and the service apps ------------------------------------
+
 
 @web.middleware
 async def request_context(request: web.Request, handler: Callable) -> web.StreamResponse:
@@ -275,14 +338,22 @@ def error_response(request: web.Request, exc: DomainError | web.HTTPException) -
     detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
     if exc.status == 413:
         detail = "request body too large"
-    return problem_reply(problem_for(exc.status, detail, instance=request.path),
-                         {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")})
+    return problem_reply(
+        problem_for(exc.status, detail, instance=request.path),
+        {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")},
+    )
 
 
 def internal_error_response(request: web.Request) -> web.Response:
     """500 without a trace: the details stay in the log, under the request id the client can quote."""
-    return problem_reply(problem_for(500, "an internal error occurred; quote the request id",
-                                     instance=request.path, request_id=request.get("request_id", "")))
+    return problem_reply(
+        problem_for(
+            500,
+            "an internal error occurred; quote the request id",
+            instance=request.path,
+            request_id=request.get("request_id", ""),
+        )
+    )
 
 
 def principal_of(request: web.Request) -> Principal | None:
@@ -318,8 +389,11 @@ async def authenticate(request: web.Request) -> Principal | None:
         log.warning("token version store unavailable: %s", type(exc).__name__)
         raise Unavailable("cannot check the token right now; retry shortly") from exc
     if principal.token_version < current:
-        raise Unauthorized("this token was revoked (roles changed, account suspended or logged out): "
-                           "refresh it or log in again", reason="token_revoked")
+        raise Unauthorized(
+            "this token was revoked (roles changed, account suspended or logged out): "
+            "refresh it or log in again",
+            reason="token_revoked",
+        )
     request["principal_current"] = True
     return principal
 
@@ -334,18 +408,21 @@ def principal_or_none(request: web.Request) -> Principal | None:
 
 # --- mounting -----------------------------------------------------------------------------------
 
+
 def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
     out = []
     for e in exc.errors():
         loc = ".".join(str(p) for p in e["loc"] if p != "__root__")
         msg = e["msg"]
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         out.append({"field": (prefix + loc) if loc else prefix.rstrip(".") or "body", "message": msg})
     return out
 
 
-def make_aiohttp_handler(route: RouteDef, runtime: "ServiceRuntime") -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def make_aiohttp_handler(
+    route: RouteDef, runtime: ServiceRuntime
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def aio_handler(request: web.Request) -> web.StreamResponse:
         principal = await authenticate(request)
         route.policy.check(principal)
@@ -389,12 +466,14 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def mount(app: web.Application, runtime: "ServiceRuntime") -> None:
+def mount(app: web.Application, runtime: ServiceRuntime) -> None:
     router = runtime.spec.router
     if router is None:
         return
     for route in router.routes:
-        app.router.add_route(route.method, route.path, make_aiohttp_handler(route, runtime), name=route.operation_id)
+        app.router.add_route(
+            route.method, route.path, make_aiohttp_handler(route, runtime), name=route.operation_id
+        )
 
 
 SERVER_BANNER = "recycle"  # never the framework and its version
@@ -409,7 +488,7 @@ def harden(app: web.Application) -> None:
     app.on_response_prepare.append(_banner)
 
 
-def service_app(settings: "Settings", runtimes: list["ServiceRuntime"]) -> web.Application:
+def service_app(settings: Settings, runtimes: list[ServiceRuntime]) -> web.Application:
     """The HTTP app of a service process in the distributed run (`recycle serve-service`): the services' routes
     behind the same request context, limits and hardening as the gateway's own."""
     app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)

@@ -1,4 +1,5 @@
 """Identifiers: time-ordered, URL-safe, prefixed with what they name (e.g. `pk_...` for a pickup)."""
+
 from __future__ import annotations
 
 import os

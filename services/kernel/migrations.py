@@ -3,6 +3,7 @@
 Each service has `services/<name>/migrations/` with an `env.py` that calls `run_env`, and versions written by
 `recycle makemigrations <service> -m "..."` (autogenerate against a scratch SQLite at head).
 """
+
 from __future__ import annotations
 
 import importlib

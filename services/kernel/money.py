@@ -2,6 +2,7 @@
 
 Rounding of tax and derived amounts is half-up to the fen, applied once where a rule says so.
 """
+
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation

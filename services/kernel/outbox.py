@@ -5,6 +5,7 @@ unsent rows in commit order and marks them sent. If the process dies between com
 still there and go out on the next pass. If it dies between publish and marking, they go out twice: consumers
 record each handled event id in `inbox` in the same transaction as their effect, so the second copy does nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -13,6 +14,7 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -70,16 +72,28 @@ def write_outbox(session: Session, events: list[Event | Envelope]) -> list[str]:
         env = ev if isinstance(ev, Envelope) else Envelope.wrap(ev)
         from .events import topic_of
 
-        rows.append(dict(event_id=env.id, topic=topic_of(env.type), key=env.subject, type=env.type,
-                         payload=env.to_bytes(), created_at=now, attempts=0))
+        rows.append(
+            dict(
+                event_id=env.id,
+                topic=topic_of(env.type),
+                key=env.subject,
+                type=env.type,
+                payload=env.to_bytes(),
+                created_at=now,
+                attempts=0,
+            )
+        )
     session.execute(outbox_t.insert(), rows)
     return [r["event_id"] for r in rows]
 
 
 def inbox_seen(session: Session, group: str, event_id: str) -> bool:
-    return session.execute(
-        select(inbox_t.c.event_id).where(inbox_t.c.group_id == group, inbox_t.c.event_id == event_id)
-    ).first() is not None
+    return (
+        session.execute(
+            select(inbox_t.c.event_id).where(inbox_t.c.group_id == group, inbox_t.c.event_id == event_id)
+        ).first()
+        is not None
+    )
 
 
 def inbox_record(session: Session, group: str, event_id: str) -> None:
@@ -90,34 +104,67 @@ def inbox_seen_many(session: Session, group: str, event_ids: list[str]) -> set[s
     """Which of these event ids the group has handled (one query for a consumer's batch)."""
     seen: set[str] = set()
     for i in range(0, len(event_ids), 500):
-        seen.update(session.execute(
-            select(inbox_t.c.event_id).where(inbox_t.c.group_id == group,
-                                             inbox_t.c.event_id.in_(event_ids[i:i + 500]))
-        ).scalars())
+        seen.update(
+            session.execute(
+                select(inbox_t.c.event_id).where(
+                    inbox_t.c.group_id == group, inbox_t.c.event_id.in_(event_ids[i : i + 500])
+                )
+            ).scalars()
+        )
     return seen
 
 
 def inbox_record_many(session: Session, group: str, event_ids: list[str]) -> None:
     if event_ids:
         now = datetime.now(UTC)
-        session.execute(inbox_t.insert(), [dict(group_id=group, event_id=e, handled_at=now) for e in event_ids])
+        session.execute(
+            inbox_t.insert(), [dict(group_id=group, event_id=e, handled_at=now) for e in event_ids]
+        )
 
 
-_UNSENT = (select(outbox_t.c.seq, outbox_t.c.topic, outbox_t.c.key, outbox_t.c.payload, outbox_t.c.event_id,
-                  outbox_t.c.type)
-           .where(outbox_t.c.sent_at.is_(None)).order_by(outbox_t.c.seq).limit(bindparam("limit")))
+# A row the relay failed to publish `max_attempts` times while the bus was otherwise healthy is parked: it stays
+# in the outbox with its error (attempts = max_attempts) and the relay goes on with the rows after it. Its key's
+# later events are then published before it: consumers of that key see them first, and the parked event only
+# when an operator retries it (`recycle outbox retry <service>`), after which it is handled once like any other.
+_UNSENT = (
+    select(
+        outbox_t.c.seq,
+        outbox_t.c.topic,
+        outbox_t.c.key,
+        outbox_t.c.payload,
+        outbox_t.c.event_id,
+        outbox_t.c.type,
+    )
+    .where(outbox_t.c.sent_at.is_(None), outbox_t.c.attempts < bindparam("max_attempts"))
+    .order_by(outbox_t.c.seq)
+    .limit(bindparam("limit"))
+)
+HEALTH_TOPIC = "platform.heartbeat"
 
 
-_MARK_SENT = (update(outbox_t).where(outbox_t.c.seq.in_(bindparam("seqs", expanding=True)))
-              .values(sent_at=bindparam("now")))
+_MARK_SENT = (
+    update(outbox_t)
+    .where(outbox_t.c.seq.in_(bindparam("seqs", expanding=True)))
+    .values(sent_at=bindparam("now"))
+)
 
 
 class Relay:
     """Ships one service's outbox to the bus, in commit order, with retries and backoff."""
 
-    def __init__(self, db: Database, bus: EventBus, service: str, batch_size: int = 500,
-                 idle_sleep_s: float = 0.05, max_backoff_s: float = 5.0):
+    def __init__(
+        self,
+        db: Database,
+        bus: EventBus,
+        service: str,
+        batch_size: int = 500,
+        idle_sleep_s: float = 0.05,
+        max_backoff_s: float = 5.0,
+        max_attempts: int = 10,
+    ):
         self.db = db
+        self.max_attempts = max_attempts
+        self.active = False  # holds the relay lock and relays
         self.bus = bus
         self.service = service
         self.batch_size = batch_size
@@ -128,21 +175,25 @@ class Relay:
 
     def relay_once(self) -> int:
         with self.db.session(readonly=True) as s:
-            rows = s.execute(_UNSENT, {"limit": self.batch_size}).all()
+            rows = s.execute(_UNSENT, {"limit": self.batch_size, "max_attempts": self.max_attempts}).all()
         if not rows:
             return 0
         # Positional unpacking: named access on 500 result rows per batch is a measurable share of the relay.
         # ce_type (CloudEvents binary-mode header) lets consumers skip types they do not handle without decoding.
-        records = [Record(topic=topic, key=key, value=bytes(payload),
-                          headers={"content-type": CONTENT_TYPE, "ce_id": event_id, "ce_type": type_})
-                   for _, topic, key, payload, event_id, type_ in rows]
+        records = [
+            Record(
+                topic=topic,
+                key=key,
+                value=bytes(payload),
+                headers={"content-type": CONTENT_TYPE, "ce_id": event_id, "ce_type": type_},
+            )
+            for _, topic, key, payload, event_id, type_ in rows
+        ]
         seqs = [row[0] for row in rows]
         try:
             self.bus.publish(records)
-        except Exception as exc:
-            with self.db.session() as s, s.begin():
-                s.execute(update(outbox_t).where(outbox_t.c.seq.in_(seqs))
-                          .values(attempts=outbox_t.c.attempts + 1, last_error=str(exc)[:2000]))
+        except Exception:
+            self._find_the_failing_row(seqs, records)
             raise
         if self._fault:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -150,55 +201,190 @@ class Relay:
             conn.execute(_MARK_SENT, {"seqs": seqs, "now": datetime.now(UTC)})
         return len(rows)
 
+    def _find_the_failing_row(self, seqs: list[int], records: list[Record]) -> None:
+        """After a failed batch: publish its rows one by one (marking each sent) up to the first that fails. That
+        row's attempt counts only if the bus is otherwise healthy — an outage is waited out, never counted — and
+        at `max_attempts` it is parked."""
+        for seq, rec in zip(seqs, records, strict=True):
+            try:
+                self.bus.publish([rec])
+            except Exception as exc:  # noqa: BLE001 - classified below
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+                break
+            with self.db.engine.begin() as conn:
+                conn.execute(_MARK_SENT, {"seqs": [seq], "now": datetime.now(UTC)})
+        else:
+            return  # the batch went through one by one after all
+        try:
+            self.bus.end_offsets(HEALTH_TOPIC)
+        except Exception:  # noqa: BLE001 - the bus itself is down: a transient failure, not this row's
+            log.warning("outbox relay for %s: the bus is unavailable (%s); waiting", self.service, error)
+            return
+        with self.db.session() as s, s.begin():
+            attempts = s.execute(
+                update(outbox_t)
+                .where(outbox_t.c.seq == seq)
+                .values(attempts=outbox_t.c.attempts + 1, last_error=error)
+                .returning(outbox_t.c.attempts)
+            ).scalar_one()
+        if attempts >= self.max_attempts:
+            log.error(
+                "outbox relay for %s parked event %s (%s) after %d attempts: %s",
+                self.service,
+                rec.headers.get("ce_id"),
+                rec.topic,
+                attempts,
+                error,
+            )
+
+    def parked(self) -> list[dict]:
+        """Rows the relay gave up on (with their error), oldest first."""
+        with self.db.session(readonly=True) as s:
+            return [
+                dict(r._mapping)
+                for r in s.execute(
+                    select(
+                        outbox_t.c.seq,
+                        outbox_t.c.event_id,
+                        outbox_t.c.topic,
+                        outbox_t.c.key,
+                        outbox_t.c.type,
+                        outbox_t.c.attempts,
+                        outbox_t.c.last_error,
+                        outbox_t.c.created_at,
+                    )
+                    .where(outbox_t.c.sent_at.is_(None), outbox_t.c.attempts >= self.max_attempts)
+                    .order_by(outbox_t.c.seq)
+                )
+            ]
+
+    def retry_parked(self, seqs: list[int] | None = None) -> int:
+        """Put parked rows back in line (all, or the given seqs); returns how many."""
+        cond = [outbox_t.c.sent_at.is_(None), outbox_t.c.attempts >= self.max_attempts]
+        if seqs is not None:
+            cond.append(outbox_t.c.seq.in_(seqs))
+        with self.db.session() as s, s.begin():
+            return s.execute(update(outbox_t).where(*cond).values(attempts=0)).rowcount
+
     def run(self, stop: threading.Event) -> None:
+        """Relay until `stop`, while this relay holds the service's relay lock (others stand by)."""
+        lock = RelayLock(self.db, self.service)
+        try:
+            while not stop.is_set():
+                if lock.acquire(stop):
+                    self.active = True
+                    self._relay_while_held(lock, stop)
+                    self.active = False
+        finally:
+            lock.release()
+
+    def _relay_while_held(self, lock: RelayLock, stop: threading.Event) -> None:
         backoff = 0.1
         idle = self.idle_sleep_s
-        with _single_relay(self.db, self.service, stop):
-            while not stop.is_set():
-                try:
-                    n = self.relay_once()
-                    backoff = 0.1
-                    if n == 0:
-                        # quiet: look less often (up to 4× the base interval) to leave the CPU to requests
-                        stop.wait(idle)
-                        idle = min(idle * 2, self.idle_sleep_s * 4)
-                    else:
-                        idle = self.idle_sleep_s
-                        if n < self.batch_size:
-                            stop.wait(self.idle_sleep_s)
-                except Exception:
-                    log.exception("outbox relay for %s failed; retrying in %.1fs", self.service, backoff)
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, self.max_backoff_s)
+        checked = time.monotonic()
+        while not stop.is_set():
+            if time.monotonic() - checked >= lock.recheck_s:
+                if not lock.still_held():  # e.g. PostgreSQL restarted and the session holding it is gone
+                    log.warning("outbox relay for %s lost its lock; standing by", self.service)
+                    lock.release()
+                    return
+                checked = time.monotonic()
+            try:
+                n = self.relay_once()
+                backoff = 0.1
+                if n == 0:
+                    # quiet: look less often (up to 4× the base interval) to leave the CPU to requests
+                    stop.wait(idle)
+                    idle = min(idle * 2, self.idle_sleep_s * 4)
+                else:
+                    idle = self.idle_sleep_s
+                    if n < self.batch_size:
+                        stop.wait(self.idle_sleep_s)
+            except Exception:
+                log.exception("outbox relay for %s failed; retrying in %.1fs", self.service, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
 
     def pending(self) -> int:
+        """Rows not yet sent (parked ones included)."""
         with self.db.session(readonly=True) as s:
-            return s.execute(select(text("count(*)")).select_from(outbox_t)
-                             .where(outbox_t.c.sent_at.is_(None))).scalar_one()
+            return s.execute(
+                select(text("count(*)")).select_from(outbox_t).where(outbox_t.c.sent_at.is_(None))
+            ).scalar_one()
 
 
-class _single_relay:
-    """On PostgreSQL, an advisory lock keeps one active relay per service (order holds); others stand by."""
+class RelayLock:
+    """One active relay per outbox, so rows go out once and in order; the others stand by.
 
-    def __init__(self, db: Database, service: str, stop: threading.Event):
-        self.db, self.service, self.stop = db, service, stop
-        self.conn = None
+    PostgreSQL: a session advisory lock, re-checked every `recheck_s` on the session that took it (a restarted
+    server or a killed session drops it without telling the holder). SQLite: an exclusive `flock` on a file next
+    to the database (the kernel drops it when the holder dies, even by SIGKILL)."""
 
-    def __enter__(self) -> None:
-        if self.db.dialect != "postgresql":
-            return
-        self.conn = self.db.engine.connect()
-        while not self.stop.is_set():
-            got = self.conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:k))"),
-                                    {"k": f"relay:{self.service}"}).scalar()
+    recheck_s = 1.0
+
+    def __init__(self, db: Database, service: str):
+        self.db, self.service = db, service
+        self.conn: Any = None
+        self._file: Any = None
+
+    def acquire(self, stop: threading.Event, retry_s: float = 1.0) -> bool:
+        """Block until this relay holds the lock (True) or `stop` is set (False)."""
+        while not stop.is_set():
+            try:
+                if self._try():
+                    return True
+            except Exception:  # noqa: BLE001 - the database is unreachable: try again later
+                log.warning("outbox relay for %s cannot take its lock yet", self.service, exc_info=True)
+                self.release()
+            stop.wait(retry_s)
+        return False
+
+    def _try(self) -> bool:
+        if self.db.dialect == "postgresql":
+            self.conn = self.conn or self.db.engine.connect()
+            got = self.conn.execute(
+                text("SELECT pg_try_advisory_lock(hashtext(:k))"), {"k": f"relay:{self.service}"}
+            ).scalar()
             self.conn.commit()
-            if got:
-                return
-            self.stop.wait(1.0)
+            return bool(got)
+        path = self.db.engine.url.database
+        if self.db.dialect != "sqlite" or not path or path == ":memory:":
+            return True  # a private in-memory database has one relay by construction
+        import fcntl
 
-    def __exit__(self, *exc: object) -> None:
+        self._file = self._file or open(f"{path}.relay.lock", "a")  # noqa: SIM115 - held while relaying
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    def still_held(self) -> bool:
+        if self.db.dialect != "postgresql":
+            return True  # flock cannot be taken away from a live holder
+        try:
+            held = self.conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                    "AND granted AND objid = (hashtext(:k)::bigint & 4294967295)::oid"
+                ),
+                {"k": f"relay:{self.service}"},
+            ).scalar()
+            self.conn.commit()
+            return bool(held)
+        except Exception:  # noqa: BLE001 - the session is gone, and its lock with it
+            return False
+
+    def release(self) -> None:
         if self.conn is not None:
-            self.conn.close()
+            try:
+                self.conn.close()  # ends the session: releases the advisory lock
+            except Exception:  # noqa: BLE001
+                pass
+            self.conn = None
+        if self._file is not None:
+            self._file.close()  # releases the flock
+            self._file = None
 
 
 def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:  # noqa: ANN001

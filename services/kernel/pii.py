@@ -15,6 +15,7 @@ Lookup hashes are deterministic (same input, same hash) by design: they back uni
 phone") and equality look-ups. They are keyed, so a leaked table cannot be reversed by hashing all 10^10 phone
 numbers without the key. Each kind (phone, id_number, ...) is hashed in its own domain.
 """
+
 from __future__ import annotations
 
 import base64
@@ -59,7 +60,7 @@ class PiiCipher:
     def decrypt(self, token: str) -> str:
         if not isinstance(token, str) or not token.startswith(PREFIX):
             raise PiiError("not a PII ciphertext")
-        body = token[len(PREFIX):]
+        body = token[len(PREFIX) :]
         try:
             raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         except (binascii.Error, ValueError) as exc:
@@ -69,7 +70,9 @@ class PiiCipher:
         try:
             return self._aead.decrypt(raw[:12], raw[12:], None).decode()
         except InvalidTag as exc:
-            raise PiiError("PII ciphertext does not verify under this key (tampered, or another key)") from exc
+            raise PiiError(
+                "PII ciphertext does not verify under this key (tampered, or another key)"
+            ) from exc
 
     def lookup_hash(self, value: str, kind: str) -> str:
         """A keyed, deterministic hash for unique indexes and look-ups; `kind` separates domains."""
@@ -104,6 +107,7 @@ def lookup_hash(settings: Settings, value: str, kind: str) -> str:
 
 
 # --- masks (for replies, events and logs) ------------------------------------------------------
+
 
 def mask_phone(phone: str) -> str:
     """138****5678: the carrier prefix and the last four digits stay (what Chinese apps show)."""

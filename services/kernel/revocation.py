@@ -12,6 +12,7 @@ committing a change, and again at start-up for every version raised within the a
 restarted process or a flushed Redis learns the recent revocations back. An entry lives as long as an access token:
 by then every token issued before the change has expired on its own.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -103,6 +104,8 @@ def token_versions(settings: Settings) -> TokenVersions:
         with _STORES_LOCK:
             store = _STORES.get(key)
             if store is None:
-                store = RedisTokenVersions(settings.redis_url) if settings.redis_url else MemoryTokenVersions()
+                store = (
+                    RedisTokenVersions(settings.redis_url) if settings.redis_url else MemoryTokenVersions()
+                )
                 _STORES[key] = store
     return store

@@ -3,6 +3,7 @@
 The embedded run hosts every service in one process; the distributed run hosts one per process. Either way a
 service is started the same way: migrate, seed, then the outbox relay and its consumer groups in threads.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,7 +26,17 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 # Every service of the platform, in start order. A module `services.<name>.service` defines `SERVICE`.
-SERVICE_NAMES = ["accounts", "pricing", "payments", "booking", "invoicing", "trading", "stats", "listings"]
+SERVICE_NAMES = [
+    "accounts",
+    "pricing",
+    "payments",
+    "booking",
+    "invoicing",
+    "trading",
+    "stats",
+    "wipe",
+    "listings",
+]
 
 
 @dataclass
@@ -33,10 +44,10 @@ class ServiceSpec:
     name: str
     metadata: MetaData
     router: Router | None = None
-    consumers: Callable[["ServiceRuntime"], list[ConsumerSpec]] = lambda rt: []
-    seed: Callable[["ServiceRuntime"], None] | None = None
+    consumers: Callable[[ServiceRuntime], list[ConsumerSpec]] = lambda rt: []
+    seed: Callable[[ServiceRuntime], None] | None = None
     # builds adapters kept in runtime.ports (payment provider, search index, ...)
-    setup: Callable[["ServiceRuntime"], None] | None = None
+    setup: Callable[[ServiceRuntime], None] | None = None
 
 
 def load_spec(name: str) -> ServiceSpec:
@@ -68,9 +79,17 @@ class ServiceRuntime:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.db = Database(self.settings.db_url(self.spec.name), schema=self.settings.db_schema(self.spec.name))
-        self.relay = Relay(self.db, self.bus, self.spec.name, batch_size=self.settings.relay_batch_size,
-                           idle_sleep_s=self.settings.relay_idle_sleep_s)
+        self.db = Database(
+            self.settings.db_url(self.spec.name), schema=self.settings.db_schema(self.spec.name)
+        )
+        self.relay = Relay(
+            self.db,
+            self.bus,
+            self.spec.name,
+            batch_size=self.settings.relay_batch_size,
+            idle_sleep_s=self.settings.relay_idle_sleep_s,
+            max_attempts=self.settings.relay_max_attempts,
+        )
 
     @property
     def name(self) -> str:
@@ -84,14 +103,24 @@ class ServiceRuntime:
             self.spec.setup(self)
         if self.spec.seed:
             self.spec.seed(self)
-        self.runners = [ConsumerRunner(c, self.db, self.bus, self.settings.consumer_max_attempts,
-                                       self.settings.consumer_retry_backoff_s) for c in self.spec.consumers(self)]
+        self.runners = [
+            ConsumerRunner(
+                c,
+                self.db,
+                self.bus,
+                self.settings.consumer_max_attempts,
+                self.settings.consumer_retry_backoff_s,
+            )
+            for c in self.spec.consumers(self)
+        ]
 
     def consumer_groups(self) -> list[str]:
         return [r.spec.group for r in self.runners]
 
     def start_background(self, stop: threading.Event) -> None:
-        workers: list[tuple[str, Callable[[threading.Event], None]]] = [(f"relay-{self.name}", self.relay.run)]
+        workers: list[tuple[str, Callable[[threading.Event], None]]] = [
+            (f"relay-{self.name}", self.relay.run)
+        ]
         workers += [(f"consumer-{r.spec.group}", r.run) for r in self.runners]
         for tname, target in workers:
             t = threading.Thread(target=target, args=(stop,), name=tname, daemon=True)

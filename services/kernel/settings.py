@@ -2,6 +2,7 @@
 
 Switching between the embedded run and the distributed run is configuration only.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,6 +49,8 @@ class Settings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_retry_backoff_s: float = 0.2
     relay_batch_size: int = 500
+    # a row the relay failed this many times while the bus was up is parked (see services/kernel/outbox.py)
+    relay_max_attempts: int = 10
     relay_idle_sleep_s: float = 0.05
 
     # jobs
@@ -158,5 +161,3 @@ def _dev_secrets(data_dir: Path) -> dict[str, str]:
 @functools.lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
-
-

@@ -11,6 +11,7 @@ processes, background). Celery's own `shared_task(...).delay` from a process whe
 loaded publishes to Celery's default app (AMQP on localhost:5672), where nobody of ours listens.
 Tests run tasks in-process with `run_inline(...)`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -118,8 +119,12 @@ def celery_app(settings: Settings) -> Celery:
                 broker_connection_retry_on_startup=True,
                 broker_connection_timeout=5,
                 # a publisher gives up after a few seconds instead of hanging a request on a dead broker
-                task_publish_retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5,
-                                           "interval_max": 1},
+                task_publish_retry_policy={
+                    "max_retries": 3,
+                    "interval_start": 0,
+                    "interval_step": 0.5,
+                    "interval_max": 1,
+                },
             )
             _apps[(broker, backend)] = app
         return app
@@ -156,4 +161,3 @@ def run_inline(provider: RuntimeProvider) -> Iterator[list[tuple[str, tuple]]]:
     finally:
         install_runtime(saved[0])
         install_publisher(saved[1])
-

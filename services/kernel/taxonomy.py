@@ -1,4 +1,5 @@
 """The category taxonomy: reference data every service reads from one file (taxonomy.toml)."""
+
 from __future__ import annotations
 
 import functools
@@ -44,10 +45,18 @@ def categories() -> dict[str, Category]:
             raise ValueError(f"taxonomy: leaf {code} has no family {family}")
         if leaf["unit"] not in UNIT_LABELS:
             raise ValueError(f"taxonomy: leaf {code} has unit {leaf['unit']}")
-        out[code] = Category(code, leaf["name"], leaf["unit"], family, Decimal(leaf["min_qty"]),
-                             int(leaf["reference_price_fen"]), bool(leaf.get("pays", True)),
-                             int(leaf.get("resident_pays_fen", 0)), leaf["tax_code"],
-                             bool(leaf.get("low_value", False)))
+        out[code] = Category(
+            code,
+            leaf["name"],
+            leaf["unit"],
+            family,
+            Decimal(leaf["min_qty"]),
+            int(leaf["reference_price_fen"]),
+            bool(leaf.get("pays", True)),
+            int(leaf.get("resident_pays_fen", 0)),
+            leaf["tax_code"],
+            bool(leaf.get("low_value", False)),
+        )
     return out
 
 

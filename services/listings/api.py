@@ -1,4 +1,5 @@
 """Listings routes (二手): listings, search, orders with escrow, reviews, reputation. Paths per API.md."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +24,7 @@ from .settings import settings_of
 router = Router("listings")
 
 Condition = Literal["new", "like_new", "good", "fair", "for_parts"]
-assert CONDITIONS == Condition.__args__  # type: ignore[attr-defined]
+assert Condition.__args__ == CONDITIONS  # type: ignore[attr-defined]
 DEVICE_KINDS = ("phone", "tablet", "laptop", "desktop", "wearable", "drive", "other")
 
 
@@ -50,7 +51,7 @@ class DeviceIn(BaseModel):
             raise ValueError(exc.errors[0]["message"]) from None
 
     @model_validator(mode="after")
-    def _one_identifier(self) -> "DeviceIn":
+    def _one_identifier(self) -> DeviceIn:
         if not self.imei and not self.serial:
             raise ValueError("a device needs its imei or serial")
         return self
@@ -159,9 +160,12 @@ class SearchIn(BaseModel):
         return None if v in (None, "") else _city(v)
 
     @model_validator(mode="after")
-    def _range(self) -> "SearchIn":
-        if self.min_price_fen is not None and self.max_price_fen is not None and \
-                self.min_price_fen > self.max_price_fen:
+    def _range(self) -> SearchIn:
+        if (
+            self.min_price_fen is not None
+            and self.max_price_fen is not None
+            and self.min_price_fen > self.max_price_fen
+        ):
             raise ValueError("min_price_fen is above max_price_fen")
         return self
 
@@ -208,12 +212,16 @@ def _cursor(offset: int) -> str:
 
 # --- listings ------------------------------------------------------------------------------------------------
 
+
 @router.get("/v1/listings/categories", public=True, response=list[CategoryOut])
 async def list_categories(ctx: Ctx) -> list[dict[str, Any]]:
     """The second-hand categories; `holds_storage` ones need a wipe certificate to be published."""
     s = settings_of(ctx.runtime)
-    return [{"code": c.code, "name": c.name, "holds_storage": c.holds_storage}
-            for c in categories(s.categories_file or None).values() if c.code not in s.prohibited_categories]
+    return [
+        {"code": c.code, "name": c.name, "holds_storage": c.holds_storage}
+        for c in categories(s.categories_file or None).values()
+        if c.code not in s.prohibited_categories
+    ]
 
 
 @router.get("/v1/listings/search", public=True, query=SearchIn, response=SearchOut, errors=(400,))
@@ -221,19 +229,42 @@ async def search_listings(ctx: Ctx) -> dict[str, Any]:
     """Full-text search of published listings (Chinese of any length; several words are AND), with facets."""
     q: SearchIn = ctx.query
     offset = _offset(q.cursor)
-    query = SearchQuery(q=q.q, category=q.category or None, city_code=q.city_code, condition=q.condition,
-                        min_price_fen=q.min_price_fen, max_price_fen=q.max_price_fen, sort=q.sort, limit=q.limit,
-                        offset=offset)
+    query = SearchQuery(
+        q=q.q,
+        category=q.category or None,
+        city_code=q.city_code,
+        condition=q.condition,
+        min_price_fen=q.min_price_fen,
+        max_price_fen=q.max_price_fen,
+        sort=q.sort,
+        limit=q.limit,
+        offset=offset,
+    )
     res = await ctx.run(search_of(ctx.runtime).search, query)
     nxt = offset + len(res.hits)
-    return {"items": [{"id": h.listing_id, "title": h.title, "category": h.category, "condition": h.condition,
-                       "city_code": h.city_code, "price_fen": h.price_fen, "published_at": h.published_at,
-                       "score": h.score} for h in res.hits],
-            "next_cursor": _cursor(nxt) if nxt < res.total and res.hits else None,
-            "total": res.total, "facets": res.facets}
+    return {
+        "items": [
+            {
+                "id": h.listing_id,
+                "title": h.title,
+                "category": h.category,
+                "condition": h.condition,
+                "city_code": h.city_code,
+                "price_fen": h.price_fen,
+                "published_at": h.published_at,
+                "score": h.score,
+            }
+            for h in res.hits
+        ],
+        "next_cursor": _cursor(nxt) if nxt < res.total and res.hits else None,
+        "total": res.total,
+        "facets": res.facets,
+    }
 
 
-@router.post("/v1/listings", authenticated=True, body=ListingIn, response=ListingOut, status=201, errors=(422,))
+@router.post(
+    "/v1/listings", authenticated=True, body=ListingIn, response=ListingOut, status=201, errors=(422,)
+)
 async def create_listing(ctx: Ctx) -> Any:
     """A draft listing. Prohibited items (categories and words; configurable) → 422 `prohibited_item`."""
     body: ListingIn = ctx.body
@@ -247,7 +278,7 @@ async def my_listings(ctx: Ctx) -> dict[str, Any]:
     offset = _offset(q.cursor)
     items = await ctx.run(handlers.list_listings_of, ctx.runtime, ctx.user.user_id, q.limit + 1, offset)
     more = len(items) > q.limit
-    return {"items": items[:q.limit], "next_cursor": _cursor(offset + q.limit) if more else None}
+    return {"items": items[: q.limit], "next_cursor": _cursor(offset + q.limit) if more else None}
 
 
 @router.get("/v1/listings/{id}", public=True, response=ListingOut, errors=(404,))
@@ -256,13 +287,20 @@ async def get_listing(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(handlers.get_listing, ctx.runtime, ctx.principal, ctx.params["id"])
 
 
-@router.route("PATCH", "/v1/listings/{id}", authenticated=True, body=ListingPatch, response=ListingOut,
-              errors=(403, 404, 409, 422))
+@router.route(
+    "PATCH",
+    "/v1/listings/{id}",
+    authenticated=True,
+    body=ListingPatch,
+    response=ListingOut,
+    errors=(403, 404, 409, 422),
+)
 async def update_listing(ctx: Ctx) -> dict[str, Any]:
     """The seller changes the price or the description."""
     body: ListingPatch = ctx.body
-    return await ctx.run(handlers.update_listing, ctx.runtime, ctx.user, ctx.params["id"],
-                         body.model_dump(exclude_none=True))
+    return await ctx.run(
+        handlers.update_listing, ctx.runtime, ctx.user, ctx.params["id"], body.model_dump(exclude_none=True)
+    )
 
 
 @router.post("/v1/listings/{id}/publish", authenticated=True, response=StatusOut, errors=(403, 404, 409, 422))
@@ -281,6 +319,7 @@ async def withdraw_listing(ctx: Ctx) -> dict[str, Any]:
 
 
 # --- orders --------------------------------------------------------------------------------------------------
+
 
 class OrderIn(BaseModel):
     listing_id: str = Field(min_length=1, max_length=64)
@@ -349,8 +388,9 @@ class ReputationOut(BaseModel):
     completed_orders: int
 
 
-@router.post("/v1/orders", authenticated=True, body=OrderIn, response=OrderOut, status=201,
-             errors=(404, 409, 422))
+@router.post(
+    "/v1/orders", authenticated=True, body=OrderIn, response=OrderOut, status=201, errors=(404, 409, 422)
+)
 async def create_order(ctx: Ctx) -> Any:
     """Order a listing: it is reserved and payments opens a hold (担保交易) that the buyer confirms."""
     body: OrderIn = ctx.body
@@ -372,7 +412,7 @@ async def my_orders(ctx: Ctx) -> dict[str, Any]:
     offset = _offset(q.cursor)
     items = await ctx.run(orders.list_orders, ctx.runtime, ctx.user.user_id, q.role, q.limit + 1, offset)
     more = len(items) > q.limit
-    return {"items": items[:q.limit], "next_cursor": _cursor(offset + q.limit) if more else None}
+    return {"items": items[: q.limit], "next_cursor": _cursor(offset + q.limit) if more else None}
 
 
 @router.get("/v1/orders/{id}", authenticated=True, response=OrderOut, errors=(403, 404))
@@ -381,16 +421,21 @@ async def get_order(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(orders.get_order, ctx.runtime, ctx.user, ctx.params["id"])
 
 
-@router.post("/v1/orders/{id}/ship", authenticated=True, body=ShipIn, response=StatusOut,
-             errors=(403, 404, 409))
+@router.post(
+    "/v1/orders/{id}/ship", authenticated=True, body=ShipIn, response=StatusOut, errors=(403, 404, 409)
+)
 async def ship_order(ctx: Ctx) -> dict[str, Any]:
     """The seller has shipped a paid order."""
     body: ShipIn = ctx.body
-    out = await ctx.run(orders.ship_order, ctx.runtime, ctx.user, ctx.params["id"], body.carrier, body.tracking_no)
+    out = await ctx.run(
+        orders.ship_order, ctx.runtime, ctx.user, ctx.params["id"], body.carrier, body.tracking_no
+    )
     return {"id": out["id"], "status": out["status"]}
 
 
-@router.post("/v1/orders/{id}/confirm-receipt", authenticated=True, response=StatusOut, errors=(403, 404, 409))
+@router.post(
+    "/v1/orders/{id}/confirm-receipt", authenticated=True, response=StatusOut, errors=(403, 404, 409)
+)
 async def confirm_receipt(ctx: Ctx) -> dict[str, Any]:
     """The buyer received the item: escrow is captured and released to the seller less the platform fee."""
     out = await ctx.run(orders.confirm_receipt, ctx.runtime, ctx.user, ctx.params["id"])
@@ -404,12 +449,20 @@ async def cancel_order(ctx: Ctx) -> dict[str, Any]:
     return {"id": out["id"], "status": out["status"]}
 
 
-@router.post("/v1/orders/{id}/review", authenticated=True, body=ReviewIn, response=ReviewOut, status=201,
-             errors=(403, 404, 409))
+@router.post(
+    "/v1/orders/{id}/review",
+    authenticated=True,
+    body=ReviewIn,
+    response=ReviewOut,
+    status=201,
+    errors=(403, 404, 409),
+)
 async def review_order(ctx: Ctx) -> Any:
     """Review the other side of a completed order (once per side)."""
     body: ReviewIn = ctx.body
-    out = await ctx.run(orders.review_order, ctx.runtime, ctx.user, ctx.params["id"], body.rating, body.comment)
+    out = await ctx.run(
+        orders.review_order, ctx.runtime, ctx.user, ctx.params["id"], body.rating, body.comment
+    )
     return Reply(out, 201)
 
 

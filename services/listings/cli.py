@@ -1,4 +1,5 @@
 """Operator commands of listings: `recycle listings reindex` (rebuild the search index from the listings table)."""
+
 from __future__ import annotations
 
 import typer
@@ -17,14 +18,20 @@ def reindex() -> None:
     from services.kernel.settings import Settings
 
     from .search import search_of
-    from .search.indexer import count_published, reindex as run
+    from .search.indexer import count_published
+    from .search.indexer import reindex as run
 
     platform = Platform(Settings(), services=["listings"]).prepare()
     rt = platform["listings"]
     try:
         total = count_published(rt.db)
-        with Progress(TextColumn("reindexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console) as bar:
+        with Progress(
+            TextColumn("reindexing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as bar:
             task = bar.add_task("reindex", total=total)
             n = run(rt.db, search_of(rt), lambda k: bar.advance(task, k))
     finally:

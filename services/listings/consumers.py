@@ -5,6 +5,7 @@ Groups (each with its own offsets):
 - `listings.payments`      payments.hold: payments' reports on the holds of orders;
 - `listings.indexer`       listings.listing: its own listing events into the search index.
 """
+
 from __future__ import annotations
 
 from services.contracts.listings import ListingPublished, ListingUnpublished, ListingUpdated
@@ -29,15 +30,30 @@ from .search.indexer import Indexer
 def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
     indexer = Indexer(search_of(rt))
     return [
-        group("listings.certificates", {CertificateIssued: when_certificate_issued_keep_copy,
-                                        CertificateRevoked: when_certificate_revoked_unpublish}),
-        group("listings.payments", {HoldOpened: orders.when_hold_opened_record,
-                                    HoldAuthorised: orders.when_hold_authorised_mark_paid,
-                                    HoldDeclined: orders.when_hold_declined_record,
-                                    HoldCaptured: orders.when_hold_captured_record,
-                                    HoldCancelled: orders.when_hold_cancelled_record,
-                                    HoldRefunded: orders.when_hold_refunded_record}),
-        group("listings.indexer", {ListingPublished: indexer.when_listing_published_index,
-                                   ListingUpdated: indexer.when_listing_updated_index,
-                                   ListingUnpublished: indexer.when_listing_unpublished_drop}),
+        group(
+            "listings.certificates",
+            {
+                CertificateIssued: when_certificate_issued_keep_copy,
+                CertificateRevoked: when_certificate_revoked_unpublish,
+            },
+        ),
+        group(
+            "listings.payments",
+            {
+                HoldOpened: orders.when_hold_opened_record,
+                HoldAuthorised: orders.when_hold_authorised_mark_paid,
+                HoldDeclined: orders.when_hold_declined_record,
+                HoldCaptured: orders.when_hold_captured_record,
+                HoldCancelled: orders.when_hold_cancelled_record,
+                HoldRefunded: orders.when_hold_refunded_record,
+            },
+        ),
+        group(
+            "listings.indexer",
+            {
+                ListingPublished: indexer.when_listing_published_index,
+                ListingUpdated: indexer.when_listing_updated_index,
+                ListingUnpublished: indexer.when_listing_unpublished_drop,
+            },
+        ),
     ]

@@ -3,6 +3,7 @@
 One command = one unit of work over one listing: lock its row, check the transition and the rules, write, and
 put its event in the outbox in the same transaction.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,6 +53,7 @@ def mask_identifier(value: str) -> str:
 
 # --- commands ------------------------------------------------------------------------------------------------
 
+
 def create_listing(rt: ServiceRuntime, seller_id: str, data: dict[str, Any]) -> dict[str, Any]:
     """A draft (草稿). `data` is validated input (api.ListingIn); the prohibited-items rule runs here."""
     s = settings_of(rt)
@@ -60,19 +62,34 @@ def create_listing(rt: ServiceRuntime, seller_id: str, data: dict[str, Any]) -> 
     lid = new_id("ls")
     device = data.get("device") or None
     values: dict[str, Any] = dict(
-        id=lid, seller_id=seller_id, status=m.DRAFT, version=1, title=data["title"],
-        description=data["description"], category=data["category"], condition=data["condition"],
-        price_fen=data["price_fen"], city_code=data["city_code"], images=json.dumps(data.get("images") or []),
-        created_at=now, updated_at=now)
+        id=lid,
+        seller_id=seller_id,
+        status=m.DRAFT,
+        version=1,
+        title=data["title"],
+        description=data["description"],
+        category=data["category"],
+        condition=data["condition"],
+        price_fen=data["price_fen"],
+        city_code=data["city_code"],
+        images=json.dumps(data.get("images") or []),
+        created_at=now,
+        updated_at=now,
+    )
     if device:
         values["device_kind"] = device["kind"]
         if device.get("imei"):
-            values.update(imei_enc=pii.encrypt(rt.settings, device["imei"]),
-                          imei_masked=mask_identifier(device["imei"]), imei_key=device_key("imei", device["imei"]))
+            values.update(
+                imei_enc=pii.encrypt(rt.settings, device["imei"]),
+                imei_masked=mask_identifier(device["imei"]),
+                imei_key=device_key("imei", device["imei"]),
+            )
         if device.get("serial"):
-            values.update(serial_enc=pii.encrypt(rt.settings, device["serial"]),
-                          serial_masked=mask_identifier(device["serial"]),
-                          serial_key=device_key("serial", device["serial"]))
+            values.update(
+                serial_enc=pii.encrypt(rt.settings, device["serial"]),
+                serial_masked=mask_identifier(device["serial"]),
+                serial_key=device_key("serial", device["serial"]),
+            )
     with UnitOfWork(rt.db) as uow:
         uow.session.execute(listings.insert().values(**values))
         row = _row(uow, lid)
@@ -88,15 +105,26 @@ def publish_listing(rt: ServiceRuntime, user: Principal, listing_id: str) -> dic
         facts = device_facts(uow, row, s)
         refuse(wipe_certificate_required(facts))
         now = utcnow()
-        uow.session.execute(update(listings).where(listings.c.id == row.id).values(
-            status=m.PUBLISHED, version=row.version + 1, published_at=now, updated_at=now, unpublished_reason=None,
-            certificate_id=facts.valid_certificates[0] if facts.valid_certificates else None))
+        uow.session.execute(
+            update(listings)
+            .where(listings.c.id == row.id)
+            .values(
+                status=m.PUBLISHED,
+                version=row.version + 1,
+                published_at=now,
+                updated_at=now,
+                unpublished_reason=None,
+                certificate_id=facts.valid_certificates[0] if facts.valid_certificates else None,
+            )
+        )
         row = _row(uow, row.id)
         uow.emit(published_event(row))
     return listing_view(row, owner_view=True)
 
 
-def update_listing(rt: ServiceRuntime, user: Principal, listing_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+def update_listing(
+    rt: ServiceRuntime, user: Principal, listing_id: str, changes: dict[str, Any]
+) -> dict[str, Any]:
     """The owner changes the price or the description (a draft or a listing on sale)."""
     s = settings_of(rt)
     with UnitOfWork(rt.db) as uow:
@@ -106,8 +134,11 @@ def update_listing(rt: ServiceRuntime, user: Principal, listing_id: str, changes
         if not values:
             return listing_view(row, owner_view=True)
         refuse(prohibited_rule(s).check(row.category, row.title, values.get("description", row.description)))
-        uow.session.execute(update(listings).where(listings.c.id == row.id).values(
-            version=row.version + 1, updated_at=utcnow(), **values))
+        uow.session.execute(
+            update(listings)
+            .where(listings.c.id == row.id)
+            .values(version=row.version + 1, updated_at=utcnow(), **values)
+        )
         row = _row(uow, row.id)
         if row.status == m.PUBLISHED:
             uow.emit(ListingUpdated(**_document(row)))
@@ -120,8 +151,13 @@ def withdraw_listing(rt: ServiceRuntime, user: Principal, listing_id: str) -> di
         was = row.status
         m.next_listing_state("withdraw", was)
         now = utcnow()
-        uow.session.execute(update(listings).where(listings.c.id == row.id).values(
-            status=m.WITHDRAWN, version=row.version + 1, updated_at=now, unpublished_reason="withdrawn"))
+        uow.session.execute(
+            update(listings)
+            .where(listings.c.id == row.id)
+            .values(
+                status=m.WITHDRAWN, version=row.version + 1, updated_at=now, unpublished_reason="withdrawn"
+            )
+        )
         row = _row(uow, row.id)
         if was == m.PUBLISHED:
             uow.emit(ListingUnpublished(listing_id=row.id, version=row.version, reason="withdrawn", at=now))
@@ -140,20 +176,28 @@ def get_listing(rt: ServiceRuntime, user: Principal | None, listing_id: str) -> 
 
 def list_listings_of(rt: ServiceRuntime, seller_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
     with rt.db.session(readonly=True) as sess:
-        rows = sess.execute(select(listings).where(listings.c.seller_id == seller_id)
-                            .order_by(listings.c.created_at.desc(), listings.c.id.desc())
-                            .limit(limit).offset(offset)).all()
+        rows = sess.execute(
+            select(listings)
+            .where(listings.c.seller_id == seller_id)
+            .order_by(listings.c.created_at.desc(), listings.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
     return [listing_view(r, owner_view=True) for r in rows]
 
 
 # --- helpers shared with orders and the certificate consumer ----------------------------------------------
 
+
 def device_facts(uow: UnitOfWork, row: Any, s: ListingsSettings) -> DeviceFacts:
     cat = categories(s.categories_file or None).get(row.category)
     keys = tuple(k for k in (row.imei_key, row.serial_key) if k)
-    return DeviceFacts(names_device=row.device_kind is not None,
-                       category_holds_storage=bool(cat and cat.holds_storage), device_keys=keys,
-                       valid_certificates=valid_certificates(uow, keys))
+    return DeviceFacts(
+        names_device=row.device_kind is not None,
+        category_holds_storage=bool(cat and cat.holds_storage),
+        device_keys=keys,
+        valid_certificates=valid_certificates(uow, keys),
+    )
 
 
 def valid_certificates(uow: UnitOfWork, keys: tuple[str, ...]) -> tuple[str, ...]:
@@ -163,14 +207,24 @@ def valid_certificates(uow: UnitOfWork, keys: tuple[str, ...]) -> tuple[str, ...
         select(certificates.c.certificate_id)
         .join(certificate_devices, certificate_devices.c.certificate_id == certificates.c.certificate_id)
         .where(certificate_devices.c.device_key.in_(keys), certificates.c.revoked_at.is_(None))
-        .order_by(certificates.c.issued_at.desc(), certificates.c.certificate_id)).all()
+        .order_by(certificates.c.issued_at.desc(), certificates.c.certificate_id)
+    ).all()
     return tuple(dict.fromkeys(r.certificate_id for r in rows))
 
 
 def _document(row: Any) -> dict[str, Any]:
-    return dict(listing_id=row.id, version=row.version, seller_id=row.seller_id, title=row.title,
-                description=row.description, category=row.category, condition=row.condition,
-                price_fen=int(row.price_fen), city_code=row.city_code, published_at=aware(row.published_at))
+    return dict(
+        listing_id=row.id,
+        version=row.version,
+        seller_id=row.seller_id,
+        title=row.title,
+        description=row.description,
+        category=row.category,
+        condition=row.condition,
+        price_fen=int(row.price_fen),
+        city_code=row.city_code,
+        published_at=aware(row.published_at),
+    )
 
 
 def published_event(row: Any) -> ListingPublished:
@@ -196,14 +250,23 @@ def _owned_row(uow: UnitOfWork, listing_id: str, user: Principal, admin_ok: bool
 
 def listing_view(row: Any, owner_view: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "id": row.id, "status": row.status, "version": row.version, "seller_id": row.seller_id,
-        "title": row.title, "description": row.description, "category": row.category,
-        "condition": row.condition, "price_fen": int(row.price_fen), "city_code": row.city_code,
+        "id": row.id,
+        "status": row.status,
+        "version": row.version,
+        "seller_id": row.seller_id,
+        "title": row.title,
+        "description": row.description,
+        "category": row.category,
+        "condition": row.condition,
+        "price_fen": int(row.price_fen),
+        "city_code": row.city_code,
         "images": json.loads(row.images or "[]"),
-        "device": None if row.device_kind is None else {
-            "kind": row.device_kind, "imei_masked": row.imei_masked, "serial_masked": row.serial_masked},
+        "device": None
+        if row.device_kind is None
+        else {"kind": row.device_kind, "imei_masked": row.imei_masked, "serial_masked": row.serial_masked},
         "certificate_id": row.certificate_id,
-        "created_at": aware(row.created_at), "updated_at": aware(row.updated_at),
+        "created_at": aware(row.created_at),
+        "updated_at": aware(row.updated_at),
         "published_at": aware(row.published_at),
     }
     if owner_view:

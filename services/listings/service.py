@@ -1,4 +1,5 @@
 """The listings service (二手): listings, the search index, orders with escrow, reviews and reputation."""
+
 from __future__ import annotations
 
 from services.kernel.runtime import ServiceRuntime, ServiceSpec

@@ -1,4 +1,5 @@
 """Listings' settings, from the environment with the prefix `LISTINGS_`."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -11,13 +12,35 @@ if TYPE_CHECKING:
 
 DEFAULT_PROHIBITED_WORDS = (
     # weapons and dangerous goods
-    "枪支", "仿真枪", "气枪", "弹药", "子弹", "管制刀具", "弩", "炸药", "烟花爆竹",
+    "枪支",
+    "仿真枪",
+    "气枪",
+    "弹药",
+    "子弹",
+    "管制刀具",
+    "弩",
+    "炸药",
+    "烟花爆竹",
     # drugs and prescription medicine
-    "毒品", "冰毒", "大麻", "摇头丸", "处方药",
+    "毒品",
+    "冰毒",
+    "大麻",
+    "摇头丸",
+    "处方药",
     # counterfeits
-    "高仿", "a货", "假货", "复刻", "仿牌",
+    "高仿",
+    "a货",
+    "假货",
+    "复刻",
+    "仿牌",
     # personal data and identity documents sold as such
-    "身份证", "银行卡", "公民信息", "个人信息", "实名手机卡", "数据包", "通讯录",
+    "身份证",
+    "银行卡",
+    "公民信息",
+    "个人信息",
+    "实名手机卡",
+    "数据包",
+    "通讯录",
 )
 
 
@@ -47,14 +70,14 @@ class ListingsSettings(BaseSettings):
     search_max_limit: int = Field(100, ge=1)
 
 
-def settings_of(rt: "ServiceRuntime") -> ListingsSettings:
+def settings_of(rt: ServiceRuntime) -> ListingsSettings:
     s = rt.ports.get("listings_settings")
     if s is None:
         s = rt.ports["listings_settings"] = ListingsSettings()
     return s
 
 
-def configure(rt: "ServiceRuntime", **overrides: Any) -> ListingsSettings:
+def configure(rt: ServiceRuntime, **overrides: Any) -> ListingsSettings:
     """Replace the runtime's listings settings (tests, benchmarks): defaults + environment + `overrides`."""
     s = ListingsSettings(**overrides)
     rt.ports["listings_settings"] = s

@@ -2,9 +2,22 @@
 
 The search index is not here: it lives behind the search port (its own SQLite file, or Elasticsearch).
 """
+
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, SmallInteger, String, Table, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    text,
+)
 
 from services.kernel.db import new_metadata
 
@@ -77,7 +90,9 @@ orders = Table(
     Column("city_code", String(6), nullable=False),
     # escrow at payments: the hold request (its id is also the payment id the buyer confirms)
     Column("hold_request_id", String(80), nullable=False, unique=True),
-    Column("payment_status", String(32), nullable=False),  # requested | requires_payment_method | declined | held | captured | cancelled | refunded
+    Column(
+        "payment_status", String(32), nullable=False
+    ),  # requested | requires_payment_method | declined | held | captured | cancelled | refunded
     Column("client_secret", Text, nullable=True),
     Column("hold_id", String(64), nullable=True),
     Column("decline_reason", Text, nullable=True),
@@ -97,11 +112,15 @@ orders = Table(
     Index("ix_orders_status_expires", "status", "expires_at"),
     Index("ix_orders_status_shipped", "status", "shipped_at"),
     # never two live orders for one listing, whatever races (the reservation is the first guard)
-    Index("uq_orders_live_listing", "listing_id", unique=True,
-          sqlite_where=text("status IN ('pending_payment', 'paid', 'shipped', 'completed')"),
-          postgresql_where=text("status IN ('pending_payment', 'paid', 'shipped', 'completed')")),
+    Index(
+        "uq_orders_live_listing",
+        "listing_id",
+        unique=True,
+        sqlite_where=text("status IN ('pending_payment', 'paid', 'shipped', 'completed')"),
+        postgresql_where=text("status IN ('pending_payment', 'paid', 'shipped', 'completed')"),
+    ),
 )
-assert m.ACTIVE_ORDER == {"pending_payment", "paid", "shipped", "completed"}
+assert {"pending_payment", "paid", "shipped", "completed"} == m.ACTIVE_ORDER
 
 reviews = Table(
     "reviews",

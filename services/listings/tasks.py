@@ -1,5 +1,6 @@
 """Tasks of listings (run by the platform's worker): the order timers (beat) and rebuilding the search index
 (on demand: `REINDEX.publish(settings)`)."""
+
 from __future__ import annotations
 
 from services.kernel.runtime import ServiceRuntime
@@ -10,7 +11,11 @@ from .settings import ListingsSettings
 _every_s = ListingsSettings().timer_interval_s
 SCHEDULE = {
     # a tick not run within its period is dropped: the next one scans the same rows
-    "listings-timers": {"task": "listings.run_timers", "schedule": _every_s, "options": {"expires": _every_s}},
+    "listings-timers": {
+        "task": "listings.run_timers",
+        "schedule": _every_s,
+        "options": {"expires": _every_s},
+    },
 }
 
 

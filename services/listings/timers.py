@@ -5,6 +5,7 @@ scans at once (or a scan racing the buyer) cannot both act.
 
 Run by Celery beat (tasks.py) every `timer_interval_s`; tests call `run_due(rt, now)`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,14 +32,20 @@ def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
     s = settings_of(rt)
     now = now or utcnow()
     return {
-        "expired": _each(rt, s.timer_batch,
-                         select(orders).where(orders.c.status == m.PENDING_PAYMENT, orders.c.expires_at <= now),
-                         lambda uow, row: close(uow, row, "expire", reason="unpaid")),
+        "expired": _each(
+            rt,
+            s.timer_batch,
+            select(orders).where(orders.c.status == m.PENDING_PAYMENT, orders.c.expires_at <= now),
+            lambda uow, row: close(uow, row, "expire", reason="unpaid"),
+        ),
         "auto_confirmed": _each(
-            rt, s.timer_batch,
-            select(orders).where(orders.c.status == m.SHIPPED,
-                                 orders.c.shipped_at <= now - timedelta(days=s.auto_confirm_days)),
-            lambda uow, row: complete(uow, rt, row, auto=True)),
+            rt,
+            s.timer_batch,
+            select(orders).where(
+                orders.c.status == m.SHIPPED, orders.c.shipped_at <= now - timedelta(days=s.auto_confirm_days)
+            ),
+            lambda uow, row: complete(uow, rt, row, auto=True),
+        ),
     }
 
 
@@ -47,15 +54,20 @@ def _each(rt: ServiceRuntime, batch: int, query: Any, act: Callable[[UnitOfWork,
     tried: set[str] = set()
     while True:
         with rt.db.session(readonly=True) as s:
-            rows = [r for r in s.execute(query.order_by(orders.c.id).limit(batch + len(tried))).all()
-                    if r.id not in tried]
+            rows = [
+                r
+                for r in s.execute(query.order_by(orders.c.id).limit(batch + len(tried))).all()
+                if r.id not in tried
+            ]
         if not rows:
             return done
         for row in rows[:batch]:
             tried.add(row.id)
             try:
                 with UnitOfWork(rt.db) as uow:
-                    fresh = uow.session.execute(select(orders).where(orders.c.id == row.id).with_for_update()).one()
+                    fresh = uow.session.execute(
+                        select(orders).where(orders.c.id == row.id).with_for_update()
+                    ).one()
                     if fresh.status == row.status and act(uow, fresh):
                         done += 1
             except Conflict:

@@ -3,6 +3,7 @@
 Holds, captures and refunds are not HTTP routes: the services that own orders ask for them over the bus
 (contracts.payments); the payer confirms such a payment here (the sandbox's stand-in for a provider's own client).
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -38,9 +39,14 @@ class BalanceOut(BaseModel):
 
 
 def _balance_out(b: Balance) -> dict[str, Any]:
-    return {"user_id": b.user_id, "currency": b.currency.upper(), "available_fen": b.available_fen,
-            "in_transit_fen": b.in_transit_fen, "payout_threshold_fen": b.threshold_fen,
-            "wallets": [{"wallet": k, "balance_fen": v} for k, v in b.wallets.items()]}
+    return {
+        "user_id": b.user_id,
+        "currency": b.currency.upper(),
+        "available_fen": b.available_fen,
+        "in_transit_fen": b.in_transit_fen,
+        "payout_threshold_fen": b.threshold_fen,
+        "wallets": [{"wallet": k, "balance_fen": v} for k, v in b.wallets.items()],
+    }
 
 
 class WithdrawalIn(BaseModel):
@@ -68,8 +74,14 @@ class ListQuery(BaseModel):
 
 
 def _withdrawal_out(w: Withdrawal) -> dict[str, Any]:
-    return {"id": w.id, "wallet": w.wallet, "amount_fen": w.amount_fen, "status": str(w.status),
-            "provider_ref": w.provider_ref, "failure_reason": w.failure_reason}
+    return {
+        "id": w.id,
+        "wallet": w.wallet,
+        "amount_fen": w.amount_fen,
+        "status": str(w.status),
+        "provider_ref": w.provider_ref,
+        "failure_reason": w.failure_reason,
+    }
 
 
 @router.get("/v1/payments/balance", authenticated=True, response=BalanceOut)
@@ -78,15 +90,26 @@ async def get_balance(ctx: Ctx) -> dict[str, Any]:
     return _balance_out(await ctx.run(payments_of(ctx).balance, ctx.user.user_id))
 
 
-@router.post("/v1/payments/withdrawals", authenticated=True, body=WithdrawalIn, response=WithdrawalOut, status=201,
-             errors=(422, 502))
+@router.post(
+    "/v1/payments/withdrawals",
+    authenticated=True,
+    body=WithdrawalIn,
+    response=WithdrawalOut,
+    status=201,
+    errors=(422, 502),
+)
 async def create_withdrawal(ctx: Ctx) -> Any:
     """Withdraw from a wallet (提现), below the payout threshold too. Idempotent per Idempotency-Key."""
     key = ctx.request.headers.get("Idempotency-Key")
     command_id = f"api:{ctx.user.user_id}:{key}" if key else new_id("wdcmd")
     body: WithdrawalIn = ctx.body
-    w = await ctx.run(payments_of(ctx).withdraw, command_id=command_id, user_id=ctx.user.user_id,
-                      wallet=body.wallet, amount_fen=body.amount_fen)
+    w = await ctx.run(
+        payments_of(ctx).withdraw,
+        command_id=command_id,
+        user_id=ctx.user.user_id,
+        wallet=body.wallet,
+        amount_fen=body.amount_fen,
+    )
     return Reply(_withdrawal_out(w), 201)
 
 
@@ -96,7 +119,7 @@ async def list_withdrawals(ctx: Ctx) -> dict[str, Any]:
     q: ListQuery = ctx.query
     items = await ctx.run(payments_of(ctx).list_withdrawals, ctx.user.user_id, q.limit + 1, q.cursor)
     more = len(items) > q.limit
-    items = items[:q.limit]
+    items = items[: q.limit]
     return {"items": [_withdrawal_out(w) for w in items], "next_cursor": items[-1].id if more else None}
 
 
@@ -109,8 +132,11 @@ async def get_withdrawal(ctx: Ctx) -> dict[str, Any]:
 
 
 class ConfirmIn(BaseModel):
-    payment_method: str = Field(min_length=1, max_length=128,
-                                description="sandbox/Stripe test methods: pm_card_visa, pm_card_chargeCustomerFail")
+    payment_method: str = Field(
+        min_length=1,
+        max_length=128,
+        description="sandbox/Stripe test methods: pm_card_visa, pm_card_chargeCustomerFail",
+    )
 
 
 class PaymentOut(BaseModel):
@@ -124,21 +150,28 @@ class PaymentOut(BaseModel):
     client_secret: str | None
 
 
-@router.post("/v1/payments/intents/{id}/confirm", authenticated=True, body=ConfirmIn, response=PaymentOut,
-             errors=(400, 403, 404, 409, 502))
+@router.post(
+    "/v1/payments/intents/{id}/confirm",
+    authenticated=True,
+    body=ConfirmIn,
+    response=PaymentOut,
+    errors=(400, 403, 404, 409, 502),
+)
 async def confirm_payment(ctx: Ctx) -> dict[str, Any]:
     """The payer pays a payment another service opened (e.g. an order's escrow): `requires_capture` when the money
     is held, `requires_payment_method` with `decline_code` when the method was declined (try another)."""
     body: ConfirmIn = ctx.body
-    return await ctx.run(ctx.runtime.ports["hold_requests"].confirm, ctx.params["id"], ctx.user.user_id,
-                         body.payment_method)
+    return await ctx.run(
+        ctx.runtime.ports["hold_requests"].confirm, ctx.params["id"], ctx.user.user_id, body.payment_method
+    )
 
 
 @router.get("/v1/payments/intents/{id}", authenticated=True, response=PaymentOut, errors=(404,))
 async def get_payment(ctx: Ctx) -> dict[str, Any]:
     """A payment opened for the signed-in payer (or any, for an admin)."""
-    return await ctx.run(ctx.runtime.ports["hold_requests"].get, ctx.params["id"], ctx.user.user_id,
-                         ctx.user.has("admin"))
+    return await ctx.run(
+        ctx.runtime.ports["hold_requests"].get, ctx.params["id"], ctx.user.user_id, ctx.user.has("admin")
+    )
 
 
 class WebhookOut(BaseModel):

@@ -3,6 +3,7 @@
 `app` is a Typer app, ready to mount under the platform CLI (`recycle payments ...`) with
 `app.add_typer(payments_cli.app, name="payments")` in workers/cli.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ def _payments():  # noqa: ANN202
 
 
 @app.command()
-def reconcile(as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
-              no_catch_up: bool = typer.Option(False, help="do not pull events or send pending withdrawals")) -> None:
+def reconcile(
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    no_catch_up: bool = typer.Option(False, help="do not pull events or send pending withdrawals"),
+) -> None:
     """Compare the ledger with the provider's objects; exit 1 when anything differs."""
     from .reconcile import reconcile as run
 
@@ -40,8 +43,10 @@ def reconcile(as_json: bool = typer.Option(False, "--json", help="print the repo
     if as_json:
         console.print_json(json.dumps(report.to_dict()))
     else:
-        console.print(f"provider [bold]{report.provider}[/]: checked {report.checked}; "
-                      f"{report.events_applied} event(s) applied, {report.withdrawals_sent} withdrawal(s) sent")
+        console.print(
+            f"provider [bold]{report.provider}[/]: checked {report.checked}; "
+            f"{report.events_applied} event(s) applied, {report.withdrawals_sent} withdrawal(s) sent"
+        )
         if report.discrepancies:
             t = Table("kind", "object", "provider ref", "ours", "provider", "detail")
             for d in report.discrepancies:

@@ -9,6 +9,7 @@ answers with the first result; the reconciliation job finds anything left over.
 
 Lock order (to avoid deadlocks): hold → payee → withdrawal.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,8 +76,11 @@ def _now() -> datetime:
 
 
 def _reused(command_id: str, what: str) -> RuleViolated:
-    return RuleViolated(f"command id {command_id!r} was already used for {what}", reason="command_id_reused",
-                        field="command_id")
+    return RuleViolated(
+        f"command id {command_id!r} was already used for {what}",
+        reason="command_id_reused",
+        field="command_id",
+    )
 
 
 class Payments:
@@ -92,8 +96,15 @@ class Payments:
         return self.settings.currency
 
     # === holds (escrow) =======================================================================================
-    def authorise(self, *, command_id: str, payer_user_id: str, amount_fen: int, payment_method: str,
-                  reference_id: str = "") -> Hold:
+    def authorise(
+        self,
+        *,
+        command_id: str,
+        payer_user_id: str,
+        amount_fen: int,
+        payment_method: str,
+        reference_id: str = "",
+    ) -> Hold:
         """Put `amount_fen` on hold on the payer's card (预授权). A decline is an outcome: the hold comes back with
         status `declined` and the provider's decline code. An unknown payment method is a 400 on `payment_method`."""
         check_amount(amount_fen)
@@ -108,32 +119,61 @@ class Payments:
                 s = uow.session
                 row = self._hold_row(s, hold_id, lock=True, missing_ok=True)
                 if row is not None:
-                    if (row.payer_user_id, row.amount_fen, row.payment_method) != \
-                            (payer_user_id, amount_fen, payment_method):
+                    if (row.payer_user_id, row.amount_fen, row.payment_method) != (
+                        payer_user_id,
+                        amount_fen,
+                        payment_method,
+                    ):
                         raise _reused(command_id, f"another authorisation ({row.id})")
                     return self._hold_view(s, row)
                 # The row first: a concurrent retry of this command waits on it instead of calling the provider.
-                s.execute(insert(holds).values(
-                    id=hold_id, command_id=command_id, payer_user_id=payer_user_id, reference_id=reference_id,
-                    amount_fen=amount_fen, currency=self.currency, payment_method=payment_method,
-                    status="authorising", provider=self.provider.name, created_at=_now(), updated_at=_now()))
+                s.execute(
+                    insert(holds).values(
+                        id=hold_id,
+                        command_id=command_id,
+                        payer_user_id=payer_user_id,
+                        reference_id=reference_id,
+                        amount_fen=amount_fen,
+                        currency=self.currency,
+                        payment_method=payment_method,
+                        status="authorising",
+                        provider=self.provider.name,
+                        created_at=_now(),
+                        updated_at=_now(),
+                    )
+                )
                 s.flush()
                 try:
                     res = self.provider.authorise(
-                        amount_fen=amount_fen, currency=self.currency, payment_method=payment_method,
+                        amount_fen=amount_fen,
+                        currency=self.currency,
+                        payment_method=payment_method,
                         idempotency_key=provider_idempotency_key("authorise", command_id),
-                        metadata={"hold_id": hold_id, "reference_id": reference_id, "command_id": command_id})
+                        metadata={"hold_id": hold_id, "reference_id": reference_id, "command_id": command_id},
+                    )
                 except InvalidRequest as exc:
                     if exc.param in (None, "payment_method") and (exc.http_status == 404 or exc.param):
                         raise ValidationFailed.field("payment_method", exc.detail) from None
                     raise
                 status = HoldStatus.AUTHORISED if res.status == "authorised" else HoldStatus.DECLINED
-                s.execute(update(holds).where(holds.c.id == hold_id).values(
-                    status=str(status), provider_ref=res.provider_ref or None, decline_code=res.decline_code,
-                    decline_message=res.decline_message, updated_at=_now()))
+                s.execute(
+                    update(holds)
+                    .where(holds.c.id == hold_id)
+                    .values(
+                        status=str(status),
+                        provider_ref=res.provider_ref or None,
+                        decline_code=res.decline_code,
+                        decline_message=res.decline_message,
+                        updated_at=_now(),
+                    )
+                )
                 if status == HoldStatus.AUTHORISED:
-                    store.post(s, L.transfer(K_AUTHORISE, hold_id, L.CARD_AUTHORISATIONS, L.hold_account(hold_id),
-                                             amount_fen))
+                    store.post(
+                        s,
+                        L.transfer(
+                            K_AUTHORISE, hold_id, L.CARD_AUTHORISATIONS, L.hold_account(hold_id), amount_fen
+                        ),
+                    )
                     self._sync_intent(uow, res.provider_ref)  # events that arrived before this commit
                 return self._hold_view(s, self._hold_row(s, hold_id))
 
@@ -144,13 +184,16 @@ class Payments:
 
     def capture(self, *, command_id: str, hold_id: str, amount_fen: int | None = None) -> Hold:
         """Capture a hold into escrow: at most what was authorised, once. The rest of the hold is released."""
+
         def work() -> Hold:
             with UnitOfWork(self.db) as uow:
                 return self.capture_in(uow, command_id=command_id, hold_id=hold_id, amount_fen=amount_fen)
 
         return retry_on_conflict(work)
 
-    def capture_in(self, uow: UnitOfWork, *, command_id: str, hold_id: str, amount_fen: int | None = None) -> Hold:
+    def capture_in(
+        self, uow: UnitOfWork, *, command_id: str, hold_id: str, amount_fen: int | None = None
+    ) -> Hold:
         """`capture` inside the caller's unit of work (a consumer's)."""
         s = uow.session
         row = self._hold_row(s, hold_id, lock=True)
@@ -159,14 +202,18 @@ class Payments:
         hold = self._hold_view(s, row)
         amount = hold.amount_fen if amount_fen is None else amount_fen
         hold.ensure_can_capture(amount)
-        snap = self.provider.capture(row.provider_ref, amount_fen=amount,
-                                     idempotency_key=provider_idempotency_key("capture", command_id))
+        snap = self.provider.capture(
+            row.provider_ref,
+            amount_fen=amount,
+            idempotency_key=provider_idempotency_key("capture", command_id),
+        )
         self._record_capture(s, row, snap.captured_fen or amount)
         self._record_command(s, command_id, "capture", hold_id, amount)
         return self._hold_view(s, self._hold_row(s, hold_id))
 
     def cancel(self, *, command_id: str, hold_id: str) -> Hold:
         """Release an uncaptured hold (the buyer's card is no longer reserved)."""
+
         def work() -> Hold:
             with UnitOfWork(self.db) as uow:
                 return self.cancel_in(uow, command_id=command_id, hold_id=hold_id)
@@ -185,18 +232,29 @@ class Payments:
         self._record_command(s, command_id, "cancel", hold_id, None)
         return self._hold_view(s, self._hold_row(s, hold_id))
 
-    def refund(self, *, command_id: str, hold_id: str, amount_fen: int | None = None, reason: str = "") -> Refund:
+    def refund(
+        self, *, command_id: str, hold_id: str, amount_fen: int | None = None, reason: str = ""
+    ) -> Refund:
         """Give captured money back to the buyer: all that is left (default) or part of it. Our ledger refuses a
         refund above what the escrow still holds, whatever the provider would allow."""
+
         def work() -> Refund:
             with UnitOfWork(self.db) as uow:
-                return self.refund_in(uow, command_id=command_id, hold_id=hold_id, amount_fen=amount_fen,
-                                      reason=reason)
+                return self.refund_in(
+                    uow, command_id=command_id, hold_id=hold_id, amount_fen=amount_fen, reason=reason
+                )
 
         return retry_on_conflict(work)
 
-    def refund_in(self, uow: UnitOfWork, *, command_id: str, hold_id: str, amount_fen: int | None = None,
-                  reason: str = "") -> Refund:
+    def refund_in(
+        self,
+        uow: UnitOfWork,
+        *,
+        command_id: str,
+        hold_id: str,
+        amount_fen: int | None = None,
+        reason: str = "",
+    ) -> Refund:
         """`refund` inside the caller's unit of work (a consumer's)."""
         refund_id = command_scoped_id("rf", "refund", command_id)
         s = uow.session
@@ -211,31 +269,66 @@ class Payments:
         if amount_fen is None and amount == 0 and hold.status == HoldStatus.CAPTURED:
             raise RuleViolated(f"hold {hold_id} has nothing left to refund", reason="over_refund")
         hold.ensure_can_refund(amount)
-        res = self.provider.refund(row.provider_ref, amount_fen=amount,
-                                   idempotency_key=provider_idempotency_key("refund", command_id),
-                                   metadata={"hold_id": hold_id, "refund_id": refund_id,
-                                             "command_id": command_id})
+        res = self.provider.refund(
+            row.provider_ref,
+            amount_fen=amount,
+            idempotency_key=provider_idempotency_key("refund", command_id),
+            metadata={"hold_id": hold_id, "refund_id": refund_id, "command_id": command_id},
+        )
         status = {"succeeded": RefundStatus.SUCCEEDED, "pending": RefundStatus.PENDING}.get(
-            res.status, RefundStatus.FAILED)
-        s.execute(insert(refunds).values(
-            id=refund_id, command_id=command_id, hold_id=hold_id, amount_fen=amount, status=str(status),
-            provider_ref=res.provider_ref, reason=reason, failure_reason=res.failure_reason,
-            created_at=_now(), updated_at=_now()))
+            res.status, RefundStatus.FAILED
+        )
+        s.execute(
+            insert(refunds).values(
+                id=refund_id,
+                command_id=command_id,
+                hold_id=hold_id,
+                amount_fen=amount,
+                status=str(status),
+                provider_ref=res.provider_ref,
+                reason=reason,
+                failure_reason=res.failure_reason,
+                created_at=_now(),
+                updated_at=_now(),
+            )
+        )
         if status != RefundStatus.FAILED:
-            store.post(s, L.transfer(K_REFUND, refund_id, L.escrow_account(hold_id), L.PROVIDER_CASH,
-                                     amount, memo=reason))
+            store.post(
+                s,
+                L.transfer(
+                    K_REFUND,
+                    refund_id,
+                    L.escrow_account(hold_id),
+                    L.PROVIDER_CASH,
+                    amount,
+                    memo=reason,
+                ),
+            )
         self._sync_refund(uow, res.provider_ref, None)  # a failure reported before this commit
         return self._refund_view(s.execute(select(refunds).where(refunds.c.id == refund_id)).one())
 
-    def release(self, *, command_id: str, hold_id: str, payee_user_id: str, payee_kind: str = "seller",
-                fee_fen: int = 0) -> Payout:
+    def release(
+        self,
+        *,
+        command_id: str,
+        hold_id: str,
+        payee_user_id: str,
+        payee_kind: str = "seller",
+        fee_fen: int = 0,
+    ) -> Payout:
         """Pay what is left in a hold's escrow to the payee (the seller), less the platform fee."""
         payout_id = command_scoped_id("po", "release", command_id)
 
         def work() -> tuple[Payout, str | None]:
             with UnitOfWork(self.db) as uow:
-                return self.release_in(uow, command_id=command_id, hold_id=hold_id, payee_user_id=payee_user_id,
-                                       payee_kind=payee_kind, fee_fen=fee_fen)
+                return self.release_in(
+                    uow,
+                    command_id=command_id,
+                    hold_id=hold_id,
+                    payee_user_id=payee_user_id,
+                    payee_kind=payee_kind,
+                    fee_fen=fee_fen,
+                )
 
         payout, wd = retry_on_conflict(work)
         if wd:
@@ -243,8 +336,16 @@ class Payments:
             return self.get_payout(payout_id)
         return payout
 
-    def release_in(self, uow: UnitOfWork, *, command_id: str, hold_id: str, payee_user_id: str,
-                   payee_kind: str = "seller", fee_fen: int = 0) -> tuple[Payout, str | None]:
+    def release_in(
+        self,
+        uow: UnitOfWork,
+        *,
+        command_id: str,
+        hold_id: str,
+        payee_user_id: str,
+        payee_kind: str = "seller",
+        fee_fen: int = 0,
+    ) -> tuple[Payout, str | None]:
         """`release` inside the caller's unit of work: the payout, and the withdrawal to send (if any; its
         WithdrawalRequested event sends it when nobody does sooner)."""
         payout_id = command_scoped_id("po", "release", command_id)
@@ -258,23 +359,48 @@ class Payments:
         if not isinstance(fee_fen, int) or fee_fen < 0 or fee_fen >= amount:
             raise ValidationFailed.field("fee_fen", f"between 0 and {amount - 1} fen")
         payout, wd = self._accept_payout(
-            uow, payout_id=payout_id, payee_user_id=payee_user_id, payee_kind=payee_kind,
-            amount_fen=amount - fee_fen, purpose="order", reference_id=hold.reference_id or hold_id,
-            requested_by="payments", source_account=L.escrow_account(hold_id), fee_fen=fee_fen)
+            uow,
+            payout_id=payout_id,
+            payee_user_id=payee_user_id,
+            payee_kind=payee_kind,
+            amount_fen=amount - fee_fen,
+            purpose="order",
+            reference_id=hold.reference_id or hold_id,
+            requested_by="payments",
+            source_account=L.escrow_account(hold_id),
+            fee_fen=fee_fen,
+        )
         self._record_command(s, command_id, "release", hold_id, amount)
         return payout, wd
 
     # === payouts and wallets ==================================================================================
-    def request_payout(self, *, payout_id: str, payee_user_id: str, amount_fen: int, purpose: str,
-                       reference_id: str, requested_by: str, payee_kind: str = "resident") -> Payout:
+    def request_payout(
+        self,
+        *,
+        payout_id: str,
+        payee_user_id: str,
+        amount_fen: int,
+        purpose: str,
+        reference_id: str,
+        requested_by: str,
+        payee_kind: str = "resident",
+    ) -> Payout:
         """Pay a person or firm (at most once per `payout_id`). Residents' payouts below the threshold stay in
         their wallet (reported paid to the balance); the wallet goes out once it reaches the threshold."""
+
         def work() -> tuple[Payout, str | None]:
             with UnitOfWork(self.db) as uow:
                 return self._accept_payout(
-                    uow, payout_id=payout_id, payee_user_id=payee_user_id, payee_kind=payee_kind,
-                    amount_fen=amount_fen, purpose=purpose, reference_id=reference_id, requested_by=requested_by,
-                    source_account=L.funding_account(requested_by))
+                    uow,
+                    payout_id=payout_id,
+                    payee_user_id=payee_user_id,
+                    payee_kind=payee_kind,
+                    amount_fen=amount_fen,
+                    purpose=purpose,
+                    reference_id=reference_id,
+                    requested_by=requested_by,
+                    source_account=L.funding_account(requested_by),
+                )
 
         try:
             payout, wd = retry_on_conflict(work)
@@ -285,8 +411,9 @@ class Payments:
             return self.get_payout(payout_id)
         return payout
 
-    def withdraw(self, *, command_id: str, user_id: str, wallet: str = "resident",
-                 amount_fen: int | None = None) -> Withdrawal:
+    def withdraw(
+        self, *, command_id: str, user_id: str, wallet: str = "resident", amount_fen: int | None = None
+    ) -> Withdrawal:
         """The payee takes money out of their wallet (all of it by default), whatever the threshold."""
         if wallet not in L.WALLET_KINDS:
             raise ValidationFailed.field("wallet", f"one of {list(L.WALLET_KINDS)}")
@@ -300,34 +427,50 @@ class Payments:
                     if prior.payee_user_id != user_id:
                         raise _reused(command_id, "another withdrawal")
                     return prior.id
-                balance = L.normal_balance(L.wallet_account(wallet, user_id),
-                                           store.raw_balance(s, L.wallet_account(wallet, user_id)))
+                balance = L.normal_balance(
+                    L.wallet_account(wallet, user_id), store.raw_balance(s, L.wallet_account(wallet, user_id))
+                )
                 if balance <= 0:
                     raise RuleViolated(f"your {wallet} wallet is empty", reason="nothing_to_withdraw")
                 amount = balance if amount_fen is None else check_amount(amount_fen)
                 if amount > balance:
-                    raise RuleViolated(f"cannot withdraw {amount} fen: the {wallet} wallet holds {balance} fen",
-                                       reason="insufficient_balance", field="amount_fen")
+                    raise RuleViolated(
+                        f"cannot withdraw {amount} fen: the {wallet} wallet holds {balance} fen",
+                        reason="insufficient_balance",
+                        field="amount_fen",
+                    )
                 return self._reserve_withdrawal(uow, user_id, wallet, amount, command_id, None)
 
         wd_id = retry_on_conflict(work)
         self._try_send(wd_id)
         return self.get_withdrawal(wd_id)
 
-    def register_payee(self, *, user_id: str, kind: str, provider_account_ref: str | None = None,
-                       bank_account: str | None = None) -> str:
+    def register_payee(
+        self,
+        *,
+        user_id: str,
+        kind: str,
+        provider_account_ref: str | None = None,
+        bank_account: str | None = None,
+    ) -> str:
         """Record where a payee is paid: an existing connected account, or one opened now at the provider."""
         if wallet_for(kind) == "":
             raise ValidationFailed.field("kind", "one of resident, seller, firm")
         ref = provider_account_ref or self.provider.create_payee_account(
-            user_id=user_id, kind=kind, bank_account=bank_account,
-            idempotency_key=provider_idempotency_key("payee", f"{user_id}:{bank_account or ''}"))
+            user_id=user_id,
+            kind=kind,
+            bank_account=bank_account,
+            idempotency_key=provider_idempotency_key("payee", f"{user_id}:{bank_account or ''}"),
+        )
 
         def work() -> str:
             with UnitOfWork(self.db) as uow:
                 self._lock_payee(uow.session, user_id)
-                uow.session.execute(update(payees).where(payees.c.user_id == user_id)
-                                    .values(provider_account_ref=ref, updated_at=_now()))
+                uow.session.execute(
+                    update(payees)
+                    .where(payees.c.user_id == user_id)
+                    .values(provider_account_ref=ref, updated_at=_now())
+                )
             return ref
 
         return retry_on_conflict(work)
@@ -335,8 +478,15 @@ class Payments:
     def send_pending_withdrawals(self, limit: int = 100) -> int:
         """Send withdrawals still pending (their event's consumer normally does; the reconciliation sweep too)."""
         with self.db.session(readonly=True) as s:
-            ids = [r.id for r in s.execute(select(withdrawals.c.id).where(withdrawals.c.status == "pending")
-                                           .order_by(withdrawals.c.created_at).limit(limit)).all()]
+            ids = [
+                r.id
+                for r in s.execute(
+                    select(withdrawals.c.id)
+                    .where(withdrawals.c.status == "pending")
+                    .order_by(withdrawals.c.created_at)
+                    .limit(limit)
+                ).all()
+            ]
         for wd_id in ids:
             self._try_send(wd_id)
         return len(ids)
@@ -346,10 +496,17 @@ class Payments:
         ev = env.event()
         assert isinstance(ev, PayoutRequested)
         try:
-            self._accept_payout(uow, payout_id=ev.payout_id, payee_user_id=ev.payee_user_id,
-                                payee_kind=ev.payee_kind, amount_fen=ev.amount_fen, purpose=ev.purpose,
-                                reference_id=ev.reference_id, requested_by=ev.requested_by,
-                                source_account=L.funding_account(ev.requested_by or "unknown"))
+            self._accept_payout(
+                uow,
+                payout_id=ev.payout_id,
+                payee_user_id=ev.payee_user_id,
+                payee_kind=ev.payee_kind,
+                amount_fen=ev.amount_fen,
+                purpose=ev.purpose,
+                reference_id=ev.reference_id,
+                requested_by=ev.requested_by,
+                source_account=L.funding_account(ev.requested_by or "unknown"),
+            )
         except ValidationFailed as exc:
             # A request we can never pay (bad amount or payee kind): answer it, once, instead of retrying.
             self._refuse_payout(uow, ev, exc.detail + ": " + "; ".join(e["message"] for e in exc.errors))
@@ -376,11 +533,22 @@ class Payments:
                 s = uow.session
                 if s.execute(select(provider_events.c.id).where(provider_events.c.id == pe.id)).first():
                     return "duplicate"
-                s.execute(insert(provider_events).values(
-                    id=pe.id, provider=self.provider.name, type=pe.type, object_kind=pe.object_kind,
-                    object_ref=pe.object_ref, parent_ref=pe.parent_ref, created=pe.created, status=pe.status,
-                    amount_fen=pe.amount_fen, failure_reason=pe.failure_reason,
-                    payload=json.dumps(event, default=str), received_at=_now()))
+                s.execute(
+                    insert(provider_events).values(
+                        id=pe.id,
+                        provider=self.provider.name,
+                        type=pe.type,
+                        object_kind=pe.object_kind,
+                        object_ref=pe.object_ref,
+                        parent_ref=pe.parent_ref,
+                        created=pe.created,
+                        status=pe.status,
+                        amount_fen=pe.amount_fen,
+                        failure_reason=pe.failure_reason,
+                        payload=json.dumps(event, default=str),
+                        received_at=_now(),
+                    )
+                )
                 s.flush()
                 if pe.object_kind == PAYMENT_INTENT:
                     self._sync_intent(uow, pe.object_ref)
@@ -436,10 +604,13 @@ class Payments:
             if before:
                 ref = s.execute(select(withdrawals.c.created_at).where(withdrawals.c.id == before)).first()
                 if ref is not None:
-                    q = q.where((withdrawals.c.created_at < ref.created_at)
-                                | ((withdrawals.c.created_at == ref.created_at) & (withdrawals.c.id < before)))
-            rows = s.execute(q.order_by(withdrawals.c.created_at.desc(), withdrawals.c.id.desc())
-                             .limit(limit)).all()
+                    q = q.where(
+                        (withdrawals.c.created_at < ref.created_at)
+                        | ((withdrawals.c.created_at == ref.created_at) & (withdrawals.c.id < before))
+                    )
+            rows = s.execute(
+                q.order_by(withdrawals.c.created_at.desc(), withdrawals.c.id.desc()).limit(limit)
+            ).all()
         return [self._withdrawal_view(r) for r in rows]
 
     def balance(self, user_id: str) -> Balance:
@@ -447,9 +618,14 @@ class Payments:
         accounts = {k: L.wallet_account(k, user_id) for k in L.WALLET_KINDS}
         with self.db.session(readonly=True) as s:
             raw = store.raw_balances(s, accounts.values())
-            in_transit = sum(r.amount_fen for r in s.execute(
-                select(withdrawals.c.amount_fen).where(withdrawals.c.payee_user_id == user_id,
-                                                       withdrawals.c.status == "pending")).all())
+            in_transit = sum(
+                r.amount_fen
+                for r in s.execute(
+                    select(withdrawals.c.amount_fen).where(
+                        withdrawals.c.payee_user_id == user_id, withdrawals.c.status == "pending"
+                    )
+                ).all()
+            )
         wallets = {k: L.normal_balance(a, raw.get(a, 0)) for k, a in accounts.items()}
         return Balance(user_id, wallets, int(in_transit), self.settings.payout_threshold_fen)
 
@@ -481,11 +657,21 @@ class Payments:
         refunded = moves.get(K_REFUND, 0) + moves.get(K_REFUND_REVERSAL, 0)
         left = L.normal_balance(escrow, sum(moves.values()))
         status = row.status if row.status != "authorising" else "authorised"
-        return Hold(id=row.id, status=HoldStatus(status), payer_user_id=row.payer_user_id,
-                    reference_id=row.reference_id, amount_fen=int(row.amount_fen), captured_fen=captured,
-                    refunded_fen=refunded, released_fen=captured - refunded - left, provider_ref=row.provider_ref,
-                    decline_code=row.decline_code, decline_message=row.decline_message,
-                    status_reason=row.status_reason, currency=row.currency)
+        return Hold(
+            id=row.id,
+            status=HoldStatus(status),
+            payer_user_id=row.payer_user_id,
+            reference_id=row.reference_id,
+            amount_fen=int(row.amount_fen),
+            captured_fen=captured,
+            refunded_fen=refunded,
+            released_fen=captured - refunded - left,
+            provider_ref=row.provider_ref,
+            decline_code=row.decline_code,
+            decline_message=row.decline_message,
+            status_reason=row.status_reason,
+            currency=row.currency,
+        )
 
     def _seen_command(self, s: Session, command_id: str, op: str, hold_id: str) -> bool:
         if not command_id:
@@ -498,8 +684,11 @@ class Payments:
         return True
 
     def _record_command(self, s: Session, command_id: str, op: str, hold_id: str, amount: int | None) -> None:
-        s.execute(insert(hold_commands).values(command_id=command_id, op=op, hold_id=hold_id, amount_fen=amount,
-                                               created_at=_now()))
+        s.execute(
+            insert(hold_commands).values(
+                command_id=command_id, op=op, hold_id=hold_id, amount_fen=amount, created_at=_now()
+            )
+        )
 
     def _record_capture(self, s: Session, row: Any, captured_fen: int, reason: str | None = None) -> None:
         """Capture: the whole hold leaves the authorisations (what is not captured is released), the captured
@@ -507,30 +696,54 @@ class Payments:
         hold_acc = L.hold_account(row.id)
         open_fen = L.normal_balance(hold_acc, store.raw_balance(s, hold_acc))
         captured_fen = min(captured_fen, open_fen)
-        store.post(s, L.entry(K_CAPTURE, row.id, (hold_acc, open_fen), (L.CARD_AUTHORISATIONS, -open_fen),
-                              (L.PROVIDER_CASH, captured_fen), (L.escrow_account(row.id), -captured_fen)))
-        s.execute(update(holds).where(holds.c.id == row.id).values(status=str(HoldStatus.CAPTURED),
-                                                                   status_reason=reason, updated_at=_now()))
+        store.post(
+            s,
+            L.entry(
+                K_CAPTURE,
+                row.id,
+                (hold_acc, open_fen),
+                (L.CARD_AUTHORISATIONS, -open_fen),
+                (L.PROVIDER_CASH, captured_fen),
+                (L.escrow_account(row.id), -captured_fen),
+            ),
+        )
+        s.execute(
+            update(holds)
+            .where(holds.c.id == row.id)
+            .values(status=str(HoldStatus.CAPTURED), status_reason=reason, updated_at=_now())
+        )
 
     def _record_hold_closed(self, s: Session, row: Any, status: HoldStatus, reason: str | None) -> None:
         hold_acc = L.hold_account(row.id)
         open_fen = L.normal_balance(hold_acc, store.raw_balance(s, hold_acc))
         if open_fen > 0:
             store.post(s, L.transfer(K_HOLD_RELEASE, row.id, hold_acc, L.CARD_AUTHORISATIONS, open_fen))
-        s.execute(update(holds).where(holds.c.id == row.id).values(status=str(status), status_reason=reason,
-                                                                   updated_at=_now()))
+        s.execute(
+            update(holds)
+            .where(holds.c.id == row.id)
+            .values(status=str(status), status_reason=reason, updated_at=_now())
+        )
 
     def _refund_view(self, row: Any) -> Refund:
-        return Refund(id=row.id, hold_id=row.hold_id, amount_fen=int(row.amount_fen),
-                      status=RefundStatus(row.status), provider_ref=row.provider_ref, reason=row.reason or "",
-                      failure_reason=row.failure_reason)
+        return Refund(
+            id=row.id,
+            hold_id=row.hold_id,
+            amount_fen=int(row.amount_fen),
+            status=RefundStatus(row.status),
+            provider_ref=row.provider_ref,
+            reason=row.reason or "",
+            failure_reason=row.failure_reason,
+        )
 
     # === internals: payouts ===================================================================================
     def _lock_payee(self, s: Session, user_id: str) -> Any:
         dialect = s.get_bind().dialect.name
         ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(payees)
-        s.execute(ins.values(user_id=user_id, created_at=_now(), updated_at=_now())
-                  .on_conflict_do_nothing(index_elements=["user_id"]))
+        s.execute(
+            ins.values(user_id=user_id, created_at=_now(), updated_at=_now()).on_conflict_do_nothing(
+                index_elements=["user_id"]
+            )
+        )
         return s.execute(select(payees).where(payees.c.user_id == user_id).with_for_update()).one()
 
     def _payout_row(self, s: Session, payout_id: str) -> Any:
@@ -540,21 +753,46 @@ class Payments:
         return row
 
     def _payout_view(self, row: Any) -> Payout:
-        return Payout(payout_id=row.payout_id, payee_user_id=row.payee_user_id, payee_kind=row.payee_kind,
-                      amount_fen=int(row.amount_fen), purpose=row.purpose, reference_id=row.reference_id,
-                      requested_by=row.requested_by, status=PayoutStatus(row.status),
-                      withdrawal_id=row.withdrawal_id, provider_ref=row.provider_ref,
-                      failure_reason=row.failure_reason)
+        return Payout(
+            payout_id=row.payout_id,
+            payee_user_id=row.payee_user_id,
+            payee_kind=row.payee_kind,
+            amount_fen=int(row.amount_fen),
+            purpose=row.purpose,
+            reference_id=row.reference_id,
+            requested_by=row.requested_by,
+            status=PayoutStatus(row.status),
+            withdrawal_id=row.withdrawal_id,
+            provider_ref=row.provider_ref,
+            failure_reason=row.failure_reason,
+        )
 
     def _withdrawal_view(self, row: Any) -> Withdrawal:
-        return Withdrawal(id=row.id, payee_user_id=row.payee_user_id, wallet=row.wallet,
-                          amount_fen=int(row.amount_fen), status=WithdrawalStatus(row.status),
-                          provider_ref=row.provider_ref, trigger_payout_id=row.trigger_payout_id,
-                          failure_reason=row.failure_reason)
+        return Withdrawal(
+            id=row.id,
+            payee_user_id=row.payee_user_id,
+            wallet=row.wallet,
+            amount_fen=int(row.amount_fen),
+            status=WithdrawalStatus(row.status),
+            provider_ref=row.provider_ref,
+            trigger_payout_id=row.trigger_payout_id,
+            failure_reason=row.failure_reason,
+        )
 
-    def _accept_payout(self, uow: UnitOfWork, *, payout_id: str, payee_user_id: str, payee_kind: str,
-                       amount_fen: int, purpose: str, reference_id: str, requested_by: str, source_account: str,
-                       fee_fen: int = 0) -> tuple[Payout, str | None]:
+    def _accept_payout(
+        self,
+        uow: UnitOfWork,
+        *,
+        payout_id: str,
+        payee_user_id: str,
+        payee_kind: str,
+        amount_fen: int,
+        purpose: str,
+        reference_id: str,
+        requested_by: str,
+        source_account: str,
+        fee_fen: int = 0,
+    ) -> tuple[Payout, str | None]:
         """Credit a payout to the payee's wallet; reserve a withdrawal when the wallet is to go out now.
         Returns the payout and the id of a withdrawal to send (None when it stays in the wallet)."""
         s = uow.session
@@ -575,23 +813,50 @@ class Payments:
         if existing is not None:
             return self._payout_view(existing), None
         wallet_acc = L.wallet_account(wallet, payee_user_id)
-        store.post(s, L.entry(K_PAYOUT_CREDIT, payout_id, (source_account, amount_fen + fee_fen),
-                              (L.PLATFORM_FEES, -fee_fen), (wallet_acc, -amount_fen),
-                              memo=f"{purpose} {reference_id}"))
+        store.post(
+            s,
+            L.entry(
+                K_PAYOUT_CREDIT,
+                payout_id,
+                (source_account, amount_fen + fee_fen),
+                (L.PLATFORM_FEES, -fee_fen),
+                (wallet_acc, -amount_fen),
+                memo=f"{purpose} {reference_id}",
+            ),
+        )
         balance = L.normal_balance(wallet_acc, store.raw_balance(s, wallet_acc))
-        values = dict(payout_id=payout_id, payee_user_id=payee_user_id, payee_kind=payee_kind, wallet=wallet,
-                      amount_fen=amount_fen, purpose=purpose, reference_id=reference_id,
-                      requested_by=requested_by, source_account=source_account, requested_at=_now(),
-                      updated_at=_now())
+        values = dict(
+            payout_id=payout_id,
+            payee_user_id=payee_user_id,
+            payee_kind=payee_kind,
+            wallet=wallet,
+            amount_fen=amount_fen,
+            purpose=purpose,
+            reference_id=reference_id,
+            requested_by=requested_by,
+            source_account=source_account,
+            requested_at=_now(),
+            updated_at=_now(),
+        )
         wd_id = None
         if payout_waits_for_threshold(wallet, balance, self.settings.payout_threshold_fen):
             ref = f"balance:{payout_id}"
             s.execute(insert(payouts).values(status=str(PayoutStatus.CREDITED), provider_ref=ref, **values))
-            uow.emit(PayoutPaid(payout_id=payout_id, reference_id=reference_id, amount_fen=amount_fen,
-                                provider_ref=ref, paid_at=_now(), destination="balance"))
+            uow.emit(
+                PayoutPaid(
+                    payout_id=payout_id,
+                    reference_id=reference_id,
+                    amount_fen=amount_fen,
+                    provider_ref=ref,
+                    paid_at=_now(),
+                    destination="balance",
+                )
+            )
         else:
             s.execute(insert(payouts).values(status=str(PayoutStatus.PENDING), **values))
-            wd_id = self._reserve_withdrawal(uow, payee_user_id, wallet, balance, f"payout:{payout_id}", payout_id)
+            wd_id = self._reserve_withdrawal(
+                uow, payee_user_id, wallet, balance, f"payout:{payout_id}", payout_id
+            )
             s.execute(update(payouts).where(payouts.c.payout_id == payout_id).values(withdrawal_id=wd_id))
         return self._payout_view(self._payout_row(s, payout_id)), wd_id
 
@@ -599,33 +864,80 @@ class Payments:
         s = uow.session
         if s.execute(select(payouts.c.payout_id).where(payouts.c.payout_id == ev.payout_id)).first():
             return
-        s.execute(insert(payouts).values(
-            payout_id=ev.payout_id, payee_user_id=ev.payee_user_id or "?", payee_kind=ev.payee_kind[:16],
-            wallet="", amount_fen=ev.amount_fen, purpose=ev.purpose, reference_id=ev.reference_id,
-            requested_by=ev.requested_by, source_account="", status=str(PayoutStatus.FAILED),
-            failure_reason=reason, requested_at=_now(), updated_at=_now()))
-        uow.emit(PayoutFailed(payout_id=ev.payout_id, reference_id=ev.reference_id, amount_fen=ev.amount_fen,
-                              reason=reason, failed_at=_now()))
+        s.execute(
+            insert(payouts).values(
+                payout_id=ev.payout_id,
+                payee_user_id=ev.payee_user_id or "?",
+                payee_kind=ev.payee_kind[:16],
+                wallet="",
+                amount_fen=ev.amount_fen,
+                purpose=ev.purpose,
+                reference_id=ev.reference_id,
+                requested_by=ev.requested_by,
+                source_account="",
+                status=str(PayoutStatus.FAILED),
+                failure_reason=reason,
+                requested_at=_now(),
+                updated_at=_now(),
+            )
+        )
+        uow.emit(
+            PayoutFailed(
+                payout_id=ev.payout_id,
+                reference_id=ev.reference_id,
+                amount_fen=ev.amount_fen,
+                reason=reason,
+                failed_at=_now(),
+            )
+        )
 
-    def _reserve_withdrawal(self, uow: UnitOfWork, user_id: str, wallet: str, amount_fen: int, command_id: str,
-                            trigger_payout_id: str | None) -> str:
+    def _reserve_withdrawal(
+        self,
+        uow: UnitOfWork,
+        user_id: str,
+        wallet: str,
+        amount_fen: int,
+        command_id: str,
+        trigger_payout_id: str | None,
+    ) -> str:
         s = uow.session
         wd_id = command_scoped_id("wd", "withdraw", command_id)
-        s.execute(insert(withdrawals).values(
-            id=wd_id, command_id=command_id, payee_user_id=user_id, wallet=wallet, amount_fen=amount_fen,
-            status=str(WithdrawalStatus.PENDING), trigger_payout_id=trigger_payout_id, created_at=_now(),
-            updated_at=_now()))
-        store.post(s, L.transfer(K_WITHDRAWAL_RESERVE, wd_id, L.wallet_account(wallet, user_id),
-                                 L.PAYOUTS_IN_TRANSIT, amount_fen))
+        s.execute(
+            insert(withdrawals).values(
+                id=wd_id,
+                command_id=command_id,
+                payee_user_id=user_id,
+                wallet=wallet,
+                amount_fen=amount_fen,
+                status=str(WithdrawalStatus.PENDING),
+                trigger_payout_id=trigger_payout_id,
+                created_at=_now(),
+                updated_at=_now(),
+            )
+        )
+        store.post(
+            s,
+            L.transfer(
+                K_WITHDRAWAL_RESERVE,
+                wd_id,
+                L.wallet_account(wallet, user_id),
+                L.PAYOUTS_IN_TRANSIT,
+                amount_fen,
+            ),
+        )
         # Durable hand-over to the sender: if this process dies now, payments' consumer sends it.
-        uow.emit(WithdrawalRequested(withdrawal_id=wd_id, payee_user_id=user_id, amount_fen=amount_fen,
-                                     requested_at=_now()))
+        uow.emit(
+            WithdrawalRequested(
+                withdrawal_id=wd_id, payee_user_id=user_id, amount_fen=amount_fen, requested_at=_now()
+            )
+        )
         return wd_id
 
     def _try_send(self, wd_id: str) -> None:
         """Send a reserved withdrawal now. If the provider is unavailable it stays pending and its
         WithdrawalRequested event (with the consumer's retries) sends it later."""
         try:
+
             def work() -> None:
                 with UnitOfWork(self.db) as uow:
                     self._send_withdrawal(uow, wd_id)
@@ -647,18 +959,29 @@ class Payments:
         destination = payee.provider_account_ref
         if not destination:
             if not getattr(self.provider, "opens_accounts_on_demand", False):
-                self._fail_withdrawal(uow, wd, "no_payout_account: the payee has not connected a payout account")
+                self._fail_withdrawal(
+                    uow, wd, "no_payout_account: the payee has not connected a payout account"
+                )
                 return
             destination = self.provider.create_payee_account(
-                user_id=wd.payee_user_id, kind=wd.wallet, bank_account=None,
-                idempotency_key=provider_idempotency_key("payee", f"{wd.payee_user_id}:"))
-            s.execute(update(payees).where(payees.c.user_id == wd.payee_user_id)
-                      .values(provider_account_ref=destination, updated_at=_now()))
+                user_id=wd.payee_user_id,
+                kind=wd.wallet,
+                bank_account=None,
+                idempotency_key=provider_idempotency_key("payee", f"{wd.payee_user_id}:"),
+            )
+            s.execute(
+                update(payees)
+                .where(payees.c.user_id == wd.payee_user_id)
+                .values(provider_account_ref=destination, updated_at=_now())
+            )
         try:
-            res = self.provider.transfer(destination=destination, amount_fen=int(wd.amount_fen),
-                                         currency=self.currency,
-                                         idempotency_key=provider_idempotency_key("withdrawal", wd_id),
-                                         metadata={"withdrawal_id": wd_id, "payee_user_id": wd.payee_user_id})
+            res = self.provider.transfer(
+                destination=destination,
+                amount_fen=int(wd.amount_fen),
+                currency=self.currency,
+                idempotency_key=provider_idempotency_key("withdrawal", wd_id),
+                metadata={"withdrawal_id": wd_id, "payee_user_id": wd.payee_user_id},
+            )
         except (InvalidRequest, CardDeclined) as exc:
             self._fail_withdrawal(uow, wd, f"{exc.extra.get('reason') or 'rejected'}: {exc.detail}")
             return
@@ -667,19 +990,36 @@ class Payments:
 
     def _withdrawal_paid(self, uow: UnitOfWork, wd: Any, provider_ref: str) -> None:
         s = uow.session
-        s.execute(update(withdrawals).where(withdrawals.c.id == wd.id).values(
-            status=str(WithdrawalStatus.PAID), provider_ref=provider_ref, updated_at=_now()))
-        store.post(s, L.transfer(K_WITHDRAWAL_PAID, wd.id, L.PAYOUTS_IN_TRANSIT, L.PROVIDER_CASH,
-                                 int(wd.amount_fen)))
+        s.execute(
+            update(withdrawals)
+            .where(withdrawals.c.id == wd.id)
+            .values(status=str(WithdrawalStatus.PAID), provider_ref=provider_ref, updated_at=_now())
+        )
+        store.post(
+            s, L.transfer(K_WITHDRAWAL_PAID, wd.id, L.PAYOUTS_IN_TRANSIT, L.PROVIDER_CASH, int(wd.amount_fen))
+        )
         if wd.trigger_payout_id:
             p = self._payout_row(s, wd.trigger_payout_id)
             if p.status == PayoutStatus.PENDING:
-                s.execute(update(payouts).where(payouts.c.payout_id == p.payout_id).values(
-                    status=str(PayoutStatus.PAID), provider_ref=provider_ref, updated_at=_now()))
-                uow.emit(PayoutPaid(payout_id=p.payout_id, reference_id=p.reference_id, amount_fen=p.amount_fen,
-                                    provider_ref=provider_ref, paid_at=_now(), destination="provider"))
+                s.execute(
+                    update(payouts)
+                    .where(payouts.c.payout_id == p.payout_id)
+                    .values(status=str(PayoutStatus.PAID), provider_ref=provider_ref, updated_at=_now())
+                )
+                uow.emit(
+                    PayoutPaid(
+                        payout_id=p.payout_id,
+                        reference_id=p.reference_id,
+                        amount_fen=p.amount_fen,
+                        provider_ref=provider_ref,
+                        paid_at=_now(),
+                        destination="provider",
+                    )
+                )
 
-    def _fail_withdrawal(self, uow: UnitOfWork, wd: Any, reason: str, returned_fen: int | None = None) -> None:
+    def _fail_withdrawal(
+        self, uow: UnitOfWork, wd: Any, reason: str, returned_fen: int | None = None
+    ) -> None:
         """A withdrawal that failed (never left) or was returned: its money goes back to the wallet, and the
         payout that triggered it is reversed and reported failed."""
         s = uow.session
@@ -687,39 +1027,74 @@ class Payments:
         returned = returned_fen is not None
         back = int(wd.amount_fen) if returned_fen is None else min(returned_fen, int(wd.amount_fen))
         if returned:
-            store.post(s, L.transfer(K_WITHDRAWAL_RETURNED, wd.id, L.PROVIDER_CASH, wallet_acc, back, memo=reason))
+            store.post(
+                s, L.transfer(K_WITHDRAWAL_RETURNED, wd.id, L.PROVIDER_CASH, wallet_acc, back, memo=reason)
+            )
         else:
-            store.post(s, L.transfer(K_WITHDRAWAL_FAILED, wd.id, L.PAYOUTS_IN_TRANSIT, wallet_acc, back,
-                                     memo=reason))
-        s.execute(update(withdrawals).where(withdrawals.c.id == wd.id).values(
-            status=str(WithdrawalStatus.RETURNED if returned else WithdrawalStatus.FAILED), failure_reason=reason,
-            updated_at=_now()))
+            store.post(
+                s, L.transfer(K_WITHDRAWAL_FAILED, wd.id, L.PAYOUTS_IN_TRANSIT, wallet_acc, back, memo=reason)
+            )
+        s.execute(
+            update(withdrawals)
+            .where(withdrawals.c.id == wd.id)
+            .values(
+                status=str(WithdrawalStatus.RETURNED if returned else WithdrawalStatus.FAILED),
+                failure_reason=reason,
+                updated_at=_now(),
+            )
+        )
         if not wd.trigger_payout_id:
             return
         p = self._payout_row(s, wd.trigger_payout_id)
         if p.status not in (PayoutStatus.PENDING, PayoutStatus.PAID) or back < int(p.amount_fen):
             return
         self._reverse_entries(s, K_PAYOUT_CREDIT, p.payout_id, K_PAYOUT_REVERSAL, reason)
-        s.execute(update(payouts).where(payouts.c.payout_id == p.payout_id).values(
-            status=str(PayoutStatus.RETURNED if returned else PayoutStatus.FAILED), failure_reason=reason,
-            updated_at=_now()))
-        uow.emit(PayoutFailed(payout_id=p.payout_id, reference_id=p.reference_id, amount_fen=p.amount_fen,
-                              reason=reason, failed_at=_now(), returned=returned))
+        s.execute(
+            update(payouts)
+            .where(payouts.c.payout_id == p.payout_id)
+            .values(
+                status=str(PayoutStatus.RETURNED if returned else PayoutStatus.FAILED),
+                failure_reason=reason,
+                updated_at=_now(),
+            )
+        )
+        uow.emit(
+            PayoutFailed(
+                payout_id=p.payout_id,
+                reference_id=p.reference_id,
+                amount_fen=p.amount_fen,
+                reason=reason,
+                failed_at=_now(),
+                returned=returned,
+            )
+        )
 
     def _reverse_entries(self, s: Session, kind: str, ref: str, new_kind: str, memo: str) -> None:
-        rows = s.execute(select(store.ledger_lines.c.account, store.ledger_lines.c.amount_fen)
-                         .join(store.ledger_entries, store.ledger_entries.c.id == store.ledger_lines.c.entry_id)
-                         .where(store.ledger_entries.c.kind == kind, store.ledger_entries.c.ref == ref)).all()
+        rows = s.execute(
+            select(store.ledger_lines.c.account, store.ledger_lines.c.amount_fen)
+            .join(store.ledger_entries, store.ledger_entries.c.id == store.ledger_lines.c.entry_id)
+            .where(store.ledger_entries.c.kind == kind, store.ledger_entries.c.ref == ref)
+        ).all()
         if rows:
             store.post(s, L.entry(new_kind, ref, *[(r.account, -int(r.amount_fen)) for r in rows], memo=memo))
 
     # === internals: deriving state from provider events =======================================================
     def _events_of(self, s: Session, object_ref: str) -> list[ProviderEvent]:
         rows = s.execute(select(provider_events).where(provider_events.c.object_ref == object_ref)).all()
-        return [ProviderEvent(id=r.id, type=r.type, object_kind=r.object_kind, object_ref=r.object_ref,
-                              created=int(r.created), status=r.status,
-                              amount_fen=None if r.amount_fen is None else int(r.amount_fen),
-                              parent_ref=r.parent_ref, failure_reason=r.failure_reason) for r in rows]
+        return [
+            ProviderEvent(
+                id=r.id,
+                type=r.type,
+                object_kind=r.object_kind,
+                object_ref=r.object_ref,
+                created=int(r.created),
+                status=r.status,
+                amount_fen=None if r.amount_fen is None else int(r.amount_fen),
+                parent_ref=r.parent_ref,
+                failure_reason=r.failure_reason,
+            )
+            for r in rows
+        ]
 
     def _sync_intent(self, uow: UnitOfWork, pi_ref: str | None) -> None:
         if not pi_ref:
@@ -733,7 +1108,9 @@ class Payments:
         if state is None or row.status != HoldStatus.AUTHORISED:
             return
         if state.status == "cancelled":
-            self._record_hold_closed(s, row, HoldStatus.CANCELLED, f"cancelled by the provider: {state.failure_reason}")
+            self._record_hold_closed(
+                s, row, HoldStatus.CANCELLED, f"cancelled by the provider: {state.failure_reason}"
+            )
         elif state.status == "captured":
             self._record_capture(s, row, state.amount_fen or int(row.amount_fen), "captured at the provider")
 
@@ -757,39 +1134,77 @@ class Payments:
             # A refund made at the provider directly (e.g. from its dashboard): book it if it fits the escrow.
             hold = self._hold_view(s, hold_row)
             amount = state.amount_fen or 0
-            if state.status == "succeeded" and hold.status == HoldStatus.CAPTURED and \
-                    0 < amount <= hold.refundable_fen:
+            if (
+                state.status == "succeeded"
+                and hold.status == HoldStatus.CAPTURED
+                and 0 < amount <= hold.refundable_fen
+            ):
                 refund_id = command_scoped_id("rf", "provider", re_ref)
-                s.execute(insert(refunds).values(
-                    id=refund_id, command_id=f"provider:{re_ref}", hold_id=hold_id, amount_fen=amount,
-                    status=str(RefundStatus.SUCCEEDED), provider_ref=re_ref, reason="made at the provider",
-                    created_at=_now(), updated_at=_now()))
-                store.post(s, L.transfer(K_REFUND, refund_id, L.escrow_account(hold_id), L.PROVIDER_CASH, amount))
+                s.execute(
+                    insert(refunds).values(
+                        id=refund_id,
+                        command_id=f"provider:{re_ref}",
+                        hold_id=hold_id,
+                        amount_fen=amount,
+                        status=str(RefundStatus.SUCCEEDED),
+                        provider_ref=re_ref,
+                        reason="made at the provider",
+                        created_at=_now(),
+                        updated_at=_now(),
+                    )
+                )
+                store.post(
+                    s, L.transfer(K_REFUND, refund_id, L.escrow_account(hold_id), L.PROVIDER_CASH, amount)
+                )
             elif state.status == "succeeded":
-                log.error("provider refund %s of hold %s does not fit its escrow; left to reconciliation",
-                          re_ref, hold_id)
+                log.error(
+                    "provider refund %s of hold %s does not fit its escrow; left to reconciliation",
+                    re_ref,
+                    hold_id,
+                )
             return
         if state.status == "failed" and row.status in (RefundStatus.SUCCEEDED, RefundStatus.PENDING):
-            store.post(s, L.transfer(K_REFUND_REVERSAL, row.id, L.PROVIDER_CASH, L.escrow_account(hold_id),
-                                     int(row.amount_fen), memo=state.failure_reason or "refund failed"))
-            s.execute(update(refunds).where(refunds.c.id == row.id).values(
-                status=str(RefundStatus.FAILED), failure_reason=state.failure_reason, updated_at=_now()))
+            store.post(
+                s,
+                L.transfer(
+                    K_REFUND_REVERSAL,
+                    row.id,
+                    L.PROVIDER_CASH,
+                    L.escrow_account(hold_id),
+                    int(row.amount_fen),
+                    memo=state.failure_reason or "refund failed",
+                ),
+            )
+            s.execute(
+                update(refunds)
+                .where(refunds.c.id == row.id)
+                .values(
+                    status=str(RefundStatus.FAILED), failure_reason=state.failure_reason, updated_at=_now()
+                )
+            )
         elif state.status == "succeeded" and row.status == RefundStatus.PENDING:
-            s.execute(update(refunds).where(refunds.c.id == row.id).values(
-                status=str(RefundStatus.SUCCEEDED), updated_at=_now()))
+            s.execute(
+                update(refunds)
+                .where(refunds.c.id == row.id)
+                .values(status=str(RefundStatus.SUCCEEDED), updated_at=_now())
+            )
 
     def _sync_transfer(self, uow: UnitOfWork, tr_ref: str | None, payload: Mapping[str, Any] | None) -> None:
         if not tr_ref:
             return
         s = uow.session
-        first = s.execute(select(withdrawals.c.id, withdrawals.c.payee_user_id)
-                          .where(withdrawals.c.provider_ref == tr_ref)).first()
+        first = s.execute(
+            select(withdrawals.c.id, withdrawals.c.payee_user_id).where(withdrawals.c.provider_ref == tr_ref)
+        ).first()
         if first is None and payload:
             # our command may have died after the provider paid: the transfer's metadata names the withdrawal
-            wd_id = (((payload.get("data") or {}).get("object") or {}).get("metadata") or {}).get("withdrawal_id")
+            wd_id = (((payload.get("data") or {}).get("object") or {}).get("metadata") or {}).get(
+                "withdrawal_id"
+            )
             if wd_id:
-                first = s.execute(select(withdrawals.c.id, withdrawals.c.payee_user_id)
-                                  .where(withdrawals.c.id == wd_id)).first()
+                first = s.execute(
+                    select(withdrawals.c.id, withdrawals.c.payee_user_id).where(withdrawals.c.id == wd_id)
+                ).first()
         if first is None:
             return
         self._lock_payee(s, first.payee_user_id)
@@ -801,5 +1216,9 @@ class Payments:
             self._withdrawal_paid(uow, wd, tr_ref)
             wd = s.execute(select(withdrawals).where(withdrawals.c.id == first.id)).one()
         if state.status == "reversed" and wd.status == WithdrawalStatus.PAID:
-            self._fail_withdrawal(uow, wd, f"returned: {state.failure_reason}",
-                                  returned_fen=state.amount_fen or int(wd.amount_fen))
+            self._fail_withdrawal(
+                uow,
+                wd,
+                f"returned: {state.failure_reason}",
+                returned_fen=state.amount_fen or int(wd.amount_fen),
+            )

@@ -11,6 +11,7 @@ next try is a new one); capture, release, cancel and refund use command ids deri
 redelivered request is answered from payments' command log; every transition of the request row is a
 conditional UPDATE on its locked row.
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,9 +50,16 @@ def _now() -> datetime:
 
 
 def view(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "status": row.status, "amount_fen": int(row.amount_fen), "reference_id": row.reference_id,
-            "hold_id": row.hold_id, "decline_code": row.decline_code, "decline_message": row.decline_message,
-            "client_secret": row.client_secret}
+    return {
+        "id": row.id,
+        "status": row.status,
+        "amount_fen": int(row.amount_fen),
+        "reference_id": row.reference_id,
+        "hold_id": row.hold_id,
+        "decline_code": row.decline_code,
+        "decline_message": row.decline_message,
+        "client_secret": row.client_secret,
+    }
 
 
 class HoldRequests:
@@ -81,42 +89,81 @@ class HoldRequests:
         if row.status != WAITING:
             raise Conflict(f"the payment is {row.status}", current_state=row.status)
         declines = int(row.declines)
-        hold = self.payments.authorise(command_id=f"hr:{request_id}:{declines}", payer_user_id=user_id,
-                                       amount_fen=int(row.amount_fen), payment_method=payment_method,
-                                       reference_id=row.reference_id)
+        hold = self.payments.authorise(
+            command_id=f"hr:{request_id}:{declines}",
+            payer_user_id=user_id,
+            amount_fen=int(row.amount_fen),
+            payment_method=payment_method,
+            reference_id=row.reference_id,
+        )
 
         def record() -> dict[str, Any]:
             with UnitOfWork(self.db) as uow:
                 s = uow.session
-                cur = s.execute(select(hold_requests).where(hold_requests.c.id == request_id).with_for_update()).one()
+                cur = s.execute(
+                    select(hold_requests).where(hold_requests.c.id == request_id).with_for_update()
+                ).one()
                 now = _now()
                 if cur.status == WAITING and int(cur.declines) == declines:
                     if hold.status == HoldStatus.AUTHORISED:
-                        s.execute(update(hold_requests).where(hold_requests.c.id == request_id).values(
-                            status=HELD, hold_id=hold.id, decline_code=None, decline_message=None, updated_at=now))
-                        uow.emit(HoldAuthorised(hold_request_id=request_id, hold_id=hold.id,
-                                                amount_fen=hold.amount_fen, reference_id=cur.reference_id,
-                                                authorised_at=now))
+                        s.execute(
+                            update(hold_requests)
+                            .where(hold_requests.c.id == request_id)
+                            .values(
+                                status=HELD,
+                                hold_id=hold.id,
+                                decline_code=None,
+                                decline_message=None,
+                                updated_at=now,
+                            )
+                        )
+                        uow.emit(
+                            HoldAuthorised(
+                                hold_request_id=request_id,
+                                hold_id=hold.id,
+                                amount_fen=hold.amount_fen,
+                                reference_id=cur.reference_id,
+                                authorised_at=now,
+                            )
+                        )
                     else:
                         code = hold.decline_code or "card_declined"
-                        s.execute(update(hold_requests).where(hold_requests.c.id == request_id).values(
-                            declines=declines + 1, decline_code=code, decline_message=hold.decline_message,
-                            updated_at=now))
-                        uow.emit(HoldDeclined(hold_request_id=request_id, reference_id=cur.reference_id,
-                                              decline_code=code, reason=hold.decline_message or code,
-                                              declined_at=now))
+                        s.execute(
+                            update(hold_requests)
+                            .where(hold_requests.c.id == request_id)
+                            .values(
+                                declines=declines + 1,
+                                decline_code=code,
+                                decline_message=hold.decline_message,
+                                updated_at=now,
+                            )
+                        )
+                        uow.emit(
+                            HoldDeclined(
+                                hold_request_id=request_id,
+                                reference_id=cur.reference_id,
+                                decline_code=code,
+                                reason=hold.decline_message or code,
+                                declined_at=now,
+                            )
+                        )
                 elif cur.status == CANCELLED and hold.status == HoldStatus.AUTHORISED and cur.hold_id is None:
                     # closed while the payer was paying: let the money go at once
                     self.payments.cancel_in(uow, command_id=f"hr:{request_id}:cancel-late", hold_id=hold.id)
-                    s.execute(update(hold_requests).where(hold_requests.c.id == request_id)
-                              .values(hold_id=hold.id, updated_at=now))
+                    s.execute(
+                        update(hold_requests)
+                        .where(hold_requests.c.id == request_id)
+                        .values(hold_id=hold.id, updated_at=now)
+                    )
                     return {**view(cur), "late": True}
                 return view(s.execute(select(hold_requests).where(hold_requests.c.id == request_id)).one())
 
         out = retry_on_conflict(record)
         if out.pop("late", False):
-            raise Conflict("the payment was cancelled while it was being confirmed; nothing was taken",
-                           current_state=CANCELLED)
+            raise Conflict(
+                "the payment was cancelled while it was being confirmed; nothing was taken",
+                current_state=CANCELLED,
+            )
         return out
 
     # --- consumers (group payments.holds) ----------------------------------------------------------------------
@@ -125,13 +172,30 @@ class HoldRequests:
         if s.execute(select(hold_requests.c.id).where(hold_requests.c.id == event.hold_request_id)).first():
             return
         now = _now()
-        s.execute(insert(hold_requests).values(
-            id=event.hold_request_id, payer_user_id=event.payer_user_id, amount_fen=event.amount_fen,
-            reference_id=event.reference_id, requested_by=event.requested_by, status=WAITING, declines=0,
-            client_secret=None, created_at=now, updated_at=now))
-        uow.emit(HoldOpened(hold_request_id=event.hold_request_id, payment_id=event.hold_request_id,
-                            client_secret=None, amount_fen=event.amount_fen, reference_id=event.reference_id,
-                            opened_at=now))
+        s.execute(
+            insert(hold_requests).values(
+                id=event.hold_request_id,
+                payer_user_id=event.payer_user_id,
+                amount_fen=event.amount_fen,
+                reference_id=event.reference_id,
+                requested_by=event.requested_by,
+                status=WAITING,
+                declines=0,
+                client_secret=None,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        uow.emit(
+            HoldOpened(
+                hold_request_id=event.hold_request_id,
+                payment_id=event.hold_request_id,
+                client_secret=None,
+                amount_fen=event.amount_fen,
+                reference_id=event.reference_id,
+                opened_at=now,
+            )
+        )
 
     def when_hold_capture_requested_settle(self, event: HoldCaptureRequested, uow: UnitOfWork) -> None:
         s = uow.session
@@ -143,41 +207,90 @@ class HoldRequests:
             return
         p = self.payments
         hold = p.capture_in(uow, command_id=f"hr:{row.id}:capture", hold_id=row.hold_id)
-        payout, _ = p.release_in(uow, command_id=f"hr:{row.id}:release", hold_id=row.hold_id,
-                                 payee_user_id=event.payee_user_id, payee_kind=event.payee_kind,
-                                 fee_fen=event.fee_fen)
+        payout, _ = p.release_in(
+            uow,
+            command_id=f"hr:{row.id}:release",
+            hold_id=row.hold_id,
+            payee_user_id=event.payee_user_id,
+            payee_kind=event.payee_kind,
+            fee_fen=event.fee_fen,
+        )
         now = _now()
-        s.execute(update(hold_requests).where(hold_requests.c.id == row.id).values(status=CAPTURED, updated_at=now))
-        uow.emit(HoldCaptured(hold_request_id=row.id, hold_id=row.hold_id, reference_id=row.reference_id,
-                              captured_fen=hold.captured_fen, fee_fen=event.fee_fen, released_fen=payout.amount_fen,
-                              payout_id=payout.payout_id, captured_at=now))
+        s.execute(
+            update(hold_requests).where(hold_requests.c.id == row.id).values(status=CAPTURED, updated_at=now)
+        )
+        uow.emit(
+            HoldCaptured(
+                hold_request_id=row.id,
+                hold_id=row.hold_id,
+                reference_id=row.reference_id,
+                captured_fen=hold.captured_fen,
+                fee_fen=event.fee_fen,
+                released_fen=payout.amount_fen,
+                payout_id=payout.payout_id,
+                captured_at=now,
+            )
+        )
 
     def when_hold_cancel_requested_release(self, event: HoldCancelRequested, uow: UnitOfWork) -> None:
         s = uow.session
         row = self._locked(uow, event.hold_request_id)
         now = _now()
         if row.status == WAITING:
-            s.execute(update(hold_requests).where(hold_requests.c.id == row.id).values(status=CANCELLED,
-                                                                                      updated_at=now))
-            uow.emit(HoldCancelled(hold_request_id=row.id, hold_id=None, reference_id=row.reference_id,
-                                   reason=event.reason, cancelled_at=now))
+            s.execute(
+                update(hold_requests)
+                .where(hold_requests.c.id == row.id)
+                .values(status=CANCELLED, updated_at=now)
+            )
+            uow.emit(
+                HoldCancelled(
+                    hold_request_id=row.id,
+                    hold_id=None,
+                    reference_id=row.reference_id,
+                    reason=event.reason,
+                    cancelled_at=now,
+                )
+            )
         elif row.status == HELD:
             self.payments.cancel_in(uow, command_id=f"hr:{row.id}:cancel", hold_id=row.hold_id)
-            s.execute(update(hold_requests).where(hold_requests.c.id == row.id).values(status=CANCELLED,
-                                                                                      updated_at=now))
-            uow.emit(HoldCancelled(hold_request_id=row.id, hold_id=row.hold_id, reference_id=row.reference_id,
-                                   reason=event.reason, cancelled_at=now))
+            s.execute(
+                update(hold_requests)
+                .where(hold_requests.c.id == row.id)
+                .values(status=CANCELLED, updated_at=now)
+            )
+            uow.emit(
+                HoldCancelled(
+                    hold_request_id=row.id,
+                    hold_id=row.hold_id,
+                    reference_id=row.reference_id,
+                    reason=event.reason,
+                    cancelled_at=now,
+                )
+            )
         elif row.status == CAPTURED:
-            refund = self.payments.refund_in(uow, command_id=f"hr:{row.id}:refund", hold_id=row.hold_id,
-                                             reason=event.reason)
-            s.execute(update(hold_requests).where(hold_requests.c.id == row.id).values(status=REFUNDED,
-                                                                                      updated_at=now))
-            uow.emit(HoldRefunded(hold_request_id=row.id, hold_id=row.hold_id, reference_id=row.reference_id,
-                                  refund_id=refund.id, amount_fen=refund.amount_fen, refunded_at=now))
+            refund = self.payments.refund_in(
+                uow, command_id=f"hr:{row.id}:refund", hold_id=row.hold_id, reason=event.reason
+            )
+            s.execute(
+                update(hold_requests)
+                .where(hold_requests.c.id == row.id)
+                .values(status=REFUNDED, updated_at=now)
+            )
+            uow.emit(
+                HoldRefunded(
+                    hold_request_id=row.id,
+                    hold_id=row.hold_id,
+                    reference_id=row.reference_id,
+                    refund_id=refund.id,
+                    amount_fen=refund.amount_fen,
+                    refunded_at=now,
+                )
+            )
 
     def _locked(self, uow: UnitOfWork, request_id: str) -> Any:
-        row = uow.session.execute(select(hold_requests).where(hold_requests.c.id == request_id)
-                                  .with_for_update()).first()
+        row = uow.session.execute(
+            select(hold_requests).where(hold_requests.c.id == request_id).with_for_update()
+        ).first()
         if row is None:
             # the request itself comes first on the same partition: this is a bug or a lost request
             raise NotFound(f"no hold request {request_id}")

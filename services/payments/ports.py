@@ -6,6 +6,7 @@ implementation (`handlers.Payments`) keeps the real ledger whatever the provider
 Every money-moving method takes a `command_id` chosen by the caller: the same command retried acts once, and the
 provider call it makes carries an idempotency key derived from it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -30,27 +31,58 @@ REFUSES_OVER_REFUND = "refuses_over_refund"
 
 
 class PaymentsPort(Protocol):
-    def authorise(self, *, command_id: str, payer_user_id: str, amount_fen: int, payment_method: str,
-                  reference_id: str = "") -> Hold: ...
+    def authorise(
+        self,
+        *,
+        command_id: str,
+        payer_user_id: str,
+        amount_fen: int,
+        payment_method: str,
+        reference_id: str = "",
+    ) -> Hold: ...
 
     def capture(self, *, command_id: str, hold_id: str, amount_fen: int | None = None) -> Hold: ...
 
     def cancel(self, *, command_id: str, hold_id: str) -> Hold: ...
 
-    def refund(self, *, command_id: str, hold_id: str, amount_fen: int | None = None,
-               reason: str = "") -> Refund: ...
+    def refund(
+        self, *, command_id: str, hold_id: str, amount_fen: int | None = None, reason: str = ""
+    ) -> Refund: ...
 
-    def release(self, *, command_id: str, hold_id: str, payee_user_id: str, payee_kind: str = "seller",
-                fee_fen: int = 0) -> Payout: ...
+    def release(
+        self,
+        *,
+        command_id: str,
+        hold_id: str,
+        payee_user_id: str,
+        payee_kind: str = "seller",
+        fee_fen: int = 0,
+    ) -> Payout: ...
 
-    def request_payout(self, *, payout_id: str, payee_user_id: str, amount_fen: int, purpose: str,
-                       reference_id: str, requested_by: str, payee_kind: str = "resident") -> Payout: ...
+    def request_payout(
+        self,
+        *,
+        payout_id: str,
+        payee_user_id: str,
+        amount_fen: int,
+        purpose: str,
+        reference_id: str,
+        requested_by: str,
+        payee_kind: str = "resident",
+    ) -> Payout: ...
 
-    def withdraw(self, *, command_id: str, user_id: str, wallet: str = "resident",
-                 amount_fen: int | None = None) -> Withdrawal: ...
+    def withdraw(
+        self, *, command_id: str, user_id: str, wallet: str = "resident", amount_fen: int | None = None
+    ) -> Withdrawal: ...
 
-    def register_payee(self, *, user_id: str, kind: str, provider_account_ref: str | None = None,
-                       bank_account: str | None = None) -> str: ...
+    def register_payee(
+        self,
+        *,
+        user_id: str,
+        kind: str,
+        provider_account_ref: str | None = None,
+        bank_account: str | None = None,
+    ) -> str: ...
 
     def balance(self, user_id: str) -> Balance: ...
 
@@ -62,6 +94,7 @@ class PaymentsPort(Protocol):
 
 
 # --- the provider port ---------------------------------------------------------------------------------------
+
 
 class ProviderError(DomainError):
     """The provider refused or failed a call."""
@@ -84,7 +117,9 @@ class InvalidRequest(ProviderError):
     slug = "provider-rejected"
     title = "Rejected by the payment provider"
 
-    def __init__(self, message: str, code: str | None = None, param: str | None = None, http_status: int = 400):
+    def __init__(
+        self, message: str, code: str | None = None, param: str | None = None, http_status: int = 400
+    ):
         super().__init__(message, reason=code or "invalid_request")
         self.code = code
         self.param = param
@@ -139,21 +174,37 @@ class PaymentProvider(Protocol):
     name: str
     capabilities: frozenset[str]
 
-    def authorise(self, *, amount_fen: int, currency: str, payment_method: str, idempotency_key: str,
-                  metadata: Mapping[str, str]) -> AuthResult: ...
+    def authorise(
+        self,
+        *,
+        amount_fen: int,
+        currency: str,
+        payment_method: str,
+        idempotency_key: str,
+        metadata: Mapping[str, str],
+    ) -> AuthResult: ...
 
     def capture(self, provider_ref: str, *, amount_fen: int, idempotency_key: str) -> IntentSnapshot: ...
 
     def cancel(self, provider_ref: str, *, idempotency_key: str) -> IntentSnapshot: ...
 
-    def refund(self, provider_ref: str, *, amount_fen: int, idempotency_key: str,
-               metadata: Mapping[str, str]) -> RefundResult: ...
+    def refund(
+        self, provider_ref: str, *, amount_fen: int, idempotency_key: str, metadata: Mapping[str, str]
+    ) -> RefundResult: ...
 
-    def create_payee_account(self, *, user_id: str, kind: str, bank_account: str | None,
-                             idempotency_key: str) -> str: ...
+    def create_payee_account(
+        self, *, user_id: str, kind: str, bank_account: str | None, idempotency_key: str
+    ) -> str: ...
 
-    def transfer(self, *, destination: str, amount_fen: int, currency: str, idempotency_key: str,
-                 metadata: Mapping[str, str]) -> TransferResult: ...
+    def transfer(
+        self,
+        *,
+        destination: str,
+        amount_fen: int,
+        currency: str,
+        idempotency_key: str,
+        metadata: Mapping[str, str],
+    ) -> TransferResult: ...
 
     def retrieve_intent(self, provider_ref: str) -> IntentSnapshot: ...
 

@@ -1,4 +1,5 @@
 """The payments service: its tables, routes, consumers, and the provider chosen by configuration."""
+
 from __future__ import annotations
 
 from services.contracts.payments import HoldCancelRequested, HoldCaptureRequested, HoldRequested
@@ -25,14 +26,23 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
     payments: Payments = rt.ports["payments"]
     holds: HoldRequests = rt.ports["hold_requests"]
     return [
-        ConsumerSpec("payments.payouts", ["payments.payout"], {
-            PayoutRequested.type: payments.when_payout_requested_pay,
-            WithdrawalRequested.type: payments.when_withdrawal_requested_send,
-        }),
+        ConsumerSpec(
+            "payments.payouts",
+            ["payments.payout"],
+            {
+                PayoutRequested.type: payments.when_payout_requested_pay,
+                WithdrawalRequested.type: payments.when_withdrawal_requested_send,
+            },
+        ),
         # holds other services ask for (escrow of listings' orders, deposits)
-        group("payments.holds", {HoldRequested: holds.when_hold_requested_open,
-                                 HoldCaptureRequested: holds.when_hold_capture_requested_settle,
-                                 HoldCancelRequested: holds.when_hold_cancel_requested_release}),
+        group(
+            "payments.holds",
+            {
+                HoldRequested: holds.when_hold_requested_open,
+                HoldCaptureRequested: holds.when_hold_capture_requested_settle,
+                HoldCancelRequested: holds.when_hold_cancel_requested_release,
+            },
+        ),
     ]
 
 

@@ -6,6 +6,7 @@ Which provider runs is the platform setting `PAYMENTS=sandbox|stripe` (with `STR
 - `PAYMENTS_PAYOUT_THRESHOLD_FEN` (default 1000 = 10 yuan): residents' payouts below it stay in their wallet;
 - `PAYMENTS_WEBHOOK_TOLERANCE_S` (default 300): how old a signed webhook may be before it counts as a replay.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -27,14 +28,14 @@ class PaymentsSettings(BaseSettings):
     currency: str = "cny"
 
 
-def settings_of(rt: "ServiceRuntime") -> PaymentsSettings:
+def settings_of(rt: ServiceRuntime) -> PaymentsSettings:
     s = rt.ports.get("payments_settings")
     if s is None:
         s = rt.ports["payments_settings"] = PaymentsSettings()
     return s
 
 
-def configure(rt: "ServiceRuntime", **overrides: Any) -> PaymentsSettings:
+def configure(rt: ServiceRuntime, **overrides: Any) -> PaymentsSettings:
     """Replace the runtime's payments settings (tests): defaults + environment + `overrides`."""
     s = PaymentsSettings(**overrides)
     rt.ports["payments_settings"] = s

@@ -3,6 +3,7 @@
 Balances are never stored: `balance()` sums the lines of an account. The rows of `holds`, `payees` and
 `withdrawals` carry state (and serve as the row locks that serialise work on one hold or one payee's wallets).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -48,7 +49,9 @@ holds = Table(
     Column("provider_ref", String(128), nullable=True, unique=True),
     Column("decline_code", String(64), nullable=True),
     Column("decline_message", Text, nullable=True),
-    Column("status_reason", Text, nullable=True),  # why the provider changed it (e.g. the authorisation lapsed)
+    Column(
+        "status_reason", Text, nullable=True
+    ),  # why the provider changed it (e.g. the authorisation lapsed)
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
@@ -192,14 +195,20 @@ def now() -> datetime:
 
 # --- the ledger repository ---------------------------------------------------------------------------------
 
+
 def post(session: Session, entry: Entry) -> str:
     """Write one balanced entry. Entries are append-only: a correction is a new (reversing) entry."""
     check_balanced(entry.lines)
     entry_id = new_id("le")
-    session.execute(insert(ledger_entries).values(id=entry_id, kind=entry.kind, ref=entry.ref, memo=entry.memo,
-                                                  created_at=now()))
-    session.execute(insert(ledger_lines), [dict(entry_id=entry_id, account=ln.account, amount_fen=ln.amount_fen)
-                                           for ln in entry.lines])
+    session.execute(
+        insert(ledger_entries).values(
+            id=entry_id, kind=entry.kind, ref=entry.ref, memo=entry.memo, created_at=now()
+        )
+    )
+    session.execute(
+        insert(ledger_lines),
+        [dict(entry_id=entry_id, account=ln.account, amount_fen=ln.amount_fen) for ln in entry.lines],
+    )
     return entry_id
 
 
@@ -208,12 +217,18 @@ def post_all(session: Session, entries: Iterable[Entry]) -> list[str]:
 
 
 def raw_balance(session: Session, account: str) -> int:
-    return int(session.execute(select(func.coalesce(func.sum(ledger_lines.c.amount_fen), 0))
-                               .where(ledger_lines.c.account == account)).scalar_one())
+    return int(
+        session.execute(
+            select(func.coalesce(func.sum(ledger_lines.c.amount_fen), 0)).where(
+                ledger_lines.c.account == account
+            )
+        ).scalar_one()
+    )
 
 
-def raw_balances(session: Session, accounts: Iterable[str] | None = None,
-                 prefix: str | None = None) -> dict[str, int]:
+def raw_balances(
+    session: Session, accounts: Iterable[str] | None = None, prefix: str | None = None
+) -> dict[str, int]:
     q = select(ledger_lines.c.account, func.sum(ledger_lines.c.amount_fen)).group_by(ledger_lines.c.account)
     if accounts is not None:
         q = q.where(ledger_lines.c.account.in_(list(accounts)))
@@ -224,14 +239,20 @@ def raw_balances(session: Session, accounts: Iterable[str] | None = None,
 
 def account_movements(session: Session, account: str) -> dict[str, int]:
     """Sum of an account's lines per entry kind (e.g. how much of an escrow was captured, refunded, released)."""
-    q = (select(ledger_entries.c.kind, func.sum(ledger_lines.c.amount_fen))
-         .join(ledger_entries, ledger_entries.c.id == ledger_lines.c.entry_id)
-         .where(ledger_lines.c.account == account).group_by(ledger_entries.c.kind))
+    q = (
+        select(ledger_entries.c.kind, func.sum(ledger_lines.c.amount_fen))
+        .join(ledger_entries, ledger_entries.c.id == ledger_lines.c.entry_id)
+        .where(ledger_lines.c.account == account)
+        .group_by(ledger_entries.c.kind)
+    )
     return {k: int(s) for k, s in session.execute(q).all()}
 
 
 def unbalanced_entries(session: Session) -> list[tuple[str, int]]:
     """Entries whose lines do not sum to zero (always empty unless someone wrote around `post`)."""
-    q = (select(ledger_lines.c.entry_id, func.sum(ledger_lines.c.amount_fen))
-         .group_by(ledger_lines.c.entry_id).having(func.sum(ledger_lines.c.amount_fen) != 0))
+    q = (
+        select(ledger_lines.c.entry_id, func.sum(ledger_lines.c.amount_fen))
+        .group_by(ledger_lines.c.entry_id)
+        .having(func.sum(ledger_lines.c.amount_fen) != 0)
+    )
     return [(e, int(s)) for e, s in session.execute(q).all()]

@@ -1,4 +1,5 @@
 """Tasks of the payments service: nightly reconciliation of our ledger with the provider's objects."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,14 @@ SCHEDULE = {
 }
 
 
-@task("payments.reconcile", service="payments", acks_late=True, autoretry_for=(Exception,), retry_backoff=60,
-      max_retries=3)
+@task(
+    "payments.reconcile",
+    service="payments",
+    acks_late=True,
+    autoretry_for=(Exception,),
+    retry_backoff=60,
+    max_retries=3,
+)
 def reconcile(rt: ServiceRuntime) -> dict:
     """Compare the ledger with the provider; differences are logged and returned (and fail the CLI run)."""
     from .reconcile import reconcile as run

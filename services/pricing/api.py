@@ -2,6 +2,7 @@
 
 Paths and field names follow shared/API.md "Pricing". Reads are public; writes need a role.
 """
+
 from __future__ import annotations
 
 import json
@@ -179,7 +180,9 @@ class AuditOut(BaseModel):
 # --------------------------------------------------------------------------------------------- writes
 
 
-@router.post("/v1/prices/observations", roles=FIRM, body=RecordObservation, response=ObservationOut, status=201)
+@router.post(
+    "/v1/prices/observations", roles=FIRM, body=RecordObservation, response=ObservationOut, status=201
+)
 async def record_observation(ctx: Ctx) -> dict:
     """A firm reports a trade (a verified deal with `evidence`) or a quote (bid/offer) for the price index."""
     return await ctx.run(handlers.record_firm_observation, ctx.runtime, ctx.user, ctx.body)
@@ -212,8 +215,12 @@ async def export_indices_csv(ctx: Ctx) -> web.Response:
     p: HistoryParams = ctx.query
     body = await ctx.run(handlers.history_csv, ctx.runtime, p)
     name = f"{p.code}_{p.region}.csv"
-    return web.Response(text=body, content_type="text/csv", charset="utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return web.Response(
+        text=body,
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @router.get("/v1/prices/disclosure", public=True, query=ValueParams, response=ValueOut, errors=(404,))
@@ -235,10 +242,15 @@ async def get_methodology(ctx: Ctx) -> web.Response:
     m = load_methodology()
     accept = ctx.request.headers.get("Accept", "")
     if "application/json" in accept and "text/markdown" not in accept:
-        return web.Response(text=json.dumps(methodology_json(m), ensure_ascii=False),
-                            content_type="application/json")
-    return web.Response(text=render_methodology_markdown(m), content_type="text/markdown", charset="utf-8",
-                        headers={"X-Methodology-Version": m.version})
+        return web.Response(
+            text=json.dumps(methodology_json(m), ensure_ascii=False), content_type="application/json"
+        )
+    return web.Response(
+        text=render_methodology_markdown(m),
+        content_type="text/markdown",
+        charset="utf-8",
+        headers={"X-Methodology-Version": m.version},
+    )
 
 
 @router.get("/v1/admin/prices/audit", roles=ADMIN, query=ValueParams, response=AuditOut, errors=(404,))

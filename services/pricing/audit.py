@@ -12,6 +12,7 @@ Stored compactly, one row per series version (never one per input):
 A day of a million inputs (each counted at city, province and national level) costs a few megabytes and decodes
 back exactly (`decode_inputs`).
 """
+
 from __future__ import annotations
 
 import zlib
@@ -35,7 +36,7 @@ def pack_reasons_raw(raw: bytes) -> bytes:
     return zlib.compress(raw, LEVEL)
 
 
-def encode_ids(ids_sorted: "np.ndarray") -> bytes:
+def encode_ids(ids_sorted: np.ndarray) -> bytes:
     """The `input_ids` blob of ascending ids (the computation builds the same bytes vectorised)."""
     import numpy as np
 
@@ -45,7 +46,7 @@ def encode_ids(ids_sorted: "np.ndarray") -> bytes:
     return tag + deltas.astype(WIDTHS[tag]).tobytes()
 
 
-def decode_inputs(input_ids: bytes, input_reasons: bytes) -> tuple["np.ndarray", "np.ndarray"]:
+def decode_inputs(input_ids: bytes, input_reasons: bytes) -> tuple[np.ndarray, np.ndarray]:
     """(ids int64 ascending, reason codes uint8) of one stored series version."""
     import numpy as np
 

@@ -2,6 +2,7 @@
 
 Mounted in workers/cli.py. Imports stay inside the commands so `recycle --help` stays fast.
 """
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -10,8 +11,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Price indices: daily computation, backfills, the methodology document.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Price indices: daily computation, backfills, the methodology document.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -26,7 +28,9 @@ def _day(value: str, name: str) -> date:
 def compute_index(
     day: str = typer.Option(..., "--date", help="the day to compute (YYYY-MM-DD)"),
     to: str = typer.Option(None, "--to", help="backfill every day from --date to this one (inclusive)"),
-    reason: str = typer.Option(None, "--reason", help="stated on the correction notice of any restated value"),
+    reason: str = typer.Option(
+        None, "--reason", help="stated on the correction notice of any restated value"
+    ),
 ) -> None:
     """Run the daily computation for a day or a range of days (a restatement where inputs changed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -47,8 +51,13 @@ def compute_index(
     totals = {"series": 0, "new": 0, "restated": 0, "observations": 0}
     failed = 0
     try:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console) as progress:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
             task = progress.add_task("computing", total=len(days))
             for d in days:
                 progress.update(task, description=f"computing {d.isoformat()}")
@@ -64,13 +73,16 @@ def compute_index(
                     totals["observations"] += o.n_observations
                     progress.console.print(
                         f"{d}: {o.n_observations:,} observations, {len(o.series):,} series, "
-                        f"{o.n_new_versions:,} new versions, {o.n_restated:,} restated")
+                        f"{o.n_new_versions:,} new versions, {o.n_restated:,} restated"
+                    )
                 progress.advance(task)
     finally:
         platform.stop()
-    console.print(f"[green]done[/]: {len(days) - failed} day(s), {totals['series']:,} series, "
-                  f"{totals['new']:,} new versions ({totals['restated']:,} restatements), "
-                  f"{totals['observations']:,} observations")
+    console.print(
+        f"[green]done[/]: {len(days) - failed} day(s), {totals['series']:,} series, "
+        f"{totals['new']:,} new versions ({totals['restated']:,} restatements), "
+        f"{totals['observations']:,} observations"
+    )
     if failed:
         raise typer.Exit(1)
 
@@ -87,8 +99,11 @@ def methodology(
     from .methodology_json import methodology_json
 
     m = load_methodology()
-    text = (json.dumps(methodology_json(m), ensure_ascii=False, indent=2) if as_json
-            else render_methodology_markdown(m))
+    text = (
+        json.dumps(methodology_json(m), ensure_ascii=False, indent=2)
+        if as_json
+        else render_methodology_markdown(m)
+    )
     if out is None:
         print(text)
     else:

@@ -20,6 +20,7 @@ compute-index`, the benchmark):
 Concurrent computations are serialised (SQLite: the write lock taken at BEGIN IMMEDIATE; PostgreSQL: an
 advisory transaction lock), so two runs of one day can never both publish the same version.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,8 @@ from .domain.index_math import (
 from .domain.methodology import Methodology, load_methodology
 from .store import (
     computation_runs,
-    counterparties,
     correction_notices,
+    counterparties,
     published_values,
     restatement_queue,
     series_inputs,
@@ -112,10 +113,21 @@ class SeriesValue:
 
     def view(self) -> dict[str, Any]:
         unit = int(self.value) if self.kind == PRICE and self.value is not None else None
-        return dict(code=self.code, region=self.region, kind=self.kind, date=self.date, value=self.value,
-                    unit_price_fen=unit, version=self.version, stale=self.stale,
-                    source_region=self.source_region, status=self.status, n_obs=self.n_obs,
-                    new_version=self.new_version, restated=self.restated)
+        return dict(
+            code=self.code,
+            region=self.region,
+            kind=self.kind,
+            date=self.date,
+            value=self.value,
+            unit_price_fen=unit,
+            version=self.version,
+            stale=self.stale,
+            source_region=self.source_region,
+            status=self.status,
+            n_obs=self.n_obs,
+            new_version=self.new_version,
+            restated=self.restated,
+        )
 
 
 @dataclass
@@ -137,10 +149,17 @@ class DayOutcome:
         return sum(1 for s in self.series if s.restated)
 
     def view(self) -> dict[str, Any]:
-        return dict(date=self.day, run_id=self.run_id, methodology_version=self.methodology_version,
-                    n_observations=self.n_observations, n_series=len(self.series),
-                    n_new_versions=self.n_new_versions, n_restated=self.n_restated,
-                    series=[s.view() for s in self.series], notices=self.notices)
+        return dict(
+            date=self.day,
+            run_id=self.run_id,
+            methodology_version=self.methodology_version,
+            n_observations=self.n_observations,
+            n_series=len(self.series),
+            n_new_versions=self.n_new_versions,
+            n_restated=self.n_restated,
+            series=[s.view() for s in self.series],
+            notices=self.notices,
+        )
 
 
 # --------------------------------------------------------------------------------------------- load
@@ -177,18 +196,21 @@ def _load_sql(dialect: str, categories: tuple[str, ...], party_shift: int | None
     ph = ":day" if dialect == "sqlite" else "%(day)s"
     tiers = " ".join(f"WHEN '{t}' THEN {c}" for t, c in TIER_CODES.items())
     cats = " ".join(f"WHEN '{c}' THEN {i}" for i, c in enumerate(categories))
-    packed = (f"CAST(city_code AS BIGINT)"
-              f" | ((CASE tier {tiers} ELSE 3 END) << {_TIER_SHIFT})"
-              f" | ((CASE WHEN related_party THEN 1 ELSE 0 END) << {_RELATED_SHIFT})"
-              f" | (CAST(CASE category {cats} END AS BIGINT) << {_CATEGORY_SHIFT})")
+    packed = (
+        f"CAST(city_code AS BIGINT)"
+        f" | ((CASE tier {tiers} ELSE 3 END) << {_TIER_SHIFT})"
+        f" | ((CASE WHEN related_party THEN 1 ELSE 0 END) << {_RELATED_SHIFT})"
+        f" | (CAST(CASE category {cats} END AS BIGINT) << {_CATEGORY_SHIFT})"
+    )
     if party_shift is not None:
         packed += f" | (CAST(counterparty AS BIGINT) << {party_shift})"
     cols = [f"{packed} AS a", "unit_price_fen AS b", "qty_milli AS c", "id AS d"]
     if party_shift is None:
         cols.append("counterparty AS e")
     listed = ", ".join(f"'{c}'" for c in categories)
-    inner = (f"SELECT {', '.join(cols)} FROM observations"
-             f" WHERE day = {ph} AND category IN ({listed}) ORDER BY id")
+    inner = (
+        f"SELECT {', '.join(cols)} FROM observations WHERE day = {ph} AND category IN ({listed}) ORDER BY id"
+    )
     if dialect != "sqlite":
         return inner
     return f"SELECT {', '.join(f'group_concat({c[-1]})' for c in cols)} FROM ({inner})"
@@ -320,14 +342,22 @@ def compute_price_candidates(cols: DayColumns, m: Methodology) -> list[Candidate
         ("province", _stable_order(key_prov), key_prov),
         ("national", by_cat, base),
     ):
-        columns = ObservationColumns(keys[rows], cols.price[rows], cols.qty_milli[rows], cols.party[rows],
-                                     cols.tier[rows], cols.related[rows])
+        columns = ObservationColumns(
+            keys[rows],
+            cols.price[rows],
+            cols.qty_milli[rows],
+            cols.party[rows],
+            cols.tier[rows],
+            cols.related[rows],
+        )
         levels.append((name, columns.series_id, cols.ids[rows], compute_many(columns, by_category)))
 
     # Published values by series key, for the fallback chain city → province → national.
     published: dict[int, int] = {}
     for _, _, _, b in levels:
-        for key, ok, value in zip(b.series_id.tolist(), b.published.tolist(), b.value_fen.tolist(), strict=True):
+        for key, ok, value in zip(
+            b.series_id.tolist(), b.published.tolist(), b.value_fen.tolist(), strict=True
+        ):
             if ok:
                 published[key] = value
 
@@ -337,8 +367,15 @@ def compute_price_candidates(cols: DayColumns, m: Methodology) -> list[Candidate
     return out
 
 
-def _level_candidates(level: str, ids: np.ndarray, b: Any, cats: tuple[str, ...], configs: list[SeriesConfig],
-                      published: dict[int, int], m: Methodology) -> list[Candidate]:
+def _level_candidates(
+    level: str,
+    ids: np.ndarray,
+    b: Any,
+    cats: tuple[str, ...],
+    configs: list[SeriesConfig],
+    published: dict[int, int],
+    m: Methodology,
+) -> list[Candidate]:
     """Candidates of one level from its BatchResult: disclosure from the arrays (no per-row objects), the
     input ids (ascending within each series) delta-encoded, one reason code per input."""
     import numpy as np
@@ -355,10 +392,24 @@ def _level_candidates(level: str, ids: np.ndarray, b: Any, cats: tuple[str, ...]
     reasons_u8 = np.ascontiguousarray(b.row_reason, dtype=np.uint8)
     counts = b.reason_counts().tolist()
     reason_names = {c: r.value for c, r in REASON_CODES.items()}
-    cols = zip(b.series_id.tolist(), b.published.tolist(), b.value_fen.tolist(), b.n_obs.tolist(),
-               b.n_excluded.tolist(), b.counterparties.tolist(), b.volume_milli.tolist(),
-               b.levels_used.tolist(), b.has_band.tolist(), b.median2.tolist(), b.mad4.tolist(),
-               starts.tolist(), ends.tolist(), widest, counts, strict=True)
+    cols = zip(
+        b.series_id.tolist(),
+        b.published.tolist(),
+        b.value_fen.tolist(),
+        b.n_obs.tolist(),
+        b.n_excluded.tolist(),
+        b.counterparties.tolist(),
+        b.volume_milli.tolist(),
+        b.levels_used.tolist(),
+        b.has_band.tolist(),
+        b.median2.tolist(),
+        b.mad4.tolist(),
+        starts.tolist(),
+        ends.tolist(),
+        widest,
+        counts,
+        strict=True,
+    )
     out = []
     for key, ok, value_fen, n_obs, n_excl, cps, vol, n_levels, has_band, med2, mad4, a, e, wide, cnt in cols:
         cat, region_int = divmod(key, REGION_SCALE)
@@ -367,22 +418,34 @@ def _level_candidates(level: str, ids: np.ndarray, b: Any, cats: tuple[str, ...]
         disclosure: dict[str, Any] = {
             "status": "published" if ok else "insufficient_data",
             "value_fen": value_fen if ok else None,
-            "n_obs": n_obs, "n_excluded": n_excl, "n_inputs": e - a,
+            "n_obs": n_obs,
+            "n_excluded": n_excl,
+            "n_inputs": e - a,
             "excluded_by_reason": {reason_names[c]: k for c, k in enumerate(cnt) if c and k},
-            "volume": _milli(vol), "counterparties": cps, "tiers_used": list(config.tiers[:n_levels]),
+            "volume": _milli(vol),
+            "counterparties": cps,
+            "tiers_used": list(config.tiers[:n_levels]),
             "shortfall": [] if ok else list(config.quorum.shortfall(n_obs, cps, Decimal(vol).scaleb(-3))),
             "methodology_version": m.version,
         }
         if has_band:
             disclosure["median_fen"], disclosure["mad_fen"] = _halves(med2), _quarters(mad4)
-        tag, dtype = (b"1", "<u1") if wide < 1 << 8 else (b"2", "<u2") if wide < 1 << 16 else \
-            (b"4", "<u4") if wide < 1 << 32 else (b"8", "<i8")
+        tag, dtype = (
+            (b"1", "<u1")
+            if wide < 1 << 8
+            else (b"2", "<u2")
+            if wide < 1 << 16
+            else (b"4", "<u4")
+            if wide < 1 << 32
+            else (b"8", "<i8")
+        )
         raw_ids = deltas[a:e].astype(dtype).tobytes()
         raw_reasons = reasons_u8[a:e].tobytes()
         value, source, stale = (value_fen, region, False) if ok else (None, None, False)
         if not ok:
             wider = ([cat * REGION_SCALE + region_int // 10000 * 10000] if level == "city" else []) + (
-                [cat * REGION_SCALE] if level != "national" else [])
+                [cat * REGION_SCALE] if level != "national" else []
+            )
             for w in wider:
                 if w in published:
                     value, source, stale = published[w], f"{w % REGION_SCALE:06d}", True
@@ -390,27 +453,44 @@ def _level_candidates(level: str, ids: np.ndarray, b: Any, cats: tuple[str, ...]
         value_s = None if value is None else str(value)
         status = "published" if ok else "fallback" if stale else "insufficient_data"
         head = dict(value=value_s, stale=stale, source_region=source, status=status, disclosure=disclosure)
-        out.append(Candidate(
-            code=code, region=region, kind=PRICE, value=value_s, stale=stale, source_region=source,
-            status=status, n_obs=n_obs, n_excluded=n_excl, disclosure=disclosure,
-            fingerprint=_fingerprint(head, tag, raw_ids, raw_reasons),
-            inputs=(tag + raw_ids, audit.pack_reasons_raw(raw_reasons), e - a),
-        ))
+        out.append(
+            Candidate(
+                code=code,
+                region=region,
+                kind=PRICE,
+                value=value_s,
+                stale=stale,
+                source_region=source,
+                status=status,
+                n_obs=n_obs,
+                n_excluded=n_excl,
+                disclosure=disclosure,
+                fingerprint=_fingerprint(head, tag, raw_ids, raw_reasons),
+                inputs=(tag + raw_ids, audit.pack_reasons_raw(raw_reasons), e - a),
+            )
+        )
     return out
 
 
 # --------------------------------------------------------------------------------------------- families
 
 
-def _latest_prices(s: Session, codes: list[str], days: set[date]) -> dict[date, dict[str, tuple[int, int, int]]]:
+def _latest_prices(
+    s: Session, codes: list[str], days: set[date]
+) -> dict[date, dict[str, tuple[int, int, int]]]:
     """Latest computed version of each national price on the given days: {day: {code: (fen, version, n_obs)}}."""
     if not days or not codes:
         return {}
     pv = published_values
     rows = s.execute(
         select(pv.c.code, pv.c.date, pv.c.version, pv.c.value, pv.c.n_obs)
-        .where(pv.c.kind == PRICE, pv.c.region == NATIONAL, pv.c.reference.is_(False), pv.c.code.in_(codes),
-               pv.c.date.in_(sorted(days)))
+        .where(
+            pv.c.kind == PRICE,
+            pv.c.region == NATIONAL,
+            pv.c.reference.is_(False),
+            pv.c.code.in_(codes),
+            pv.c.date.in_(sorted(days)),
+        )
         .order_by(pv.c.date, pv.c.code, pv.c.version)
     ).all()
     latest: dict[tuple[date, str], Any] = {}
@@ -426,9 +506,13 @@ def _latest_prices(s: Session, codes: list[str], days: set[date]) -> dict[date, 
 def reference_prices(s: Session) -> dict[str, int]:
     """The seeded national reference prices (the published prices of the base date)."""
     pv = published_values
-    return {code: int(v) for code, v in s.execute(
-        select(pv.c.code, pv.c.value).where(pv.c.reference.is_(True), pv.c.region == NATIONAL)).tuples()
-        if v is not None}
+    return {
+        code: int(v)
+        for code, v in s.execute(
+            select(pv.c.code, pv.c.value).where(pv.c.reference.is_(True), pv.c.region == NATIONAL)
+        ).tuples()
+        if v is not None
+    }
 
 
 def compute_family_candidates(s: Session, day: date, m: Methodology) -> list[Candidate]:
@@ -478,24 +562,42 @@ def compute_family_candidates(s: Session, day: date, m: Methodology) -> list[Can
         status = "published" if value is not None else "insufficient_data"
         stale = bool(point and point.stale_components)
         disclosure = {
-            "status": status, "value": value, "base_date": m.base_date.isoformat(), "base_value": m.base_value,
+            "status": status,
+            "value": value,
+            "base_date": m.base_date.isoformat(),
+            "base_value": m.base_value,
             "basket_effective": point.basket_effective.isoformat() if point else None,
             "stale_components": list(point.stale_components) if point else [],
             "missing_components": list(point.missing_components) if point else [],
-            "components": used, "shortfall": shortfall, "methodology_version": m.version,
+            "components": used,
+            "shortfall": shortfall,
+            "methodology_version": m.version,
         }
         head = dict(value=value, stale=stale, status=status, disclosure=disclosure)
-        out.append(Candidate(code=fam.code, region=NATIONAL, kind=INDEX, value=value, stale=stale,
-                             source_region=NATIONAL if value is not None else None, status=status, n_obs=n_obs,
-                             n_excluded=0, disclosure=disclosure, fingerprint=_fingerprint(head)))
+        out.append(
+            Candidate(
+                code=fam.code,
+                region=NATIONAL,
+                kind=INDEX,
+                value=value,
+                stale=stale,
+                source_region=NATIONAL if value is not None else None,
+                status=status,
+                n_obs=n_obs,
+                n_excluded=0,
+                disclosure=disclosure,
+                fingerprint=_fingerprint(head),
+            )
+        )
     return out
 
 
 # --------------------------------------------------------------------------------------------- publish
 
 
-def _restatement_reason(prev_audit: dict[str, Any], c: Candidate, prev: Any, given: str | None,
-                        m: Methodology) -> str:
+def _restatement_reason(
+    prev_audit: dict[str, Any], c: Candidate, prev: Any, given: str | None, m: Methodology
+) -> str:
     """Why the new version differs, in words (the notice's reason)."""
     parts = []
     old_inputs = prev_audit.get("n_inputs")
@@ -515,16 +617,37 @@ def _restatement_reason(prev_audit: dict[str, Any], c: Candidate, prev: Any, giv
     return "; ".join(([given.strip()] if given and given.strip() else []) + parts)
 
 
-def publish_candidates(uow: UnitOfWork, day: date, cands: list[Candidate], *, run_id: int, now: datetime,
-                       m: Methodology, reason: str | None) -> tuple[list[SeriesValue], list[dict[str, Any]]]:
+def publish_candidates(
+    uow: UnitOfWork,
+    day: date,
+    cands: list[Candidate],
+    *,
+    run_id: int,
+    now: datetime,
+    m: Methodology,
+    reason: str | None,
+) -> tuple[list[SeriesValue], list[dict[str, Any]]]:
     """Version the candidates against what is already published for the day; insert and announce new ones."""
     if not cands:
         return [], []
     s = uow.session
     pv = published_values
     prev_rows = s.execute(
-        select(pv.c.code, pv.c.region, pv.c.version, pv.c.value, pv.c.stale, pv.c.source_region, pv.c.reference,
-               pv.c.fingerprint, pv.c.methodology_version, pv.c.audit, pv.c.n_obs, pv.c.status, pv.c.kind)
+        select(
+            pv.c.code,
+            pv.c.region,
+            pv.c.version,
+            pv.c.value,
+            pv.c.stale,
+            pv.c.source_region,
+            pv.c.reference,
+            pv.c.fingerprint,
+            pv.c.methodology_version,
+            pv.c.audit,
+            pv.c.n_obs,
+            pv.c.status,
+            pv.c.kind,
+        )
         .where(pv.c.date == day, pv.c.kind.in_({c.kind for c in cands}))
         .order_by(pv.c.version)
     ).all()
@@ -533,34 +656,117 @@ def publish_candidates(uow: UnitOfWork, day: date, cands: list[Candidate], *, ru
     for c in cands:
         prev = latest.get((c.code, c.region))
         if prev is not None and prev.fingerprint == c.fingerprint:
-            series.append(SeriesValue(c.code, c.region, c.kind, day, prev.value, prev.version, prev.stale,
-                                      prev.source_region, prev.status or c.status, prev.n_obs, False, False))
+            series.append(
+                SeriesValue(
+                    c.code,
+                    c.region,
+                    c.kind,
+                    day,
+                    prev.value,
+                    prev.version,
+                    prev.stale,
+                    prev.source_region,
+                    prev.status or c.status,
+                    prev.n_obs,
+                    False,
+                    False,
+                )
+            )
             continue
         version = prev.version + 1 if prev is not None else 1
         restates = prev is not None and not prev.reference
-        values.append(dict(code=c.code, region=c.region, date=day, version=version, kind=c.kind, value=c.value,
-                           stale=c.stale, source_region=c.source_region, n_obs=c.n_obs,
-                           methodology_version=m.version, reference=False, published_at=now,
-                           audit=json.dumps(c.disclosure, ensure_ascii=False, default=str), status=c.status,
-                           fingerprint=c.fingerprint, run_id=run_id))
+        values.append(
+            dict(
+                code=c.code,
+                region=c.region,
+                date=day,
+                version=version,
+                kind=c.kind,
+                value=c.value,
+                stale=c.stale,
+                source_region=c.source_region,
+                n_obs=c.n_obs,
+                methodology_version=m.version,
+                reference=False,
+                published_at=now,
+                audit=json.dumps(c.disclosure, ensure_ascii=False, default=str),
+                status=c.status,
+                fingerprint=c.fingerprint,
+                run_id=run_id,
+            )
+        )
         if c.inputs is not None:
-            inputs.append(dict(code=c.code, region=c.region, date=day, version=version, n_inputs=c.inputs[2],
-                               input_ids=c.inputs[0], input_reasons=c.inputs[1]))
+            inputs.append(
+                dict(
+                    code=c.code,
+                    region=c.region,
+                    date=day,
+                    version=version,
+                    n_inputs=c.inputs[2],
+                    input_ids=c.inputs[0],
+                    input_reasons=c.inputs[1],
+                )
+            )
         why = None
         if restates:
             why = _restatement_reason(json.loads(prev.audit or "{}"), c, prev, reason, m)
-            notices.append(dict(code=c.code, region=c.region, date=day, kind=c.kind, old_version=prev.version,
-                                new_version=version, old_value=prev.value, new_value=c.value,
-                                old_stale=prev.stale, new_stale=c.stale, reason=why,
-                                methodology_version=m.version, published_at=now, run_id=run_id))
-        events.append(IndexPublished(
-            series_key=f"{c.code}@{c.region}", code=c.code, kind=c.kind, region=c.region, date=day, value=c.value,
-            unit_price_fen=c.unit_price_fen, version=version, stale=c.stale, source_region=c.source_region,
-            n_obs=c.n_obs, methodology_version=m.version, reference=False, published_at=now, status=c.status,
-            n_excluded=c.n_excluded, restates_version=prev.version if restates else None,
-            previous_value=prev.value if restates else None, correction_reason=why))
-        series.append(SeriesValue(c.code, c.region, c.kind, day, c.value, version, c.stale, c.source_region,
-                                  c.status, c.n_obs, True, restates))
+            notices.append(
+                dict(
+                    code=c.code,
+                    region=c.region,
+                    date=day,
+                    kind=c.kind,
+                    old_version=prev.version,
+                    new_version=version,
+                    old_value=prev.value,
+                    new_value=c.value,
+                    old_stale=prev.stale,
+                    new_stale=c.stale,
+                    reason=why,
+                    methodology_version=m.version,
+                    published_at=now,
+                    run_id=run_id,
+                )
+            )
+        events.append(
+            IndexPublished(
+                series_key=f"{c.code}@{c.region}",
+                code=c.code,
+                kind=c.kind,
+                region=c.region,
+                date=day,
+                value=c.value,
+                unit_price_fen=c.unit_price_fen,
+                version=version,
+                stale=c.stale,
+                source_region=c.source_region,
+                n_obs=c.n_obs,
+                methodology_version=m.version,
+                reference=False,
+                published_at=now,
+                status=c.status,
+                n_excluded=c.n_excluded,
+                restates_version=prev.version if restates else None,
+                previous_value=prev.value if restates else None,
+                correction_reason=why,
+            )
+        )
+        series.append(
+            SeriesValue(
+                c.code,
+                c.region,
+                c.kind,
+                day,
+                c.value,
+                version,
+                c.stale,
+                c.source_region,
+                c.status,
+                c.n_obs,
+                True,
+                restates,
+            )
+        )
     if values:
         s.execute(insert(pv), values)
     if inputs:
@@ -578,11 +784,17 @@ def publish_candidates(uow: UnitOfWork, day: date, cands: list[Candidate], *, ru
 def check_computable(day: date, m: Methodology, today: date) -> None:
     """A day is computed once its window has closed, under a methodology in force on it."""
     if day < m.effective_from:
-        raise RuleViolated(f"no methodology in force on {day} (version {m.version} is effective from "
-                           f"{m.effective_from})", reason="before_methodology", field="date")
+        raise RuleViolated(
+            f"no methodology in force on {day} (version {m.version} is effective from {m.effective_from})",
+            reason="before_methodology",
+            field="date",
+        )
     if day >= today:
-        raise RuleViolated(f"the window of {day} has not closed yet (today is {today} in "
-                           f"{m.specification.timezone})", reason="window_open", field="date")
+        raise RuleViolated(
+            f"the window of {day} has not closed yet (today is {today} in {m.specification.timezone})",
+            reason="window_open",
+            field="date",
+        )
 
 
 def today_in(m: Methodology, now: datetime | None = None) -> date:
@@ -597,9 +809,16 @@ def _lock(s: Session) -> None:
     # SQLite: the unit of work began with BEGIN IMMEDIATE, which already holds the database's write lock.
 
 
-def compute_day(db: Database, day: date, *, trigger: str, requested_by: str | None = None,
-                reason: str | None = None, methodology: Methodology | None = None,
-                now: datetime | None = None) -> DayOutcome:
+def compute_day(
+    db: Database,
+    day: date,
+    *,
+    trigger: str,
+    requested_by: str | None = None,
+    reason: str | None = None,
+    methodology: Methodology | None = None,
+    now: datetime | None = None,
+) -> DayOutcome:
     """Compute and publish one day (see the module docstring). Idempotent: unchanged values publish nothing."""
     import time
 
@@ -611,41 +830,73 @@ def compute_day(db: Database, day: date, *, trigger: str, requested_by: str | No
     with UnitOfWork(db) as uow:
         s = uow.session
         _lock(s)
-        run_id = s.execute(insert(computation_runs).values(
-            day=day, methodology_version=m.version, trigger=trigger, requested_by=requested_by, reason=reason,
-            started_at=now, finished_at=now, n_observations=0, n_series=0, n_new_versions=0, n_restated=0,
-        ).returning(computation_runs.c.id)).scalar_one()
+        run_id = s.execute(
+            insert(computation_runs)
+            .values(
+                day=day,
+                methodology_version=m.version,
+                trigger=trigger,
+                requested_by=requested_by,
+                reason=reason,
+                started_at=now,
+                finished_at=now,
+                n_observations=0,
+                n_series=0,
+                n_new_versions=0,
+                n_restated=0,
+            )
+            .returning(computation_runs.c.id)
+        ).scalar_one()
         cols = load_day(s, day, m)
         timings["load"] = time.perf_counter() - t
         t = time.perf_counter()
         price_cands = compute_price_candidates(cols, m)
         timings["compute"] = time.perf_counter() - t
         t = time.perf_counter()
-        series, notices = publish_candidates(uow, day, price_cands, run_id=run_id, now=now, m=m, reason=reason)
-        fam_series, fam_notices = publish_candidates(uow, day, compute_family_candidates(s, day, m),
-                                                     run_id=run_id, now=now, m=m, reason=reason)
+        series, notices = publish_candidates(
+            uow, day, price_cands, run_id=run_id, now=now, m=m, reason=reason
+        )
+        fam_series, fam_notices = publish_candidates(
+            uow, day, compute_family_candidates(s, day, m), run_id=run_id, now=now, m=m, reason=reason
+        )
         series += fam_series
         notices += fam_notices
         s.execute(delete(restatement_queue).where(restatement_queue.c.day == day))
         outcome = DayOutcome(day, int(run_id), m.version, len(cols), series, notices, timings)
-        s.execute(update(computation_runs).where(computation_runs.c.id == run_id).values(
-            finished_at=datetime.now(UTC), n_observations=len(cols), n_series=len(series),
-            n_new_versions=outcome.n_new_versions, n_restated=outcome.n_restated))
+        s.execute(
+            update(computation_runs)
+            .where(computation_runs.c.id == run_id)
+            .values(
+                finished_at=datetime.now(UTC),
+                n_observations=len(cols),
+                n_series=len(series),
+                n_new_versions=outcome.n_new_versions,
+                n_restated=outcome.n_restated,
+            )
+        )
     timings["publish"] = time.perf_counter() - t  # versioning, inserts, events, commit
     return outcome
 
 
-def due_days(db: Database, m: Methodology, now: datetime | None = None, max_restatements: int = 31) -> list[date]:
+def due_days(
+    db: Database, m: Methodology, now: datetime | None = None, max_restatements: int = 31
+) -> list[date]:
     """What the daily job computes: the day the methodology publishes now (today − publication lag), then the
     already-computed days that received late inputs within the late-data window, oldest first."""
     today = today_in(m, now)
     publish = today - timedelta(days=max(m.specification.publication_lag_days, 1))
     oldest = today - timedelta(days=m.late_data_days)
     with UnitOfWork(db, readonly=True) as uow:
-        queued = uow.session.execute(
-            select(restatement_queue.c.day).where(restatement_queue.c.day >= oldest,
-                                                  restatement_queue.c.day < today)
-            .order_by(restatement_queue.c.day).limit(max_restatements)).scalars().all()
+        queued = (
+            uow.session.execute(
+                select(restatement_queue.c.day)
+                .where(restatement_queue.c.day >= oldest, restatement_queue.c.day < today)
+                .order_by(restatement_queue.c.day)
+                .limit(max_restatements)
+            )
+            .scalars()
+            .all()
+        )
     days = [publish] if publish >= m.effective_from else []
     return days + [d for d in queued if d != publish]
 

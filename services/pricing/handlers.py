@@ -1,10 +1,12 @@
 """Pricing's handlers: one unit of work each (the API, the consumers, the jobs and the CLI call these)."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.booking.domain.events import PickupSettled
+from services.contracts.trading import TradeSettled
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import Forbidden, RuleViolated, ValidationFailed
@@ -22,6 +24,7 @@ from .domain.observations import (
     SOURCE_API,
     ObservationDraft,
     SettledLine,
+    draft_from_settled_trade,
     drafts_from_settled_pickup,
     firm_report_is_self_dealing,
     tier_for_firm_report,
@@ -45,28 +48,44 @@ def _reporting_firm(user: Principal, firm_id: str | None) -> str:
     return next(iter(user.firm_ids), f"user:{user.user_id}")
 
 
-def record_firm_observation(rt: ServiceRuntime, user: Principal, body: RecordObservation,
-                            now: datetime | None = None) -> dict[str, Any]:
+def record_firm_observation(
+    rt: ServiceRuntime, user: Principal, body: RecordObservation, now: datetime | None = None
+) -> dict[str, Any]:
     """POST /v1/prices/observations: a firm's trade or quote, tiered and checked, stored for the index."""
     m = load_methodology()
     now = now or datetime.now(UTC)
     if body.category not in m.categories:
-        raise RuleViolated(f"category {body.category} is not priced by methodology {m.version}",
-                           reason="category_not_indexed", field="category")
+        raise RuleViolated(
+            f"category {body.category} is not priced by methodology {m.version}",
+            reason="category_not_indexed",
+            field="category",
+        )
     if body.observed_at > now + timedelta(seconds=settings_of(rt).max_clock_skew_s):
         raise RuleViolated("observed_at is in the future", reason="observed_in_future", field="observed_at")
     if body.observed_at < now - timedelta(days=m.late_data_days):
-        raise RuleViolated(f"observed_at is more than {m.late_data_days} days ago (the methodology's late-data "
-                           "window); ask the index administrator for a correction", reason="too_late",
-                           field="observed_at")
+        raise RuleViolated(
+            f"observed_at is more than {m.late_data_days} days ago (the methodology's late-data "
+            "window); ask the index administrator for a correction",
+            reason="too_late",
+            field="observed_at",
+        )
     firm = _reporting_firm(user, body.firm_id)
     evidence = f"{body.evidence.kind}:{body.evidence.number}" if body.evidence else None
     draft = ObservationDraft(
-        category=body.category, city_code=body.city_code, unit_price_fen=body.unit_price_fen, qty=body.qty,
-        kind=body.kind, tier=tier_for_firm_report(body.kind, evidence), counterparty=f"firm:{firm}",
+        category=body.category,
+        city_code=body.city_code,
+        unit_price_fen=body.unit_price_fen,
+        qty=body.qty,
+        kind=body.kind,
+        tier=tier_for_firm_report(body.kind, evidence),
+        counterparty=f"firm:{firm}",
         related_party=firm_report_is_self_dealing(firm, body.counterparty_firm_id, user.firm_ids),
-        source=SOURCE_API, source_ref=user.user_id, source_key=f"{SOURCE_API}:{new_id('ob')}",
-        observed_at=body.observed_at, evidence=evidence)
+        source=SOURCE_API,
+        source_ref=user.user_id,
+        source_key=f"{SOURCE_API}:{new_id('ob')}",
+        observed_at=body.observed_at,
+        evidence=evidence,
+    )
     with UnitOfWork(rt.db) as uow:
         (recorded,) = record_observations(uow, [draft], methodology=m, now=now)
     return recorded.view()
@@ -77,26 +96,62 @@ def when_pickup_settled_record_transactions(env: Envelope, uow: UnitOfWork) -> N
     ev = PickupSettled.model_validate(env.data)
     m = load_methodology()
     drafts = drafts_from_settled_pickup(
-        pickup_id=ev.pickup_id, event_id=env.id, firm_id=ev.firm_id, resident_id=ev.resident_id,
-        collector_user_id=ev.collector_user_id, city_code=ev.city_code,
+        pickup_id=ev.pickup_id,
+        event_id=env.id,
+        firm_id=ev.firm_id,
+        resident_id=ev.resident_id,
+        collector_user_id=ev.collector_user_id,
+        city_code=ev.city_code,
         settled_at=ev.settled_at if ev.settled_at.tzinfo else ev.settled_at.replace(tzinfo=UTC),
         lines=[SettledLine(ln.category, parse_qty(ln.qty), ln.unit_price_fen) for ln in ev.lines],
-        indexed=frozenset(m.categories), pays=frozenset(c for c, cat in categories().items() if cat.pays))
+        indexed=frozenset(m.categories),
+        pays=frozenset(c for c, cat in categories().items() if cat.pays),
+    )
     record_observations(uow, drafts, methodology=m)
+
+
+def when_trade_settled_record_transaction(event: TradeSettled, uow: UnitOfWork) -> None:
+    """trading.trade settled → one `transaction` input (tier 1) on the delivered weight; related parties flagged."""
+    m = load_methodology()
+    settled_at = event.settled_at if event.settled_at.tzinfo else event.settled_at.replace(tzinfo=UTC)
+    draft = draft_from_settled_trade(
+        trade_id=event.trade_id,
+        event_id=None,
+        buyer_firm_id=event.buyer_firm_id,
+        category=event.category,
+        city_code=event.city_code,
+        price_fen_per_t=event.price_fen_per_t,
+        delivered_t=parse_qty(event.delivered_t),
+        related_party=event.related_party,
+        settled_at=settled_at,
+        indexed=frozenset(c for c, spec in m.categories.items() if spec.unit == "kg"),
+    )
+    if draft is not None:
+        record_observations(uow, [draft], methodology=m)
 
 
 # --------------------------------------------------------------------------------------------- computing
 
 
-def compute(rt: ServiceRuntime, day: Any, *, trigger: str, requested_by: str | None = None,
-            reason: str | None = None, now: datetime | None = None) -> DayOutcome:
+def compute(
+    rt: ServiceRuntime,
+    day: Any,
+    *,
+    trigger: str,
+    requested_by: str | None = None,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> DayOutcome:
     return compute_day(rt.db, day, trigger=trigger, requested_by=requested_by, reason=reason, now=now)
 
 
-def compute_on_request(rt: ServiceRuntime, user: Principal, body: ComputeRequest,
-                       now: datetime | None = None) -> dict[str, Any]:
+def compute_on_request(
+    rt: ServiceRuntime, user: Principal, body: ComputeRequest, now: datetime | None = None
+) -> dict[str, Any]:
     """POST /v1/admin/prices/compute: the daily job for one day, on demand (a restatement if it changed)."""
-    return compute(rt, body.date, trigger="api", requested_by=user.user_id, reason=body.reason, now=now).view()
+    return compute(
+        rt, body.date, trigger="api", requested_by=user.user_id, reason=body.reason, now=now
+    ).view()
 
 
 def run_daily(rt: ServiceRuntime, now: datetime | None = None) -> list[dict[str, Any]]:
@@ -120,20 +175,32 @@ def _page(rt: ServiceRuntime, limit: int | None) -> int:
 def _check_code(code: str) -> None:
     m = load_methodology()
     if code not in m.categories and code not in m.families and code not in categories():
-        raise ValidationFailed.field("code", f"unknown series {code!r}: a category code or one of the family "
-                                             f"indices {', '.join(m.families)}")
+        raise ValidationFailed.field(
+            "code",
+            f"unknown series {code!r}: a category code or one of the family indices {', '.join(m.families)}",
+        )
 
 
 def quote(rt: ServiceRuntime, category: str, city_code: str) -> dict[str, Any]:
     with UnitOfWork(rt.db, readonly=True) as uow:
-        return queries.quote(uow.session, category, city_code, max_age_days=settings_of(rt).quote_max_age_days)
+        return queries.quote(
+            uow.session, category, city_code, max_age_days=settings_of(rt).quote_max_age_days
+        )
 
 
 def _history_query(rt: ServiceRuntime, p: HistoryParams) -> queries.HistoryQuery:
     _check_code(p.code)
-    return queries.HistoryQuery(code=p.code, region=p.region, date_from=p.from_, date_to=p.to,
-                                version=p.version, all_versions=p.all_versions, as_of=p.as_of,
-                                limit=_page(rt, p.limit), cursor=p.cursor)
+    return queries.HistoryQuery(
+        code=p.code,
+        region=p.region,
+        date_from=p.from_,
+        date_to=p.to,
+        version=p.version,
+        all_versions=p.all_versions,
+        as_of=p.as_of,
+        limit=_page(rt, p.limit),
+        cursor=p.cursor,
+    )
 
 
 def history(rt: ServiceRuntime, p: HistoryParams) -> dict[str, Any]:
@@ -150,8 +217,15 @@ def notices(rt: ServiceRuntime, p: NoticesParams) -> dict[str, Any]:
     if p.code:
         _check_code(p.code)
     with UnitOfWork(rt.db, readonly=True) as uow:
-        return queries.notices(uow.session, code=p.code, region=p.region, date_from=p.from_, date_to=p.to,
-                               limit=_page(rt, p.limit), cursor=p.cursor)
+        return queries.notices(
+            uow.session,
+            code=p.code,
+            region=p.region,
+            date_from=p.from_,
+            date_to=p.to,
+            limit=_page(rt, p.limit),
+            cursor=p.cursor,
+        )
 
 
 def disclosure(rt: ServiceRuntime, p: ValueParams) -> dict[str, Any]:

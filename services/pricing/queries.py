@@ -2,12 +2,13 @@
 
 Nothing here selects a contributor: outputs carry values, counts and observation ids only.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -47,10 +48,22 @@ def quote(s: Session, category: str, city_code: str, *, max_age_days: int) -> di
     rows = []
     if latest_day is not None:
         rows = s.execute(
-            select(pv.c.region, pv.c.date, pv.c.version, pv.c.value, pv.c.stale, pv.c.source_region,
-                   pv.c.methodology_version)
-            .where(pv.c.code == category, pv.c.kind == PRICE, pv.c.reference.is_(False), pv.c.region.in_(chain),
-                   pv.c.date >= latest_day - timedelta(days=max_age_days))
+            select(
+                pv.c.region,
+                pv.c.date,
+                pv.c.version,
+                pv.c.value,
+                pv.c.stale,
+                pv.c.source_region,
+                pv.c.methodology_version,
+            )
+            .where(
+                pv.c.code == category,
+                pv.c.kind == PRICE,
+                pv.c.reference.is_(False),
+                pv.c.region.in_(chain),
+                pv.c.date >= latest_day - timedelta(days=max_age_days),
+            )
             .order_by(pv.c.date, pv.c.version)
         ).all()
     newest: dict[str, Any] = {}
@@ -61,20 +74,38 @@ def quote(s: Session, category: str, city_code: str, *, max_age_days: int) -> di
         if r is None or r.value is None:
             continue
         own = region == city_code and not r.stale
-        return dict(category=category, city_code=city_code, unit_price_fen=int(r.value), as_of=r.date,
-                    source_region=r.source_region or region, stale=not own or r.date < latest_day,
-                    reference=False, version=r.version, methodology_version=r.methodology_version,
-                    tried=chain[: chain.index(region) + 1])
+        return dict(
+            category=category,
+            city_code=city_code,
+            unit_price_fen=int(r.value),
+            as_of=r.date,
+            source_region=r.source_region or region,
+            stale=not own or r.date < latest_day,
+            reference=False,
+            version=r.version,
+            methodology_version=r.methodology_version,
+            tried=chain[: chain.index(region) + 1],
+        )
     ref = s.execute(
         select(pv.c.date, pv.c.version, pv.c.value, pv.c.methodology_version)
         .where(pv.c.code == category, pv.c.region == NATIONAL, pv.c.reference.is_(True))
-        .order_by(pv.c.version.desc()).limit(1)
+        .order_by(pv.c.version.desc())
+        .limit(1)
     ).first()
     if ref is None or ref.value is None:
         raise NotFound(f"no price published for {category} anywhere along {' → '.join(chain)}")
-    return dict(category=category, city_code=city_code, unit_price_fen=int(ref.value), as_of=ref.date,
-                source_region=NATIONAL, stale=True, reference=True, version=ref.version,
-                methodology_version=ref.methodology_version, tried=chain)
+    return dict(
+        category=category,
+        city_code=city_code,
+        unit_price_fen=int(ref.value),
+        as_of=ref.date,
+        source_region=NATIONAL,
+        stale=True,
+        reference=True,
+        version=ref.version,
+        methodology_version=ref.methodology_version,
+        tried=chain,
+    )
 
 
 # --------------------------------------------------------------------------------------------- history
@@ -99,15 +130,28 @@ def _disclosure(raw: str | None) -> dict[str, Any]:
 
 def _item(r: Any, superseded: bool) -> dict[str, Any]:
     d = _disclosure(r.audit)
-    status = r.status or ("reference" if r.reference else "published" if r.value is not None else
-                          "insufficient_data")
-    return dict(date=r.date, value=r.value, version=r.version, stale=r.stale, n_obs=r.n_obs,
-                code=r.code, region=r.region, kind=r.kind,
-                unit_price_fen=int(r.value) if r.kind == PRICE and r.value is not None else None,
-                status=status, source_region=r.source_region, reference=r.reference,
-                n_excluded=d.get("n_excluded", 0), excluded_by_reason=d.get("excluded_by_reason", {}),
-                methodology_version=r.methodology_version, published_at=aware(r.published_at),
-                superseded=superseded)
+    status = r.status or (
+        "reference" if r.reference else "published" if r.value is not None else "insufficient_data"
+    )
+    return dict(
+        date=r.date,
+        value=r.value,
+        version=r.version,
+        stale=r.stale,
+        n_obs=r.n_obs,
+        code=r.code,
+        region=r.region,
+        kind=r.kind,
+        unit_price_fen=int(r.value) if r.kind == PRICE and r.value is not None else None,
+        status=status,
+        source_region=r.source_region,
+        reference=r.reference,
+        n_excluded=d.get("n_excluded", 0),
+        excluded_by_reason=d.get("excluded_by_reason", {}),
+        methodology_version=r.methodology_version,
+        published_at=aware(r.published_at),
+        superseded=superseded,
+    )
 
 
 def _parse_cursor(cursor: str | None) -> tuple[date, int] | None:
@@ -152,12 +196,32 @@ def history(s: Session, q: HistoryQuery) -> dict[str, Any]:
     page = chosen[: q.limit]
     more = len(chosen) > q.limit
     last = page[-1][0] if page else None
-    return dict(code=q.code, region=q.region, items=[_item(r, sup) for r, sup in page],
-                next_cursor=f"{last.date.isoformat()}:{last.version}" if more and last else None)
+    return dict(
+        code=q.code,
+        region=q.region,
+        items=[_item(r, sup) for r, sup in page],
+        next_cursor=f"{last.date.isoformat()}:{last.version}" if more and last else None,
+    )
 
 
-CSV_FIELDS = ("date", "code", "region", "kind", "value", "unit_price_fen", "version", "stale", "source_region",
-              "n_obs", "n_excluded", "status", "reference", "methodology_version", "published_at", "superseded")
+CSV_FIELDS = (
+    "date",
+    "code",
+    "region",
+    "kind",
+    "value",
+    "unit_price_fen",
+    "version",
+    "stale",
+    "source_region",
+    "n_obs",
+    "n_excluded",
+    "status",
+    "reference",
+    "methodology_version",
+    "published_at",
+    "superseded",
+)
 
 
 def history_csv(s: Session, q: HistoryQuery) -> str:
@@ -190,8 +254,16 @@ def _csv_cell(v: Any) -> str:
 # --------------------------------------------------------------------------------------------- notices
 
 
-def notices(s: Session, *, code: str | None, region: str | None, date_from: date | None, date_to: date | None,
-            limit: int, cursor: str | None) -> dict[str, Any]:
+def notices(
+    s: Session,
+    *,
+    code: str | None,
+    region: str | None,
+    date_from: date | None,
+    date_to: date | None,
+    limit: int,
+    cursor: str | None,
+) -> dict[str, Any]:
     """Correction notices, newest first: old value, new value, reason, methodology version, when."""
     n = correction_notices
     cond = []
@@ -209,10 +281,25 @@ def notices(s: Session, *, code: str | None, region: str | None, date_from: date
         except ValueError:
             raise ValidationFailed.field("cursor", "not a cursor from a previous page") from None
     rows = s.execute(select(n).where(*cond).order_by(n.c.id.desc()).limit(limit + 1)).all()
-    items = [dict(id=r.id, code=r.code, region=r.region, date=r.date, kind=r.kind, old_version=r.old_version,
-                  new_version=r.new_version, old_value=r.old_value, new_value=r.new_value, old_stale=r.old_stale,
-                  new_stale=r.new_stale, reason=r.reason, methodology_version=r.methodology_version,
-                  published_at=aware(r.published_at)) for r in rows[:limit]]
+    items = [
+        dict(
+            id=r.id,
+            code=r.code,
+            region=r.region,
+            date=r.date,
+            kind=r.kind,
+            old_version=r.old_version,
+            new_version=r.new_version,
+            old_value=r.old_value,
+            new_value=r.new_value,
+            old_stale=r.old_stale,
+            new_stale=r.new_stale,
+            reason=r.reason,
+            methodology_version=r.methodology_version,
+            published_at=aware(r.published_at),
+        )
+        for r in rows[:limit]
+    ]
     return dict(items=items, next_cursor=str(rows[limit - 1].id) if len(rows) > limit else None)
 
 
@@ -236,8 +323,11 @@ def _with_band(d: dict[str, Any]) -> dict[str, Any]:
     m = load_methodology()
     if "median_fen" in d and "mad_fen" in d and d.get("methodology_version") == m.version:
         band = Band(int(Decimal(d["median_fen"]) * 2), int(Decimal(d["mad_fen"]) * 4), m.outliers)
-        d["band_fen"] = {"median": _plain(band.median_fen), "low": _plain(band.low_fen),
-                         "high": _plain(band.high_fen)}
+        d["band_fen"] = {
+            "median": _plain(band.median_fen),
+            "low": _plain(band.low_fen),
+            "high": _plain(band.high_fen),
+        }
     return d
 
 
@@ -248,8 +338,12 @@ def _plain(x: Decimal) -> str:
 def disclosure(s: Session, code: str, region: str, day: date, version: int | None) -> dict[str, Any]:
     """A published value with everything disclosed about it (counts and reasons; never who contributed)."""
     r = _version_row(s, code, region, day, version)
-    newest = s.execute(select(pv.c.version).where(pv.c.code == code, pv.c.region == region, pv.c.date == day)
-                       .order_by(pv.c.version.desc()).limit(1)).scalar_one()
+    newest = s.execute(
+        select(pv.c.version)
+        .where(pv.c.code == code, pv.c.region == region, pv.c.date == day)
+        .order_by(pv.c.version.desc())
+        .limit(1)
+    ).scalar_one()
     return _item(r, r.version < newest) | {"disclosure": _with_band(_disclosure(r.audit))}
 
 
@@ -258,11 +352,23 @@ def audit_inputs(s: Session, code: str, region: str, day: date, version: int | N
     was used or excluded. Contributors appear as neither names nor codes."""
     r = _version_row(s, code, region, day, version)
     if r.kind == INDEX:
-        return dict(code=code, region=region, date=day, version=r.version, kind=INDEX,
-                    components=_disclosure(r.audit).get("components", {}), inputs=[])
-    blob = s.execute(select(series_inputs.c.input_ids, series_inputs.c.input_reasons).where(
-        series_inputs.c.code == code, series_inputs.c.region == region, series_inputs.c.date == day,
-        series_inputs.c.version == r.version)).first()
+        return dict(
+            code=code,
+            region=region,
+            date=day,
+            version=r.version,
+            kind=INDEX,
+            components=_disclosure(r.audit).get("components", {}),
+            inputs=[],
+        )
+    blob = s.execute(
+        select(series_inputs.c.input_ids, series_inputs.c.input_reasons).where(
+            series_inputs.c.code == code,
+            series_inputs.c.region == region,
+            series_inputs.c.date == day,
+            series_inputs.c.version == r.version,
+        )
+    ).first()
     if blob is None:  # a seeded reference price has no inputs
         return dict(code=code, region=region, date=day, version=r.version, kind=PRICE, inputs=[])
     ids, reasons = audit.decode_inputs(blob.input_ids, blob.input_reasons)
@@ -270,19 +376,47 @@ def audit_inputs(s: Session, code: str, region: str, day: date, version: int | N
     by_id: dict[int, Any] = {}
     id_list = ids.tolist()
     for i in range(0, len(id_list), 900):
-        for row in s.execute(select(o.c.id, o.c.city_code, o.c.tier, o.c.kind, o.c.unit_price_fen, o.c.qty_milli,
-                                    o.c.observed_at, o.c.source, o.c.related_party)
-                             .where(o.c.id.in_(id_list[i:i + 900]))):
+        for row in s.execute(
+            select(
+                o.c.id,
+                o.c.city_code,
+                o.c.tier,
+                o.c.kind,
+                o.c.unit_price_fen,
+                o.c.qty_milli,
+                o.c.observed_at,
+                o.c.source,
+                o.c.related_party,
+            ).where(o.c.id.in_(id_list[i : i + 900]))
+        ):
             by_id[row.id] = row
     inputs = []
     for oid, code_ in zip(id_list, reasons.tolist(), strict=True):
         row = by_id[oid]
-        inputs.append(dict(observation_id=oid, city_code=row.city_code, tier=row.tier, kind=row.kind,
-                           unit_price_fen=row.unit_price_fen, qty=qty_str(_milli(row.qty_milli)),
-                           observed_at=aware(row.observed_at), source=row.source, related_party=row.related_party,
-                           reason=audit.reason_name(code_)))
-    return dict(code=code, region=region, date=day, version=r.version, kind=PRICE, methodology_version=
-                r.methodology_version, disclosure=_with_band(_disclosure(r.audit)), inputs=inputs)
+        inputs.append(
+            dict(
+                observation_id=oid,
+                city_code=row.city_code,
+                tier=row.tier,
+                kind=row.kind,
+                unit_price_fen=row.unit_price_fen,
+                qty=qty_str(_milli(row.qty_milli)),
+                observed_at=aware(row.observed_at),
+                source=row.source,
+                related_party=row.related_party,
+                reason=audit.reason_name(code_),
+            )
+        )
+    return dict(
+        code=code,
+        region=region,
+        date=day,
+        version=r.version,
+        kind=PRICE,
+        methodology_version=r.methodology_version,
+        disclosure=_with_band(_disclosure(r.audit)),
+        inputs=inputs,
+    )
 
 
 def _milli(q: int) -> Decimal:

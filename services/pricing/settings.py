@@ -4,6 +4,7 @@ The index rules themselves (outlier k, quorum, tiers, baskets, publication time,
 settings: they are the versioned methodology (`methodology.toml`), because changing them changes what is
 published. What is here only shapes how the service answers and runs.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -30,14 +31,14 @@ class PricingSettings(BaseSettings):
     max_restatement_days_per_run: int = Field(31, ge=0)
 
 
-def settings_of(rt: "ServiceRuntime") -> PricingSettings:
+def settings_of(rt: ServiceRuntime) -> PricingSettings:
     s = rt.ports.get("pricing_settings")
     if s is None:
         s = rt.ports["pricing_settings"] = PricingSettings()
     return s
 
 
-def configure(rt: "ServiceRuntime", **overrides: object) -> PricingSettings:
+def configure(rt: ServiceRuntime, **overrides: object) -> PricingSettings:
     """Tests: replace the runtime's settings with these overrides."""
     s = PricingSettings(**overrides)  # type: ignore[arg-type]
     rt.ports["pricing_settings"] = s

@@ -5,6 +5,7 @@ notices and computation runs are inserted and never updated or deleted (the rest
 piece of working state). Contributors appear only as pseudonymous integer codes (`counterparties`), and no
 query of the read side selects them.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import (

@@ -4,6 +4,7 @@ The daily computation runs at the methodology's publication time (`specification
 time zone, which is the Celery app's). It is idempotent: a second run the same day, a retry after a crash or two
 workers at once publish nothing twice (computations are serialised and unchanged values publish nothing).
 """
+
 from __future__ import annotations
 
 from zoneinfo import ZoneInfo
@@ -31,13 +32,23 @@ def daily_schedule() -> crontab:
 SCHEDULE = {
     # expires: a publication not started within 6 hours waits for the next day's run (which also picks up any
     # day queued for a restatement) rather than piling up.
-    "pricing-daily-indices": {"task": "pricing.compute_daily", "schedule": daily_schedule(),
-                              "options": {"expires": 6 * 3600}},
+    "pricing-daily-indices": {
+        "task": "pricing.compute_daily",
+        "schedule": daily_schedule(),
+        "options": {"expires": 6 * 3600},
+    },
 }
 
 
-@task("pricing.compute_daily", service="pricing", acks_late=True, autoretry_for=(Exception,), retry_backoff=60,
-             retry_backoff_max=1800, max_retries=5)
+@task(
+    "pricing.compute_daily",
+    service="pricing",
+    acks_late=True,
+    autoretry_for=(Exception,),
+    retry_backoff=60,
+    retry_backoff_max=1800,
+    max_retries=5,
+)
 def compute_daily(rt: ServiceRuntime) -> list[dict]:
     """Publish the due day's series and indices, then restate days that received late inputs."""
     from .handlers import run_daily

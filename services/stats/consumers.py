@@ -4,6 +4,7 @@ Groups (each its own offsets):
 - `stats.pickups`  booking.pickup: PickupSettled → 回收量 by region, category and firm, CO2e avoided;
 - `stats.trades`   trading.trade: TradeAwarded (kept), TradeSettled → the onward flow (traded_t).
 """
+
 from __future__ import annotations
 
 from services.booking.domain.events import PickupSettled
@@ -23,6 +24,11 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
     rec = recorder_of(rt)
     return [
         group("stats.pickups", {PickupSettled: rec.when_pickup_settled_count_flow}),
-        group("stats.trades", {TradeAwarded: rec.when_trade_awarded_keep_trade,
-                               TradeSettled: rec.when_trade_settled_count_onward_flow}),
+        group(
+            "stats.trades",
+            {
+                TradeAwarded: rec.when_trade_awarded_keep_trade,
+                TradeSettled: rec.when_trade_settled_count_onward_flow,
+            },
+        ),
     ]

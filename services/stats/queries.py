@@ -5,6 +5,7 @@ Sums come from the daily aggregates (or, for a resident, from their own pickup f
 residents served, collectors active, pickups — are counted over the period actually asked (a resident served on
 two days of a month is one resident of that month), never summed from smaller periods.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -23,8 +24,18 @@ from .domain.flows import kg_str, month_of, region_prefix, share_str, t_str
 from .store import flow_days, flow_members, pickup_lines, pickups, trades
 
 Granularity = Literal["day", "month"]
-SUMS = ("collected_g", "estimated_g", "pieces_milli", "value_fen", "low_value_g", "co2e_g", "traded_g",
-        "traded_value_fen", "traded_co2e_g", "trades")
+SUMS = (
+    "collected_g",
+    "estimated_g",
+    "pieces_milli",
+    "value_fen",
+    "low_value_g",
+    "co2e_g",
+    "traded_g",
+    "traded_value_fen",
+    "traded_co2e_g",
+    "trades",
+)
 KINDS = ("resident", "collector", "pickup")
 
 
@@ -49,7 +60,9 @@ class Window:
 
 @dataclass
 class Figures:
-    sums: dict[tuple[date, str], dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: dict.fromkeys(SUMS, 0)))
+    sums: dict[tuple[date, str], dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: dict.fromkeys(SUMS, 0))
+    )
     # distinct counts per (period, category), per period over all categories, and over the whole window
     members: dict[tuple[date, str], dict[str, int]] = field(default_factory=dict)
     members_period: dict[date, dict[str, int]] = field(default_factory=dict)
@@ -94,16 +107,20 @@ def _period_col(table: Any, w: Window) -> Any:
 def _from_aggregates(s: Session, w: Window, scope: Scope) -> Figures:
     fig = Figures()
     period = _period_col(flow_days, w).label("period")
-    rows = s.execute(select(period, flow_days.c.category, *(func.sum(getattr(flow_days.c, c)).label(c) for c in SUMS))
-                     .where(and_(*_filters(flow_days, w, scope))).group_by(period, flow_days.c.category))
+    rows = s.execute(
+        select(period, flow_days.c.category, *(func.sum(getattr(flow_days.c, c)).label(c) for c in SUMS))
+        .where(and_(*_filters(flow_days, w, scope)))
+        .group_by(period, flow_days.c.category)
+    )
     for r in rows.mappings():
         fig.sums[(r["period"], r["category"])] = {c: int(r[c] or 0) for c in SUMS}
     m = flow_members.c
     mperiod = _period_col(flow_members, w).label("period")
     conds = and_(*_filters(flow_members, w, scope))
     distinct = func.count(func.distinct(m.member_id)).label("n")
-    for p, cat, kind, n in s.execute(select(mperiod, m.category, m.kind, distinct).where(conds)
-                                     .group_by(mperiod, m.category, m.kind)):
+    for p, cat, kind, n in s.execute(
+        select(mperiod, m.category, m.kind, distinct).where(conds).group_by(mperiod, m.category, m.kind)
+    ):
         fig.members.setdefault((p, cat), {})[kind] = n
     for p, kind, n in s.execute(select(mperiod, m.kind, distinct).where(conds).group_by(mperiod, m.kind)):
         fig.members_period.setdefault(p, {})[kind] = n
@@ -120,8 +137,11 @@ def _from_aggregates(s: Session, w: Window, scope: Scope) -> Figures:
         cat = _category_filter(t.category, w.category)
         if cat is not None:
             conds_t.append(cat)
-        for p, g, co2e in s.execute(select(tperiod, func.sum(t.delivered_g), func.sum(t.co2e_g))
-                                    .where(and_(*conds_t)).group_by(tperiod)):
+        for p, g, co2e in s.execute(
+            select(tperiod, func.sum(t.delivered_g), func.sum(t.co2e_g))
+            .where(and_(*conds_t))
+            .group_by(tperiod)
+        ):
             fig.bought_g[p], fig.bought_co2e_g[p] = int(g or 0), int(co2e or 0)
     return fig
 
@@ -137,9 +157,24 @@ def _from_resident_facts(s: Session, w: Window, scope: Scope) -> Figures:
     cat = _category_filter(ln.category, w.category)
     if cat is not None:
         conds.append(cat)
-    rows = s.execute(select(p.day, p.month, p.pickup_id, p.collector_id, ln.category, ln.unit, ln.qty_milli, ln.mass_g,
-                            ln.mass_estimated, ln.value_fen, ln.low_value, ln.co2e_g)
-                     .join(pickup_lines, ln.pickup_id == p.pickup_id).where(and_(*conds)))
+    rows = s.execute(
+        select(
+            p.day,
+            p.month,
+            p.pickup_id,
+            p.collector_id,
+            ln.category,
+            ln.unit,
+            ln.qty_milli,
+            ln.mass_g,
+            ln.mass_estimated,
+            ln.value_fen,
+            ln.low_value,
+            ln.co2e_g,
+        )
+        .join(pickup_lines, ln.pickup_id == p.pickup_id)
+        .where(and_(*conds))
+    )
     sets: dict[Any, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for r in rows.mappings():
         key = (r["day"] if w.granularity == "day" else r["month"], r["category"])
@@ -220,39 +255,78 @@ def flows_reply(fig: Figures, w: Window, scope: Scope) -> dict[str, Any]:
     items = []
     for p in periods(w):
         keys = sorted(k for k in fig.sums if k[0] == p)
-        by_category = [{"category": cat, "name": cats[cat].name if cat in cats else None,
-                        "unit": cats[cat].unit if cat in cats else None,
-                        **_flow_fields(fig.sums[(p, cat)], fig.members.get((p, cat), {}))} for _, cat in keys]
-        items.append({"period": period_label(p, w.granularity), "start": max(p, w.start), "end": _period_end(p, w),
-                      **_flow_fields(_total([fig.sums[k] for k in keys]), fig.members_period.get(p, {})),
-                      "by_category": by_category})
-    return {"region": region_json(w.region), "category": w.category, "from": w.start, "to": w.end,
-            "granularity": w.granularity, "scope": scope.describe(), "items": items,
-            "totals": _flow_fields(_total(list(fig.sums.values())), fig.members_window)}
+        by_category = [
+            {
+                "category": cat,
+                "name": cats[cat].name if cat in cats else None,
+                "unit": cats[cat].unit if cat in cats else None,
+                **_flow_fields(fig.sums[(p, cat)], fig.members.get((p, cat), {})),
+            }
+            for _, cat in keys
+        ]
+        items.append(
+            {
+                "period": period_label(p, w.granularity),
+                "start": max(p, w.start),
+                "end": _period_end(p, w),
+                **_flow_fields(_total([fig.sums[k] for k in keys]), fig.members_period.get(p, {})),
+                "by_category": by_category,
+            }
+        )
+    return {
+        "region": region_json(w.region),
+        "category": w.category,
+        "from": w.start,
+        "to": w.end,
+        "granularity": w.granularity,
+        "scope": scope.describe(),
+        "items": items,
+        "totals": _flow_fields(_total(list(fig.sums.values())), fig.members_window),
+    }
 
 
 def _carbon_fields(sums: dict[str, int], members: dict[str, int]) -> dict[str, Any]:
-    return {"avoided_co2e_t": t_str(sums["co2e_g"]), "avoided_co2e_kg": kg_str(sums["co2e_g"]),
-            "collected_t": t_str(sums["collected_g"]), "pickups": members.get("pickup", 0),
-            "traded_t": t_str(sums["traded_g"]), "traded_co2e_t": t_str(sums["traded_co2e_g"])}
+    return {
+        "avoided_co2e_t": t_str(sums["co2e_g"]),
+        "avoided_co2e_kg": kg_str(sums["co2e_g"]),
+        "collected_t": t_str(sums["collected_g"]),
+        "pickups": members.get("pickup", 0),
+        "traded_t": t_str(sums["traded_g"]),
+        "traded_co2e_t": t_str(sums["traded_co2e_g"]),
+    }
 
 
 def factor_json(table: FactorTable, category: str) -> dict[str, Any] | None:
     f = table.factor(category)
     if f is None:
         return None
-    return {"t_co2e_per_t": format(f.t_co2e_per_t, "f"), "status": f.status, "source": f.source.key,
-            "basis": f.basis, "checked": f.checked}
+    return {
+        "t_co2e_per_t": format(f.t_co2e_per_t, "f"),
+        "status": f.status,
+        "source": f.source.key,
+        "basis": f.basis,
+        "checked": f.checked,
+    }
 
 
 def carbon_reply(fig: Figures, w: Window, scope: Scope, table: FactorTable) -> dict[str, Any]:
     items = []
     for p in periods(w):
         keys = sorted(k for k in fig.sums if k[0] == p)
-        item = {"period": period_label(p, w.granularity), "start": max(p, w.start), "end": _period_end(p, w),
-                **_carbon_fields(_total([fig.sums[k] for k in keys]), fig.members_period.get(p, {})),
-                "by_category": [{"category": cat, **_carbon_fields(fig.sums[(p, cat)], fig.members.get((p, cat), {})),
-                                 "factor": factor_json(table, cat)} for _, cat in keys]}
+        item = {
+            "period": period_label(p, w.granularity),
+            "start": max(p, w.start),
+            "end": _period_end(p, w),
+            **_carbon_fields(_total([fig.sums[k] for k in keys]), fig.members_period.get(p, {})),
+            "by_category": [
+                {
+                    "category": cat,
+                    **_carbon_fields(fig.sums[(p, cat)], fig.members.get((p, cat), {})),
+                    "factor": factor_json(table, cat),
+                }
+                for _, cat in keys
+            ],
+        }
         if scope.kind == "firm":
             item["bought_t"] = t_str(fig.bought_g.get(p, 0))
             item["bought_co2e_t"] = t_str(fig.bought_co2e_g.get(p, 0))
@@ -261,19 +335,36 @@ def carbon_reply(fig: Figures, w: Window, scope: Scope, table: FactorTable) -> d
     if scope.kind == "firm":
         totals["bought_t"] = t_str(sum(fig.bought_g.values()))
         totals["bought_co2e_t"] = t_str(sum(fig.bought_co2e_g.values()))
-    return {"region": region_json(w.region), "category": w.category, "from": w.start, "to": w.end,
-            "granularity": w.granularity, "scope": scope.describe(), "factors_version": table.version,
-            "note": ("avoided_co2e counts each tonne once, when it is collected at the doorstep; traded_co2e and "
-                     "bought_co2e are the savings embodied in traded tonnes, already counted (not added)"),
-            "items": items, "totals": totals}
+    return {
+        "region": region_json(w.region),
+        "category": w.category,
+        "from": w.start,
+        "to": w.end,
+        "granularity": w.granularity,
+        "scope": scope.describe(),
+        "factors_version": table.version,
+        "note": (
+            "avoided_co2e counts each tonne once, when it is collected at the doorstep; traded_co2e and "
+            "bought_co2e are the savings embodied in traded tonnes, already counted (not added)"
+        ),
+        "items": items,
+        "totals": totals,
+    }
 
 
 def pickup_carbon(s: Session, pickup_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     row = s.execute(select(pickups).where(pickups.c.pickup_id == pickup_id)).mappings().first()
     if row is None:
         return None
-    lines = s.execute(select(pickup_lines).where(pickup_lines.c.pickup_id == pickup_id)
-                      .order_by(pickup_lines.c.category)).mappings().all()
+    lines = (
+        s.execute(
+            select(pickup_lines)
+            .where(pickup_lines.c.pickup_id == pickup_id)
+            .order_by(pickup_lines.c.category)
+        )
+        .mappings()
+        .all()
+    )
     return dict(row), [dict(r) for r in lines]
 
 
@@ -283,9 +374,14 @@ def resident_running_total(s: Session, resident_id: str, upto: Any = None) -> di
     conds = [p.resident_id == resident_id]
     if upto is not None:
         conds.append(p.settled_at <= upto)
-    n, mass, co2e, first = s.execute(select(func.count(), func.coalesce(func.sum(p.mass_g), 0),
-                                            func.coalesce(func.sum(p.co2e_g), 0), func.min(p.day))
-                                     .where(and_(*conds))).one()
+    n, mass, co2e, first = s.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(p.mass_g), 0),
+            func.coalesce(func.sum(p.co2e_g), 0),
+            func.min(p.day),
+        ).where(and_(*conds))
+    ).one()
     return {"pickups": int(n), "mass_g": int(mass), "co2e_g": int(co2e), "since": first}
 
 

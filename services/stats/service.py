@@ -1,4 +1,5 @@
 """The stats service: material flows (回收量 by region and category) and carbon savings, from the event log."""
+
 from __future__ import annotations
 
 from services.kernel.runtime import ServiceRuntime, ServiceSpec

@@ -1,5 +1,6 @@
 """Stats settings, read from the environment with the prefix `STATS_`, and the two tables it reads at start
 (the emission factors and the low-value lists; a deployment may name its own files)."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -46,14 +47,14 @@ class StatsSettings(BaseSettings):
         return local_day(at, self.tz)
 
 
-def settings_of(rt: "ServiceRuntime") -> StatsSettings:
+def settings_of(rt: ServiceRuntime) -> StatsSettings:
     s = rt.ports.get("stats_settings")
     if s is None:
         s = rt.ports["stats_settings"] = StatsSettings()
     return s
 
 
-def configure(rt: "ServiceRuntime", **overrides: Any) -> StatsSettings:
+def configure(rt: ServiceRuntime, **overrides: Any) -> StatsSettings:
     """Replace the runtime's stats settings (tests): defaults + environment + `overrides`."""
     s = StatsSettings(**overrides)
     rt.ports["stats_settings"] = s
@@ -62,7 +63,7 @@ def configure(rt: "ServiceRuntime", **overrides: Any) -> StatsSettings:
     return s
 
 
-def load_factors(settings: StatsSettings) -> "FactorTable":
+def load_factors(settings: StatsSettings) -> FactorTable:
     from services.kernel.taxonomy import leaves
 
     from .domain.factors import parse_factor_table
@@ -71,7 +72,7 @@ def load_factors(settings: StatsSettings) -> "FactorTable":
     return parse_factor_table(path.read_text(encoding="utf-8"), leaves())
 
 
-def load_low_value(settings: StatsSettings) -> "LowValueLists":
+def load_low_value(settings: StatsSettings) -> LowValueLists:
     from services.kernel.taxonomy import leaves
 
     from .domain.factors import parse_low_value
@@ -80,14 +81,14 @@ def load_low_value(settings: StatsSettings) -> "LowValueLists":
     return parse_low_value(path.read_text(encoding="utf-8"), leaves())
 
 
-def factors_of(rt: "ServiceRuntime") -> "FactorTable":
+def factors_of(rt: ServiceRuntime) -> FactorTable:
     table = rt.ports.get("stats_factors")
     if table is None:
         table = rt.ports["stats_factors"] = load_factors(settings_of(rt))
     return table
 
 
-def low_value_of(rt: "ServiceRuntime") -> "LowValueLists":
+def low_value_of(rt: ServiceRuntime) -> LowValueLists:
     lists = rt.ports.get("stats_low_value")
     if lists is None:
         lists = rt.ports["stats_low_value"] = load_low_value(settings_of(rt))

@@ -8,6 +8,7 @@ also keyed by firm, so a firm's own figures come from the same rows. Distinct co
 collectors active, pickups) cannot be summed across days or regions, so their members are kept in
 `flow_members` and counted at read time over whatever period and region is asked.
 """
+
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Date, DateTime, Index, Integer, String, Table
@@ -21,7 +22,8 @@ ID = String(64)
 
 # One per settled pickup (booking.pickup.settled), with the factor table version that made its CO2e.
 pickups = Table(
-    "pickups", metadata,
+    "pickups",
+    metadata,
     Column("pickup_id", ID, primary_key=True),
     Column("resident_id", ID, nullable=False, index=True),
     Column("collector_id", ID, nullable=False),
@@ -38,7 +40,8 @@ pickups = Table(
 )
 
 pickup_lines = Table(
-    "pickup_lines", metadata,
+    "pickup_lines",
+    metadata,
     Column("pickup_id", ID, primary_key=True),
     Column("category", String(64), primary_key=True),
     Column("unit", String(8), nullable=False),
@@ -53,7 +56,8 @@ pickup_lines = Table(
 
 # One per trade (trading.trade): awarded first, settled on the weighbridge weight later (or settled only).
 trades = Table(
-    "trades", metadata,
+    "trades",
+    metadata,
     Column("trade_id", ID, primary_key=True),
     Column("lot_id", ID, nullable=False),
     Column("seller_firm_id", ID, nullable=False, index=True),
@@ -78,7 +82,8 @@ trades = Table(
 # Daily sums per (day, region code, category, firm). Pickup figures are the collecting firm's; traded figures
 # the selling firm's (the onward flow out of it).
 flow_days = Table(
-    "flow_days", metadata,
+    "flow_days",
+    metadata,
     Column("day", Date, primary_key=True),
     Column("region_code", String(6), primary_key=True),
     Column("category", String(64), primary_key=True),
@@ -100,7 +105,8 @@ Index("ix_flow_days_firm_day", flow_days.c.firm_id, flow_days.c.day)
 
 # Who was counted where and when: kind resident | collector | pickup.
 flow_members = Table(
-    "flow_members", metadata,
+    "flow_members",
+    metadata,
     Column("day", Date, primary_key=True),
     Column("region_code", String(6), primary_key=True),
     Column("category", String(64), primary_key=True),

@@ -1,4 +1,5 @@
 """Trading routes: parse → handler (in a thread) → reply. Paths and field names follow shared/API.md (Trading)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,8 +8,8 @@ from pydantic import BaseModel, ConfigDict
 
 from services.kernel.http import Ctx, Router
 
-from . import handlers
-from .domain.commands import ListLot, LotsQuery, PlaceBid
+from . import handlers, trades
+from .domain.commands import DisputeDelivery, ListLot, LotsQuery, PlaceBid, RecordDelivery
 
 router = Router("trading")
 FIRM = {"firm"}
@@ -70,8 +71,78 @@ async def get_lot(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(handlers.get_lot, ctx.runtime, ctx.user, ctx.params["id"])
 
 
-@router.post("/v1/lots/{id}/bids", roles=FIRM, body=PlaceBid, response=BidOut, status=201,
-             errors=(403, 404, 409, 422))
+@router.post(
+    "/v1/lots/{id}/bids", roles=FIRM, body=PlaceBid, response=BidOut, status=201, errors=(403, 404, 409, 422)
+)
 async def place_bid(ctx: Ctx) -> dict[str, Any]:
     """(verified firm, not the seller nor related to it) Bid a price per tonne; 422 `{reason}` when refused."""
     return await ctx.run(handlers.place_bid, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
+
+
+# --- trades -----------------------------------------------------------------------------------------------
+
+
+class DeliveryOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    status: str
+    amount_fen: int | None
+    id: str
+
+
+class TradeOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    lot_id: str
+    status: str
+    seller_firm_id: str
+    buyer_firm_id: str
+    price_fen_per_t: int
+
+
+@router.get("/v1/trades/{id}", authenticated=True, response=TradeOut, errors=(403, 404))
+async def get_trade(ctx: Ctx) -> dict[str, Any]:
+    """One trade: its delivery and settlement (its seller, its buyer, admins)."""
+    return await ctx.run(trades.get_trade, ctx.runtime, ctx.user, ctx.params["id"])
+
+
+@router.post(
+    "/v1/trades/{id}/delivery", roles=FIRM, body=RecordDelivery, response=DeliveryOut, errors=(403, 404, 409)
+)
+async def record_delivery(ctx: Ctx) -> dict[str, Any]:
+    """(seller) The weighbridge ticket: the amount is on the delivered weight; outside the tolerance (default ±2 %)
+    the buyer accepts before settlement."""
+    return await ctx.run(trades.record_delivery, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
+
+
+@router.post("/v1/trades/{id}/accept-delivery", roles=FIRM, response=TradeOut, errors=(403, 404, 409))
+async def accept_delivery(ctx: Ctx) -> dict[str, Any]:
+    """(buyer) Accept a delivered weight outside the tolerance; settlement starts."""
+    return await ctx.run(trades.accept_delivery, ctx.runtime, ctx.user, ctx.params["id"])
+
+
+@router.post(
+    "/v1/trades/{id}/dispute-delivery",
+    roles=FIRM,
+    body=DisputeDelivery,
+    response=TradeOut,
+    errors=(403, 404, 409),
+)
+async def dispute_delivery(ctx: Ctx) -> dict[str, Any]:
+    """(buyer) Refuse a delivered weight outside the tolerance; the seller may deliver again."""
+    return await ctx.run(trades.dispute_delivery, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
+
+
+class TraceOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    lot: dict[str, Any]
+    intake: list[dict[str, Any]]
+    trade: dict[str, Any] | None
+    delivery: dict[str, Any] | None
+    reconciliation: dict[str, Any]
+
+
+@router.get("/v1/lots/{id}/trace", authenticated=True, response=TraceOut, errors=(403, 404))
+async def lot_trace(ctx: Ctx) -> dict[str, Any]:
+    """The chain of custody: the settled pickups (or the declared purchase) that fed the lot → the trade → the
+    delivery, with the quantities reconciled (its seller, its buyer, admins)."""
+    return await ctx.run(trades.trace, ctx.runtime, ctx.user, ctx.params["id"])

@@ -9,6 +9,7 @@ Every handler is idempotent on its own (upserts keyed by the fact's id), on top 
 Accounts' and booking's events are read by type name until their contracts move to `services.contracts`
 (a service never imports another).
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -36,8 +37,13 @@ def _ts(value: Any) -> datetime:
 
 def when_firm_verified_keep_firm(env: Envelope, uow: UnitOfWork) -> None:
     d, s, now = env.data, uow.session, utcnow()
-    values = dict(owner_user_id=d["owner_user_id"], name=d["name"], city_code=d["city_code"],
-                  verified_at=_ts(d["verified_at"]), updated_at=now)
+    values = dict(
+        owner_user_id=d["owner_user_id"],
+        name=d["name"],
+        city_code=d["city_code"],
+        verified_at=_ts(d["verified_at"]),
+        updated_at=now,
+    )
     if not s.execute(update(firms).where(firms.c.firm_id == d["firm_id"]).values(**values)).rowcount:
         s.execute(insert(firms).values(firm_id=d["firm_id"], **values))
     _add_member(uow, d["owner_user_id"], d["firm_id"])
@@ -47,19 +53,30 @@ def when_roles_changed_keep_firm_members(env: Envelope, uow: UnitOfWork) -> None
     """The firms a user acts for now (owner, accountant, collector): replaces what we knew of that user."""
     d, s = env.data, uow.session
     now_for = set(d.get("firm_ids") or [])
-    known = set(s.execute(select(firm_members.c.firm_id).where(firm_members.c.user_id == d["user_id"])).scalars())
+    known = set(
+        s.execute(select(firm_members.c.firm_id).where(firm_members.c.user_id == d["user_id"])).scalars()
+    )
     gone = known - now_for
     if gone:
-        s.execute(delete(firm_members).where(firm_members.c.user_id == d["user_id"],
-                                             firm_members.c.firm_id.in_(gone)))
+        s.execute(
+            delete(firm_members).where(
+                firm_members.c.user_id == d["user_id"], firm_members.c.firm_id.in_(gone)
+            )
+        )
     for firm_id in sorted(now_for - known):
         s.execute(insert(firm_members).values(user_id=d["user_id"], firm_id=firm_id))
 
 
 def _add_member(uow: UnitOfWork, user_id: str, firm_id: str) -> None:
     s = uow.session
-    if s.execute(select(firm_members.c.user_id).where(firm_members.c.user_id == user_id,
-                                                      firm_members.c.firm_id == firm_id)).first() is None:
+    if (
+        s.execute(
+            select(firm_members.c.user_id).where(
+                firm_members.c.user_id == user_id, firm_members.c.firm_id == firm_id
+            )
+        ).first()
+        is None
+    ):
         s.execute(insert(firm_members).values(user_id=user_id, firm_id=firm_id))
 
 
@@ -75,18 +92,34 @@ def when_pickup_settled_record_intake(env: Envelope, uow: UnitOfWork) -> None:
         qty_g = int(Decimal(str(line["qty"])) * 1000)
         if qty_g <= 0:
             continue
-        rows.append(dict(pickup_id=d["pickup_id"], line_no=i, firm_id=d["firm_id"], category=line["category"],
-                         qty_g=qty_g, allocated_g=0, city_code=d["city_code"], collector_id=d["collector_id"],
-                         settled_at=_ts(d["settled_at"])))
+        rows.append(
+            dict(
+                pickup_id=d["pickup_id"],
+                line_no=i,
+                firm_id=d["firm_id"],
+                category=line["category"],
+                qty_g=qty_g,
+                allocated_g=0,
+                city_code=d["city_code"],
+                collector_id=d["collector_id"],
+                settled_at=_ts(d["settled_at"]),
+            )
+        )
     if rows:
         s.execute(insert(intake), rows)
 
 
 def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
     return [
-        ConsumerSpec("trading.accounts", ["accounts.firm", "accounts.user"], {
-            FIRM_VERIFIED: when_firm_verified_keep_firm,
-            ROLES_CHANGED: when_roles_changed_keep_firm_members,
-        }),
-        ConsumerSpec("trading.intake", ["booking.pickup"], {PICKUP_SETTLED: when_pickup_settled_record_intake}),
+        ConsumerSpec(
+            "trading.accounts",
+            ["accounts.firm", "accounts.user"],
+            {
+                FIRM_VERIFIED: when_firm_verified_keep_firm,
+                ROLES_CHANGED: when_roles_changed_keep_firm_members,
+            },
+        ),
+        ConsumerSpec(
+            "trading.intake", ["booking.pickup"], {PICKUP_SETTLED: when_pickup_settled_record_intake}
+        ),
     ]

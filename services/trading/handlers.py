@@ -4,6 +4,7 @@ Contested writes (bids on one lot, the close racing a late bid, two lots taking 
 they decide on (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite has one writer at a time) and decide with the pure
 rules of `domain/`, so the decision and the write see the same state.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ def aware(ts: datetime | None) -> datetime | None:
 
 # --- who is acting ----------------------------------------------------------------------------------------
 
+
 def acting_firm(user: Principal, firm_id: str | None) -> str:
     """The firm the caller acts for as its owner: the one named, or the only one they own."""
     if firm_id is not None:
@@ -63,20 +65,28 @@ def firms_related(s: Session, a: str, b: str) -> bool:
     if a == b:
         return True
     fa, fb = firm_members.alias("fa"), firm_members.alias("fb")
-    return bool(s.execute(select(exists().where(and_(fa.c.firm_id == a, fb.c.firm_id == b,
-                                                        fa.c.user_id == fb.c.user_id)))).scalar())
+    return bool(
+        s.execute(
+            select(exists().where(and_(fa.c.firm_id == a, fb.c.firm_id == b, fa.c.user_id == fb.c.user_id)))
+        ).scalar()
+    )
 
 
 # --- listing a lot ----------------------------------------------------------------------------------------
 
-def list_lot(rt: ServiceRuntime, user: Principal, cmd: ListLot, now: datetime | None = None) -> dict[str, Any]:
+
+def list_lot(
+    rt: ServiceRuntime, user: Principal, cmd: ListLot, now: datetime | None = None
+) -> dict[str, Any]:
     """POST /v1/lots: a verified firm puts a lot up; from intake, the tonnage must be covered by its intake."""
     cfg = settings_of(rt)
     now = now or utcnow()
     firm_id = acting_firm(user, cmd.firm_id)
     cat = leaf(cmd.category)
     if cat.unit != "kg":
-        raise ValidationFailed.field("category", f"{cmd.category} is counted in pieces; lots are sold by weight")
+        raise ValidationFailed.field(
+            "category", f"{cmd.category} is counted in pieces; lots are sold by weight"
+        )
     qty_kg = cmd.qty_kg
     if qty_kg > cfg.max_qty_t * m.KG_PER_T:
         raise ValidationFailed.field("qty_t", f"at most {cfg.max_qty_t} tonnes")
@@ -97,18 +107,47 @@ def list_lot(rt: ServiceRuntime, user: Principal, cmd: ListLot, now: datetime | 
                 raise Forbidden(f"firm {firm_id} is not verified (yet)", reason="firm_unverified")
             if cmd.source == m.SOURCE_INTAKE:
                 _take_intake(s, lot_id, firm_id, cmd.category, qty_kg * m.G_PER_KG)
-            s.execute(lots.insert().values(
-                id=lot_id, seller_firm_id=firm_id, created_by=user.user_id, category=cmd.category,
-                grade=cmd.grade, qty_kg=qty_kg, city_code=cmd.city_code,
-                reserve_fen_per_t=cmd.reserve_price_fen_per_t, auction=cmd.auction,
-                min_increment_fen_per_t=increment, deposit_fen=cmd.deposit_fen, source=cmd.source,
-                purchase_ref=cmd.purchase_ref, status=m.LOT_OPEN, listed_at=now, original_ends_at=ends_at,
-                ends_at=ends_at, extensions=0, bid_count=0, version=1))
-            uow.emit(LotListed(
-                lot_id=lot_id, seller_firm_id=firm_id, category=cmd.category, grade=cmd.grade,
-                qty_t=m.kg_to_tonnes_str(qty_kg), city_code=cmd.city_code, auction=cmd.auction,
-                reserve_price_fen_per_t=cmd.reserve_price_fen_per_t, min_increment_fen_per_t=increment,
-                deposit_fen=cmd.deposit_fen, source_kind=cmd.source, ends_at=ends_at, listed_at=now))
+            s.execute(
+                lots.insert().values(
+                    id=lot_id,
+                    seller_firm_id=firm_id,
+                    created_by=user.user_id,
+                    category=cmd.category,
+                    grade=cmd.grade,
+                    qty_kg=qty_kg,
+                    city_code=cmd.city_code,
+                    reserve_fen_per_t=cmd.reserve_price_fen_per_t,
+                    auction=cmd.auction,
+                    min_increment_fen_per_t=increment,
+                    deposit_fen=cmd.deposit_fen,
+                    source=cmd.source,
+                    purchase_ref=cmd.purchase_ref,
+                    status=m.LOT_OPEN,
+                    listed_at=now,
+                    original_ends_at=ends_at,
+                    ends_at=ends_at,
+                    extensions=0,
+                    bid_count=0,
+                    version=1,
+                )
+            )
+            uow.emit(
+                LotListed(
+                    lot_id=lot_id,
+                    seller_firm_id=firm_id,
+                    category=cmd.category,
+                    grade=cmd.grade,
+                    qty_t=m.kg_to_tonnes_str(qty_kg),
+                    city_code=cmd.city_code,
+                    auction=cmd.auction,
+                    reserve_price_fen_per_t=cmd.reserve_price_fen_per_t,
+                    min_increment_fen_per_t=increment,
+                    deposit_fen=cmd.deposit_fen,
+                    source_kind=cmd.source,
+                    ends_at=ends_at,
+                    listed_at=now,
+                )
+            )
         return {"id": lot_id, "status": m.LOT_OPEN, "ends_at": ends_at}
 
     return retry_on_conflict(write)
@@ -116,55 +155,82 @@ def list_lot(rt: ServiceRuntime, user: Principal, cmd: ListLot, now: datetime | 
 
 def _take_intake(s: Session, lot_id: str, firm_id: str, category: str, need_g: int) -> None:
     """Cover the lot from the firm's intake of the category not yet in a lot, oldest first (rows locked)."""
-    rows = s.execute(select(intake.c.pickup_id, intake.c.line_no, intake.c.qty_g, intake.c.allocated_g)
-                     .where(intake.c.firm_id == firm_id, intake.c.category == category,
-                            intake.c.allocated_g < intake.c.qty_g)
-                     .order_by(intake.c.settled_at, intake.c.pickup_id, intake.c.line_no)
-                     .with_for_update()).all()
+    rows = s.execute(
+        select(intake.c.pickup_id, intake.c.line_no, intake.c.qty_g, intake.c.allocated_g)
+        .where(
+            intake.c.firm_id == firm_id, intake.c.category == category, intake.c.allocated_g < intake.c.qty_g
+        )
+        .order_by(intake.c.settled_at, intake.c.pickup_id, intake.c.line_no)
+        .with_for_update()
+    ).all()
     lines = [rules.IntakeLine(r.pickup_id, r.line_no, r.qty_g - r.allocated_g) for r in rows]
     taken = rules.allocate_intake(lines, need_g)
     if taken is None:
         have = sum(ln.available_g for ln in lines) // m.G_PER_KG
         raise RuleViolated(
             f"the firm's settled intake of {category} not yet in a lot is {m.kg_to_tonnes_str(have)} t; list "
-            f"at most that, or declare the lot as source \"purchase\" with its purchase_ref",
-            reason="exceeds_intake", field="qty_t", available_t=m.kg_to_tonnes_str(have))
+            f'at most that, or declare the lot as source "purchase" with its purchase_ref',
+            reason="exceeds_intake",
+            field="qty_t",
+            available_t=m.kg_to_tonnes_str(have),
+        )
     for line, g in taken:
-        s.execute(update(intake).where(intake.c.pickup_id == line.pickup_id, intake.c.line_no == line.line_no)
-                  .values(allocated_g=intake.c.allocated_g + g))
-        s.execute(lot_sources.insert().values(lot_id=lot_id, pickup_id=line.pickup_id, line_no=line.line_no,
-                                              qty_g=g, released=False))
+        s.execute(
+            update(intake)
+            .where(intake.c.pickup_id == line.pickup_id, intake.c.line_no == line.line_no)
+            .values(allocated_g=intake.c.allocated_g + g)
+        )
+        s.execute(
+            lot_sources.insert().values(
+                lot_id=lot_id, pickup_id=line.pickup_id, line_no=line.line_no, qty_g=g, released=False
+            )
+        )
 
 
 # --- bids -------------------------------------------------------------------------------------------------
 
-def place_bid(rt: ServiceRuntime, user: Principal, lot_id: str, cmd: PlaceBid,
-              now: datetime | None = None) -> dict[str, Any]:
+
+def place_bid(
+    rt: ServiceRuntime, user: Principal, lot_id: str, cmd: PlaceBid, now: datetime | None = None
+) -> dict[str, Any]:
     """POST /v1/lots/{id}/bids: judged under the lot's row lock, so concurrent bids see each other."""
     firm_id = acting_firm(user, cmd.firm_id)
     auction_rules = settings_of(rt).rules
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             lot = s.execute(select(lots).where(lots.c.id == lot_id).with_for_update()).one_or_none()
             if lot is None:
                 raise NotFound(f"no lot with id {lot_id}")
+            # the bid's time is taken under the lock: bids of one lot are timed in the order they are judged
+            at = now or utcnow()
             facts = _lot_facts(lot)
             bidder = rules.BidderFacts(
-                firm_id=firm_id, verified=verified_firm(s, firm_id) is not None,
-                related_to_seller=firm_id != lot.seller_firm_id and firms_related(s, lot.seller_firm_id, firm_id),
-                deposit_held=lot.deposit_fen == 0 or _deposit_held(s, lot_id, firm_id))
+                firm_id=firm_id,
+                verified=verified_firm(s, firm_id) is not None,
+                related_to_seller=firm_id != lot.seller_firm_id
+                and firms_related(s, lot.seller_firm_id, firm_id),
+                deposit_held=lot.deposit_fen == 0 or _deposit_held(s, lot_id, firm_id),
+            )
             verdict = rules.judge_bid(facts, bidder, cmd.price_fen_per_t, at, auction_rules)
             if isinstance(verdict, rules.Refusal):
                 status = 409 if verdict.reason == "lot_closed" else None
                 raise _refused(verdict, status, lot)
             bid_id = new_id("bid")
-            s.execute(bids.insert().values(id=bid_id, lot_id=lot_id, firm_id=firm_id, user_id=user.user_id,
-                                           price_fen_per_t=cmd.price_fen_per_t, placed_at=at,
-                                           below_reserve=verdict.below_reserve, extended=verdict.extended,
-                                           ends_at_after=verdict.ends_at))
+            s.execute(
+                bids.insert().values(
+                    id=bid_id,
+                    lot_id=lot_id,
+                    firm_id=firm_id,
+                    user_id=user.user_id,
+                    price_fen_per_t=cmd.price_fen_per_t,
+                    placed_at=at,
+                    below_reserve=verdict.below_reserve,
+                    extended=verdict.extended,
+                    ends_at_after=verdict.ends_at,
+                )
+            )
             values: dict[str, Any] = dict(bid_count=lots.c.bid_count + 1, version=lots.c.version + 1)
             if verdict.becomes_best:
                 values.update(best_bid_id=bid_id, best_fen_per_t=cmd.price_fen_per_t, ends_at=verdict.ends_at)
@@ -172,12 +238,25 @@ def place_bid(rt: ServiceRuntime, user: Principal, lot_id: str, cmd: PlaceBid,
                 values["extensions"] = lots.c.extensions + 1
             s.execute(update(lots).where(lots.c.id == lot_id).values(**values))
             if verdict.becomes_best:
-                uow.emit(LotBestBidChanged(lot_id=lot_id, price_fen_per_t=cmd.price_fen_per_t,
-                                           bid_count=lot.bid_count + 1, ends_at=verdict.ends_at,
-                                           extended=verdict.extended, placed_at=at))
-        out: dict[str, Any] = {"id": bid_id, "lot_id": lot_id, "firm_id": firm_id,
-                               "price_fen_per_t": cmd.price_fen_per_t, "placed_at": at,
-                               "lot_ends_at": verdict.ends_at, "extended": verdict.extended}
+                uow.emit(
+                    LotBestBidChanged(
+                        lot_id=lot_id,
+                        price_fen_per_t=cmd.price_fen_per_t,
+                        bid_count=lot.bid_count + 1,
+                        ends_at=verdict.ends_at,
+                        extended=verdict.extended,
+                        placed_at=at,
+                    )
+                )
+        out: dict[str, Any] = {
+            "id": bid_id,
+            "lot_id": lot_id,
+            "firm_id": firm_id,
+            "price_fen_per_t": cmd.price_fen_per_t,
+            "placed_at": at,
+            "lot_ends_at": verdict.ends_at,
+            "extended": verdict.extended,
+        }
         if lot.auction == m.SEALED:
             out["below_reserve"] = verdict.below_reserve
         else:
@@ -189,8 +268,11 @@ def place_bid(rt: ServiceRuntime, user: Principal, lot_id: str, cmd: PlaceBid,
 
 def _refused(verdict: rules.Refusal, status: int | None, lot: Any) -> Exception:
     if status == 409:
-        return Conflict(verdict.detail, current_state=lot.status if lot.status != m.LOT_OPEN else "ended",
-                        reason=verdict.reason)
+        return Conflict(
+            verdict.detail,
+            current_state=lot.status if lot.status != m.LOT_OPEN else "ended",
+            reason=verdict.reason,
+        )
     if verdict.reason in ("own_lot", "firm_unverified", "related_firm"):
         return RuleViolated(verdict.detail, reason=verdict.reason)
     extra: dict[str, Any] = {}
@@ -202,38 +284,64 @@ def _refused(verdict: rules.Refusal, status: int | None, lot: Any) -> Exception:
 
 
 def _lot_facts(lot: Any) -> rules.LotFacts:
-    return rules.LotFacts(lot_id=lot.id, seller_firm_id=lot.seller_firm_id, status=lot.status, auction=lot.auction,
-                          reserve_fen_per_t=lot.reserve_fen_per_t,
-                          min_increment_fen_per_t=lot.min_increment_fen_per_t or 0, ends_at=aware(lot.ends_at),
-                          best_fen_per_t=lot.best_fen_per_t, deposit_fen=lot.deposit_fen)
+    return rules.LotFacts(
+        lot_id=lot.id,
+        seller_firm_id=lot.seller_firm_id,
+        status=lot.status,
+        auction=lot.auction,
+        reserve_fen_per_t=lot.reserve_fen_per_t,
+        min_increment_fen_per_t=lot.min_increment_fen_per_t or 0,
+        ends_at=aware(lot.ends_at),
+        best_fen_per_t=lot.best_fen_per_t,
+        deposit_fen=lot.deposit_fen,
+    )
 
 
 def _deposit_held(s: Session, lot_id: str, firm_id: str) -> bool:
-    status = s.execute(select(deposits.c.status).where(deposits.c.lot_id == lot_id,
-                                                       deposits.c.firm_id == firm_id)).scalar()
+    status = s.execute(
+        select(deposits.c.status).where(deposits.c.lot_id == lot_id, deposits.c.firm_id == firm_id)
+    ).scalar()
     return status == "held"
 
 
 # --- reading lots -----------------------------------------------------------------------------------------
+
 
 def lot_view(row: Any, *, reveal: bool) -> dict[str, Any]:
     """A lot as anyone signed in sees it. Sealed lots show no price until the close (`reveal` is for the seller
     and admins after the close)."""
     ascending = row.auction == m.ASCENDING
     out = {
-        "id": row.id, "status": row.status, "seller_firm_id": row.seller_firm_id, "category": row.category,
-        "grade": row.grade, "qty_t": m.kg_to_tonnes_str(row.qty_kg), "city_code": row.city_code,
-        "reserve_price_fen_per_t": row.reserve_fen_per_t, "auction": row.auction,
-        "min_increment_fen_per_t": row.min_increment_fen_per_t, "deposit_fen": row.deposit_fen,
-        "source": row.source, "purchase_ref": row.purchase_ref, "listed_at": aware(row.listed_at),
-        "ends_at": aware(row.ends_at), "original_ends_at": aware(row.original_ends_at),
-        "extensions": row.extensions, "bid_count": row.bid_count,
-        "best_price_fen_per_t": row.best_fen_per_t if ascending or row.status != m.LOT_OPEN or reveal else None,
-        "trade_id": row.trade_id, "closed_at": aware(row.closed_at),
+        "id": row.id,
+        "status": row.status,
+        "seller_firm_id": row.seller_firm_id,
+        "category": row.category,
+        "grade": row.grade,
+        "qty_t": m.kg_to_tonnes_str(row.qty_kg),
+        "city_code": row.city_code,
+        "reserve_price_fen_per_t": row.reserve_fen_per_t,
+        "auction": row.auction,
+        "min_increment_fen_per_t": row.min_increment_fen_per_t,
+        "deposit_fen": row.deposit_fen,
+        "source": row.source,
+        "purchase_ref": row.purchase_ref,
+        "listed_at": aware(row.listed_at),
+        "ends_at": aware(row.ends_at),
+        "original_ends_at": aware(row.original_ends_at),
+        "extensions": row.extensions,
+        "bid_count": row.bid_count,
+        "best_price_fen_per_t": row.best_fen_per_t
+        if ascending or row.status != m.LOT_OPEN or reveal
+        else None,
+        "trade_id": row.trade_id,
+        "closed_at": aware(row.closed_at),
     }
     if ascending:
-        out["next_min_price_fen_per_t"] = (row.reserve_fen_per_t if row.best_fen_per_t is None
-                                           else row.best_fen_per_t + row.min_increment_fen_per_t)
+        out["next_min_price_fen_per_t"] = (
+            row.reserve_fen_per_t
+            if row.best_fen_per_t is None
+            else row.best_fen_per_t + row.min_increment_fen_per_t
+        )
     return out
 
 
@@ -245,12 +353,23 @@ def get_lot(rt: ServiceRuntime, user: Principal, lot_id: str) -> dict[str, Any]:
         out = lot_view(row, reveal=False)
         mine = [f for f in user.firm_ids]
         if mine:
-            own = s.execute(select(bids.c.id, bids.c.firm_id, bids.c.price_fen_per_t, bids.c.placed_at,
-                                   bids.c.below_reserve)
-                            .where(bids.c.lot_id == lot_id, bids.c.firm_id.in_(mine))
-                            .order_by(bids.c.seq)).all()
-            out["your_bids"] = [dict(id=b.id, firm_id=b.firm_id, price_fen_per_t=b.price_fen_per_t,
-                                     placed_at=aware(b.placed_at), below_reserve=b.below_reserve) for b in own]
+            own = s.execute(
+                select(
+                    bids.c.id, bids.c.firm_id, bids.c.price_fen_per_t, bids.c.placed_at, bids.c.below_reserve
+                )
+                .where(bids.c.lot_id == lot_id, bids.c.firm_id.in_(mine))
+                .order_by(bids.c.seq)
+            ).all()
+            out["your_bids"] = [
+                dict(
+                    id=b.id,
+                    firm_id=b.firm_id,
+                    price_fen_per_t=b.price_fen_per_t,
+                    placed_at=aware(b.placed_at),
+                    below_reserve=b.below_reserve,
+                )
+                for b in own
+            ]
     return out
 
 

@@ -1,4 +1,5 @@
 """The trading service: B2B scrap lots, auctions, awards, weighbridge delivery and settlement, chain of custody."""
+
 from __future__ import annotations
 
 from services.kernel.runtime import ServiceRuntime, ServiceSpec

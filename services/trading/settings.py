@@ -2,6 +2,7 @@
 
 The runtime builds one at start (`ports["trading_settings"]`); tests pass their own with `configure(rt, ...)`.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -41,24 +42,27 @@ class TradingSettings(BaseSettings):
     list_max_limit: int = Field(200, ge=1)
 
     @model_validator(mode="after")
-    def _extension(self) -> "TradingSettings":
+    def _extension(self) -> TradingSettings:
         self.rules  # noqa: B018 - raises when the extension is shorter than its window
         return self
 
     @property
     def rules(self) -> AuctionRules:
-        return AuctionRules(extension_window_s=self.extension_window_s, extension_s=self.extension_s,
-                            default_min_increment_fen_per_t=self.default_min_increment_fen_per_t)
+        return AuctionRules(
+            extension_window_s=self.extension_window_s,
+            extension_s=self.extension_s,
+            default_min_increment_fen_per_t=self.default_min_increment_fen_per_t,
+        )
 
 
-def settings_of(rt: "ServiceRuntime") -> TradingSettings:
+def settings_of(rt: ServiceRuntime) -> TradingSettings:
     s = rt.ports.get("trading_settings")
     if s is None:
         s = rt.ports["trading_settings"] = TradingSettings()
     return s
 
 
-def configure(rt: "ServiceRuntime", **overrides: Any) -> TradingSettings:
+def configure(rt: ServiceRuntime, **overrides: Any) -> TradingSettings:
     """Replace the runtime's trading settings (tests, benchmarks): defaults + environment + `overrides`."""
     s = TradingSettings(**overrides)
     rt.ports["trading_settings"] = s

@@ -1,7 +1,19 @@
 """Trading's tables: lots, bids, deposits, trades; its copies of accounts' firms and booking's settled intake."""
+
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 from services.kernel.db import new_metadata
 
@@ -14,7 +26,8 @@ SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTE
 
 # Verified firms (accounts.firm FirmVerified): who may list and bid, and whose user is paid or pays for the firm.
 firms = Table(
-    "firms", metadata,
+    "firms",
+    metadata,
     Column("firm_id", ID, primary_key=True),
     Column("owner_user_id", ID, nullable=False),
     Column("name", String(200), nullable=False),
@@ -26,7 +39,8 @@ firms = Table(
 # Who acts for which firm (accounts.user RolesChanged.firm_ids, and each firm's owner): two firms one person acts
 # for are related parties.
 firm_members = Table(
-    "firm_members", metadata,
+    "firm_members",
+    metadata,
     Column("user_id", ID, primary_key=True),
     Column("firm_id", ID, primary_key=True),
     Index("ix_firm_members_firm", "firm_id"),
@@ -35,7 +49,8 @@ firm_members = Table(
 # The firm's intake: every settled pickup line of its collectors (booking.pickup PickupSettled), in grams, and how
 # much of it lots have taken. A lot sourced from intake takes the oldest lines first (lot_sources).
 intake = Table(
-    "intake", metadata,
+    "intake",
+    metadata,
     Column("pickup_id", ID, primary_key=True),
     Column("line_no", Integer, primary_key=True),
     Column("firm_id", ID, nullable=False),
@@ -51,7 +66,8 @@ intake = Table(
 # --- lots and bids ------------------------------------------------------------------------------------------
 
 lots = Table(
-    "lots", metadata,
+    "lots",
+    metadata,
     Column("id", ID, primary_key=True),
     Column("seller_firm_id", ID, nullable=False),
     Column("created_by", ID, nullable=False),
@@ -81,7 +97,8 @@ lots = Table(
 )
 
 bids = Table(
-    "bids", metadata,
+    "bids",
+    metadata,
     Column("seq", SEQ, primary_key=True, autoincrement=True),
     Column("id", ID, nullable=False, unique=True),
     Column("lot_id", ID, nullable=False),
@@ -97,17 +114,21 @@ bids = Table(
 
 # Which intake lines a lot was made of (the chain of custody); released again when the lot goes unsold.
 lot_sources = Table(
-    "lot_sources", metadata,
+    "lot_sources",
+    metadata,
     Column("lot_id", ID, primary_key=True),
     Column("pickup_id", ID, primary_key=True),
     Column("line_no", Integer, primary_key=True),
     Column("qty_g", BigInteger, nullable=False),
-    Column("released", Boolean, nullable=False, default=False),  # the lot went unsold: the intake is free again
+    Column(
+        "released", Boolean, nullable=False, default=False
+    ),  # the lot went unsold: the intake is free again
 )
 
 # Deposit holds (保证金) of bidders, through payments' holds: requested → opened → held → released.
 deposits = Table(
-    "deposits", metadata,
+    "deposits",
+    metadata,
     Column("hold_request_id", ID, primary_key=True),
     Column("lot_id", ID, nullable=False),
     Column("firm_id", ID, nullable=False),
@@ -124,7 +145,8 @@ deposits = Table(
 # --- trades -------------------------------------------------------------------------------------------------
 
 trades = Table(
-    "trades", metadata,
+    "trades",
+    metadata,
     Column("id", ID, primary_key=True),
     Column("lot_id", ID, nullable=False, unique=True),
     Column("bid_id", ID, nullable=False),
@@ -145,6 +167,7 @@ trades = Table(
     Column("within_tolerance", Boolean, nullable=True),
     Column("deviation_pct", String(16), nullable=True),
     Column("delivered_at", TS, nullable=True),
+    Column("acceptance", String(16), nullable=True),  # not_required | pending | accepted
     Column("accepted_at", TS, nullable=True),
     Column("disputed_at", TS, nullable=True),
     Column("dispute_reason", Text, nullable=True),

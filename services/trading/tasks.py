@@ -3,6 +3,7 @@
 The closing job keeps its state in the lots table (see closing.py): beat only says "scan now", so a worker
 restart, a missed tick or two workers scanning at once change nothing.
 """
+
 from __future__ import annotations
 
 from services.kernel.runtime import ServiceRuntime
@@ -13,7 +14,11 @@ from .settings import TradingSettings
 _every_s = TradingSettings().close_interval_s
 SCHEDULE = {
     # a tick not run within its period is dropped: the next one scans the same rows
-    "trading-close-lots": {"task": "trading.close_due_lots", "schedule": _every_s, "options": {"expires": _every_s}},
+    "trading-close-lots": {
+        "task": "trading.close_due_lots",
+        "schedule": _every_s,
+        "options": {"expires": _every_s},
+    },
 }
 
 

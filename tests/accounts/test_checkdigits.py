@@ -1,5 +1,6 @@
 """身份证号 (GB 11643), 统一社会信用代码 (GB 32100) and IMEI (Luhn): generated valid values pass, any single-character
 change fails, and the errors name the field."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -51,7 +52,7 @@ def imeis(draw) -> str:  # noqa: ANN001
 
 
 def _changed(value: str, pos: int, char: str) -> str:
-    return value[:pos] + char + value[pos + 1:]
+    return value[:pos] + char + value[pos + 1 :]
 
 
 # printable ASCII, CJK and full-width digits: anything a user could type instead
@@ -106,14 +107,17 @@ def test_known_id_numbers(value: str) -> None:
     assert validate_id_number(value) == value
 
 
-@pytest.mark.parametrize(("value", "words"), [
-    ("11010519491231002", "18 characters"),
-    ("1101051949123100XX", "17 digits"),
-    ("99010519491231002X", "region"),
-    ("110105194902300021", "birth date"),  # 30 February
-    ("110105189912310021", "out of range"),
-    ("110105194912310021", "check character"),
-])
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("11010519491231002", "18 characters"),
+        ("1101051949123100XX", "17 digits"),
+        ("99010519491231002X", "region"),
+        ("110105194902300021", "birth date"),  # 30 February
+        ("110105189912310021", "out of range"),
+        ("110105194912310021", "check character"),
+    ],
+)
 def test_id_number_errors_name_the_field_and_the_reason(value: str, words: str) -> None:
     with pytest.raises(ValidationFailed) as exc:
         validate_id_number(value, field="seller.id_number")
@@ -122,8 +126,12 @@ def test_id_number_errors_name_the_field_and_the_reason(value: str, words: str) 
 
 def test_known_usccs_and_errors() -> None:
     assert validate_uscc("91350100m000100y43") == "91350100M000100Y43"
-    for bad, words in [("91350100M000100Y4", "18 characters"), ("91350100M000100Y4I", "not used"),
-                       ("91350100M000100Y44", "check character"), ("9135A100M000100Y43", "region")]:
+    for bad, words in [
+        ("91350100M000100Y4", "18 characters"),
+        ("91350100M000100Y4I", "not used"),
+        ("91350100M000100Y44", "check character"),
+        ("9135A100M000100Y43", "region"),
+    ]:
         with pytest.raises(ValidationFailed) as exc:
             validate_uscc(bad)
         assert exc.value.errors[0]["field"] == "uscc" and words in exc.value.errors[0]["message"], bad

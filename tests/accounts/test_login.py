@@ -1,5 +1,6 @@
 """Phone login: codes (expiry, attempts, per-phone limit, hashed at rest, dev_code only in dev), access and
 refresh tokens (rotation, reuse, expiry, tampering)."""
+
 from __future__ import annotations
 
 import base64
@@ -71,7 +72,9 @@ async def test_codes_expire(aiohttp_client, sqlite_settings, monkeypatch) -> Non
     await call(client, "POST", "/v1/auth/otp", json={"phone": PHONE})
     with platform["accounts"].db.engine.begin() as conn:  # 1 s later, without sleeping
         conn.execute(otp_codes.update().values(expires_at_ms=otp_codes.c.expires_at_ms - 1001))
-    st, body = await call(client, "POST", "/v1/auth/token", json={"phone": PHONE, "code": sms_code(platform, PHONE)})
+    st, body = await call(
+        client, "POST", "/v1/auth/token", json={"phone": PHONE, "code": sms_code(platform, PHONE)}
+    )
     assert st == 401 and "expire" in body["detail"]
 
 
@@ -110,7 +113,9 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(aiohttp_client, sqli
     user = await login(client, platform, PHONE)
     st, first = await call(client, "POST", "/v1/auth/refresh", json={"refresh_token": user.refresh_token})
     assert st == 200 and first["refresh_token"] != user.refresh_token and first["user_id"] == user.user_id
-    st, body = await call(client, "GET", "/v1/me", headers={"Authorization": f"Bearer {first['access_token']}"})
+    st, body = await call(
+        client, "GET", "/v1/me", headers={"Authorization": f"Bearer {first['access_token']}"}
+    )
     assert st == 200
     # the old refresh token again: refused, and the family (including `first`) is revoked
     st, body = await call(client, "POST", "/v1/auth/refresh", json={"refresh_token": user.refresh_token})
@@ -143,7 +148,9 @@ async def test_expired_and_tampered_tokens_are_refused(aiohttp_client, sqlite_se
     other_key = jwt.encode(claims, "another-secret-" + "y" * 32, algorithm="HS256")
     flipped = user.access_token[:-2] + ("AA" if user.access_token[-2:] != "AA" else "BB")
     for bad in (forged, unsigned, other_key, flipped, "not-a-jwt"):
-        st, body = await call(client, "GET", "/v1/admin/verifications", headers={"Authorization": f"Bearer {bad}"})
+        st, body = await call(
+            client, "GET", "/v1/admin/verifications", headers={"Authorization": f"Bearer {bad}"}
+        )
         assert st == 401 and body["detail"] == "invalid token", bad
     st, _ = await call(client, "GET", "/v1/me", headers={"Authorization": f"Basic {user.access_token}"})
     assert st == 401
@@ -158,10 +165,14 @@ async def test_housekeeping_purges_dead_codes_and_tokens(aiohttp_client, sqlite_
     platform, client = await start(aiohttp_client, sqlite_settings)
     user = await login(client, platform, PHONE)
     rt = platform["accounts"]
-    assert handlers.purge_expired(rt) == 0  # nothing is old yet: the code still counts for the per-phone limit
+    assert (
+        handlers.purge_expired(rt) == 0
+    )  # nothing is old yet: the code still counts for the per-phone limit
     later = int(time.time() * 1000) + sqlite_settings.refresh_token_ttl_s * 1000 + 1
     assert handlers.purge_expired(rt, now_ms=later) == 2
     with rt.db.session() as s:
-        assert s.execute(select(otp_codes)).first() is None and s.execute(select(refresh_tokens)).first() is None
+        assert (
+            s.execute(select(otp_codes)).first() is None and s.execute(select(refresh_tokens)).first() is None
+        )
     st, _ = await call(client, "POST", "/v1/auth/refresh", json={"refresh_token": user.refresh_token})
     assert st == 401

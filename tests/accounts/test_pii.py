@@ -1,4 +1,5 @@
 """services.kernel.pii: AES-GCM round trip, tamper detection, keyed lookup hashes, masks."""
+
 from __future__ import annotations
 
 import base64
@@ -55,5 +56,9 @@ def test_settings_helpers(sqlite_settings) -> None:  # noqa: ANN001
 def test_masks() -> None:
     assert pii.mask_phone("13812345678") == "138****5678"
     assert pii.mask_id("110105194912311234") == "110***********1234"
-    assert pii.mask_name("张三") == "张*" and pii.mask_name("欧阳娜娜") == "欧***" and pii.mask_name("王") == "王*"
+    assert (
+        pii.mask_name("张三") == "张*"
+        and pii.mask_name("欧阳娜娜") == "欧***"
+        and pii.mask_name("王") == "王*"
+    )
     assert pii.mask_card("6222021234567890123") == "6222***********0123"

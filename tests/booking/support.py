@@ -1,4 +1,5 @@
 """Helpers for booking tests: the platform, tokens, events from other services through the real bus, windows."""
+
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
@@ -32,8 +33,9 @@ def platform_for(settings: Settings, services: list[str] | None = BOOKING_ONLY, 
     return platform
 
 
-async def app_client(aiohttp_client, settings: Settings, services: list[str] | None = BOOKING_ONLY,
-                     **booking: Any):  # noqa: ANN001
+async def app_client(
+    aiohttp_client, settings: Settings, services: list[str] | None = BOOKING_ONLY, **booking: Any
+):  # noqa: ANN001
     platform = platform_for(settings, services, **booking)
     app = create_app(settings, platform)
     app["platform_prepared"] = True
@@ -67,15 +69,39 @@ def _topic(env: Envelope) -> str:
     return topic_of(env.type)
 
 
-def verify_collector(platform: Platform, user_id: str, *, lat: float = HOME[0], lng: float = HOME[1],
-                     radius_km: float = 10.0, categories: list[str] | None = None,
-                     firm_id: str = "fm_test") -> str:
+def verify_collector(
+    platform: Platform,
+    user_id: str,
+    *,
+    lat: float = HOME[0],
+    lng: float = HOME[1],
+    radius_km: float = 10.0,
+    categories: list[str] | None = None,
+    firm_id: str = "fm_test",
+) -> str:
     collector_id = "cl_" + user_id
-    publish(platform, CollectorVerified(
-        collector_id=collector_id, user_id=user_id, firm_id=firm_id, name_masked="王*", lat=lat, lng=lng,
-        radius_km=radius_km, categories=categories or ["paper.cardboard", "paper.books", "metal.copper",
-                                                       "metal.steel", "plastic.pet", "appliance.fridge"],
-        verified_at=datetime.now(UTC)))
+    publish(
+        platform,
+        CollectorVerified(
+            collector_id=collector_id,
+            user_id=user_id,
+            firm_id=firm_id,
+            name_masked="王*",
+            lat=lat,
+            lng=lng,
+            radius_km=radius_km,
+            categories=categories
+            or [
+                "paper.cardboard",
+                "paper.books",
+                "metal.copper",
+                "metal.steel",
+                "plastic.pet",
+                "appliance.fridge",
+            ],
+            verified_at=datetime.now(UTC),
+        ),
+    )
     return collector_id
 
 
@@ -86,13 +112,28 @@ def window(day: date | None = None, start: time = time(10, 0), minutes: int = 30
     return {"start": s.isoformat(), "end": (s + timedelta(minutes=minutes)).isoformat()}
 
 
-def booking_body(*, lat: float = HOME[0], lng: float = HOME[1], city_code: str = CITY,
-                 items: list[dict] | None = None, win: dict | None = None, notes: str = "") -> dict:
+def booking_body(
+    *,
+    lat: float = HOME[0],
+    lng: float = HOME[1],
+    city_code: str = CITY,
+    items: list[dict] | None = None,
+    win: dict | None = None,
+    notes: str = "",
+) -> dict:
     return {
-        "address": {"text": "朝阳区建国门外大街1号 3单元 1201", "city_code": city_code, "lat": lat, "lng": lng},
+        "address": {
+            "text": "朝阳区建国门外大街1号 3单元 1201",
+            "city_code": city_code,
+            "lat": lat,
+            "lng": lng,
+        },
         "window": win or window(),
-        "items": items or [{"category": "paper.cardboard", "est_qty": "12.5"},
-                           {"category": "metal.copper", "est_qty": "1.2"}],
+        "items": items
+        or [
+            {"category": "paper.cardboard", "est_qty": "12.5"},
+            {"category": "metal.copper", "est_qty": "1.2"},
+        ],
         "notes": notes,
     }
 
@@ -101,9 +142,15 @@ def uid(prefix: str = "u") -> str:
     return new_id(prefix)
 
 
-def seed_open_jobs(rt, n: int, center: tuple[float, float], spread_km: float, seed: int = 1,  # noqa: ANN001
-                   categories: tuple[str, ...] = ("paper.cardboard", "metal.copper"),
-                   batch: int = 5000) -> list[tuple[str, float, float]]:
+def seed_open_jobs(
+    rt,
+    n: int,
+    center: tuple[float, float],
+    spread_km: float,
+    seed: int = 1,  # noqa: ANN001
+    categories: tuple[str, ...] = ("paper.cardboard", "metal.copper"),
+    batch: int = 5000,
+) -> list[tuple[str, float, float]]:
     """Insert `n` open (requested) pickups scattered uniformly over a square around `center`, straight into
     booking's tables (fast: for dispatch tests and the benchmark). Returns (id, lat, lng) of each."""
     import math
@@ -128,15 +175,43 @@ def seed_open_jobs(rt, n: int, center: tuple[float, float], spread_km: float, se
             lng = center[1] + rnd.uniform(-dlng, dlng)
             pid = new_id("pk")
             out.append((pid, lat, lng))
-            rows.append(dict(id=pid, resident_id="res_seed", status="requested", version=1, city_code=CITY,
-                             district="北京市 朝阳区", address_enc=address, lat=lat, lng=lng,
-                             geohash=geo.encode(lat, lng), area=geo.encode(lat, lng, 5), window_start=start,
-                             window_end=start + timedelta(minutes=30), notes="", categories=" ".join(categories),
-                             quote_total_fen=1000, created_at=now, updated_at=now, weigh_count=0,
-                             payout_attempts=0))
-            lines += [dict(pickup_id=pid, category=c, unit="kg", tax_code="x", est_qty="5.000",
-                           est_unit_price_fen=100, est_amount_fen=500, est_price_region="000000")
-                      for c in categories]
+            rows.append(
+                dict(
+                    id=pid,
+                    resident_id="res_seed",
+                    status="requested",
+                    version=1,
+                    city_code=CITY,
+                    district="北京市 朝阳区",
+                    address_enc=address,
+                    lat=lat,
+                    lng=lng,
+                    geohash=geo.encode(lat, lng),
+                    area=geo.encode(lat, lng, 5),
+                    window_start=start,
+                    window_end=start + timedelta(minutes=30),
+                    notes="",
+                    categories=" ".join(categories),
+                    quote_total_fen=1000,
+                    created_at=now,
+                    updated_at=now,
+                    weigh_count=0,
+                    payout_attempts=0,
+                )
+            )
+            lines += [
+                dict(
+                    pickup_id=pid,
+                    category=c,
+                    unit="kg",
+                    tax_code="x",
+                    est_qty="5.000",
+                    est_unit_price_fen=100,
+                    est_amount_fen=500,
+                    est_price_region="000000",
+                )
+                for c in categories
+            ]
         with rt.db.session() as s, s.begin():
             s.execute(pickups.insert(), rows)
             s.execute(pickup_lines.insert(), lines)

@@ -1,4 +1,5 @@
 """Real concurrency against the app: many collectors grab one job; many residents book one slot."""
+
 from __future__ import annotations
 
 import asyncio
@@ -37,7 +38,9 @@ async def test_fifty_collectors_grab_one_job_postgres(many_threads, aiohttp_clie
     pid = (await r.json())["id"]
     headers = {c: auth(s, c, "collector") for c in collectors}
 
-    replies = await asyncio.gather(*[client.post(f"/v1/jobs/{pid}/accept", headers=headers[c]) for c in collectors])
+    replies = await asyncio.gather(
+        *[client.post(f"/v1/jobs/{pid}/accept", headers=headers[c]) for c in collectors]
+    )
     statuses = Counter(r.status for r in replies)
     assert statuses == {200: 1, 409: 49}, statuses
     winner = next(c for c, r in zip(collectors, replies) if r.status == 200)
@@ -47,8 +50,11 @@ async def test_fifty_collectors_grab_one_job_postgres(many_threads, aiohttp_clie
             assert body["current_state"] == "accepted"
     with platform["booking"].db.session() as ss:
         row = ss.execute(select(pickups).where(pickups.c.id == pid)).one()
-        accepted_events = ss.execute(select(func.count()).select_from(outbox_t).where(
-            outbox_t.c.key == pid, outbox_t.c.type == "cn.recycle.booking.pickup.accepted.v1")).scalar()
+        accepted_events = ss.execute(
+            select(func.count())
+            .select_from(outbox_t)
+            .where(outbox_t.c.key == pid, outbox_t.c.type == "cn.recycle.booking.pickup.accepted.v1")
+        ).scalar()
     assert row.collector_user_id == winner and row.status == "accepted" and accepted_events == 1
     # the winner again: still 200; a loser again: still 409
     assert (await client.post(f"/v1/jobs/{pid}/accept", headers=headers[winner])).status == 200
@@ -59,8 +65,12 @@ async def test_fifty_collectors_grab_one_job_postgres(many_threads, aiohttp_clie
 async def _book_one_slot_concurrently(aiohttp_client, settings) -> None:  # noqa: ANN001
     platform, client = await app_client(aiohttp_client, settings, slot_capacity=5)
     residents = [uid("res") for _ in range(40)]
-    replies = await asyncio.gather(*[client.post("/v1/pickups", json=booking_body(),
-                                                 headers=auth(settings, r, "resident")) for r in residents])
+    replies = await asyncio.gather(
+        *[
+            client.post("/v1/pickups", json=booking_body(), headers=auth(settings, r, "resident"))
+            for r in residents
+        ]
+    )
     statuses = Counter(r.status for r in replies)
     assert statuses == {201: 5, 422: 35}, statuses
     for r in replies:
@@ -80,9 +90,12 @@ async def _book_overlapping_windows_concurrently(aiohttp_client, settings) -> No
     for _ in range(40):
         start = rnd.randrange(4)
         length = rnd.randint(1, 4 - start)
-        bodies.append(booking_body(win=window(start=time(10 + start // 2, 30 * (start % 2)), minutes=30 * length)))
-    replies = await asyncio.gather(*[client.post("/v1/pickups", json=b, headers=auth(settings, uid("res"), "resident"))
-                                     for b in bodies])
+        bodies.append(
+            booking_body(win=window(start=time(10 + start // 2, 30 * (start % 2)), minutes=30 * length))
+        )
+    replies = await asyncio.gather(
+        *[client.post("/v1/pickups", json=b, headers=auth(settings, uid("res"), "resident")) for b in bodies]
+    )
     assert {r.status for r in replies} <= {201, 422}
     assert any(r.status == 201 for r in replies) and any(r.status == 422 for r in replies)
     with platform["booking"].db.session() as ss:

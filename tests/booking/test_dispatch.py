@@ -1,12 +1,14 @@
 """Dispatch: geohash cells cover every point of a circle; the nearest-jobs search equals a brute-force scan."""
+
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 import random
+from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from services.booking import geo
@@ -30,8 +32,13 @@ def _offset(lat: float, lng: float, km: float, bearing_deg: float) -> tuple[floa
     return math.degrees(p2), math.degrees(l2)
 
 
-@given(lat=st.floats(18.5, 53), lng=st.floats(74, 134), radius=st.floats(0.05, 60),
-       frac=st.floats(0, 0.999), bearing=st.floats(0, 360))
+@given(
+    lat=st.floats(18.5, 53),
+    lng=st.floats(74, 134),
+    radius=st.floats(0.05, 60),
+    frac=st.floats(0, 0.999),
+    bearing=st.floats(0, 360),
+)
 @settings(max_examples=300, deadline=None)
 def test_covering_cells_contain_every_point_of_the_circle(lat, lng, radius, frac, bearing):
     cells = geo.covering_cells(lat, lng, radius)
@@ -77,8 +84,12 @@ def test_nearest_jobs_equal_brute_force_postgres(pg_settings):
 def test_open_jobs_are_found_through_the_index(sqlite_settings):
     platform = platform_for(sqlite_settings)
     with platform["booking"].db.session() as s:
-        plan = s.execute(text("EXPLAIN QUERY PLAN SELECT id FROM pickups WHERE status = 'requested' "
-                              "AND geohash >= 'wx4g2' AND geohash < 'wx4g2~'")).all()
+        plan = s.execute(
+            text(
+                "EXPLAIN QUERY PLAN SELECT id FROM pickups WHERE status = 'requested' "
+                "AND geohash >= 'wx4g2' AND geohash < 'wx4g2~'"
+            )
+        ).all()
     assert "ix_pickups_status_geohash" in " ".join(str(r) for r in plan)
 
 
@@ -98,8 +109,9 @@ async def test_jobs_nearest_first_within_radius(aiohttp_client, sqlite_settings)
     page = await (await client.get("/v1/jobs", headers=c_h)).json()
     assert [j["id"] for j in page["items"]] == [ids[1], ids[2], ids[0]]
     assert [j["distance_km"] for j in page["items"]] == [0.5, 1.5, 3.0]
-    page = await (await client.get(f"/v1/jobs?lat={HOME[0]}&lng={HOME[1]}&radius_km=2&limit=1",
-                                   headers=c_h)).json()
+    page = await (
+        await client.get(f"/v1/jobs?lat={HOME[0]}&lng={HOME[1]}&radius_km=2&limit=1", headers=c_h)
+    ).json()
     assert [j["id"] for j in page["items"]] == [ids[1]]
     r = await client.get(f"/v1/jobs?lat={HOME[0]}", headers=c_h)
     assert r.status == 400

@@ -1,5 +1,6 @@
 """The live job feed (text/event-stream): collectors near a new job see it, then see it taken; events written by
 another process reach the stream through the bus."""
+
 from __future__ import annotations
 
 import asyncio
@@ -14,6 +15,7 @@ from .support import HOME, app_client, auth, booking_body, publish, uid, verify_
 
 async def next_event(resp, timeout: float = 5.0) -> tuple[str, dict]:  # noqa: ANN001
     """The next `event:`/`data:` frame (comments and pings skipped)."""
+
     async def read() -> tuple[str, dict]:
         name, data = None, None
         while True:
@@ -24,6 +26,7 @@ async def next_event(resp, timeout: float = 5.0) -> tuple[str, dict]:  # noqa: A
                 data = json.loads(line[6:])
             elif line == "\n" and name is not None:
                 return name, data
+
     return await asyncio.wait_for(read(), timeout)
 
 
@@ -51,11 +54,22 @@ async def test_stream_shows_new_and_taken_jobs_to_collectors_near_them(aiohttp_c
     assert (name, data) == ("job.taken", {"id": pid, "by_you": False})
 
     # a job cancelled by another process (only on the bus) reaches the stream through the pump
-    pid2 = (await (await client.post("/v1/pickups", json=booking_body(),
-                                     headers=auth(s, uid("res"), "resident"))).json())["id"]
+    pid2 = (
+        await (
+            await client.post("/v1/pickups", json=booking_body(), headers=auth(s, uid("res"), "resident"))
+        ).json()
+    )["id"]
     assert (await next_event(stream))[0] == "job.new"
-    publish(platform, PickupCancelled(pickup_id=pid2, by="resident", previous_status="requested",
-                                      geohash=encode(*HOME, 7), cancelled_at=datetime.now(UTC)))
+    publish(
+        platform,
+        PickupCancelled(
+            pickup_id=pid2,
+            by="resident",
+            previous_status="requested",
+            geohash=encode(*HOME, 7),
+            cancelled_at=datetime.now(UTC),
+        ),
+    )
     name, data = await next_event(stream)
     assert (name, data) == ("job.removed", {"id": pid2, "reason": "cancelled"})
 
@@ -66,7 +80,7 @@ async def test_stream_shows_new_and_taken_jobs_to_collectors_near_them(aiohttp_c
     try:
         await asyncio.wait_for(far_stream.content.readline(), 0.3)
         raise AssertionError("the far collector got a frame")
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     stream.close()
     far_stream.close()

@@ -1,4 +1,5 @@
 """Booking rules, roles and ownership on the public API: each refusal names its field or reason."""
+
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
@@ -48,9 +49,13 @@ async def test_booking_refusals(aiohttp_client, sqlite_settings):
     assert p["errors"][0]["field"] == "address.city_code"
     p = await _problem(await book(booking_body(items=[{"category": "metal.gold", "est_qty": "1"}])), 400)
     assert p["errors"][0]["field"] == "items.0.category"
-    p = await _problem(await book(booking_body(items=[{"category": "appliance.fridge", "est_qty": "1.5"}])), 400)
+    p = await _problem(
+        await book(booking_body(items=[{"category": "appliance.fridge", "est_qty": "1.5"}])), 400
+    )
     assert p["errors"][0]["field"] == "items.0.est_qty"
-    p = await _problem(await book(booking_body(items=[{"category": "metal.copper", "est_qty": "1.2345"}])), 400)
+    p = await _problem(
+        await book(booking_body(items=[{"category": "metal.copper", "est_qty": "1.2345"}])), 400
+    )
     assert p["errors"][0]["field"] == "items.0.est_qty"
     body = booking_body()
     body["window"]["start"] = body["window"]["start"][:19]  # no offset
@@ -74,7 +79,9 @@ async def test_roles_and_ownership(aiohttp_client, sqlite_settings):
     verify_collector(platform, col)
     verify_collector(platform, other_col)
     assert (await client.post("/v1/pickups", json=booking_body())).status == 401
-    await _problem(await client.post("/v1/pickups", json=booking_body(), headers=auth(s, col, "collector")), 403)
+    await _problem(
+        await client.post("/v1/pickups", json=booking_body(), headers=auth(s, col, "collector")), 403
+    )
     r = await client.post("/v1/pickups", json=booking_body(), headers=auth(s, alice, "resident"))
     pid = (await r.json())["id"]
 
@@ -98,17 +105,27 @@ async def test_roles_and_ownership(aiohttp_client, sqlite_settings):
     assert (await client.post(f"/v1/jobs/{pid}/accept", headers=c)).status == 200
     r = await client.post(f"/v1/jobs/{pid}/accept", headers=c)  # idempotent for the winner
     assert r.status == 200 and (await r.json())["collector_id"] == "cl_" + col
-    p = await _problem(await client.post(f"/v1/jobs/{pid}/accept", headers=auth(s, other_col, "collector")), 409)
+    p = await _problem(
+        await client.post(f"/v1/jobs/{pid}/accept", headers=auth(s, other_col, "collector")), 409
+    )
     assert p["current_state"] == "accepted"
     # only the accepting collector works on it
-    await _problem(await client.post(f"/v1/pickups/{pid}/arrive", headers=auth(s, other_col, "collector")), 403)
+    await _problem(
+        await client.post(f"/v1/pickups/{pid}/arrive", headers=auth(s, other_col, "collector")), 403
+    )
     await _problem(await client.get(f"/v1/pickups/{pid}", headers=auth(s, other_col, "collector")), 403)
     assert (await client.get(f"/v1/pickups/{pid}", headers=c)).status == 200
     listed = await (await client.get("/v1/pickups?mine=1", headers=c)).json()
     assert [p["id"] for p in listed["items"]] == [pid]
     # the resident cannot weigh; the collector cannot settle
-    await _problem(await client.post(f"/v1/pickups/{pid}/weigh", headers=auth(s, alice, "resident"),
-                                     json={"lines": [{"category": "metal.copper", "qty": "1"}]}), 403)
+    await _problem(
+        await client.post(
+            f"/v1/pickups/{pid}/weigh",
+            headers=auth(s, alice, "resident"),
+            json={"lines": [{"category": "metal.copper", "qty": "1"}]},
+        ),
+        403,
+    )
     await _problem(await client.post(f"/v1/pickups/{pid}/settle", headers=c), 403)
 
 
@@ -122,7 +139,9 @@ async def test_illegal_transitions_answer_409_with_state(aiohttp_client, sqlite_
     p = await _problem(await client.post(f"/v1/pickups/{pid}/settle", headers=r_h), 409)
     assert p["current_state"] == "requested"
     await client.post(f"/v1/jobs/{pid}/accept", headers=c_h)
-    weigh = {"lines": [{"category": "paper.cardboard", "qty": "12.5"}, {"category": "metal.copper", "qty": "1.2"}]}
+    weigh = {
+        "lines": [{"category": "paper.cardboard", "qty": "12.5"}, {"category": "metal.copper", "qty": "1.2"}]
+    }
     p = await _problem(await client.post(f"/v1/pickups/{pid}/weigh", headers=c_h, json=weigh), 409)
     assert p["current_state"] == "accepted"
     assert (await client.post(f"/v1/pickups/{pid}/arrive", headers=c_h)).status == 200
@@ -131,8 +150,14 @@ async def test_illegal_transitions_answer_409_with_state(aiohttp_client, sqlite_
     p = await _problem(await client.post(f"/v1/pickups/{pid}/cancel", headers=r_h), 409)
     assert p["current_state"] == "arrived"
     # a result far from the estimate needs a reason
-    p = await _problem(await client.post(f"/v1/pickups/{pid}/weigh", headers=c_h,
-                                         json={"lines": [{"category": "paper.cardboard", "qty": "12.5"}]}), 422)
+    p = await _problem(
+        await client.post(
+            f"/v1/pickups/{pid}/weigh",
+            headers=c_h,
+            json={"lines": [{"category": "paper.cardboard", "qty": "12.5"}]},
+        ),
+        422,
+    )
     assert p["reason"] == "reason_required"
     r = await client.post(f"/v1/pickups/{pid}/weigh", headers=c_h, json=weigh)
     assert r.status == 200 and (await r.json())["total_fen"] == 7150
@@ -141,13 +166,25 @@ async def test_illegal_transitions_answer_409_with_state(aiohttp_client, sqlite_
     p = await _problem(await client.post(f"/v1/pickups/{pid}/settle", headers=r_h), 409)
     assert p["current_state"] == "disputed"
     # weighed again (another scale, a reason): the resident can settle
-    r = await client.post(f"/v1/pickups/{pid}/weigh", headers=c_h, json={
-        "lines": [{"category": "paper.cardboard", "qty": "13"}, {"category": "metal.copper", "qty": "1.25"},
-                  {"category": "plastic.pet", "qty": "3"}],
-        "reason": "复称，另有PET瓶", "scale_reading": "#B7"})
+    r = await client.post(
+        f"/v1/pickups/{pid}/weigh",
+        headers=c_h,
+        json={
+            "lines": [
+                {"category": "paper.cardboard", "qty": "13"},
+                {"category": "metal.copper", "qty": "1.25"},
+                {"category": "plastic.pet", "qty": "3"},
+            ],
+            "reason": "复称，另有PET瓶",
+            "scale_reading": "#B7",
+        },
+    )
     w = await r.json()
     assert w["status"] == "weighed" and {ln["category"] for ln in w["lines"]} == {
-        "paper.cardboard", "metal.copper", "plastic.pet"}
+        "paper.cardboard",
+        "metal.copper",
+        "plastic.pet",
+    }
     pet = next(ln for ln in w["lines"] if ln["category"] == "plastic.pet")
     assert pet["est_qty"] is None and pet["amount_fen"] == 750
     assert (await client.post(f"/v1/pickups/{pid}/settle", headers=r_h)).status == 200
@@ -186,25 +223,52 @@ async def test_reschedule_moves_the_window_and_its_places(aiohttp_client, sqlite
     verify_collector(platform, col)
     r_h = auth(s, res, "resident")
     pid = (await (await client.post("/v1/pickups", json=booking_body(), headers=r_h)).json())["id"]
-    other = (await (await client.post("/v1/pickups", json=booking_body(win=window(start=time(11, 0))),
-                                      headers=auth(s, uid("res"), "resident"))).json())["id"]
+    other = (
+        await (
+            await client.post(
+                "/v1/pickups",
+                json=booking_body(win=window(start=time(11, 0))),
+                headers=auth(s, uid("res"), "resident"),
+            )
+        ).json()
+    )["id"]
     # 11:00 is full (capacity 1); 14:00 is free
-    p = await _problem(await client.post(f"/v1/pickups/{pid}/reschedule", headers=r_h,
-                                         json={"window": window(start=time(11, 0))}), 422)
+    p = await _problem(
+        await client.post(
+            f"/v1/pickups/{pid}/reschedule", headers=r_h, json={"window": window(start=time(11, 0))}
+        ),
+        422,
+    )
     assert p["reason"] == "slot_full"
-    p = await _problem(await client.post(f"/v1/pickups/{pid}/reschedule", headers=r_h,
-                                         json={"window": window(start=time(19, 0))}), 422)
+    p = await _problem(
+        await client.post(
+            f"/v1/pickups/{pid}/reschedule", headers=r_h, json={"window": window(start=time(19, 0))}
+        ),
+        422,
+    )
     assert p["reason"] == "outside_service_hours"
-    r = await client.post(f"/v1/pickups/{pid}/reschedule", headers=r_h, json={"window": window(start=time(14, 0))})
+    r = await client.post(
+        f"/v1/pickups/{pid}/reschedule", headers=r_h, json={"window": window(start=time(14, 0))}
+    )
     assert r.status == 200, await r.text()
     assert (await r.json())["window"]["start"].endswith("T14:00:00+08:00")
     # 10:00 is free again for someone else
-    assert (await client.post("/v1/pickups", json=booking_body(), headers=auth(s, uid("res"), "resident"))).status == 201
-    await _problem(await client.post(f"/v1/pickups/{other}/reschedule", headers=r_h,
-                                     json={"window": window(start=time(15, 0))}), 403)
+    assert (
+        await client.post("/v1/pickups", json=booking_body(), headers=auth(s, uid("res"), "resident"))
+    ).status == 201
+    await _problem(
+        await client.post(
+            f"/v1/pickups/{other}/reschedule", headers=r_h, json={"window": window(start=time(15, 0))}
+        ),
+        403,
+    )
     await client.post(f"/v1/jobs/{pid}/accept", headers=auth(s, col, "collector"))
-    p = await _problem(await client.post(f"/v1/pickups/{pid}/reschedule", headers=r_h,
-                                         json={"window": window(start=time(15, 0))}), 409)
+    p = await _problem(
+        await client.post(
+            f"/v1/pickups/{pid}/reschedule", headers=r_h, json={"window": window(start=time(15, 0))}
+        ),
+        409,
+    )
     assert p["current_state"] == "accepted"
 
 
@@ -219,7 +283,9 @@ async def test_collector_must_cover_area_and_categories(aiohttp_client, sqlite_s
     pid = (await (await client.post("/v1/pickups", json=booking_body(), headers=r_h)).json())["id"]
     p = await _problem(await client.post(f"/v1/jobs/{pid}/accept", headers=auth(s, far, "collector")), 422)
     assert p["reason"] == "outside_area"
-    p = await _problem(await client.post(f"/v1/jobs/{pid}/accept", headers=auth(s, paper_only, "collector")), 422)
+    p = await _problem(
+        await client.post(f"/v1/jobs/{pid}/accept", headers=auth(s, paper_only, "collector")), 422
+    )
     assert p["reason"] == "category_mismatch" and p["missing"] == ["metal.copper"]
     for who in (far, paper_only):
         jobs = await (await client.get("/v1/jobs", headers=auth(s, who, "collector"))).json()
@@ -234,8 +300,9 @@ async def test_no_show_by_the_resident(aiohttp_client, sqlite_settings):
     res, col = uid("res"), uid("col")
     verify_collector(platform, col)
     c_h = auth(s, col, "collector")
-    pid = (await (await client.post("/v1/pickups", json=booking_body(),
-                                    headers=auth(s, res, "resident"))).json())["id"]
+    pid = (
+        await (await client.post("/v1/pickups", json=booking_body(), headers=auth(s, res, "resident"))).json()
+    )["id"]
     await client.post(f"/v1/jobs/{pid}/accept", headers=c_h)
     p = await _problem(await client.post(f"/v1/pickups/{pid}/no-show", headers=c_h), 409)
     assert p["current_state"] == "accepted"
@@ -252,20 +319,29 @@ async def test_complaints_with_evidence(aiohttp_client, sqlite_settings):
     verify_collector(platform, col)
     r_h, c_h = auth(s, res, "resident"), auth(s, col, "collector")
     pid = (await (await client.post("/v1/pickups", json=booking_body(), headers=r_h)).json())["id"]
-    complaint = {"kind": "weighing", "text": "秤的读数不对",
-                 "evidence": [{"kind": "photo", "url": "https://files.example.cn/e/1.jpg", "sha256": "ab" * 32}]}
+    complaint = {
+        "kind": "weighing",
+        "text": "秤的读数不对",
+        "evidence": [{"kind": "photo", "url": "https://files.example.cn/e/1.jpg", "sha256": "ab" * 32}],
+    }
     p = await _problem(await client.post(f"/v1/pickups/{pid}/complaints", headers=r_h, json=complaint), 409)
     assert p["current_state"] == "requested"  # nobody to complain about yet
     await client.post(f"/v1/jobs/{pid}/accept", headers=c_h)
-    p = await _problem(await client.post(f"/v1/pickups/{pid}/complaints", headers=r_h,
-                                         json=complaint | {"evidence": []}), 400)
+    p = await _problem(
+        await client.post(f"/v1/pickups/{pid}/complaints", headers=r_h, json=complaint | {"evidence": []}),
+        400,
+    )
     assert p["errors"][0]["field"] == "evidence"
     r = await client.post(f"/v1/pickups/{pid}/complaints", headers=r_h, json=complaint)
     assert r.status == 201, await r.text()
     c = await r.json()
     assert c["status"] == "open" and c["by_role"] == "resident" and c["evidence"][0]["sha256"] == "ab" * 32
-    await _problem(await client.post(f"/v1/pickups/{pid}/complaints", headers=auth(s, uid("res"), "resident"),
-                                     json=complaint), 403)
+    await _problem(
+        await client.post(
+            f"/v1/pickups/{pid}/complaints", headers=auth(s, uid("res"), "resident"), json=complaint
+        ),
+        403,
+    )
     listed = await (await client.get(f"/v1/pickups/{pid}/complaints", headers=c_h)).json()
     assert [x["id"] for x in listed["items"]] == [c["id"]]
 
@@ -273,10 +349,22 @@ async def test_complaints_with_evidence(aiohttp_client, sqlite_settings):
 async def test_openapi_documents_booking_routes(aiohttp_client, sqlite_settings):
     platform, client = await _setup(aiohttp_client, sqlite_settings)
     doc = await (await client.get("/openapi.json")).json()
-    for path in ("/v1/pickups", "/v1/pickups/{id}", "/v1/pickups/{id}/cancel", "/v1/jobs", "/v1/jobs/stream",
-                 "/v1/jobs/{id}/accept", "/v1/pickups/{id}/arrive", "/v1/pickups/{id}/weigh",
-                 "/v1/pickups/{id}/settle", "/v1/pickups/{id}/dispute", "/v1/pickups/{id}/rating",
-                 "/v1/pickups/{id}/complaints", "/v1/pickups/{id}/payout/retry", "/v1/pickups/{id}/no-show"):
+    for path in (
+        "/v1/pickups",
+        "/v1/pickups/{id}",
+        "/v1/pickups/{id}/cancel",
+        "/v1/jobs",
+        "/v1/jobs/stream",
+        "/v1/jobs/{id}/accept",
+        "/v1/pickups/{id}/arrive",
+        "/v1/pickups/{id}/weigh",
+        "/v1/pickups/{id}/settle",
+        "/v1/pickups/{id}/dispute",
+        "/v1/pickups/{id}/rating",
+        "/v1/pickups/{id}/complaints",
+        "/v1/pickups/{id}/payout/retry",
+        "/v1/pickups/{id}/no-show",
+    ):
         assert path in doc["paths"], path
     assert doc["paths"]["/v1/pickups"]["post"]["x-policy"] == "roles:resident"
 

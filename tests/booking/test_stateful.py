@@ -4,6 +4,7 @@ Checked after every step: the pickup only ever moves along the transition table;
 it was and names the state it is in; each payout id is requested once; at most one payout of a pickup is live
 (requested or paid), so money is paid at most once; nothing is requested before settlement or above the gross.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -11,13 +12,20 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings, strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 from sqlalchemy import select
 
 from services.booking import handlers, timers
 from services.booking.domain import model as m
-from services.booking.domain.commands import BookPickup, CancelPickup, DisputePickup, ReschedulePickup, WeighPickup
+from services.booking.domain.commands import (
+    BookPickup,
+    CancelPickup,
+    DisputePickup,
+    ReschedulePickup,
+    WeighPickup,
+)
 from services.booking.store import payouts, pickups
 from services.bootstrap import Platform
 from services.invoicing.domain.events import InvoiceBlocked, InvoiceIssued
@@ -27,7 +35,16 @@ from services.kernel.outbox import outbox_t
 from services.kernel.settings import Settings
 from services.payments.domain.events import PayoutFailed, PayoutPaid
 
-from .support import BOOKING_ONLY, booking_body, platform_for, principal, publish, uid, verify_collector, window
+from .support import (
+    BOOKING_ONLY,
+    booking_body,
+    platform_for,
+    principal,
+    publish,
+    uid,
+    verify_collector,
+    window,
+)
 
 COLLECTORS = [uid("col"), uid("col")]
 WEIGHINGS = [
@@ -40,11 +57,22 @@ WEIGHINGS = [
 @pytest.fixture(scope="module")
 def shared_platform():
     d = tempfile.mkdtemp(prefix="booking-stateful-")
-    s = Settings(env="test", data_dir=Path(d), bus="dblog", jwt_secret="test-secret-" + "x" * 32,
-                 pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=")
-    platform = platform_for(s, BOOKING_ONLY, invoicing_enabled=True, slot_capacity=100_000,
-                            resident_cancel_cutoff_minutes=120, no_show_wait_minutes=5,
-                            invoice_timeout_minutes=30)
+    s = Settings(
+        env="test",
+        data_dir=Path(d),
+        bus="dblog",
+        jwt_secret="test-secret-" + "x" * 32,
+        pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+    )
+    platform = platform_for(
+        s,
+        BOOKING_ONLY,
+        invoicing_enabled=True,
+        slot_capacity=100_000,
+        resident_cancel_cutoff_minutes=120,
+        no_show_wait_minutes=5,
+        invoice_timeout_minutes=30,
+    )
     for c in COLLECTORS:
         verify_collector(platform, c)
     yield platform
@@ -60,8 +88,12 @@ class PickupMachine(RuleBasedStateMachine):
         self.rt = self.platform["booking"]
         self.resident = uid("res")
         self.now = datetime.now(UTC)
-        view = handlers.book(self.rt, principal(self.resident, "resident"),
-                             BookPickup.model_validate(booking_body()), now=self.now)
+        view = handlers.book(
+            self.rt,
+            principal(self.resident, "resident"),
+            BookPickup.model_validate(booking_body()),
+            now=self.now,
+        )
         self.pid = view["id"]
         self.status = m.REQUESTED
         self.sent: list[Envelope] = []
@@ -73,13 +105,17 @@ class PickupMachine(RuleBasedStateMachine):
     def progress(self, c: str) -> None:
         """The next step of the happy path, whatever the state (refused where it does not apply)."""
         col = principal(c, "collector")
-        step = {m.REQUESTED: lambda: handlers.accept(self.rt, col, self.pid, self.now),
-                m.ACCEPTED: lambda: handlers.arrive(self.rt, col, self.pid, self.now),
-                m.ARRIVED: lambda: handlers.weigh(self.rt, col, self.pid, WeighPickup.model_validate(WEIGHINGS[0]),
-                                                  self.now),
-                m.DISPUTED: lambda: handlers.weigh(self.rt, col, self.pid,
-                                                   WeighPickup.model_validate(WEIGHINGS[1]), self.now),
-                m.WEIGHED: lambda: handlers.settle(self.rt, self.user("resident"), self.pid, self.now)}
+        step = {
+            m.REQUESTED: lambda: handlers.accept(self.rt, col, self.pid, self.now),
+            m.ACCEPTED: lambda: handlers.arrive(self.rt, col, self.pid, self.now),
+            m.ARRIVED: lambda: handlers.weigh(
+                self.rt, col, self.pid, WeighPickup.model_validate(WEIGHINGS[0]), self.now
+            ),
+            m.DISPUTED: lambda: handlers.weigh(
+                self.rt, col, self.pid, WeighPickup.model_validate(WEIGHINGS[1]), self.now
+            ),
+            m.WEIGHED: lambda: handlers.settle(self.rt, self.user("resident"), self.pid, self.now),
+        }
         self.attempt(step.get(self.row().status, lambda: None))
 
     # --- helpers ---------------------------------------------------------------------------------------
@@ -102,11 +138,14 @@ class PickupMachine(RuleBasedStateMachine):
     def send(self, event, twice: bool = False) -> None:  # noqa: ANN001
         env = Envelope.wrap(event)
         self.sent.append(env)
-        publish(self.platform, env, *( [env] if twice else []))
+        publish(self.platform, env, *([env] if twice else []))
 
     def user(self, who: str):  # noqa: ANN001, ANN201
-        return {"resident": principal(self.resident, "resident"), "admin": principal("adm", "admin"),
-                "stranger": principal(uid("res"), "resident")}[who]
+        return {
+            "resident": principal(self.resident, "resident"),
+            "admin": principal("adm", "admin"),
+            "stranger": principal(uid("res"), "resident"),
+        }[who]
 
     # --- commands --------------------------------------------------------------------------------------
     @rule(c=st.sampled_from(COLLECTORS))
@@ -119,8 +158,14 @@ class PickupMachine(RuleBasedStateMachine):
 
     @rule(c=st.sampled_from(COLLECTORS), w=st.sampled_from(WEIGHINGS))
     def weigh(self, c: str, w: dict) -> None:
-        self.attempt(handlers.weigh, self.rt, principal(c, "collector"), self.pid, WeighPickup.model_validate(w),
-                     self.now)
+        self.attempt(
+            handlers.weigh,
+            self.rt,
+            principal(c, "collector"),
+            self.pid,
+            WeighPickup.model_validate(w),
+            self.now,
+        )
 
     @rule(who=st.sampled_from(["resident", "stranger"]))
     def settle(self, who: str) -> None:
@@ -128,14 +173,21 @@ class PickupMachine(RuleBasedStateMachine):
 
     @rule()
     def dispute(self) -> None:
-        self.attempt(handlers.dispute, self.rt, self.user("resident"), self.pid, DisputePickup(reason="不对"),
-                     self.now)
+        self.attempt(
+            handlers.dispute, self.rt, self.user("resident"), self.pid, DisputePickup(reason="不对"), self.now
+        )
 
     @rule(hour=st.sampled_from([9, 14, 19]))
     def reschedule(self, hour: int) -> None:
         body = {"window": window(start=time(hour, 0))}
-        self.attempt(handlers.reschedule, self.rt, self.user("resident"), self.pid,
-                     ReschedulePickup.model_validate(body), self.now)
+        self.attempt(
+            handlers.reschedule,
+            self.rt,
+            self.user("resident"),
+            self.pid,
+            ReschedulePickup.model_validate(body),
+            self.now,
+        )
 
     @rule(who=st.sampled_from(["resident", "admin", "stranger"]))
     def cancel(self, who: str) -> None:
@@ -157,14 +209,38 @@ class PickupMachine(RuleBasedStateMachine):
     # --- other services' answers (possibly duplicated, late or for a stale payout) -------------------------
     @rule(withheld=st.integers(0, 20_000), twice=st.booleans())
     def invoice_issued(self, withheld: int, twice: bool) -> None:
-        self.send(InvoiceIssued(invoice_id=uid("inv"), number="1", pickup_id=self.pid, issuer_firm_id="fm_test",
-                                seller_id=self.resident, kind="blue", total_fen=0, vat_fen=0, surcharges_fen=0,
-                                iit_fen=0, withheld_fen=withheld, issued_at=self.now), twice)
+        self.send(
+            InvoiceIssued(
+                invoice_id=uid("inv"),
+                number="1",
+                pickup_id=self.pid,
+                issuer_firm_id="fm_test",
+                seller_id=self.resident,
+                kind="blue",
+                total_fen=0,
+                vat_fen=0,
+                surcharges_fen=0,
+                iit_fen=0,
+                withheld_fen=withheld,
+                issued_at=self.now,
+            ),
+            twice,
+        )
 
     @rule(twice=st.booleans())
     def invoice_blocked(self, twice: bool) -> None:
-        self.send(InvoiceBlocked(invoice_id=uid("inv"), pickup_id=self.pid, issuer_firm_id="fm_test",
-                                 seller_id=self.resident, reason="cap_reached", detail="", blocked_at=self.now), twice)
+        self.send(
+            InvoiceBlocked(
+                invoice_id=uid("inv"),
+                pickup_id=self.pid,
+                issuer_firm_id="fm_test",
+                seller_id=self.resident,
+                reason="cap_reached",
+                detail="",
+                blocked_at=self.now,
+            ),
+            twice,
+        )
 
     @rule(attempt=st.sampled_from(["current", 1, 2, 3]), paid=st.booleans(), twice=st.booleans())
     def payout_outcome(self, attempt: int | str, paid: bool, twice: bool) -> None:
@@ -173,11 +249,17 @@ class PickupMachine(RuleBasedStateMachine):
         if payout_id is None:
             return
         if paid:
-            ev = PayoutPaid(payout_id=payout_id, reference_id=self.pid, amount_fen=1, provider_ref="p",
-                            paid_at=self.now)
+            ev = PayoutPaid(
+                payout_id=payout_id, reference_id=self.pid, amount_fen=1, provider_ref="p", paid_at=self.now
+            )
         else:
-            ev = PayoutFailed(payout_id=payout_id, reference_id=self.pid, amount_fen=1, reason="bank said no",
-                              failed_at=self.now)
+            ev = PayoutFailed(
+                payout_id=payout_id,
+                reference_id=self.pid,
+                amount_fen=1,
+                reason="bank said no",
+                failed_at=self.now,
+            )
         self.send(ev, twice)
 
     @rule(data=st.data())
@@ -199,9 +281,16 @@ class PickupMachine(RuleBasedStateMachine):
         row = self.row()
         with self.rt.db.session() as s:
             rows = s.execute(select(payouts).where(payouts.c.pickup_id == self.pid)).all()
-            requested = s.execute(select(outbox_t.c.key).where(
-                outbox_t.c.type == "cn.recycle.payments.payout.requested.v1",
-                outbox_t.c.key.like(f"po_{self.pid}%"))).scalars().all()
+            requested = (
+                s.execute(
+                    select(outbox_t.c.key).where(
+                        outbox_t.c.type == "cn.recycle.payments.payout.requested.v1",
+                        outbox_t.c.key.like(f"po_{self.pid}%"),
+                    )
+                )
+                .scalars()
+                .all()
+            )
         assert len(requested) == len(set(requested)) == len(rows), "a payout id was requested twice"
         live = [p for p in rows if p.status in ("requested", "paid")]
         assert len(live) <= 1, "two payouts of one pickup are live"
@@ -221,6 +310,12 @@ class PickupMachine(RuleBasedStateMachine):
 
 def test_random_histories_keep_the_pickup_legal_and_pay_at_most_once(shared_platform):
     PickupMachine.platform = shared_platform
-    run_state_machine_as_test(PickupMachine, settings=settings(
-        max_examples=60, stateful_step_count=30, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]))
+    run_state_machine_as_test(
+        PickupMachine,
+        settings=settings(
+            max_examples=60,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        ),
+    )

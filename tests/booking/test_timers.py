@@ -1,5 +1,6 @@
 """Timers: escalation and expiry of unaccepted pickups, collector no-shows, the invoice time-out; across restarts;
 and the Celery task that runs them."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -30,8 +31,11 @@ def _start(view: dict) -> datetime:
 
 def _events(rt, pickup_id: str, kind: str) -> list:  # noqa: ANN001
     with rt.db.session() as s:
-        return s.execute(select(outbox_t.c.event_id).where(
-            outbox_t.c.key == pickup_id, outbox_t.c.type == f"cn.recycle.booking.pickup.{kind}.v1")).all()
+        return s.execute(
+            select(outbox_t.c.event_id).where(
+                outbox_t.c.key == pickup_id, outbox_t.c.type == f"cn.recycle.booking.pickup.{kind}.v1"
+            )
+        ).all()
 
 
 def test_escalation_then_expiry_then_capacity_is_back(sqlite_settings):
@@ -43,7 +47,11 @@ def test_escalation_then_expiry_then_capacity_is_back(sqlite_settings):
     assert timers.run_due(rt, start - timedelta(minutes=31))["escalated"] == 0
     assert timers.run_due(rt, start - timedelta(minutes=30))["escalated"] == 1
     assert timers.run_due(rt, start - timedelta(minutes=10)) == {
-        "escalated": 0, "expired": 0, "collector_no_show": 0, "invoice_timed_out": 0}
+        "escalated": 0,
+        "expired": 0,
+        "collector_no_show": 0,
+        "invoice_timed_out": 0,
+    }
     assert len(_events(rt, pid, "expiry_escalated")) == 1
     with pytest.raises(Exception) as exc:  # the slot is full (capacity 1)
         _book(rt, uid("res"))
@@ -92,8 +100,19 @@ def _settled(platform: Platform) -> tuple[str, str, datetime]:
     c = principal(col, "collector")
     handlers.accept(rt, c, pid)
     handlers.arrive(rt, c, pid)
-    handlers.weigh(rt, c, pid, WeighPickup.model_validate(
-        {"lines": [{"category": "paper.cardboard", "qty": "12.5"}, {"category": "metal.copper", "qty": "1.2"}]}))
+    handlers.weigh(
+        rt,
+        c,
+        pid,
+        WeighPickup.model_validate(
+            {
+                "lines": [
+                    {"category": "paper.cardboard", "qty": "12.5"},
+                    {"category": "metal.copper", "qty": "1.2"},
+                ]
+            }
+        ),
+    )
     now = datetime.now(UTC)
     handlers.settle(rt, principal(res, "resident"), pid, now=now)
     return pid, res, now
@@ -112,9 +131,23 @@ def test_invoice_time_out_pays_gross_and_a_late_invoice_is_kept_for_reconciliati
     [req] = payout_requests(platform.bus, pid)
     assert req["amount_fen"] == 7150 and req["payout_id"] == "po_" + pid
     # invoicing answers after all: no second payout; what it withheld is kept for reconciliation
-    publish(platform, InvoiceIssued(invoice_id="inv_late", number="9", pickup_id=pid, issuer_firm_id="fm_test",
-                                    seller_id=res, kind="blue", total_fen=7150, vat_fen=70, surcharges_fen=0,
-                                    iit_fen=36, withheld_fen=106, issued_at=datetime.now(UTC)))
+    publish(
+        platform,
+        InvoiceIssued(
+            invoice_id="inv_late",
+            number="9",
+            pickup_id=pid,
+            issuer_firm_id="fm_test",
+            seller_id=res,
+            kind="blue",
+            total_fen=7150,
+            vat_fen=70,
+            surcharges_fen=0,
+            iit_fen=36,
+            withheld_fen=106,
+            issued_at=datetime.now(UTC),
+        ),
+    )
     assert len(payout_requests(platform.bus, pid)) == 1
     got = handlers.get(rt, principal(res, "resident"), pid)
     assert got["invoice"] == {"status": "issued_late", "id": "inv_late"}
@@ -156,20 +189,32 @@ def test_celery_task_runs_the_timers(sqlite_settings, monkeypatch):
     assert celery_mod.celery_app.conf.beat_schedule["booking-timers"]["task"] == "booking.run_timers"
     assert "booking.run_timers" in celery_mod.celery_app.tasks
     s = sqlite_settings
-    for k, v in {"DATA_DIR": str(s.data_dir), "JWT_SECRET": s.jwt_secret, "PII_KEY": s.pii_key, "ENV": "test",
-                 "BOOKING_INVOICING_ENABLED": "false"}.items():
+    for k, v in {
+        "DATA_DIR": str(s.data_dir),
+        "JWT_SECRET": s.jwt_secret,
+        "PII_KEY": s.pii_key,
+        "ENV": "test",
+        "BOOKING_INVOICING_ENABLED": "false",
+    }.items():
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
     celery_mod._platform.cache_clear()
     try:
         rt = celery_mod.runtime("booking")
         past = datetime.now(UTC) - timedelta(days=1)
-        view = handlers.book(rt, principal(uid("res"), "resident"),
-                             BookPickup.model_validate(booking_body()), now=past - timedelta(days=1))
+        view = handlers.book(
+            rt,
+            principal(uid("res"), "resident"),
+            BookPickup.model_validate(booking_body()),
+            now=past - timedelta(days=1),
+        )
         # book a window that has already opened by moving "now" back; the worker sees it as due
         with rt.db.session() as ss, ss.begin():
-            ss.execute(pickups.update().where(pickups.c.id == view["id"])
-                       .values(window_start=past, window_end=past + timedelta(minutes=30)))
+            ss.execute(
+                pickups.update()
+                .where(pickups.c.id == view["id"])
+                .values(window_start=past, window_end=past + timedelta(minutes=30))
+            )
         result = celery_mod.celery_app.tasks["booking.run_timers"].apply().get(timeout=30)
         assert result["expired"] == 1
         assert handlers.get(rt, principal("x", "admin"), view["id"])["status"] == "expired"

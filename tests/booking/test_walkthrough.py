@@ -1,6 +1,7 @@
 """The walk-through of docs/booking.md, on the public API only, with every real service hosted: people log in
 with an SMS code, an admin verifies the firm and the collector, the resident books, the collector grabs, weighs,
 the resident settles, payments pays. Nothing is set up behind the API's back."""
+
 from __future__ import annotations
 
 from gateway.app import create_app
@@ -14,16 +15,22 @@ ADMIN, RESIDENT, OWNER, COLLECTOR = "13900000001", "13912345678", "13800138000",
 
 async def test_walkthrough_on_the_public_api(aiohttp_client, tmp_path):
     # the dev environment (the embedded default) returns the login code in the reply, as the docs show
-    settings = Settings(env="dev", data_dir=tmp_path, jwt_secret="walk-secret-" + "x" * 32,
-                        pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=", admin_phones=ADMIN)
+    settings = Settings(
+        env="dev",
+        data_dir=tmp_path,
+        jwt_secret="walk-secret-" + "x" * 32,
+        pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+        admin_phones=ADMIN,
+    )
     platform = Platform(settings).prepare()
     app = create_app(settings, platform)
     app["platform_prepared"] = True
     app["platform_no_background"] = True
     client = await aiohttp_client(app)
 
-    async def call(method: str, path: str, token: str | None = None, body: dict | None = None,
-                   status: int = 200) -> dict:
+    async def call(
+        method: str, path: str, token: str | None = None, body: dict | None = None, status: int = 200
+    ) -> dict:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         r = await client.request(method, path, json=body, headers=headers)
         data = await r.json(content_type=None)
@@ -40,21 +47,45 @@ async def test_walkthrough_on_the_public_api(aiohttp_client, tmp_path):
     owner = (await login(OWNER))["access_token"]
 
     # a recycling firm and its collector, verified by an admin
-    firm = await call("POST", "/v1/firms", owner, {
-        "name": "绿色再生资源回收有限公司", "uscc": "91350100M000100Y43", "recycler_filing_no": "BA-2024-0001",
-        "address": "北京市朝阳区某路1号", "city_code": "110105"}, status=201)
+    firm = await call(
+        "POST",
+        "/v1/firms",
+        owner,
+        {
+            "name": "绿色再生资源回收有限公司",
+            "uscc": "91350100M000100Y43",
+            "recycler_filing_no": "BA-2024-0001",
+            "address": "北京市朝阳区某路1号",
+            "city_code": "110105",
+        },
+        status=201,
+    )
     await call("POST", f"/v1/admin/verifications/firm/{firm['id']}/approve", admin)
-    qual = await call("POST", f"/v1/firms/{firm['id']}/qualifications", owner, {
-        "kind": "recycler_filing", "number": "BA-2024-0001", "valid_until": "2099-12-31"}, status=201)
+    qual = await call(
+        "POST",
+        f"/v1/firms/{firm['id']}/qualifications",
+        owner,
+        {"kind": "recycler_filing", "number": "BA-2024-0001", "valid_until": "2099-12-31"},
+        status=201,
+    )
     await call("POST", f"/v1/admin/verifications/qualification/{qual['id']}/approve", admin)
     # the resident's identity and consent to reverse invoicing (反向开票): the firm can invoice on their behalf
     await call("POST", "/v1/me/identity", resident, {"real_name": "张三", "id_number": "11010519491231002X"})
     await call("POST", "/v1/me/consents", resident, {"kind": "reverse_invoicing"}, status=201)
     applicant = (await login(COLLECTOR))["access_token"]
-    col = await call("POST", "/v1/collectors", applicant, {
-        "real_name": "王五", "id_number": "44030519900101123X", "firm_id": firm["id"],
-        "area": {"lat": HOME[0], "lng": HOME[1], "radius_km": 8},
-        "categories": ["paper.cardboard", "metal.copper", "plastic.pet"]}, status=201)
+    col = await call(
+        "POST",
+        "/v1/collectors",
+        applicant,
+        {
+            "real_name": "王五",
+            "id_number": "44030519900101123X",
+            "firm_id": firm["id"],
+            "area": {"lat": HOME[0], "lng": HOME[1], "radius_km": 8},
+            "categories": ["paper.cardboard", "metal.copper", "plastic.pet"],
+        },
+        status=201,
+    )
     await call("POST", f"/v1/admin/verifications/collector/{col['id']}/approve", admin)
     collector = await login(COLLECTOR)  # a new token carries the collector role
     assert "collector" in collector["roles"]
@@ -69,9 +100,19 @@ async def test_walkthrough_on_the_public_api(aiohttp_client, tmp_path):
     accepted = await call("POST", f"/v1/jobs/{pid}/accept", collector)
     assert accepted["status"] == "accepted" and accepted["collector_id"] == col["id"]
     await call("POST", f"/v1/pickups/{pid}/arrive", collector)
-    weighed = await call("POST", f"/v1/pickups/{pid}/weigh", collector, {
-        "lines": [{"category": "paper.cardboard", "qty": "13.2"}, {"category": "metal.copper", "qty": "1.25"}],
-        "scale_reading": "电子秤 #A12", "reason": "现场称重"})
+    weighed = await call(
+        "POST",
+        f"/v1/pickups/{pid}/weigh",
+        collector,
+        {
+            "lines": [
+                {"category": "paper.cardboard", "qty": "13.2"},
+                {"category": "metal.copper", "qty": "1.25"},
+            ],
+            "scale_reading": "电子秤 #A12",
+            "reason": "现场称重",
+        },
+    )
     assert weighed["status"] == "weighed" and weighed["total_fen"] == 1848 + 5625
     settled = await call("POST", f"/v1/pickups/{pid}/settle", resident)
     assert settled["status"] == "settled" and settled["payout"]["id"] == "po_" + pid
@@ -80,9 +121,16 @@ async def test_walkthrough_on_the_public_api(aiohttp_client, tmp_path):
     assert view["invoice"]["status"] == "issued", view["invoice"]
     withheld = view["withheld_fen"]
     assert withheld is not None and 0 <= withheld < 7473 and view["net_fen"] == 7473 - withheld
-    assert view["payout"] == {"id": "po_" + pid, "amount_fen": 7473 - withheld, "status": "paid", "attempts": 1,
-                              "reason": None}
-    await call("POST", f"/v1/pickups/{pid}/rating", resident, {"score": 5, "comment": "准时，称重透明"}, status=201)
+    assert view["payout"] == {
+        "id": "po_" + pid,
+        "amount_fen": 7473 - withheld,
+        "status": "paid",
+        "attempts": 1,
+        "reason": None,
+    }
+    await call(
+        "POST", f"/v1/pickups/{pid}/rating", resident, {"score": 5, "comment": "准时，称重透明"}, status=201
+    )
     await call("POST", f"/v1/pickups/{pid}/rating", collector, {"score": 5}, status=201)
     mine = await call("GET", "/v1/pickups?mine=1", resident)
     assert [p["status"] for p in mine["items"]] == ["settled"]

@@ -4,6 +4,7 @@ parametrized over every adapter — the embedded log on SQLite and on PostgreSQL
 `TEST_KAFKA_BOOTSTRAP` points the Kafka cases at an existing broker instead of starting tansu.
 A missing broker or PostgreSQL server fails the tests (tests/support/services.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,9 @@ from .support import BusCase
 
 # Tansu takes about half the session time-out to complete a group join; these keep the tests fast.
 # (Real Kafka needs session_timeout_ms >= 6000: the production defaults stay in Settings.)
-KAFKA_TEST_TIMEOUTS = dict(kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=250,
-                           kafka_request_timeout_ms=5000)
+KAFKA_TEST_TIMEOUTS = dict(
+    kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=250, kafka_request_timeout_ms=5000
+)
 # The embedded log's group membership: a member heartbeats every session_timeout/4.
 DBLOG_TEST_SESSION_TIMEOUT_MS = 2000
 PARTITIONS = 4
@@ -46,8 +48,13 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 def _settings(request: pytest.FixtureRequest, kind: str, tmp_path) -> Settings:  # noqa: ANN001
-    common = dict(env="test", data_dir=tmp_path, event_log_partitions=PARTITIONS,
-                  kafka_default_partitions=PARTITIONS, consumer_retry_backoff_s=0.01)
+    common = dict(
+        env="test",
+        data_dir=tmp_path,
+        event_log_partitions=PARTITIONS,
+        kafka_default_partitions=PARTITIONS,
+        consumer_retry_backoff_s=0.01,
+    )
     if kind == "sqlite":
         return Settings(bus="dblog", **common)
     if kind == "postgres":
@@ -55,8 +62,12 @@ def _settings(request: pytest.FixtureRequest, kind: str, tmp_path) -> Settings: 
         return pg.model_copy(update=common)
     if kind == "kafka":
         # The consuming/producing services keep their tables in SQLite; only the bus is Kafka.
-        return Settings(bus="kafka", kafka_bootstrap=request.getfixturevalue("kafka_bootstrap"),
-                        **KAFKA_TEST_TIMEOUTS, **common)
+        return Settings(
+            bus="kafka",
+            kafka_bootstrap=request.getfixturevalue("kafka_bootstrap"),
+            **KAFKA_TEST_TIMEOUTS,
+            **common,
+        )
     raise AssertionError(kind)
 
 

@@ -6,6 +6,7 @@ Settings come from the environment (see support.settings_env). Modes:
   relay          ship the outbox until it is empty, then exit 0. With RELAY_FAULT=kill_after_publish the relay
                  SIGKILLs the process after its first publish, before marking the rows sent.
 """
+
 from __future__ import annotations
 
 import os

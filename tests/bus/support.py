@@ -1,4 +1,5 @@
 """Helpers shared by the bus tests and their subprocesses (tests/bus/outbox_proc.py)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,8 +10,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 
-from services.kernel.bus.port import EventBus, Record, Subscription, TopicSpec
 from services.kernel import events
+from services.kernel.bus.port import EventBus, Record, Subscription, TopicSpec
 from services.kernel.db import Database, ensure_schema
 from services.kernel.events import Envelope, Event
 from services.kernel.outbox import kernel_metadata
@@ -67,9 +68,20 @@ def open_service_db(settings: Settings, service: str) -> Database:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that rebuilds `settings` in a subprocess (Settings reads the environment)."""
     env = dict(os.environ)
-    for name in ("env", "data_dir", "database_url", "db_schema_prefix", "bus", "event_log_url",
-                 "event_log_partitions", "kafka_bootstrap", "kafka_session_timeout_ms",
-                 "kafka_heartbeat_interval_ms", "kafka_request_timeout_ms", "kafka_default_partitions"):
+    for name in (
+        "env",
+        "data_dir",
+        "database_url",
+        "db_schema_prefix",
+        "bus",
+        "event_log_url",
+        "event_log_partitions",
+        "kafka_bootstrap",
+        "kafka_session_timeout_ms",
+        "kafka_heartbeat_interval_ms",
+        "kafka_request_timeout_ms",
+        "kafka_default_partitions",
+    ):
         env[name.upper()] = str(getattr(settings, name))
     env.pop("RELAY_FAULT", None)
     return env
@@ -140,4 +152,7 @@ def drain(sub: Subscription, count: int, timeout_s: float = 15.0, commit: bool =
 
 
 def records(topic: str, keys: list[str], round_: int = 0) -> list[Record]:
-    return [Record(topic=topic, key=k, value=f"{k}|{round_}".encode(), headers={"round": str(round_)}) for k in keys]
+    return [
+        Record(topic=topic, key=k, value=f"{k}|{round_}".encode(), headers={"round": str(round_)})
+        for k in keys
+    ]

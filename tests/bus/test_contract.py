@@ -3,6 +3,7 @@
 Each test names the Kafka semantic it pins down; an adapter that passes them all can replace another by
 configuration alone.
 """
+
 from __future__ import annotations
 
 import threading
@@ -57,7 +58,9 @@ def test_a_key_always_lands_on_one_partition_and_keys_spread(bus_case: BusCase) 
     for r in got:
         where[r.key].add(r.partition)
     assert all(len(parts) == 1 for parts in where.values())
-    assert {k: p.pop() for k, p in where.items()} == {k: expected_partition(bus_case.kind, k, 4) for k in KEYS}
+    assert {k: p.pop() for k, p in where.items()} == {
+        k: expected_partition(bus_case.kind, k, 4) for k in KEYS
+    }
     assert len({expected_partition(bus_case.kind, k, 4) for k in KEYS}) == 4
     assert bus_case.bus.partitions(topic) == 4
 
@@ -70,12 +73,21 @@ def test_an_explicit_partition_is_respected(bus_case: BusCase) -> None:
 
 def test_keys_values_and_headers_round_trip(bus_case: BusCase) -> None:
     topic = bus_case.topic("roundtrip", partitions=1)
-    sent = Record(topic=topic, key="回收站-朝阳-001", value=bytes(range(256)) + "称重 12.5 kg".encode(),
-                  headers={"ce_id": "ev_1", "trace": "废纸/黄纸板"}, timestamp_ms=1_700_000_000_000)
+    sent = Record(
+        topic=topic,
+        key="回收站-朝阳-001",
+        value=bytes(range(256)) + "称重 12.5 kg".encode(),
+        headers={"ce_id": "ev_1", "trace": "废纸/黄纸板"},
+        timestamp_ms=1_700_000_000_000,
+    )
     bus_case.bus.publish([sent])
     [got] = drain(bus_case.subscribe(bus_case.group("g"), [topic]), 1)
-    assert (got.key, got.value, got.headers, got.timestamp_ms) == (sent.key, sent.value, sent.headers,
-                                                                    sent.timestamp_ms)
+    assert (got.key, got.value, got.headers, got.timestamp_ms) == (
+        sent.key,
+        sent.value,
+        sent.headers,
+        sent.timestamp_ms,
+    )
     assert (got.topic, got.partition, got.offset) == (topic, 0, 0)
     bus_case.bus.publish([])  # nothing to do, no error
     assert bus_case.bus.end_offsets(topic) == {0: 1}
@@ -133,8 +145,9 @@ def test_seek_replays_a_partition(bus_case: BusCase) -> None:
 
     sub.seek(topic, part, 1)
     replayed = drain(sub, len(parts[part]) - 1)
-    assert [(r.partition, r.offset, r.key) for r in replayed] == [(r.partition, r.offset, r.key)
-                                                                 for r in parts[part][1:]]
+    assert [(r.partition, r.offset, r.key) for r in replayed] == [
+        (r.partition, r.offset, r.key) for r in parts[part][1:]
+    ]
     assert sub.poll(0.3) == []
 
 

@@ -1,5 +1,6 @@
 """What only the embedded log does itself (Kafka leaves these to the broker): retention, group liveness,
 and how it shares one SQLite file between readers and writers."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -19,8 +20,9 @@ def test_retention_removes_old_records_and_keeps_offsets(dblog_case: BusCase) ->
     topic = dblog_case.topic("retained", partitions=1, retention_hours=1)
     keep_forever = dblog_case.topic("kept", partitions=1, retention_hours=24 * 365)
     two_hours_ago = int(time.time() * 1000) - 2 * 3_600_000
-    bus.publish([Record(topic=topic, key="k", value=f"old{i}".encode(), timestamp_ms=two_hours_ago)
-                 for i in range(3)])
+    bus.publish(
+        [Record(topic=topic, key="k", value=f"old{i}".encode(), timestamp_ms=two_hours_ago) for i in range(3)]
+    )
     bus.publish([Record(topic=topic, key="k", value=b"new")])
     bus.publish([Record(topic=keep_forever, key="k", value=b"old", timestamp_ms=two_hours_ago)])
 

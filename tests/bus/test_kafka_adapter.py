@@ -1,5 +1,6 @@
 """What is particular to the Kafka adapter and the local broker: failing fast with a useful message, and
 starting/stopping tansu."""
+
 from __future__ import annotations
 
 import socket
@@ -13,7 +14,9 @@ from workers.broker import free_port, kafka_ready
 
 
 def test_an_unreachable_broker_fails_fast_saying_what_to_fix(tmp_path) -> None:  # noqa: ANN001
-    settings = Settings(env="test", data_dir=tmp_path, bus="kafka", kafka_bootstrap=f"127.0.0.1:{free_port()}")
+    settings = Settings(
+        env="test", data_dir=tmp_path, bus="kafka", kafka_bootstrap=f"127.0.0.1:{free_port()}"
+    )
     started = time.monotonic()
     with pytest.raises(ConfigError) as err:
         make_bus(settings)

@@ -1,5 +1,6 @@
 """No event lost, none handled twice: the outbox, the relay and the consumer's inbox across real process crashes,
 duplicate deliveries and a poison message — on every bus adapter."""
+
 from __future__ import annotations
 
 import signal
@@ -29,23 +30,32 @@ def run_proc(case: BusCase, *args: str, fault: str | None = None) -> int:
     env = settings_env(case.settings)
     if fault:
         env["RELAY_FAULT"] = fault
-    proc = subprocess.run([sys.executable, "-m", "tests.bus.outbox_proc", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bus.outbox_proc", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
     return proc.returncode
 
 
 def pending(db: Database) -> int:
     with db.session(readonly=True) as s:
-        return s.execute(select(func.count()).select_from(outbox_t).where(outbox_t.c.sent_at.is_(None))).scalar_one()
+        return s.execute(
+            select(func.count()).select_from(outbox_t).where(outbox_t.c.sent_at.is_(None))
+        ).scalar_one()
 
 
 def on_the_bus(case: BusCase, topic: str) -> int:
     return sum(case.bus.end_offsets(topic).values())
 
 
-def consume_everything(case: BusCase, runner: ConsumerRunner, topic: str, timeout_s: float = 20,
-                       expected: int | None = None) -> int:
+def consume_everything(
+    case: BusCase, runner: ConsumerRunner, topic: str, timeout_s: float = 20, expected: int | None = None
+) -> int:
     """Run the consumer until it has polled `expected` records (default: all the topic holds); returns how many
     it polled."""
     total = on_the_bus(case, topic) if expected is None else expected
@@ -57,8 +67,14 @@ def consume_everything(case: BusCase, runner: ConsumerRunner, topic: str, timeou
     return polled
 
 
-def runner_for(case: BusCase, db: Database, topic: str, event_type: str, handler=record_effect,  # noqa: ANN001
-               max_attempts: int = 5) -> ConsumerRunner:
+def runner_for(
+    case: BusCase,
+    db: Database,
+    topic: str,
+    event_type: str,
+    handler=record_effect,  # noqa: ANN001
+    max_attempts: int = 5,
+) -> ConsumerRunner:
     spec = ConsumerSpec(case.group("billing"), [topic], {event_type: handler})
     runner = ConsumerRunner(spec, db, case.bus, max_attempts=max_attempts, backoff_s=0.01)
     case._subs.append(runner.subscription)
@@ -71,7 +87,9 @@ def event(bus_case: BusCase) -> Iterator[type[Event]]:
         yield cls
 
 
-def test_process_killed_between_commit_and_publish_loses_nothing(bus_case: BusCase, event: type[Event]) -> None:
+def test_process_killed_between_commit_and_publish_loses_nothing(
+    bus_case: BusCase, event: type[Event]
+) -> None:
     topic = bus_case.topic("test.parcel")
     producer_db = bus_case.service_db(SERVICE)  # creates the tables the subprocesses use
 
@@ -88,7 +106,8 @@ def test_process_killed_between_commit_and_publish_loses_nothing(bus_case: BusCa
 
 
 def test_relay_killed_after_publish_before_marking_sends_twice_but_effects_happen_once(
-        bus_case: BusCase, event: type[Event]) -> None:
+    bus_case: BusCase, event: type[Event]
+) -> None:
     topic = bus_case.topic("test.parcel")
     producer_db = bus_case.service_db(SERVICE)
     with UnitOfWork(producer_db) as uow:
@@ -119,7 +138,7 @@ def test_every_event_delivered_twice_takes_effect_once(bus_case: BusCase, event:
     sent = [r for p in range(bus_case.bus.partitions(topic)) for r in bus_case.bus.read(topic, p, 0)]
     # a second copy of everything: in one batch with the first, and again in later batches
     bus_case.bus.publish(sent[: N // 2])
-    bus_case.bus.publish(sent[N // 2:] + sent[: N // 4])
+    bus_case.bus.publish(sent[N // 2 :] + sent[: N // 4])
 
     consumer_db = bus_case.service_db("billing")
     runner = runner_for(bus_case, consumer_db, topic, event.type)
@@ -137,7 +156,9 @@ def test_every_event_delivered_twice_takes_effect_once(bus_case: BusCase, event:
     assert count_effects(consumer_db) == (N, N)
 
 
-def test_a_poison_message_is_parked_then_replayed_after_the_fix(bus_case: BusCase, event: type[Event]) -> None:
+def test_a_poison_message_is_parked_then_replayed_after_the_fix(
+    bus_case: BusCase, event: type[Event]
+) -> None:
     topic = bus_case.topic("test.parcel")
     producer_db = bus_case.service_db(SERVICE)
     with UnitOfWork(producer_db) as uow:
@@ -193,8 +214,12 @@ def test_failed_batch_is_rewound_not_skipped(tmp_path):
     env = Envelope(source="/t", type="cn.recycle.test.rewind.v1", subject="k", data={})
     bus.publish([Record("t.rewind", "k", env.to_bytes())])
     seen: list[str] = []
-    runner = ConsumerRunner(ConsumerSpec("g.rewind", ["t.rewind"], {env.type: lambda e, u: seen.append(e.id)}),
-                            db, bus, max_attempts=1)
+    runner = ConsumerRunner(
+        ConsumerSpec("g.rewind", ["t.rewind"], {env.type: lambda e, u: seen.append(e.id)}),
+        db,
+        bus,
+        max_attempts=1,
+    )
     original = runner._process_batch
     runner._process_batch = lambda recs: (_ for _ in ()).throw(RuntimeError("dead-letter publish failed"))
     with pytest.raises(RuntimeError):
@@ -203,8 +228,9 @@ def test_failed_batch_is_rewound_not_skipped(tmp_path):
     assert runner.run_once(timeout_s=0.0) == 1 and seen == [env.id]
 
 
-def test_relayed_records_name_their_type_and_other_groups_skip_them_undecoded(bus_case: BusCase,
-                                                                            event: type[Event]) -> None:
+def test_relayed_records_name_their_type_and_other_groups_skip_them_undecoded(
+    bus_case: BusCase, event: type[Event]
+) -> None:
     """The relay sets ce_id and ce_type; a group without a handler for the type skips the record without decoding
     it (an undecodable value with such a header is neither handled nor dead-lettered), one with a handler acts."""
     topic = bus_case.topic("test.parcel")
@@ -218,8 +244,12 @@ def test_relayed_records_name_their_type_and_other_groups_skip_them_undecoded(bu
     bus_case.bus.publish([Record(topic, "p-2", b"not an envelope", {"ce_type": "cn.recycle.test.other.v1"})])
 
     other_db = bus_case.service_db("other")
-    other = ConsumerRunner(ConsumerSpec(bus_case.group("other"), [topic], {"cn.recycle.test.other.v2": record_effect}),
-                           other_db, bus_case.bus, max_attempts=1)
+    other = ConsumerRunner(
+        ConsumerSpec(bus_case.group("other"), [topic], {"cn.recycle.test.other.v2": record_effect}),
+        other_db,
+        bus_case.bus,
+        max_attempts=1,
+    )
     bus_case._subs.append(other.subscription)
     consume_everything(bus_case, other, topic)
     assert count_effects(other_db) == (0, 0) and other.dead_lettered == 0

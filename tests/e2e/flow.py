@@ -1,4 +1,5 @@
 """Helpers for the end-to-end tests: plain HTTP against a running platform, and the whole pickup flow."""
+
 from __future__ import annotations
 
 import contextlib
@@ -20,8 +21,13 @@ def platform_process(args: list[str], env: dict[str, str], log_path: Path) -> It
     """`python -m workers.cli <args>` in its own process group, its output in `log_path`; the whole group is
     stopped (SIGTERM, then SIGKILL after 20 s) on exit."""
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "workers.cli", *args], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.cli", *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             yield proc
         finally:
@@ -46,8 +52,12 @@ def http_get(url: str, headers: dict | None = None) -> tuple[int, dict]:
 
 
 def http_post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
@@ -63,8 +73,9 @@ def whole_pickup_flow(base: str) -> None:
 
     n = [0]
 
-    def call(method: str, path: str, token: str | None = None, body: dict | None = None,
-             status: int = 200) -> dict:
+    def call(
+        method: str, path: str, token: str | None = None, body: dict | None = None, status: int = 200
+    ) -> dict:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if method == "POST":
             n[0] += 1
@@ -81,31 +92,70 @@ def whole_pickup_flow(base: str) -> None:
     admin = login("13900000001")["access_token"]
     resident = login("13700001111")["access_token"]
     owner = login("13800138000")["access_token"]
-    firm = call("POST", "/v1/firms", owner, {
-        "name": "绿色再生资源回收有限公司", "uscc": "91350100M000100Y43", "recycler_filing_no": "BA-2024-0001",
-        "address": "北京市朝阳区某路1号", "city_code": "110105"}, status=201)
+    firm = call(
+        "POST",
+        "/v1/firms",
+        owner,
+        {
+            "name": "绿色再生资源回收有限公司",
+            "uscc": "91350100M000100Y43",
+            "recycler_filing_no": "BA-2024-0001",
+            "address": "北京市朝阳区某路1号",
+            "city_code": "110105",
+        },
+        status=201,
+    )
     call("POST", f"/v1/admin/verifications/firm/{firm['id']}/approve", admin)
-    qual = call("POST", f"/v1/firms/{firm['id']}/qualifications", owner, {
-        "kind": "recycler_filing", "number": "BA-2024-0001", "valid_until": "2099-12-31"}, status=201)
+    qual = call(
+        "POST",
+        f"/v1/firms/{firm['id']}/qualifications",
+        owner,
+        {"kind": "recycler_filing", "number": "BA-2024-0001", "valid_until": "2099-12-31"},
+        status=201,
+    )
     call("POST", f"/v1/admin/verifications/qualification/{qual['id']}/approve", admin)
     call("POST", "/v1/me/identity", resident, {"real_name": "张三", "id_number": "11010519491231002X"})
     call("POST", "/v1/me/consents", resident, {"kind": "reverse_invoicing"}, status=201)
     applicant = login("15011112222")["access_token"]
-    col = call("POST", "/v1/collectors", applicant, {
-        "real_name": "王五", "id_number": "44030519900101123X", "firm_id": firm["id"],
-        "area": {"lat": HOME[0], "lng": HOME[1], "radius_km": 8},
-        "categories": ["paper.cardboard", "metal.copper"]}, status=201)
+    col = call(
+        "POST",
+        "/v1/collectors",
+        applicant,
+        {
+            "real_name": "王五",
+            "id_number": "44030519900101123X",
+            "firm_id": firm["id"],
+            "area": {"lat": HOME[0], "lng": HOME[1], "radius_km": 8},
+            "categories": ["paper.cardboard", "metal.copper"],
+        },
+        status=201,
+    )
     call("POST", f"/v1/admin/verifications/collector/{col['id']}/approve", admin)
     collector = login("15011112222")["access_token"]
 
     pid = call("POST", "/v1/pickups", resident, booking_body(), status=201)["id"]
     # booking learns of the verified collector from accounts' event, over Kafka
-    assert wait_until(lambda: any(j["id"] == pid for j in http_get(
-        base + "/v1/jobs", {"Authorization": f"Bearer {collector}"})[1].get("items", [])), 60, 0.3)
+    assert wait_until(
+        lambda: any(
+            j["id"] == pid
+            for j in http_get(base + "/v1/jobs", {"Authorization": f"Bearer {collector}"})[1].get("items", [])
+        ),
+        60,
+        0.3,
+    )
     assert call("POST", f"/v1/jobs/{pid}/accept", collector)["collector_id"] == col["id"]
     call("POST", f"/v1/pickups/{pid}/arrive", collector)
-    weighed = call("POST", f"/v1/pickups/{pid}/weigh", collector, {
-        "lines": [{"category": "paper.cardboard", "qty": "13.2"}, {"category": "metal.copper", "qty": "1.25"}]})
+    weighed = call(
+        "POST",
+        f"/v1/pickups/{pid}/weigh",
+        collector,
+        {
+            "lines": [
+                {"category": "paper.cardboard", "qty": "13.2"},
+                {"category": "metal.copper", "qty": "1.25"},
+            ]
+        },
+    )
     total = weighed["total_fen"]
     call("POST", f"/v1/pickups/{pid}/settle", resident)
 
@@ -117,8 +167,11 @@ def whole_pickup_flow(base: str) -> None:
     view = call("GET", f"/v1/pickups/{pid}", resident)
     assert view["invoice"]["status"] == "issued"
     assert view["payout"]["amount_fen"] == total - view["withheld_fen"]
-    invoices = call("GET", "/v1/invoices?period=" + view["invoice"].get("issued_at", "")[:7], resident) \
-        if view["invoice"].get("issued_at") else call("GET", "/v1/invoices", resident)
+    invoices = (
+        call("GET", "/v1/invoices?period=" + view["invoice"].get("issued_at", "")[:7], resident)
+        if view["invoice"].get("issued_at")
+        else call("GET", "/v1/invoices", resident)
+    )
     assert [i["pickup_id"] for i in invoices["items"]] == [pid]
     assert invoices["items"][0]["total_fen"] == total
 
@@ -129,8 +182,9 @@ def whole_second_hand_flow(base: str) -> None:
     reviews, and the seller is paid the price less the platform fee (1 %)."""
     n = [0]
 
-    def call(method: str, path: str, token: str | None = None, body: dict | None = None,
-             status: int = 200) -> dict:
+    def call(
+        method: str, path: str, token: str | None = None, body: dict | None = None, status: int = 200
+    ) -> dict:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if method == "POST":
             n[0] += 1
@@ -146,9 +200,20 @@ def whole_second_hand_flow(base: str) -> None:
 
     seller_login, buyer = login("13600006666"), login("13500005555")["access_token"]
     seller = seller_login["access_token"]
-    listing = call("POST", "/v1/listings", seller, {
-        "title": "《三体》全集 刘慈欣 九成新", "description": "三本一套，无笔记", "category": "books.general",
-        "condition": "like_new", "price_fen": 4500, "city_code": "110105"}, status=201)
+    listing = call(
+        "POST",
+        "/v1/listings",
+        seller,
+        {
+            "title": "《三体》全集 刘慈欣 九成新",
+            "description": "三本一套，无笔记",
+            "category": "books.general",
+            "condition": "like_new",
+            "price_fen": 4500,
+            "city_code": "110105",
+        },
+        status=201,
+    )
     assert call("POST", f"/v1/listings/{listing['id']}/publish", seller)["status"] == "published"
 
     def found() -> bool:
@@ -163,8 +228,12 @@ def whole_second_hand_flow(base: str) -> None:
         return call("GET", f"/v1/orders/{order['id']}", buyer)
 
     assert wait_until(lambda: order_view()["payment"]["status"] == "requires_payment_method", 30, 0.1)
-    paid = call("POST", f"/v1/payments/intents/{order['payment']['id']}/confirm", buyer,
-                {"payment_method": "pm_card_visa"})
+    paid = call(
+        "POST",
+        f"/v1/payments/intents/{order['payment']['id']}/confirm",
+        buyer,
+        {"payment_method": "pm_card_visa"},
+    )
     assert paid["status"] == "requires_capture"
     assert wait_until(lambda: order_view()["status"] == "paid", 30, 0.1), order_view()
     call("POST", f"/v1/orders/{order['id']}/ship", seller, {"carrier": "顺丰", "tracking_no": "SF1234567890"})

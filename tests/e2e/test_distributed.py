@@ -1,5 +1,6 @@
 """The distributed topology as processes on this host: the Kafka-protocol broker, one process per service on
 PostgreSQL, the gateway forwarding to them. Driven only through the gateway's public API."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,14 @@ import time
 import pytest
 
 from services.kernel.outbox import wait_until
-from tests.e2e.flow import http_get, http_post, log_tail, platform_process, whole_pickup_flow, whole_second_hand_flow
+from tests.e2e.flow import (
+    http_get,
+    http_post,
+    log_tail,
+    platform_process,
+    whole_pickup_flow,
+    whole_second_hand_flow,
+)
 from workers.supervisor import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -20,15 +28,26 @@ def dist(pg_url, redis_url, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     ready = tmp / "ready.json"
     port = free_port()
-    env = dict(os.environ, DATA_DIR=str(tmp), DATABASE_URL=pg_url, REDIS_URL=redis_url, PORT=str(port),
-               ENV="dev", KAFKA_SESSION_TIMEOUT_MS="2000", KAFKA_HEARTBEAT_INTERVAL_MS="250",
-               ADMIN_PHONES="13900000001", JWT_SECRET="dist-test-" + "x" * 40,
-               PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=")
+    env = dict(
+        os.environ,
+        DATA_DIR=str(tmp),
+        DATABASE_URL=pg_url,
+        REDIS_URL=redis_url,
+        PORT=str(port),
+        ENV="dev",
+        KAFKA_SESSION_TIMEOUT_MS="2000",
+        KAFKA_HEARTBEAT_INTERVAL_MS="250",
+        ADMIN_PHONES="13900000001",
+        JWT_SECRET="dist-test-" + "x" * 40,
+        PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+    )
     env.pop("KAFKA_BOOTSTRAP", None)
     log = tmp / "platform.log"
     with platform_process(["run-dist", "--ready-file", str(ready)], env, log) as proc:
-        if not wait_until(lambda: ready.exists() or proc.poll() is not None, timeout_s=180, interval_s=0.2) \
-                or not ready.exists():
+        if (
+            not wait_until(lambda: ready.exists() or proc.poll() is not None, timeout_s=180, interval_s=0.2)
+            or not ready.exists()
+        ):
             raise AssertionError("run-dist did not become ready:\n" + log_tail(log))
         yield json.loads(ready.read_text()) | {"log": log}
 
@@ -58,16 +77,22 @@ def test_event_crosses_processes_over_kafka(dist):
     from datetime import datetime, timedelta
     from zoneinfo import ZoneInfo
 
-    day = (datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(days=1)).replace(hour=10, minute=0, second=0,
-                                                                                 microsecond=0)
-    body = {"address": {"text": "北京市朝阳区某小区1号楼", "city_code": "110105", "lat": 39.92, "lng": 116.44},
-            "window": {"start": day.isoformat(), "end": (day + timedelta(minutes=30)).isoformat()},
-            "items": [{"category": "metal.copper", "est_qty": "2.000"}], "notes": ""}
+    day = (datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(days=1)).replace(
+        hour=10, minute=0, second=0, microsecond=0
+    )
+    body = {
+        "address": {"text": "北京市朝阳区某小区1号楼", "city_code": "110105", "lat": 39.92, "lng": 116.44},
+        "window": {"start": day.isoformat(), "end": (day + timedelta(minutes=30)).isoformat()},
+        "items": [{"category": "metal.copper", "est_qty": "2.000"}],
+        "notes": "",
+    }
 
     result = {}
 
     def quoted() -> bool:
-        status, reply = http_post(base + "/v1/pickups", body, auth | {"Idempotency-Key": f"k{time.monotonic_ns()}"})
+        status, reply = http_post(
+            base + "/v1/pickups", body, auth | {"Idempotency-Key": f"k{time.monotonic_ns()}"}
+        )
         result["reply"] = (status, reply)
         return status == 201 and reply["quote"]["lines"][0]["unit_price_fen"] == 4500
 

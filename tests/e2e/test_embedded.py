@@ -1,5 +1,6 @@
 """The embedded run as its user starts it (`recycle run`): the gateway, the background process (relays and
 consumers) and the Celery worker, on SQLite in a fresh data directory. Driven only through the public API."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,13 +30,28 @@ from workers.supervisor import free_port
 def embedded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("embedded")
     port = free_port()
-    env = dict(os.environ, DATA_DIR=str(tmp), PORT=str(port), ENV="dev", ADMIN_PHONES="13900000001",
-               JWT_SECRET="embedded-test-" + "x" * 40, PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=")
-    for name in ("DATABASE_URL", "EVENT_LOG_URL", "BUS", "SERVICES", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+    env = dict(
+        os.environ,
+        DATA_DIR=str(tmp),
+        PORT=str(port),
+        ENV="dev",
+        ADMIN_PHONES="13900000001",
+        JWT_SECRET="embedded-test-" + "x" * 40,
+        PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+    )
+    for name in (
+        "DATABASE_URL",
+        "EVENT_LOG_URL",
+        "BUS",
+        "SERVICES",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+    ):
         env.pop(name, None)
     base = f"http://127.0.0.1:{port}"
     log = tmp / "platform.log"
     with platform_process(["run"], env, log) as proc:
+
         def up() -> bool:
             if proc.poll() is not None:
                 return True
@@ -51,8 +67,11 @@ def embedded(tmp_path_factory):
 
 def test_embedded_run_has_its_three_processes(embedded):
     """Gateway (requests), background (relays and consumers), Celery (timers and exports)."""
+
     def children() -> str:
-        out = subprocess.run(["ps", "-ww", "-o", "args=", "--ppid", str(embedded["pid"])], capture_output=True, text=True)
+        out = subprocess.run(
+            ["ps", "-ww", "-o", "args=", "--ppid", str(embedded["pid"])], capture_output=True, text=True
+        )
         return out.stdout
 
     assert wait_until(lambda: "background" in children() and "celery" in children(), 60, 0.2), children()
@@ -95,6 +114,7 @@ def amqp_port_taken() -> Iterator[str]:
 
 def _export_through_the_api(base: str, owner_phone: str, accountant_phone: str) -> dict:
     """A firm owner names an accountant, who asks for the month's detail report and waits until it is done."""
+
     def post(path: str, body: dict, token: str | None = None, status: int = 200) -> dict:
         h = {"Idempotency-Key": uuid.uuid4().hex} | ({"Authorization": f"Bearer {token}"} if token else {})
         got = http_post(base + path, body, h)
@@ -109,8 +129,18 @@ def _export_through_the_api(base: str, owner_phone: str, accountant_phone: str) 
     accountant_id = login(accountant_phone)["user_id"]
     first17 = "913501005" + owner_phone[-8:]  # a 统一社会信用代码 of its own per firm
     uscc = first17 + uscc_check_char(first17)
-    firm = post("/v1/firms", {"name": "回收有限公司", "uscc": uscc, "recycler_filing_no": "BA-1",
-                              "address": "北京市朝阳区某路1号", "city_code": "110105"}, owner, 201)
+    firm = post(
+        "/v1/firms",
+        {
+            "name": "回收有限公司",
+            "uscc": uscc,
+            "recycler_filing_no": "BA-1",
+            "address": "北京市朝阳区某路1号",
+            "city_code": "110105",
+        },
+        owner,
+        201,
+    )
     post(f"/v1/admin/verifications/firm/{firm['id']}/approve", {}, login("13900000001")["access_token"])
     post(f"/v1/firms/{firm['id']}/accountants", {"user_id": accountant_id}, owner, 201)
     token = login(accountant_phone)["access_token"]  # now with the accountant role for the firm
@@ -130,9 +160,13 @@ def test_a_tax_export_is_run_by_the_platforms_worker_whatever_listens_on_amqp(em
         _export_through_the_api(embedded["gateway"], "13600000101", "13600000102")
     with amqp_port_taken():
         _export_through_the_api(embedded["gateway"], "13600000201", "13600000202")
+
     def ran() -> int:  # the worker logs success just after the job row says done
-        return sum(1 for ln in embedded["log"].read_text().splitlines()
-                   if "invoicing.export_tax_report[" in ln and "succeeded" in ln)
+        return sum(
+            1
+            for ln in embedded["log"].read_text().splitlines()
+            if "invoicing.export_tax_report[" in ln and "succeeded" in ln
+        )
 
     assert wait_until(lambda: ran() == (2 if free else 1), 10, 0.1), embedded["log"].read_text()[-3000:]
     assert "running it in a thread" not in embedded["log"].read_text()
@@ -143,8 +177,9 @@ def test_a_killed_background_process_is_started_again_and_readyz_names_it_meanwh
     base = embedded["gateway"]
 
     def background_pid() -> int | None:
-        out = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(embedded["pid"])], capture_output=True,
-                             text=True).stdout
+        out = subprocess.run(
+            ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(embedded["pid"])], capture_output=True, text=True
+        ).stdout
         pids = [int(ln.split()[0]) for ln in out.splitlines() if ln.split()[-1] == "background"]
         return pids[0] if pids else None
 
@@ -152,8 +187,12 @@ def test_a_killed_background_process_is_started_again_and_readyz_names_it_meanwh
     first = background_pid()
     os.kill(first, signal.SIGKILL)
     states: list[dict] = []
-    assert wait_until(lambda: states.append(http_get(base + "/readyz")) or
-                      states[-1][1]["checks"].get("process:background") == "restarting", 10, 0.05), states[-1:]
+    assert wait_until(
+        lambda: states.append(http_get(base + "/readyz"))
+        or states[-1][1]["checks"].get("process:background") == "restarting",
+        10,
+        0.05,
+    ), states[-1:]
     assert states[-1][0] == 503
     assert wait_until(lambda: background_pid() not in (None, first), 30, 0.1)
     assert wait_until(lambda: http_get(base + "/readyz")[0] == 200, 30, 0.2), http_get(base + "/readyz")

@@ -1,6 +1,6 @@
 """The walking skeleton through the public API: health, OpenAPI, the taxonomy, and one event between services."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 from gateway.app import create_app
 from services.booking.prices import current_price

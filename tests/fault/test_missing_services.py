@@ -1,5 +1,6 @@
 """Fix 12: `make test` fails, never skips, when PostgreSQL, Redis or the broker is missing, unless the developer
 opts out (TEST_ALLOW_MISSING_SERVICES=1)."""
+
 from __future__ import annotations
 
 import os
@@ -8,13 +9,13 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PROBE = '''
+PROBE = """
 def test_needs_postgres(pg_url):
     assert pg_url
 
 def test_needs_redis(redis_url):
     assert redis_url
-'''
+"""
 
 
 def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -23,10 +24,19 @@ def _run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     try:
         # nothing listens on port 9 (discard) of loopback: both servers are "missing"
         e = {k: v for k, v in os.environ.items() if k != "TEST_ALLOW_MISSING_SERVICES"}
-        e.update(TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:9/test",
-                 TEST_REDIS_URL="redis://127.0.0.1:9/15", **env)
-        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfs", str(probe)],
-                              cwd=ROOT, env=e, capture_output=True, text=True, timeout=120)
+        e.update(
+            TEST_POSTGRES_URL="postgresql+psycopg://postgres@127.0.0.1:9/test",
+            TEST_REDIS_URL="redis://127.0.0.1:9/15",
+            **env,
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfs", str(probe)],
+            cwd=ROOT,
+            env=e,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         probe.unlink()
 

@@ -1,5 +1,6 @@
 """Fix 13: the supervisor starts a crashed process again with back-off, and stops the platform with a clear
 message on a crash loop. (The embedded run's end-to-end version is in tests/e2e/test_embedded.py.)"""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ def test_a_killed_child_is_started_again_after_a_back_off(tmp_path):
         assert sup.check() is None
         assert json.loads(state.read_text())["background"]["state"] == "restarting"
         assert sup.children["background"].process.pid == first.pid  # not yet: the back-off runs
-        assert wait_until(lambda: sup.check() is None and sup.children["background"].process.pid != first.pid,
-                          5, 0.05)
+        assert wait_until(
+            lambda: sup.check() is None and sup.children["background"].process.pid != first.pid, 5, 0.05
+        )
         assert json.loads(state.read_text())["background"]["state"] == "up"
         assert sup.children["gateway"].process is other and other.poll() is None  # the others were left alone
     finally:
@@ -45,5 +47,7 @@ def test_a_crash_loop_stops_the_platform_with_a_message(tmp_path, capfd):
     finally:
         sup.stop()
     err = capfd.readouterr().err
-    assert "background exited 3 times within 60s (last exit code 3): a crash loop, stopping the platform" in err
+    assert (
+        "background exited 3 times within 60s (last exit code 3): a crash loop, stopping the platform" in err
+    )
     assert err.count("starting it again") == 2

@@ -1,4 +1,5 @@
 """Gateway test fixtures. Redis comes from tests/conftest.py (`redis_url`); each test gets its own key prefix."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,4 +1,5 @@
 """Helpers for tests through the public API (the gateway, embedded, in process)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,8 +15,12 @@ USCC = "91350100M000100Y43"
 CITY_CODE = "110105"
 
 
-async def start(aiohttp_client, settings: Settings, platform: Platform | None = None,  # noqa: ANN001, ANN201
-                services: list[str] | None = ["accounts"]):  # noqa: B006
+async def start(
+    aiohttp_client,
+    settings: Settings,
+    platform: Platform | None = None,  # noqa: ANN001, ANN201
+    services: list[str] | None = ["accounts"],  # noqa: B006
+):
     """(platform, client) for the embedded gateway; background threads off: call platform.drain().
 
     Hosts only accounts unless `services` says otherwise (None: every service) — ten times faster to prepare;

@@ -12,6 +12,7 @@ records); the policy's refusal and a handler's are told apart by the problem's `
 `all_routes()` at collection time, so a route another engineer adds is in the matrix on the next run. The same matrix runs against the distributed gateway (forwarders), whose
 policy check happens before forwarding: there an allowed request reaches the (unreachable) service and gets 502.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -34,13 +35,21 @@ _PARAM = re.compile(r"{(\w+)(?::([^}]*))?}")
 
 
 def _settings(tmp_path, **kw) -> Settings:  # noqa: ANN001
-    return Settings(env="test", data_dir=tmp_path, bus="dblog", jwt_secret="matrix-secret-" + "x" * 32,
-                    pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=", rate_limit_per_minute=100_000,
-                    rate_limit_ip_per_minute=100_000, **kw)
+    return Settings(
+        env="test",
+        data_dir=tmp_path,
+        bus="dblog",
+        jwt_secret="matrix-secret-" + "x" * 32,
+        pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+        rate_limit_per_minute=100_000,
+        rate_limit_ip_per_minute=100_000,
+        **kw,
+    )
 
 
 def _url(route: RouteDef) -> str:
     """The route's path with made-up values in its parameters (matching a parameter's regex, if it has one)."""
+
     def fill(m: re.Match) -> str:
         pattern = m.group(2)
         for candidate in ("zz_missing", "1", "0", "a"):
@@ -53,8 +62,12 @@ def _url(route: RouteDef) -> str:
 
 def _token(settings: Settings, role: str) -> str:
     firm_roles = {(FIRM_ID, FIRM_ROLE[role])} if role in FIRM_ROLE else set()
-    principal = Principal(f"us_matrix_{role}", frozenset({role}), frozenset({FIRM_ID} if firm_roles else ()),
-                          frozenset(firm_roles))
+    principal = Principal(
+        f"us_matrix_{role}",
+        frozenset({role}),
+        frozenset({FIRM_ID} if firm_roles else ()),
+        frozenset(firm_roles),
+    )
     return issue_token(settings, principal)
 
 
@@ -78,7 +91,7 @@ async def _status(client, route: RouteDef, headers: dict[str, str]) -> tuple[int
 
     try:
         return await asyncio.wait_for(go(), timeout=10)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return 0, "timed out after the policy let it through"
 
 
@@ -89,8 +102,14 @@ def _outcomes(settings: Settings, route: RouteDef) -> list[tuple[str | None, dic
     return out
 
 
-def _check(route: RouteDef, role: str | None, want: str, status: int, text: str,
-           allowed_status: set[int] | None = None) -> str | None:
+def _check(
+    route: RouteDef,
+    role: str | None,
+    want: str,
+    status: int,
+    text: str,
+    allowed_status: set[int] | None = None,
+) -> str | None:
     who = role or "anonymous"
     reason = _reason(text) if status in (401, 403) else None
     if want == "pass":

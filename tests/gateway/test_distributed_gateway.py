@@ -1,5 +1,6 @@
 """The distributed gateway (SERVICES=none): it forwards to the service's own process and keeps the same behaviour —
 authentication and policy, idempotency replays, problem+json, request ids — as the embedded one."""
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,9 @@ async def _topology(aiohttp_client, aiohttp_server, settings):  # noqa: ANN001, 
     return platform, client, seen
 
 
-async def test_forwarding_keeps_the_gateway_behaviour(aiohttp_client, aiohttp_server, sqlite_settings) -> None:  # noqa: ANN001
+async def test_forwarding_keeps_the_gateway_behaviour(
+    aiohttp_client, aiohttp_server, sqlite_settings
+) -> None:  # noqa: ANN001
     platform, client, seen = await _topology(aiohttp_client, aiohttp_server, sqlite_settings)
 
     key = {"Idempotency-Key": "otp-1", "X-Request-Id": "rq-dist-1"}
@@ -43,7 +46,11 @@ async def test_forwarding_keeps_the_gateway_behaviour(aiohttp_client, aiohttp_se
     assert r1.status == 202, await r1.text()
     assert r1.headers["X-Request-Id"] == "rq-dist-1" and seen[-1]["X-Request-Id"] == "rq-dist-1"
     r2 = await client.post("/v1/auth/otp", json={"phone": PHONE}, headers=key | {"X-Request-Id": "rq-dist-2"})
-    assert r2.status == 202 and r2.headers["Idempotent-Replayed"] == "true" and await r2.json() == await r1.json()
+    assert (
+        r2.status == 202
+        and r2.headers["Idempotent-Replayed"] == "true"
+        and await r2.json() == await r1.json()
+    )
     assert len(platform["accounts"].ports["sms"].messages(PHONE)) == 1  # the code was sent once
     r3 = await client.post("/v1/auth/otp", json={"phone": "13812345679"}, headers=key)
     assert r3.status == 422

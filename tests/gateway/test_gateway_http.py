@@ -1,5 +1,6 @@
 """The gateway's HTTP behaviour: problem+json for every error, request ids, body limit, CORS, metrics, health,
 readiness, the OpenAPI document and the offline docs page."""
+
 from __future__ import annotations
 
 import re
@@ -35,7 +36,9 @@ async def test_every_error_is_a_problem(aiohttp_client, sqlite_settings) -> None
     assert r.status == 413
     await _problem(r)
     r = await client.post("/v1/auth/otp", data=b"{not json", headers={"Content-Type": "application/json"})
-    assert r.status == 400 and (await _problem(r))["errors"] == [{"field": "body", "message": "not valid JSON"}]
+    assert r.status == 400 and (await _problem(r))["errors"] == [
+        {"field": "body", "message": "not valid JSON"}
+    ]
     r = await client.post("/v1/auth/otp", json={"phone": 13812345678, "extra": 1})
     errors = (await _problem(r))["errors"]
     assert r.status == 400 and {e["field"] for e in errors} == {"phone", "extra"}
@@ -75,8 +78,11 @@ async def test_request_ids(aiohttp_client, sqlite_settings) -> None:  # noqa: AN
 async def test_cors_only_for_the_configured_origin(aiohttp_client, sqlite_settings) -> None:  # noqa: ANN001
     origin = "https://console.recycle.example.cn"
     _, client = await start(aiohttp_client, sqlite_settings.model_copy(update={"cors_origin": origin}))
-    pre = {"Origin": origin, "Access-Control-Request-Method": "POST",
-           "Access-Control-Request-Headers": "authorization, content-type, idempotency-key"}
+    pre = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+    }
     r = await client.options("/v1/firms", headers=pre)
     assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == origin
     assert "POST" in r.headers["Access-Control-Allow-Methods"]
@@ -106,7 +112,9 @@ async def test_metrics_by_route_template_and_status(aiohttp_client, sqlite_setti
     assert 'http_requests_total{method="GET",route="/v1/firms/{id}",status="404"} 2.0' in text
     assert 'http_requests_total{method="POST",route="/v1/auth/token",status="200"} 1.0' in text
     assert 'route="<unmatched>",status="404"' in text
-    assert re.search(r'http_request_duration_seconds_count\{method="GET",route="/v1/firms/\{id\}",status="404"\} 2', text)
+    assert re.search(
+        r'http_request_duration_seconds_count\{method="GET",route="/v1/firms/\{id\}",status="404"\} 2', text
+    )
     assert "fm_one" not in text
 
 
@@ -123,8 +131,12 @@ async def test_readiness_reports_a_dead_dependency(aiohttp_client, sqlite_settin
     _, client = await start(aiohttp_client, sqlite_settings.model_copy(update={"redis_url": redis_url}))
     st, body = await call(client, "GET", "/readyz")
     assert st == 200 and body["checks"]["redis"] == "ok"
-    _, client = await start(aiohttp_client, sqlite_settings.model_copy(
-        update={"redis_url": "redis://127.0.0.1:1/0", "data_dir": sqlite_settings.data_dir / "b"}))
+    _, client = await start(
+        aiohttp_client,
+        sqlite_settings.model_copy(
+            update={"redis_url": "redis://127.0.0.1:1/0", "data_dir": sqlite_settings.data_dir / "b"}
+        ),
+    )
     st, body = await call(client, "GET", "/readyz")
     assert st == 503 and body["status"] == "unavailable" and body["checks"]["redis"].startswith("error")
 
@@ -162,4 +174,6 @@ async def test_docs_page_works_offline(aiohttp_client, sqlite_settings) -> None:
     html = await r.text()
     assert r.status == 200 and r.content_type == "text/html"
     assert "/openapi.json" in html
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), "the page must not load anything remote"
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html), (
+        "the page must not load anything remote"
+    )

@@ -1,4 +1,5 @@
 """Idempotency-Key through the API: replays, 422 on reuse, per-user scope, concurrent duplicates, 5xx not stored."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +12,13 @@ from services.accounts import handlers
 from services.accounts.store import consents, firms
 from tests.gateway.support import CITY_CODE, USCC, call, login, start
 
-FIRM = {"name": "再生资源公司", "uscc": USCC, "recycler_filing_no": "BA-1", "address": "北京市", "city_code": CITY_CODE}
+FIRM = {
+    "name": "再生资源公司",
+    "uscc": USCC,
+    "recycler_filing_no": "BA-1",
+    "address": "北京市",
+    "city_code": CITY_CODE,
+}
 
 
 def _count(platform, table) -> int:  # noqa: ANN001
@@ -37,7 +44,9 @@ async def _replay(aiohttp_client, settings) -> None:  # noqa: ANN001
     assert r3.status == 422 and body["reason"] == "idempotency_key_reused"
     assert body["errors"][0]["field"] == "Idempotency-Key"
     # ... or on another path
-    st, _ = await call(client, "POST", "/v1/me/consents", owner, json={"kind": "reverse_invoicing"}, headers=key)
+    st, _ = await call(
+        client, "POST", "/v1/me/consents", owner, json={"kind": "reverse_invoicing"}, headers=key
+    )
     assert st == 422
 
     # an error reply is the request's outcome too: replayed
@@ -49,13 +58,23 @@ async def _replay(aiohttp_client, settings) -> None:  # noqa: ANN001
     # keys are per user: another user's identical key runs their own request
     other = await login(client, platform, "13800138001")
     k = {"Idempotency-Key": "consent-1"}
-    st_a, a = await call(client, "POST", "/v1/me/consents", owner, json={"kind": "reverse_invoicing"}, headers=k)
-    st_b, b = await call(client, "POST", "/v1/me/consents", other, json={"kind": "reverse_invoicing"}, headers=k)
+    st_a, a = await call(
+        client, "POST", "/v1/me/consents", owner, json={"kind": "reverse_invoicing"}, headers=k
+    )
+    st_b, b = await call(
+        client, "POST", "/v1/me/consents", other, json={"kind": "reverse_invoicing"}, headers=k
+    )
     assert st_a == st_b == 201 and a["id"] != b["id"] and _count(platform, consents) == 2
 
     # a key that is not visible ASCII is refused
-    st, body = await call(client, "POST", "/v1/me/consents", owner, json={"kind": "reverse_invoicing"},
-                          headers={"Idempotency-Key": "x" * 256})
+    st, body = await call(
+        client,
+        "POST",
+        "/v1/me/consents",
+        owner,
+        json={"kind": "reverse_invoicing"},
+        headers={"Idempotency-Key": "x" * 256},
+    )
     assert st == 400 and body["errors"][0]["field"] == "Idempotency-Key"
 
 
@@ -63,8 +82,13 @@ async def test_replay_sqlite_store(aiohttp_client, sqlite_settings) -> None:  # 
     await _replay(aiohttp_client, sqlite_settings)
 
 
-async def test_replay_redis_store(aiohttp_client, sqlite_settings, redis_url, redis_prefix,  # noqa: ANN001
-                                  monkeypatch) -> None:
+async def test_replay_redis_store(
+    aiohttp_client,
+    sqlite_settings,
+    redis_url,
+    redis_prefix,  # noqa: ANN001
+    monkeypatch,
+) -> None:
     monkeypatch.setenv("GATEWAY_REDIS_PREFIX", redis_prefix)
     await _replay(aiohttp_client, sqlite_settings.model_copy(update={"redis_url": redis_url}))
 
@@ -80,12 +104,16 @@ async def test_concurrent_duplicates_run_once(aiohttp_client, sqlite_settings, m
     platform, client = await start(aiohttp_client, sqlite_settings)
     user = await login(client, platform, "13800138000")
     headers = user.auth | {"Idempotency-Key": "dup-1"}
-    send = [client.post("/v1/me/consents", json={"kind": "reverse_invoicing"}, headers=headers) for _ in range(3)]
+    send = [
+        client.post("/v1/me/consents", json={"kind": "reverse_invoicing"}, headers=headers) for _ in range(3)
+    ]
     replies = await asyncio.gather(*send)
     statuses = sorted(r.status for r in replies)
     assert statuses == [201, 409, 409], statuses
     busy = next(r for r in replies if r.status == 409)
-    assert busy.headers["Retry-After"] == "1" and (await busy.json())["reason"] == "idempotency_key_in_progress"
+    assert (
+        busy.headers["Retry-After"] == "1" and (await busy.json())["reason"] == "idempotency_key_in_progress"
+    )
     done = next(r for r in replies if r.status == 201)
     first = await done.json()
     r = await client.post("/v1/me/consents", json={"kind": "reverse_invoicing"}, headers=headers)
@@ -111,9 +139,13 @@ async def test_server_errors_are_not_stored(aiohttp_client, sqlite_settings, mon
     platform, client = await start(aiohttp_client, sqlite_settings)
     user = await login(client, platform, "13800138000")
     headers = {"Idempotency-Key": "retry-me"}
-    st, body = await call(client, "POST", "/v1/me/consents", user, json={"kind": "reverse_invoicing"}, headers=headers)
+    st, body = await call(
+        client, "POST", "/v1/me/consents", user, json={"kind": "reverse_invoicing"}, headers=headers
+    )
     assert st == 500 and "database went away" not in json.dumps(body)
-    st, body = await call(client, "POST", "/v1/me/consents", user, json={"kind": "reverse_invoicing"}, headers=headers)
+    st, body = await call(
+        client, "POST", "/v1/me/consents", user, json={"kind": "reverse_invoicing"}, headers=headers
+    )
     assert st == 201 and len(calls) == 2
 
 

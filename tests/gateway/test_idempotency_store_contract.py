@@ -1,4 +1,5 @@
 """One contract for the idempotency store port, run against every adapter: SQLite, PostgreSQL, Redis."""
+
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +22,9 @@ async def store(request, tmp_path):  # noqa: ANN001, ANN201
         url = request.getfixturevalue("pg_url")
         s = SqlIdempotencyStore(Database(url, schema=unique_prefix() + "gateway"))
     else:
-        s = RedisIdempotencyStore(request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix"))
+        s = RedisIdempotencyStore(
+            request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        )
     yield s
     await s.close()
 

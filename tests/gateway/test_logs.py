@@ -1,5 +1,6 @@
 """Structured logs: one JSON access line per request, and no phone number, ID number or token in clear anywhere —
 neither in replies nor in what any logger writes."""
+
 from __future__ import annotations
 
 import io
@@ -32,8 +33,12 @@ def test_redaction_processor() -> None:
     event = {
         "event": f"login by {PHONE} id {ID_NUMBER} with Bearer abc.def.ghi",
         "nested": {"list": [f"+86 {PHONE}", {"deep": jwt}], "n": 13812345678},
-        "phone": "+8613812345678", "code": "907153", "request_id": "rq_0192a8123456789012345b",
-        "count": 12, "latency": 1.5, "ok": True,
+        "phone": "+8613812345678",
+        "code": "907153",
+        "request_id": "rq_0192a8123456789012345b",
+        "count": 12,
+        "latency": 1.5,
+        "ok": True,
     }
     out = json.dumps(redact(None, "info", event), ensure_ascii=False)
     for secret in (PHONE, ID_NUMBER, jwt, "abc.def.ghi", "907153", "13812345678"):
@@ -48,8 +53,12 @@ def test_redaction_processor() -> None:
 async def test_access_log_and_no_personal_data(aiohttp_client, sqlite_settings, log_output) -> None:  # noqa: ANN001
     platform, client = await start(aiohttp_client, sqlite_settings)
     user = await login(client, platform, PHONE)
-    st, body = await call(client, "POST", "/v1/me/identity", user, json={"real_name": "张三", "id_number": ID_NUMBER})
-    assert st == 200 and ID_NUMBER not in json.dumps(body) and "张三" not in json.dumps(body, ensure_ascii=False)
+    st, body = await call(
+        client, "POST", "/v1/me/identity", user, json={"real_name": "张三", "id_number": ID_NUMBER}
+    )
+    assert (
+        st == 200 and ID_NUMBER not in json.dumps(body) and "张三" not in json.dumps(body, ensure_ascii=False)
+    )
     st, me = await call(client, "GET", "/v1/me", user)
     assert PHONE not in json.dumps(me) and me["phone_masked"] == "138****5678"
     await call(client, "GET", f"/v1/firms/{PHONE}", user)  # personal data in a path
@@ -58,8 +67,9 @@ async def test_access_log_and_no_personal_data(aiohttp_client, sqlite_settings, 
     assert r.status == 401
     # other loggers: the standard library and structlog, with personal data in arguments and fields
     logging.getLogger("somewhere").warning("callback for %s (%s): %s", PHONE, ID_NUMBER, user.access_token)
-    structlog.get_logger("elsewhere").info("sent", phone=PHONE, payload={"id_number": ID_NUMBER,
-                                                                         "headers": [f"Bearer {user.refresh_token}"]})
+    structlog.get_logger("elsewhere").info(
+        "sent", phone=PHONE, payload={"id_number": ID_NUMBER, "headers": [f"Bearer {user.refresh_token}"]}
+    )
     try:
         raise ValueError(f"bad row for {PHONE}")
     except ValueError:
@@ -67,8 +77,14 @@ async def test_access_log_and_no_personal_data(aiohttp_client, sqlite_settings, 
 
     text = log_output.getvalue()
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-    for secret in (PHONE, ID_NUMBER, user.access_token, user.refresh_token, "张三",
-                   user.access_token.split(".")[2]):
+    for secret in (
+        PHONE,
+        ID_NUMBER,
+        user.access_token,
+        user.refresh_token,
+        "张三",
+        user.access_token.split(".")[2],
+    ):
         assert secret not in text, secret
     access = [line for line in lines if line.get("logger") == "gateway.access"]
     assert len(access) >= 7

@@ -1,4 +1,5 @@
 """Rate limits: the GCRA step, the limiter port against both adapters (memory, Redis), and 429 through the API."""
+
 from __future__ import annotations
 
 import asyncio
@@ -78,16 +79,26 @@ async def test_per_user_limit_memory(aiohttp_client, sqlite_settings) -> None:  
     await _per_user_limit(aiohttp_client, sqlite_settings.model_copy(update={"rate_limit_per_minute": 3}))
 
 
-async def test_per_user_limit_redis(aiohttp_client, sqlite_settings, redis_url, redis_prefix,  # noqa: ANN001
-                                    monkeypatch) -> None:
+async def test_per_user_limit_redis(
+    aiohttp_client,
+    sqlite_settings,
+    redis_url,
+    redis_prefix,  # noqa: ANN001
+    monkeypatch,
+) -> None:
     monkeypatch.setenv("GATEWAY_REDIS_PREFIX", redis_prefix)
-    await _per_user_limit(aiohttp_client, sqlite_settings.model_copy(
-        update={"rate_limit_per_minute": 3, "redis_url": redis_url}))
+    await _per_user_limit(
+        aiohttp_client,
+        sqlite_settings.model_copy(update={"rate_limit_per_minute": 3, "redis_url": redis_url}),
+    )
 
 
 async def test_per_ip_limit(aiohttp_client, sqlite_settings) -> None:  # noqa: ANN001
-    _, client = await start(aiohttp_client, sqlite_settings.model_copy(update={"rate_limit_ip_per_minute": 2}),
-                            services=["accounts", "booking"])
+    _, client = await start(
+        aiohttp_client,
+        sqlite_settings.model_copy(update={"rate_limit_ip_per_minute": 2}),
+        services=["accounts", "booking"],
+    )
     for _ in range(2):
         st, _ = await call(client, "GET", "/v1/categories")
         assert st == 200

@@ -4,6 +4,7 @@ Every operation is called with generated data (valid and invalid), as a real use
 be a 5xx, and every reply must match the document (status code listed, content type, body schema). Streams (SSE,
 WebSocket) are left out: they never end. Bounded: a few examples per operation (SCHEMATHESIS_MAX_EXAMPLES).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -57,7 +58,7 @@ class LiveGateway:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
 
-    def __enter__(self) -> "LiveGateway":
+    def __enter__(self) -> LiveGateway:
         self.thread.start()
         assert self.ready.wait(60), "the gateway did not start"
         return self
@@ -70,10 +71,15 @@ class LiveGateway:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):  # noqa: ANN001, ANN201
-    settings = Settings(env="test", data_dir=tmp_path_factory.mktemp("schemathesis"), bus="dblog",
-                        jwt_secret="schemathesis-secret-" + "x" * 32,
-                        pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
-                        rate_limit_per_minute=1_000_000, rate_limit_ip_per_minute=1_000_000)
+    settings = Settings(
+        env="test",
+        data_dir=tmp_path_factory.mktemp("schemathesis"),
+        bus="dblog",
+        jwt_secret="schemathesis-secret-" + "x" * 32,
+        pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+        rate_limit_per_minute=1_000_000,
+        rate_limit_ip_per_minute=1_000_000,
+    )
     with LiveGateway(settings) as gw:
         yield gw
 
@@ -106,16 +112,23 @@ def _document() -> dict:
 KNOWN_ISSUES: dict[str, str] = {}
 REGRESSION_INPUTS = {
     # parse_qty raised decimal.InvalidOperation (a 500) for a huge quantity: now a 400 naming the field
-    "POST /v1/pickups": {"address": {"text": "x", "city_code": "110105", "lat": 39.9, "lng": 116.4},
-                         "window": {"start": "2030-01-01T09:00:00+08:00", "end": "2030-01-01T10:00:00+08:00"},
-                         "items": [{"category": "metal.copper", "est_qty": 1e133}], "notes": ""},
+    "POST /v1/pickups": {
+        "address": {"text": "x", "city_code": "110105", "lat": 39.9, "lng": 116.4},
+        "window": {"start": "2030-01-01T09:00:00+08:00", "end": "2030-01-01T10:00:00+08:00"},
+        "items": [{"category": "metal.copper", "est_qty": 1e133}],
+        "notes": "",
+    },
     "POST /v1/pickups/{id}/weigh": {"lines": [{"category": "metal.copper", "qty": 1e133}]},
 }
 
 DOCUMENT = _document()
 schema = schemathesis.openapi.from_dict(DOCUMENT)
-_EXCLUDED = STREAMS + [op["operationId"] for path, ops in DOCUMENT["paths"].items() for m, op in ops.items()
-                       if f"{m.upper()} {path}" in KNOWN_ISSUES]
+_EXCLUDED = STREAMS + [
+    op["operationId"]
+    for path, ops in DOCUMENT["paths"].items()
+    for m, op in ops.items()
+    if f"{m.upper()} {path}" in KNOWN_ISSUES
+]
 if _EXCLUDED:
     schema = schema.exclude(operation_id=_EXCLUDED)
 
@@ -131,8 +144,17 @@ def test_the_live_server_serves_this_document(live) -> None:  # noqa: ANN001
 @schema.parametrize()
 @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_conforms_to_its_document(case, live, auth_headers) -> None:  # noqa: ANN001
-    case.call_and_validate(base_url=live.url, headers=auth_headers, timeout=20, checks=[
-        not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance])
+    case.call_and_validate(
+        base_url=live.url,
+        headers=auth_headers,
+        timeout=20,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+    )
 
 
 @pytest.mark.parametrize("label", sorted(REGRESSION_INPUTS))
@@ -143,8 +165,12 @@ def test_inputs_schemathesis_once_broke_are_refused_cleanly(label: str, live, au
 
     method, path = label.split(" ", 1)
     body = json.dumps(REGRESSION_INPUTS[label]).encode()
-    req = urllib.request.Request(live.url + path.replace("{id}", "pk_missing"), data=body, method=method,
-                                 headers=auth_headers | {"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        live.url + path.replace("{id}", "pk_missing"),
+        data=body,
+        method=method,
+        headers=auth_headers | {"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             status = r.status

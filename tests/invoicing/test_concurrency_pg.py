@@ -4,6 +4,7 @@
 - many sellers, one issuer at once, some transactions rolled back: numbers stay unique and gap-free;
 - the same pickup delivered to several consumers at once: one invoice.
 """
+
 from __future__ import annotations
 
 import threading
@@ -61,8 +62,10 @@ def test_concurrent_settlements_of_one_seller_never_exceed_the_cap(platform, pg_
     rt = platform["invoicing"]
     publish(platform, *seller_events(pg_settings, "u_1"))
     # 4,900,000.00 over January–October (10 × 494,900.00: sales excl 490,000.00 each), across two issuers
-    publish(platform, *(settled("u_1", "fm_a" if m % 2 else "fm_b", 49_490_000, on=date(2026, m, 5))
-                        for m in range(1, 11)))
+    publish(
+        platform,
+        *(settled("u_1", "fm_a" if m % 2 else "fm_b", 49_490_000, on=date(2026, m, 5)) for m in range(1, 11)),
+    )
     # 12 pickups of 20,000.00 settle at once in November: the first five fit exactly (exempt: 100,000.00)
     pickups = [settled("u_1", "fm_a" if i % 2 else "fm_b", 2_000_000, on=NOV) for i in range(12)]
     results = run_concurrently(12, lambda i: settle(rt, pickups[i]))
@@ -70,9 +73,13 @@ def test_concurrent_settlements_of_one_seller_never_exceed_the_cap(platform, pg_
     assert sorted(r.status for r in results) == ["blocked"] * 7 + ["issued"] * 5
     assert {r.refusal.reason for r in results if r.refusal} == {"cap_exceeded"}
     with rt.db.session() as s:
-        issued = s.execute(select(invoices).where(invoices.c.seller_id == "u_1", invoices.c.status == "issued")).all()
+        issued = s.execute(
+            select(invoices).where(invoices.c.seller_id == "u_1", invoices.c.status == "issued")
+        ).all()
     w_from, w_to = rolling_cap_window(NOV)
-    assert sum(r.sales_excl_fen for r in issued if w_from <= r.cap_date <= w_to) == CAP  # reached, never above
+    assert (
+        sum(r.sales_excl_fen for r in issued if w_from <= r.cap_date <= w_to) == CAP
+    )  # reached, never above
     for firm in ("fm_a", "fm_b"):
         seqs = [r.seq for r in issued if r.issuer_firm_id == firm]
         assert missing_sequence_numbers(seqs) == [] and duplicate_sequence_numbers(seqs) == []
@@ -86,8 +93,11 @@ def test_numbers_stay_gap_free_under_concurrency_and_rollbacks(platform, pg_sett
     failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
     assert failed == [0, 5, 10, 15, 20]
     with rt.db.session() as s:
-        rows = s.execute(select(invoices.c.seq, invoices.c.number, invoices.c.pickup_id)
-                         .where(invoices.c.issuer_firm_id == "fm_a")).all()
+        rows = s.execute(
+            select(invoices.c.seq, invoices.c.number, invoices.c.pickup_id).where(
+                invoices.c.issuer_firm_id == "fm_a"
+            )
+        ).all()
     assert len(rows) == 19 and sorted(r.seq for r in rows) == list(range(1, 20))
     assert len({r.number for r in rows}) == 19
     # the rolled-back pickups are redelivered: they take the next numbers, still without a gap

@@ -1,6 +1,7 @@
 """Tax exports: the 明细报告表 / 报告表 / annual statements, CSV parsed back and XLSX opened with openpyxl; the
 month settlement they apply checked against the domain's; the API (202, progress, download, access control), the
 Celery task and the CLI."""
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,17 @@ from services.invoicing.exports import DETAIL_KEYS, SUMMARY_ITEMS, ReportSpec, w
 from services.invoicing.issuing import issue_red_letter, load_taxes
 from services.invoicing.store import invoices
 
-from .support import accountant, app_client, at, auth, issuer_events, platform_for, publish, seller_events, settled
+from .support import (
+    accountant,
+    app_client,
+    at,
+    auth,
+    issuer_events,
+    platform_for,
+    publish,
+    seller_events,
+    settled,
+)
 
 NOV = date(2026, 11, 10)
 MONEY = [k for k in DETAIL_KEYS if k.endswith("_fen")]
@@ -48,15 +59,26 @@ def scenario(platform, settings, seed: int = 7) -> None:
         seller = f"u_{k:02d}"
         for month in (10, 11):
             for _ in range(rng.randint(1, 4)):
-                amount = rng.choice([1_000_000, 2_500_000, 4_000_000, 6_000_000, 8_000_000, 3_333_333, 12_345])
+                amount = rng.choice(
+                    [1_000_000, 2_500_000, 4_000_000, 6_000_000, 8_000_000, 3_333_333, 12_345]
+                )
                 firm = "fm_a" if rng.random() < 0.7 else "fm_b"
-                pickups.append(settled(seller, firm, [amount, rng.randint(1, 500_000)],
-                                       on=date(2026, month, rng.randint(1, 28))))
+                pickups.append(
+                    settled(
+                        seller,
+                        firm,
+                        [amount, rng.randint(1, 500_000)],
+                        on=date(2026, month, rng.randint(1, 28)),
+                    )
+                )
     publish(platform, *pickups)
     rt = platform["invoicing"]
     with rt.db.session() as s:
-        blues = s.execute(select(invoices).where(invoices.c.kind == "blue", invoices.c.status == "issued")
-                          .order_by(invoices.c.number)).all()
+        blues = s.execute(
+            select(invoices)
+            .where(invoices.c.kind == "blue", invoices.c.status == "issued")
+            .order_by(invoices.c.number)
+        ).all()
     for b in rng.sample(blues, 10):
         when = at(date(2026, 11, 29)) if rng.random() < 0.5 else at(max(b.invoice_date, date(2026, 11, 1)))
         lines = None if rng.random() < 0.5 else [RedLetterLine(0, rng.randint(1, 12_000), Decimal("0"))]
@@ -79,18 +101,23 @@ def test_the_detail_report_settles_each_seller_month_as_the_domain_does(settings
     assert len(inv_rows) == n > 0
     # the domain's settlement of every seller-month (all issuers), invoice by invoice
     with rt.db.session() as s:
-        month = s.execute(select(invoices).where(invoices.c.status == "issued",
-                                                 invoices.c.invoice_date.between(date(2026, 11, 1),
-                                                                                 date(2026, 11, 30)))).all()
+        month = s.execute(
+            select(invoices).where(
+                invoices.c.status == "issued",
+                invoices.c.invoice_date.between(date(2026, 11, 1), date(2026, 11, 30)),
+            )
+        ).all()
         expected = {}
         for seller in {r.seller_id for r in month}:
             mine = [r for r in month if r.seller_id == seller]
             settled_month = month_settlement([load_taxes(s, r) for r in mine])
             for r, si in zip(mine, settled_month.invoices):
                 expected[r.number] = (si, settled_month.taxable)
-    assert {r["invoice_number"] for r in inv_rows} == {num for num, _ in expected.items()
-                                                       if any(m.number == num and m.issuer_firm_id == "fm_a"
-                                                              for m in month)}
+    assert {r["invoice_number"] for r in inv_rows} == {
+        num
+        for num, _ in expected.items()
+        if any(m.number == num and m.issuer_firm_id == "fm_a" for m in month)
+    }
     flipped = 0
     for r in inv_rows:
         si, taxable = expected[r["invoice_number"]]
@@ -120,10 +147,13 @@ def test_the_detail_report_settles_each_seller_month_as_the_domain_does(settings
     assert wb.sheetnames == ["明细", "汇总"]
     sheet = list(wb["明细"].iter_rows(values_only=True))
     assert sheet[0][0].startswith("代办税费明细报告表 2026-11") and sheet[2] == DETAIL_KEYS
-    assert [[("" if v is None else str(v)) for v in row] for row in sheet[3:]] == [list(r.values()) for r in rows]
+    assert [[("" if v is None else str(v)) for v in row] for row in sheet[3:]] == [
+        list(r.values()) for r in rows
+    ]
     totals = {row[0]: row[2] for row in list(wb["汇总"].iter_rows(values_only=True))[3:]}
     assert totals["vat_due_fen"] == int(firm_total["vat_due_fen"]) and totals["sellers"] == len(
-        {r["seller_id"] for r in inv_rows})
+        {r["seller_id"] for r in inv_rows}
+    )
     # the summary report alone, CSV
     summary = tmp_path / "summary.csv"
     write_report(rt.db, ReportSpec("fm_a", "summary", "2026-11", "csv"), summary)
@@ -142,8 +172,9 @@ def test_the_annual_statement_export_sums_the_sellers_year(sqlite_settings, tmp_
     write_report(rt.db, ReportSpec("fm_a", "annual", "2026", "csv"), out)
     rows = read_csv(out)
     with rt.db.session() as s:
-        mine = s.execute(select(invoices).where(invoices.c.issuer_firm_id == "fm_a",
-                                                invoices.c.status == "issued")).all()
+        mine = s.execute(
+            select(invoices).where(invoices.c.issuer_firm_id == "fm_a", invoices.c.status == "issued")
+        ).all()
     assert {r["seller_id"] for r in rows} == {m.seller_id for m in mine}
     for r in rows:
         got = [m for m in mine if m.seller_id == r["seller_id"]]
@@ -158,8 +189,12 @@ def test_full_pii_reveals_the_sellers_identity_for_the_filing(sqlite_settings, t
     publish(platform, *issuer_events("fm_a"), *seller_events(sqlite_settings, "u_1"))
     publish(platform, settled("u_1", "fm_a", 100_000, on=NOV))
     out = tmp_path / "d.csv"
-    write_report(platform["invoicing"].db, ReportSpec("fm_a", "detail", "2026-11", "csv", pii="full"), out,
-                 settings=sqlite_settings)
+    write_report(
+        platform["invoicing"].db,
+        ReportSpec("fm_a", "detail", "2026-11", "csv", pii="full"),
+        out,
+        settings=sqlite_settings,
+    )
     row = read_csv(out)[0]
     assert (row["seller_name"], row["seller_id_number"]) == ("张三", "11010519491231002X")
     write_report(platform["invoicing"].db, ReportSpec("fm_a", "detail", "2026-11", "csv"), out)
@@ -197,25 +232,38 @@ async def test_export_through_the_api_is_streamed_to_the_firms_accountants_only(
     rows = list(csv.DictReader(io.StringIO((await r.read()).decode("utf-8-sig"))))
     assert len([x for x in rows if x["row_type"] == "invoice"]) == job["rows_total"]
     # another accountant of the same firm may download it; nobody else
-    assert (await client.get(job["download_url"], headers=accountant(settings, "fm_a", "u_acc2"))).status == 200
-    for headers in (accountant(settings, "fm_b", "u_b"), auth(settings, "u_00", "resident"),
-                    auth(settings, "u_admin", "admin")):
+    assert (
+        await client.get(job["download_url"], headers=accountant(settings, "fm_a", "u_acc2"))
+    ).status == 200
+    for headers in (
+        accountant(settings, "fm_b", "u_b"),
+        auth(settings, "u_00", "resident"),
+        auth(settings, "u_admin", "admin"),
+    ):
         assert (await client.get(job["download_url"], headers=headers)).status == 403
         assert (await client.get(f"/v1/tax/exports/{started['id']}", headers=headers)).status == 403
-    assert (await client.post("/v1/tax/exports", json={"period": "2026-11", "format": "csv", "firm_id": "fm_a"},
-                              headers=accountant(settings, "fm_b", "u_b"))).status == 403
+    assert (
+        await client.post(
+            "/v1/tax/exports",
+            json={"period": "2026-11", "format": "csv", "firm_id": "fm_a"},
+            headers=accountant(settings, "fm_b", "u_b"),
+        )
+    ).status == 403
     two_firms = auth(settings, "u_two", "accountant", firms=("fm_a", "fm_b"))
     r = await client.post("/v1/tax/exports", json={"period": "2026-11", "format": "csv"}, headers=two_firms)
     assert r.status == 400 and (await r.json())["errors"][0]["field"] == "firm_id"
     r = await client.post("/v1/tax/exports", json={"period": "2026-11", "format": "pdf"}, headers=acc)
     assert r.status == 400
     # XLSX through the API
-    r = await client.post("/v1/tax/exports", json={"period": "2026-11", "format": "xlsx", "kind": "summary"},
-                          headers=acc)
+    r = await client.post(
+        "/v1/tax/exports", json={"period": "2026-11", "format": "xlsx", "kind": "summary"}, headers=acc
+    )
     job = await _wait_done(client, (await r.json())["id"], acc)
     body = await (await client.get(job["download_url"], headers=acc)).read()
     wb = load_workbook(io.BytesIO(body), read_only=True)
-    assert [row[0] for row in list(wb.active.iter_rows(values_only=True))[3:]] == [k for k, _ in SUMMARY_ITEMS]
+    assert [row[0] for row in list(wb.active.iter_rows(values_only=True))[3:]] == [
+        k for k, _ in SUMMARY_ITEMS
+    ]
     assert (await client.get("/v1/tax/exports/ex_nope", headers=acc)).status == 404
     platform.stop()
 
@@ -232,7 +280,12 @@ def test_the_celery_task_generates_the_export_and_records_progress(sqlite_settin
         assert dispatch(rt, job["id"], "celery") == "celery"
         assert calls == [("invoicing.export_tax_report", (job["id"],))]
         done = load_export(rt.db, job["id"])
-        assert (done["status"], done["rows_done"], done["rows_total"], done["runner"]) == ("done", 250, 250, "celery")
+        assert (done["status"], done["rows_done"], done["rows_total"], done["runner"]) == (
+            "done",
+            250,
+            250,
+            "celery",
+        )
         assert done["progress"] == 1.0 and done["dispatched_at"] is not None
         # a redelivered task (acks_late) leaves a finished job alone
         assert tasks.export_tax_report(rt, job["id"])["status"] == "done"
@@ -274,15 +327,25 @@ def test_the_cli_writes_the_report_with_a_progress_bar(sqlite_settings, tmp_path
     publish(platform, *(settled("u_1", "fm_a", 10_000 + k, on=NOV) for k in range(30)))
     platform.stop()
     out = tmp_path / "report.xlsx"
-    env = {"ENV": "test", "DATA_DIR": str(sqlite_settings.data_dir), "PII_KEY": sqlite_settings.pii_key,
-           "JWT_SECRET": sqlite_settings.jwt_secret, "DATABASE_URL": sqlite_settings.database_url}
-    result = CliRunner().invoke(cli, ["export", "--period", "2026-11", "--format", "xlsx", "--firm", "fm_a",
-                                      "--out", str(out)], env=env)
+    env = {
+        "ENV": "test",
+        "DATA_DIR": str(sqlite_settings.data_dir),
+        "PII_KEY": sqlite_settings.pii_key,
+        "JWT_SECRET": sqlite_settings.jwt_secret,
+        "DATABASE_URL": sqlite_settings.database_url,
+    }
+    result = CliRunner().invoke(
+        cli,
+        ["export", "--period", "2026-11", "--format", "xlsx", "--firm", "fm_a", "--out", str(out)],
+        env=env,
+    )
     assert result.exit_code == 0, result.output
     assert "30 invoices" in result.output
     sheet = list(load_workbook(out, read_only=True)["明细"].iter_rows(values_only=True))
     assert len([r for r in sheet[3:] if r[0] == "invoice"]) == 30
-    bad = CliRunner().invoke(cli, ["export", "--period", "2026-13", "--format", "csv", "--firm", "fm_a"], env=env)
+    bad = CliRunner().invoke(
+        cli, ["export", "--period", "2026-13", "--format", "csv", "--firm", "fm_a"], env=env
+    )
     assert bad.exit_code == 2 and "period" in bad.output
 
 
@@ -296,11 +359,15 @@ def test_a_thread_export_whose_process_is_gone_is_marked_failed_at_start(sqlite_
 
     platform = platform_for(sqlite_settings)
     rt = platform["invoicing"]
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead = create_export(rt.db, ReportSpec("fm_a", "detail", "2026-11", "csv"), "u_acc", "thread")
     alive = create_export(rt.db, ReportSpec("fm_a", "detail", "2026-11", "csv"), "u_acc", "thread")
     set_export(rt.db, dead["id"], status="running", worker=f"{socket.gethostname()}:{gone.stdout.strip()}")
-    set_export(rt.db, alive["id"], status="running", worker=f"{socket.gethostname()}:{__import__('os').getpid()}")
+    set_export(
+        rt.db, alive["id"], status="running", worker=f"{socket.gethostname()}:{__import__('os').getpid()}"
+    )
     setup_and_recover(rt)
     assert load_export(rt.db, dead["id"])["status"] == "failed"
     assert load_export(rt.db, alive["id"])["status"] == "running"

@@ -1,5 +1,6 @@
 """Issuing through the service: exactly one invoice per settled pickup, the gates (blocked paths and their
 reasons), retries, evidence, immutability, and the date-effective service rules (withholding, location class)."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,9 @@ def platform(settings):
 def rows(platform, **where) -> list:
     c = invoices.c
     with platform["invoicing"].db.session() as s:
-        return s.execute(select(invoices).where(*(getattr(c, k) == v for k, v in where.items()))
-                         .order_by(c.created_at)).all()
+        return s.execute(
+            select(invoices).where(*(getattr(c, k) == v for k, v in where.items())).order_by(c.created_at)
+        ).all()
 
 
 def events(platform, suffix: str) -> list[dict]:
@@ -119,8 +121,11 @@ def test_a_pickup_settled_before_the_seller_verified_is_blocked_then_issued_on_r
     issued = [e for e in events(platform, "invoice.issued.v1") if e["pickup_id"] == ev.pickup_id]
     assert len(issued) == 1 and issued[0]["retried"] is True and issued[0]["invoice_id"] == row.id
     with platform["invoicing"].db.session() as s:
-        history = s.execute(select(attempts.c.outcome, attempts.c.reason).where(attempts.c.invoice_id == row.id)
-                            .order_by(attempts.c.id)).all()
+        history = s.execute(
+            select(attempts.c.outcome, attempts.c.reason)
+            .where(attempts.c.invoice_id == row.id)
+            .order_by(attempts.c.id)
+        ).all()
     assert [tuple(h) for h in history] == [("blocked", "seller_unverified"), ("issued", None)]
 
 
@@ -136,7 +141,9 @@ def test_a_retry_that_still_fails_keeps_the_invoice_blocked_with_the_new_reason(
     assert row.status == "blocked"
     assert len(events(platform, "invoice.blocked.v1")) == 1  # the saga heard it once
     publish(platform, *seller_events(settings, "u_nc", verified=False))  # the consent arrives
-    assert retry_blocked(platform["invoicing"], row.id, "u_admin", now=at(date(2026, 11, 26))).status == "issued"
+    assert (
+        retry_blocked(platform["invoicing"], row.id, "u_admin", now=at(date(2026, 11, 26))).status == "issued"
+    )
     with pytest.raises(Conflict):
         retry_blocked(platform["invoicing"], row.id, "u_admin")
 
@@ -144,14 +151,17 @@ def test_a_retry_that_still_fails_keeps_the_invoice_blocked_with_the_new_reason(
 # ---------------------------------------------------------------------------------------------- gates
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("unverified_firm", "issuer_unverified"),
-    ("no_qualification", "issuer_not_qualified"),
-    ("expired", "qualification_expired"),
-    ("unverified_seller", "seller_unverified"),
-    ("no_consent", "consent_missing"),
-    ("nothing_bought", "nothing_to_invoice"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("unverified_firm", "issuer_unverified"),
+        ("no_qualification", "issuer_not_qualified"),
+        ("expired", "qualification_expired"),
+        ("unverified_seller", "seller_unverified"),
+        ("no_consent", "consent_missing"),
+        ("nothing_bought", "nothing_to_invoice"),
+    ],
+)
 def test_blocked_paths_keep_the_invoice_blocked_with_the_reason(platform, settings, case, reason):
     seller, firm, amounts, extra = "u_1", "fm_a", [500_000], None
     if case == "unverified_firm":
@@ -169,8 +179,16 @@ def test_blocked_paths_keep_the_invoice_blocked_with_the_reason(platform, settin
         publish(platform, *seller_events(settings, seller, consent=False))
     elif case == "nothing_bought":
         amounts = []
-        extra = [SettledLine(category="hazardous.battery", tax_code="1080110010000000000", unit="kg", qty="2.000",
-                             unit_price_fen=0, amount_fen=0)]
+        extra = [
+            SettledLine(
+                category="hazardous.battery",
+                tax_code="1080110010000000000",
+                unit="kg",
+                qty="2.000",
+                unit_price_fen=0,
+                amount_fen=0,
+            )
+        ]
     ev = settled(seller, firm, amounts, on=NOV, extra_lines=extra)
     publish(platform, ev)
     (row,) = rows(platform, pickup_id=ev.pickup_id)
@@ -204,8 +222,14 @@ def test_an_issuer_with_unpaid_tax_is_suspended_after_the_filing_deadline_until_
 
 
 def test_only_the_lines_bought_are_invoiced(platform):
-    battery = SettledLine(category="hazardous.battery", tax_code="1080110010000000000", unit="kg", qty="2.000",
-                          unit_price_fen=0, amount_fen=0)
+    battery = SettledLine(
+        category="hazardous.battery",
+        tax_code="1080110010000000000",
+        unit="kg",
+        qty="2.000",
+        unit_price_fen=0,
+        amount_fen=0,
+    )
     ev = settled("u_1", "fm_a", [300_000, 200_000], on=NOV, extra_lines=[battery])
     publish(platform, ev)
     (row,) = rows(platform, pickup_id=ev.pickup_id)
@@ -222,19 +246,44 @@ def test_evidence_is_kept_with_the_invoice_and_the_payout_record_is_attached_whe
     ev = settled("u_1", "fm_a", 500_000, on=NOV)
     publish(platform, ev)
     now = datetime(2026, 11, 10, 3, tzinfo=UTC)
-    publish(platform, PayoutRequested(payout_id="po_" + ev.pickup_id, payee_user_id="u_1", amount_fen=498_750,
-                                      purpose="pickup", reference_id=ev.pickup_id, requested_by="booking",
-                                      requested_at=now),
-            PayoutPaid(payout_id="po_" + ev.pickup_id, reference_id=ev.pickup_id, amount_fen=498_750,
-                       provider_ref="sbx_1", paid_at=now),
-            PayoutPaid(payout_id="po_other", reference_id="order_1", amount_fen=1, provider_ref="x", paid_at=now))
+    publish(
+        platform,
+        PayoutRequested(
+            payout_id="po_" + ev.pickup_id,
+            payee_user_id="u_1",
+            amount_fen=498_750,
+            purpose="pickup",
+            reference_id=ev.pickup_id,
+            requested_by="booking",
+            requested_at=now,
+        ),
+        PayoutPaid(
+            payout_id="po_" + ev.pickup_id,
+            reference_id=ev.pickup_id,
+            amount_fen=498_750,
+            provider_ref="sbx_1",
+            paid_at=now,
+        ),
+        PayoutPaid(payout_id="po_other", reference_id="order_1", amount_fen=1, provider_ref="x", paid_at=now),
+    )
     with platform["invoicing"].db.session() as s:
-        got = {e.kind: json.loads(e.payload) for e in s.execute(
-            select(evidence).where(evidence.c.pickup_id == ev.pickup_id)).all()}
+        got = {
+            e.kind: json.loads(e.payload)
+            for e in s.execute(select(evidence).where(evidence.c.pickup_id == ev.pickup_id)).all()
+        }
         unrelated = s.execute(select(evidence).where(evidence.c.pickup_id == "order_1")).all()
-    assert set(got) == {"weighing", "consent", "qualification", "three_flows", "payout_requested", "payout_paid"}
+    assert set(got) == {
+        "weighing",
+        "consent",
+        "qualification",
+        "three_flows",
+        "payout_requested",
+        "payout_paid",
+    }
     assert got["weighing"]["lines"][0]["qty"] == "1000.000" and got["consent"]["consent_id"] == "cs_u_1"
-    assert got["payout_requested"]["payee_is_seller"] is True and got["payout_paid"]["provider_ref"] == "sbx_1"
+    assert (
+        got["payout_requested"]["payee_is_seller"] is True and got["payout_paid"]["provider_ref"] == "sbx_1"
+    )
     assert got["three_flows"]["holds"] is True and not unrelated
 
 
@@ -243,14 +292,15 @@ def test_issued_invoices_lines_and_evidence_cannot_be_changed_in_the_database(pl
     publish(platform, ev)
     (row,) = rows(platform, pickup_id=ev.pickup_id)
     db = platform["invoicing"].db
-    for stmt in (update(invoices).where(invoices.c.id == row.id).values(total_fen=1),
-                 invoices.delete().where(invoices.c.id == row.id),
-                 update(invoice_lines).where(invoice_lines.c.invoice_id == row.id).values(amount_fen=1),
-                 evidence.delete().where(evidence.c.pickup_id == ev.pickup_id),
-                 update(attempts).values(reason="x")):
-        with pytest.raises(DBAPIError, match="immutable"):
-            with db.session() as s, s.begin():
-                s.execute(stmt)
+    for stmt in (
+        update(invoices).where(invoices.c.id == row.id).values(total_fen=1),
+        invoices.delete().where(invoices.c.id == row.id),
+        update(invoice_lines).where(invoice_lines.c.invoice_id == row.id).values(amount_fen=1),
+        evidence.delete().where(evidence.c.pickup_id == ev.pickup_id),
+        update(attempts).values(reason="x"),
+    ):
+        with pytest.raises(DBAPIError, match="immutable"), db.session() as s, s.begin():
+            s.execute(stmt)
     assert rows(platform, pickup_id=ev.pickup_id)[0].total_fen == 500_000
     with db.session() as s, s.begin():  # a blocked invoice may change (its reason; once, to issued)
         s.execute(text("UPDATE invoices SET blocked_detail = 'x' WHERE status = 'blocked'"))
@@ -263,15 +313,20 @@ def test_withholding_and_location_class_follow_the_date_effective_service_rules(
     path = tmp_path / "service_rules.toml"
     path.write_text(SERVICE_RULES, encoding="utf-8")
     configure(platform["invoicing"], service_rules_file=str(path))
-    publish(platform, *issuer_events("fm_sjz", city_code="130102"), *issuer_events("fm_hb", city_code="130200"))
+    publish(
+        platform, *issuer_events("fm_sjz", city_code="130102"), *issuer_events("fm_hb", city_code="130200")
+    )
     oct_ev = settled("u_1", "fm_sjz", 12_000_000, on=date(2026, 10, 20))
     nov_ev = settled("u_1", "fm_hb", 12_000_000, on=date(2026, 11, 20))
     publish(platform, oct_ev, nov_ev)
-    october, = rows(platform, pickup_id=oct_ev.pickup_id)
-    november, = rows(platform, pickup_id=nov_ev.pickup_id)
+    (october,) = rows(platform, pickup_id=oct_ev.pickup_id)
+    (november,) = rows(platform, pickup_id=nov_ev.pickup_id)
     # 130102 (石家庄 district) → prefecture 130100 = "other": 118,812 × 1% × ½ = 594
     assert (october.location_class, october.vat_fen, october.city_maintenance_fen) == ("other", 118_812, 594)
-    assert october.withholding and october.withheld_fen == october.vat_fen + october.surcharges_fen + october.iit_fen
+    assert (
+        october.withholding
+        and october.withheld_fen == october.vat_fen + october.surcharges_fen + october.iit_fen
+    )
     # 130200 → province 130000 = "county_town": × 5% × ½ = 2,970; withholding off from 2026-11-01
     assert (november.location_class, november.city_maintenance_fen) == ("county_town", 2_970)
     assert (november.withholding, november.withheld_fen) == (False, 0) and november.iit_fen > 0

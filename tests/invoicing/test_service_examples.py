@@ -3,6 +3,7 @@ events in (over the real bus), invoices and InvoiceIssued/InvoiceBlocked events 
 
 Invoices dated 2026-11 (China time), issuer qualified (urban: 北京市朝阳区), seller verified, 三流合一 holds.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,8 @@ from sqlalchemy import select
 
 from services.invoicing.exports import ReportSpec, write_report
 from services.invoicing.store import invoices
-from services.kernel.outbox import outbox_t as outbox_events
 from services.kernel.events import Envelope
+from services.kernel.outbox import outbox_t as outbox_events
 
 from .support import issuer_events, platform_for, publish, seller_events, settled
 
@@ -36,8 +37,11 @@ def platform(settings):
 
 def _invoices(platform, seller_id: str) -> list:
     with platform["invoicing"].db.session() as s:
-        return s.execute(select(invoices).where(invoices.c.seller_id == seller_id)
-                         .order_by(invoices.c.invoice_date, invoices.c.created_at)).all()
+        return s.execute(
+            select(invoices)
+            .where(invoices.c.seller_id == seller_id)
+            .order_by(invoices.c.invoice_date, invoices.c.created_at)
+        ).all()
 
 
 def _published(platform, type_suffix: str) -> list[dict]:
@@ -50,9 +54,12 @@ def _published(platform, type_suffix: str) -> list[dict]:
 def test_example_1_three_exempt_pickups_prepay_income_tax_at_a_quarter_percent(platform, settings):
     publish(platform, *seller_events(settings, "u_ex1"))
     # When three pickups of 20,000.00, 25,000.00 and 15,000.00 settle in November
-    publish(platform, settled("u_ex1", "fm_a", 2_000_000, on=date(2026, 11, 3)),
-            settled("u_ex1", "fm_a", 2_500_000, on=date(2026, 11, 9)),
-            settled("u_ex1", "fm_b", 1_500_000, on=date(2026, 11, 20)))
+    publish(
+        platform,
+        settled("u_ex1", "fm_a", 2_000_000, on=date(2026, 11, 3)),
+        settled("u_ex1", "fm_a", 2_500_000, on=date(2026, 11, 9)),
+        settled("u_ex1", "fm_b", 1_500_000, on=date(2026, 11, 20)),
+    )
     rows = _invoices(platform, "u_ex1")
     # Then each is issued exempt (month 60,000.00 ≤ 100,000) with income tax 50.00 + 62.50 + 37.50 = 150.00
     assert [r.status for r in rows] == ["issued"] * 3
@@ -61,11 +68,16 @@ def test_example_1_three_exempt_pickups_prepay_income_tax_at_a_quarter_percent(p
     assert [r.iit_fen for r in rows] == [5_000, 6_250, 3_750]
     assert [r.withheld_fen for r in rows] == [5_000, 6_250, 3_750]
     issued = {e["pickup_id"]: e for e in _published(platform, "invoice.issued.v1")}
-    assert sorted(e["withheld_fen"] for e in issued.values() if e["seller_id"] == "u_ex1") == [3_750, 5_000, 6_250]
+    assert sorted(e["withheld_fen"] for e in issued.values() if e["seller_id"] == "u_ex1") == [
+        3_750,
+        5_000,
+        6_250,
+    ]
 
 
-def test_example_2_the_second_pickup_makes_the_month_taxable_and_the_report_adjusts_the_first(platform, settings,
-                                                                                               tmp_path):
+def test_example_2_the_second_pickup_makes_the_month_taxable_and_the_report_adjusts_the_first(
+    platform, settings, tmp_path
+):
     publish(platform, *seller_events(settings, "u_ex2"))
     publish(platform, settled("u_ex2", "fm_a", 8_000_000, on=date(2026, 11, 4)))
     publish(platform, settled("u_ex2", "fm_a", 4_000_000, on=date(2026, 11, 18)))
@@ -74,7 +86,11 @@ def test_example_2_the_second_pickup_makes_the_month_taxable_and_the_report_adju
     assert (first.vat_rate, first.vat_fen, first.sales_excl_fen) == ("免税", 0, 8_000_000)
     assert (second.vat_rate, second.sales_excl_fen, second.vat_fen) == ("0.01", 3_960_396, 39_604)
     # urban issuer: surcharges on 396.04 = 13.86 + 5.94 + 3.96 (halved)
-    assert (second.city_maintenance_fen, second.education_fen, second.local_education_fen) == (1_386, 594, 396)
+    assert (second.city_maintenance_fen, second.education_fen, second.local_education_fen) == (
+        1_386,
+        594,
+        396,
+    )
     # The monthly report settles the month: 80,000.00 ⇒ excl 79,207.92, VAT 792.08 due for the first invoice
     out = tmp_path / "detail.csv"
     write_report(platform["invoicing"].db, ReportSpec("fm_a", "detail", "2026-11", "csv"), out)
@@ -89,7 +105,9 @@ def test_example_2_the_second_pickup_makes_the_month_taxable_and_the_report_adju
     assert r1["month_vat_status"] == r2["month_vat_status"] == "应税"
 
 
-def test_example_3_an_invoice_straddling_600000_of_year_to_date_sales_splits_the_income_tax(platform, settings):
+def test_example_3_an_invoice_straddling_600000_of_year_to_date_sales_splits_the_income_tax(
+    platform, settings
+):
     publish(platform, *seller_events(settings, "u_ex3"))
     # Given 590,000.00 of sales earlier in 2026 (exempt months: 5 × 100,000.00 + 90,000.00)
     history = [settled("u_ex3", "fm_a", 10_000_000, on=date(2026, m, 15)) for m in range(1, 6)]
@@ -106,7 +124,9 @@ def test_example_3_an_invoice_straddling_600000_of_year_to_date_sales_splits_the
 def test_example_4_the_rolling_cap_refuses_the_invoice_and_the_pickup_stays_settled(platform, settings):
     publish(platform, *seller_events(settings, "u_ex4"))
     # Given 4,990,000.00 over the trailing 12 months, across two issuers: 10 × 503,990.00 (excl 499,000.00 each)
-    history = [settled("u_ex4", "fm_a" if m % 2 else "fm_b", 50_399_000, on=date(2026, m, 10)) for m in range(2, 12)]
+    history = [
+        settled("u_ex4", "fm_a" if m % 2 else "fm_b", 50_399_000, on=date(2026, m, 10)) for m in range(2, 12)
+    ]
     publish(platform, *history)
     assert sum(r.sales_excl_fen for r in _invoices(platform, "u_ex4")) == 499_000_000
     # When a 20,000.00 pickup settles

@@ -7,6 +7,7 @@
 
 One platform per test (SQLite); each generated example works on a seller of its own.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -24,8 +25,17 @@ from services.kernel.db import UnitOfWork
 from .support import at, issuer_events, platform_for, publish, seller_events, settled
 
 CAP = 500_000_000
-AMOUNTS = ("total_fen", "sales_excl_fen", "vat_fen", "city_maintenance_fen", "education_fen",
-           "local_education_fen", "surcharges_fen", "iit_fen", "withheld_fen")
+AMOUNTS = (
+    "total_fen",
+    "sales_excl_fen",
+    "vat_fen",
+    "city_maintenance_fen",
+    "education_fen",
+    "local_education_fen",
+    "surcharges_fen",
+    "iit_fen",
+    "withheld_fen",
+)
 PROPS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 _sellers = itertools.count()
 
@@ -63,8 +73,12 @@ def test_invoice_totals_are_the_sums_of_their_lines(sqlite_settings):
     rt = platform["invoicing"]
 
     @PROPS
-    @given(before=st.lists(st.integers(1, 8_000_000), max_size=3), amounts=line_amounts, on=day,
-           firm=st.sampled_from(["fm_a", "fm_b"]))
+    @given(
+        before=st.lists(st.integers(1, 8_000_000), max_size=3),
+        amounts=line_amounts,
+        on=day,
+        firm=st.sampled_from(["fm_a", "fm_b"]),
+    )
     def prop(before, amounts, on, firm):  # noqa: ANN001
         seller = _seller(platform, sqlite_settings)
         for b in before:
@@ -88,15 +102,16 @@ def test_a_full_red_letter_nets_its_blue_invoice_to_zero(sqlite_settings):
     rt = platform["invoicing"]
 
     @PROPS
-    @given(before=st.integers(0, 12_000_000), amounts=line_amounts, on=day,
-           later=st.integers(0, 40))
+    @given(before=st.integers(0, 12_000_000), amounts=line_amounts, on=day, later=st.integers(0, 40))
     def prop(before, amounts, on, later):  # noqa: ANN001
         seller = _seller(platform, sqlite_settings)
         if before:
             _settle(rt, settled(seller, "fm_a", before, on=on))
         blue = _settle(rt, settled(seller, "fm_a", amounts, on=on))
         red_on = date.fromordinal(on.toordinal() + later)
-        red_id = issue_red_letter(rt, blue.invoice_id, reason="开票有误", lines=None, by="u_acc", now=at(red_on))
+        red_id = issue_red_letter(
+            rt, blue.invoice_id, reason="开票有误", lines=None, by="u_acc", now=at(red_on)
+        )
         b, _ = _row(rt, blue.invoice_id)
         r, _ = _row(rt, red_id)
         # a red letter in the same month nets the blue as issued; in a later month, as its month settled —
@@ -114,25 +129,46 @@ def test_a_full_red_letter_nets_its_blue_invoice_to_zero(sqlite_settings):
 def test_the_rolling_cap_is_never_exceeded(sqlite_settings):
     platform = _platform(sqlite_settings)
     rt = platform["invoicing"]
-    pickups = st.lists(st.tuples(st.integers(0, 17), st.integers(1, 150_000_000), st.sampled_from(["fm_a", "fm_b"])),
-                       min_size=1, max_size=14)
+    pickups = st.lists(
+        st.tuples(st.integers(0, 17), st.integers(1, 150_000_000), st.sampled_from(["fm_a", "fm_b"])),
+        min_size=1,
+        max_size=14,
+    )
 
     @PROPS
     @given(pickups=pickups)
     # a December pickup invoiced after three January ones: fine in the window ending in December, over the cap in
     # the window ending in January
-    @example(pickups=[(12, 150_000_000, "fm_a"), (12, 150_000_000, "fm_b"), (12, 150_000_000, "fm_a"),
-                      (11, 60_000_000, "fm_b")])
+    @example(
+        pickups=[
+            (12, 150_000_000, "fm_a"),
+            (12, 150_000_000, "fm_b"),
+            (12, 150_000_000, "fm_a"),
+            (11, 60_000_000, "fm_b"),
+        ]
+    )
     def prop(pickups):  # noqa: ANN001
         seller = _seller(platform, sqlite_settings)
-        for month_index, amount, firm in pickups:  # in any order: a late pickup may be invoiced after later ones
+        for (
+            month_index,
+            amount,
+            firm,
+        ) in pickups:  # in any order: a late pickup may be invoiced after later ones
             y, m = divmod(2025 * 12 + month_index, 12)
             _settle(rt, settled(seller, firm, amount, on=date(y, m + 1, 15)))
         with rt.db.session() as s:
-            rows = s.execute(select(invoices).where(invoices.c.seller_id == seller,
-                                                    invoices.c.status == "issued")).all()
-            blocked = s.execute(select(invoices.c.blocked_reason).where(
-                invoices.c.seller_id == seller, invoices.c.status == "blocked")).scalars().all()
+            rows = s.execute(
+                select(invoices).where(invoices.c.seller_id == seller, invoices.c.status == "issued")
+            ).all()
+            blocked = (
+                s.execute(
+                    select(invoices.c.blocked_reason).where(
+                        invoices.c.seller_id == seller, invoices.c.status == "blocked"
+                    )
+                )
+                .scalars()
+                .all()
+            )
         assert set(blocked) <= {"cap_exceeded"}
         for month_index in range(0, 18 + 11):  # every window of 12 natural months that holds an invoice
             y, m = divmod(2025 * 12 + month_index, 12)

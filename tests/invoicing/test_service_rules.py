@@ -1,4 +1,5 @@
 """The service's own date-effective rules (service_rules.toml): loading, validation, look-ups."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -35,23 +36,44 @@ def test_filing_deadline_and_suspension_start():
 
 
 def test_location_class_by_exact_code_then_prefecture_then_province_then_default():
-    book = parse_service_rules(SHIPPED.replace("by_city = {}", 'by_city = { "130102" = "urban", '
-                                               '"130100" = "other", "130000" = "county_town" }'))
+    book = parse_service_rules(
+        SHIPPED.replace(
+            "by_city = {}", 'by_city = { "130102" = "urban", "130100" = "other", "130000" = "county_town" }'
+        )
+    )
     classes = book.rules_for(date(2026, 11, 1)).location_classes
     assert [classes.class_for(c) for c in ("130102", "130104", "130203", "440305", "bad")] == [
-        "urban", "other", "county_town", "urban", "urban"]
+        "urban",
+        "other",
+        "county_town",
+        "urban",
+        "urban",
+    ]
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda s: s.replace("effective_from = 2024-04-29\nenabled", "effective_from = 2024-05-01\nenabled"),
-     "no entry in force"),
-    (lambda s: s.replace("enabled = true", 'enabled = "yes"'), "true or false"),
-    (lambda s: s.replace("day_of_next_month = 15", "day_of_next_month = 40"), "between 1 and 31"),
-    (lambda s: s.replace("by_city = {}", 'by_city = { "1301" = "other" }'), "6-digit"),
-    (lambda s: s + "\n[[withholdng]]\n", "unknown keys"),
-    (lambda s: s.replace('kinds = ["recycler_filing", "hazardous_waste", "elv"]', "kinds = []"), "non-empty"),
-    (lambda s: s + '\n[[withholding]]\neffective_from = 2026-01-01\nenabled = false\nsource = "x"\n', "overlap"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda s: s.replace(
+                "effective_from = 2024-04-29\nenabled", "effective_from = 2024-05-01\nenabled"
+            ),
+            "no entry in force",
+        ),
+        (lambda s: s.replace("enabled = true", 'enabled = "yes"'), "true or false"),
+        (lambda s: s.replace("day_of_next_month = 15", "day_of_next_month = 40"), "between 1 and 31"),
+        (lambda s: s.replace("by_city = {}", 'by_city = { "1301" = "other" }'), "6-digit"),
+        (lambda s: s + "\n[[withholdng]]\n", "unknown keys"),
+        (
+            lambda s: s.replace('kinds = ["recycler_filing", "hazardous_waste", "elv"]', "kinds = []"),
+            "non-empty",
+        ),
+        (
+            lambda s: s + '\n[[withholding]]\neffective_from = 2026-01-01\nenabled = false\nsource = "x"\n',
+            "overlap",
+        ),
+    ],
+)
 def test_malformed_service_rules_are_refused(mutate, message):
     with pytest.raises(TaxConfigError, match=message):
         parse_service_rules(mutate(SHIPPED))

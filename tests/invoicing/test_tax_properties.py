@@ -1,4 +1,5 @@
 """Properties of the reverse-invoicing tax rules over many generated invoices (hypothesis)."""
+
 from __future__ import annotations
 
 from datetime import date, timedelta
@@ -42,8 +43,11 @@ PROPERTY = settings(max_examples=200, deadline=None)
 dates = st.dates(min_value=date(2024, 4, 29), max_value=date(2029, 12, 31))
 amounts = st.integers(min_value=1, max_value=3_000_000_000)  # up to 30,000,000.00 yuan per line
 qtys = st.decimals(min_value=Decimal("0.001"), max_value=Decimal("100000"), places=3)
-lines_st = st.lists(st.builds(lambda a, q: InvoiceLine("废金属/废铜", TAX_CODE, q, "kg", 100, a), amounts, qtys),
-                    min_size=1, max_size=6)
+lines_st = st.lists(
+    st.builds(lambda a, q: InvoiceLine("废金属/废铜", TAX_CODE, q, "kg", 100, a), amounts, qtys),
+    min_size=1,
+    max_size=6,
+)
 positions = st.builds(
     SellerPosition,
     month_to_date_sales_excl_fen=st.integers(0, 20_000_000),
@@ -54,8 +58,15 @@ locations = st.sampled_from(["urban", "county_town", "other"])
 
 
 def issue(on, lines, position, three_flows=True, location="urban", waiver=None) -> InvoiceTaxes:
-    return compute_invoice_taxes(on, lines, position, three_flows=three_flows, issuer_location_class=location,
-                                 waiver_reason=waiver, rule_book=BOOK)
+    return compute_invoice_taxes(
+        on,
+        lines,
+        position,
+        three_flows=three_flows,
+        issuer_location_class=location,
+        waiver_reason=waiver,
+        rule_book=BOOK,
+    )
 
 
 def try_issue(*args, **kw) -> InvoiceTaxes | None:
@@ -130,7 +141,9 @@ def test_full_red_letter_nets_the_blue_to_zero(on, lines, position, three_flows,
 @PROPERTY
 @given(dates, amounts, positions, st.booleans(), st.data())
 def test_partial_red_letter_leaves_exactly_the_taxes_of_what_is_kept(on, amount, position, three_flows, data):
-    blue = try_issue(on, [InvoiceLine("废纸", TAX_CODE, Decimal("10"), "kg", 1, amount)], position, three_flows)
+    blue = try_issue(
+        on, [InvoiceLine("废纸", TAX_CODE, Decimal("10"), "kg", 1, amount)], position, three_flows
+    )
     assume(blue is not None)
     taken = data.draw(st.integers(1, amount))
     red = red_letter(blue, on, [RedLetterLine(0, taken, Decimal("0"))])
@@ -139,8 +152,9 @@ def test_partial_red_letter_leaves_exactly_the_taxes_of_what_is_kept(on, amount,
     rate = None if blue.exempt else blue.applied.taxable_vat_rate
     kept_excl, kept_vat = vat_split(kept, rate)
     assert (b.sales_excl_fen + r.sales_excl_fen, b.vat_fen + r.vat_fen) == (kept_excl, kept_vat)
-    assert b.iit_fen + r.iit_fen == iit_prepayment_fen(kept_excl, b.year_to_date_before_fen,
-                                                       blue.applied.iit_schedule)
+    assert b.iit_fen + r.iit_fen == iit_prepayment_fen(
+        kept_excl, b.year_to_date_before_fen, blue.applied.iit_schedule
+    )
     # a red letter never adds tax
     assert r.vat_fen <= 0 and r.iit_fen <= 0 and r.surcharges_fen <= 0 and r.sales_excl_fen <= 0
 
@@ -165,9 +179,12 @@ def test_income_tax_is_monotone_in_its_base(a, b, ytd):
 
 
 @PROPERTY
-@given(dates, st.integers(1, 500_000_000), st.integers(1, 500_000_000), positions, st.booleans(), st.booleans())
-def test_income_tax_is_monotone_in_the_invoice_amount_within_one_vat_status(on, a, b, position, three_flows,
-                                                                           month_over):
+@given(
+    dates, st.integers(1, 500_000_000), st.integers(1, 500_000_000), positions, st.booleans(), st.booleans()
+)
+def test_income_tax_is_monotone_in_the_invoice_amount_within_one_vat_status(
+    on, a, b, position, three_flows, month_over
+):
     # Across the exemption threshold an invoice's tax base drops (exempt: sales = total; taxable: total / 1.01),
     # so the income tax is monotone in the amount for a given VAT status — pin the status through month-to-date.
     low, high = sorted((a, b))
@@ -192,7 +209,8 @@ def test_straddle_split_is_correct_for_any_year_to_date(base, ytd):
     low = max(0, min(base, 60_000_000 - ytd))
     high = base - low
     assert [(s.base_fen, s.rate) for s in slices] == [
-        (n, r) for n, r in ((low, Decimal("0.0025")), (high, Decimal("0.005"))) if n]
+        (n, r) for n, r in ((low, Decimal("0.0025")), (high, Decimal("0.005"))) if n
+    ]
     expected = half_up(low * Decimal("0.0025") + high * Decimal("0.005"))
     assert iit_prepayment_fen(base, ytd, TIERS) == expected
 
@@ -220,8 +238,12 @@ def test_month_settlement_taxes_the_whole_month_or_none_of_it(pickups, location)
     # Given a month of pickups issued in date order with the running month-to-date figure
     invoices, mtd = [], 0
     for day, amount in sorted(pickups):
-        t = issue(date(2026, 11, day), [InvoiceLine("废纸", TAX_CODE, Decimal("1"), "kg", amount, amount)],
-                  SellerPosition(mtd, 0, 0), location=location)
+        t = issue(
+            date(2026, 11, day),
+            [InvoiceLine("废纸", TAX_CODE, Decimal("1"), "kg", amount, amount)],
+            SellerPosition(mtd, 0, 0),
+            location=location,
+        )
         invoices.append(t)
         mtd += t.sales_excl_fen
     report = month_settlement(invoices)
@@ -231,7 +253,9 @@ def test_month_settlement_taxes_the_whole_month_or_none_of_it(pickups, location)
     if any(not t.exempt for t in invoices):
         assert report.taxable  # an invoice issued taxable means the month ends taxable (no red letters here)
     for s in report.invoices:
-        expected = vat_split(s.issued.total_fen, None if s.settled.exempt else s.issued.applied.taxable_vat_rate)
+        expected = vat_split(
+            s.issued.total_fen, None if s.settled.exempt else s.issued.applied.taxable_vat_rate
+        )
         assert (s.settled.sales_excl_fen, s.settled.vat_fen) == expected
         assert s.settled.iit_fen == s.issued.iit_fen
         assert s.vat_adjustment_fen == s.settled.vat_fen - s.issued.vat_fen >= 0
@@ -258,7 +282,10 @@ def test_gap_check_finds_exactly_the_absent_sequence_numbers(seqs):
 
 @pytest.mark.parametrize("amount", [1, 50, 99, 100, 101, 151, 10_000_000])
 def test_tiny_and_round_amounts_keep_the_identities(amount):
-    t = issue(date(2026, 11, 5), [InvoiceLine("废纸", TAX_CODE, Decimal("1"), "kg", amount, amount)],
-              SellerPosition(THRESHOLD, 0, 0))
+    t = issue(
+        date(2026, 11, 5),
+        [InvoiceLine("废纸", TAX_CODE, Decimal("1"), "kg", amount, amount)],
+        SellerPosition(THRESHOLD, 0, 0),
+    )
     assert t.sales_excl_fen + t.vat_fen == amount
     assert t.vat_fen >= 0 and t.sales_excl_fen >= 0

@@ -3,6 +3,7 @@ date-effective configuration and invoice numbers.
 
 Given/when/then in each test's body. Amounts are in fen: 20,000.00 yuan = 2_000_000.
 """
+
 from __future__ import annotations
 
 from datetime import date
@@ -42,7 +43,9 @@ from services.kernel.errors import RuleViolated, ValidationFailed
 
 BOOK = default_rule_book()
 SHIPPED_TOML = resources.files("services.invoicing").joinpath("tax_rules.toml").read_text(encoding="utf-8")
-TAX_CODE = "1040101000000000000"  # illustrative 19-digit 商品和服务税收分类编码; the taxonomy owns the real ones
+TAX_CODE = (
+    "1040101000000000000"  # illustrative 19-digit 商品和服务税收分类编码; the taxonomy owns the real ones
+)
 NOV = date(2026, 11, 10)
 
 
@@ -51,12 +54,28 @@ def line(amount_fen: int, qty: str = "1000.000", category: str = "废金属/废�
     return InvoiceLine(category, TAX_CODE, Decimal(qty), "kg", int(amount_fen / Decimal(qty)), amount_fen)
 
 
-def issue(amount_fen: int | list[int], *, on: date = NOV, mtd: int = 0, ytd: int = 0, trailing: int = 0,
-          three_flows: bool = True, location: str = "urban", waiver: str | None = None, book=BOOK):
+def issue(
+    amount_fen: int | list[int],
+    *,
+    on: date = NOV,
+    mtd: int = 0,
+    ytd: int = 0,
+    trailing: int = 0,
+    three_flows: bool = True,
+    location: str = "urban",
+    waiver: str | None = None,
+    book=BOOK,
+):
     amounts = amount_fen if isinstance(amount_fen, list) else [amount_fen]
-    return compute_invoice_taxes(on, [line(a) for a in amounts], SellerPosition(mtd, ytd, trailing),
-                                 three_flows=three_flows, issuer_location_class=location, waiver_reason=waiver,
-                                 rule_book=book)
+    return compute_invoice_taxes(
+        on,
+        [line(a) for a in amounts],
+        SellerPosition(mtd, ytd, trailing),
+        three_flows=three_flows,
+        issuer_location_class=location,
+        waiver_reason=waiver,
+        rule_book=book,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- worked examples
@@ -108,8 +127,11 @@ def test_example_2_second_pickup_pushes_the_month_over_and_the_report_adjusts_th
     assert report.vat_adjustment_fen == 79_208
     assert report.vat_fen == 79_208 + 39_604
     # surcharges follow the VAT (urban issuer, halved): 3.5% / 1.5% / 1% of 792.08
-    assert settled_first.surcharge_adjustments == {"city_maintenance": 2_772, "education": 1_188,
-                                                   "local_education": 792}
+    assert settled_first.surcharge_adjustments == {
+        "city_maintenance": 2_772,
+        "education": 1_188,
+        "local_education": 792,
+    }
     # the income-tax prepayment is not re-computed by the settlement
     assert settled_first.settled.iit_fen == first.iit_fen == 20_000
     assert [k for k, _ in report.adjustments] == [0]
@@ -161,16 +183,27 @@ def test_surcharges_hand_computed_for_an_urban_issuer_while_relief_lasts():
     # 教育费附加     3% × ½ = 1.5% × 118,812 = 1,782.18 → 1,782
     # 地方教育附加   2% × ½ = 1%   × 118,812 = 1,188.12 → 1,188
     assert t.surcharges == {"city_maintenance": 4_158, "education": 1_782, "local_education": 1_188}
-    assert (t.city_maintenance_fen, t.education_surcharge_fen, t.local_education_surcharge_fen) == (4_158, 1_782, 1_188)
+    assert (t.city_maintenance_fen, t.education_surcharge_fen, t.local_education_surcharge_fen) == (
+        4_158,
+        1_782,
+        1_188,
+    )
     assert t.surcharges_fen == 7_128
     # 个人所得税 0.25% × 11,881,188 = 29,702.97 → 29,703
     assert t.iit_fen == 29_703
     assert t.withheld_fen == 118_812 + 7_128 + 29_703 == 155_643
     assert t.net_fen == 12_000_000 - 155_643
     assert t.summary() == {
-        "kind": "blue", "exempt": False, "total_fen": 12_000_000, "sales_excl_fen": 11_881_188, "vat_rate": "0.01",
-        "vat_fen": 118_812, "surcharges": {"city_maintenance": 4_158, "education": 1_782, "local_education": 1_188},
-        "surcharges_fen": 7_128, "iit_fen": 29_703, "withheld_fen": 155_643,
+        "kind": "blue",
+        "exempt": False,
+        "total_fen": 12_000_000,
+        "sales_excl_fen": 11_881_188,
+        "vat_rate": "0.01",
+        "vat_fen": 118_812,
+        "surcharges": {"city_maintenance": 4_158, "education": 1_782, "local_education": 1_188},
+        "surcharges_fen": 7_128,
+        "iit_fen": 29_703,
+        "withheld_fen": 155_643,
     }
 
 
@@ -228,7 +261,9 @@ def test_without_three_flows_income_tax_stays_at_half_a_percent_after_july_2026(
 
 def test_year_to_date_above_the_tier_pays_half_a_percent():
     assert issue(1_000_000, ytd=60_000_000).iit_fen == 5_000
-    assert issue(1_000_000, ytd=59_000_000).iit_fen == 2_500  # ends exactly at 600,000.00: all in the low tier
+    assert (
+        issue(1_000_000, ytd=59_000_000).iit_fen == 2_500
+    )  # ends exactly at 600,000.00: all in the low tier
 
 
 def test_lines_are_rounded_once_each_and_sum_exactly_to_the_invoice():
@@ -270,8 +305,9 @@ def test_rolling_cap_window_is_twelve_natural_months_ending_with_the_invoice_mon
 
 def test_blue_lines_must_be_positive_and_present():
     with pytest.raises(ValidationFailed):
-        compute_invoice_taxes(NOV, [], SellerPosition(), three_flows=True, issuer_location_class="urban",
-                              rule_book=BOOK)
+        compute_invoice_taxes(
+            NOV, [], SellerPosition(), three_flows=True, issuer_location_class="urban", rule_book=BOOK
+        )
     with pytest.raises(ValidationFailed) as caught:
         issue(0)
     assert caught.value.errors[0]["field"] == "lines[0].amount_fen"
@@ -381,12 +417,18 @@ def test_rules_in_force_on_an_invoice_date():
     assert {w.code for w in r.waiver_reasons} == {"prior_3pct_correction", "business_need"}
     assert r.location_classes == {"urban", "county_town", "other"}
     assert [(s.code, s.rate) for s in r.surcharge_rates("urban")] == [
-        ("city_maintenance", Decimal("0.035")), ("education", Decimal("0.015")), ("local_education", Decimal("0.010"))]
+        ("city_maintenance", Decimal("0.035")),
+        ("education", Decimal("0.015")),
+        ("local_education", Decimal("0.010")),
+    ]
     assert r.rolling_cap.sales_excl_fen == 500_000_000 and r.rolling_cap.months == 12
     assert [(t.up_to_year_sales_excl_fen, t.rate) for t in r.iit_prepayment.schedule(True)] == [
-        (60_000_000, Decimal("0.0025")), (None, Decimal("0.005"))]
+        (60_000_000, Decimal("0.0025")),
+        (None, Decimal("0.005")),
+    ]
     assert [(t.up_to_year_sales_excl_fen, t.rate) for t in r.iit_prepayment.schedule(False)] == [
-        (None, Decimal("0.005"))]
+        (None, Decimal("0.005"))
+    ]
     assert any("2024年第5号" in s for s in r.sources) and any("2026年第12号" in s for s in r.sources)
 
 
@@ -409,8 +451,11 @@ def test_reduction_relief_and_exemption_end_after_2027_in_the_shipped_configurat
 
 def test_surcharge_relief_end_date_is_configuration():
     # Given a deployment that ends the relief on 2026-12-31
-    book = parse_rule_book(SHIPPED_TOML.replace('effective_to = 2027-12-31\nfactor = "0.5"',
-                                                'effective_to = 2026-12-31\nfactor = "0.5"'))
+    book = parse_rule_book(
+        SHIPPED_TOML.replace(
+            'effective_to = 2027-12-31\nfactor = "0.5"', 'effective_to = 2026-12-31\nfactor = "0.5"'
+        )
+    )
     # Then a January 2027 invoice pays surcharges in full: 7% × 1,188.12 = 83.17, 3% = 35.64, 2% = 23.76
     t = issue(12_000_000, on=date(2027, 1, 4), book=book)
     assert t.vat_fen == 118_812
@@ -434,24 +479,42 @@ def test_load_rule_book_defaults_to_the_shipped_file_and_reads_a_given_one(tmp_p
 
 def test_every_entry_in_force_names_its_source():
     kinds = {kind for kind, e in entries_in_force(BOOK, NOV) if e.source}
-    assert {"regime", "vat_exemption_threshold", "vat_levy_rate", "vat_reduced_rate", "vat_waiver_reason",
-            "surcharge", "surcharge_relief", "iit_prepayment", "rolling_cap"} == kinds
+    assert {
+        "regime",
+        "vat_exemption_threshold",
+        "vat_levy_rate",
+        "vat_reduced_rate",
+        "vat_waiver_reason",
+        "surcharge",
+        "surcharge_relief",
+        "iit_prepayment",
+        "rolling_cap",
+    } == kinds
     assert date(2026, 7, 1) in BOOK.change_dates() and date(2028, 1, 1) in BOOK.change_dates()
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda s: s.replace('rate = "0.01"', "rate = 0.01"), "never a float"),
-    (lambda s: s.replace("effective_from = 2026-07-01", "effective_from = 2026-06-30"), "overlap"),
-    (lambda s: s.replace("effective_from = 2026-07-01", "effective_from = 2026-07-02"), "no entry in force"),
-    (lambda s: s.replace('source = "国家税务总局公告2024年第5号 第一条"\n', "", 1), "source"),
-    (lambda s: s.replace("schema_version = 1", "schema_version = 2"), "schema_version"),
-    (lambda s: s.replace("months = 12", "months = 0"), "months"),
-    (lambda s: s.replace('up_to_year_sales_excl_fen = 60_000_000, ', ""), "tier"),
-    (lambda s: s + "\n[[vat_levy_rat]]\n", "unknown keys"),
-    (lambda s: s.replace('"local_education"]', '"local_educaton"]'), "unknown surcharges"),
-    (lambda s: s.replace('rate = "0.03"\nsource', 'rate = "3"\nsource'), "between 0 and 1"),
-    (lambda s: s.replace("effective_to = 2026-06-30", "effective_to = 2024-01-01"), "before effective_from"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda s: s.replace('rate = "0.01"', "rate = 0.01"), "never a float"),
+        (lambda s: s.replace("effective_from = 2026-07-01", "effective_from = 2026-06-30"), "overlap"),
+        (
+            lambda s: s.replace("effective_from = 2026-07-01", "effective_from = 2026-07-02"),
+            "no entry in force",
+        ),
+        (lambda s: s.replace('source = "国家税务总局公告2024年第5号 第一条"\n', "", 1), "source"),
+        (lambda s: s.replace("schema_version = 1", "schema_version = 2"), "schema_version"),
+        (lambda s: s.replace("months = 12", "months = 0"), "months"),
+        (lambda s: s.replace("up_to_year_sales_excl_fen = 60_000_000, ", ""), "tier"),
+        (lambda s: s + "\n[[vat_levy_rat]]\n", "unknown keys"),
+        (lambda s: s.replace('"local_education"]', '"local_educaton"]'), "unknown surcharges"),
+        (lambda s: s.replace('rate = "0.03"\nsource', 'rate = "3"\nsource'), "between 0 and 1"),
+        (
+            lambda s: s.replace("effective_to = 2026-06-30", "effective_to = 2024-01-01"),
+            "before effective_from",
+        ),
+    ],
+)
 def test_malformed_configuration_is_refused_at_load(mutate, message):
     with pytest.raises(TaxConfigError, match=message):
         parse_rule_book(mutate(SHIPPED_TOML))
@@ -475,8 +538,17 @@ def test_invoice_numbers_run_per_issuer_and_year_without_gaps():
     assert duplicate_sequence_numbers([1, 2, 2, 3, 3, 3]) == [2, 3]
 
 
-@pytest.mark.parametrize("text", ["2600001234000000005", "260000123400000000571", "26A00012340000000057",
-                                  "26000000000000000057", "26000012340000000000", "２６000012340000000057"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2600001234000000005",
+        "260000123400000000571",
+        "26A00012340000000057",
+        "26000000000000000057",
+        "26000012340000000000",
+        "２６000012340000000057",
+    ],
+)
 def test_malformed_invoice_numbers_are_refused_naming_the_field(text):
     with pytest.raises(ValidationFailed) as caught:
         parse_invoice_number(text)

@@ -1,4 +1,5 @@
 """Bad configuration stops start-up at once with a message that says what to fix."""
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,8 @@ def test_prod_without_secrets_refuses(tmp_path):
 
 def test_serve_exits_with_a_message(tmp_path):
     env = dict(os.environ, DATA_DIR=str(tmp_path), DATABASE_URL=DEAD_PG, PORT="1")
-    p = subprocess.run([sys.executable, "-m", "workers.cli", "serve"], env=env, capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert p.returncode != 0
     assert "configuration error" in p.stderr and "DATABASE_URL" in p.stderr

@@ -1,4 +1,5 @@
 """The one consumer dialect: contract classes mapped to `when_<event>_<action>(event, uow)` handlers."""
+
 from __future__ import annotations
 
 from services.kernel import events as _events

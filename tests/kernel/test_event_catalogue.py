@@ -1,4 +1,5 @@
 """Every event type is registered, travels on a declared topic, and is documented in the generated catalogue."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,16 +31,27 @@ def test_event_types_are_versioned_and_keyed():
 def test_generated_catalogue_is_current():
     _load_all()
     current = (ROOT / "docs" / "events.md").read_text()
-    assert current == catalogue_markdown() + "\n", "run `make catalogue` (recycle events-catalogue) and commit"
+    assert current == catalogue_markdown() + "\n", (
+        "run `make catalogue` (recycle events-catalogue) and commit"
+    )
 
 
 def test_envelope_is_cloudevents_structured_json():
-    from services.pricing.domain.events import IndexPublished
     from datetime import UTC, date, datetime
 
-    ev = IndexPublished(series_key="metal.steel@000000", code="metal.steel", kind="price", region="000000",
-                        date=date(2026, 11, 1), value="200", unit_price_fen=200, methodology_version="x",
-                        published_at=datetime.now(UTC))
+    from services.pricing.domain.events import IndexPublished
+
+    ev = IndexPublished(
+        series_key="metal.steel@000000",
+        code="metal.steel",
+        kind="price",
+        region="000000",
+        date=date(2026, 11, 1),
+        value="200",
+        unit_price_fen=200,
+        methodology_version="x",
+        published_at=datetime.now(UTC),
+    )
     env = Envelope.wrap(ev, trace_id="tr_1")
     import json
 

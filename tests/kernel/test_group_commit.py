@@ -1,6 +1,7 @@
 """The group-commit writer (services.kernel.group_commit), on SQLite and on PostgreSQL: every caller gets its own
 outcome, a failing job never takes the others of its batch down, nothing of a failed job is written, and the
 events of committed jobs (only those) reach the outbox."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +10,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -19,8 +22,9 @@ from services.kernel.outbox import outbox_t
 from tests.bus.support import open_service_db, registered_parcel_event
 
 md = MetaData()
-parcels = Table("gc_parcels", md, Column("id", String(40), primary_key=True),
-                Column("weight_g", Integer, nullable=False))
+parcels = Table(
+    "gc_parcels", md, Column("id", String(40), primary_key=True), Column("weight_g", Integer, nullable=False)
+)
 
 
 class Refused(Exception):
@@ -116,7 +120,9 @@ def test_a_database_error_at_commit_fails_only_its_job(db, Parcel):  # noqa: N80
     rows, keys = stored(db)
     assert rows == {"dup", "x", "y"}
     with db.engine.connect() as c:  # one event for "dup": the first, committed write's
-        assert c.execute(select(func.count()).select_from(outbox_t).where(outbox_t.c.key == "dup")).scalar() == 1
+        assert (
+            c.execute(select(func.count()).select_from(outbox_t).where(outbox_t.c.key == "dup")).scalar() == 1
+        )
     writer.close()
 
 
@@ -141,8 +147,10 @@ def test_whatever_the_batch_only_the_good_jobs_are_written(sqlite_settings, plan
     with registered_parcel_event("gcp_") as Parcel:  # noqa: N806
         writer = GroupCommitWriter(db, threads=1)
         release = hold_writer(writer)
-        futures = [writer.submit(write_parcel(Parcel, f"j{i}", fail=fail, deferred=deferred))
-                   for i, (fail, deferred) in enumerate(plan)]
+        futures = [
+            writer.submit(write_parcel(Parcel, f"j{i}", fail=fail, deferred=deferred))
+            for i, (fail, deferred) in enumerate(plan)
+        ]
         release.set()
         for (fail, _), fut in zip(plan, futures):
             if fail:
@@ -179,7 +187,9 @@ def test_a_batch_runs_its_jobs_in_lock_key_order(sqlite_settings):
     writer = GroupCommitWriter(db, threads=1)
     ran: list[str] = []
     release = hold_writer(writer)
-    futures = [writer.submit(lambda uow, k=k: ran.append(k), lock_key=k) for k in ("slot:c", "slot:a", "pickup:b")]
+    futures = [
+        writer.submit(lambda uow, k=k: ran.append(k), lock_key=k) for k in ("slot:c", "slot:a", "pickup:b")
+    ]
     release.set()
     for f in futures:
         f.result(10)

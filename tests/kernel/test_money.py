@@ -1,4 +1,5 @@
 """Money in fen and quantities as Decimal: rounding half-up once, clear errors for bad quantities."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 
 from services.kernel.money import fen_to_yuan_str, line_amount_fen, parse_qty, qty_str, to_fen, yuan_to_fen
 
-fen = st.integers(min_value=-10**12, max_value=10**12)
+fen = st.integers(min_value=-(10**12), max_value=10**12)
 qty = st.decimals(min_value=Decimal("0.001"), max_value=Decimal("999999.999"), places=3)
 
 

@@ -1,4 +1,5 @@
 """Every service's periodic jobs are registered with Celery beat, and each scheduled task exists."""
+
 from __future__ import annotations
 
 from workers.celery_app import make_celery

@@ -1,5 +1,6 @@
 """Tasks: declared by services, handed their runtime by the worker, published through the project's Celery app
 from any process (never Celery's default app, which would send them to AMQP on localhost:5672)."""
+
 from __future__ import annotations
 
 import ast
@@ -42,8 +43,13 @@ def test_no_service_imports_workers():
     offenders = []
     for path in (ROOT / "services").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(n == "workers" or n.startswith("workers.") for n in names):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []

@@ -1,4 +1,5 @@
 """The verified-token cache never outlives a token, and never serves a token signed with another secret."""
+
 from __future__ import annotations
 
 import time

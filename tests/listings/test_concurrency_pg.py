@@ -1,4 +1,5 @@
 """Real concurrency on PostgreSQL: twenty buyers race for one listing; one order is created and paid, never two."""
+
 from __future__ import annotations
 
 import asyncio
@@ -25,7 +26,9 @@ async def many_threads():
 
 
 @pytest.mark.postgres
-async def test_twenty_buyers_race_for_one_listing_and_one_order_pays(many_threads, aiohttp_client, pg_settings):
+async def test_twenty_buyers_race_for_one_listing_and_one_order_pays(
+    many_threads, aiohttp_client, pg_settings
+):
     s = pg_settings
     platform, client = await app_client(aiohttp_client, s)
     seller = uid("sel")
@@ -34,8 +37,9 @@ async def test_twenty_buyers_race_for_one_listing_and_one_order_pays(many_thread
     assert (await client.post(f"/v1/listings/{lid}/publish", headers=auth(s, seller))).status == 200
     buyers = [uid("buy") for _ in range(20)]
 
-    replies = await asyncio.gather(*[client.post("/v1/orders", json={"listing_id": lid}, headers=auth(s, b))
-                                     for b in buyers])
+    replies = await asyncio.gather(
+        *[client.post("/v1/orders", json={"listing_id": lid}, headers=auth(s, b)) for b in buyers]
+    )
     assert Counter(r.status for r in replies) == {201: 1, 409: 19}
     winner, reply = next((b, r) for b, r in zip(buyers, replies) if r.status == 201)
     order = await reply.json()
@@ -46,15 +50,25 @@ async def test_twenty_buyers_race_for_one_listing_and_one_order_pays(many_thread
 
     # every buyer tries to pay: only the winner has a payment, and confirming it twice at once holds once
     pay = f"/v1/payments/intents/{order['payment']['id']}/confirm"
-    attempts = await asyncio.gather(*[client.post(pay, json={"payment_method": "pm_card_visa"}, headers=auth(s, b))
-                                      for b in buyers + [winner]])
+    attempts = await asyncio.gather(
+        *[
+            client.post(pay, json={"payment_method": "pm_card_visa"}, headers=auth(s, b))
+            for b in buyers + [winner]
+        ]
+    )
     assert Counter(r.status for r in attempts) == {200: 2, 403: 19}
     platform.drain()
     with platform["listings"].db.session() as ss:
-        states = Counter(r.status for r in ss.execute(select(orders.c.status).where(orders.c.listing_id == lid)))
+        states = Counter(
+            r.status for r in ss.execute(select(orders.c.status).where(orders.c.listing_id == lid))
+        )
         listing = ss.execute(select(listings).where(listings.c.id == lid)).one()
     assert states == {"paid": 1}
     assert listing.status == "reserved" and listing.reserved_order_id == order["id"]
     with platform["payments"].db.session() as ss:
-        assert ss.execute(select(func.count()).select_from(holds)
-                          .where(holds.c.reference_id == order["id"])).scalar() == 1
+        assert (
+            ss.execute(
+                select(func.count()).select_from(holds).where(holds.c.reference_id == order["id"])
+            ).scalar()
+            == 1
+        )

@@ -1,8 +1,10 @@
 """The indexer follows listing events into the search index: within a second in the embedded run (relay and
 consumer threads running), idempotent under redelivery, and rebuildable from the listings table (CLI with a
 progress bar, Celery task)."""
+
 from __future__ import annotations
 
+import asyncio
 import time
 
 from typer.testing import CliRunner
@@ -23,8 +25,11 @@ async def test_a_published_listing_is_searchable_within_a_second(aiohttp_client,
     try:
         seller = uid("sel")
         h = auth(sqlite_settings, seller)
-        lid = (await (await client.post("/v1/listings", json=book_body(title="九成新 扫地机器人 石头T7"),
-                                        headers=h)).json())["id"]
+        lid = (
+            await (
+                await client.post("/v1/listings", json=book_body(title="九成新 扫地机器人 石头T7"), headers=h)
+            ).json()
+        )["id"]
         t0 = time.monotonic()
         assert (await client.post(f"/v1/listings/{lid}/publish", headers=h)).status == 200
         while True:
@@ -32,7 +37,7 @@ async def test_a_published_listing_is_searchable_within_a_second(aiohttp_client,
             if found["total"]:
                 break
             assert time.monotonic() - t0 < 1.0, "not searchable within a second"
-            time.sleep(0.01)
+            await asyncio.sleep(0.01)
         assert [i["id"] for i in found["items"]] == [lid]
     finally:
         platform.stop()
@@ -44,7 +49,9 @@ def test_redelivery_changes_nothing_and_reindex_rebuilds(sqlite_settings):
     seller = Principal(uid("sel"), frozenset({"resident"}))
     ids = []
     for i in range(25):
-        d = handlers.create_listing(rt, seller.user_id, {**book_body(title=f"二手书 第{i}册 小说"), "device": None})
+        d = handlers.create_listing(
+            rt, seller.user_id, {**book_body(title=f"二手书 第{i}册 小说"), "device": None}
+        )
         handlers.publish_listing(rt, seller, d["id"])
         ids.append(d["id"])
     handlers.withdraw_listing(rt, seller, ids[0])
@@ -82,8 +89,13 @@ def test_the_cli_and_the_celery_task_rebuild_the_index(sqlite_settings):
         d = handlers.create_listing(rt, seller.user_id, {**book_body(title=f"旧书 {i}"), "device": None})
         handlers.publish_listing(rt, seller, d["id"])
     search_of(rt).rebuild(iter([]))  # events never indexed (e.g. the index file was lost)
-    env = {"ENV": "test", "DATA_DIR": str(sqlite_settings.data_dir), "PII_KEY": sqlite_settings.pii_key,
-           "JWT_SECRET": sqlite_settings.jwt_secret, "DATABASE_URL": sqlite_settings.database_url}
+    env = {
+        "ENV": "test",
+        "DATA_DIR": str(sqlite_settings.data_dir),
+        "PII_KEY": sqlite_settings.pii_key,
+        "JWT_SECRET": sqlite_settings.jwt_secret,
+        "DATABASE_URL": sqlite_settings.database_url,
+    }
     result = CliRunner().invoke(cli, ["reindex"], env=env)
     assert result.exit_code == 0, result.output
     assert "indexed 7 listing(s)" in result.output and "7/7" in result.output

@@ -1,5 +1,6 @@
 """Listings on the public API: drafts, the prohibited-items rule, the wipe-certificate gate on publishing (with
 listings' own copy of certificates from the wipe service's events), revocation, search through the indexer."""
+
 from __future__ import annotations
 
 from services.contracts.wipe import device_key
@@ -24,7 +25,9 @@ async def test_a_book_is_listed_published_and_found_by_a_two_character_query(aio
     draft = await r.json()
     assert draft["status"] == "draft" and draft["seller_id"] == seller and draft["price_fen"] == 4500
     # a draft is not on the market: others do not see it, search does not find it
-    assert (await client.get(f"/v1/listings/{draft['id']}", headers=auth(sqlite_settings, uid()))).status == 404
+    assert (
+        await client.get(f"/v1/listings/{draft['id']}", headers=auth(sqlite_settings, uid()))
+    ).status == 404
     platform.drain()
     assert (await search(client, q="三体"))["total"] == 0
 
@@ -49,7 +52,9 @@ async def test_a_book_is_listed_published_and_found_by_a_two_character_query(aio
     platform.drain()
     assert (await search(client, q="三体", max_price_fen=4000))["total"] == 1
     # only the seller may change it
-    r = await client.patch(f"/v1/listings/{draft['id']}", json={"price_fen": 1}, headers=auth(sqlite_settings, uid()))
+    r = await client.patch(
+        f"/v1/listings/{draft['id']}", json={"price_fen": 1}, headers=auth(sqlite_settings, uid())
+    )
     assert r.status == 403
     # withdrawn: gone from search
     r = await client.post(f"/v1/listings/{draft['id']}/withdraw", headers=h)
@@ -85,8 +90,12 @@ async def test_bad_input_names_the_field(aiohttp_client, sqlite_settings):
 async def test_prohibited_items_are_refused(aiohttp_client, sqlite_settings):
     _, client = await app_client(aiohttp_client, sqlite_settings)
     h = auth(sqlite_settings, uid())
-    for body in (book_body(title="仿真枪 玩具 成人"), book_body(description="出 高 仿 名牌包"),
-                 book_body(title="全国公民信息 数据包"), book_body(title="闲置电池一堆", category="hazardous.battery")):
+    for body in (
+        book_body(title="仿真枪 玩具 成人"),
+        book_body(description="出 高 仿 名牌包"),
+        book_body(title="全国公民信息 数据包"),
+        book_body(title="闲置电池一堆", category="hazardous.battery"),
+    ):
         r = await client.post("/v1/listings", json=body, headers=h)
         assert r.status == 422, await r.text()
         assert (await r.json())["reason"] == "prohibited_item"
@@ -97,15 +106,20 @@ async def test_prohibited_items_are_refused(aiohttp_client, sqlite_settings):
     assert r.status == 422 and (await r.json())["reason"] == "prohibited_item"
 
 
-async def test_a_phone_needs_a_wipe_certificate_and_a_revoked_one_unpublishes_it(aiohttp_client, sqlite_settings):
+async def test_a_phone_needs_a_wipe_certificate_and_a_revoked_one_unpublishes_it(
+    aiohttp_client, sqlite_settings
+):
     platform, client = await app_client(aiohttp_client, sqlite_settings)
     seller = uid("sel")
     h = auth(sqlite_settings, seller)
     r = await client.post("/v1/listings", json=phone_body(IMEI), headers=h)
     assert r.status == 201, await r.text()
     phone = await r.json()
-    assert phone["device"] == {"kind": "phone", "imei_masked": IMEI[:4] + "*******" + IMEI[-4:],
-                               "serial_masked": None}
+    assert phone["device"] == {
+        "kind": "phone",
+        "imei_masked": IMEI[:4] + "*******" + IMEI[-4:],
+        "serial_masked": None,
+    }
     assert IMEI not in await r.text()  # the IMEI is kept encrypted and shown masked
 
     r = await client.post(f"/v1/listings/{phone['id']}/publish", headers=h)
@@ -155,9 +169,16 @@ async def test_a_revocation_keeps_listings_another_certificate_covers(aiohttp_cl
     h = auth(sqlite_settings, uid())
     serial = "C02XK1ABJG5H"
     first = certify(platform, serial=serial, kind="computer")
-    r = await client.post("/v1/listings", headers=h, json=phone_body(
-        IMEI, title="MacBook Pro 2019 13寸 i5 16G", category="electronics.computer",
-        device={"kind": "laptop", "serial": serial}))
+    r = await client.post(
+        "/v1/listings",
+        headers=h,
+        json=phone_body(
+            IMEI,
+            title="MacBook Pro 2019 13寸 i5 16G",
+            category="electronics.computer",
+            device={"kind": "laptop", "serial": serial},
+        ),
+    )
     lid = (await r.json())["id"]
     assert (await client.post(f"/v1/listings/{lid}/publish", headers=h)).status == 200
     second = certify(platform, serial=serial.lower(), kind="computer")  # the digest folds case
@@ -177,7 +198,9 @@ async def test_categories_and_ownership(aiohttp_client, sqlite_settings):
     lid = (await r.json())["id"]
     r = await client.post(f"/v1/listings/{lid}/publish", headers=auth(sqlite_settings, other))
     assert r.status == 404  # someone else's draft does not exist for you
-    assert (await client.post(f"/v1/listings/{lid}/publish", headers=auth(sqlite_settings, seller))).status == 200
+    assert (
+        await client.post(f"/v1/listings/{lid}/publish", headers=auth(sqlite_settings, seller))
+    ).status == 200
     r = await client.post(f"/v1/listings/{lid}/withdraw", headers=auth(sqlite_settings, other))
     assert r.status == 403 and (await r.json())["reason"] == "not_owner"
     r = await client.post(f"/v1/listings/{lid}/withdraw", headers=auth(sqlite_settings, uid("adm"), "admin"))

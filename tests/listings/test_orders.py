@@ -1,6 +1,7 @@
 """Orders with escrow (担保交易) through the public API, with the real payments service (sandbox provider) answering
 over the bus: reserve + hold, pay, ship, confirm receipt → capture and release less the fee; declines, cancel,
 expiry, auto-confirm, late payment, reviews and reputation."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -29,8 +30,11 @@ async def _order(platform, client, settings, buyer, lid) -> dict:  # noqa: ANN00
 
 
 async def _pay(client, settings, buyer, order, method="pm_card_visa") -> dict:  # noqa: ANN001
-    r = await client.post(f"/v1/payments/intents/{order['payment']['id']}/confirm",
-                          json={"payment_method": method}, headers=auth(settings, buyer))
+    r = await client.post(
+        f"/v1/payments/intents/{order['payment']['id']}/confirm",
+        json={"payment_method": method},
+        headers=auth(settings, buyer),
+    )
     assert r.status == 200, await r.text()
     return await r.json()
 
@@ -67,8 +71,11 @@ async def test_buy_pay_ship_receive_review_and_the_seller_is_paid(aiohttp_client
     r = await client.post("/v1/orders", json={"listing_id": lid}, headers=auth(s, uid("other")))
     assert r.status == 409 and (await r.json())["current_state"] == "reserved"
     # only the payer pays
-    r = await client.post(f"/v1/payments/intents/{order['payment']['id']}/confirm",
-                          json={"payment_method": "pm_card_visa"}, headers=auth(s, uid("stranger")))
+    r = await client.post(
+        f"/v1/payments/intents/{order['payment']['id']}/confirm",
+        json={"payment_method": "pm_card_visa"},
+        headers=auth(s, uid("stranger")),
+    )
     assert r.status == 403
 
     # a declined card leaves the order waiting, with the reason
@@ -89,11 +96,17 @@ async def test_buy_pay_ship_receive_review_and_the_seller_is_paid(aiohttp_client
     got = await _get(client, s, seller, order["id"])
     assert got["status"] == "paid" and got["payment"]["status"] == "held"
 
-    r = await client.post(f"/v1/orders/{order['id']}/ship", json={"carrier": "顺丰", "tracking_no": "SF1234567890"},
-                          headers=auth(s, buyer))
+    r = await client.post(
+        f"/v1/orders/{order['id']}/ship",
+        json={"carrier": "顺丰", "tracking_no": "SF1234567890"},
+        headers=auth(s, buyer),
+    )
     assert r.status == 403  # the buyer does not ship
-    r = await client.post(f"/v1/orders/{order['id']}/ship", json={"carrier": "顺丰", "tracking_no": "SF1234567890"},
-                          headers=auth(s, seller))
+    r = await client.post(
+        f"/v1/orders/{order['id']}/ship",
+        json={"carrier": "顺丰", "tracking_no": "SF1234567890"},
+        headers=auth(s, seller),
+    )
     assert r.status == 200 and (await r.json())["status"] == "shipped"
     # no review before completion
     r = await client.post(f"/v1/orders/{order['id']}/review", json={"rating": 5}, headers=auth(s, buyer))
@@ -116,8 +129,11 @@ async def test_buy_pay_ship_receive_review_and_the_seller_is_paid(aiohttp_client
     assert listing["status"] == "sold"
 
     # reviews: once per side; strangers cannot
-    r = await client.post(f"/v1/orders/{order['id']}/review", json={"rating": 5, "comment": "书很新，发货快"},
-                          headers=auth(s, buyer))
+    r = await client.post(
+        f"/v1/orders/{order['id']}/review",
+        json={"rating": 5, "comment": "书很新，发货快"},
+        headers=auth(s, buyer),
+    )
     assert r.status == 201 and (await r.json())["subject_id"] == seller
     r = await client.post(f"/v1/orders/{order['id']}/review", json={"rating": 1}, headers=auth(s, buyer))
     assert r.status == 409
@@ -139,7 +155,10 @@ def _payouts(payments, payee):  # noqa: ANN001, ANN202
     from services.payments.store import payouts
 
     with payments.db.session(readonly=True) as s:
-        ids = [r.payout_id for r in s.execute(select(payouts.c.payout_id).where(payouts.c.payee_user_id == payee))]
+        ids = [
+            r.payout_id
+            for r in s.execute(select(payouts.c.payout_id).where(payouts.c.payee_user_id == payee))
+        ]
     return [payments.get_payout(i) for i in ids]
 
 
@@ -182,8 +201,11 @@ async def test_unpaid_orders_expire_and_a_late_payment_is_given_back(aiohttp_cli
     got = await _get(client, s, buyer, order["id"])
     assert got["status"] == "expired" and got["payment"]["status"] == "cancelled"
     assert await _hits(client, "三体") == 1
-    r = await client.post(f"/v1/payments/intents/{order['payment']['id']}/confirm",
-                          json={"payment_method": "pm_card_visa"}, headers=auth(s, buyer))
+    r = await client.post(
+        f"/v1/payments/intents/{order['payment']['id']}/confirm",
+        json={"payment_method": "pm_card_visa"},
+        headers=auth(s, buyer),
+    )
     assert r.status == 409  # too late: nothing is taken
 
     # 2. the buyer pays while the order expires: the hold is released, the order stays expired
@@ -205,7 +227,9 @@ async def test_shipped_orders_are_confirmed_automatically(aiohttp_client, sqlite
     order = await _order(platform, client, s, buyer, lid)
     await _pay(client, s, buyer, order)
     platform.drain()
-    assert (await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))).status == 200
+    assert (
+        await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))
+    ).status == 200
     assert run_due(rt, utcnow() + timedelta(days=6))["auto_confirmed"] == 0
     assert run_due(rt, utcnow() + timedelta(days=7, minutes=1))["auto_confirmed"] == 1
     platform.drain()

@@ -1,12 +1,14 @@
 """Rules with many inputs, without I/O: the platform fee, the transition tables, the prohibited-items rule, the
 wipe-certificate gate and the query analysis."""
+
 from __future__ import annotations
 
 import math
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.kernel.errors import Conflict
 from services.listings.domain import model as m
@@ -63,7 +65,9 @@ def test_prohibited_items_see_through_spacing_and_width():
 
 
 def test_the_wipe_gate():
-    need = DeviceFacts(names_device=True, category_holds_storage=False, device_keys=("k",), valid_certificates=())
+    need = DeviceFacts(
+        names_device=True, category_holds_storage=False, device_keys=("k",), valid_certificates=()
+    )
     assert wipe_certificate_required(need).reason == "wipe_certificate_required"
     assert wipe_certificate_required(DeviceFacts(False, True, (), ())).reason == "wipe_certificate_required"
     assert wipe_certificate_required(DeviceFacts(True, True, ("k",), ("wc_1",))) is None

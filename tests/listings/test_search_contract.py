@@ -1,5 +1,6 @@
 """One contract suite for the search port, run against every adapter: the embedded SQLite FTS5 index always, and
 Elasticsearch when ELASTICSEARCH_URL points at one (this machine has none; compose starts one)."""
+
 from __future__ import annotations
 
 import os
@@ -8,15 +9,25 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.listings.search.port import ListingDoc, SearchIndex, SearchQuery
 
 ES_URL = os.environ.get("ELASTICSEARCH_URL", "")
-ADAPTERS = [pytest.param("sqlite", id="sqlite"),
-            pytest.param("elasticsearch", id="elasticsearch", marks=[
-                pytest.mark.elasticsearch,
-                pytest.mark.skipif(not ES_URL, reason="ELASTICSEARCH_URL not set (no Elasticsearch on this host)")])]
+ADAPTERS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param(
+        "elasticsearch",
+        id="elasticsearch",
+        marks=[
+            pytest.mark.elasticsearch,
+            pytest.mark.skipif(
+                not ES_URL, reason="ELASTICSEARCH_URL not set (no Elasticsearch on this host)"
+            ),
+        ],
+    ),
+]
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
@@ -37,26 +48,85 @@ def index(request, tmp_path) -> Iterator[SearchIndex]:  # noqa: ANN001
     ix.close()
 
 
-def doc(lid: str, title: str, *, description: str = "", category: str = "electronics.phone", condition: str = "good",
-        price_fen: int = 100_00, city_code: str = "110105", minutes: int = 0, version: int = 1) -> ListingDoc:
-    return ListingDoc(listing_id=lid, version=version, seller_id="s1", title=title, description=description,
-                      category=category, condition=condition, price_fen=price_fen, city_code=city_code,
-                      published_at=T0 + timedelta(minutes=minutes))
+def doc(
+    lid: str,
+    title: str,
+    *,
+    description: str = "",
+    category: str = "electronics.phone",
+    condition: str = "good",
+    price_fen: int = 100_00,
+    city_code: str = "110105",
+    minutes: int = 0,
+    version: int = 1,
+) -> ListingDoc:
+    return ListingDoc(
+        listing_id=lid,
+        version=version,
+        seller_id="s1",
+        title=title,
+        description=description,
+        category=category,
+        condition=condition,
+        price_fen=price_fen,
+        city_code=city_code,
+        published_at=T0 + timedelta(minutes=minutes),
+    )
 
 
 CORPUS = [
     doc("p1", "华为 Mate 40 Pro 手机 8+256G", description="九成新，自用", price_fen=1899_00, minutes=1),
-    doc("p2", "华为 P30 手机 全网通", description="屏幕有划痕", condition="fair", price_fen=899_00, minutes=2,
-        city_code="310101"),
+    doc(
+        "p2",
+        "华为 P30 手机 全网通",
+        description="屏幕有划痕",
+        condition="fair",
+        price_fen=899_00,
+        minutes=2,
+        city_code="310101",
+    ),
     doc("p3", "苹果 iPhone 13 手机 128G", description="国行 电池健康 88%", price_fen=2999_00, minutes=3),
-    doc("p4", "小米扫地机器人 2代", description="带充电座", category="appliance.small", price_fen=599_00, minutes=4),
-    doc("p5", "中华为民 书法字帖", description="毛笔字练习", category="books.general", price_fen=20_00, minutes=5),
-    doc("p6", "手机支架 铝合金", description="适配华为苹果手机", category="electronics.audio", price_fen=15_00,
-        minutes=6),
-    doc("p7", "《三体》全集 刘慈欣", description="图书 九成新", category="books.general", price_fen=45_00,
-        minutes=7, city_code="310101"),
-    doc("p8", "ＩＰＨＯＮＥ　１２ 手机壳", description="全角标题", category="electronics.audio", price_fen=9_00,
-        minutes=8),
+    doc(
+        "p4",
+        "小米扫地机器人 2代",
+        description="带充电座",
+        category="appliance.small",
+        price_fen=599_00,
+        minutes=4,
+    ),
+    doc(
+        "p5",
+        "中华为民 书法字帖",
+        description="毛笔字练习",
+        category="books.general",
+        price_fen=20_00,
+        minutes=5,
+    ),
+    doc(
+        "p6",
+        "手机支架 铝合金",
+        description="适配华为苹果手机",
+        category="electronics.audio",
+        price_fen=15_00,
+        minutes=6,
+    ),
+    doc(
+        "p7",
+        "《三体》全集 刘慈欣",
+        description="图书 九成新",
+        category="books.general",
+        price_fen=45_00,
+        minutes=7,
+        city_code="310101",
+    ),
+    doc(
+        "p8",
+        "ＩＰＨＯＮＥ　１２ 手机壳",
+        description="全角标题",
+        category="electronics.audio",
+        price_fen=9_00,
+        minutes=8,
+    ),
 ]
 
 
@@ -113,8 +183,10 @@ def test_filters(index):
     assert set(ids(index.search(SearchQuery(category="books")))) == {"p5", "p7"}  # a family
     assert ids(index.search(SearchQuery(q="华为", city_code="310101"))) == ["p2"]
     assert ids(index.search(SearchQuery(q="手机", condition="fair"))) == ["p2"]
-    assert set(ids(index.search(SearchQuery(q="手机", min_price_fen=900_00, max_price_fen=2999_00)))) == \
-        {"p1", "p3"}
+    assert set(ids(index.search(SearchQuery(q="手机", min_price_fen=900_00, max_price_fen=2999_00)))) == {
+        "p1",
+        "p3",
+    }
 
 
 def test_sorts_and_pages(index):
@@ -137,7 +209,9 @@ def test_versions_decide_and_removals_are_remembered(index):
     assert ids(index.search(SearchQuery(q="荣耀"))) == ["p1"]
     assert index.remove("p1", 3)
     assert not index.remove("p1", 2)
-    assert index.upsert([doc("p1", "荣耀 Magic 手机", version=2)]) == 0  # a late publish does not resurrect it
+    assert (
+        index.upsert([doc("p1", "荣耀 Magic 手机", version=2)]) == 0
+    )  # a late publish does not resurrect it
     index.refresh()
     assert index.search(SearchQuery(q="荣耀")).total == 0 and index.version_of("p1") == 3
     assert index.upsert([doc("p1", "荣耀 Magic 手机 重新上架", version=4)]) == 1
@@ -149,9 +223,15 @@ def test_versions_decide_and_removals_are_remembered(index):
 def test_rebuild_replaces_everything(index):
     load(index)
     seen: list[int] = []
-    n = index.rebuild(iter([doc("n1", "全新 戴森吹风机", category="appliance.small"), doc("n2", "二手 自行车 捷安特",
-                                                                                 category="vehicles.bicycle")]),
-                      seen.append)
+    n = index.rebuild(
+        iter(
+            [
+                doc("n1", "全新 戴森吹风机", category="appliance.small"),
+                doc("n2", "二手 自行车 捷安特", category="vehicles.bicycle"),
+            ]
+        ),
+        seen.append,
+    )
     index.refresh()
     assert n == 2 and sum(seen) == 2 and index.count() == 2
     assert index.search(SearchQuery(q="手机")).total == 0
@@ -170,7 +250,7 @@ def test_any_substring_of_a_title_finds_it(index, titles, data):
     i = data.draw(st.integers(0, len(titles) - 1))
     t = titles[i]
     start = data.draw(st.integers(0, len(t) - 1))
-    piece = t[start:start + data.draw(st.integers(1, 4))]
+    piece = t[start : start + data.draw(st.integers(1, 4))]
     got = set(ids(index.search(SearchQuery(q=piece, limit=100))))
     assert f"h{i}" in got
     assert got == {f"h{j}" for j, other in enumerate(titles) if piece in other}

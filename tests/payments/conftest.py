@@ -5,6 +5,7 @@ localstripe), each on SQLite and on PostgreSQL. `payouts_case` is parametrized t
 accounts or transfers, so its Stripe run pays out on the sandbox beside it — the case id says so
 ("stripe-no-connect-on-sandbox"), decided by the capability flag `CONNECT_PAYOUTS`, not by a skip.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -18,12 +19,24 @@ from .support import LOCALSTRIPE_LACKS, Case, LocalStripe, build_case, payments_
 ADAPTERS = ["sandbox", "stripe"]
 PAYOUT_IDS = ["sandbox", "stripe-no-connect-on-sandbox" if CONNECT_PAYOUTS in LOCALSTRIPE_LACKS else "stripe"]
 # the contract suite runs each adapter on both databases (PostgreSQL: the `postgres` marker, skipped without one)
-CASES = [pytest.param((a, db), id=a if db == "sqlite" else f"{a}-postgres",
-                      marks=[pytest.mark.postgres] if db == "postgres" else [])
-         for db in ("sqlite", "postgres") for a in ADAPTERS]
-PAYOUT_CASES = [pytest.param((a, db), id=i if db == "sqlite" else f"{i}-postgres",
-                             marks=[pytest.mark.postgres] if db == "postgres" else [])
-                for db in ("sqlite", "postgres") for a, i in zip(ADAPTERS, PAYOUT_IDS)]
+CASES = [
+    pytest.param(
+        (a, db),
+        id=a if db == "sqlite" else f"{a}-postgres",
+        marks=[pytest.mark.postgres] if db == "postgres" else [],
+    )
+    for db in ("sqlite", "postgres")
+    for a in ADAPTERS
+]
+PAYOUT_CASES = [
+    pytest.param(
+        (a, db),
+        id=i if db == "sqlite" else f"{i}-postgres",
+        marks=[pytest.mark.postgres] if db == "postgres" else [],
+    )
+    for db in ("sqlite", "postgres")
+    for a, i in zip(ADAPTERS, PAYOUT_IDS)
+]
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +76,12 @@ def payouts_case(request: pytest.FixtureRequest, tmp_path) -> Iterator[Case]:  #
         yield c
         close_case(c)
         return
-    base = c.settings.model_copy(update={"data_dir": tmp_path / "payouts-sandbox",
-                                         "db_schema_prefix": c.settings.db_schema_prefix + "po_"})
+    base = c.settings.model_copy(
+        update={
+            "data_dir": tmp_path / "payouts-sandbox",
+            "db_schema_prefix": c.settings.db_schema_prefix + "po_",
+        }
+    )
     twin = build_case(f"{c.name}→sandbox", payments_settings(base, "sandbox"))
     c.twins["payouts"] = twin
     yield twin

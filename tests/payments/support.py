@@ -6,6 +6,7 @@ sandbox queues an event we pull; Stripe signs a webhook. For the Stripe cases th
 localstripe returns it, changed the way Stripe changes it, signed with Stripe's scheme and posted through the
 adapter's signature check.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,6 +42,7 @@ LOCALSTRIPE_START_TIMEOUT_S = 20.0
 
 # --- localstripe ---------------------------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,23 +66,30 @@ def run_localstripe(workdir: Path) -> Iterator[LocalStripe]:
     log_path = workdir / "localstripe.log"
     log = log_path.open("wb")
     # --from-scratch: never load the state another run left behind
-    proc = subprocess.Popen([str(exe), "--port", str(port), "--from-scratch"], stdout=log, stderr=subprocess.STDOUT,
-                            cwd=workdir)
+    proc = subprocess.Popen(
+        [str(exe), "--port", str(port), "--from-scratch"], stdout=log, stderr=subprocess.STDOUT, cwd=workdir
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + LOCALSTRIPE_START_TIMEOUT_S
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"localstripe exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"localstripe exited with {proc.returncode}: {log_path.read_text()[-2000:]}"
+                )
             try:
-                req = urllib.request.Request(url + "/v1/balance", headers={"Authorization": f"Bearer {STRIPE_TEST_KEY}"})
+                req = urllib.request.Request(
+                    url + "/v1/balance", headers={"Authorization": f"Bearer {STRIPE_TEST_KEY}"}
+                )
                 with urllib.request.urlopen(req, timeout=1) as r:
                     if r.status == 200:
                         break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"localstripe did not answer on {url} within {LOCALSTRIPE_START_TIMEOUT_S}s")
+                raise RuntimeError(
+                    f"localstripe did not answer on {url} within {LOCALSTRIPE_START_TIMEOUT_S}s"
+                )
             time.sleep(0.05)
         yield LocalStripe(url, proc, log_path)
     finally:
@@ -95,6 +104,7 @@ def run_localstripe(workdir: Path) -> Iterator[LocalStripe]:
 
 # --- Stripe's webhook signature ------------------------------------------------------------------------------
 
+
 def sign(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
     """The Stripe-Signature header Stripe would send: t=<unix time>,v1=HMAC-SHA256(secret, "<t>.<payload>")."""
     t = int(time.time()) if timestamp is None else timestamp
@@ -102,10 +112,19 @@ def sign(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = N
     return f"t={t},v1={mac}"
 
 
-def stripe_event(etype: str, obj: dict[str, Any], created: int | None = None, event_id: str | None = None) -> dict:
-    return {"id": event_id or "evt_" + new_id()[-24:], "object": "event", "api_version": "2025-01-27.acacia",
-            "type": etype, "created": int(time.time()) if created is None else created, "livemode": False,
-            "pending_webhooks": 1, "data": {"object": obj}}
+def stripe_event(
+    etype: str, obj: dict[str, Any], created: int | None = None, event_id: str | None = None
+) -> dict:
+    return {
+        "id": event_id or "evt_" + new_id()[-24:],
+        "object": "event",
+        "api_version": "2025-01-27.acacia",
+        "type": etype,
+        "created": int(time.time()) if created is None else created,
+        "livemode": False,
+        "pending_webhooks": 1,
+        "data": {"object": obj},
+    }
 
 
 def encode(event: dict) -> bytes:
@@ -113,6 +132,7 @@ def encode(event: dict) -> bytes:
 
 
 # --- the provider's side of a case ---------------------------------------------------------------------------
+
 
 class SandboxSide:
     def __init__(self, payments: Payments):
@@ -167,7 +187,9 @@ class StripeSide:
         self.queue.append(stripe_event("charge.refund.updated", r))
 
     def capture_directly(self, hold: Hold, amount_fen: int) -> None:
-        pi = self.client.v1.payment_intents.capture(hold.provider_ref, params={"amount_to_capture": amount_fen})
+        pi = self.client.v1.payment_intents.capture(
+            hold.provider_ref, params={"amount_to_capture": amount_fen}
+        )
         obj = pi.to_dict()
         obj.setdefault("amount_received", amount_fen)
         self.queue.append(stripe_event("payment_intent.succeeded", obj))
@@ -199,7 +221,7 @@ class Case:
     platform: Platform
     side: SandboxSide | StripeSide
     capabilities: frozenset[str]
-    twins: dict[str, "Case"] = field(default_factory=dict)
+    twins: dict[str, Case] = field(default_factory=dict)
 
     @property
     def payments(self) -> Payments:
@@ -213,8 +235,14 @@ def payments_settings(base: Settings, adapter: str, localstripe_url: str | None 
     if adapter == "sandbox":
         return base.model_copy(update={"payments": "sandbox"})
     assert localstripe_url
-    return base.model_copy(update={"payments": "stripe", "stripe_api_key": STRIPE_TEST_KEY,
-                                   "stripe_api_base": localstripe_url, "stripe_webhook_secret": WEBHOOK_SECRET})
+    return base.model_copy(
+        update={
+            "payments": "stripe",
+            "stripe_api_key": STRIPE_TEST_KEY,
+            "stripe_api_base": localstripe_url,
+            "stripe_webhook_secret": WEBHOOK_SECRET,
+        }
+    )
 
 
 def build_case(name: str, settings: Settings) -> Case:

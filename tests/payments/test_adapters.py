@@ -1,5 +1,6 @@
 """Adapter-specific behaviour: what the sandbox mimics of Stripe's test mode, what localstripe lacks, and that
 configuration alone picks the adapter."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,6 +22,7 @@ AUTHORISING = [pm for pm, code in {**TEST_PAYMENT_METHODS, **TEST_CARD_NUMBERS}.
 
 # --- configuration alone switches adapters --------------------------------------------------------------------
 
+
 def test_configuration_alone_picks_the_adapter(sqlite_settings, localstripe, monkeypatch):
     sandbox = Platform(sqlite_settings, services=["payments"]).prepare()
     assert isinstance(sandbox["payments"].ports["payments"].provider, SandboxProvider)
@@ -34,7 +36,9 @@ def test_configuration_alone_picks_the_adapter(sqlite_settings, localstripe, mon
     stripe_platform = Platform(from_env, services=["payments"]).prepare()
     payments = stripe_platform["payments"].ports["payments"]
     assert isinstance(payments.provider, StripeProvider)
-    hold = payments.authorise(command_id=new_cmd(), payer_user_id="u", amount_fen=1234, payment_method="pm_card_visa")
+    hold = payments.authorise(
+        command_id=new_cmd(), payer_user_id="u", amount_fen=1234, payment_method="pm_card_visa"
+    )
     assert hold.provider_ref.startswith("pi_") and not hold.provider_ref.startswith("pi_sbx_")
     stripe_platform.stop()
 
@@ -49,13 +53,20 @@ def test_payout_threshold_comes_from_settings(sqlite_settings, monkeypatch):
     platform = Platform(sqlite_settings, services=["payments"]).prepare()
     p = platform["payments"].ports["payments"]
     assert p.settings.payout_threshold_fen == 500
-    po = p.request_payout(payout_id=new_cmd("po"), payee_user_id="r", amount_fen=500, purpose="pickup",
-                          reference_id="pk", requested_by="booking")
+    po = p.request_payout(
+        payout_id=new_cmd("po"),
+        payee_user_id="r",
+        amount_fen=500,
+        purpose="pickup",
+        reference_id="pk",
+        requested_by="booking",
+    )
     assert po.status == PayoutStatus.PAID
     platform.stop()
 
 
 # --- the sandbox behaves like Stripe's test mode ----------------------------------------------------------------
+
 
 @pytest.fixture
 def sandbox(sqlite_settings):
@@ -80,12 +91,18 @@ def test_sandbox_rejects_a_bad_card_number(sandbox):
     from services.kernel.errors import ValidationFailed
 
     with pytest.raises(ValidationFailed):
-        sandbox.authorise(command_id=new_cmd(), payer_user_id="u", amount_fen=1000, payment_method="4242424242424241")
+        sandbox.authorise(
+            command_id=new_cmd(), payer_user_id="u", amount_fen=1000, payment_method="4242424242424241"
+        )
 
 
 def test_sandbox_refunds_on_the_refund_fail_card_fail_later(sandbox):
-    hold = sandbox.capture(command_id=new_cmd(), hold_id=sandbox.authorise(
-        command_id=new_cmd(), payer_user_id="u", amount_fen=1000, payment_method="pm_card_refundFail").id)
+    hold = sandbox.capture(
+        command_id=new_cmd(),
+        hold_id=sandbox.authorise(
+            command_id=new_cmd(), payer_user_id="u", amount_fen=1000, payment_method="pm_card_refundFail"
+        ).id,
+    )
     refund = sandbox.refund(command_id=new_cmd(), hold_id=hold.id, amount_fen=400)
     assert refund.status == "succeeded"
     sandbox.pull_provider_events()
@@ -95,26 +112,39 @@ def test_sandbox_refunds_on_the_refund_fail_card_fail_later(sandbox):
 
 def test_sandbox_honours_idempotency_keys_and_refuses_a_key_reused_with_other_parameters(sandbox):
     p: SandboxProvider = sandbox.provider
-    a = p.authorise(amount_fen=100, currency="cny", payment_method="pm_card_visa", idempotency_key="k1", metadata={})
-    b = p.authorise(amount_fen=100, currency="cny", payment_method="pm_card_visa", idempotency_key="k1", metadata={})
+    a = p.authorise(
+        amount_fen=100, currency="cny", payment_method="pm_card_visa", idempotency_key="k1", metadata={}
+    )
+    b = p.authorise(
+        amount_fen=100, currency="cny", payment_method="pm_card_visa", idempotency_key="k1", metadata={}
+    )
     assert a == b
-    d1 = p.authorise(amount_fen=100, currency="cny", payment_method="4000000000000002", idempotency_key="k2",
-                     metadata={})
-    d2 = p.authorise(amount_fen=100, currency="cny", payment_method="4000000000000002", idempotency_key="k2",
-                     metadata={})
+    d1 = p.authorise(
+        amount_fen=100, currency="cny", payment_method="4000000000000002", idempotency_key="k2", metadata={}
+    )
+    d2 = p.authorise(
+        amount_fen=100, currency="cny", payment_method="4000000000000002", idempotency_key="k2", metadata={}
+    )
     assert d1 == d2 and d1.status == "declined"  # a declined call replays its decline
     with pytest.raises(InvalidRequest, match="same parameters"):
-        p.authorise(amount_fen=200, currency="cny", payment_method="pm_card_visa", idempotency_key="k1", metadata={})
+        p.authorise(
+            amount_fen=200, currency="cny", payment_method="pm_card_visa", idempotency_key="k1", metadata={}
+        )
 
 
 def test_sandbox_refuses_over_refunds_itself_too(sandbox):
-    hold = sandbox.capture(command_id=new_cmd(), hold_id=sandbox.authorise(
-        command_id=new_cmd(), payer_user_id="u", amount_fen=1000, payment_method="pm_card_visa").id)
+    hold = sandbox.capture(
+        command_id=new_cmd(),
+        hold_id=sandbox.authorise(
+            command_id=new_cmd(), payer_user_id="u", amount_fen=1000, payment_method="pm_card_visa"
+        ).id,
+    )
     with pytest.raises(InvalidRequest):
         sandbox.provider.refund(hold.provider_ref, amount_fen=1001, idempotency_key="x", metadata={})
 
 
 # --- Stripe against localstripe: what it lacks, and the Stripe payout paths we can still run -------------------
+
 
 @pytest.fixture
 def stripe_payments(sqlite_settings, localstripe):
@@ -127,8 +157,9 @@ def test_localstripe_lacks_connect_so_the_suite_uses_the_sandbox_for_payouts(str
     """If this starts failing, localstripe gained Connect: drop CONNECT_PAYOUTS from LOCALSTRIPE_LACKS."""
     assert CONNECT_PAYOUTS in LOCALSTRIPE_LACKS
     with pytest.raises(InvalidRequest) as err:
-        stripe_payments.provider.transfer(destination="acct_x", amount_fen=100, currency="cny",
-                                          idempotency_key=new_cmd(), metadata={})
+        stripe_payments.provider.transfer(
+            destination="acct_x", amount_fen=100, currency="cny", idempotency_key=new_cmd(), metadata={}
+        )
     assert err.value.http_status == 404
     with pytest.raises(InvalidRequest):
         stripe_payments.register_payee(user_id="u", kind="resident")
@@ -137,10 +168,12 @@ def test_localstripe_lacks_connect_so_the_suite_uses_the_sandbox_for_payouts(str
 def test_localstripe_ignores_idempotency_keys_and_allows_over_refunds(stripe_payments):
     """Why our command table and our ledger, not the provider, guard against double work and over-refunds."""
     p = stripe_payments
-    a = p.provider.authorise(amount_fen=100, currency="cny", payment_method="pm_card_visa", idempotency_key="same",
-                             metadata={})
-    b = p.provider.authorise(amount_fen=100, currency="cny", payment_method="pm_card_visa", idempotency_key="same",
-                             metadata={})
+    a = p.provider.authorise(
+        amount_fen=100, currency="cny", payment_method="pm_card_visa", idempotency_key="same", metadata={}
+    )
+    b = p.provider.authorise(
+        amount_fen=100, currency="cny", payment_method="pm_card_visa", idempotency_key="same", metadata={}
+    )
     assert a.provider_ref != b.provider_ref
     p.provider.capture(a.provider_ref, amount_fen=100, idempotency_key=new_cmd())
     over = p.provider.refund(a.provider_ref, amount_fen=500, idempotency_key=new_cmd(), metadata={})
@@ -149,8 +182,14 @@ def test_localstripe_ignores_idempotency_keys_and_allows_over_refunds(stripe_pay
 
 def test_stripe_payout_to_a_payee_without_a_connected_account_fails_and_is_reversed(stripe_payments):
     p = stripe_payments
-    po = p.request_payout(payout_id=new_cmd("po"), payee_user_id="r-no-acct", amount_fen=2000, purpose="pickup",
-                          reference_id="pk", requested_by="booking")
+    po = p.request_payout(
+        payout_id=new_cmd("po"),
+        payee_user_id="r-no-acct",
+        amount_fen=2000,
+        purpose="pickup",
+        reference_id="pk",
+        requested_by="booking",
+    )
     assert po.status == PayoutStatus.FAILED and po.failure_reason.startswith("no_payout_account")
     assert p.balance("r-no-acct").available_fen == 0
     assert p.ledger_problems() == []
@@ -160,8 +199,14 @@ def test_stripe_transfer_refused_by_the_server_fails_the_payout_and_reverses_it(
     """A real Stripe call (transfers.create with the derived idempotency key) that the server refuses."""
     p = stripe_payments
     p.register_payee(user_id="r-acct", kind="resident", provider_account_ref="acct_1TESTxyz")
-    po = p.request_payout(payout_id=new_cmd("po"), payee_user_id="r-acct", amount_fen=2000, purpose="pickup",
-                          reference_id="pk", requested_by="booking")
+    po = p.request_payout(
+        payout_id=new_cmd("po"),
+        payee_user_id="r-acct",
+        amount_fen=2000,
+        purpose="pickup",
+        reference_id="pk",
+        requested_by="booking",
+    )
     assert po.status == PayoutStatus.FAILED
     assert p.get_withdrawal(po.withdrawal_id).status == WithdrawalStatus.FAILED
     assert p.balance("r-acct").available_fen == 0
@@ -182,7 +227,9 @@ def test_the_reconciliation_cli_exits_1_on_a_difference(tmp_path, monkeypatch):
         assert runner.invoke(app, ["reconcile"]).exit_code == 0
         case = build_case("sandbox", payments_settings(get_settings(), "sandbox"))
         p = case.payments
-        hold = p.authorise(command_id=new_cmd(), payer_user_id="u", amount_fen=800, payment_method="pm_card_visa")
+        hold = p.authorise(
+            command_id=new_cmd(), payer_user_id="u", amount_fen=800, payment_method="pm_card_visa"
+        )
         p.provider.capture(hold.provider_ref, amount_fen=800, idempotency_key="dashboard")  # behind our back
         case.platform.stop()
         result = runner.invoke(app, ["reconcile", "--no-catch-up", "--json"])

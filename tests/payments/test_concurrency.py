@@ -1,4 +1,5 @@
 """Real concurrency (threads) on SQLite and PostgreSQL, for both adapters: contested money commands act once."""
+
 from __future__ import annotations
 
 import threading
@@ -61,13 +62,18 @@ def race(n: int, fn: Callable[[int], Any]) -> list[Any]:
 
 def count_entries(p: Payments, ref: str, kind: str) -> int:
     with p.db.session(readonly=True) as s:
-        return s.execute(select(func.count()).select_from(ledger_entries)
-                         .where(ledger_entries.c.ref == ref, ledger_entries.c.kind == kind)).scalar_one()
+        return s.execute(
+            select(func.count())
+            .select_from(ledger_entries)
+            .where(ledger_entries.c.ref == ref, ledger_entries.c.kind == kind)
+        ).scalar_one()
 
 
 def test_two_captures_of_one_hold_make_one_capture(conc_case: Case):
     p = conc_case.payments
-    hold = p.authorise(command_id=new_cmd(), payer_user_id="b", amount_fen=5000, payment_method="pm_card_visa")
+    hold = p.authorise(
+        command_id=new_cmd(), payer_user_id="b", amount_fen=5000, payment_method="pm_card_visa"
+    )
     results = race(2, lambda i: p.capture(command_id=new_cmd(f"cap{i}"), hold_id=hold.id))
     won = [r for r in results if not isinstance(r, Exception)]
     lost = [r for r in results if isinstance(r, Exception)]
@@ -81,7 +87,9 @@ def test_two_captures_of_one_hold_make_one_capture(conc_case: Case):
 
 def test_the_same_capture_command_twice_at_once_acts_once(conc_case: Case):
     p = conc_case.payments
-    hold = p.authorise(command_id=new_cmd(), payer_user_id="b", amount_fen=3000, payment_method="pm_card_visa")
+    hold = p.authorise(
+        command_id=new_cmd(), payer_user_id="b", amount_fen=3000, payment_method="pm_card_visa"
+    )
     cmd = new_cmd()
     results = race(2, lambda i: p.capture(command_id=cmd, hold_id=hold.id))
     assert all(not isinstance(r, Exception) for r in results), results
@@ -91,21 +99,34 @@ def test_the_same_capture_command_twice_at_once_acts_once(conc_case: Case):
 
 def test_concurrent_refunds_never_exceed_the_capture(conc_case: Case):
     p = conc_case.payments
-    hold = p.capture(command_id=new_cmd(), hold_id=p.authorise(
-        command_id=new_cmd(), payer_user_id="b", amount_fen=1000, payment_method="pm_card_visa").id)
+    hold = p.capture(
+        command_id=new_cmd(),
+        hold_id=p.authorise(
+            command_id=new_cmd(), payer_user_id="b", amount_fen=1000, payment_method="pm_card_visa"
+        ).id,
+    )
     results = race(3, lambda i: p.refund(command_id=new_cmd(f"rf{i}"), hold_id=hold.id, amount_fen=600))
     ok = [r for r in results if not isinstance(r, Exception)]
     assert len(ok) == 1, results
-    assert all(isinstance(r, RuleViolated) and r.extra["reason"] == "over_refund"
-               for r in results if isinstance(r, Exception))
+    assert all(
+        isinstance(r, RuleViolated) and r.extra["reason"] == "over_refund"
+        for r in results
+        if isinstance(r, Exception)
+    )
     assert p.get_hold(hold.id).refunded_fen == 600
     assert p.ledger_problems() == []
 
 
 def test_concurrent_withdrawals_never_overdraw_a_wallet(sandbox_case: Case):
     p = sandbox_case.payments
-    p.request_payout(payout_id=new_cmd("po"), payee_user_id="r", amount_fen=900, purpose="pickup",
-                     reference_id="pk", requested_by="booking")
+    p.request_payout(
+        payout_id=new_cmd("po"),
+        payee_user_id="r",
+        amount_fen=900,
+        purpose="pickup",
+        reference_id="pk",
+        requested_by="booking",
+    )
     results = race(4, lambda i: p.withdraw(command_id=new_cmd(f"wd{i}"), user_id="r", amount_fen=500))
     assert sum(1 for r in results if not isinstance(r, Exception)) == 1, results
     assert all(isinstance(r, RuleViolated) for r in results if isinstance(r, Exception))
@@ -116,8 +137,17 @@ def test_concurrent_withdrawals_never_overdraw_a_wallet(sandbox_case: Case):
 def test_the_same_payout_requested_at_once_pays_once(conc_case: Case):
     p = conc_case.payments
     pid = new_cmd("po")
-    results = race(3, lambda i: p.request_payout(payout_id=pid, payee_user_id="r2", amount_fen=300,
-                                                 purpose="pickup", reference_id="pk", requested_by="booking"))
+    results = race(
+        3,
+        lambda i: p.request_payout(
+            payout_id=pid,
+            payee_user_id="r2",
+            amount_fen=300,
+            purpose="pickup",
+            reference_id="pk",
+            requested_by="booking",
+        ),
+    )
     assert all(not isinstance(r, Exception) for r in results), results
     assert p.balance("r2").wallets["resident"] == 300
     assert count_entries(p, pid, "payout_credit") == 1
@@ -126,8 +156,14 @@ def test_the_same_payout_requested_at_once_pays_once(conc_case: Case):
 def test_the_same_withdrawal_command_at_once_withdraws_once(sandbox_case: Case):
     p = sandbox_case.payments
     user = new_cmd("r")
-    p.request_payout(payout_id=new_cmd("po"), payee_user_id=user, amount_fen=800, purpose="pickup",
-                     reference_id="pk", requested_by="booking")
+    p.request_payout(
+        payout_id=new_cmd("po"),
+        payee_user_id=user,
+        amount_fen=800,
+        purpose="pickup",
+        reference_id="pk",
+        requested_by="booking",
+    )
     cmd = new_cmd()
     results = race(3, lambda i: p.withdraw(command_id=cmd, user_id=user, amount_fen=300))
     assert all(not isinstance(r, Exception) for r in results), results

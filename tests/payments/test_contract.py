@@ -4,6 +4,7 @@ Each test states a behaviour the rest of the platform relies on; both adapters m
 port. Payout tests take `payouts_case` (see conftest: localstripe has no Connect, so the Stripe case's payouts
 run on the sandbox, by capability flag).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,25 @@ from .support import Case, new_cmd
 
 
 def authorise(p: Payments, amount: int = 5000, pm: str = "pm_card_visa", cmd: str | None = None):
-    return p.authorise(command_id=cmd or new_cmd(), payer_user_id="buyer-1", amount_fen=amount, payment_method=pm,
-                       reference_id=new_cmd("order"))
+    return p.authorise(
+        command_id=cmd or new_cmd(),
+        payer_user_id="buyer-1",
+        amount_fen=amount,
+        payment_method=pm,
+        reference_id=new_cmd("order"),
+    )
 
 
 def entries(p: Payments, ref: str) -> list[str]:
     with p.db.session(readonly=True) as s:
-        return [r.kind for r in s.execute(select(ledger_entries.c.kind).where(ledger_entries.c.ref == ref)
-                                          .order_by(ledger_entries.c.created_at)).all()]
+        return [
+            r.kind
+            for r in s.execute(
+                select(ledger_entries.c.kind)
+                .where(ledger_entries.c.ref == ref)
+                .order_by(ledger_entries.c.created_at)
+            ).all()
+        ]
 
 
 def events(p: Payments, etype_suffix: str = "") -> list[dict]:
@@ -46,6 +58,7 @@ def assert_ledger_sound(p: Payments) -> None:
 
 
 # --- authorise ------------------------------------------------------------------------------------------------
+
 
 def test_authorise_puts_the_amount_on_hold(case: Case):
     p = case.payments
@@ -89,6 +102,7 @@ def test_amounts_are_positive_whole_fen(case: Case):
 
 # --- capture ---------------------------------------------------------------------------------------------------
 
+
 def test_capture_moves_the_hold_into_escrow_once(case: Case):
     p = case.payments
     hold = authorise(p, 5000)
@@ -128,6 +142,7 @@ def test_never_capture_more_than_authorised(case: Case):
 
 # --- cancel ----------------------------------------------------------------------------------------------------
 
+
 def test_cancel_releases_the_hold(case: Case):
     p = case.payments
     hold = authorise(p, 5000)
@@ -147,6 +162,7 @@ def test_cancel_releases_the_hold(case: Case):
 
 
 # --- refunds ---------------------------------------------------------------------------------------------------
+
 
 def test_partial_then_full_refund_and_never_more_than_captured(case: Case):
     p = case.payments
@@ -186,6 +202,7 @@ def test_a_refund_that_fails_after_it_succeeded_is_reversed(case: Case):
 
 # --- what the provider does on its own ---------------------------------------------------------------------------
 
+
 def test_a_lapsed_authorisation_cancels_the_hold_once(case: Case):
     p = case.payments
     hold = authorise(p, 2500)
@@ -204,8 +221,9 @@ def test_reconciliation_finds_a_capture_made_at_the_provider_and_the_event_books
     hold = authorise(p, 4000)
     case.side.capture_directly(hold, 4000)
     report = reconcile(p, catch_up=False)
-    assert [(d.kind, d.object_id, d.ours, d.provider) for d in report.discrepancies] == \
-        [("hold_status", hold.id, "authorised", "captured")]
+    assert [(d.kind, d.object_id, d.ours, d.provider) for d in report.discrepancies] == [
+        ("hold_status", hold.id, "authorised", "captured")
+    ]
     case.side.deliver()
     assert p.get_hold(hold.id).status == HoldStatus.CAPTURED
     assert p.get_hold(hold.id).captured_fen == 4000
@@ -213,6 +231,7 @@ def test_reconciliation_finds_a_capture_made_at_the_provider_and_the_event_books
 
 
 # --- payouts (Connect on Stripe; the sandbox where the provider lacks it) ------------------------------------------
+
 
 def test_payouts_run_on_an_adapter_with_connect_payouts(payouts_case: Case):
     assert payouts_case.has(CONNECT_PAYOUTS)
@@ -223,23 +242,42 @@ def test_resident_payouts_below_the_threshold_accumulate_then_pay_out(payouts_ca
     p = payouts_case.payments
     assert p.settings.payout_threshold_fen == 1000
     user = new_cmd("resident")
-    small = [p.request_payout(payout_id=new_cmd("po"), payee_user_id=user, amount_fen=300, purpose="pickup",
-                              reference_id=new_cmd("pk"), requested_by="booking") for _ in range(3)]
+    small = [
+        p.request_payout(
+            payout_id=new_cmd("po"),
+            payee_user_id=user,
+            amount_fen=300,
+            purpose="pickup",
+            reference_id=new_cmd("pk"),
+            requested_by="booking",
+        )
+        for _ in range(3)
+    ]
     assert [x.status for x in small] == [PayoutStatus.CREDITED] * 3
     assert all(x.provider_ref == f"balance:{x.payout_id}" for x in small)
     assert p.balance(user).wallets["resident"] == 900
     paid = events(p, "payout.paid.v1")
     assert {e["payout_id"]: e["destination"] for e in paid} == {x.payout_id: "balance" for x in small}
 
-    big = p.request_payout(payout_id=new_cmd("po"), payee_user_id=user, amount_fen=300, purpose="pickup",
-                           reference_id="pk-4", requested_by="booking")
+    big = p.request_payout(
+        payout_id=new_cmd("po"),
+        payee_user_id=user,
+        amount_fen=300,
+        purpose="pickup",
+        reference_id="pk-4",
+        requested_by="booking",
+    )
     assert big.status == PayoutStatus.PAID and big.provider_ref.startswith("tr_")
     wd = p.get_withdrawal(big.withdrawal_id)
     assert wd.amount_fen == 1200 and wd.status == WithdrawalStatus.PAID  # the whole wallet went out
     assert p.balance(user).available_fen == 0
     assert p.provider.retrieve_transfer(wd.provider_ref).amount_fen == 1200
     last = events(p, "payout.paid.v1")[-1]
-    assert (last["payout_id"], last["destination"], last["provider_ref"]) == (big.payout_id, "provider", wd.provider_ref)
+    assert (last["payout_id"], last["destination"], last["provider_ref"]) == (
+        big.payout_id,
+        "provider",
+        wd.provider_ref,
+    )
     assert_ledger_sound(p)
     assert reconcile(p).ok
 
@@ -247,10 +285,22 @@ def test_resident_payouts_below_the_threshold_accumulate_then_pay_out(payouts_ca
 def test_one_payout_per_payout_id_ever(payouts_case: Case):
     p = payouts_case.payments
     user, pid = new_cmd("resident"), new_cmd("po")
-    a = p.request_payout(payout_id=pid, payee_user_id=user, amount_fen=200, purpose="pickup", reference_id="x",
-                         requested_by="booking")
-    b = p.request_payout(payout_id=pid, payee_user_id=user, amount_fen=900, purpose="pickup", reference_id="x",
-                         requested_by="booking")
+    a = p.request_payout(
+        payout_id=pid,
+        payee_user_id=user,
+        amount_fen=200,
+        purpose="pickup",
+        reference_id="x",
+        requested_by="booking",
+    )
+    b = p.request_payout(
+        payout_id=pid,
+        payee_user_id=user,
+        amount_fen=900,
+        purpose="pickup",
+        reference_id="x",
+        requested_by="booking",
+    )
     assert a == b and p.balance(user).wallets["resident"] == 200
     assert entries(p, pid) == ["payout_credit"]
 
@@ -258,8 +308,15 @@ def test_one_payout_per_payout_id_ever(payouts_case: Case):
 def test_firms_and_sellers_are_paid_at_once(payouts_case: Case):
     p = payouts_case.payments
     firm = new_cmd("firm")
-    po = p.request_payout(payout_id=new_cmd("po"), payee_user_id=firm, payee_kind="firm", amount_fen=100,
-                          purpose="trade", reference_id="t-1", requested_by="trading")
+    po = p.request_payout(
+        payout_id=new_cmd("po"),
+        payee_user_id=firm,
+        payee_kind="firm",
+        amount_fen=100,
+        purpose="trade",
+        reference_id="t-1",
+        requested_by="trading",
+    )
     assert po.status == PayoutStatus.PAID
     assert p.balance(firm).available_fen == 0
 
@@ -270,8 +327,14 @@ def test_withdrawal_below_the_threshold(payouts_case: Case):
     with pytest.raises(RuleViolated) as err:
         p.withdraw(command_id=new_cmd(), user_id=user)
     assert err.value.extra["reason"] == "nothing_to_withdraw"
-    p.request_payout(payout_id=new_cmd("po"), payee_user_id=user, amount_fen=450, purpose="pickup",
-                     reference_id="pk", requested_by="booking")
+    p.request_payout(
+        payout_id=new_cmd("po"),
+        payee_user_id=user,
+        amount_fen=450,
+        purpose="pickup",
+        reference_id="pk",
+        requested_by="booking",
+    )
     with pytest.raises(RuleViolated) as err:
         p.withdraw(command_id=new_cmd(), user_id=user, amount_fen=451)
     assert err.value.extra["reason"] == "insufficient_balance"
@@ -288,11 +351,25 @@ def test_withdrawal_below_the_threshold(payouts_case: Case):
 def test_a_failed_payout_is_reversed_and_reported(payouts_case: Case):
     p = payouts_case.payments
     user = new_cmd("resident")
-    p.register_payee(user_id=user, kind="resident", bank_account="000111111116")  # test account: no such account
-    early = p.request_payout(payout_id=new_cmd("po"), payee_user_id=user, amount_fen=300, purpose="pickup",
-                             reference_id="pk-1", requested_by="booking")
-    failing = p.request_payout(payout_id=new_cmd("po"), payee_user_id=user, amount_fen=900, purpose="pickup",
-                               reference_id="pk-2", requested_by="booking")
+    p.register_payee(
+        user_id=user, kind="resident", bank_account="000111111116"
+    )  # test account: no such account
+    early = p.request_payout(
+        payout_id=new_cmd("po"),
+        payee_user_id=user,
+        amount_fen=300,
+        purpose="pickup",
+        reference_id="pk-1",
+        requested_by="booking",
+    )
+    failing = p.request_payout(
+        payout_id=new_cmd("po"),
+        payee_user_id=user,
+        amount_fen=900,
+        purpose="pickup",
+        reference_id="pk-2",
+        requested_by="booking",
+    )
     assert early.status == PayoutStatus.CREDITED
     assert failing.status == PayoutStatus.FAILED and "no_account" in failing.failure_reason
     assert p.get_withdrawal(failing.withdrawal_id).status == WithdrawalStatus.FAILED
@@ -308,8 +385,14 @@ def test_a_failed_payout_is_reversed_and_reported(payouts_case: Case):
 def test_a_returned_payout_is_reversed_and_reported(payouts_case: Case):
     p = payouts_case.payments
     user = new_cmd("resident")
-    po = p.request_payout(payout_id=new_cmd("po"), payee_user_id=user, amount_fen=1500, purpose="pickup",
-                          reference_id="pk", requested_by="booking")
+    po = p.request_payout(
+        payout_id=new_cmd("po"),
+        payee_user_id=user,
+        amount_fen=1500,
+        purpose="pickup",
+        reference_id="pk",
+        requested_by="booking",
+    )
     assert po.status == PayoutStatus.PAID
     payouts_case.side.return_transfer(p.get_withdrawal(po.withdrawal_id))
     payouts_case.side.deliver()

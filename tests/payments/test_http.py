@@ -1,5 +1,6 @@
 """Payments through the public API (the gateway): balance, withdrawals, the Stripe webhook endpoint, and the
 payout request/answer over events."""
+
 from __future__ import annotations
 
 import asyncio
@@ -51,6 +52,7 @@ def count(p: Payments, table, **where) -> int:  # noqa: ANN001
 
 # --- balance and withdrawals (sandbox, the embedded default) ------------------------------------------------------
 
+
 async def test_balance_and_withdrawal_through_the_api(aiohttp_client, sqlite_settings):
     settings = sqlite_settings
     platform, p, client = await _client(aiohttp_client, settings)
@@ -58,8 +60,14 @@ async def test_balance_and_withdrawal_through_the_api(aiohttp_client, sqlite_set
     assert r.status == 401 and r.content_type == "application/problem+json"
 
     for i in range(2):
-        p.request_payout(payout_id=f"po-{i}", payee_user_id="res-1", amount_fen=350, purpose="pickup",
-                         reference_id=f"pk-{i}", requested_by="booking")
+        p.request_payout(
+            payout_id=f"po-{i}",
+            payee_user_id="res-1",
+            amount_fen=350,
+            purpose="pickup",
+            reference_id=f"pk-{i}",
+            requested_by="booking",
+        )
     me = auth(settings, "res-1")
     body = await (await client.get("/v1/payments/balance", headers=me)).json()
     assert body["available_fen"] == 700 and body["payout_threshold_fen"] == 1000 and body["currency"] == "CNY"
@@ -102,8 +110,15 @@ async def test_payout_requested_over_events_is_answered_once(aiohttp_client, sql
     now = datetime.now(UTC)
 
     def publish(pid: str, amount: int) -> None:
-        ev = PayoutRequested(payout_id=pid, payee_user_id="res-9", amount_fen=amount, purpose="pickup",
-                             reference_id=f"pickup-{pid}", requested_by="booking", requested_at=now)
+        ev = PayoutRequested(
+            payout_id=pid,
+            payee_user_id="res-9",
+            amount_fen=amount,
+            purpose="pickup",
+            reference_id=f"pickup-{pid}",
+            requested_by="booking",
+            requested_at=now,
+        )
         env = Envelope.wrap(ev)
         platform.bus.publish([Record(topic=ev.topic, key=ev.key, value=env.to_bytes())])
 
@@ -118,7 +133,9 @@ async def test_payout_requested_over_events_is_answered_once(aiohttp_client, sql
         for rec in platform.bus.read("payments.payout", part, 0, 1000):
             env = Envelope.from_bytes(rec.value)
             if env.type.endswith(("payout.paid.v1", "payout.failed.v1")):
-                answers.append((env.data["payout_id"], env.type.rsplit(".", 2)[-2], env.data.get("destination")))
+                answers.append(
+                    (env.data["payout_id"], env.type.rsplit(".", 2)[-2], env.data.get("destination"))
+                )
     assert sorted(answers) == [("P1", "paid", "balance"), ("P2", "paid", "provider"), ("P3", "failed", None)]
     assert p.get_payout("P2").status == "paid" and p.balance("res-9").available_fen == 0
     assert count(p, ledger_entries, ref="P1", kind="payout_credit") == 1
@@ -133,6 +150,7 @@ async def test_sandbox_has_no_webhooks(aiohttp_client, sqlite_settings):
 
 # --- the Stripe webhook endpoint (Stripe adapter against localstripe) ---------------------------------------------
 
+
 @pytest.fixture
 async def stripe_app(aiohttp_client, sqlite_settings, localstripe):  # noqa: ANN001
     settings = payments_settings(sqlite_settings, "stripe", localstripe.url)
@@ -141,7 +159,9 @@ async def stripe_app(aiohttp_client, sqlite_settings, localstripe):  # noqa: ANN
 
 
 def _authorised(p: Payments, amount: int = 2000):  # noqa: ANN202
-    return p.authorise(command_id=new_cmd(), payer_user_id="buyer", amount_fen=amount, payment_method="pm_card_visa")
+    return p.authorise(
+        command_id=new_cmd(), payer_user_id="buyer", amount_fen=amount, payment_method="pm_card_visa"
+    )
 
 
 def _cancelled_pi_event(ls, hold, created: int | None = None) -> dict:  # noqa: ANN001
@@ -208,12 +228,18 @@ async def test_a_refund_failure_is_kept_whatever_the_order(stripe_app, order):
     p, client, ls = stripe_app
     hold = p.capture(command_id=new_cmd(), hold_id=_authorised(p, 3000).id)
     refund = p.refund(command_id=new_cmd(), hold_id=hold.id, amount_fen=1200)
-    obj = stripe.StripeClient(STRIPE_TEST_KEY, base_addresses={"api": ls.url}).v1.refunds.retrieve(
-        refund.provider_ref).to_dict()
+    obj = (
+        stripe.StripeClient(STRIPE_TEST_KEY, base_addresses={"api": ls.url})
+        .v1.refunds.retrieve(refund.provider_ref)
+        .to_dict()
+    )
     t0 = int(time.time()) - 120
     succeeded = stripe_event("refund.created", obj | {"status": "succeeded"}, created=t0)
-    failed = stripe_event("charge.refund.updated", obj | {"status": "failed", "failure_reason": "lost_or_stolen_card"},
-                          created=t0 + 60)
+    failed = stripe_event(
+        "charge.refund.updated",
+        obj | {"status": "failed", "failure_reason": "lost_or_stolen_card"},
+        created=t0 + 60,
+    )
     batch = [succeeded, failed] if order == "in_order" else [failed, succeeded]
     for ev in batch:
         payload = encode(ev)
@@ -230,12 +256,16 @@ async def test_a_late_authorisation_event_does_not_reopen_a_cancelled_hold(strip
     p, client, ls = stripe_app
     hold = _authorised(p)
     cancelled = _cancelled_pi_event(ls, hold, created=int(time.time()))
-    earlier = stripe_event("payment_intent.amount_capturable_updated",
-                           cancelled["data"]["object"] | {"status": "requires_capture", "amount_capturable": 2000},
-                           created=int(time.time()) - 30)
+    earlier = stripe_event(
+        "payment_intent.amount_capturable_updated",
+        cancelled["data"]["object"] | {"status": "requires_capture", "amount_capturable": 2000},
+        created=int(time.time()) - 30,
+    )
     for ev in (cancelled, earlier):
         payload = encode(ev)
-        assert (await client.post(WEBHOOK, data=payload, headers={"Stripe-Signature": sign(payload)})).status == 200
+        assert (
+            await client.post(WEBHOOK, data=payload, headers={"Stripe-Signature": sign(payload)})
+        ).status == 200
     assert p.get_hold(hold.id).status == HoldStatus.CANCELLED
     assert p.account_balance(L.hold_account(hold.id)) == 0
 
@@ -257,16 +287,20 @@ async def test_localstripe_delivers_a_signed_webhook_that_we_verify(stripe_app):
     url = str(client.make_url(WEBHOOK))
 
     def configure(events: list[str]) -> None:
-        req = urllib.request.Request(f"{ls.url}/_config/webhooks/{hook_id}", method="POST",
-                                     data=json.dumps({"url": url, "secret": WEBHOOK_SECRET, "events": events}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{ls.url}/_config/webhooks/{hook_id}",
+            method="POST",
+            data=json.dumps({"url": url, "secret": WEBHOOK_SECRET, "events": events}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         urllib.request.urlopen(req, timeout=5).close()
 
     configure(["payment_intent.succeeded"])
     try:
         hold = _authorised(p, 1500)
         stripe.StripeClient(STRIPE_TEST_KEY, base_addresses={"api": ls.url}).v1.payment_intents.capture(
-            hold.provider_ref)
+            hold.provider_ref
+        )
         deadline = time.monotonic() + 15
         while p.get_hold(hold.id).status != HoldStatus.CAPTURED and time.monotonic() < deadline:
             await asyncio.sleep(0.1)

@@ -8,6 +8,7 @@
    and each hold agrees with a simple model of what should have happened — including which commands must be
    refused (over-capture, over-refund, acting on a hold in the wrong state).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -30,9 +31,18 @@ from .support import build_case, payments_settings
 
 # --- 1. the pure ledger ------------------------------------------------------------------------------------------
 
-accounts = st.sampled_from([L.PROVIDER_CASH, L.CARD_AUTHORISATIONS, L.PAYOUTS_IN_TRANSIT, L.PLATFORM_FEES,
-                            L.escrow_account("h1"), L.hold_account("h1"), L.wallet_account("resident", "u1"),
-                            L.funding_account("booking")])
+accounts = st.sampled_from(
+    [
+        L.PROVIDER_CASH,
+        L.CARD_AUTHORISATIONS,
+        L.PAYOUTS_IN_TRANSIT,
+        L.PLATFORM_FEES,
+        L.escrow_account("h1"),
+        L.hold_account("h1"),
+        L.wallet_account("resident", "u1"),
+        L.funding_account("booking"),
+    ]
+)
 amounts = st.integers(min_value=1, max_value=10**9)
 
 
@@ -57,14 +67,14 @@ def test_entries_balance_and_reversals_undo_them(es):
     assert all(v == 0 for v in balances.values())
 
 
-@given(st.lists(st.tuples(accounts, st.integers(-10**6, 10**6).filter(bool)), min_size=1, max_size=6))
+@given(st.lists(st.tuples(accounts, st.integers(-(10**6), 10**6).filter(bool)), min_size=1, max_size=6))
 def test_an_unbalanced_entry_is_refused(lines):
     assume(sum(a for _, a in lines) != 0)
     with pytest.raises(L.UnbalancedEntry):
         L.entry("test", "ref", *lines)
 
 
-@given(amounts, st.integers(min_value=-10**6, max_value=0))
+@given(amounts, st.integers(min_value=-(10**6), max_value=0))
 def test_a_transfer_moves_a_positive_amount(amount, bad):
     e = L.transfer("t", "r", L.PROVIDER_CASH, L.escrow_account("h"), amount)
     assert [ln.amount_fen for ln in e.lines] == [amount, -amount]
@@ -109,9 +119,19 @@ class PaymentsMachine(RuleBasedStateMachine):
         return f"run{self.run_id}-cmd{next(self.cmd)}"
 
     # --- holds -----------------------------------------------------------------------------------------------
-    @rule(target=holds, amount=st.integers(1, 20_000),
-          pm=st.sampled_from(["pm_card_visa", "pm_card_visa", "pm_card_refundFail", "pm_card_chargeCustomerFail",
-                              "4000000000009995"]))
+    @rule(
+        target=holds,
+        amount=st.integers(1, 20_000),
+        pm=st.sampled_from(
+            [
+                "pm_card_visa",
+                "pm_card_visa",
+                "pm_card_refundFail",
+                "pm_card_chargeCustomerFail",
+                "4000000000009995",
+            ]
+        ),
+    )
     def authorise(self, amount, pm):  # noqa: ANN001, ANN201
         h = self.p.authorise(command_id=self.c(), payer_user_id="buyer", amount_fen=amount, payment_method=pm)
         declined = pm in ("pm_card_chargeCustomerFail", "4000000000009995")
@@ -218,11 +238,22 @@ class PaymentsMachine(RuleBasedStateMachine):
                 self.model[hold]["refunded"] -= amount
 
     # --- payouts -------------------------------------------------------------------------------------------------
-    @rule(target=withdrawals, user=st.integers(0, 2), amount=st.integers(1, 900),
-          kind=st.sampled_from(["resident", "resident", "firm"]))
+    @rule(
+        target=withdrawals,
+        user=st.integers(0, 2),
+        amount=st.integers(1, 900),
+        kind=st.sampled_from(["resident", "resident", "firm"]),
+    )
     def request_payout(self, user, amount, kind):  # noqa: ANN001, ANN201
-        po = self.p.request_payout(payout_id=self.c(), payee_user_id=self.users[user], amount_fen=amount,
-                                   purpose="pickup", reference_id="pk", requested_by="booking", payee_kind=kind)
+        po = self.p.request_payout(
+            payout_id=self.c(),
+            payee_user_id=self.users[user],
+            amount_fen=amount,
+            purpose="pickup",
+            reference_id="pk",
+            requested_by="booking",
+            payee_kind=kind,
+        )
         assert po.status in (PayoutStatus.CREDITED, PayoutStatus.PAID)
         return po.withdrawal_id
 
@@ -270,8 +301,12 @@ class PaymentsMachine(RuleBasedStateMachine):
 
 
 TestPaymentsMachine = PaymentsMachine.TestCase
-TestPaymentsMachine.settings = settings(max_examples=30, stateful_step_count=30, deadline=None,
-                                        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+TestPaymentsMachine.settings = settings(
+    max_examples=30,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 def test_after_all_the_random_runs_the_ledger_reconciles_with_the_provider():

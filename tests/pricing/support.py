@@ -1,4 +1,5 @@
 """Helpers for pricing service tests: the platform behind the gateway, tokens, events through the real bus."""
+
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
@@ -60,28 +61,68 @@ def admin(settings: Settings) -> dict[str, str]:
 def publish(platform: Platform, *events: Event) -> None:
     """Publish events as their owning service would (straight onto the bus), then let every consumer catch up."""
     envs = [Envelope.wrap(e) for e in events]
-    platform.bus.publish([Record(topic=topic_of(env.type), key=env.subject, value=env.to_bytes()) for env in envs])
+    platform.bus.publish(
+        [Record(topic=topic_of(env.type), key=env.subject, value=env.to_bytes()) for env in envs]
+    )
     platform.drain()
 
 
-def settled(*, firm_id: str, day: date, lines: list[tuple[str, str, int]], city_code: str = CITY,
-            resident_id: str | None = None, collector_user_id: str | None = None,
-            hour: int = 11) -> PickupSettled:
+def settled(
+    *,
+    firm_id: str,
+    day: date,
+    lines: list[tuple[str, str, int]],
+    city_code: str = CITY,
+    resident_id: str | None = None,
+    collector_user_id: str | None = None,
+    hour: int = 11,
+) -> PickupSettled:
     """A booking.pickup.settled event: lines of (category, qty, unit_price_fen)."""
     resident_id = resident_id or new_id("us")
     when = at(day, hour)
     return PickupSettled(
-        pickup_id=new_id("pk"), resident_id=resident_id, collector_id=new_id("cl"),
-        collector_user_id=collector_user_id or new_id("us"), firm_id=firm_id, city_code=city_code,
-        lines=[SettledLine(category=c, tax_code="1080103010000000000", unit="kg", qty=q, unit_price_fen=p,
-                           amount_fen=round(float(q) * p)) for c, q, p in lines],
-        total_fen=sum(round(float(q) * p) for _, q, p in lines), weighed_at=when, settled_at=when)
+        pickup_id=new_id("pk"),
+        resident_id=resident_id,
+        collector_id=new_id("cl"),
+        collector_user_id=collector_user_id or new_id("us"),
+        firm_id=firm_id,
+        city_code=city_code,
+        lines=[
+            SettledLine(
+                category=c,
+                tax_code="1080103010000000000",
+                unit="kg",
+                qty=q,
+                unit_price_fen=p,
+                amount_fen=round(float(q) * p),
+            )
+            for c, q, p in lines
+        ],
+        total_fen=sum(round(float(q) * p) for _, q, p in lines),
+        weighed_at=when,
+        settled_at=when,
+    )
 
 
-def observation(category: str = "metal.steel", *, day: date, price: int, qty: str = "100",
-                kind: str = "trade", city_code: str = CITY, evidence: bool = True, **extra: object) -> dict:
-    body: dict = {"category": category, "city_code": city_code, "unit_price_fen": price, "qty": qty, "kind": kind,
-                  "observed_at": at(day).isoformat()}
+def observation(
+    category: str = "metal.steel",
+    *,
+    day: date,
+    price: int,
+    qty: str = "100",
+    kind: str = "trade",
+    city_code: str = CITY,
+    evidence: bool = True,
+    **extra: object,
+) -> dict:
+    body: dict = {
+        "category": category,
+        "city_code": city_code,
+        "unit_price_fen": price,
+        "qty": qty,
+        "kind": kind,
+        "observed_at": at(day).isoformat(),
+    }
     if evidence and kind == "trade":
         body["evidence"] = {"kind": "weighbridge_ticket", "number": new_id("wb")}
     return body | extra

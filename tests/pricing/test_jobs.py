@@ -1,4 +1,5 @@
 """The daily job's schedule and due days, and the `recycle pricing` commands."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -55,26 +56,46 @@ def test_the_daily_job_is_idempotent(sqlite_settings) -> None:  # noqa: ANN001
 def test_cli_backfills_a_range_with_a_progress_bar(sqlite_settings, monkeypatch, tmp_path) -> None:  # noqa: ANN001
     from workers.cli import app
 
-    for k, v in {"DATA_DIR": str(sqlite_settings.data_dir), "ENV": "test", "JWT_SECRET": sqlite_settings.jwt_secret,
-                 "PII_KEY": sqlite_settings.pii_key}.items():
+    for k, v in {
+        "DATA_DIR": str(sqlite_settings.data_dir),
+        "ENV": "test",
+        "JWT_SECRET": sqlite_settings.jwt_secret,
+        "PII_KEY": sqlite_settings.pii_key,
+    }.items():
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
     try:
         platform = Platform(get_settings(), services=["pricing"]).prepare()
         start = day_ago(4)
         for i, price in enumerate((200, 201, 202, 203, 204)):
-            publish(platform, settled(firm_id=f"fm_{i % 3}", day=start, lines=[("metal.steel", "100", price)]))
+            publish(
+                platform, settled(firm_id=f"fm_{i % 3}", day=start, lines=[("metal.steel", "100", price)])
+            )
         runner = CliRunner()
-        result = runner.invoke(app, ["pricing", "compute-index", "--date", start.isoformat(),
-                                     "--to", (start + timedelta(days=2)).isoformat()])
+        result = runner.invoke(
+            app,
+            [
+                "pricing",
+                "compute-index",
+                "--date",
+                start.isoformat(),
+                "--to",
+                (start + timedelta(days=2)).isoformat(),
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert "done" in result.output and "3 day(s)" in result.output
         with platform["pricing"].db.session() as s:
-            days = s.execute(select(computation_runs.c.day, computation_runs.c.trigger)
-                             .order_by(computation_runs.c.day)).all()
-            steel = s.execute(select(published_values.c.value).where(
-                published_values.c.code == "metal.steel", published_values.c.region == "110105",
-                published_values.c.date == start)).scalar()
+            days = s.execute(
+                select(computation_runs.c.day, computation_runs.c.trigger).order_by(computation_runs.c.day)
+            ).all()
+            steel = s.execute(
+                select(published_values.c.value).where(
+                    published_values.c.code == "metal.steel",
+                    published_values.c.region == "110105",
+                    published_values.c.date == start,
+                )
+            ).scalar()
         assert [(d, t) for d, t in days] == [(start + timedelta(days=i), "cli") for i in range(3)]
         assert steel == "202"
 

@@ -12,6 +12,7 @@ Given/when/then on one Beijing scenario (day D = two days ago, Shanghai time):
   (200 + 202 + 204 + 198 + 210 + 212) / 6 = 204.33 → 204; national is the same.
 - 废铜: one pickup line only: insufficient data everywhere; quotes fall back to the seeded reference price.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,22 +46,33 @@ STEEL = "metal.steel"
 
 async def _given_day_d(platform, client, settings):  # noqa: ANN001, ANN202
     d = day_ago(2)
-    publish(platform,
-            settled(firm_id="fm_a", day=d, lines=[(STEEL, "100", 200), ("glass.mixed", "30", 0)]),
-            settled(firm_id="fm_a", day=d, lines=[(STEEL, "100", 202)]),
-            settled(firm_id="fm_b", day=d, lines=[(STEEL, "100", 204)]),
-            settled(firm_id="fm_c", day=d, lines=[(STEEL, "100", 198), ("metal.copper", "2", 4600)]),
-            settled(firm_id="fm_c", day=d, lines=[(STEEL, "100", 150)], resident_id="us_self",
-                    collector_user_id="us_self"),
-            settled(firm_id="fm_b", day=d, lines=[(STEEL, "100", 210)], city_code=CITY2),
-            settled(firm_id="fm_f", day=d, lines=[(STEEL, "100", 212)], city_code=CITY2))
-    r = await client.post("/v1/prices/observations", json=observation(day=d, price=206),
-                          headers=firm(settings, "fm_d"))
+    publish(
+        platform,
+        settled(firm_id="fm_a", day=d, lines=[(STEEL, "100", 200), ("glass.mixed", "30", 0)]),
+        settled(firm_id="fm_a", day=d, lines=[(STEEL, "100", 202)]),
+        settled(firm_id="fm_b", day=d, lines=[(STEEL, "100", 204)]),
+        settled(firm_id="fm_c", day=d, lines=[(STEEL, "100", 198), ("metal.copper", "2", 4600)]),
+        settled(
+            firm_id="fm_c",
+            day=d,
+            lines=[(STEEL, "100", 150)],
+            resident_id="us_self",
+            collector_user_id="us_self",
+        ),
+        settled(firm_id="fm_b", day=d, lines=[(STEEL, "100", 210)], city_code=CITY2),
+        settled(firm_id="fm_f", day=d, lines=[(STEEL, "100", 212)], city_code=CITY2),
+    )
+    r = await client.post(
+        "/v1/prices/observations", json=observation(day=d, price=206), headers=firm(settings, "fm_d")
+    )
     assert r.status == 201, await r.text()
     trade = await r.json()
     assert trade["tier"] == "verified_deal" and trade["day"] == d.isoformat() and not trade["related_party"]
-    r = await client.post("/v1/prices/observations", json=observation(day=d, price=300, kind="quote"),
-                          headers=firm(settings, "fm_e"))
+    r = await client.post(
+        "/v1/prices/observations",
+        json=observation(day=d, price=300, kind="quote"),
+        headers=firm(settings, "fm_e"),
+    )
     assert r.status == 201 and (await r.json())["tier"] == "quote"
     return d
 
@@ -87,11 +99,21 @@ async def _flow(aiohttp_client, settings) -> None:  # noqa: ANN001
     assert reply["date"] == d.isoformat() and reply["methodology_version"] == "2026.1"
     assert reply["n_observations"] == 10  # 7 steel + 1 copper from pickups (glass skipped), 2 from firms
     city = _series(reply, STEEL, CITY)
-    assert (city["value"], city["unit_price_fen"], city["status"], city["stale"], city["n_obs"]) == \
-        ("202", 202, "published", False, 5)
+    assert (city["value"], city["unit_price_fen"], city["status"], city["stale"], city["n_obs"]) == (
+        "202",
+        202,
+        "published",
+        False,
+        5,
+    )
     hd = _series(reply, STEEL, CITY2)
-    assert (hd["value"], hd["status"], hd["stale"], hd["source_region"], hd["n_obs"]) == \
-        ("204", "fallback", True, PROVINCE, 2)
+    assert (hd["value"], hd["status"], hd["stale"], hd["source_region"], hd["n_obs"]) == (
+        "204",
+        "fallback",
+        True,
+        PROVINCE,
+        2,
+    )
     assert _series(reply, STEEL, PROVINCE)["value"] == "204"
     assert _series(reply, STEEL, "000000")["value"] == "204"
     copper = _series(reply, "metal.copper", "000000")
@@ -102,7 +124,9 @@ async def _flow(aiohttp_client, settings) -> None:  # noqa: ANN001
     assert all(s["new_version"] and s["version"] == 1 for s in reply["series"])
 
     # the disclosure says what was excluded and why, never who
-    r = await client.get("/v1/prices/disclosure", params={"code": STEEL, "region": CITY, "date": d.isoformat()})
+    r = await client.get(
+        "/v1/prices/disclosure", params={"code": STEEL, "region": CITY, "date": d.isoformat()}
+    )
     assert r.status == 200
     disc = await r.json()
     assert disc["excluded_by_reason"] == {"lower_tier_not_needed": 1, "related_party": 1}
@@ -115,7 +139,13 @@ async def _flow(aiohttp_client, settings) -> None:  # noqa: ANN001
     computed = [e for e in published if not e["reference"]]
     assert len(computed) == len(reply["series"])
     ev = next(e for e in computed if e["series_key"] == f"{STEEL}@{CITY}")
-    assert (ev["value"], ev["unit_price_fen"], ev["version"], ev["n_obs"], ev["n_excluded"]) == ("202", 202, 1, 5, 2)
+    assert (ev["value"], ev["unit_price_fen"], ev["version"], ev["n_obs"], ev["n_excluded"]) == (
+        "202",
+        202,
+        1,
+        5,
+        2,
+    )
     platform.drain()
     with platform["booking"].db.session() as s:
         q = current_price(s, STEEL, CITY)
@@ -130,19 +160,30 @@ async def _flow(aiohttp_client, settings) -> None:  # noqa: ANN001
         return await r.json()
 
     q = await quote(STEEL, CITY)
-    assert (q["unit_price_fen"], q["as_of"], q["source_region"], q["stale"], q["reference"]) == \
-        (202, d.isoformat(), CITY, False, False)
+    assert (q["unit_price_fen"], q["as_of"], q["source_region"], q["stale"], q["reference"]) == (
+        202,
+        d.isoformat(),
+        CITY,
+        False,
+        False,
+    )
     q = await quote(STEEL, CITY2)
     assert (q["unit_price_fen"], q["source_region"], q["stale"]) == (204, PROVINCE, True)
     q = await quote(STEEL, OTHER_CITY)
     assert (q["unit_price_fen"], q["source_region"], q["stale"]) == (204, "000000", True)
     q = await quote("metal.copper", CITY)
-    assert (q["unit_price_fen"], q["source_region"], q["stale"], q["reference"], q["as_of"]) == \
-        (4500, "000000", True, True, "2026-01-01")
+    assert (q["unit_price_fen"], q["source_region"], q["stale"], q["reference"], q["as_of"]) == (
+        4500,
+        "000000",
+        True,
+        True,
+        "2026-01-01",
+    )
 
     # when: a late, documented trade for D arrives (firm f, 212), and the daily job runs the next morning
-    r = await client.post("/v1/prices/observations", json=observation(day=d, price=212),
-                          headers=firm(settings, "fm_f"))
+    r = await client.post(
+        "/v1/prices/observations", json=observation(day=d, price=212), headers=firm(settings, "fm_f")
+    )
     assert r.status == 201
     with platform["pricing"].db.session() as s:
         assert s.execute(select(restatement_queue.c.day, restatement_queue.c.late_inputs)).all() == [(d, 1)]
@@ -150,26 +191,43 @@ async def _flow(aiohttp_client, settings) -> None:  # noqa: ANN001
     assert [r_["date"] for r_ in runs] == [day_ago(1), d]  # the due day, then the restatement
 
     # then: a new version with a correction notice; the old version stays readable
-    r = await client.get("/v1/prices/indices", params={"code": STEEL, "region": CITY, "from": d.isoformat(),
-                                                        "to": d.isoformat()})
+    r = await client.get(
+        "/v1/prices/indices",
+        params={"code": STEEL, "region": CITY, "from": d.isoformat(), "to": d.isoformat()},
+    )
     assert r.status == 200
     (item,) = (await r.json())["items"]
     # (200 + 202 + 204 + 198 + 206 + 212) / 6 = 203.67 → 204
-    assert (item["date"], item["value"], item["version"], item["stale"], item["n_obs"]) == \
-        (d.isoformat(), "204", 2, False, 6)
+    assert (item["date"], item["value"], item["version"], item["stale"], item["n_obs"]) == (
+        d.isoformat(),
+        "204",
+        2,
+        False,
+        6,
+    )
     r = await client.get("/v1/prices/indices", params={"code": STEEL, "region": CITY, "version": "1"})
     (old,) = (await r.json())["items"]
     assert (old["value"], old["version"], old["superseded"]) == ("202", 1, True)
     r = await client.get("/v1/prices/indices", params={"code": STEEL, "region": CITY, "all_versions": "true"})
-    assert [(i["version"], i["value"], i["superseded"]) for i in (await r.json())["items"]] == \
-        [(1, "202", True), (2, "204", False)]
+    assert [(i["version"], i["value"], i["superseded"]) for i in (await r.json())["items"]] == [
+        (1, "202", True),
+        (2, "204", False),
+    ]
     r = await client.get("/v1/prices/notices", params={"code": STEEL, "region": CITY})
     (notice,) = (await r.json())["items"]
-    assert (notice["date"], notice["old_version"], notice["new_version"], notice["old_value"],
-            notice["new_value"]) == (d.isoformat(), 1, 2, "202", "204")
+    assert (
+        notice["date"],
+        notice["old_version"],
+        notice["new_version"],
+        notice["old_value"],
+        notice["new_value"],
+    ) == (d.isoformat(), 1, 2, "202", "204")
     assert "late data: +1 input(s)" in notice["reason"]
-    ev = [e for e in outbox_events(platform, "pricing", "index.published.v1")
-          if e["series_key"] == f"{STEEL}@{CITY}" and e["version"] == 2]
+    ev = [
+        e
+        for e in outbox_events(platform, "pricing", "index.published.v1")
+        if e["series_key"] == f"{STEEL}@{CITY}" and e["version"] == 2
+    ]
     assert ev and ev[0]["restates_version"] == 1 and ev[0]["previous_value"] == "202"
     platform.drain()
     with platform["booking"].db.session() as s:
@@ -185,13 +243,22 @@ async def _flow(aiohttp_client, settings) -> None:  # noqa: ANN001
 
     # no output names a contributor (firm ids, residents, collectors)
     texts = [json.dumps(reply), json.dumps(again), json.dumps(published), json.dumps(recorded)]
-    for path, params in (("/v1/prices/indices", {"code": STEEL, "region": CITY, "all_versions": "true"}),
-                         ("/v1/prices/notices", {}),
-                         ("/v1/prices/disclosure", {"code": STEEL, "region": CITY, "date": d.isoformat()}),
-                         ("/v1/prices/indices.csv", {"code": STEEL, "region": PROVINCE})):
+    for path, params in (
+        ("/v1/prices/indices", {"code": STEEL, "region": CITY, "all_versions": "true"}),
+        ("/v1/prices/notices", {}),
+        ("/v1/prices/disclosure", {"code": STEEL, "region": CITY, "date": d.isoformat()}),
+        ("/v1/prices/indices.csv", {"code": STEEL, "region": PROVINCE}),
+    ):
         texts.append(await (await client.get(path, params=params)).text())
-    texts.append(await (await client.get("/v1/admin/prices/audit", params={
-        "code": STEEL, "region": CITY, "date": d.isoformat()}, headers=admin(settings))).text())
+    texts.append(
+        await (
+            await client.get(
+                "/v1/admin/prices/audit",
+                params={"code": STEEL, "region": CITY, "date": d.isoformat()},
+                headers=admin(settings),
+            )
+        ).text()
+    )
     for text in texts:
         for secret in ("fm_a", "fm_b", "fm_c", "fm_d", "fm_e", "fm_f", "us_self", "firm:"):
             assert secret not in text

@@ -1,4 +1,5 @@
 """Fixtures of the security suite: both runs of the platform, shared by the whole package (see harness.py)."""
+
 from __future__ import annotations
 
 import aiohttp

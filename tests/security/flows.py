@@ -1,4 +1,5 @@
 """Records made through the public API, as users would make them (firms, accountants, ...)."""
+
 from __future__ import annotations
 
 import itertools
@@ -18,8 +19,13 @@ def new_uscc() -> str:
 
 
 def firm_body() -> dict:
-    return {"name": "北京绿环再生资源回收有限公司", "uscc": new_uscc(), "recycler_filing_no": "京商备2024001",
-            "address": "北京市朝阳区建国路1号", "city_code": CITY_CODE}
+    return {
+        "name": "北京绿环再生资源回收有限公司",
+        "uscc": new_uscc(),
+        "recycler_filing_no": "京商备2024001",
+        "address": "北京市朝阳区建国路1号",
+        "city_code": CITY_CODE,
+    }
 
 
 async def pending_firm(api: Api, owner: User) -> str:

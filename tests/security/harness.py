@@ -9,6 +9,7 @@
 Each topology runs in a thread with its own event loop, so one is shared by many tests (any event loop may
 call it). Background threads are off: `drain()` runs relays and consumers to quiescence.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,10 +43,18 @@ def new_phone() -> str:
 
 
 def settings_for(mode: str, data_dir: Path, redis_url: str | None, **overrides: Any) -> Settings:
-    base: dict[str, Any] = dict(env="test", data_dir=data_dir, bus="dblog", jwt_secret=SECRET, pii_key=PII_KEY,
-                                admin_phones=ADMIN_PHONE, rate_limit_per_minute=100_000,
-                                rate_limit_ip_per_minute=100_000, otp_per_client_limit=100_000,
-                                otp_global_limit=100_000)
+    base: dict[str, Any] = dict(
+        env="test",
+        data_dir=data_dir,
+        bus="dblog",
+        jwt_secret=SECRET,
+        pii_key=PII_KEY,
+        admin_phones=ADMIN_PHONE,
+        rate_limit_per_minute=100_000,
+        rate_limit_ip_per_minute=100_000,
+        otp_per_client_limit=100_000,
+        otp_global_limit=100_000,
+    )
     if mode == "distributed":
         assert redis_url, "the distributed run keeps its limits and token versions in Redis"
         base |= dict(redis_url=redis_url, gateway_redis_prefix=f"test:{uuid.uuid4().hex[:10]}:")
@@ -67,7 +76,7 @@ class Topology:
         self.admin_user: User | None = None
         self.thread = threading.Thread(target=self._run, name=f"topology-{mode}", daemon=True)
 
-    def __enter__(self) -> "Topology":
+    def __enter__(self) -> Topology:
         self.thread.start()
         self._ready.wait(30)
         if self._error:
@@ -110,8 +119,9 @@ class Topology:
         else:
             upstream = await self._serve(service_app(self.settings, list(self.platform.runtimes.values())))
             urls = {name: upstream for name in available_services()}
-            app = create_app(self.settings.model_copy(update={"services": "none",
-                                                              "service_urls": json.dumps(urls)}))
+            app = create_app(
+                self.settings.model_copy(update={"services": "none", "service_urls": json.dumps(urls)})
+            )
         app["platform_prepared"] = app["platform_no_background"] = app["platform_no_stop"] = True
         self.url = await self._serve(app)
 
@@ -175,7 +185,9 @@ class Api:
         phone = phone or new_phone()
         r = await self.call("POST", "/v1/auth/otp", json={"phone": phone})
         assert r.status == 202, r
-        r = await self.call("POST", "/v1/auth/token", json={"phone": phone, "code": self.topo.sms_code(phone)})
+        r = await self.call(
+            "POST", "/v1/auth/token", json={"phone": phone, "code": self.topo.sms_code(phone)}
+        )
         assert r.status == 200, r
         b = r.body
         return User(b["user_id"], b["access_token"], b["refresh_token"], b["roles"], phone)

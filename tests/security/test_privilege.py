@@ -1,4 +1,5 @@
 """Fixes 2 and 3: no self-granted power (OWASP API5, broken function-level authorization), in both runs."""
+
 from __future__ import annotations
 
 from tests.security.flows import accountant_of, pending_firm, verified_firm
@@ -32,8 +33,12 @@ async def test_nobody_becomes_an_accountant_through_an_unverified_firm(api: Api)
     r = await api.call("POST", f"/v1/firms/{fid}/accountants", user, json={"user_id": user.user_id})
     assert r.status == 422 and r.reason == "firm_not_verified", r
     user = await api.refresh(user)
-    assert "accountant" not in user.roles and fid not in (await api.call("GET", "/v1/me", user)).body["firm_ids"]
-    r = await api.call("POST", "/v1/tax/exports", user, json={"firm_id": fid, "period": "2026-10", "format": "csv"})
+    assert (
+        "accountant" not in user.roles and fid not in (await api.call("GET", "/v1/me", user)).body["firm_ids"]
+    )
+    r = await api.call(
+        "POST", "/v1/tax/exports", user, json={"firm_id": fid, "period": "2026-10", "format": "csv"}
+    )
     assert r.status == 403, r
 
 

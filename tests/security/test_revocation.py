@@ -3,6 +3,7 @@
 An access token carries its user's token version; role removal, suspension and logout raise the version, and every
 request is checked against the current one (memory embedded, Redis distributed). Nobody changes their own roles.
 """
+
 from __future__ import annotations
 
 from services.accounts.handlers import republish_versions
@@ -26,7 +27,9 @@ async def test_a_revoked_role_stops_the_old_token_at_once(api: Api) -> None:
     root, user = await _make_admin(api)
     assert (await api.call("GET", ADMIN_ONLY, user)).status == 200
 
-    r = await api.call("POST", f"/v1/admin/users/{user.user_id}/roles", root, json={"roles": [], "revoke": ["admin"]})
+    r = await api.call(
+        "POST", f"/v1/admin/users/{user.user_id}/roles", root, json={"roles": [], "revoke": ["admin"]}
+    )
     assert r.status == 200 and "admin" not in r.body["roles"], r
 
     r = await api.call("GET", ADMIN_ONLY, user)
@@ -56,7 +59,9 @@ async def test_nobody_changes_their_own_roles(api: Api) -> None:
 async def test_suspension_stops_tokens_login_and_refresh(api: Api) -> None:
     root = await api.admin()
     user = await api.login()
-    r = await api.call("POST", f"/v1/admin/users/{user.user_id}/suspend", root, json={"reason": "fraud report"})
+    r = await api.call(
+        "POST", f"/v1/admin/users/{user.user_id}/suspend", root, json={"reason": "fraud report"}
+    )
     assert r.status == 200 and r.body["suspended"] is True, r
 
     r = await api.call("GET", "/v1/me", user)
@@ -64,7 +69,9 @@ async def test_suspension_stops_tokens_login_and_refresh(api: Api) -> None:
     r = await api.call("POST", "/v1/auth/refresh", json={"refresh_token": user.refresh_token})
     assert r.status == 401, r
     await api.call("POST", "/v1/auth/otp", json={"phone": user.phone})
-    r = await api.call("POST", "/v1/auth/token", json={"phone": user.phone, "code": api.topo.sms_code(user.phone)})
+    r = await api.call(
+        "POST", "/v1/auth/token", json={"phone": user.phone, "code": api.topo.sms_code(user.phone)}
+    )
     assert r.status == 403 and r.reason == "account_suspended", r
     r = await api.call("POST", f"/v1/admin/users/{root.user_id}/suspend", root, json={"reason": "me"})
     assert r.status == 403 and r.reason == "self_suspend", r

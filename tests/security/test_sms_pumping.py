@@ -4,6 +4,7 @@ Every login code costs an SMS. Besides the per-phone limit, the gateway keeps a 
 (OTP_PER_CLIENT_LIMIT per 10 minutes) and for the whole platform (OTP_GLOBAL_LIMIT per minute), in memory
 embedded and in Redis distributed: 25 numbers from one client no longer get 25 codes.
 """
+
 from __future__ import annotations
 
 import aiohttp
@@ -20,8 +21,13 @@ def small(request, tmp_path_factory):  # noqa: ANN001, ANN201
     redis_url = request.getfixturevalue("redis_url") if mode == "distributed" else None
     mp = pytest.MonkeyPatch()
     mp.setenv("TRUST_FORWARDED_FOR", "true")  # the test plays many clients through X-Forwarded-For
-    settings = settings_for(mode, tmp_path_factory.mktemp(f"sms-{mode}"), redis_url,
-                            otp_per_client_limit=PER_CLIENT, otp_global_limit=GLOBAL)
+    settings = settings_for(
+        mode,
+        tmp_path_factory.mktemp(f"sms-{mode}"),
+        redis_url,
+        otp_per_client_limit=PER_CLIENT,
+        otp_global_limit=GLOBAL,
+    )
     try:
         with Topology(mode, settings, services=["accounts"]) as topo:
             yield topo
@@ -30,7 +36,9 @@ def small(request, tmp_path_factory):  # noqa: ANN001, ANN201
 
 
 async def _otp(api: Api, client_ip: str) -> tuple[int, dict, dict]:
-    r = await api.call("POST", "/v1/auth/otp", json={"phone": new_phone()}, headers={"X-Forwarded-For": client_ip})
+    r = await api.call(
+        "POST", "/v1/auth/otp", json={"phone": new_phone()}, headers={"X-Forwarded-For": client_ip}
+    )
     return r.status, r.body, r.headers
 
 

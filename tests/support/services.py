@@ -3,6 +3,7 @@
 They fail, naming the server and the setting: a skipped integration test looks like a passing one. A developer
 without the servers opts out explicitly with `TEST_ALLOW_MISSING_SERVICES=1`, and then those tests are skipped.
 """
+
 from __future__ import annotations
 
 import os

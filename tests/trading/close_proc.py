@@ -3,6 +3,7 @@
 Settings come from the environment (the test passes its PostgreSQL database and schema prefix). It closes every
 due lot and exits 0, unless the test kills it first.
 """
+
 from __future__ import annotations
 
 import sys

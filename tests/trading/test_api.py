@@ -1,4 +1,5 @@
 """Lots and bids through the public API (gateway in-process, trading on SQLite)."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -13,8 +14,13 @@ from .support import admin_auth, app_client, firm_auth, firm_events, lot_body, p
 
 async def _market(aiohttp_client, settings, **cfg):
     platform, client = await app_client(aiohttp_client, settings, **cfg)
-    publish(platform, *firm_events("fm_seller"), *firm_events("fm_a"), *firm_events("fm_b"),
-            settled_intake("fm_seller", "30000"))
+    publish(
+        platform,
+        *firm_events("fm_seller"),
+        *firm_events("fm_a"),
+        *firm_events("fm_b"),
+        settled_intake("fm_seller", "30000"),
+    )
     return platform, client
 
 
@@ -68,7 +74,9 @@ async def test_sealed_bids_hidden_until_close(aiohttp_client, sqlite_settings):
     r = await client.post(f"/v1/lots/{lot_id}/bids", json={"price_fen_per_t": 200_000}, headers=a)
     assert r.status == 201 and (await r.json())["below_reserve"] is True  # accepted, cannot win
     for h, p in ((a, 260_000), (b, 260_000)):
-        assert (await client.post(f"/v1/lots/{lot_id}/bids", json={"price_fen_per_t": p}, headers=h)).status == 201
+        assert (
+            await client.post(f"/v1/lots/{lot_id}/bids", json={"price_fen_per_t": p}, headers=h)
+        ).status == 201
     view = await (await client.get(f"/v1/lots/{lot_id}", headers=b)).json()
     assert view["best_price_fen_per_t"] is None and view["bid_count"] == 3
     assert [x["price_fen_per_t"] for x in view["your_bids"]] == [260_000]
@@ -86,8 +94,11 @@ async def test_lot_refusals(aiohttp_client, sqlite_settings):
     assert r.status == 400 and (await r.json())["errors"][0]["field"] == "qty_t"
     r = await client.post("/v1/lots", json=lot_body(source="purchase"), headers=seller)
     assert r.status == 400 and "purchase_ref" in (await r.json())["errors"][0]["message"]
-    r = await client.post("/v1/lots", json=lot_body(source="purchase", purchase_ref="合同 2026-001",
-                                                    qty_t="99999"), headers=seller)
+    r = await client.post(
+        "/v1/lots",
+        json=lot_body(source="purchase", purchase_ref="合同 2026-001", qty_t="99999"),
+        headers=seller,
+    )
     assert r.status == 201
     r = await client.post("/v1/lots", json=lot_body(ends_at="2026-01-01T00:00:00"), headers=seller)
     assert r.status == 400 and (await r.json())["errors"][0]["field"] == "ends_at"
@@ -105,8 +116,14 @@ async def test_related_firm_cannot_bid(aiohttp_client, sqlite_settings):
     platform, client = await _market(aiohttp_client, sqlite_settings)
     # the owner of fm_rel also acts for the seller
     publish(platform, *firm_events("fm_rel", also_acts_for=("fm_seller",)))
-    lot_id = (await (await client.post("/v1/lots", json=lot_body(),
-                                       headers=firm_auth(sqlite_settings, "fm_seller"))).json())["id"]
-    r = await client.post(f"/v1/lots/{lot_id}/bids", json={"price_fen_per_t": 260_000},
-                          headers=firm_auth(sqlite_settings, "fm_rel"))
+    lot_id = (
+        await (
+            await client.post("/v1/lots", json=lot_body(), headers=firm_auth(sqlite_settings, "fm_seller"))
+        ).json()
+    )["id"]
+    r = await client.post(
+        f"/v1/lots/{lot_id}/bids",
+        json={"price_fen_per_t": 260_000},
+        headers=firm_auth(sqlite_settings, "fm_rel"),
+    )
     assert r.status == 422 and (await r.json())["reason"] == "related_firm"

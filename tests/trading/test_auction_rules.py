@@ -1,4 +1,5 @@
 """Property tests of the auction rules (pure): ascending with anti-sniping extensions, sealed with ties and reserve."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -13,8 +14,12 @@ from services.trading.domain.model import ASCENDING, LOT_OPEN, SEALED
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 BIDDER = rules.BidderFacts("fm_b", verified=True, related_to_seller=False, deposit_held=True)
 
-auction_rules = st.builds(lambda w, extra, inc: rules.AuctionRules(w, w + extra, inc),
-                          st.integers(0, 600), st.integers(0, 600), st.integers(1, 5000))
+auction_rules = st.builds(
+    lambda w, extra, inc: rules.AuctionRules(w, w + extra, inc),
+    st.integers(0, 600),
+    st.integers(0, 600),
+    st.integers(1, 5000),
+)
 
 
 def _lot(auction: str, reserve: int, inc: int, ends_at: datetime, best: int | None = None) -> rules.LotFacts:
@@ -22,8 +27,12 @@ def _lot(auction: str, reserve: int, inc: int, ends_at: datetime, best: int | No
 
 
 @settings(max_examples=300, deadline=None)
-@given(auction_rules, st.integers(1, 10**6), st.integers(1, 5000),
-       st.lists(st.tuples(st.integers(0, 4000), st.integers(1, 2 * 10**6)), max_size=40))
+@given(
+    auction_rules,
+    st.integers(1, 10**6),
+    st.integers(1, 5000),
+    st.lists(st.tuples(st.integers(0, 4000), st.integers(1, 2 * 10**6)), max_size=40),
+)
 def test_ascending_sequence(cfg, reserve, inc, offers):
     """Replay offers (seconds after the previous one, price) against one lot: every accepted bid beats the best by the
     increment (the first reaches reserve), every refusal says why truthfully, every late bid extends exactly once,
@@ -55,8 +64,10 @@ def test_ascending_sequence(cfg, reserve, inc, offers):
         ends, best = v.ends_at, price
         accepted.append(price)
     assert accepted == sorted(accepted) and all(b - a >= inc for a, b in zip(accepted, accepted[1:]))
-    won = rules.winner([rules.BidFacts(f"b{i}", f"f{i}", p, T0 + timedelta(seconds=i), i)
-                        for i, p in enumerate(accepted)], reserve)
+    won = rules.winner(
+        [rules.BidFacts(f"b{i}", f"f{i}", p, T0 + timedelta(seconds=i), i) for i, p in enumerate(accepted)],
+        reserve,
+    )
     assert (won.price_fen_per_t if won else None) == best
 
 
@@ -66,8 +77,10 @@ bids = st.lists(st.tuples(st.integers(1, 50), st.integers(0, 100), st.integers(0
 @settings(max_examples=300, deadline=None)
 @given(bids, st.integers(1, 50))
 def test_sealed_winner_highest_at_or_above_reserve_earliest_on_ties(raw, reserve):
-    facts = [rules.BidFacts(f"b{i}", f"f{i % 7}", price, T0 + timedelta(seconds=sec), i)
-             for i, (price, sec, _) in enumerate(raw)]
+    facts = [
+        rules.BidFacts(f"b{i}", f"f{i % 7}", price, T0 + timedelta(seconds=sec), i)
+        for i, (price, sec, _) in enumerate(raw)
+    ]
     won = rules.winner(facts, reserve)
     eligible = [b for b in facts if b.price_fen_per_t >= reserve]
     if not eligible:
@@ -86,25 +99,54 @@ def test_sealed_bids_accepted_below_reserve_never_extend(reserve, price, secs_le
     ends = T0 + timedelta(seconds=secs_left + 1)
     v = rules.judge_bid(_lot(SEALED, reserve, 0, ends), BIDDER, price, T0, rules.AuctionRules())
     assert isinstance(v, rules.BidAccepted)
-    assert v.below_reserve == (price < reserve) and not v.extended and v.ends_at == ends and not v.becomes_best
+    assert (
+        v.below_reserve == (price < reserve) and not v.extended and v.ends_at == ends and not v.becomes_best
+    )
 
 
-@given(st.sampled_from([ASCENDING, SEALED]), st.booleans(), st.booleans(), st.booleans(), st.booleans(),
-       st.integers(0, 1000))
+@given(
+    st.sampled_from([ASCENDING, SEALED]),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+    st.integers(0, 1000),
+)
 def test_who_may_bid(auction, own, verified, related, deposit_held, deposit_fen):
-    lot = rules.LotFacts("lot_1", "fm_s", LOT_OPEN, auction, 100, 10, T0 + timedelta(hours=1), None, deposit_fen)
+    lot = rules.LotFacts(
+        "lot_1", "fm_s", LOT_OPEN, auction, 100, 10, T0 + timedelta(hours=1), None, deposit_fen
+    )
     bidder = rules.BidderFacts("fm_s" if own else "fm_b", verified, related, deposit_held)
     v = rules.judge_bid(lot, bidder, 500, T0, rules.AuctionRules())
-    expected = ("own_lot" if own else "firm_unverified" if not verified else "related_firm" if related
-                else "deposit_required" if deposit_fen > 0 and not deposit_held else None)
+    expected = (
+        "own_lot"
+        if own
+        else "firm_unverified"
+        if not verified
+        else "related_firm"
+        if related
+        else "deposit_required"
+        if deposit_fen > 0 and not deposit_held
+        else None
+    )
     assert (v.reason if isinstance(v, rules.Refusal) else None) == expected
 
 
-@given(st.integers(1, 10**8), st.integers(1, 10**8), st.integers(1, 10**7),
-       st.decimals(min_value=0, max_value=10, places=2), st.integers(0, 1000))
+@given(
+    st.integers(1, 10**8),
+    st.integers(1, 10**8),
+    st.integers(1, 10**7),
+    st.decimals(min_value=0, max_value=10, places=2),
+    st.integers(0, 1000),
+)
 def test_delivery_amount_and_tolerance(declared, delivered, price, tol, fee_bps):
-    o = rules.delivery_outcome(declared_kg=declared, delivered_kg=delivered, price_fen_per_t=price,
-                               tolerance_pct=tol, fee_bps=fee_bps)
+    o = rules.delivery_outcome(
+        declared_kg=declared,
+        delivered_kg=delivered,
+        price_fen_per_t=price,
+        tolerance_pct=tol,
+        fee_bps=fee_bps,
+    )
     exact = Decimal(price) * delivered / 1000
     assert abs(o.amount_fen - exact) <= Decimal("0.5")
     assert 0 <= o.fee_fen <= o.amount_fen

@@ -1,5 +1,6 @@
 """Trading on PostgreSQL with real concurrency: 50 firms bidding on one ascending lot at once, and the closing job
 killed mid-run and started again."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,8 @@ import pytest
 from sqlalchemy import func, select
 
 from services.kernel.errors import DomainError
-from services.kernel.outbox import outbox_t
 from services.kernel.events import Envelope
+from services.kernel.outbox import outbox_t
 from services.trading import handlers
 from services.trading.domain.commands import ListLot, PlaceBid
 from services.trading.store import bids, lots, trades
@@ -32,13 +33,27 @@ def test_fifty_firms_bid_at_once_on_one_ascending_lot(pg_settings):
     platform = platform_for(pg_settings, extension_window_s=120, extension_s=120)
     rt = platform["trading"]
     firms = [f"fm_{i:02d}" for i in range(N_FIRMS)]
-    publish(platform, *firm_events("fm_seller"), *[e for f in firms for e in firm_events(f)],
-            settled_intake("fm_seller", "50000"))
+    publish(
+        platform,
+        *firm_events("fm_seller"),
+        *[e for f in firms for e in firm_events(f)],
+        settled_intake("fm_seller", "50000"),
+    )
     # the lot ends in 90 s: every bid lands inside the 120 s anti-sniping window
-    lot = handlers.list_lot(rt, firm_principal("fm_seller"), ListLot(**lot_body(
-        ends_at=(datetime.now(UTC) + timedelta(seconds=90)).isoformat(), min_increment_fen_per_t=INC,
-        reserve_price_fen_per_t=RESERVE)))
-    ends_before = datetime.fromisoformat(str(lot["ends_at"])) if isinstance(lot["ends_at"], str) else lot["ends_at"]
+    lot = handlers.list_lot(
+        rt,
+        firm_principal("fm_seller"),
+        ListLot(
+            **lot_body(
+                ends_at=(datetime.now(UTC) + timedelta(seconds=90)).isoformat(),
+                min_increment_fen_per_t=INC,
+                reserve_price_fen_per_t=RESERVE,
+            )
+        ),
+    )
+    ends_before = (
+        datetime.fromisoformat(str(lot["ends_at"])) if isinstance(lot["ends_at"], str) else lot["ends_at"]
+    )
     # each firm offers three prices, multiples of the increment, all different across firms; shuffled order
     offers = [(firms[i], RESERVE + INC * (i * 3 + k) * 2) for k in range(3) for i in range(N_FIRMS)]
     offers = offers[::2] + offers[1::2]
@@ -78,16 +93,27 @@ def test_fifty_firms_bid_at_once_on_one_ascending_lot(pg_settings):
     assert row.extensions == len(placed) and all(b.extended for b in placed)
     assert row.ends_at == ends
     with rt.db.session() as s:
-        changes = s.execute(select(func.count()).select_from(outbox_t)
-                            .where(outbox_t.c.type == "cn.recycle.trading.lot.best_bid_changed.v1")).scalar()
+        changes = s.execute(
+            select(func.count())
+            .select_from(outbox_t)
+            .where(outbox_t.c.type == "cn.recycle.trading.lot.best_bid_changed.v1")
+        ).scalar()
     assert changes == len(placed)
     platform.stop()
 
 
 def _env(settings) -> dict[str, str]:
-    return dict(os.environ, ENV="test", DATABASE_URL=settings.database_url, EVENT_LOG_URL=settings.event_log_url,
-                DB_SCHEMA_PREFIX=settings.db_schema_prefix, DATA_DIR=str(settings.data_dir), BUS="dblog",
-                JWT_SECRET=settings.jwt_secret, PII_KEY=settings.pii_key)
+    return dict(
+        os.environ,
+        ENV="test",
+        DATABASE_URL=settings.database_url,
+        EVENT_LOG_URL=settings.event_log_url,
+        DB_SCHEMA_PREFIX=settings.db_schema_prefix,
+        DATA_DIR=str(settings.data_dir),
+        BUS="dblog",
+        JWT_SECRET=settings.jwt_secret,
+        PII_KEY=settings.pii_key,
+    )
 
 
 def test_closing_job_killed_mid_run_closes_each_lot_exactly_once(pg_settings):
@@ -97,14 +123,29 @@ def test_closing_job_killed_mid_run_closes_each_lot_exactly_once(pg_settings):
     listed_at = datetime.now(UTC) - timedelta(hours=3)
     ids = []
     for i in range(120):
-        lot = handlers.list_lot(rt, firm_principal("fm_seller"), ListLot(**lot_body(
-            ends_at=(listed_at + timedelta(hours=1, seconds=i)).isoformat(), source="purchase",
-            purchase_ref=f"PO-{i}", auction="sealed" if i % 2 else "ascending",
-            min_increment_fen_per_t=None if i % 2 else INC)), now=listed_at)
+        lot = handlers.list_lot(
+            rt,
+            firm_principal("fm_seller"),
+            ListLot(
+                **lot_body(
+                    ends_at=(listed_at + timedelta(hours=1, seconds=i)).isoformat(),
+                    source="purchase",
+                    purchase_ref=f"PO-{i}",
+                    auction="sealed" if i % 2 else "ascending",
+                    min_increment_fen_per_t=None if i % 2 else INC,
+                )
+            ),
+            now=listed_at,
+        )
         ids.append(lot["id"])
         if i % 3:  # two lots in three get a bid at reserve; the rest go unsold
-            handlers.place_bid(rt, firm_principal("fm_a" if i % 2 else "fm_b"), lot["id"],
-                               PlaceBid(price_fen_per_t=RESERVE), now=listed_at + timedelta(minutes=1))
+            handlers.place_bid(
+                rt,
+                firm_principal("fm_a" if i % 2 else "fm_b"),
+                lot["id"],
+                PlaceBid(price_fen_per_t=RESERVE),
+                now=listed_at + timedelta(minutes=1),
+            )
     now = datetime.now(UTC).isoformat()
     env = _env(pg_settings)
     cmd = [sys.executable, "-m", "tests.trading.close_proc", now]
@@ -132,8 +173,11 @@ def test_closing_job_killed_mid_run_closes_each_lot_exactly_once(pg_settings):
     with rt.db.session() as s:
         rows = s.execute(select(lots.c.id, lots.c.status, lots.c.trade_id)).all()
         n_trades = s.execute(select(func.count()).select_from(trades)).scalar()
-        events = s.execute(select(outbox_t.c.type, outbox_t.c.payload)
-                           .where(outbox_t.c.topic.in_(("trading.lot", "trading.trade")))).all()
+        events = s.execute(
+            select(outbox_t.c.type, outbox_t.c.payload).where(
+                outbox_t.c.topic.in_(("trading.lot", "trading.trade"))
+            )
+        ).all()
     closed_per_lot: dict[str, int] = {}
     awarded_per_lot: dict[str, int] = {}
     for type_, payload in events:

@@ -3,6 +3,7 @@
 Personal data never travels in clear: `*_enc` fields are the platform's PII ciphertext (services.kernel.pii),
 readable only by services holding PII_KEY; masked forms travel for display.
 """
+
 from __future__ import annotations
 
 from datetime import date, datetime

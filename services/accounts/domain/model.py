@@ -1,4 +1,5 @@
 """Accounts domain: verification states and what a user's roles are. Pure, no I/O."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -39,8 +40,12 @@ class Access:
         return frozenset(f for f, _ in self.firm_roles)
 
 
-def access_of(granted: Iterable[str], owned_verified_firms: Iterable[str], accountant_of: Iterable[str],
-              verified_collector_firms: Iterable[str]) -> Access:
+def access_of(
+    granted: Iterable[str],
+    owned_verified_firms: Iterable[str],
+    accountant_of: Iterable[str],
+    verified_collector_firms: Iterable[str],
+) -> Access:
     """Roles = those granted (resident, admin, accountant, erasure_operator) plus those that follow from records:
     firm for the owner of a verified firm, collector for a verified collector, accountant for a firm's accountant."""
     roles = set(granted) | {"resident"}

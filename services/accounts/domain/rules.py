@@ -1,4 +1,5 @@
 """Accounts rules on input: phone numbers, real names, roles. Pure functions, no I/O."""
+
 from __future__ import annotations
 
 import re
@@ -25,10 +26,12 @@ def normalize_phone(raw: str, field: str = "phone") -> str:
     v = _SEPARATORS.sub("", raw or "")
     for prefix in ("+86", "0086", "86"):
         if v.startswith(prefix) and len(v) == len(prefix) + 11:
-            v = v[len(prefix):]
+            v = v[len(prefix) :]
             break
     if not _MOBILE.fullmatch(v):
-        raise ValidationFailed.field(field, "must be a mainland China mobile number: 11 digits starting with 13-19")
+        raise ValidationFailed.field(
+            field, "must be a mainland China mobile number: 11 digits starting with 13-19"
+        )
     return v
 
 
@@ -56,8 +59,10 @@ def validate_grant(roles: list[str], field: str = "roles") -> list[str]:
             raise ValidationFailed.field(f"{field}.{i}", f"unknown role {r!r}; roles: {sorted(ROLES)}")
         if r not in GRANTABLE_ROLES:
             raise ValidationFailed.field(
-                f"{field}.{i}", f"{r!r} is not granted by hand: it follows from a verified firm or collector "
-                                f"(grantable: {sorted(GRANTABLE_ROLES)})")
+                f"{field}.{i}",
+                f"{r!r} is not granted by hand: it follows from a verified firm or collector "
+                f"(grantable: {sorted(GRANTABLE_ROLES)})",
+            )
         if r not in out:
             out.append(r)
     return out

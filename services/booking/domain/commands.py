@@ -3,6 +3,7 @@
 Shape checks live here (400 with the field named); business rules that need state or configuration (service
 hours, capacity, minimums, the service area) are checked by the handlers (422 with a reason).
 """
+
 from __future__ import annotations
 
 import re
@@ -19,7 +20,7 @@ _Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 def _qty(v: object) -> Decimal:
     if isinstance(v, bool) or not isinstance(v, (str, int, float, Decimal)):
-        raise ValueError("a quantity is a decimal string such as \"12.345\"")
+        raise ValueError('a quantity is a decimal string such as "12.345"')
     q = parse_qty(v)
     if q <= 0:
         raise ValueError("must be greater than 0")
@@ -90,7 +91,9 @@ class WeighPickup(BaseModel):
     model_config = _Strict
     lines: list[WeighedItem] = Field(min_length=1, max_length=20)
     reason: str | None = Field(None, max_length=500, description="why the result differs from the estimate")
-    scale_reading: str | None = Field(None, max_length=200, description="scale id and reading, ticket number…")
+    scale_reading: str | None = Field(
+        None, max_length=200, description="scale id and reading, ticket number…"
+    )
 
     _distinct = field_validator("lines")(_one_line_per_category)
 
@@ -136,7 +139,7 @@ class Evidence(BaseModel):
         return v.lower() if v else v
 
     @model_validator(mode="after")
-    def _something(self) -> "Evidence":
+    def _something(self) -> Evidence:
         if not self.url and not self.note:
             raise ValueError("evidence needs a url or a note")
         return self

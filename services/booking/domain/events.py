@@ -3,6 +3,7 @@
 Locations travel as a precision-7 geohash (a ~150 m cell) and a district name, never as the address: the live job
 feed and other services need where a job roughly is, not who lives there.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -46,7 +47,9 @@ class WeighedLine(BaseModel):
 
 class PickupRequested(_PickupEvent):
     type = "cn.recycle.booking.pickup.requested.v1"
-    doc = "A resident booked a doorstep pickup; it is open for collectors near it (the live job feed shows it)."
+    doc = (
+        "A resident booked a doorstep pickup; it is open for collectors near it (the live job feed shows it)."
+    )
     resident_id: str
     city_code: str
     district: str
@@ -88,8 +91,10 @@ class PickupWeighed(_PickupEvent):
 
 class PickupSettled(_PickupEvent):
     type = "cn.recycle.booking.pickup.settled.v1"
-    doc = ("The resident confirmed the weighed amounts. Pricing takes the lines as transactions; invoicing issues the "
-           "reverse invoice from the collector's firm to the resident and answers with invoice.issued / blocked.")
+    doc = (
+        "The resident confirmed the weighed amounts. Pricing takes the lines as transactions; invoicing issues the "
+        "reverse invoice from the collector's firm to the resident and answers with invoice.issued / blocked."
+    )
     resident_id: str
     collector_id: str
     collector_user_id: str
@@ -132,8 +137,10 @@ class PickupRescheduled(_PickupEvent):
 
 class PickupExpiryEscalated(_PickupEvent):
     type = "cn.recycle.booking.pickup.expiry_escalated.v1"
-    doc = ("Nobody has accepted the job and its window opens soon: dispatch should widen the search or push it "
-           "(the feed re-announces it as urgent to collectors near it).")
+    doc = (
+        "Nobody has accepted the job and its window opens soon: dispatch should widen the search or push it "
+        "(the feed re-announces it as urgent to collectors near it)."
+    )
     city_code: str
     district: str
     geohash: str

@@ -10,9 +10,10 @@
 Every transition the service makes is checked against `TRANSITIONS`; anything else is a `Conflict` (409) that
 names the current state. Time rules (cut-offs, waits) are separate: they refuse with 422 and a reason.
 """
+
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 
 from services.kernel.errors import Conflict, RuleViolated
@@ -39,8 +40,13 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "dispute": {WEIGHED: DISPUTED},
     "cancel": {REQUESTED: CANCELLED, ACCEPTED: CANCELLED},
     "reschedule": {REQUESTED: REQUESTED},
-    "admin_cancel": {REQUESTED: CANCELLED, ACCEPTED: CANCELLED, ARRIVED: CANCELLED, WEIGHED: CANCELLED,
-                     DISPUTED: CANCELLED},
+    "admin_cancel": {
+        REQUESTED: CANCELLED,
+        ACCEPTED: CANCELLED,
+        ARRIVED: CANCELLED,
+        WEIGHED: CANCELLED,
+        DISPUTED: CANCELLED,
+    },
     "expire": {REQUESTED: EXPIRED},
     "no_show": {ACCEPTED: NO_SHOW, ARRIVED: NO_SHOW},
 }
@@ -72,36 +78,66 @@ def payout_id_for(pickup_id: str, attempt: int = 1) -> str:
 
 # --- time windows ----------------------------------------------------------------------------------
 
-def check_window(start: datetime, end: datetime, now: datetime, *, tz, opens, closes, slot_minutes: int,
-                 max_slots: int, min_lead_minutes: int, max_days_ahead: int) -> list[datetime]:
+
+def check_window(
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    *,
+    tz: tzinfo,
+    opens: time,
+    closes: time,
+    slot_minutes: int,
+    max_slots: int,
+    min_lead_minutes: int,
+    max_days_ahead: int,
+) -> list[datetime]:
     """The slot starts (UTC-aware) a window covers, or RuleViolated saying which rule it breaks.
 
     A window starts and ends on slot boundaries of the local day, inside service hours, 1..max_slots slots long,
     at least `min_lead_minutes` from now and at most `max_days_ahead` days ahead.
     """
     if start.tzinfo is None or end.tzinfo is None:
-        raise RuleViolated("window times need an offset (RFC 3339), e.g. 2026-05-01T09:00:00+08:00",
-                           reason="window_offset_missing", field="window")
+        raise RuleViolated(
+            "window times need an offset (RFC 3339), e.g. 2026-05-01T09:00:00+08:00",
+            reason="window_offset_missing",
+            field="window",
+        )
     ls, le = start.astimezone(tz), end.astimezone(tz)
     if le <= ls:
         raise RuleViolated("the window must end after it starts", reason="window_order", field="window.end")
     for name, t in (("start", ls), ("end", le)):
         if (t.hour * 60 + t.minute) % slot_minutes or t.second or t.microsecond:
-            raise RuleViolated(f"window {name} must fall on a {slot_minutes}-minute slot boundary",
-                               reason="window_not_on_slot", field=f"window.{name}")
+            raise RuleViolated(
+                f"window {name} must fall on a {slot_minutes}-minute slot boundary",
+                reason="window_not_on_slot",
+                field=f"window.{name}",
+            )
     if ls.date() != le.date() or ls.time() < opens or le.time() > closes:
-        raise RuleViolated(f"service hours are {opens:%H:%M}–{closes:%H:%M} ({tz.key}), one day per window",
-                           reason="outside_service_hours", field="window")
+        raise RuleViolated(
+            f"service hours are {opens:%H:%M}–{closes:%H:%M} ({tz.key}), one day per window",
+            reason="outside_service_hours",
+            field="window",
+        )
     n = int((le - ls).total_seconds() // 60) // slot_minutes
     if n > max_slots:
-        raise RuleViolated(f"a window may span at most {max_slots * slot_minutes} minutes",
-                           reason="window_too_long", field="window")
+        raise RuleViolated(
+            f"a window may span at most {max_slots * slot_minutes} minutes",
+            reason="window_too_long",
+            field="window",
+        )
     if start < now + timedelta(minutes=min_lead_minutes):
-        raise RuleViolated(f"the window must start at least {min_lead_minutes} minutes from now",
-                           reason="window_too_soon", field="window.start")
+        raise RuleViolated(
+            f"the window must start at least {min_lead_minutes} minutes from now",
+            reason="window_too_soon",
+            field="window.start",
+        )
     if start > now + timedelta(days=max_days_ahead):
-        raise RuleViolated(f"bookings open at most {max_days_ahead} days ahead", reason="window_too_far",
-                           field="window.start")
+        raise RuleViolated(
+            f"bookings open at most {max_days_ahead} days ahead",
+            reason="window_too_far",
+            field="window.start",
+        )
     s_utc = start.astimezone(UTC)
     return [s_utc + timedelta(minutes=slot_minutes * i) for i in range(n)]
 

@@ -1,5 +1,6 @@
 """Events the invoicing service publishes (topic `invoicing.invoice`, key = pickup id, so one saga's events
 stay in order on one partition)."""
+
 from __future__ import annotations
 
 from datetime import date, datetime

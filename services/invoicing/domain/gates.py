@@ -14,6 +14,7 @@ Reasons, in the order they are checked:
 - `consent_missing`      the seller has not agreed to reverse invoicing and 代办 filing;
 - `no_tax_rules_in_force` / `cap_exceeded` come from the tax computation (tax.py).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -69,26 +70,34 @@ class IssuerMayReverseInvoice:
 
     def check(self, issuer: IssuerFacts, on: date) -> Refusal | None:
         if not issuer.verified:
-            return Refusal("issuer_unverified",
-                           f"firm {issuer.firm_id} is not a verified recycling firm (资源回收企业) on the platform")
+            return Refusal(
+                "issuer_unverified",
+                f"firm {issuer.firm_id} is not a verified recycling firm (资源回收企业) on the platform",
+            )
         kinds = self.book.rules_for(on).qualification_kinds
         held = [q for q in issuer.qualifications if q.kind in kinds]
         if not held:
-            return Refusal("issuer_not_qualified",
-                           f"firm {issuer.firm_id} holds no approved reverse-invoicing qualification "
-                           f"(one of: {', '.join(sorted(kinds))})")
+            return Refusal(
+                "issuer_not_qualified",
+                f"firm {issuer.firm_id} holds no approved reverse-invoicing qualification "
+                f"(one of: {', '.join(sorted(kinds))})",
+            )
         if not any(q.valid_until >= on for q in held):
             last = max(q.valid_until for q in held)
-            return Refusal("qualification_expired",
-                           f"firm {issuer.firm_id}'s qualification expired on {last.isoformat()} "
-                           f"(invoice date {on.isoformat()})")
+            return Refusal(
+                "qualification_expired",
+                f"firm {issuer.firm_id}'s qualification expired on {last.isoformat()} "
+                f"(invoice date {on.isoformat()})",
+            )
         overdue = sorted(p for p in issuer.unpaid_periods if self.book.suspended_from(*p) <= on)
         if overdue:
             y, m = overdue[0]
             deadline = self.book.deadline_for(y, m)
-            return Refusal("issuer_suspended",
-                           f"firm {issuer.firm_id} is suspended from reverse invoicing: the tax of {y:04d}-{m:02d} "
-                           f"is recorded as unpaid after its filing deadline {deadline.isoformat()}")
+            return Refusal(
+                "issuer_suspended",
+                f"firm {issuer.firm_id} is suspended from reverse invoicing: the tax of {y:04d}-{m:02d} "
+                f"is recorded as unpaid after its filing deadline {deadline.isoformat()}",
+            )
         return None
 
 
@@ -98,13 +107,17 @@ class SellerMayBeReverseInvoiced:
 
     def check(self, seller: SellerFacts) -> Refusal | None:
         if not seller.verified:
-            return Refusal("seller_unverified",
-                           f"seller {seller.seller_id} has not verified their identity (real name and 居民身份证号); "
-                           f"only verified natural persons can be reverse-invoiced")
+            return Refusal(
+                "seller_unverified",
+                f"seller {seller.seller_id} has not verified their identity (real name and 居民身份证号); "
+                f"only verified natural persons can be reverse-invoiced",
+            )
         if not seller.consent_id:
-            return Refusal("consent_missing",
-                           f"seller {seller.seller_id} has not consented to reverse invoicing and to the firm "
-                           f"filing tax on their behalf (POST /v1/me/consents kind=reverse_invoicing)")
+            return Refusal(
+                "consent_missing",
+                f"seller {seller.seller_id} has not consented to reverse invoicing and to the firm "
+                f"filing tax on their behalf (POST /v1/me/consents kind=reverse_invoicing)",
+            )
         return None
 
 

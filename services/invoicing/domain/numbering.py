@@ -13,6 +13,7 @@ Example: 2026, issuer 1234, seq 57 → "26000012340000000057".
 These are the platform's numbers for its own records and the resident's receipt. When the invoice is also
 lodged with the tax authority's 电子发票服务平台, the number it assigns is kept alongside, never instead.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -47,12 +48,16 @@ class InvoiceNumber:
             raise ValidationFailed.field("seq", f"must be between 1 and {MAX_SEQ}")
 
     def __str__(self) -> str:
-        return f"{self.year % 100:0{YEAR_DIGITS}d}{self.issuer_code:0{ISSUER_DIGITS}d}{self.seq:0{SEQ_DIGITS}d}"
+        return (
+            f"{self.year % 100:0{YEAR_DIGITS}d}{self.issuer_code:0{ISSUER_DIGITS}d}{self.seq:0{SEQ_DIGITS}d}"
+        )
 
     def next(self) -> InvoiceNumber:
         """The following number in the same issuer-year series."""
         if self.seq == MAX_SEQ:
-            raise ValidationFailed.field("seq", f"invoice sequence exhausted for issuer {self.issuer_code} in {self.year}")
+            raise ValidationFailed.field(
+                "seq", f"invoice sequence exhausted for issuer {self.issuer_code} in {self.year}"
+            )
         return InvoiceNumber(self.year, self.issuer_code, self.seq + 1)
 
 
@@ -65,7 +70,7 @@ def parse_invoice_number(text: str, field: str = "number") -> InvoiceNumber:
     """Parse a 20-digit invoice number. Raises ValidationFailed naming `field` when malformed."""
     if not isinstance(text, str) or len(text) != NUMBER_LENGTH or not text.isascii() or not text.isdigit():
         raise ValidationFailed.field(field, f"an invoice number is {NUMBER_LENGTH} digits")
-    yy, issuer, seq = text[:YEAR_DIGITS], text[YEAR_DIGITS:YEAR_DIGITS + ISSUER_DIGITS], text[-SEQ_DIGITS:]
+    yy, issuer, seq = text[:YEAR_DIGITS], text[YEAR_DIGITS : YEAR_DIGITS + ISSUER_DIGITS], text[-SEQ_DIGITS:]
     try:
         return InvoiceNumber(FIRST_YEAR + int(yy), int(issuer), int(seq))
     except ValidationFailed as exc:

@@ -7,6 +7,7 @@ from `effective_from` to `effective_to` (inclusive), no overlaps, every entry na
 
 Pure parsing (`parse_service_rules`); `default_service_rules()` reads the shipped file once.
 """
+
 from __future__ import annotations
 
 import calendar

@@ -13,6 +13,7 @@ Entry points:
 - `red_letter(blue, on, lines=None)` → the red-letter (红字) invoice, full or partial.
 - `month_settlement(invoices)` → the month's VAT status and the adjustments due for invoices issued otherwise.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -53,8 +54,14 @@ class CapExceeded(RuleViolated):
             f"{yuan(invoice_sales_excl_fen)} yuan, above the cap of {yuan(cap_fen)} yuan. "
             f"The seller must register a business to keep selling with invoices."
         )
-        super().__init__(detail, reason="cap_exceeded", cap_fen=cap_fen, cap_months=months,
-                         current_total_fen=current_total_fen, invoice_sales_excl_fen=invoice_sales_excl_fen)
+        super().__init__(
+            detail,
+            reason="cap_exceeded",
+            cap_fen=cap_fen,
+            cap_months=months,
+            current_total_fen=current_total_fen,
+            invoice_sales_excl_fen=invoice_sales_excl_fen,
+        )
         self.cap_fen = cap_fen
         self.months = months
         self.current_total_fen = current_total_fen
@@ -113,7 +120,11 @@ class SellerPosition:
     trailing_12m_sales_excl_fen: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("month_to_date_sales_excl_fen", "year_to_date_sales_excl_fen", "trailing_12m_sales_excl_fen"):
+        for name in (
+            "month_to_date_sales_excl_fen",
+            "year_to_date_sales_excl_fen",
+            "trailing_12m_sales_excl_fen",
+        ):
             v = getattr(self, name)
             if type(v) is not int or v < 0:
                 raise ValidationFailed.field(name, "must be a non-negative integer amount in fen")
@@ -128,7 +139,9 @@ class AppliedRates:
     never re-read configuration (a red-letter invoice uses its blue invoice's rates, whatever its own date)."""
 
     vat_exemption_threshold_fen: int | None
-    taxable_vat_rate: Decimal  # the 征收率 when taxable (also for an exempt invoice, should its month turn taxable)
+    taxable_vat_rate: (
+        Decimal  # the 征收率 when taxable (also for an exempt invoice, should its month turn taxable)
+    )
     waiver_reason: str | None
     issuer_location_class: str
     surcharge_rates: tuple[SurchargeRate, ...]
@@ -154,7 +167,9 @@ class LineTaxes:
     surcharges: tuple[tuple[str, int], ...]  # (surcharge code, fen), in configuration order
     iit_fen: int
     iit_slices: tuple[IitSlice, ...]
-    year_to_date_before_fen: int  # the seller's calendar-year sales before this line: its position in the tiers
+    year_to_date_before_fen: (
+        int  # the seller's calendar-year sales before this line: its position in the tiers
+    )
     offsets_amount_fen: int | None = None  # red-letter lines: the amount of the blue line they offset
 
     @property
@@ -188,7 +203,7 @@ class InvoiceTaxes:
 
     @property
     def vat_rate_str(self) -> str:
-        """"免税", or the rate as a decimal string ("0.01") for APIs and exports."""
+        """ "免税", or the rate as a decimal string ("0.01") for APIs and exports."""
         return VAT_EXEMPT if self.exempt else format(self.applied.taxable_vat_rate, "f")
 
     @property
@@ -293,8 +308,12 @@ class SellerSalesWithinRollingCap:
 
     def check(self, trailing_sales_excl_fen: int, invoice_sales_excl_fen: int) -> None:
         if not self.is_satisfied_by(trailing_sales_excl_fen, invoice_sales_excl_fen):
-            raise CapExceeded(cap_fen=self.cap_fen, months=self.months, current_total_fen=trailing_sales_excl_fen,
-                              invoice_sales_excl_fen=invoice_sales_excl_fen)
+            raise CapExceeded(
+                cap_fen=self.cap_fen,
+                months=self.months,
+                current_total_fen=trailing_sales_excl_fen,
+                invoice_sales_excl_fen=invoice_sales_excl_fen,
+            )
 
 
 @dataclass(frozen=True)
@@ -306,7 +325,9 @@ class WaiverReasonIsCoded:
     def check(self, waiver_reason: str | None) -> None:
         if waiver_reason is not None and waiver_reason not in self.codes:
             allowed = ", ".join(sorted(self.codes)) or "none in force"
-            raise ValidationFailed.field("waiver_reason", f"unknown waiver reason {waiver_reason!r} (allowed: {allowed})")
+            raise ValidationFailed.field(
+                "waiver_reason", f"unknown waiver reason {waiver_reason!r} (allowed: {allowed})"
+            )
 
 
 def rolling_cap_window(on: date, months: int = 12) -> tuple[date, date]:
@@ -330,15 +351,20 @@ def vat_split(amount_fen: int, rate: Decimal | None) -> tuple[int, int]:
     return excl, amount_fen - excl
 
 
-def iit_slices(base_fen: int, year_to_date_before_fen: int, schedule: Sequence[IitTier]) -> tuple[IitSlice, ...]:
+def iit_slices(
+    base_fen: int, year_to_date_before_fen: int, schedule: Sequence[IitTier]
+) -> tuple[IitSlice, ...]:
     """Split a non-negative income-tax base over the tiers, starting at the seller's year-to-date position."""
     slices: list[IitSlice] = []
     position, remaining = year_to_date_before_fen, base_fen
     for tier in schedule:
         if remaining <= 0:
             break
-        room = remaining if tier.up_to_year_sales_excl_fen is None else max(
-            0, min(remaining, tier.up_to_year_sales_excl_fen - position))
+        room = (
+            remaining
+            if tier.up_to_year_sales_excl_fen is None
+            else max(0, min(remaining, tier.up_to_year_sales_excl_fen - position))
+        )
         if room:
             slices.append(IitSlice(room, tier.rate))
             position += room
@@ -348,8 +374,11 @@ def iit_slices(base_fen: int, year_to_date_before_fen: int, schedule: Sequence[I
 
 def iit_prepayment_fen(base_fen: int, year_to_date_before_fen: int, schedule: Sequence[IitTier]) -> int:
     """个人所得税 (经营所得) prepaid on `base_fen` of sales excl. VAT, rounded half-up once."""
-    return to_fen(sum((s.base_fen * s.rate for s in iit_slices(base_fen, year_to_date_before_fen, schedule)),
-                      Decimal(0)))
+    return to_fen(
+        sum(
+            (s.base_fen * s.rate for s in iit_slices(base_fen, year_to_date_before_fen, schedule)), Decimal(0)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -360,8 +389,11 @@ class _VatParts:
 
     def __sub__(self, other: _VatParts) -> _VatParts:
         theirs = dict(other.surcharges)
-        return _VatParts(self.sales_excl_fen - other.sales_excl_fen, self.vat_fen - other.vat_fen,
-                         tuple((c, f - theirs.get(c, 0)) for c, f in self.surcharges))
+        return _VatParts(
+            self.sales_excl_fen - other.sales_excl_fen,
+            self.vat_fen - other.vat_fen,
+            tuple((c, f - theirs.get(c, 0)) for c, f in self.surcharges),
+        )
 
 
 def _vat_parts(amount_fen: int, exempt: bool, applied: AppliedRates) -> _VatParts:
@@ -372,7 +404,10 @@ def _vat_parts(amount_fen: int, exempt: bool, applied: AppliedRates) -> _VatPart
 def _blue_line(line: InvoiceLine, exempt: bool, applied: AppliedRates, ytd_before: int) -> LineTaxes:
     parts = _vat_parts(line.amount_fen, exempt, applied)
     return LineTaxes(
-        line=line, sales_excl_fen=parts.sales_excl_fen, vat_fen=parts.vat_fen, surcharges=parts.surcharges,
+        line=line,
+        sales_excl_fen=parts.sales_excl_fen,
+        vat_fen=parts.vat_fen,
+        surcharges=parts.surcharges,
         iit_fen=iit_prepayment_fen(parts.sales_excl_fen, ytd_before, applied.iit_schedule),
         iit_slices=iit_slices(parts.sales_excl_fen, ytd_before, applied.iit_schedule),
         year_to_date_before_fen=ytd_before,
@@ -404,12 +439,25 @@ def compute_invoice_taxes(
     seller's rolling 12-month sales would exceed the cap.
     """
     rules = rule_book.rules_for(invoice_date)
-    return _compute(rules, lines, position, three_flows=three_flows,
-                    issuer_location_class=issuer_location_class, waiver_reason=waiver_reason)
+    return _compute(
+        rules,
+        lines,
+        position,
+        three_flows=three_flows,
+        issuer_location_class=issuer_location_class,
+        waiver_reason=waiver_reason,
+    )
 
 
-def _compute(rules: TaxRules, lines: Sequence[InvoiceLine], position: SellerPosition, *, three_flows: bool,
-             issuer_location_class: str, waiver_reason: str | None) -> InvoiceTaxes:
+def _compute(
+    rules: TaxRules,
+    lines: Sequence[InvoiceLine],
+    position: SellerPosition,
+    *,
+    three_flows: bool,
+    issuer_location_class: str,
+    waiver_reason: str | None,
+) -> InvoiceTaxes:
     if not lines:
         raise ValidationFailed.field("lines", "an invoice needs at least one line")
     for i, line in enumerate(lines):
@@ -422,9 +470,10 @@ def _compute(rules: TaxRules, lines: Sequence[InvoiceLine], position: SellerPosi
     WaiverReasonIsCoded(frozenset(w.code for w in rules.waiver_reasons)).check(waiver_reason)
     classes = rules.location_classes
     if not isinstance(issuer_location_class, str) or (classes and issuer_location_class not in classes):
-        raise ValidationFailed.field("issuer_location_class",
-                                     f"unknown location class {issuer_location_class!r} "
-                                     f"(allowed: {', '.join(sorted(classes))})")
+        raise ValidationFailed.field(
+            "issuer_location_class",
+            f"unknown location class {issuer_location_class!r} (allowed: {', '.join(sorted(classes))})",
+        )
 
     applied = AppliedRates(
         vat_exemption_threshold_fen=rules.vat_exemption_threshold_fen,
@@ -437,7 +486,8 @@ def _compute(rules: TaxRules, lines: Sequence[InvoiceLine], position: SellerPosi
     )
     total = sum(line.amount_fen for line in lines)
     exempt = MonthlySalesWithinExemptionThreshold(rules.vat_exemption_threshold_fen).is_satisfied_by(
-        position.month_to_date_sales_excl_fen, total)
+        position.month_to_date_sales_excl_fen, total
+    )
 
     taxed: list[LineTaxes] = []
     ytd = position.year_to_date_sales_excl_fen
@@ -445,10 +495,13 @@ def _compute(rules: TaxRules, lines: Sequence[InvoiceLine], position: SellerPosi
         t = _blue_line(line, exempt, applied, ytd)
         taxed.append(t)
         ytd += t.sales_excl_fen
-    invoice = InvoiceTaxes(kind="blue", invoice_date=rules.on, exempt=exempt, applied=applied, lines=tuple(taxed))
+    invoice = InvoiceTaxes(
+        kind="blue", invoice_date=rules.on, exempt=exempt, applied=applied, lines=tuple(taxed)
+    )
 
     SellerSalesWithinRollingCap(rules.rolling_cap.sales_excl_fen, rules.rolling_cap.months).check(
-        position.trailing_12m_sales_excl_fen, invoice.sales_excl_fen)
+        position.trailing_12m_sales_excl_fen, invoice.sales_excl_fen
+    )
     return invoice
 
 
@@ -494,25 +547,40 @@ def red_letter(blue: InvoiceTaxes, on: date, lines: Sequence[RedLetterLine] | No
     for k, r in enumerate(lines):
         where = f"lines[{k}]"
         if type(r.line_index) is not int or not 0 <= r.line_index < len(blue.lines):
-            raise ValidationFailed.field(f"{where}.line_index", f"no such line on the blue invoice: {r.line_index!r}")
+            raise ValidationFailed.field(
+                f"{where}.line_index", f"no such line on the blue invoice: {r.line_index!r}"
+            )
         if r.line_index in seen:
             raise ValidationFailed.field(f"{where}.line_index", "each blue line may be offset once")
         seen.add(r.line_index)
         b = blue.lines[r.line_index]
         if type(r.amount_fen) is not int or not 0 < r.amount_fen <= b.line.amount_fen:
-            raise ValidationFailed.field(f"{where}.amount_fen",
-                                         f"must be between 1 and the blue line's {b.line.amount_fen} fen")
+            raise ValidationFailed.field(
+                f"{where}.amount_fen", f"must be between 1 and the blue line's {b.line.amount_fen} fen"
+            )
         if not (r.qty.is_finite() and 0 <= r.qty <= b.line.qty):
-            raise ValidationFailed.field(f"{where}.qty", f"must be between 0 and the blue line's {b.line.qty}")
+            raise ValidationFailed.field(
+                f"{where}.qty", f"must be between 0 and the blue line's {b.line.qty}"
+            )
         red.append(_red_line(b, r, blue))
-    return InvoiceTaxes(kind="red", invoice_date=on, exempt=blue.exempt, applied=blue.applied, lines=tuple(red),
-                        red_letter_of_date=blue.invoice_date)
+    return InvoiceTaxes(
+        kind="red",
+        invoice_date=on,
+        exempt=blue.exempt,
+        applied=blue.applied,
+        lines=tuple(red),
+        red_letter_of_date=blue.invoice_date,
+    )
 
 
 def _red_line(b: LineTaxes, r: RedLetterLine, blue: InvoiceTaxes) -> LineTaxes:
     kept_amount = b.line.amount_fen - r.amount_fen
-    kept = _blue_line(_with_amount(b.line, kept_amount, b.line.qty - r.qty), blue.exempt, blue.applied,
-                      b.year_to_date_before_fen)
+    kept = _blue_line(
+        _with_amount(b.line, kept_amount, b.line.qty - r.qty),
+        blue.exempt,
+        blue.applied,
+        b.year_to_date_before_fen,
+    )
     theirs = dict(b.surcharges)
     removed: dict[Decimal, int] = {}
     for s in b.iit_slices:
@@ -610,8 +678,9 @@ class MonthSettlement:
         return sum(i.settled.surcharges_fen for i in self.invoices)
 
 
-def month_settlement(invoices: Sequence[InvoiceTaxes], *, threshold_fen: int | None | Literal["auto"] = "auto"
-                     ) -> MonthSettlement:
+def month_settlement(
+    invoices: Sequence[InvoiceTaxes], *, threshold_fen: int | None | Literal["auto"] = "auto"
+) -> MonthSettlement:
     """Settle one seller's calendar month: every invoice issued in it (blue and red, any issuer), in any order.
 
     If the month's sales (exemption basis) exceed the threshold, the whole month is taxable: invoices issued exempt
@@ -631,12 +700,14 @@ def month_settlement(invoices: Sequence[InvoiceTaxes], *, threshold_fen: int | N
     months = {(i.invoice_date.year, i.invoice_date.month) for i in invoices}
     if len(months) != 1:
         raise ValueError(f"invoices span several months: {sorted(months)}")
-    (year, month), = months
+    ((year, month),) = months
     if threshold_fen == "auto":
         threshold_fen = max(invoices, key=lambda i: i.invoice_date).applied.vat_exemption_threshold_fen
     basis = sum(i.total_fen for i in invoices)
     taxable = threshold_fen is None or basis > threshold_fen
-    settled = tuple(SettledInvoice(i, _settle(i, exempt=not taxable, year=year, month=month)) for i in invoices)
+    settled = tuple(
+        SettledInvoice(i, _settle(i, exempt=not taxable, year=year, month=month)) for i in invoices
+    )
     return MonthSettlement(year, month, threshold_fen, basis, taxable, settled)
 
 
@@ -653,13 +724,26 @@ def _settle(invoice: InvoiceTaxes, *, exempt: bool, year: int, month: int) -> In
             parts = _vat_parts(t.line.amount_fen, exempt, invoice.applied)
         else:  # a red line: what is kept minus the blue line, both at the month's status
             kept = t.offsets_amount_fen + t.line.amount_fen
-            parts = (_vat_parts(kept, exempt, invoice.applied)
-                     - _vat_parts(t.offsets_amount_fen, exempt, invoice.applied))
-        lines.append(LineTaxes(
-            line=t.line, sales_excl_fen=parts.sales_excl_fen, vat_fen=parts.vat_fen, surcharges=parts.surcharges,
-            iit_fen=t.iit_fen, iit_slices=t.iit_slices, year_to_date_before_fen=t.year_to_date_before_fen,
-            offsets_amount_fen=t.offsets_amount_fen,
-        ))
-    return InvoiceTaxes(kind=invoice.kind, invoice_date=invoice.invoice_date, exempt=exempt, applied=invoice.applied,
-                        lines=tuple(lines), red_letter_of_date=invoice.red_letter_of_date)
-
+            parts = _vat_parts(kept, exempt, invoice.applied) - _vat_parts(
+                t.offsets_amount_fen, exempt, invoice.applied
+            )
+        lines.append(
+            LineTaxes(
+                line=t.line,
+                sales_excl_fen=parts.sales_excl_fen,
+                vat_fen=parts.vat_fen,
+                surcharges=parts.surcharges,
+                iit_fen=t.iit_fen,
+                iit_slices=t.iit_slices,
+                year_to_date_before_fen=t.year_to_date_before_fen,
+                offsets_amount_fen=t.offsets_amount_fen,
+            )
+        )
+    return InvoiceTaxes(
+        kind=invoice.kind,
+        invoice_date=invoice.invoice_date,
+        exempt=exempt,
+        applied=invoice.applied,
+        lines=tuple(lines),
+        red_letter_of_date=invoice.red_letter_of_date,
+    )

@@ -7,6 +7,7 @@ that date into one frozen `TaxRules`, which is all the tax computation (`tax.py`
 Parsing is pure (`parse_rule_book(text)`, `rule_book_from_mapping(data)`); `load_rule_book()` is the one
 function here that reads a file, and the service calls it once at start-up.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +36,11 @@ class NoTaxRulesInForce(RuleViolated):
     """No reverse-invoicing regime (or a required rule) is in force on the invoice date."""
 
     def __init__(self, on: date, what: str = "reverse-invoicing regime"):
-        super().__init__(f"no {what} in force on {on.isoformat()}", reason="no_tax_rules_in_force",
-                         invoice_date=on.isoformat())
+        super().__init__(
+            f"no {what} in force on {on.isoformat()}",
+            reason="no_tax_rules_in_force",
+            invoice_date=on.isoformat(),
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- values
@@ -193,8 +197,14 @@ class TaxRuleBook:
 
     def __post_init__(self) -> None:
         _no_overlap("regime", self.regime, key=lambda v: "")
-        for kind in ("vat_exemption_threshold", "vat_levy_rate", "vat_reduced_rate", "surcharge_relief",
-                     "iit_prepayment", "rolling_cap"):
+        for kind in (
+            "vat_exemption_threshold",
+            "vat_levy_rate",
+            "vat_reduced_rate",
+            "surcharge_relief",
+            "iit_prepayment",
+            "rolling_cap",
+        ):
             _no_overlap(kind, getattr(self, kind), key=lambda v: "")
         _no_overlap("vat_waiver_reason", self.vat_waiver_reason, key=lambda v: v.code)
         _no_overlap("surcharge", self.surcharge, key=lambda v: v.code)
@@ -207,7 +217,9 @@ class TaxRuleBook:
         for e in self.surcharge_relief:
             unknown = e.value.applies_to - known
             if unknown:
-                raise TaxConfigError(f"surcharge_relief from {e.effective_from} names unknown surcharges {sorted(unknown)}")
+                raise TaxConfigError(
+                    f"surcharge_relief from {e.effective_from} names unknown surcharges {sorted(unknown)}"
+                )
 
     def rules_for(self, on: date) -> TaxRules:
         """The rules in force on invoice date `on`. Raises NoTaxRulesInForce outside the regime."""
@@ -242,8 +254,17 @@ class TaxRuleBook:
     def change_dates(self) -> tuple[date, ...]:
         """Every date on which some rule starts or stops applying (for docs and tests)."""
         days: set[date] = set()
-        for kind in ("regime", "vat_exemption_threshold", "vat_levy_rate", "vat_reduced_rate", "vat_waiver_reason",
-                     "surcharge", "surcharge_relief", "iit_prepayment", "rolling_cap"):
+        for kind in (
+            "regime",
+            "vat_exemption_threshold",
+            "vat_levy_rate",
+            "vat_reduced_rate",
+            "vat_waiver_reason",
+            "surcharge",
+            "surcharge_relief",
+            "iit_prepayment",
+            "rolling_cap",
+        ):
             for e in getattr(self, kind):
                 days.add(e.effective_from)
                 if e.effective_to is not None:
@@ -260,14 +281,18 @@ def _no_overlap(kind: str, entries: Sequence[Effective[Any]], key: Callable[[Any
     by_key: dict[str, list[Effective[Any]]] = {}
     for e in entries:
         if e.effective_to is not None and e.effective_to < e.effective_from:
-            raise TaxConfigError(f"{kind}: effective_to {e.effective_to} is before effective_from {e.effective_from}")
+            raise TaxConfigError(
+                f"{kind}: effective_to {e.effective_to} is before effective_from {e.effective_from}"
+            )
         by_key.setdefault(key(e.value), []).append(e)
     for k, group in by_key.items():
         group = sorted(group, key=lambda e: e.effective_from)
         for a, b in zip(group, group[1:]):
             if a.effective_to is None or a.effective_to >= b.effective_from:
                 label = f"{kind} {k}".strip()
-                raise TaxConfigError(f"{label}: entries from {a.effective_from} and {b.effective_from} overlap")
+                raise TaxConfigError(
+                    f"{label}: entries from {a.effective_from} and {b.effective_from} overlap"
+                )
 
 
 def _covers(kind: str, entries: Sequence[Effective[Any]], start: date, end: date | None) -> None:
@@ -300,24 +325,48 @@ def rule_book_from_mapping(data: Mapping[str, Any]) -> TaxRuleBook:
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise TaxConfigError(f"schema_version must be {SCHEMA_VERSION}, got {version!r}")
-    known = {"schema_version", "regime", "vat_exemption_threshold", "vat_levy_rate", "vat_reduced_rate",
-             "vat_waiver_reason", "surcharge", "surcharge_relief", "iit_prepayment", "rolling_cap"}
+    known = {
+        "schema_version",
+        "regime",
+        "vat_exemption_threshold",
+        "vat_levy_rate",
+        "vat_reduced_rate",
+        "vat_waiver_reason",
+        "surcharge",
+        "surcharge_relief",
+        "iit_prepayment",
+        "rolling_cap",
+    }
     unknown = set(data) - known
     if unknown:
         raise TaxConfigError(f"unknown keys {sorted(unknown)}")
     return TaxRuleBook(
         regime=_entries(data, "regime", {"name"}, lambda e, w: _str(e, "name", w)),
-        vat_exemption_threshold=_entries(data, "vat_exemption_threshold", {"monthly_sales_excl_fen"},
-                                         lambda e, w: _fen(e, "monthly_sales_excl_fen", w)),
+        vat_exemption_threshold=_entries(
+            data,
+            "vat_exemption_threshold",
+            {"monthly_sales_excl_fen"},
+            lambda e, w: _fen(e, "monthly_sales_excl_fen", w),
+        ),
         vat_levy_rate=_entries(data, "vat_levy_rate", {"rate"}, lambda e, w: _rate(e["rate"], f"{w}.rate")),
-        vat_reduced_rate=_entries(data, "vat_reduced_rate", {"rate"}, lambda e, w: _rate(e["rate"], f"{w}.rate")),
-        vat_waiver_reason=_entries(data, "vat_waiver_reason", {"code", "description"},
-                                   lambda e, w: WaiverReason(_str(e, "code", w), _str(e, "description", w))),
+        vat_reduced_rate=_entries(
+            data, "vat_reduced_rate", {"rate"}, lambda e, w: _rate(e["rate"], f"{w}.rate")
+        ),
+        vat_waiver_reason=_entries(
+            data,
+            "vat_waiver_reason",
+            {"code", "description"},
+            lambda e, w: WaiverReason(_str(e, "code", w), _str(e, "description", w)),
+        ),
         surcharge=_entries(data, "surcharge", {"code", "name", "rate", "rates_by_location"}, _surcharge),
         surcharge_relief=_entries(data, "surcharge_relief", {"factor", "applies_to"}, _relief),
         iit_prepayment=_entries(data, "iit_prepayment", {"rate", "three_flows_tiers"}, _iit),
-        rolling_cap=_entries(data, "rolling_cap", {"sales_excl_fen", "months"},
-                             lambda e, w: RollingCap(_fen(e, "sales_excl_fen", w), _months(e, w))),
+        rolling_cap=_entries(
+            data,
+            "rolling_cap",
+            {"sales_excl_fen", "months"},
+            lambda e, w: RollingCap(_fen(e, "sales_excl_fen", w), _months(e, w)),
+        ),
     )
 
 
@@ -336,8 +385,9 @@ def load_rule_book(path: str | os.PathLike[str] | None = None) -> TaxRuleBook:
         return parse_rule_book(f.read())
 
 
-def _entries(data: Mapping[str, Any], kind: str, fields: set[str],
-             make: Callable[[Mapping[str, Any], str], T]) -> tuple[Effective[T], ...]:
+def _entries(
+    data: Mapping[str, Any], kind: str, fields: set[str], make: Callable[[Mapping[str, Any], str], T]
+) -> tuple[Effective[T], ...]:
     raw = data.get(kind, [])
     if not isinstance(raw, list):
         raise TaxConfigError(f"{kind} must be an array of tables ([[{kind}]])")
@@ -439,7 +489,9 @@ def _iit(entry: Mapping[str, Any], where: str) -> IitPrepayment:
         last = i == len(raw) - 1
         up_to = t.get("up_to_year_sales_excl_fen")
         if last != (up_to is None):
-            raise TaxConfigError(f"{w}: every tier but the last needs up_to_year_sales_excl_fen; the last has none")
+            raise TaxConfigError(
+                f"{w}: every tier but the last needs up_to_year_sales_excl_fen; the last has none"
+            )
         if up_to is not None:
             up_to = _fen(t, "up_to_year_sales_excl_fen", w)
             if up_to <= previous:
@@ -451,8 +503,17 @@ def _iit(entry: Mapping[str, Any], where: str) -> IitPrepayment:
 
 def entries_in_force(book: TaxRuleBook, on: date) -> Iterable[tuple[str, Effective[Any]]]:
     """(kind, entry) for every entry in force on `on`: what docs and audits print."""
-    for kind in ("regime", "vat_exemption_threshold", "vat_levy_rate", "vat_reduced_rate", "vat_waiver_reason",
-                 "surcharge", "surcharge_relief", "iit_prepayment", "rolling_cap"):
+    for kind in (
+        "regime",
+        "vat_exemption_threshold",
+        "vat_levy_rate",
+        "vat_reduced_rate",
+        "vat_waiver_reason",
+        "surcharge",
+        "surcharge_relief",
+        "iit_prepayment",
+        "rolling_cap",
+    ):
         for e in getattr(book, kind):
             if e.in_force(on):
                 yield kind, e

@@ -8,6 +8,7 @@
 - committed offsets per group and partition; `seek` replays from any offset; `read` inspects without a group;
 - retention deletes records older than the topic's retention (offsets never restart).
 """
+
 from __future__ import annotations
 
 import json
@@ -85,24 +86,38 @@ members_t = Table(
 
 
 # Statements on the hot paths, built once (building one per call costs more than the database running it).
-_ADVANCE = (update(partitions_t)
-            .where(and_(partitions_t.c.topic == bindparam("t"), partitions_t.c.partition == bindparam("p")))
-            .values(next_offset=partitions_t.c.next_offset + bindparam("n"))
-            .returning(partitions_t.c.next_offset))
+_ADVANCE = (
+    update(partitions_t)
+    .where(and_(partitions_t.c.topic == bindparam("t"), partitions_t.c.partition == bindparam("p")))
+    .values(next_offset=partitions_t.c.next_offset + bindparam("n"))
+    .returning(partitions_t.c.next_offset)
+)
 _APPEND = insert(log_t)
-_READ = (select(log_t).where(and_(log_t.c.topic == bindparam("t"), log_t.c.partition == bindparam("p"),
-                                  log_t.c.offset >= bindparam("o")))
-         .order_by(log_t.c.offset).limit(bindparam("n")))
-_ENDS = (select(partitions_t.c.topic, partitions_t.c.partition, partitions_t.c.next_offset)
-         .where(partitions_t.c.topic.in_(bindparam("topics", expanding=True))))
+_READ = (
+    select(log_t)
+    .where(
+        and_(
+            log_t.c.topic == bindparam("t"),
+            log_t.c.partition == bindparam("p"),
+            log_t.c.offset >= bindparam("o"),
+        )
+    )
+    .order_by(log_t.c.offset)
+    .limit(bindparam("n"))
+)
+_ENDS = select(partitions_t.c.topic, partitions_t.c.partition, partitions_t.c.next_offset).where(
+    partitions_t.c.topic.in_(bindparam("topics", expanding=True))
+)
 
 
 def _commit_statement(dialect: str):  # noqa: ANN202
     ins = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = ins(group_offsets_t).values(group_id=bindparam("g"), topic=bindparam("t"), partition=bindparam("p"),
-                                       committed=bindparam("o"))
-    return stmt.on_conflict_do_update(index_elements=["group_id", "topic", "partition"],
-                                      set_={"committed": stmt.excluded.committed})
+    stmt = ins(group_offsets_t).values(
+        group_id=bindparam("g"), topic=bindparam("t"), partition=bindparam("p"), committed=bindparam("o")
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["group_id", "topic", "partition"], set_={"committed": stmt.excluded.committed}
+    )
 
 
 def _now_ms() -> int:
@@ -114,9 +129,16 @@ class UnknownTopic(KeyError):
 
 
 class DbLogBus:
-    def __init__(self, url: str, default_partitions: int = 4, retention_hours: int = 168,
-                 session_timeout_ms: int = 10_000, poll_interval_s: float = 0.02, schema: str = "eventlog",
-                 max_idle_sleep_s: float = 0.2):
+    def __init__(
+        self,
+        url: str,
+        default_partitions: int = 4,
+        retention_hours: int = 168,
+        session_timeout_ms: int = 10_000,
+        poll_interval_s: float = 0.02,
+        schema: str = "eventlog",
+        max_idle_sleep_s: float = 0.2,
+    ):
         self.db = Database(url, schema=schema, pool_size=5)
         check_reachable(self.db.engine, "event log (EVENT_LOG_URL)")
         ensure_schema(self.db.engine, self.db.schema)
@@ -138,11 +160,17 @@ class DbLogBus:
         ins = pg_insert if self.db.dialect == "postgresql" else sqlite_insert
         with self.db.engine.begin() as conn:
             for s in specs:
-                conn.execute(ins(topics_t).values(name=s.name, partitions=s.partitions,
-                                                  retention_hours=s.retention_hours).on_conflict_do_nothing())
+                conn.execute(
+                    ins(topics_t)
+                    .values(name=s.name, partitions=s.partitions, retention_hours=s.retention_hours)
+                    .on_conflict_do_nothing()
+                )
                 for p in range(s.partitions):
-                    conn.execute(ins(partitions_t).values(topic=s.name, partition=p, next_offset=0)
-                                 .on_conflict_do_nothing())
+                    conn.execute(
+                        ins(partitions_t)
+                        .values(topic=s.name, partition=p, next_offset=0)
+                        .on_conflict_do_nothing()
+                    )
         self._parts.clear()
 
     def partitions(self, topic: str) -> int:
@@ -159,8 +187,11 @@ class DbLogBus:
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         with self._reader.connect() as conn:
-            rows = conn.execute(select(partitions_t.c.partition, partitions_t.c.next_offset)
-                                .where(partitions_t.c.topic == topic)).all()
+            rows = conn.execute(
+                select(partitions_t.c.partition, partitions_t.c.next_offset).where(
+                    partitions_t.c.topic == topic
+                )
+            ).all()
         return {p: o for p, o in rows}
 
     # --- produce --------------------------------------------------------------------------
@@ -178,17 +209,26 @@ class DbLogBus:
         rows = []
         with self.db.engine.begin() as conn:
             # Lock partitions in a fixed order so two publishers never deadlock.
-            for (topic, part) in sorted(grouped):
+            for topic, part in sorted(grouped):
                 batch = grouped[(topic, part)]
                 end = conn.execute(_ADVANCE, {"t": topic, "p": part, "n": len(batch)}).scalar_one()
                 base = end - len(batch)
                 for i, r in enumerate(batch):
-                    rows.append(dict(topic=topic, partition=part, offset=base + i, key=r.key, value=r.value,
-                                     headers=json.dumps(r.headers), ts_ms=r.timestamp_ms or now))
+                    rows.append(
+                        dict(
+                            topic=topic,
+                            partition=part,
+                            offset=base + i,
+                            key=r.key,
+                            value=r.value,
+                            headers=json.dumps(r.headers),
+                            ts_ms=r.timestamp_ms or now,
+                        )
+                    )
             conn.execute(_APPEND, rows)
 
     # --- consume --------------------------------------------------------------------------
-    def subscribe(self, group: str, topics: list[str]) -> "DbLogSubscription":
+    def subscribe(self, group: str, topics: list[str]) -> DbLogSubscription:
         return DbLogSubscription(self, group, topics)
 
     def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Record]:
@@ -202,8 +242,9 @@ class DbLogBus:
         now = _now_ms()
         with self.db.engine.begin() as conn:
             for name, hours in conn.execute(select(topics_t.c.name, topics_t.c.retention_hours)).all():
-                res = conn.execute(delete(log_t).where(and_(log_t.c.topic == name,
-                                                            log_t.c.ts_ms < now - hours * 3_600_000)))
+                res = conn.execute(
+                    delete(log_t).where(and_(log_t.c.topic == name, log_t.c.ts_ms < now - hours * 3_600_000))
+                )
                 removed += res.rowcount or 0
         return removed
 
@@ -212,8 +253,15 @@ class DbLogBus:
 
 
 def _record(r) -> Record:  # noqa: ANN001
-    return Record(topic=r.topic, key=r.key, value=bytes(r.value), headers=json.loads(r.headers),
-                  partition=r.partition, offset=r.offset, timestamp_ms=r.ts_ms)
+    return Record(
+        topic=r.topic,
+        key=r.key,
+        value=bytes(r.value),
+        headers=json.loads(r.headers),
+        partition=r.partition,
+        offset=r.offset,
+        timestamp_ms=r.ts_ms,
+    )
 
 
 class DbLogSubscription:
@@ -236,15 +284,32 @@ class DbLogSubscription:
         ins = pg_insert if db.dialect == "postgresql" else sqlite_insert
         with db.engine.begin() as conn:
             stmt = ins(members_t).values(group_id=self.group, member_id=self.member_id, heartbeat_ms=now)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["group_id", "member_id"],
-                                                    set_={"heartbeat_ms": now}))
-            conn.execute(delete(members_t).where(and_(members_t.c.group_id == self.group,
-                                                      members_t.c.heartbeat_ms < now - self.bus.session_timeout_ms)))
-            members = sorted(conn.execute(select(members_t.c.member_id)
-                                          .where(members_t.c.group_id == self.group)).scalars())
-            committed = dict(((t, p), o) for t, p, o in conn.execute(
-                select(group_offsets_t.c.topic, group_offsets_t.c.partition, group_offsets_t.c.committed)
-                .where(group_offsets_t.c.group_id == self.group)).all())
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["group_id", "member_id"], set_={"heartbeat_ms": now}
+                )
+            )
+            conn.execute(
+                delete(members_t).where(
+                    and_(
+                        members_t.c.group_id == self.group,
+                        members_t.c.heartbeat_ms < now - self.bus.session_timeout_ms,
+                    )
+                )
+            )
+            members = sorted(
+                conn.execute(
+                    select(members_t.c.member_id).where(members_t.c.group_id == self.group)
+                ).scalars()
+            )
+            committed = dict(
+                ((t, p), o)
+                for t, p, o in conn.execute(
+                    select(
+                        group_offsets_t.c.topic, group_offsets_t.c.partition, group_offsets_t.c.committed
+                    ).where(group_offsets_t.c.group_id == self.group)
+                ).all()
+            )
         self._last_heartbeat = now
         me = members.index(self.member_id)
         assigned = []
@@ -280,8 +345,9 @@ class DbLogSubscription:
                     pos = self._positions[tp]
                     if ends.get(tp, 0) <= pos:
                         continue
-                    rows = conn.execute(_READ, {"t": tp[0], "p": tp[1], "o": pos,
-                                                "n": max_records - len(out)}).all()
+                    rows = conn.execute(
+                        _READ, {"t": tp[0], "p": tp[1], "o": pos, "n": max_records - len(out)}
+                    ).all()
                     if rows:
                         self._positions[tp] = rows[-1].offset + 1
                         out.extend(_record(r) for r in rows)
@@ -299,8 +365,10 @@ class DbLogSubscription:
         for r in records:
             last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset + 1)
         with self.bus.db.engine.begin() as conn:
-            conn.execute(self.bus.commit_offsets, [{"g": self.group, "t": topic, "p": part, "o": off}
-                                                   for (topic, part), off in last.items()])
+            conn.execute(
+                self.bus.commit_offsets,
+                [{"g": self.group, "t": topic, "p": part, "o": off} for (topic, part), off in last.items()],
+            )
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         self._heartbeat_and_assign()
@@ -309,5 +377,8 @@ class DbLogSubscription:
     def close(self) -> None:
         self._closed = True
         with self.bus.db.engine.begin() as conn:
-            conn.execute(delete(members_t).where(and_(members_t.c.group_id == self.group,
-                                                      members_t.c.member_id == self.member_id)))
+            conn.execute(
+                delete(members_t).where(
+                    and_(members_t.c.group_id == self.group, members_t.c.member_id == self.member_id)
+                )
+            )

@@ -11,6 +11,7 @@ Differences from the embedded log: Kafka's partitioner is murmur2 (the log uses 
 different partition number on each adapter — per-key order holds on both; and group rebalances are Kafka's
 (a join takes a few hundred milliseconds up to about half the session time-out).
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,17 +45,34 @@ def _headers_out(headers: dict[str, str]) -> list[tuple[str, bytes]]:
 
 
 def _record(m) -> Record:  # noqa: ANN001 - kafka ConsumerRecord
-    return Record(topic=m.topic, key=m.key.decode() if m.key is not None else "", value=m.value or b"",
-                  headers={k: (v or b"").decode(errors="replace") for k, v in (m.headers or [])},
-                  partition=m.partition, offset=m.offset, timestamp_ms=m.timestamp)
+    return Record(
+        topic=m.topic,
+        key=m.key.decode() if m.key is not None else "",
+        value=m.value or b"",
+        headers={k: (v or b"").decode(errors="replace") for k, v in (m.headers or [])},
+        partition=m.partition,
+        offset=m.offset,
+        timestamp_ms=m.timestamp,
+    )
 
 
 class KafkaBus:
-    def __init__(self, bootstrap: str, session_timeout_ms: int = 10_000, heartbeat_interval_ms: int = 3_000,
-                 request_timeout_ms: int = 30_000, default_partitions: int = 6, *,
-                 connect_timeout_ms: int = 5_000, replication_factor: int = 1, linger_ms: int = 5,
-                 batch_size: int = 512 * 1024, compression_type: str | None = "gzip",
-                 fetch_max_wait_ms: int = 100, client_id: str = "recycle"):
+    def __init__(
+        self,
+        bootstrap: str,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        request_timeout_ms: int = 30_000,
+        default_partitions: int = 6,
+        *,
+        connect_timeout_ms: int = 5_000,
+        replication_factor: int = 1,
+        linger_ms: int = 5,
+        batch_size: int = 512 * 1024,
+        compression_type: str | None = "gzip",
+        fetch_max_wait_ms: int = 100,
+        client_id: str = "recycle",
+    ):
         self.bootstrap = bootstrap
         self.session_timeout_ms = session_timeout_ms
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -67,8 +85,11 @@ class KafkaBus:
         self.compression_type = compression_type
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.client_id = client_id
-        self._common = dict(bootstrap_servers=bootstrap.split(","), request_timeout_ms=request_timeout_ms,
-                            bootstrap_timeout_ms=connect_timeout_ms)
+        self._common = dict(
+            bootstrap_servers=bootstrap.split(","),
+            request_timeout_ms=request_timeout_ms,
+            bootstrap_timeout_ms=connect_timeout_ms,
+        )
         self._parts: dict[str, int] = {}
         self._lock = threading.Lock()  # guards the admin client, the topic cache and lazy creation
         self._reader_lock = threading.Lock()
@@ -88,8 +109,14 @@ class KafkaBus:
             self._create(specs)
 
     def _create(self, specs: list[TopicSpec]) -> None:
-        request = {s.name: {"num_partitions": s.partitions, "replication_factor": self.replication_factor,
-                            "configs": {"retention.ms": str(s.retention_hours * 3_600_000)}} for s in specs}
+        request = {
+            s.name: {
+                "num_partitions": s.partitions,
+                "replication_factor": self.replication_factor,
+                "configs": {"retention.ms": str(s.retention_hours * 3_600_000)},
+            }
+            for s in specs
+        }
         result = self._admin.create_topics(request, raise_errors=False, timeout_ms=self.request_timeout_ms)
         created = []
         for t in result["topics"]:
@@ -141,7 +168,9 @@ class KafkaBus:
             while True:
                 try:
                     reader.poll(timeout_ms=self.fetch_max_wait_ms)
-                except kerr.OffsetOutOfRangeError as exc:  # retention removed the last record: fetch at the end
+                except (
+                    kerr.OffsetOutOfRangeError
+                ) as exc:  # retention removed the last record: fetch at the end
                     for tp in _out_of_range(exc):
                         reader.seek(tp, listed.get(tp, 0))
                     continue
@@ -180,12 +209,19 @@ class KafkaBus:
         if not records:
             return
         for topic in {r.topic for r in records}:
-            self.partitions(topic)  # create unknown topics with our layout, not the broker's auto-create default
+            self.partitions(
+                topic
+            )  # create unknown topics with our layout, not the broker's auto-create default
         producer = self.producer
         futures = [
-            producer.send(r.topic, value=r.value, key=r.key.encode(), headers=_headers_out(r.headers),
-                          partition=r.partition if r.partition >= 0 else None,
-                          timestamp_ms=r.timestamp_ms or None)
+            producer.send(
+                r.topic,
+                value=r.value,
+                key=r.key.encode(),
+                headers=_headers_out(r.headers),
+                partition=r.partition if r.partition >= 0 else None,
+                timestamp_ms=r.timestamp_ms or None,
+            )
             for r in records
         ]
         producer.flush(timeout=producer.config["delivery_timeout_ms"] / 1000)
@@ -198,11 +234,13 @@ class KafkaBus:
                 failed += 1
                 first_error = first_error or exc
         if first_error is not None:
-            raise kerr.KafkaError(f"{failed} of {len(records)} records were not acknowledged: "
-                                  f"{type(first_error).__name__}: {first_error}") from first_error
+            raise kerr.KafkaError(
+                f"{failed} of {len(records)} records were not acknowledged: "
+                f"{type(first_error).__name__}: {first_error}"
+            ) from first_error
 
     # --- consume --------------------------------------------------------------------------
-    def subscribe(self, group: str, topics: list[str]) -> "KafkaSubscription":
+    def subscribe(self, group: str, topics: list[str]) -> KafkaSubscription:
         for t in topics:
             self.partitions(t)  # a consumer subscribed to a missing topic would not see it for minutes
         return KafkaSubscription(self, group, topics)
@@ -227,8 +265,9 @@ class KafkaBus:
     def _reader_consumer(self) -> KafkaConsumer:
         if self._reader is None:
             # No reset policy: an offset out of range raises, and read() decides (past the end → nothing).
-            self._reader = self._consumer(group_id=None, client_id=f"{self.client_id}-reader",
-                                          auto_offset_reset="none")
+            self._reader = self._consumer(
+                group_id=None, client_id=f"{self.client_id}-reader", auto_offset_reset="none"
+            )
         return self._reader
 
     def read(self, topic: str, partition: int, offset: int, max_records: int = 500) -> list[Record]:
@@ -282,7 +321,7 @@ def _out_of_range(exc: kerr.OffsetOutOfRangeError) -> list[TopicPartition]:
 class _Seeker(ConsumerRebalanceListener):
     """Applies seeks asked for before the group handed this member the partition."""
 
-    def __init__(self, sub: "KafkaSubscription"):
+    def __init__(self, sub: KafkaSubscription):
         self.sub = sub
 
     def on_partitions_revoked(self, revoked) -> None:  # noqa: ANN001
@@ -327,8 +366,11 @@ class KafkaSubscription:
         except (kerr.CommitFailedError, kerr.RebalanceInProgressError) as exc:
             # The group rebalanced under us: the partitions' new owner resumes from the last successful commit,
             # so these records come again (at-least-once); consumers dedupe by event id.
-            log.warning("group %s: commit skipped during a rebalance (%s); records will be redelivered",
-                        self.group, exc)
+            log.warning(
+                "group %s: commit skipped during a rebalance (%s); records will be redelivered",
+                self.group,
+                exc,
+            )
 
     def seek(self, topic: str, partition: int, offset: int) -> None:
         tp = TopicPartition(topic, partition)
@@ -339,4 +381,6 @@ class KafkaSubscription:
                 self._pending_seeks[tp] = offset  # applied when the group assigns it to this member
 
     def close(self) -> None:
-        self.consumer.close(autocommit=False)  # leaves the group at once, so the others rebalance without waiting
+        self.consumer.close(
+            autocommit=False
+        )  # leaves the group at once, so the others rebalance without waiting

@@ -3,6 +3,7 @@ consumer groups with committed offsets, replay from any offset, retention.
 
 The port is blocking on purpose (kafka-python is); async callers run it in a thread.
 """
+
 from __future__ import annotations
 
 import zlib

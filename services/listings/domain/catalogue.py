@@ -1,4 +1,5 @@
 """The second-hand categories (categories.toml) and the prohibited-items rule's configuration."""
+
 from __future__ import annotations
 
 import functools
@@ -7,8 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONDITIONS = ("new", "like_new", "good", "fair", "for_parts")
-CONDITION_NAMES = {"new": "全新", "like_new": "几乎全新", "good": "轻微使用痕迹", "fair": "明显使用痕迹",
-                   "for_parts": "功能故障/拆件"}
+CONDITION_NAMES = {
+    "new": "全新",
+    "like_new": "几乎全新",
+    "good": "轻微使用痕迹",
+    "fair": "明显使用痕迹",
+    "for_parts": "功能故障/拆件",
+}
 
 
 @dataclass(frozen=True)

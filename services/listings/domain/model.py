@@ -17,6 +17,7 @@ Order (escrow: the buyer's money is held by payments, not paid to the seller, un
 
 Every transition is checked against the tables below; anything else is a Conflict (409) naming the current state.
 """
+
 from __future__ import annotations
 
 from services.kernel.errors import Conflict
@@ -50,7 +51,9 @@ ORDER_EDGES = frozenset((a, b) for t in ORDER_TRANSITIONS.values() for a, b in t
 def next_listing_state(action: str, current: str) -> str:
     to = LISTING_TRANSITIONS[action].get(current)
     if to is None:
-        raise Conflict(f"cannot {action.replace('_', ' ')} a listing that is {current}", current_state=current)
+        raise Conflict(
+            f"cannot {action.replace('_', ' ')} a listing that is {current}", current_state=current
+        )
     return to
 
 

@@ -8,6 +8,7 @@ Reasons:
                                certificate (信息清除证书) matches its IMEI/serial;
 - `own_listing`                a seller cannot order their own listing.
 """
+
 from __future__ import annotations
 
 import unicodedata
@@ -60,11 +61,15 @@ def wipe_certificate_required(facts: DeviceFacts) -> Refusal | None:
     if not (facts.names_device or facts.category_holds_storage):
         return None
     if not facts.device_keys:
-        return Refusal("wipe_certificate_required",
-                       "this category holds personal data: name the device (its IMEI or serial) and have it wiped")
+        return Refusal(
+            "wipe_certificate_required",
+            "this category holds personal data: name the device (its IMEI or serial) and have it wiped",
+        )
     if not facts.valid_certificates:
-        return Refusal("wipe_certificate_required",
-                       "no valid wipe certificate matches this device's IMEI/serial (信息清除证书)")
+        return Refusal(
+            "wipe_certificate_required",
+            "no valid wipe certificate matches this device's IMEI/serial (信息清除证书)",
+        )
     return None
 
 

@@ -8,6 +8,7 @@ ranks the texts where it is a word above those where its characters only meet by
 Latin letters and digits are split at their boundaries and lower-cased ("Mate40Pro" → mate 40 pro), full-width
 forms folded (ＩＰＨＯＮＥ → iphone).
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,7 +38,7 @@ def stream(text: str) -> list[str]:
     out: list[str] = []
     for run in runs(text):
         if is_cjk(run) and len(run) > 1:
-            out.extend(run[i:i + 2] for i in range(len(run) - 1))
+            out.extend(run[i : i + 2] for i in range(len(run) - 1))
         else:
             out.append(run)
     return out
@@ -80,7 +81,9 @@ class Analysed:
 
 
 def analyse(text: str, with_words: bool = True) -> Analysed:
-    return Analysed(" ".join(stream(text)), " ".join(unigrams(text)), " ".join(words(text)) if with_words else "")
+    return Analysed(
+        " ".join(stream(text)), " ".join(unigrams(text)), " ".join(words(text)) if with_words else ""
+    )
 
 
 @dataclass(frozen=True)
@@ -125,9 +128,9 @@ def contains_all(text: str, q: str) -> bool:
                 return False
         elif not _phrase_in(term.phrase, stream(text)):
             return False
-    return True if folded or not parse_query(q) else False
+    return bool(folded) or not parse_query(q)
 
 
 def _phrase_in(phrase: tuple[str, ...], toks: list[str]) -> bool:
     n = len(phrase)
-    return any(tuple(toks[i:i + n]) == phrase for i in range(len(toks) - n + 1))
+    return any(tuple(toks[i : i + n]) == phrase for i in range(len(toks) - n + 1))

@@ -1,4 +1,5 @@
 """Search: the port, its adapters (chosen by `SEARCH=sqlite|elasticsearch`), the indexer."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
 
 
-def make_index(rt: "ServiceRuntime") -> SearchIndex:
+def make_index(rt: ServiceRuntime) -> SearchIndex:
     from ..settings import settings_of
 
     s = settings_of(rt)
@@ -26,7 +27,7 @@ def make_index(rt: "ServiceRuntime") -> SearchIndex:
     return SqliteSearchIndex(rt.settings.fmt(s.search_path))
 
 
-def search_of(rt: "ServiceRuntime") -> SearchIndex:
+def search_of(rt: ServiceRuntime) -> SearchIndex:
     index = rt.ports.get("search")
     if index is None:
         index = rt.ports["search"] = make_index(rt)

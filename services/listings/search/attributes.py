@@ -6,6 +6,7 @@ reader compares the counter with what it loaded and reads only the rows changed 
 indexer in the background process — may have written them). Rows of listings taken off the index keep stale
 attributes here, which is harmless: only rowids the FTS table returns are ever looked up.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -30,15 +31,17 @@ class Attributes:
         self.published = np.zeros(0, dtype=np.float64)
 
     # --- loading -------------------------------------------------------------------------------------------
-    def sync(self, c: sqlite3.Connection) -> "Attributes":
+    def sync(self, c: sqlite3.Connection) -> Attributes:
         seq = int(c.execute("SELECT v FROM meta WHERE k = 'seq'").fetchone()[0])
         if seq == self.seq:
             return self
         with self._lock:
             if seq != self.seq:
-                rows = c.execute("SELECT rid, category, condition, city_code, price_fen, published_at, seq FROM docs "
-                                 "WHERE seq > ? AND live = 1", (max(self.seq, 0) if self.seq >= 0 else -1,)
-                                 ).fetchall()
+                rows = c.execute(
+                    "SELECT rid, category, condition, city_code, price_fen, published_at, seq FROM docs "
+                    "WHERE seq > ? AND live = 1",
+                    (max(self.seq, 0) if self.seq >= 0 else -1,),
+                ).fetchall()
                 self._apply(rows)
                 self.seq = max([seq] + [r[6] for r in rows])
         return self
@@ -64,7 +67,9 @@ class Attributes:
             self.size = grow
         rids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         for k, f in enumerate(_FIELDS, start=1):
-            self.cols[f][rids] = np.fromiter((self._code(f, r[k]) for r in rows), dtype=np.int32, count=len(rows))
+            self.cols[f][rids] = np.fromiter(
+                (self._code(f, r[k]) for r in rows), dtype=np.int32, count=len(rows)
+            )
         self.price[rids] = np.fromiter((r[4] for r in rows), dtype=np.int64, count=len(rows))
         self.published[rids] = np.fromiter((r[5] for r in rows), dtype=np.float64, count=len(rows))
 
@@ -82,7 +87,9 @@ class Attributes:
             if "." in q.category:
                 both(cats == self.codes["category"].get(q.category, -1))
             else:
-                wanted = [c for name, c in self.codes["category"].items() if name.startswith(q.category + ".")]
+                wanted = [
+                    c for name, c in self.codes["category"].items() if name.startswith(q.category + ".")
+                ]
                 both(np.isin(cats, wanted))
         for f in ("city_code", "condition"):
             v = getattr(q, f)
@@ -102,7 +109,9 @@ class Attributes:
             out[f] = {self.names[f][i]: int(counts[i]) for i in order if counts[i]}
         return out
 
-    def page(self, rids: np.ndarray, rank: np.ndarray | None, sort: str, offset: int, limit: int) -> list[int]:
+    def page(
+        self, rids: np.ndarray, rank: np.ndarray | None, sort: str, offset: int, limit: int
+    ) -> list[int]:
         """Positions (into `rids`) of the requested page, in order."""
         n = offset + limit
         if rids.size == 0 or offset >= rids.size:

@@ -19,6 +19,7 @@ late publish cannot resurrect it. Searches filter `live: true`.
 Rebuild: a new concrete index `<alias>-<timestamp>` is bulk-loaded, then the alias moves to it in one
 `update_aliases` call, and the old index is deleted.
 """
+
 from __future__ import annotations
 
 import time
@@ -36,13 +37,24 @@ SETTINGS: dict[str, Any] = {
     "number_of_shards": 1,
     "analysis": {
         "filter": {
-            "latin_parts": {"type": "word_delimiter_graph", "split_on_numerics": True, "split_on_case_change": True,
-                            "generate_word_parts": True, "generate_number_parts": True, "preserve_original": False,
-                            "catenate_all": False, "catenate_words": False, "catenate_numbers": False},
+            "latin_parts": {
+                "type": "word_delimiter_graph",
+                "split_on_numerics": True,
+                "split_on_case_change": True,
+                "generate_word_parts": True,
+                "generate_number_parts": True,
+                "preserve_original": False,
+                "catenate_all": False,
+                "catenate_words": False,
+                "catenate_numbers": False,
+            },
         },
         "analyzer": {
-            "cjk_text": {"type": "custom", "tokenizer": "standard",
-                         "filter": ["cjk_width", "lowercase", "cjk_bigram", "latin_parts"]},
+            "cjk_text": {
+                "type": "custom",
+                "tokenizer": "standard",
+                "filter": ["cjk_width", "lowercase", "cjk_bigram", "latin_parts"],
+            },
             "cjk_unigram": {"type": "custom", "tokenizer": "standard", "filter": ["cjk_width", "lowercase"]},
         },
     },
@@ -55,11 +67,19 @@ MAPPINGS: dict[str, Any] = {
         "live": {"type": "boolean"},
         "version": {"type": "long"},
         "seller_id": {"type": "keyword"},
-        "title": {"type": "text", "analyzer": "cjk_text",
-                  "fields": {"uni": {"type": "text", "analyzer": "cjk_unigram"},
-                             "raw": {"type": "keyword", "ignore_above": 256}}},
-        "description": {"type": "text", "analyzer": "cjk_text",
-                        "fields": {"uni": {"type": "text", "analyzer": "cjk_unigram"}}},
+        "title": {
+            "type": "text",
+            "analyzer": "cjk_text",
+            "fields": {
+                "uni": {"type": "text", "analyzer": "cjk_unigram"},
+                "raw": {"type": "keyword", "ignore_above": 256},
+            },
+        },
+        "description": {
+            "type": "text",
+            "analyzer": "cjk_text",
+            "fields": {"uni": {"type": "text", "analyzer": "cjk_unigram"}},
+        },
         "category": {"type": "keyword"},
         "condition": {"type": "keyword"},
         "city_code": {"type": "keyword"},
@@ -72,17 +92,31 @@ TITLE_BOOST = 4.0
 
 
 def _source(doc: ListingDoc) -> dict[str, Any]:
-    return {"listing_id": doc.listing_id, "live": True, "version": doc.version, "seller_id": doc.seller_id,
-            "title": doc.title, "description": doc.description, "category": doc.category,
-            "condition": doc.condition, "city_code": doc.city_code, "price_fen": doc.price_fen,
-            "published_at": doc.published_at.astimezone(UTC).isoformat()}
+    return {
+        "listing_id": doc.listing_id,
+        "live": True,
+        "version": doc.version,
+        "seller_id": doc.seller_id,
+        "title": doc.title,
+        "description": doc.description,
+        "category": doc.category,
+        "condition": doc.condition,
+        "city_code": doc.city_code,
+        "price_fen": doc.price_fen,
+        "published_at": doc.published_at.astimezone(UTC).isoformat(),
+    }
 
 
 class ElasticSearchIndex:
     name = "elasticsearch"
 
-    def __init__(self, url: str, alias: str = "listings", drop_on_close: bool = False,
-                 client: Elasticsearch | None = None):
+    def __init__(
+        self,
+        url: str,
+        alias: str = "listings",
+        drop_on_close: bool = False,
+        client: Elasticsearch | None = None,
+    ):
         self.client = client or Elasticsearch(url, request_timeout=30, retry_on_timeout=True, max_retries=3)
         self.alias = alias
         self.drop_on_close = drop_on_close
@@ -119,8 +153,9 @@ class ElasticSearchIndex:
         if not docs:
             return 0
         ok = 0
-        for _, item in helpers.streaming_bulk(self.client, self._actions(self.alias, docs), raise_on_error=False,
-                                              raise_on_exception=True):
+        for _, item in helpers.streaming_bulk(
+            self.client, self._actions(self.alias, docs), raise_on_error=False, raise_on_exception=True
+        ):
             res = next(iter(item.values()))
             if res.get("status") in (200, 201):
                 ok += 1
@@ -131,8 +166,14 @@ class ElasticSearchIndex:
     @staticmethod
     def _actions(index: str, docs: Iterable[ListingDoc]) -> Iterator[dict[str, Any]]:
         for d in docs:
-            yield {"_op_type": "index", "_index": index, "_id": d.listing_id, "version": d.version,
-                   "version_type": "external", "_source": _source(d)}
+            yield {
+                "_op_type": "index",
+                "_index": index,
+                "_id": d.listing_id,
+                "version": d.version,
+                "version_type": "external",
+                "_source": _source(d),
+            }
 
     def remove(self, listing_id: str, version: int) -> bool:
         try:
@@ -141,8 +182,13 @@ class ElasticSearchIndex:
         except NotFoundError:
             was_live = False
         try:
-            self.client.index(index=self.alias, id=listing_id, version=version, version_type="external",
-                              document={"listing_id": listing_id, "live": False, "version": version})
+            self.client.index(
+                index=self.alias,
+                id=listing_id,
+                version=version,
+                version_type="external",
+                document={"listing_id": listing_id, "live": False, "version": version},
+            )
         except ConflictError:
             return False
         return was_live
@@ -161,8 +207,9 @@ class ElasticSearchIndex:
         self._create(new, with_alias=False)
         n = 0
         try:
-            for ok, item in helpers.streaming_bulk(self.client, self._actions(new, docs), chunk_size=2000,
-                                                   raise_on_error=False):
+            for ok, item in helpers.streaming_bulk(
+                self.client, self._actions(new, docs), chunk_size=2000, raise_on_error=False
+            ):
                 if not ok and next(iter(item.values())).get("status") != 409:
                     raise RuntimeError(f"elasticsearch refused a document: {item}")
                 n += 1 if ok else 0
@@ -185,17 +232,33 @@ class ElasticSearchIndex:
         must: list[dict[str, Any]] = []
         for term in text.parse_query(q.q):
             if term.single_char is not None:
-                must.append({"multi_match": {"query": term.single_char, "fields": [f"title.uni^{TITLE_BOOST}",
-                                                                                   "description.uni"]}})
+                must.append(
+                    {
+                        "multi_match": {
+                            "query": term.single_char,
+                            "fields": [f"title.uni^{TITLE_BOOST}", "description.uni"],
+                        }
+                    }
+                )
             else:
-                must.append({"bool": {"should": [
-                    {"match_phrase": {"title": {"query": term.text, "boost": TITLE_BOOST}}},
-                    {"match_phrase": {"description": {"query": term.text}}},
-                ], "minimum_should_match": 1}})
+                must.append(
+                    {
+                        "bool": {
+                            "should": [
+                                {"match_phrase": {"title": {"query": term.text, "boost": TITLE_BOOST}}},
+                                {"match_phrase": {"description": {"query": term.text}}},
+                            ],
+                            "minimum_should_match": 1,
+                        }
+                    }
+                )
         filters: list[dict[str, Any]] = [{"term": {"live": True}}]
         if q.category:
-            filters.append({"term": {"category": q.category}} if "." in q.category
-                           else {"prefix": {"category": q.category + "."}})
+            filters.append(
+                {"term": {"category": q.category}}
+                if "." in q.category
+                else {"prefix": {"category": q.category + "."}}
+            )
         for col in ("city_code", "condition"):
             v = getattr(q, col)
             if v:
@@ -214,22 +277,45 @@ class ElasticSearchIndex:
             return SearchResult([], 0, {f: {} for f in FACETS})
         ranked = q.sort == "relevance" and bool(q.q.strip())
         sort = {
-            "relevance": ["_score", {"published_at": "desc"}, {"listing_id": "asc"}] if ranked
+            "relevance": ["_score", {"published_at": "desc"}, {"listing_id": "asc"}]
+            if ranked
             else [{"published_at": "desc"}, {"listing_id": "asc"}],
             "newest": [{"published_at": "desc"}, {"listing_id": "asc"}],
             "price_asc": [{"price_fen": "asc"}, {"published_at": "desc"}, {"listing_id": "asc"}],
             "price_desc": [{"price_fen": "desc"}, {"published_at": "desc"}, {"listing_id": "asc"}],
         }[q.sort]
         res = self.client.search(
-            index=self.alias, query=self._query(q), sort=sort, from_=q.offset, size=q.limit, track_total_hits=True,
+            index=self.alias,
+            query=self._query(q),
+            sort=sort,
+            from_=q.offset,
+            size=q.limit,
+            track_total_hits=True,
             aggs={f: {"terms": {"field": f, "size": 200}} for f in FACETS},
-            source_includes=["listing_id", "title", "category", "condition", "city_code", "price_fen",
-                             "published_at"])
-        hits = [SearchHit(listing_id=h["_source"]["listing_id"], title=h["_source"]["title"],
-                          category=h["_source"]["category"], condition=h["_source"]["condition"],
-                          city_code=h["_source"]["city_code"], price_fen=int(h["_source"]["price_fen"]),
-                          published_at=datetime.fromisoformat(h["_source"]["published_at"]),
-                          score=h.get("_score") if ranked else None)
-                for h in res["hits"]["hits"]]
-        facets = {f: {b["key"]: int(b["doc_count"]) for b in res["aggregations"][f]["buckets"]} for f in FACETS}
+            source_includes=[
+                "listing_id",
+                "title",
+                "category",
+                "condition",
+                "city_code",
+                "price_fen",
+                "published_at",
+            ],
+        )
+        hits = [
+            SearchHit(
+                listing_id=h["_source"]["listing_id"],
+                title=h["_source"]["title"],
+                category=h["_source"]["category"],
+                condition=h["_source"]["condition"],
+                city_code=h["_source"]["city_code"],
+                price_fen=int(h["_source"]["price_fen"]),
+                published_at=datetime.fromisoformat(h["_source"]["published_at"]),
+                score=h.get("_score") if ranked else None,
+            )
+            for h in res["hits"]["hits"]
+        ]
+        facets = {
+            f: {b["key"]: int(b["doc_count"]) for b in res["aggregations"][f]["buckets"]} for f in FACETS
+        }
         return SearchResult(hits, int(res["hits"]["total"]["value"]), facets)

@@ -4,6 +4,7 @@ The index is not in listings' database, so its write and the inbox row are not o
 applies a document only if its version is newer than the one it holds, so a redelivered or replayed event
 (after a crash between the index write and the inbox commit) changes nothing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -20,9 +21,18 @@ from .port import ListingDoc, SearchIndex
 
 
 def doc_of(ev: ListingPublished | ListingUpdated) -> ListingDoc:
-    return ListingDoc(listing_id=ev.listing_id, version=ev.version, seller_id=ev.seller_id, title=ev.title,
-                      description=ev.description, category=ev.category, condition=ev.condition,
-                      price_fen=ev.price_fen, city_code=ev.city_code, published_at=ev.published_at)
+    return ListingDoc(
+        listing_id=ev.listing_id,
+        version=ev.version,
+        seller_id=ev.seller_id,
+        title=ev.title,
+        description=ev.description,
+        category=ev.category,
+        condition=ev.condition,
+        price_fen=ev.price_fen,
+        city_code=ev.city_code,
+        published_at=ev.published_at,
+    )
 
 
 class Indexer:
@@ -44,17 +54,38 @@ def published_docs(db: Database, batch: int = 5000) -> Iterator[ListingDoc]:
     after = ""
     while True:
         with db.session(readonly=True) as s:
-            rows = s.execute(select(listings.c.id, listings.c.version, listings.c.seller_id, listings.c.title,
-                                    listings.c.description, listings.c.category, listings.c.condition,
-                                    listings.c.price_fen, listings.c.city_code, listings.c.published_at)
-                             .where(listings.c.status == m.PUBLISHED, listings.c.id > after)
-                             .order_by(listings.c.id).limit(batch)).all()
+            rows = s.execute(
+                select(
+                    listings.c.id,
+                    listings.c.version,
+                    listings.c.seller_id,
+                    listings.c.title,
+                    listings.c.description,
+                    listings.c.category,
+                    listings.c.condition,
+                    listings.c.price_fen,
+                    listings.c.city_code,
+                    listings.c.published_at,
+                )
+                .where(listings.c.status == m.PUBLISHED, listings.c.id > after)
+                .order_by(listings.c.id)
+                .limit(batch)
+            ).all()
         if not rows:
             return
         for r in rows:
-            yield ListingDoc(listing_id=r.id, version=r.version, seller_id=r.seller_id, title=r.title,
-                             description=r.description, category=r.category, condition=r.condition,
-                             price_fen=int(r.price_fen), city_code=r.city_code, published_at=_aware(r.published_at))
+            yield ListingDoc(
+                listing_id=r.id,
+                version=r.version,
+                seller_id=r.seller_id,
+                title=r.title,
+                description=r.description,
+                category=r.category,
+                condition=r.condition,
+                price_fen=int(r.price_fen),
+                city_code=r.city_code,
+                published_at=_aware(r.published_at),
+            )
         after = rows[-1].id
 
 
@@ -62,8 +93,12 @@ def count_published(db: Database) -> int:
     from sqlalchemy import func
 
     with db.session(readonly=True) as s:
-        return int(s.execute(select(func.count()).select_from(listings)
-                             .where(listings.c.status == m.PUBLISHED)).scalar() or 0)
+        return int(
+            s.execute(
+                select(func.count()).select_from(listings).where(listings.c.status == m.PUBLISHED)
+            ).scalar()
+            or 0
+        )
 
 
 def reindex(db: Database, index: SearchIndex, progress: Callable[[int], None] | None = None) -> int:
@@ -80,14 +115,37 @@ def reindex(db: Database, index: SearchIndex, progress: Callable[[int], None] | 
 def catch_up(db: Database, index: SearchIndex, since: Any) -> int:
     """Apply the current state of every listing changed since `since` (on sale → upsert, else → remove)."""
     with db.session(readonly=True) as s:
-        rows = s.execute(select(listings.c.id, listings.c.version, listings.c.status, listings.c.seller_id,
-                                listings.c.title, listings.c.description, listings.c.category, listings.c.condition,
-                                listings.c.price_fen, listings.c.city_code, listings.c.published_at)
-                         .where(listings.c.updated_at >= since)).all()
-    live = [ListingDoc(listing_id=r.id, version=r.version, seller_id=r.seller_id, title=r.title,
-                       description=r.description, category=r.category, condition=r.condition,
-                       price_fen=int(r.price_fen), city_code=r.city_code, published_at=_aware(r.published_at))
-            for r in rows if r.status == m.PUBLISHED]
+        rows = s.execute(
+            select(
+                listings.c.id,
+                listings.c.version,
+                listings.c.status,
+                listings.c.seller_id,
+                listings.c.title,
+                listings.c.description,
+                listings.c.category,
+                listings.c.condition,
+                listings.c.price_fen,
+                listings.c.city_code,
+                listings.c.published_at,
+            ).where(listings.c.updated_at >= since)
+        ).all()
+    live = [
+        ListingDoc(
+            listing_id=r.id,
+            version=r.version,
+            seller_id=r.seller_id,
+            title=r.title,
+            description=r.description,
+            category=r.category,
+            condition=r.condition,
+            price_fen=int(r.price_fen),
+            city_code=r.city_code,
+            published_at=_aware(r.published_at),
+        )
+        for r in rows
+        if r.status == m.PUBLISHED
+    ]
     changed = index.upsert(live)
     for r in rows:
         if r.status != m.PUBLISHED:

@@ -7,6 +7,7 @@ One contract suite (tests/listings/test_search_contract.py) runs against both.
 Every write carries the listing's `version`: an index keeps the highest version it has seen of each listing,
 removals included, so replayed or late events never resurrect or roll back a document.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable

@@ -13,6 +13,7 @@ is one MATCH that returns its hits' rowids (and BM25 ranks), then filters, facet
 operations over those arrays — no per-hit lookup in `docs`, which cost as much as FTS5's own ranking. Only the
 page's rows are read from `docs`.
 """
+
 from __future__ import annotations
 
 import sqlite3
@@ -153,24 +154,41 @@ class SqliteSearchIndex:
         return changed
 
     def _upsert_one(self, c: sqlite3.Connection, doc: ListingDoc, cols: tuple[str, ...]) -> int:
-        row = c.execute("SELECT rid, version, live FROM docs WHERE listing_id = ?", (doc.listing_id,)).fetchone()
+        row = c.execute(
+            "SELECT rid, version, live FROM docs WHERE listing_id = ?", (doc.listing_id,)
+        ).fetchone()
         if row is not None and row[1] >= doc.version:
             return 0
-        attrs = (doc.version, doc.title, doc.category, doc.condition, doc.city_code, doc.price_fen,
-                 _ts(doc.published_at), _next_seq(c))
+        attrs = (
+            doc.version,
+            doc.title,
+            doc.category,
+            doc.condition,
+            doc.city_code,
+            doc.price_fen,
+            _ts(doc.published_at),
+            _next_seq(c),
+        )
         if row is None:
-            cur = c.execute("INSERT INTO docs (listing_id, version, live, title, category, condition, city_code, "
-                            "price_fen, published_at, seq) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
-                            (doc.listing_id, *attrs))
+            cur = c.execute(
+                "INSERT INTO docs (listing_id, version, live, title, category, condition, city_code, "
+                "price_fen, published_at, seq) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                (doc.listing_id, *attrs),
+            )
             rid = cur.lastrowid
         else:
             rid, _, live = row
             if live:
                 c.execute("DELETE FROM fts WHERE rowid = ?", (rid,))
-            c.execute("UPDATE docs SET version = ?, live = 1, title = ?, category = ?, condition = ?, city_code = ?, "
-                      "price_fen = ?, published_at = ?, seq = ? WHERE rid = ?", (*attrs, rid))
-        c.execute("INSERT INTO fts (rowid, title, body, words, title_uni, body_uni) VALUES (?, ?, ?, ?, ?, ?)",
-                  (rid, *cols))
+            c.execute(
+                "UPDATE docs SET version = ?, live = 1, title = ?, category = ?, condition = ?, city_code = ?, "
+                "price_fen = ?, published_at = ?, seq = ? WHERE rid = ?",
+                (*attrs, rid),
+            )
+        c.execute(
+            "INSERT INTO fts (rowid, title, body, words, title_uni, body_uni) VALUES (?, ?, ?, ?, ?, ?)",
+            (rid, *cols),
+        )
         return 1
 
     def remove(self, listing_id: str, version: int) -> bool:
@@ -178,9 +196,13 @@ class SqliteSearchIndex:
         with self._write_lock:
             c.execute("BEGIN IMMEDIATE")
             try:
-                row = c.execute("SELECT rid, version, live FROM docs WHERE listing_id = ?", (listing_id,)).fetchone()
+                row = c.execute(
+                    "SELECT rid, version, live FROM docs WHERE listing_id = ?", (listing_id,)
+                ).fetchone()
                 if row is None:
-                    c.execute("INSERT INTO docs (listing_id, version, live) VALUES (?, ?, 0)", (listing_id, version))
+                    c.execute(
+                        "INSERT INTO docs (listing_id, version, live) VALUES (?, ?, 0)", (listing_id, version)
+                    )
                     changed = False
                 elif row[1] >= version:
                     changed = False
@@ -205,8 +227,9 @@ class SqliteSearchIndex:
     def refresh(self) -> None:
         return None  # a committed write is visible to the next query (attributes reload by `seq`)
 
-    def rebuild(self, docs: Iterable[ListingDoc], progress: Callable[[int], None] | None = None,
-                batch: int = 2000) -> int:
+    def rebuild(
+        self, docs: Iterable[ListingDoc], progress: Callable[[int], None] | None = None, batch: int = 2000
+    ) -> int:
         """Empty the index and load `docs`. Searches see the old documents until the final commit (one
         transaction; WAL readers keep their snapshot), then the new ones."""
         c = self._conn()
@@ -274,7 +297,11 @@ class SqliteSearchIndex:
         attrs = self._attrs.sync(c)
         ranked = q.sort == "relevance"
         # the one MATCH of the query: every hit's rowid (and its BM25 rank when sorting by relevance)
-        sql = "SELECT rowid, rank FROM fts WHERE fts MATCH ?" if ranked else "SELECT rowid FROM fts WHERE fts MATCH ?"
+        sql = (
+            "SELECT rowid, rank FROM fts WHERE fts MATCH ?"
+            if ranked
+            else "SELECT rowid FROM fts WHERE fts MATCH ?"
+        )
         rows = c.execute(sql, (expr,)).fetchall()
         if not rows:
             return SearchResult([], 0, {f: {} for f in FACETS})
@@ -298,28 +325,51 @@ class SqliteSearchIndex:
         if not rows:
             return []
         rids = [r[0] for r in rows]
-        info = {r[0]: r for r in c.execute(
-            "SELECT rid, listing_id, title, category, condition, city_code, price_fen, published_at FROM docs "
-            f"WHERE rid IN ({','.join('?' * len(rids))})", rids)}
+        info = {
+            r[0]: r
+            for r in c.execute(
+                "SELECT rid, listing_id, title, category, condition, city_code, price_fen, published_at FROM docs "
+                f"WHERE rid IN ({','.join('?' * len(rids))})",
+                rids,
+            )
+        }
         out = []
         for rid, rank in rows:
             _, lid, title, cat, cond, city, price, pub = info[rid]
-            out.append(SearchHit(listing_id=lid, title=title, category=cat, condition=cond, city_code=city,
-                                 price_fen=int(price), published_at=_dt(pub),
-                                 score=(-float(rank) if with_rank and rank is not None else None)))
+            out.append(
+                SearchHit(
+                    listing_id=lid,
+                    title=title,
+                    category=cat,
+                    condition=cond,
+                    city_code=city,
+                    price_fen=int(price),
+                    published_at=_dt(pub),
+                    score=(-float(rank) if with_rank and rank is not None else None),
+                )
+            )
         return out
 
     def _browse(self, q: SearchQuery) -> SearchResult:
         c = self._conn()
         where, args = self._filters(q)
         total = int(c.execute(f"SELECT count(*) FROM docs d WHERE {where}", args).fetchone()[0])
-        facets = {f: dict(c.execute(f"SELECT d.{f}, count(*) FROM docs d WHERE {where} GROUP BY d.{f}", args)
-                          .fetchall()) for f in FACETS}
-        order = {"relevance": "d.published_at DESC, d.rid", "newest": "d.published_at DESC, d.rid",
-                 "price_asc": "d.price_fen, d.published_at DESC, d.rid",
-                 "price_desc": "d.price_fen DESC, d.published_at DESC, d.rid"}[q.sort]
-        rows = c.execute(f"SELECT d.rid, NULL FROM docs d WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
-                         [*args, q.limit, q.offset]).fetchall()
+        facets = {
+            f: dict(
+                c.execute(f"SELECT d.{f}, count(*) FROM docs d WHERE {where} GROUP BY d.{f}", args).fetchall()
+            )
+            for f in FACETS
+        }
+        order = {
+            "relevance": "d.published_at DESC, d.rid",
+            "newest": "d.published_at DESC, d.rid",
+            "price_asc": "d.price_fen, d.published_at DESC, d.rid",
+            "price_desc": "d.price_fen DESC, d.published_at DESC, d.rid",
+        }[q.sort]
+        rows = c.execute(
+            f"SELECT d.rid, NULL FROM docs d WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            [*args, q.limit, q.offset],
+        ).fetchall()
         return SearchResult(self._page(c, rows, False), total, facets)
 
 

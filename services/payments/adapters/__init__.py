@@ -2,6 +2,7 @@
 
 `make_provider(settings, ...)` picks one from configuration alone (`PAYMENTS=sandbox|stripe`).
 """
+
 from __future__ import annotations
 
 from services.kernel.settings import ConfigError, Settings

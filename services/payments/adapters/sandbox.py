@@ -15,6 +15,7 @@ It behaves like Stripe in test mode, so the code above it cannot tell the differ
 Its state lives in its own database (`payments_sandbox`: a file next to the others, or its own PostgreSQL schema),
 never in payments' tables: a provider is another system, and the reconciliation job compares the two.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -95,7 +96,8 @@ BANK_ACCOUNT_CLOSED = "000111111113"  # transfers go out, then come back (accoun
 sandbox_metadata = new_metadata()
 
 sbx_intents = Table(
-    "sbx_intents", sandbox_metadata,
+    "sbx_intents",
+    sandbox_metadata,
     Column("id", String(64), primary_key=True),
     Column("amount", BigInteger, nullable=False),
     Column("amount_received", BigInteger, nullable=False),
@@ -108,7 +110,8 @@ sbx_intents = Table(
     Column("created", BigInteger, nullable=False),
 )
 sbx_refunds = Table(
-    "sbx_refunds", sandbox_metadata,
+    "sbx_refunds",
+    sandbox_metadata,
     Column("id", String(64), primary_key=True),
     Column("payment_intent", String(64), nullable=False, index=True),
     Column("amount", BigInteger, nullable=False),
@@ -118,7 +121,8 @@ sbx_refunds = Table(
     Column("created", BigInteger, nullable=False),
 )
 sbx_accounts = Table(
-    "sbx_accounts", sandbox_metadata,
+    "sbx_accounts",
+    sandbox_metadata,
     Column("id", String(64), primary_key=True),
     Column("user_id", String(64), nullable=False),
     Column("kind", String(16), nullable=False),
@@ -126,7 +130,8 @@ sbx_accounts = Table(
     Column("created", BigInteger, nullable=False),
 )
 sbx_transfers = Table(
-    "sbx_transfers", sandbox_metadata,
+    "sbx_transfers",
+    sandbox_metadata,
     Column("id", String(64), primary_key=True),
     Column("destination", String(64), nullable=False),
     Column("amount", BigInteger, nullable=False),
@@ -136,14 +141,16 @@ sbx_transfers = Table(
     Column("created", BigInteger, nullable=False),
 )
 sbx_idempotency = Table(
-    "sbx_idempotency", sandbox_metadata,
+    "sbx_idempotency",
+    sandbox_metadata,
     Column("key", String(300), primary_key=True),
     Column("request_hash", String(64), nullable=False),
     Column("response", Text, nullable=True),
     Column("created", BigInteger, nullable=False),
 )
 sbx_events = Table(
-    "sbx_events", sandbox_metadata,
+    "sbx_events",
+    sandbox_metadata,
     Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("id", String(64), nullable=False, unique=True),
     Column("type", String(64), nullable=False),
@@ -151,7 +158,9 @@ sbx_events = Table(
     Column("delivered", Integer, nullable=False, default=0),
 )
 
-_RESULT_TYPES: dict[str, type] = {c.__name__: c for c in (AuthResult, IntentSnapshot, RefundResult, TransferResult)}
+_RESULT_TYPES: dict[str, type] = {
+    c.__name__: c for c in (AuthResult, IntentSnapshot, RefundResult, TransferResult)
+}
 
 
 def _luhn_ok(number: str) -> bool:
@@ -173,7 +182,9 @@ def decline_code_for(payment_method: str) -> str | None:
             return TEST_CARD_NUMBERS[digits]
         if 13 <= len(digits) <= 19 and _luhn_ok(digits):
             return None
-        raise InvalidRequest("Your card number is incorrect.", code="incorrect_number", param="payment_method")
+        raise InvalidRequest(
+            "Your card number is incorrect.", code="incorrect_number", param="payment_method"
+        )
     raise InvalidRequest(f"No such PaymentMethod: '{pm}'", code="resource_missing", param="payment_method")
 
 
@@ -189,32 +200,51 @@ class SandboxProvider:
         sandbox_metadata.create_all(db.engine)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "SandboxProvider":
-        return cls(Database(settings.db_url("payments_sandbox"), schema=settings.db_schema("payments_sandbox"),
-                            pool_size=5))
+    def from_settings(cls, settings: Settings) -> SandboxProvider:
+        return cls(
+            Database(
+                settings.db_url("payments_sandbox"),
+                schema=settings.db_schema("payments_sandbox"),
+                pool_size=5,
+            )
+        )
 
     def close(self) -> None:
         self.db.dispose()
 
     # --- idempotency: the first outcome of a key is the outcome ---------------------------------------------
     def _idempotent(self, key: str, op: str, params: Mapping[str, Any], fn: Callable[[Any], T]) -> T:
-        request_hash = hashlib.sha256(json.dumps([op, params], sort_keys=True, default=str).encode()).hexdigest()
+        request_hash = hashlib.sha256(
+            json.dumps([op, params], sort_keys=True, default=str).encode()
+        ).hexdigest()
         for _ in range(3):
             try:
                 with self.db.session() as s, s.begin():
-                    s.execute(insert(sbx_idempotency).values(key=key, request_hash=request_hash, response=None,
-                                                             created=int(time.time())))
+                    s.execute(
+                        insert(sbx_idempotency).values(
+                            key=key, request_hash=request_hash, response=None, created=int(time.time())
+                        )
+                    )
                     try:
                         result = fn(s)
                     except (CardDeclined, InvalidRequest) as exc:
                         # Stripe stores the result of any request that started executing, declines included.
-                        s.execute(update(sbx_idempotency).where(sbx_idempotency.c.key == key)
-                                  .values(response=json.dumps({"error": _error_json(exc)})))
+                        s.execute(
+                            update(sbx_idempotency)
+                            .where(sbx_idempotency.c.key == key)
+                            .values(response=json.dumps({"error": _error_json(exc)}))
+                        )
                         failure: Exception = exc
                     else:
-                        s.execute(update(sbx_idempotency).where(sbx_idempotency.c.key == key)
-                                  .values(response=json.dumps({"type": type(result).__name__,
-                                                               "data": _result_json(result)})))
+                        s.execute(
+                            update(sbx_idempotency)
+                            .where(sbx_idempotency.c.key == key)
+                            .values(
+                                response=json.dumps(
+                                    {"type": type(result).__name__, "data": _result_json(result)}
+                                )
+                            )
+                        )
                         return result
                 raise failure
             except IntegrityError:
@@ -224,8 +254,11 @@ class SandboxProvider:
             if row is None:
                 continue
             if row.request_hash != request_hash:
-                raise InvalidRequest("Keys for idempotent requests can only be used with the same parameters "
-                                     "they were first used with.", code="idempotency_error")
+                raise InvalidRequest(
+                    "Keys for idempotent requests can only be used with the same parameters "
+                    "they were first used with.",
+                    code="idempotency_error",
+                )
             if row.response is None:
                 raise ProviderUnavailable("a request with this idempotency key is still being processed")
             stored = json.loads(row.response)
@@ -235,17 +268,35 @@ class SandboxProvider:
         raise ProviderUnavailable("idempotency key contention")
 
     # --- PaymentIntents ---------------------------------------------------------------------------------------
-    def authorise(self, *, amount_fen: int, currency: str, payment_method: str, idempotency_key: str,
-                  metadata: Mapping[str, str]) -> AuthResult:
-        params = dict(amount=amount_fen, currency=currency, payment_method=payment_method, metadata=dict(metadata))
+    def authorise(
+        self,
+        *,
+        amount_fen: int,
+        currency: str,
+        payment_method: str,
+        idempotency_key: str,
+        metadata: Mapping[str, str],
+    ) -> AuthResult:
+        params = dict(
+            amount=amount_fen, currency=currency, payment_method=payment_method, metadata=dict(metadata)
+        )
 
         def run(s: Any) -> AuthResult:
             decline = decline_code_for(payment_method)
             pi_id = "pi_sbx_" + new_id()[-20:]
-            s.execute(insert(sbx_intents).values(
-                id=pi_id, amount=amount_fen, amount_received=0, currency=currency, payment_method=payment_method,
-                status="requires_payment_method" if decline else "requires_capture", decline_code=decline,
-                metadata=json.dumps(dict(metadata)), created=int(time.time())))
+            s.execute(
+                insert(sbx_intents).values(
+                    id=pi_id,
+                    amount=amount_fen,
+                    amount_received=0,
+                    currency=currency,
+                    payment_method=payment_method,
+                    status="requires_payment_method" if decline else "requires_capture",
+                    decline_code=decline,
+                    metadata=json.dumps(dict(metadata)),
+                    created=int(time.time()),
+                )
+            )
             if decline:
                 self._event(s, "payment_intent.payment_failed", self._intent_json(s, pi_id))
                 raise CardDeclined(decline, _DECLINE_MESSAGES.get(decline, "Your card was declined."), pi_id)
@@ -261,13 +312,21 @@ class SandboxProvider:
         def run(s: Any) -> IntentSnapshot:
             pi = self._intent(s, provider_ref, lock=True)
             if pi.status != "requires_capture":
-                raise InvalidRequest(f"This PaymentIntent could not be captured because it has a status of "
-                                     f"{pi.status}.", code="payment_intent_unexpected_state")
+                raise InvalidRequest(
+                    f"This PaymentIntent could not be captured because it has a status of {pi.status}.",
+                    code="payment_intent_unexpected_state",
+                )
             if amount_fen > pi.amount:
-                raise InvalidRequest("The amount to capture exceeds the amount capturable.",
-                                     code="amount_too_large", param="amount_to_capture")
-            s.execute(update(sbx_intents).where(sbx_intents.c.id == provider_ref)
-                      .values(status="succeeded", amount_received=amount_fen))
+                raise InvalidRequest(
+                    "The amount to capture exceeds the amount capturable.",
+                    code="amount_too_large",
+                    param="amount_to_capture",
+                )
+            s.execute(
+                update(sbx_intents)
+                .where(sbx_intents.c.id == provider_ref)
+                .values(status="succeeded", amount_received=amount_fen)
+            )
             self._event(s, "payment_intent.succeeded", self._intent_json(s, provider_ref))
             return self._snapshot(s, provider_ref)
 
@@ -283,78 +342,126 @@ class SandboxProvider:
     def _cancel(self, s: Any, provider_ref: str, reason: str) -> None:
         pi = self._intent(s, provider_ref, lock=True)
         if pi.status not in ("requires_capture", "requires_payment_method"):
-            raise InvalidRequest(f"You cannot cancel this PaymentIntent because it has a status of {pi.status}.",
-                                 code="payment_intent_unexpected_state")
-        s.execute(update(sbx_intents).where(sbx_intents.c.id == provider_ref)
-                  .values(status="canceled", cancellation_reason=reason))
+            raise InvalidRequest(
+                f"You cannot cancel this PaymentIntent because it has a status of {pi.status}.",
+                code="payment_intent_unexpected_state",
+            )
+        s.execute(
+            update(sbx_intents)
+            .where(sbx_intents.c.id == provider_ref)
+            .values(status="canceled", cancellation_reason=reason)
+        )
         self._event(s, "payment_intent.canceled", self._intent_json(s, provider_ref))
 
-    def refund(self, provider_ref: str, *, amount_fen: int, idempotency_key: str,
-               metadata: Mapping[str, str]) -> RefundResult:
+    def refund(
+        self, provider_ref: str, *, amount_fen: int, idempotency_key: str, metadata: Mapping[str, str]
+    ) -> RefundResult:
         def run(s: Any) -> RefundResult:
             pi = self._intent(s, provider_ref, lock=True)
             if pi.status != "succeeded":
-                raise InvalidRequest("This PaymentIntent has no successful charge to refund.",
-                                     code="charge_not_refundable")
+                raise InvalidRequest(
+                    "This PaymentIntent has no successful charge to refund.", code="charge_not_refundable"
+                )
             left = pi.amount_received - self._refunded(s, provider_ref)
             if amount_fen > left:
-                raise InvalidRequest(f"Refund amount ({amount_fen}) is greater than unrefunded amount on charge "
-                                     f"({left})", code="amount_too_large", param="amount")
+                raise InvalidRequest(
+                    f"Refund amount ({amount_fen}) is greater than unrefunded amount on charge ({left})",
+                    code="amount_too_large",
+                    param="amount",
+                )
             re_id = "re_sbx_" + new_id()[-20:]
-            s.execute(insert(sbx_refunds).values(id=re_id, payment_intent=provider_ref, amount=amount_fen,
-                                                 status="succeeded", metadata=json.dumps(dict(metadata)),
-                                                 created=int(time.time())))
+            s.execute(
+                insert(sbx_refunds).values(
+                    id=re_id,
+                    payment_intent=provider_ref,
+                    amount=amount_fen,
+                    status="succeeded",
+                    metadata=json.dumps(dict(metadata)),
+                    created=int(time.time()),
+                )
+            )
             self._event(s, "refund.created", self._refund_json(s, re_id))
             if pi.payment_method.replace(" ", "") in REFUND_FAILS_LATER:
                 # "Some time later, its status transitions to failed and sends charge.refund.updated"
-                s.execute(update(sbx_refunds).where(sbx_refunds.c.id == re_id)
-                          .values(status="failed", failure_reason="expired_or_canceled_card"))
+                s.execute(
+                    update(sbx_refunds)
+                    .where(sbx_refunds.c.id == re_id)
+                    .values(status="failed", failure_reason="expired_or_canceled_card")
+                )
                 self._event(s, "charge.refund.updated", self._refund_json(s, re_id), delay_s=1)
             return RefundResult(re_id, "succeeded", amount_fen)
 
         return self._idempotent(idempotency_key, "refund", dict(pi=provider_ref, amount=amount_fen), run)
 
     # --- Connect: accounts and transfers ---------------------------------------------------------------------
-    def create_payee_account(self, *, user_id: str, kind: str, bank_account: str | None,
-                             idempotency_key: str) -> str:
+    def create_payee_account(
+        self, *, user_id: str, kind: str, bank_account: str | None, idempotency_key: str
+    ) -> str:
         def run(s: Any) -> TransferResult:
             acct = "acct_sbx_" + new_id()[-16:]
-            s.execute(insert(sbx_accounts).values(id=acct, user_id=user_id, kind=kind, bank_account=bank_account,
-                                                  created=int(time.time())))
+            s.execute(
+                insert(sbx_accounts).values(
+                    id=acct, user_id=user_id, kind=kind, bank_account=bank_account, created=int(time.time())
+                )
+            )
             return TransferResult(acct, "account", 0)  # (the idempotency store keeps one of its result types)
 
-        return self._idempotent(idempotency_key, "account", dict(user=user_id, kind=kind, bank=bank_account),
-                                run).provider_ref
+        return self._idempotent(
+            idempotency_key, "account", dict(user=user_id, kind=kind, bank=bank_account), run
+        ).provider_ref
 
-    def transfer(self, *, destination: str, amount_fen: int, currency: str, idempotency_key: str,
-                 metadata: Mapping[str, str]) -> TransferResult:
+    def transfer(
+        self,
+        *,
+        destination: str,
+        amount_fen: int,
+        currency: str,
+        idempotency_key: str,
+        metadata: Mapping[str, str],
+    ) -> TransferResult:
         def run(s: Any) -> TransferResult:
             acct = s.execute(select(sbx_accounts).where(sbx_accounts.c.id == destination)).first()
             if acct is None:
-                raise InvalidRequest(f"No such destination: '{destination}'", code="resource_missing",
-                                     param="destination")
+                raise InvalidRequest(
+                    f"No such destination: '{destination}'", code="resource_missing", param="destination"
+                )
             if acct.bank_account == BANK_ACCOUNT_NO_ACCOUNT:
-                raise InvalidRequest("The bank account of the destination account does not exist.",
-                                     code="no_account", param="destination")
+                raise InvalidRequest(
+                    "The bank account of the destination account does not exist.",
+                    code="no_account",
+                    param="destination",
+                )
             tr_id = "tr_sbx_" + new_id()[-20:]
-            s.execute(insert(sbx_transfers).values(id=tr_id, destination=destination, amount=amount_fen,
-                                                   amount_reversed=0, currency=currency,
-                                                   metadata=json.dumps(dict(metadata)), created=int(time.time())))
+            s.execute(
+                insert(sbx_transfers).values(
+                    id=tr_id,
+                    destination=destination,
+                    amount=amount_fen,
+                    amount_reversed=0,
+                    currency=currency,
+                    metadata=json.dumps(dict(metadata)),
+                    created=int(time.time()),
+                )
+            )
             self._event(s, "transfer.created", self._transfer_json(s, tr_id))
             if acct.bank_account == BANK_ACCOUNT_CLOSED:
                 self._reverse(s, tr_id, "account_closed", delay_s=1)
             return TransferResult(tr_id, "paid", amount_fen)
 
-        return self._idempotent(idempotency_key, "transfer",
-                                dict(dest=destination, amount=amount_fen, currency=currency), run)
+        return self._idempotent(
+            idempotency_key, "transfer", dict(dest=destination, amount=amount_fen, currency=currency), run
+        )
 
     def _reverse(self, s: Any, tr_id: str, reason: str, delay_s: int = 0) -> None:
         tr = s.execute(select(sbx_transfers).where(sbx_transfers.c.id == tr_id).with_for_update()).first()
         if tr is None:
             raise InvalidRequest(f"No such transfer: '{tr_id}'", code="resource_missing")
         meta = json.loads(tr.metadata) | {"reversal_reason": reason}
-        s.execute(update(sbx_transfers).where(sbx_transfers.c.id == tr_id)
-                  .values(amount_reversed=tr.amount, metadata=json.dumps(meta)))
+        s.execute(
+            update(sbx_transfers)
+            .where(sbx_transfers.c.id == tr_id)
+            .values(amount_reversed=tr.amount, metadata=json.dumps(meta))
+        )
         self._event(s, "transfer.reversed", self._transfer_json(s, tr_id), delay_s=delay_s)
 
     # --- reads (reconciliation) ------------------------------------------------------------------------------
@@ -366,14 +473,18 @@ class SandboxProvider:
         with self.db.session(readonly=True) as s:
             r = s.execute(select(sbx_refunds).where(sbx_refunds.c.id == provider_ref)).first()
         if r is None:
-            raise InvalidRequest(f"No such refund: '{provider_ref}'", code="resource_missing", http_status=404)
+            raise InvalidRequest(
+                f"No such refund: '{provider_ref}'", code="resource_missing", http_status=404
+            )
         return RefundResult(r.id, r.status, r.amount, r.failure_reason)
 
     def retrieve_transfer(self, provider_ref: str) -> TransferResult:
         with self.db.session(readonly=True) as s:
             t = s.execute(select(sbx_transfers).where(sbx_transfers.c.id == provider_ref)).first()
         if t is None:
-            raise InvalidRequest(f"No such transfer: '{provider_ref}'", code="resource_missing", http_status=404)
+            raise InvalidRequest(
+                f"No such transfer: '{provider_ref}'", code="resource_missing", http_status=404
+            )
         return TransferResult(t.id, "reversed" if t.amount_reversed else "paid", t.amount, t.amount_reversed)
 
     # --- events ----------------------------------------------------------------------------------------------
@@ -382,8 +493,12 @@ class SandboxProvider:
 
     def pull_events(self, limit: int = 100) -> list[Mapping[str, Any]]:
         with self.db.session(readonly=True) as s:
-            rows = s.execute(select(sbx_events.c.payload).where(sbx_events.c.delivered == 0)
-                             .order_by(sbx_events.c.seq).limit(limit)).all()
+            rows = s.execute(
+                select(sbx_events.c.payload)
+                .where(sbx_events.c.delivered == 0)
+                .order_by(sbx_events.c.seq)
+                .limit(limit)
+            ).all()
         return [json.loads(r.payload) for r in rows]
 
     def ack_events(self, event_ids: list[str]) -> None:
@@ -404,8 +519,11 @@ class SandboxProvider:
 
     def fail_refund(self, provider_ref: str, reason: str = "expired_or_canceled_card") -> None:
         with self.db.session() as s, s.begin():
-            s.execute(update(sbx_refunds).where(sbx_refunds.c.id == provider_ref)
-                      .values(status="failed", failure_reason=reason))
+            s.execute(
+                update(sbx_refunds)
+                .where(sbx_refunds.c.id == provider_ref)
+                .values(status="failed", failure_reason=reason)
+            )
             self._event(s, "charge.refund.updated", self._refund_json(s, provider_ref))
 
     # --- internals -------------------------------------------------------------------------------------------
@@ -413,47 +531,85 @@ class SandboxProvider:
         q = select(sbx_intents).where(sbx_intents.c.id == provider_ref)
         row = s.execute(q.with_for_update() if lock else q).first()
         if row is None:
-            raise InvalidRequest(f"No such payment_intent: '{provider_ref}'", code="resource_missing",
-                                 http_status=404)
+            raise InvalidRequest(
+                f"No such payment_intent: '{provider_ref}'", code="resource_missing", http_status=404
+            )
         return row
 
     def _refunded(self, s: Any, provider_ref: str) -> int:
-        rows = s.execute(select(sbx_refunds.c.amount, sbx_refunds.c.status)
-                         .where(sbx_refunds.c.payment_intent == provider_ref)).all()
+        rows = s.execute(
+            select(sbx_refunds.c.amount, sbx_refunds.c.status).where(
+                sbx_refunds.c.payment_intent == provider_ref
+            )
+        ).all()
         return sum(r.amount for r in rows if r.status in ("succeeded", "pending"))
 
     def _snapshot(self, s: Any, provider_ref: str) -> IntentSnapshot:
         pi = self._intent(s, provider_ref)
-        status = {"requires_capture": "authorised", "succeeded": "captured", "canceled": "cancelled",
-                  "requires_payment_method": "declined"}.get(pi.status, "other")
+        status = {
+            "requires_capture": "authorised",
+            "succeeded": "captured",
+            "canceled": "cancelled",
+            "requires_payment_method": "declined",
+        }.get(pi.status, "other")
         return IntentSnapshot(pi.id, status, pi.amount, pi.amount_received, self._refunded(s, provider_ref))
 
     def _intent_json(self, s: Any, pi_id: str) -> dict[str, Any]:
         pi = self._intent(s, pi_id)
-        return {"id": pi.id, "object": "payment_intent", "amount": pi.amount,
-                "amount_capturable": pi.amount if pi.status == "requires_capture" else 0,
-                "amount_received": pi.amount_received, "currency": pi.currency, "status": pi.status,
-                "capture_method": "manual", "cancellation_reason": pi.cancellation_reason,
-                "last_payment_error": {"code": "card_declined", "decline_code": pi.decline_code}
-                if pi.decline_code else None,
-                "metadata": json.loads(pi.metadata), "created": pi.created}
+        return {
+            "id": pi.id,
+            "object": "payment_intent",
+            "amount": pi.amount,
+            "amount_capturable": pi.amount if pi.status == "requires_capture" else 0,
+            "amount_received": pi.amount_received,
+            "currency": pi.currency,
+            "status": pi.status,
+            "capture_method": "manual",
+            "cancellation_reason": pi.cancellation_reason,
+            "last_payment_error": {"code": "card_declined", "decline_code": pi.decline_code}
+            if pi.decline_code
+            else None,
+            "metadata": json.loads(pi.metadata),
+            "created": pi.created,
+        }
 
     def _refund_json(self, s: Any, re_id: str) -> dict[str, Any]:
         r = s.execute(select(sbx_refunds).where(sbx_refunds.c.id == re_id)).one()
-        return {"id": r.id, "object": "refund", "amount": r.amount, "payment_intent": r.payment_intent,
-                "status": r.status, "failure_reason": r.failure_reason, "metadata": json.loads(r.metadata),
-                "created": r.created}
+        return {
+            "id": r.id,
+            "object": "refund",
+            "amount": r.amount,
+            "payment_intent": r.payment_intent,
+            "status": r.status,
+            "failure_reason": r.failure_reason,
+            "metadata": json.loads(r.metadata),
+            "created": r.created,
+        }
 
     def _transfer_json(self, s: Any, tr_id: str) -> dict[str, Any]:
         t = s.execute(select(sbx_transfers).where(sbx_transfers.c.id == tr_id)).one()
-        return {"id": t.id, "object": "transfer", "amount": t.amount, "amount_reversed": t.amount_reversed,
-                "reversed": t.amount_reversed >= t.amount, "currency": t.currency, "destination": t.destination,
-                "metadata": json.loads(t.metadata), "created": t.created}
+        return {
+            "id": t.id,
+            "object": "transfer",
+            "amount": t.amount,
+            "amount_reversed": t.amount_reversed,
+            "reversed": t.amount_reversed >= t.amount,
+            "currency": t.currency,
+            "destination": t.destination,
+            "metadata": json.loads(t.metadata),
+            "created": t.created,
+        }
 
     def _event(self, s: Any, etype: str, obj: dict[str, Any], delay_s: int = 0) -> None:
         ev_id = "evt_sbx_" + new_id()[-20:]
-        payload = {"id": ev_id, "object": "event", "type": etype, "created": int(time.time()) + delay_s,
-                   "livemode": False, "data": {"object": obj}}
+        payload = {
+            "id": ev_id,
+            "object": "event",
+            "type": etype,
+            "created": int(time.time()) + delay_s,
+            "livemode": False,
+            "data": {"object": obj},
+        }
         s.execute(insert(sbx_events).values(id=ev_id, type=etype, payload=json.dumps(payload), delivered=0))
 
 
@@ -478,12 +634,18 @@ def _error_json(exc: Exception) -> dict[str, Any]:
     if isinstance(exc, CardDeclined):
         return {"kind": "declined", "code": exc.code, "message": exc.detail, "ref": exc.provider_ref}
     assert isinstance(exc, InvalidRequest)
-    return {"kind": "invalid", "code": exc.code, "message": exc.detail, "param": exc.param,
-            "http_status": exc.http_status}
+    return {
+        "kind": "invalid",
+        "code": exc.code,
+        "message": exc.detail,
+        "param": exc.param,
+        "http_status": exc.http_status,
+    }
 
 
 def _error_from_json(d: dict[str, Any]) -> Exception:
     if d["kind"] == "declined":
         return CardDeclined(d["code"], d["message"], d.get("ref"))
-    return InvalidRequest(d["message"], code=d.get("code"), param=d.get("param"),
-                          http_status=d.get("http_status", 400))
+    return InvalidRequest(
+        d["message"], code=d.get("code"), param=d.get("param"), http_status=d.get("http_status", 400)
+    )

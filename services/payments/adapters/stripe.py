@@ -12,6 +12,7 @@
 wanted state (a capture retried after a crash, on a server that ignores idempotency keys) read the object and
 return it instead of failing.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,16 +52,28 @@ def _translate(exc: Exception) -> Exception:
     if isinstance(exc, stripe.IdempotencyError):
         return InvalidRequest(exc.user_message or str(exc), code="idempotency_error", http_status=400)
     if isinstance(exc, stripe.InvalidRequestError):
-        return InvalidRequest(exc.user_message or str(exc) or "invalid request", code=exc.code or None,
-                              param=exc.param or None, http_status=exc.http_status or 400)
+        return InvalidRequest(
+            exc.user_message or str(exc) or "invalid request",
+            code=exc.code or None,
+            param=exc.param or None,
+            http_status=exc.http_status or 400,
+        )
     if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
-        return ProviderUnavailable(f"Stripe refused our credentials ({exc.http_status}); check STRIPE_API_KEY")
-    if isinstance(exc, stripe.APIError) and exc.http_status and 400 <= exc.http_status < 500 \
-            and exc.http_status not in (409, 429):
+        return ProviderUnavailable(
+            f"Stripe refused our credentials ({exc.http_status}); check STRIPE_API_KEY"
+        )
+    if (
+        isinstance(exc, stripe.APIError)
+        and exc.http_status
+        and 400 <= exc.http_status < 500
+        and exc.http_status not in (409, 429)
+    ):
         # e.g. an endpoint this server does not have (404)
-        return InvalidRequest(exc.user_message or f"Stripe answered {exc.http_status}",
-                              code="resource_missing" if exc.http_status == 404 else None,
-                              http_status=exc.http_status)
+        return InvalidRequest(
+            exc.user_message or f"Stripe answered {exc.http_status}",
+            code="resource_missing" if exc.http_status == 404 else None,
+            http_status=exc.http_status,
+        )
     if isinstance(exc, stripe.StripeError):
         return ProviderUnavailable(f"Stripe is unavailable: {type(exc).__name__}: {exc.user_message or exc}")
     return exc
@@ -83,21 +96,36 @@ class StripeProvider:
     # a payee must be onboarded (Connect onboarding, `register_payee`) before money can be sent to them
     opens_accounts_on_demand = False
 
-    def __init__(self, api_key: str, *, api_base: str = "", webhook_secret: str = "",
-                 webhook_tolerance_s: int = 300, max_network_retries: int = 2, timeout_s: float = 30.0):
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str = "",
+        webhook_secret: str = "",
+        webhook_tolerance_s: int = 300,
+        max_network_retries: int = 2,
+        timeout_s: float = 30.0,
+    ):
         if not api_key:
             raise ConfigError("PAYMENTS=stripe needs STRIPE_API_KEY (sk_test_... or sk_live_...)")
         base = {"api": api_base.rstrip("/")} if api_base else None
-        self.client = stripe.StripeClient(api_key, base_addresses=base,  # type: ignore[arg-type]
-                                          max_network_retries=max_network_retries,
-                                          http_client=stripe.RequestsClient(timeout=timeout_s))
+        self.client = stripe.StripeClient(
+            api_key,
+            base_addresses=base,  # type: ignore[arg-type]
+            max_network_retries=max_network_retries,
+            http_client=stripe.RequestsClient(timeout=timeout_s),
+        )
         self.webhook_secret = webhook_secret
         self.webhook_tolerance_s = webhook_tolerance_s
 
     @classmethod
-    def from_settings(cls, settings: Settings, webhook_tolerance_s: int = 300) -> "StripeProvider":
-        return cls(settings.stripe_api_key, api_base=settings.stripe_api_base,
-                   webhook_secret=settings.stripe_webhook_secret, webhook_tolerance_s=webhook_tolerance_s)
+    def from_settings(cls, settings: Settings, webhook_tolerance_s: int = 300) -> StripeProvider:
+        return cls(
+            settings.stripe_api_key,
+            api_base=settings.stripe_api_base,
+            webhook_secret=settings.stripe_webhook_secret,
+            webhook_tolerance_s=webhook_tolerance_s,
+        )
 
     def close(self) -> None:
         pass
@@ -110,35 +138,60 @@ class StripeProvider:
             raise _translate(exc) from exc
 
     # --- PaymentIntents ---------------------------------------------------------------------------------------
-    def authorise(self, *, amount_fen: int, currency: str, payment_method: str, idempotency_key: str,
-                  metadata: Mapping[str, str]) -> AuthResult:
-        params = {"amount": amount_fen, "currency": currency, "payment_method": payment_method,
-                  "payment_method_types": ["card"], "capture_method": "manual", "confirm": True,
-                  "metadata": dict(metadata)}
+    def authorise(
+        self,
+        *,
+        amount_fen: int,
+        currency: str,
+        payment_method: str,
+        idempotency_key: str,
+        metadata: Mapping[str, str],
+    ) -> AuthResult:
+        params = {
+            "amount": amount_fen,
+            "currency": currency,
+            "payment_method": payment_method,
+            "payment_method_types": ["card"],
+            "capture_method": "manual",
+            "confirm": True,
+            "metadata": dict(metadata),
+        }
         try:
-            pi = self._call(self.client.v1.payment_intents.create, params=params,
-                            options={"idempotency_key": idempotency_key})
+            pi = self._call(
+                self.client.v1.payment_intents.create,
+                params=params,
+                options={"idempotency_key": idempotency_key},
+            )
         except CardDeclined as exc:
             return AuthResult(exc.provider_ref or "", "declined", exc.code, exc.detail)
         if pi.status == "requires_capture":
             return AuthResult(pi.id, "authorised")
         # requires_action (3-D Secure) cannot complete server-side: a decline; cancel it so nothing stays reserved
         err = _get(pi, "last_payment_error") or {}
-        code = _get(err, "decline_code") or _get(err, "code") or \
-            ("authentication_required" if pi.status == "requires_action" else pi.status)
+        code = (
+            _get(err, "decline_code")
+            or _get(err, "code")
+            or ("authentication_required" if pi.status == "requires_action" else pi.status)
+        )
         if pi.status in ("requires_action", "requires_confirmation"):
             try:
-                self._call(self.client.v1.payment_intents.cancel, pi.id,
-                           options={"idempotency_key": idempotency_key + ":abandon"})
+                self._call(
+                    self.client.v1.payment_intents.cancel,
+                    pi.id,
+                    options={"idempotency_key": idempotency_key + ":abandon"},
+                )
             except (InvalidRequest, ProviderUnavailable):
                 pass  # it lapses on its own; reconciliation reports it meanwhile
         return AuthResult(pi.id, "declined", code, _get(err, "message"))
 
     def capture(self, provider_ref: str, *, amount_fen: int, idempotency_key: str) -> IntentSnapshot:
         try:
-            pi = self._call(self.client.v1.payment_intents.capture, provider_ref,
-                            params={"amount_to_capture": amount_fen, "expand": ["latest_charge"]},
-                            options={"idempotency_key": idempotency_key})
+            pi = self._call(
+                self.client.v1.payment_intents.capture,
+                provider_ref,
+                params={"amount_to_capture": amount_fen, "expand": ["latest_charge"]},
+                options={"idempotency_key": idempotency_key},
+            )
         except InvalidRequest:
             snap = self.retrieve_intent(provider_ref)
             if snap.status == "captured":
@@ -148,8 +201,11 @@ class StripeProvider:
 
     def cancel(self, provider_ref: str, *, idempotency_key: str) -> IntentSnapshot:
         try:
-            pi = self._call(self.client.v1.payment_intents.cancel, provider_ref,
-                            options={"idempotency_key": idempotency_key})
+            pi = self._call(
+                self.client.v1.payment_intents.cancel,
+                provider_ref,
+                options={"idempotency_key": idempotency_key},
+            )
         except InvalidRequest:
             snap = self.retrieve_intent(provider_ref)
             if snap.status == "cancelled":
@@ -157,40 +213,59 @@ class StripeProvider:
             raise
         return self._snapshot(pi)
 
-    def refund(self, provider_ref: str, *, amount_fen: int, idempotency_key: str,
-               metadata: Mapping[str, str]) -> RefundResult:
+    def refund(
+        self, provider_ref: str, *, amount_fen: int, idempotency_key: str, metadata: Mapping[str, str]
+    ) -> RefundResult:
         meta = dict(metadata)
         meta.setdefault(OUR_REFUND_TAG, idempotency_key)
-        r = self._call(self.client.v1.refunds.create,
-                       params={"payment_intent": provider_ref, "amount": amount_fen, "metadata": meta},
-                       options={"idempotency_key": idempotency_key})
+        r = self._call(
+            self.client.v1.refunds.create,
+            params={"payment_intent": provider_ref, "amount": amount_fen, "metadata": meta},
+            options={"idempotency_key": idempotency_key},
+        )
         return self._refund(r)
 
     # --- Connect ----------------------------------------------------------------------------------------------
-    def create_payee_account(self, *, user_id: str, kind: str, bank_account: str | None,
-                             idempotency_key: str) -> str:
+    def create_payee_account(
+        self, *, user_id: str, kind: str, bank_account: str | None, idempotency_key: str
+    ) -> str:
         params: dict[str, Any] = {
             "type": "express",
             "business_type": "company" if kind == "firm" else "individual",
             "capabilities": {"transfers": {"requested": True}},
             "metadata": {"user_id": user_id, "payee_kind": kind},
         }
-        acct = self._call(self.client.v1.accounts.create, params=params,
-                          options={"idempotency_key": idempotency_key})
+        acct = self._call(
+            self.client.v1.accounts.create, params=params, options={"idempotency_key": idempotency_key}
+        )
         return str(acct.id)
 
-    def transfer(self, *, destination: str, amount_fen: int, currency: str, idempotency_key: str,
-                 metadata: Mapping[str, str]) -> TransferResult:
-        tr = self._call(self.client.v1.transfers.create,
-                        params={"amount": amount_fen, "currency": currency, "destination": destination,
-                                "metadata": dict(metadata)},
-                        options={"idempotency_key": idempotency_key})
+    def transfer(
+        self,
+        *,
+        destination: str,
+        amount_fen: int,
+        currency: str,
+        idempotency_key: str,
+        metadata: Mapping[str, str],
+    ) -> TransferResult:
+        tr = self._call(
+            self.client.v1.transfers.create,
+            params={
+                "amount": amount_fen,
+                "currency": currency,
+                "destination": destination,
+                "metadata": dict(metadata),
+            },
+            options={"idempotency_key": idempotency_key},
+        )
         return self._transfer(tr)
 
     # --- reads ------------------------------------------------------------------------------------------------
     def retrieve_intent(self, provider_ref: str) -> IntentSnapshot:
-        pi = self._call(self.client.v1.payment_intents.retrieve, provider_ref,
-                        params={"expand": ["latest_charge"]})
+        pi = self._call(
+            self.client.v1.payment_intents.retrieve, provider_ref, params={"expand": ["latest_charge"]}
+        )
         return self._snapshot(pi)
 
     def retrieve_refund(self, provider_ref: str) -> RefundResult:
@@ -200,8 +275,12 @@ class StripeProvider:
         return self._transfer(self._call(self.client.v1.transfers.retrieve, provider_ref))
 
     def _snapshot(self, pi: Any) -> IntentSnapshot:
-        status = {"requires_capture": "authorised", "succeeded": "captured", "canceled": "cancelled",
-                  "requires_payment_method": "declined"}.get(pi.status, "other")
+        status = {
+            "requires_capture": "authorised",
+            "succeeded": "captured",
+            "canceled": "cancelled",
+            "requires_payment_method": "declined",
+        }.get(pi.status, "other")
         raw = pi.to_dict()
         charge = raw.get("latest_charge")
         charge = charge if isinstance(charge, Mapping) else None
@@ -216,18 +295,32 @@ class StripeProvider:
             else:
                 captured = 0
             refunded = ours
-        return IntentSnapshot(pi.id, status, int(raw.get("amount") or 0), int(captured or 0),
-                              None if refunded is None else int(refunded), raw)
+        return IntentSnapshot(
+            pi.id,
+            status,
+            int(raw.get("amount") or 0),
+            int(captured or 0),
+            None if refunded is None else int(refunded),
+            raw,
+        )
 
     def _our_refunds(self, pi_id: str) -> int:
         listing = self._call(self.client.v1.refunds.list, params={"payment_intent": pi_id, "limit": 100})
-        return sum(int(r.amount) for r in listing.data
-                   if OUR_REFUND_TAG in (_get(r, "metadata") or {}) and r.status in ("succeeded", "pending"))
+        return sum(
+            int(r.amount)
+            for r in listing.data
+            if OUR_REFUND_TAG in (_get(r, "metadata") or {}) and r.status in ("succeeded", "pending")
+        )
 
     @staticmethod
     def _refund(r: Any) -> RefundResult:
-        status = {"succeeded": "succeeded", "pending": "pending", "requires_action": "pending",
-                  "failed": "failed", "canceled": "failed"}.get(r.status, "pending")
+        status = {
+            "succeeded": "succeeded",
+            "pending": "pending",
+            "requires_action": "pending",
+            "failed": "failed",
+            "canceled": "failed",
+        }.get(r.status, "pending")
         return RefundResult(r.id, status, int(r.amount), _get(r, "failure_reason"))
 
     @staticmethod
@@ -242,8 +335,9 @@ class StripeProvider:
         if not signature:
             raise BadSignature("missing Stripe-Signature header")
         try:
-            stripe.Webhook.construct_event(payload, signature, self.webhook_secret,
-                                           tolerance=self.webhook_tolerance_s)
+            stripe.Webhook.construct_event(
+                payload, signature, self.webhook_secret, tolerance=self.webhook_tolerance_s
+            )
         except stripe.SignatureVerificationError as exc:
             raise BadSignature(f"webhook signature rejected: {exc.user_message or exc}") from None
         except ValueError:

@@ -3,6 +3,7 @@
 Topic `payments.payout`, key = payout_id (the requester chooses it, deterministically from its own command, so a
 retried request is the same payout: payments pays each payout_id at most once).
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -63,8 +64,10 @@ class WithdrawalRequested(Event):
     topic = "payments.payout"
     key_field = "withdrawal_id"
     source = "/payments"
-    doc = ("Internal to payments: a wallet balance was reserved for a payout to the payee; payments' own consumer "
-           "sends it through the provider (idempotently, keyed by withdrawal_id). Other consumers ignore it.")
+    doc = (
+        "Internal to payments: a wallet balance was reserved for a payout to the payee; payments' own consumer "
+        "sends it through the provider (idempotently, keyed by withdrawal_id). Other consumers ignore it."
+    )
     withdrawal_id: str
     payee_user_id: str
     amount_fen: int

@@ -21,6 +21,7 @@ The chart of accounts (see docs/payments.md for the diagram):
 A credit-side account must never go below zero: no wallet pays out more than it holds, no escrow refunds more
 than was captured, no hold captures or releases more than was authorised.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -101,7 +102,9 @@ def check_balanced(lines: Iterable[Line]) -> None:
         raise UnbalancedEntry("an entry needs at least two lines")
     for ln in lines:
         if not isinstance(ln.amount_fen, int) or isinstance(ln.amount_fen, bool):
-            raise UnbalancedEntry(f"amount of {ln.account} is not an integer number of fen: {ln.amount_fen!r}")
+            raise UnbalancedEntry(
+                f"amount of {ln.account} is not an integer number of fen: {ln.amount_fen!r}"
+            )
         if ln.amount_fen == 0:
             raise UnbalancedEntry(f"zero line on {ln.account}")
         if not ln.account:
@@ -125,8 +128,12 @@ def entry(kind: str, ref: str, *pairs: tuple[str, int], memo: str = "") -> Entry
 
 def reversal(original: Entry, kind: str | None = None, memo: str = "") -> Entry:
     """The entry that undoes `original` (a reversal is a new posting; nothing is ever edited)."""
-    return Entry(kind or f"{original.kind}_reversal", original.ref,
-                 tuple(Line(ln.account, -ln.amount_fen) for ln in original.lines), memo)
+    return Entry(
+        kind or f"{original.kind}_reversal",
+        original.ref,
+        tuple(Line(ln.account, -ln.amount_fen) for ln in original.lines),
+        memo,
+    )
 
 
 def invariant_violations(balances: Mapping[str, int], entry_sums: Iterable[int] = ()) -> list[str]:

@@ -6,6 +6,7 @@
 - A *payout* is a request to pay a person or firm (e.g. a resident for a pickup). It is credited to the payee's
   wallet first; a *withdrawal* then moves a wallet's balance to the payee through the provider.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -79,35 +80,51 @@ class Hold:
 
     def ensure_can_capture(self, amount_fen: int) -> None:
         if self.status != HoldStatus.AUTHORISED:
-            raise Conflict(f"hold {self.id} is {self.status}; only an authorised hold can be captured",
-                           current_state=str(self.status))
+            raise Conflict(
+                f"hold {self.id} is {self.status}; only an authorised hold can be captured",
+                current_state=str(self.status),
+            )
         check_amount(amount_fen)
         if amount_fen > self.amount_fen:
-            raise RuleViolated(f"cannot capture {amount_fen} fen: only {self.amount_fen} fen were authorised",
-                               reason="over_capture", field="amount_fen")
+            raise RuleViolated(
+                f"cannot capture {amount_fen} fen: only {self.amount_fen} fen were authorised",
+                reason="over_capture",
+                field="amount_fen",
+            )
 
     def ensure_can_cancel(self) -> None:
         if self.status != HoldStatus.AUTHORISED:
             hint = "; refund it instead" if self.status == HoldStatus.CAPTURED else ""
-            raise Conflict(f"hold {self.id} is {self.status}; only an authorised hold can be cancelled{hint}",
-                           current_state=str(self.status))
+            raise Conflict(
+                f"hold {self.id} is {self.status}; only an authorised hold can be cancelled{hint}",
+                current_state=str(self.status),
+            )
 
     def ensure_can_refund(self, amount_fen: int) -> None:
         if self.status != HoldStatus.CAPTURED:
-            raise Conflict(f"hold {self.id} is {self.status}; only a captured hold can be refunded",
-                           current_state=str(self.status))
+            raise Conflict(
+                f"hold {self.id} is {self.status}; only a captured hold can be refunded",
+                current_state=str(self.status),
+            )
         check_amount(amount_fen)
         if amount_fen > self.refundable_fen:
-            raise RuleViolated(f"cannot refund {amount_fen} fen: only {self.refundable_fen} fen of the "
-                               f"{self.captured_fen} fen captured remain refundable",
-                               reason="over_refund", field="amount_fen")
+            raise RuleViolated(
+                f"cannot refund {amount_fen} fen: only {self.refundable_fen} fen of the "
+                f"{self.captured_fen} fen captured remain refundable",
+                reason="over_refund",
+                field="amount_fen",
+            )
 
     def ensure_can_release(self, amount_fen: int) -> None:
         if self.status != HoldStatus.CAPTURED:
-            raise Conflict(f"hold {self.id} is {self.status}; only a captured hold can be released to the payee",
-                           current_state=str(self.status))
+            raise Conflict(
+                f"hold {self.id} is {self.status}; only a captured hold can be released to the payee",
+                current_state=str(self.status),
+            )
         if amount_fen <= 0:
-            raise RuleViolated(f"hold {self.id} has nothing left in escrow to release", reason="nothing_to_release")
+            raise RuleViolated(
+                f"hold {self.id} has nothing left in escrow to release", reason="nothing_to_release"
+            )
 
 
 @dataclass(frozen=True)

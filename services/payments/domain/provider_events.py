@@ -10,6 +10,7 @@ object and derive the object's state from the whole history, never from the last
 
 The sandbox provider emits events in Stripe's shape, so one normaliser serves both adapters.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -63,8 +64,13 @@ def normalise(event: Mapping[str, Any]) -> ProviderEvent:
     etype = str(event.get("type", ""))
     obj = (event.get("data") or {}).get("object") or {}
     kind = obj.get("object", "")
-    common = dict(id=str(event["id"]), type=etype, created=int(event.get("created") or 0),
-                  object_ref=str(obj.get("id", "")), payload=event)
+    common = dict(
+        id=str(event["id"]),
+        type=etype,
+        created=int(event.get("created") or 0),
+        object_ref=str(obj.get("id", "")),
+        payload=event,
+    )
     if kind == "payment_intent":
         status = {
             "payment_intent.amount_capturable_updated": "authorised",
@@ -82,23 +88,36 @@ def normalise(event: Mapping[str, Any]) -> ProviderEvent:
             failure = obj.get("cancellation_reason") or "canceled"
         elif status == "declined":
             failure = ((obj.get("last_payment_error") or {}).get("code")) or "declined"
-        return ProviderEvent(object_kind=PAYMENT_INTENT, status=status, amount_fen=amount,
-                             failure_reason=failure, **common)
+        return ProviderEvent(
+            object_kind=PAYMENT_INTENT, status=status, amount_fen=amount, failure_reason=failure, **common
+        )
     if kind == "refund":
         raw = obj.get("status")
-        status = {"succeeded": "succeeded", "pending": "pending", "requires_action": "pending",
-                  "failed": "failed", "canceled": "failed"}.get(raw or "")
-        return ProviderEvent(object_kind=REFUND, status=status, amount_fen=obj.get("amount"),
-                             parent_ref=_ref(obj.get("payment_intent")),
-                             failure_reason=obj.get("failure_reason") or (raw if status == "failed" else None),
-                             **common)
+        status = {
+            "succeeded": "succeeded",
+            "pending": "pending",
+            "requires_action": "pending",
+            "failed": "failed",
+            "canceled": "failed",
+        }.get(raw or "")
+        return ProviderEvent(
+            object_kind=REFUND,
+            status=status,
+            amount_fen=obj.get("amount"),
+            parent_ref=_ref(obj.get("payment_intent")),
+            failure_reason=obj.get("failure_reason") or (raw if status == "failed" else None),
+            **common,
+        )
     if kind == "transfer":
         reversed_fen = int(obj.get("amount_reversed") or 0)
         if etype == "transfer.reversed" or reversed_fen > 0 or obj.get("reversed"):
-            return ProviderEvent(object_kind=TRANSFER, status="reversed",
-                                 amount_fen=reversed_fen or obj.get("amount"),
-                                 failure_reason=(obj.get("metadata") or {}).get("reversal_reason") or "reversed",
-                                 **common)
+            return ProviderEvent(
+                object_kind=TRANSFER,
+                status="reversed",
+                amount_fen=reversed_fen or obj.get("amount"),
+                failure_reason=(obj.get("metadata") or {}).get("reversal_reason") or "reversed",
+                **common,
+            )
         status = "paid" if etype in ("transfer.created", "transfer.updated", "transfer.paid") else None
         return ProviderEvent(object_kind=TRANSFER, status=status, amount_fen=obj.get("amount"), **common)
     return ProviderEvent(object_kind=OTHER, status=None, **common)

@@ -1,4 +1,5 @@
 """Payments' business rules, named. Pure: no I/O."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +9,9 @@ DEFAULT_PAYOUT_THRESHOLD_FEN = 1000  # 10 yuan
 
 def wallet_for(payee_kind: str) -> str:
     """Which wallet a payout to this kind of payee is credited to."""
-    return {"resident": "resident", "person": "resident", "seller": "seller", "firm": "firm"}.get(payee_kind, "")
+    return {"resident": "resident", "person": "resident", "seller": "seller", "firm": "firm"}.get(
+        payee_kind, ""
+    )
 
 
 def payout_waits_for_threshold(wallet: str, balance_fen: int, threshold_fen: int) -> bool:

@@ -3,6 +3,7 @@
 Shape checks live here (400 naming the field); rules that need the clock, the methodology or the caller's firms
 (late data window, indexed categories, self-dealing) are checked by the handlers (422 with a reason).
 """
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -37,7 +38,7 @@ def _city(v: object, *, allow_national: bool) -> str:
 
 def _category(v: object) -> str:
     if not isinstance(v, str):
-        raise ValueError("a category code such as \"metal.copper\"")
+        raise ValueError('a category code such as "metal.copper"')
     try:
         return leaf(v).code
     except ValidationFailed as exc:
@@ -55,7 +56,8 @@ class Evidence(BaseModel):
 
     model_config = _Strict
     kind: Literal["weighbridge_ticket", "invoice", "payment_record"] = Field(
-        description="one of " + ", ".join(EVIDENCE_KINDS))
+        description="one of " + ", ".join(EVIDENCE_KINDS)
+    )
     number: str = Field(min_length=1, max_length=100)
 
 
@@ -65,15 +67,18 @@ class RecordObservation(BaseModel):
     model_config = _Strict
     category: str
     city_code: str
-    unit_price_fen: int = Field(ge=0, le=MAX_PRICE_FEN, strict=True,
-                                description="fen per category unit (kg or piece)")
+    unit_price_fen: int = Field(
+        ge=0, le=MAX_PRICE_FEN, strict=True, description="fen per category unit (kg or piece)"
+    )
     qty: Decimal = Field(description="decimal string in the category's unit, ≤ 3 places, > 0")
     kind: Literal["trade", "quote"]
     observed_at: datetime
-    firm_id: str | None = Field(None, max_length=64,
-                                description="which of your firms reports (needed if you act for several)")
-    counterparty_firm_id: str | None = Field(None, max_length=64,
-                                             description="the other side of a trade (self-dealing check)")
+    firm_id: str | None = Field(
+        None, max_length=64, description="which of your firms reports (needed if you act for several)"
+    )
+    counterparty_firm_id: str | None = Field(
+        None, max_length=64, description="the other side of a trade (self-dealing check)"
+    )
     evidence: Evidence | None = Field(None, description="makes a trade a verified deal")
 
     _cat = field_validator("category", mode="before")(_category)
@@ -88,7 +93,7 @@ class RecordObservation(BaseModel):
     @classmethod
     def _qty(cls, v: object) -> Decimal:
         if isinstance(v, bool) or not isinstance(v, (str, int, Decimal)):
-            raise ValueError("a quantity is a decimal string such as \"12.345\"")
+            raise ValueError('a quantity is a decimal string such as "12.345"')
         q = parse_qty(v)
         if q <= 0:
             raise ValueError("must be greater than 0")
@@ -97,7 +102,7 @@ class RecordObservation(BaseModel):
         return q
 
     @model_validator(mode="after")
-    def _evidence_only_for_trades(self) -> "RecordObservation":
+    def _evidence_only_for_trades(self) -> RecordObservation:
         if self.evidence is not None and self.kind != "trade":
             raise ValueError("evidence: only a trade has a document that verifies it")
         return self
@@ -138,7 +143,7 @@ class HistoryParams(BaseModel):
         return _city(v, allow_national=True)
 
     @model_validator(mode="after")
-    def _range(self) -> "HistoryParams":
+    def _range(self) -> HistoryParams:
         if self.from_ and self.to and self.from_ > self.to:
             raise ValueError("from must not be after to")
         if sum((self.version is not None, self.all_versions, self.as_of is not None)) > 1:

@@ -1,4 +1,5 @@
 """Events the pricing service publishes. Neither carries a contributor's identity (methodology §10)."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -13,9 +14,11 @@ class IndexPublished(Event):
     topic = "pricing.index"
     key_field = "series_key"
     source = "/pricing"
-    doc = ("Booking keeps its own copy of prices from these; analysts' feeds too. A restatement is the same event "
-           "with a higher version and the correction notice's fields (restates_version, previous_value, "
-           "correction_reason).")
+    doc = (
+        "Booking keeps its own copy of prices from these; analysts' feeds too. A restatement is the same event "
+        "with a higher version and the correction notice's fields (restates_version, previous_value, "
+        "correction_reason)."
+    )
 
     series_key: str  # "<code>@<region>", e.g. "metal.steel@110000"
     code: str  # category code (price series) or family code (index)
@@ -46,8 +49,10 @@ class ObservationRecorded(Event):
     topic = "pricing.observation"
     key_field = "series_key"
     source = "/pricing"
-    doc = ("One price input with its tier and source kind; the counterparty stays inside pricing (never in an "
-           "event). Keyed by series so each city series' inputs stay in order.")
+    doc = (
+        "One price input with its tier and source kind; the counterparty stays inside pricing (never in an "
+        "event). Keyed by series so each city series' inputs stay in order."
+    )
 
     observation_id: int
     series_key: str  # "<category>@<city_code>"

@@ -30,7 +30,7 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, localcontext
 from enum import StrEnum
 from fractions import Fraction
@@ -1026,7 +1026,7 @@ def _compute_many_exact(
     """compute_many through compute_series_value, for inputs whose products could overflow int64."""
     import numpy as np
 
-    epoch = datetime(1970, 1, 1)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)  # a placeholder: the batch columns carry no times
     n = len(columns)
     sid = columns.series_id.tolist()
     series_ids = sorted(set(sid))

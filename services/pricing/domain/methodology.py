@@ -15,7 +15,7 @@ import functools
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -156,7 +156,7 @@ def _dec(value: Any, key: str) -> Decimal:
         raise MethodologyError(f'{key}: write decimals as strings ("{value}") so they are read exactly')
     try:
         d = Decimal(str(value))
-    except Exception:
+    except Exception:  # noqa: BLE001 - anything Decimal() refuses is the same mistake
         raise MethodologyError(f"{key}: not a number: {value!r}") from None
     if not d.is_finite():
         raise MethodologyError(f"{key}: not a finite number: {value!r}")
@@ -329,7 +329,7 @@ def _worked_example(m: Methodology) -> list[str]:
             f"party-{i % 4}",
             m.tiers[0],
             f"ex-{i}",
-            datetime(2026, 1, 1),
+            datetime(2026, 1, 1, tzinfo=UTC),
         )
         for i, (price, share) in enumerate(rows)
     ]

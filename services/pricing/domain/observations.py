@@ -18,6 +18,7 @@ Listing asks (what a seller hopes to get) are not accepted at all. Self-dealing 
 (kept on record, excluded from every computation with that reason): a collector buying from their own
 resident account, a firm reporting a deal with itself or with another firm its reporter acts for.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,8 +77,9 @@ def tier_for_firm_report(kind: SourceKind, evidence: str | None) -> str:
     return "quote"
 
 
-def firm_report_is_self_dealing(reporting_firm: str, counterparty_firm: str | None,
-                                reporter_firms: frozenset[str]) -> bool:
+def firm_report_is_self_dealing(
+    reporting_firm: str, counterparty_firm: str | None, reporter_firms: frozenset[str]
+) -> bool:
     """A firm trading with itself, or with another firm the same person acts for, is a related party."""
     if counterparty_firm is None:
         return False
@@ -116,11 +118,58 @@ def drafts_from_settled_pickup(
     for i, line in enumerate(lines):
         if line.category not in indexed or line.category not in pays or line.qty <= 0:
             continue
-        out.append(ObservationDraft(
-            category=line.category, city_code=city_code, unit_price_fen=line.unit_price_fen, qty=line.qty,
-            kind="trade", tier="transaction", counterparty=f"firm:{firm_id}", related_party=related,
-            source=SOURCE_PICKUP, source_ref=pickup_id,
-            source_key=f"{SOURCE_PICKUP}:{pickup_id}:{i}:{line.category}",
-            observed_at=settled_at, source_event_id=event_id,
-        ))
+        out.append(
+            ObservationDraft(
+                category=line.category,
+                city_code=city_code,
+                unit_price_fen=line.unit_price_fen,
+                qty=line.qty,
+                kind="trade",
+                tier="transaction",
+                counterparty=f"firm:{firm_id}",
+                related_party=related,
+                source=SOURCE_PICKUP,
+                source_ref=pickup_id,
+                source_key=f"{SOURCE_PICKUP}:{pickup_id}:{i}:{line.category}",
+                observed_at=settled_at,
+                source_event_id=event_id,
+            )
+        )
     return out
+
+
+def draft_from_settled_trade(
+    *,
+    trade_id: str,
+    event_id: str | None,
+    buyer_firm_id: str,
+    category: str,
+    city_code: str,
+    price_fen_per_t: int,
+    delivered_t: Decimal,
+    related_party: bool,
+    settled_at: datetime,
+    indexed: frozenset[str],
+) -> ObservationDraft | None:
+    """A settled B2B lot trade (trading.trade settled): one concluded platform transaction, tier `transaction`,
+    priced per kilogram like every other input (fen per tonne / 1000, half-up to the fen) on the weighbridge weight.
+    Trades between related firms stay on record, flagged, and are excluded from every computation. None when the
+    category is not indexed by weight (`indexed`: the methodology's kg series) or nothing was delivered."""
+    if category not in indexed or delivered_t <= 0:
+        return None
+    per_kg = int((Decimal(price_fen_per_t) / 1000).quantize(Decimal(1), rounding="ROUND_HALF_UP"))
+    return ObservationDraft(
+        category=category,
+        city_code=city_code,
+        unit_price_fen=per_kg,
+        qty=(delivered_t * 1000).quantize(Decimal(1)),
+        kind="trade",
+        tier="transaction",
+        counterparty=f"firm:{buyer_firm_id}",
+        related_party=related_party,
+        source=SOURCE_TRADE,
+        source_ref=trade_id,
+        source_key=f"{SOURCE_TRADE}:{trade_id}",
+        observed_at=settled_at,
+        source_event_id=event_id,
+    )

@@ -3,6 +3,7 @@
 No I/O here: callers pass the TOML text. A table that leaves a taxonomy leaf without a factor, a piece category
 without a mass, or a factor without a known source is refused with the entry named, so a bad file stops start-up.
 """
+
 from __future__ import annotations
 
 import tomllib
@@ -74,7 +75,9 @@ def parse_factor_table(text: str, leaves: list[Category]) -> FactorTable:
         missing = [f for f in ("title", "publisher", "year") if not s.get(f)]
         if missing:
             raise FactorTableError(f"sources.{key}: missing {', '.join(missing)}")
-        sources[key] = Source(key, s["title"], s["publisher"], int(s["year"]), s.get("url", ""), s.get("note", ""))
+        sources[key] = Source(
+            key, s["title"], s["publisher"], int(s["year"]), s.get("url", ""), s.get("note", "")
+        )
     factors: dict[str, Factor] = {}
     for code, f in cfg["factors"].items():
         where = f"factors.{code}"
@@ -86,15 +89,21 @@ def parse_factor_table(text: str, leaves: list[Category]) -> FactorTable:
             raise FactorTableError(f"{where}: say what the number is (`basis`)")
         value = _decimal(f.get("t_co2e_per_t"), where + ".t_co2e_per_t")
         if f["status"] == "none" and value != 0:
-            raise FactorTableError(f"{where}: status \"none\" claims no savings; t_co2e_per_t must be 0")
-        factors[code] = Factor(code, value, f["status"], sources[f["source"]], f["basis"], bool(f.get("checked")))
+            raise FactorTableError(f'{where}: status "none" claims no savings; t_co2e_per_t must be 0')
+        factors[code] = Factor(
+            code, value, f["status"], sources[f["source"]], f["basis"], bool(f.get("checked"))
+        )
     masses = {code: _decimal(v, f"piece_mass_kg.{code}") for code, v in cfg.get("piece_mass_kg", {}).items()}
     for leaf in leaves:
         if leaf.code not in factors:
-            raise FactorTableError(f"factors.{leaf.code}: the taxonomy has this category; give it a factor "
-                                   f"(status \"none\" for no claim)")
+            raise FactorTableError(
+                f"factors.{leaf.code}: the taxonomy has this category; give it a factor "
+                f'(status "none" for no claim)'
+            )
         if leaf.unit == "piece" and leaf.code not in masses:
-            raise FactorTableError(f"piece_mass_kg.{leaf.code}: counted in pieces; give the mass of one piece")
+            raise FactorTableError(
+                f"piece_mass_kg.{leaf.code}: counted in pieces; give the mass of one piece"
+            )
     return FactorTable(str(cfg["version"]), str(cfg["unit"]), sources, factors, masses)
 
 

@@ -8,6 +8,7 @@ Carbon is counted once, where material enters recycling: at the doorstep pickup.
 counted (or bought outside the platform) onwards, so its CO2e is the savings *embodied* in the traded tonnes: shown
 to the firms that traded it, never added to a region's total.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,8 +64,9 @@ class SettledLineIn:
     amount_fen: int
 
 
-def pickup_lines(lines: list[SettledLineIn], region_code: str, factors: FactorTable,
-                 low_value: LowValueLists) -> list[LineFigures]:
+def pickup_lines(
+    lines: list[SettledLineIn], region_code: str, factors: FactorTable, low_value: LowValueLists
+) -> list[LineFigures]:
     """The figures of a settled pickup's lines, one per category, in category order."""
     merged: dict[str, tuple[str, Decimal, int]] = {}
     for ln in lines:
@@ -79,11 +81,19 @@ def pickup_lines(lines: list[SettledLineIn], region_code: str, factors: FactorTa
             mass = grams(qty, factors.piece_mass_kg.get(category, Decimal(0)))
         else:
             mass = grams(qty)
-        out.append(LineFigures(
-            category=category, unit=unit, qty=qty, mass_g=mass, mass_estimated=unit == "piece", value_fen=fen,
-            co2e_g=co2e_grams(mass, factor.t_co2e_per_t) if factor else 0,
-            low_value=low_value.is_low_value(category, region_code),
-            factor_status=factor.status if factor else "none"))
+        out.append(
+            LineFigures(
+                category=category,
+                unit=unit,
+                qty=qty,
+                mass_g=mass,
+                mass_estimated=unit == "piece",
+                value_fen=fen,
+                co2e_g=co2e_grams(mass, factor.t_co2e_per_t) if factor else 0,
+                low_value=low_value.is_low_value(category, region_code),
+                factor_status=factor.status if factor else "none",
+            )
+        )
     return out
 
 

@@ -3,6 +3,7 @@
 Shape checks live here (400 naming the field); rules that need state (intake coverage, who may bid, the
 auction) are checked by the handlers (422 with a reason, 409 with the current state).
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -62,11 +63,13 @@ class ListLot(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _source(self) -> "ListLot":
+    def _source(self) -> ListLot:
         if self.source == "purchase" and not self.purchase_ref:
-            raise ValueError("purchase_ref: a lot bought outside the platform names its purchase (contract, invoice)")
+            raise ValueError(
+                "purchase_ref: a lot bought outside the platform names its purchase (contract, invoice)"
+            )
         if self.source == "intake" and self.purchase_ref:
-            raise ValueError("purchase_ref: only for source \"purchase\"")
+            raise ValueError('purchase_ref: only for source "purchase"')
         if self.auction == "sealed" and self.min_increment_fen_per_t is not None:
             raise ValueError("min_increment_fen_per_t: only ascending lots have an increment")
         return self

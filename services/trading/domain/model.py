@@ -3,13 +3,19 @@
     lot:    open ──close (a winner)──▶ awarded
               └──close (no bid at or above reserve)──▶ unsold
 
-    trade:  awarded ──deliver (within tolerance)──▶ delivered ──pay──▶ settling ──captured──▶ settled
-               └──deliver (outside tolerance)──▶ awaiting_acceptance ──accept──▶ delivered
-                                                        └──dispute──▶ disputed
+    trade:  awarded ──deliver──▶ delivered ──request payment──▶ settling ──captured──▶ settled
+                                   │  ▲
+               dispute (outside    │  │ deliver again (a new weighbridge ticket)
+               tolerance only)     ▼  │
+                                 disputed
+
+A delivery whose weight is outside the tolerance of the declared one needs the buyer's acceptance (`acceptance`
+pending → accepted) before payment is requested; within the tolerance it needs none.
 
 Every transition is checked against `TRANSITIONS`; anything else is a `Conflict` (409) naming the current state.
 Quantities are integers in kilograms (a tonnage has 3 decimal places); money is integer fen.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
@@ -25,21 +31,21 @@ SOURCE_INTAKE, SOURCE_PURCHASE = "intake", "purchase"
 
 # --- trades ----------------------------------------------------------------------------------------------
 AWARDED = "awarded"
-AWAITING_ACCEPTANCE = "awaiting_acceptance"
 DELIVERED = "delivered"
 DISPUTED = "disputed"
 SETTLING = "settling"
 SETTLED = "settled"
-TRADE_STATUSES = (AWARDED, AWAITING_ACCEPTANCE, DELIVERED, DISPUTED, SETTLING, SETTLED)
+TRADE_STATUSES = (AWARDED, DELIVERED, DISPUTED, SETTLING, SETTLED)
+# trades.acceptance: does the buyer have to accept the delivered weight?
+ACCEPTANCE_NOT_REQUIRED, ACCEPTANCE_PENDING, ACCEPTED = "not_required", "pending", "accepted"
 
 # action -> {from: to}
 TRANSITIONS: dict[str, dict[str, str]] = {
     "close_awarded": {LOT_OPEN: LOT_AWARDED},
     "close_unsold": {LOT_OPEN: LOT_UNSOLD},
-    "deliver_within": {AWARDED: DELIVERED},
-    "deliver_outside": {AWARDED: AWAITING_ACCEPTANCE},
-    "accept_delivery": {AWAITING_ACCEPTANCE: DELIVERED},
-    "dispute_delivery": {AWAITING_ACCEPTANCE: DISPUTED},
+    "deliver": {AWARDED: DELIVERED, DISPUTED: DELIVERED},
+    "accept_delivery": {DELIVERED: DELIVERED},
+    "dispute_delivery": {DELIVERED: DISPUTED},
     "request_payment": {DELIVERED: SETTLING},
     "settle": {SETTLING: SETTLED},
 }

@@ -12,6 +12,7 @@ A bid rule answers `None` (satisfied) or a `Refusal` with a machine-readable rea
                                but cannot win);
 - `below_best_plus_increment`  ascending only: under the best bid plus the lot's minimum increment.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -32,7 +33,9 @@ class AuctionRules:
 
     def __post_init__(self) -> None:
         if self.extension_s < self.extension_window_s:
-            raise ValueError("extension_s must be at least extension_window_s, or a late bid could not extend")
+            raise ValueError(
+                "extension_s must be at least extension_window_s, or a late bid could not extend"
+            )
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class BidAccepted:
 
 # --- the bid rules, in order ------------------------------------------------------------------------------
 
+
 def lot_must_be_open(lot: LotFacts, at: datetime) -> Refusal | None:
     if lot.status != LOT_OPEN or at >= lot.ends_at:
         return Refusal("lot_closed", f"lot {lot.lot_id} is closed for bids")
@@ -102,8 +106,10 @@ def bidder_must_not_be_related(bidder: BidderFacts) -> Refusal | None:
 
 def deposit_must_be_held(lot: LotFacts, bidder: BidderFacts) -> Refusal | None:
     if lot.deposit_fen > 0 and not bidder.deposit_held:
-        return Refusal("deposit_required",
-                       f"this lot asks for a deposit of {lot.deposit_fen} fen: POST /v1/lots/{lot.lot_id}/deposit")
+        return Refusal(
+            "deposit_required",
+            f"this lot asks for a deposit of {lot.deposit_fen} fen: POST /v1/lots/{lot.lot_id}/deposit",
+        )
     return None
 
 
@@ -117,22 +123,34 @@ def ascending_bid_must_beat_best(lot: LotFacts, price: int) -> Refusal | None:
     if lot.auction == ASCENDING and lot.best_fen_per_t is not None:
         floor = lot.best_fen_per_t + lot.min_increment_fen_per_t
         if price < floor:
-            return Refusal("below_best_plus_increment", f"bid at least {floor} fen per tonne (best + increment)")
+            return Refusal(
+                "below_best_plus_increment", f"bid at least {floor} fen per tonne (best + increment)"
+            )
     return None
 
 
-def judge_bid(lot: LotFacts, bidder: BidderFacts, price: int, at: datetime,
-              rules: AuctionRules) -> BidAccepted | Refusal:
+def judge_bid(
+    lot: LotFacts, bidder: BidderFacts, price: int, at: datetime, rules: AuctionRules
+) -> BidAccepted | Refusal:
     """Accept or refuse a bid of `price` fen per tonne placed at `at`."""
-    for refusal in (lot_must_be_open(lot, at), bidder_must_not_be_seller(lot, bidder),
-                    bidder_must_be_verified_firm(bidder), bidder_must_not_be_related(bidder),
-                    deposit_must_be_held(lot, bidder), ascending_bid_must_reach_reserve(lot, price),
-                    ascending_bid_must_beat_best(lot, price)):
+    for refusal in (
+        lot_must_be_open(lot, at),
+        bidder_must_not_be_seller(lot, bidder),
+        bidder_must_be_verified_firm(bidder),
+        bidder_must_not_be_related(bidder),
+        deposit_must_be_held(lot, bidder),
+        ascending_bid_must_reach_reserve(lot, price),
+        ascending_bid_must_beat_best(lot, price),
+    ):
         if refusal is not None:
             return refusal
     if lot.auction == SEALED:
-        return BidAccepted(becomes_best=False, ends_at=lot.ends_at, extended=False,
-                           below_reserve=price < lot.reserve_fen_per_t)
+        return BidAccepted(
+            becomes_best=False,
+            ends_at=lot.ends_at,
+            extended=False,
+            below_reserve=price < lot.reserve_fen_per_t,
+        )
     ends_at, extended = extended_end(lot.ends_at, at, rules)
     return BidAccepted(becomes_best=True, ends_at=ends_at, extended=extended, below_reserve=False)
 
@@ -145,6 +163,7 @@ def extended_end(ends_at: datetime, at: datetime, rules: AuctionRules) -> tuple[
 
 
 # --- the close --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BidFacts:
@@ -170,6 +189,7 @@ def losers(bids: Sequence[BidFacts], won: BidFacts | None) -> set[str]:
 
 # --- delivery on the weighbridge ticket ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DeliveryOutcome:
     amount_fen: int  # price × delivered weight, half-up to the fen
@@ -178,15 +198,18 @@ class DeliveryOutcome:
     deviation_pct: Decimal  # (delivered − declared) / declared × 100, 2 places
 
 
-def delivery_outcome(*, declared_kg: int, delivered_kg: int, price_fen_per_t: int, tolerance_pct: Decimal,
-                     fee_bps: int) -> DeliveryOutcome:
+def delivery_outcome(
+    *, declared_kg: int, delivered_kg: int, price_fen_per_t: int, tolerance_pct: Decimal, fee_bps: int
+) -> DeliveryOutcome:
     """Amount on the delivered weight; whether the weight is within ±tolerance of the declared one."""
     if declared_kg <= 0 or delivered_kg <= 0:
         raise ValueError("weights must be positive")
     amount = _half_up(Decimal(price_fen_per_t) * delivered_kg / 1000)
     fee = _half_up(Decimal(amount) * fee_bps / 10000)
     within = abs(delivered_kg - declared_kg) * 100 <= tolerance_pct * declared_kg
-    deviation = (Decimal(delivered_kg - declared_kg) * 100 / declared_kg).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    deviation = (Decimal(delivered_kg - declared_kg) * 100 / declared_kg).quantize(
+        Decimal("0.01"), ROUND_HALF_UP
+    )
     return DeliveryOutcome(amount, fee, within, deviation)
 
 
@@ -195,6 +218,7 @@ def _half_up(x: Decimal) -> int:
 
 
 # --- chain of custody -------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class IntakeLine:

@@ -1,0 +1,1 @@
+"""The wipe service (信息清除)."""

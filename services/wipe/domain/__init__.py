@@ -1,0 +1,1 @@
+"""Wipe domain: reports, the policy by media, signatures, certificates (no I/O)."""

@@ -1,0 +1,671 @@
+"""The wipe service's use cases: tools, reports → certificates, secondary verification, revocation, blocklist.
+
+Each runs in one unit of work; events go through the outbox in the same transaction (`uow.emit`). Decisions are
+the domain's (`domain/policy.py`); this module reads and writes the tables around them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.contracts.wipe import CertificateIssued, CertificateRevoked, device_key
+from services.kernel.checkdigits import validate_imei
+from services.kernel.db import UnitOfWork
+from services.kernel.errors import NotFound, RuleViolated, ValidationFailed
+from services.kernel.ids import new_id
+from services.kernel.pii import decrypt, encrypt
+
+from .domain.certificate import (
+    CONTRACT_KIND,
+    device_keys,
+    drawn_for_secondary,
+    mask_identifier,
+    report_digest,
+)
+from .domain.nwipe import parse_nwipe_log
+from .domain.policy import WipePolicy, decide, secondary_check
+from .domain.report import MalformedReport, Report, parse_json_report
+from .domain.signing import BadKey, key_fingerprint, parse_public_key, signature_valid
+from .settings import policy_of, settings_of
+from .store import (
+    attempts,
+    blocklist,
+    certificate_devices,
+    certificates,
+    evidence,
+    revocations,
+    secondary_checks,
+    tools,
+)
+
+if TYPE_CHECKING:
+    from services.kernel.runtime import ServiceRuntime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes (stored as UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class WipeRefused(RuleViolated):
+    """422 with `reason` (WIPE.md) and, when a report breaks several rules, all of them in `refusals`."""
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        refusals: list[dict[str, Any]] | None = None,
+        errors: list[dict[str, str]] | None = None,
+    ):
+        super().__init__(detail, reason=reason)
+        if refusals:
+            self.extra["refusals"] = refusals
+        if errors:
+            self.errors = errors
+
+
+# --- tools ---------------------------------------------------------------------------------------------------
+
+
+def register_tool(rt: ServiceRuntime, admin_id: str, name: str, public_key: str) -> dict[str, Any]:
+    try:
+        raw = parse_public_key(public_key)
+    except BadKey as exc:
+        raise ValidationFailed.field("public_key", str(exc)) from None
+    key_b64 = base64.b64encode(raw).decode()
+    with UnitOfWork(rt.db) as uow:
+        s = uow.session
+        if s.execute(select(tools.c.id).where(tools.c.public_key == key_b64)).first():
+            raise RuleViolated(
+                "a tool with this public key is registered already",
+                reason="duplicate_key",
+                field="public_key",
+            )
+        row = dict(
+            id=new_id("wt"),
+            name=name,
+            public_key=key_b64,
+            fingerprint=key_fingerprint(raw),
+            created_at=utcnow(),
+            created_by=admin_id,
+        )
+        s.execute(tools.insert().values(**row))
+    return _tool_out(row)
+
+
+def revoke_tool(rt: ServiceRuntime, admin_id: str, tool_id: str) -> dict[str, Any]:
+    """Revoke a tool's key: its reports are refused from now on and (by default) its certificates revoked."""
+    now = utcnow()
+    with UnitOfWork(rt.db) as uow:
+        s = uow.session
+        row = s.execute(select(tools).where(tools.c.id == tool_id).with_for_update()).mappings().first()
+        if row is None:
+            raise NotFound(f"no erasure tool with id {tool_id}")
+        if row["revoked_at"] is None:
+            s.execute(update(tools).where(tools.c.id == tool_id).values(revoked_at=now, revoked_by=admin_id))
+        revoked = 0
+        if settings_of(rt).revoke_certificates_with_tool:
+            ids = (
+                s.execute(
+                    select(certificates.c.id).where(
+                        certificates.c.tool_id == tool_id,
+                        ~exists().where(revocations.c.certificate_id == certificates.c.id),
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for cid in ids:
+                revoked += _revoke(
+                    uow, cid, "tool_revoked", f"the erasure tool {tool_id} was revoked", admin_id, now
+                )
+        row = s.execute(select(tools).where(tools.c.id == tool_id)).mappings().one()
+    return _tool_out(dict(row)) | {"certificates_revoked": revoked}
+
+
+def list_tools(rt: ServiceRuntime) -> list[dict[str, Any]]:
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        rows = uow.session.execute(select(tools).order_by(tools.c.created_at)).mappings().all()
+    return [_tool_out(dict(r)) for r in rows]
+
+
+def _tool_out(row: dict[str, Any]) -> dict[str, Any]:
+    revoked_at = row.get("revoked_at")
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "public_key": row["public_key"],
+        "fingerprint": row["fingerprint"],
+        "created_at": _aware(row["created_at"]),
+        "status": "revoked" if revoked_at else "active",
+        "revoked_at": _aware(revoked_at) if revoked_at else None,
+    }
+
+
+@dataclass(frozen=True)
+class _Tool:
+    id: str
+    public_key: bytes
+    fingerprint: str
+    revoked: bool
+
+
+def _tool(uow: UnitOfWork, tool_id: str) -> _Tool | None:
+    row = uow.session.execute(select(tools).where(tools.c.id == tool_id)).mappings().first()
+    if row is None:
+        return None
+    return _Tool(
+        row["id"], base64.b64decode(row["public_key"]), row["fingerprint"], row["revoked_at"] is not None
+    )
+
+
+# --- reports → certificates ------------------------------------------------------------------------------------
+
+
+def parse_report(policy: WipePolicy, fmt: str, text: str) -> Report:
+    needing = frozenset(policy.device.kinds_needing_identity)
+    if fmt == "json":
+        return parse_json_report(text, needing)
+    return parse_nwipe_log(text, policy.nwipe, needing)
+
+
+def _malformed(exc: MalformedReport) -> WipeRefused:
+    return WipeRefused(
+        "malformed_report",
+        f"the report cannot be read: {exc}",
+        errors=[
+            {"field": f"report.{f}" if f != "report" else "report", "message": m} for f, m in exc.problems
+        ],
+    )
+
+
+def _check_tool(
+    tool: _Tool | None, tool_id: str, report: str, signature: str, *, allow_revoked: bool = False
+) -> _Tool:
+    if tool is None:
+        raise WipeRefused("unknown_tool", f"no erasure tool with id {tool_id} is registered")
+    if not signature_valid(tool.public_key, report, signature):
+        raise WipeRefused(
+            "bad_signature",
+            "the signature does not verify over the report with this tool's key "
+            "(Ed25519 over the UTF-8 bytes of `report` exactly as sent)",
+        )
+    if tool.revoked and not allow_revoked:
+        raise WipeRefused("tool_revoked", f"the erasure tool {tool_id} has been revoked")
+    return tool
+
+
+def submit_report(
+    rt: ServiceRuntime,
+    operator_id: str,
+    tool_id: str,
+    fmt: str,
+    report: str,
+    signature: str,
+    *,
+    now: datetime | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Check a signed report against the policy; issue its certificate (True) or return the one it already has
+    (False). A refusal raises WipeRefused (422) naming the reason; every attempt is recorded."""
+    now = now or utcnow()
+    policy = policy_of(rt)
+    digest = report_digest(tool_id, report)
+    try:
+        with UnitOfWork(rt.db, readonly=True) as uow:
+            tool = _check_tool(_tool(uow, tool_id), tool_id, report, signature, allow_revoked=True)
+            existing = _certificate_by_digest(uow, digest)
+        if existing is not None:
+            _record_attempt(
+                rt, operator_id, tool_id, fmt, digest, "replayed", None, None, existing["certificate_id"]
+            )
+            return existing, False
+        if tool.revoked:
+            raise WipeRefused("tool_revoked", f"the erasure tool {tool_id} has been revoked")
+        try:
+            parsed = parse_report(policy, fmt, report)
+        except MalformedReport as exc:
+            raise _malformed(exc) from None
+        keys = device_keys(parsed)
+        with UnitOfWork(rt.db, readonly=True) as uow:
+            blocked = (
+                bool(keys)
+                and uow.session.execute(
+                    select(blocklist.c.device_key).where(blocklist.c.device_key.in_(keys))
+                ).first()
+                is not None
+            )
+        refusals = decide(policy, parsed, now, blocklisted=blocked)
+        if refusals:
+            raise WipeRefused(
+                refusals[0].reason,
+                refusals[0].detail,
+                refusals=[{"reason": r.reason, "detail": r.detail, "medium": r.medium} for r in refusals],
+            )
+    except WipeRefused as exc:
+        _record_attempt(
+            rt, operator_id, tool_id, fmt, digest, "refused", exc.extra.get("reason"), exc.detail, None
+        )
+        raise
+    try:
+        cert = _issue(rt, policy, operator_id, tool, fmt, report, signature, digest, parsed, keys, now)
+    except IntegrityError:
+        # the same report raced in on another request: it has its certificate now
+        with UnitOfWork(rt.db, readonly=True) as uow:
+            existing = _certificate_by_digest(uow, digest)
+        if existing is None:
+            raise
+        return existing, False
+    return cert, True
+
+
+def _issue(
+    rt: ServiceRuntime,
+    policy: WipePolicy,
+    operator_id: str,
+    tool: _Tool,
+    fmt: str,
+    report: str,
+    signature: str,
+    digest: str,
+    parsed: Report,
+    keys: list[str],
+    now: datetime,
+) -> dict[str, Any]:
+    cert_id = new_id("wc")
+    media = [
+        {
+            "type": m.type,
+            "method": m.method,
+            "passes": m.passes,
+            "random_passes": m.random_passes,
+            "serial_masked": mask_identifier(m.serial),
+            "verification": None
+            if m.verification is None
+            else {
+                "mode": m.verification.mode,
+                "result": m.verification.result,
+                "subsections": m.verification.subsections,
+                "locations_per_subsection": m.verification.locations_per_subsection,
+                "coverage_pct": m.verification.coverage_pct,
+            },
+        }
+        for m in parsed.media
+    ]
+    d = parsed.device
+    retained = date(now.year + policy.certificates.retention_years, now.month, min(now.day, 28))
+    with UnitOfWork(rt.db) as uow:
+        s = uow.session
+        s.execute(
+            certificates.insert().values(
+                id=cert_id,
+                report_digest=digest,
+                tool_id=tool.id,
+                tool_fingerprint=tool.fingerprint,
+                format=fmt,
+                report_id=parsed.report_id,
+                report_created_at=parsed.created_at,
+                device_kind=d.kind,
+                device_make=d.make,
+                device_model=d.model,
+                imei_masked=mask_identifier(d.imei),
+                serial_masked=mask_identifier(d.serial),
+                media_json=json.dumps(media, ensure_ascii=False),
+                issued_at=now,
+                issued_by=operator_id,
+                retained_until=retained,
+                secondary_required=drawn_for_secondary(cert_id, policy.secondary.share),
+            )
+        )
+        s.execute(certificate_devices.insert(), [{"device_key": k, "certificate_id": cert_id} for k in keys])
+        s.execute(
+            evidence.insert().values(
+                certificate_id=cert_id, report_enc=encrypt(rt.settings, report), signature=signature
+            )
+        )
+        s.execute(
+            attempts.insert().values(
+                at=now,
+                by=operator_id,
+                tool_id=tool.id,
+                format=fmt,
+                report_digest=digest,
+                outcome="certified",
+                certificate_id=cert_id,
+            )
+        )
+        first = parsed.media[0]
+        uow.emit(
+            CertificateIssued(
+                certificate_id=cert_id,
+                device_keys=keys,
+                device_kind=CONTRACT_KIND[d.kind],
+                media_type=first.type,
+                method=first.method,
+                tool_id=tool.id,
+                issued_at=now,
+            )
+        )
+        return _certificate_summary(uow, cert_id)
+
+
+def _record_attempt(
+    rt: ServiceRuntime,
+    by: str,
+    tool_id: str,
+    fmt: str,
+    digest: str,
+    outcome: str,
+    reason: str | None,
+    detail: str | None,
+    certificate_id: str | None,
+) -> None:
+    with UnitOfWork(rt.db) as uow:
+        uow.session.execute(
+            attempts.insert().values(
+                at=utcnow(),
+                by=by,
+                tool_id=tool_id[:40],
+                format=fmt,
+                report_digest=digest,
+                outcome=outcome,
+                reason=reason,
+                detail=(detail or "")[:2000] or None,
+                certificate_id=certificate_id,
+            )
+        )
+
+
+def _certificate_by_digest(uow: UnitOfWork, digest: str) -> dict[str, Any] | None:
+    cid = uow.session.execute(
+        select(certificates.c.id).where(certificates.c.report_digest == digest)
+    ).scalar()
+    return None if cid is None else _certificate_summary(uow, cid)
+
+
+def _certificate_summary(uow: UnitOfWork, cert_id: str) -> dict[str, Any]:
+    revoked = uow.session.execute(
+        select(revocations.c.reason).where(revocations.c.certificate_id == cert_id)
+    ).scalar()
+    return {"certificate_id": cert_id, "status": "revoked" if revoked else "verified"}
+
+
+# --- revocation ------------------------------------------------------------------------------------------------
+
+
+def _revoke(uow: UnitOfWork, cert_id: str, reason: str, detail: str | None, by: str, now: datetime) -> int:
+    """Revoke one certificate (once) and publish it; 1 if it was revoked now, 0 if it was already."""
+    s = uow.session
+    if s.execute(select(revocations.c.certificate_id).where(revocations.c.certificate_id == cert_id)).first():
+        return 0
+    s.execute(
+        revocations.insert().values(
+            certificate_id=cert_id, reason=reason, detail=detail, revoked_at=now, revoked_by=by
+        )
+    )
+    keys = (
+        s.execute(
+            select(certificate_devices.c.device_key)
+            .where(certificate_devices.c.certificate_id == cert_id)
+            .order_by(certificate_devices.c.device_key)
+        )
+        .scalars()
+        .all()
+    )
+    uow.emit(
+        CertificateRevoked(certificate_id=cert_id, device_keys=list(keys), reason=reason, revoked_at=now)
+    )
+    return 1
+
+
+def revoke_certificate(rt: ServiceRuntime, admin_id: str, cert_id: str, reason: str) -> dict[str, Any]:
+    with UnitOfWork(rt.db) as uow:
+        if uow.session.execute(select(certificates.c.id).where(certificates.c.id == cert_id)).first() is None:
+            raise NotFound(f"no certificate with id {cert_id}")
+        _revoke(uow, cert_id, "admin_decision", reason, admin_id, utcnow())
+    return certificate_view(rt, cert_id)
+
+
+def blocklist_device(rt: ServiceRuntime, admin_id: str, imei: str) -> tuple[dict[str, Any], bool]:
+    """Put a lost or stolen device on the list: it gets no certificate, and those it has are revoked."""
+    imei = validate_imei(imei, "imei")
+    key = device_key("imei", imei)
+    now = utcnow()
+    with UnitOfWork(rt.db) as uow:
+        s = uow.session
+        created = (
+            s.execute(select(blocklist.c.device_key).where(blocklist.c.device_key == key)).first() is None
+        )
+        if created:
+            s.execute(
+                blocklist.insert().values(
+                    device_key=key, imei_masked=mask_identifier(imei), added_at=now, added_by=admin_id
+                )
+            )
+        ids = (
+            s.execute(
+                select(certificate_devices.c.certificate_id).where(certificate_devices.c.device_key == key)
+            )
+            .scalars()
+            .all()
+        )
+        revoked = sum(
+            _revoke(uow, cid, "device_blocklisted", "the device was reported lost or stolen", admin_id, now)
+            for cid in ids
+        )
+    return {
+        "imei_masked": mask_identifier(imei),
+        "device_key": key,
+        "blocklisted": True,
+        "certificates_revoked": revoked,
+    }, created
+
+
+# --- secondary verification ------------------------------------------------------------------------------------
+
+
+def secondary_verification(
+    rt: ServiceRuntime,
+    operator_id: str,
+    cert_id: str,
+    tool_id: str,
+    fmt: str,
+    report: str,
+    signature: str,
+    *,
+    now: datetime | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """Another registered tool re-verifies a certified device. A failure revokes the certificate (an event)."""
+    now = now or utcnow()
+    policy = policy_of(rt)
+    digest = report_digest(tool_id, report)
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        s = uow.session
+        cert = s.execute(select(certificates).where(certificates.c.id == cert_id)).mappings().first()
+        if cert is None:
+            raise NotFound(f"no certificate with id {cert_id}")
+        tool = _check_tool(_tool(uow, tool_id), tool_id, report, signature)
+        done = (
+            s.execute(
+                select(secondary_checks).where(
+                    secondary_checks.c.certificate_id == cert_id, secondary_checks.c.report_digest == digest
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if done is not None:
+            return _secondary_out(uow, dict(done)), False
+        cert_keys = set(
+            s.execute(
+                select(certificate_devices.c.device_key).where(
+                    certificate_devices.c.certificate_id == cert_id
+                )
+            ).scalars()
+        )
+    if tool.id == cert["tool_id"]:
+        raise WipeRefused(
+            "same_tool", "secondary verification needs a different tool from the one that erased"
+        )
+    try:
+        parsed = parse_report(policy, fmt, report)
+    except MalformedReport as exc:
+        raise _malformed(exc) from None
+    if not cert_keys & set(device_keys(parsed)):
+        raise WipeRefused("device_mismatch", "the report names another device than the certificate")
+    if now - parsed.created_at > _max_age(policy):
+        raise WipeRefused("report_too_old", f"the report is older than {policy.report.max_age_days} days")
+    media = json.loads(cert["media_json"])
+    # the certificate keeps masked serials only: match the report's media by the device keys of their serials
+    certified = [m for m in parsed.media if m.serial and device_key("serial", m.serial) in cert_keys]
+    outcome, detail = secondary_check(policy, parsed, [m.serial for m in certified])
+    if outcome == "passed" and len(certified) < sum(1 for m in media if m.get("serial_masked")):
+        outcome, detail = "verification_insufficient", "not every certified medium is in this report"
+    if outcome == "verification_insufficient":
+        raise WipeRefused("verification_insufficient", detail)
+    with UnitOfWork(rt.db) as uow:
+        row = dict(
+            id=new_id("ws"),
+            certificate_id=cert_id,
+            tool_id=tool.id,
+            report_digest=digest,
+            outcome=outcome,
+            detail=detail or None,
+            report_enc=encrypt(rt.settings, report),
+            signature=signature,
+            checked_at=now,
+            checked_by=operator_id,
+        )
+        uow.session.execute(secondary_checks.insert().values(**row))
+        if outcome == "failed":
+            _revoke(uow, cert_id, "secondary_verification_failed", detail, operator_id, now)
+        return _secondary_out(uow, row), True
+
+
+def _max_age(policy: WipePolicy):  # noqa: ANN202
+    from datetime import timedelta
+
+    return timedelta(days=policy.report.max_age_days)
+
+
+def _secondary_out(uow: UnitOfWork, row: dict[str, Any]) -> dict[str, Any]:
+    summary = _certificate_summary(uow, row["certificate_id"])
+    return {
+        "id": row["id"],
+        "certificate_id": row["certificate_id"],
+        "tool_id": row["tool_id"],
+        "outcome": row["outcome"],
+        "detail": row["detail"],
+        "checked_at": _aware(row["checked_at"]),
+        "certificate_status": summary["status"],
+    }
+
+
+def pending_secondary(rt: ServiceRuntime, limit: int) -> list[dict[str, Any]]:
+    """Certificates drawn for secondary verification that no other tool has settled yet (oldest first)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        rows = (
+            uow.session.execute(
+                select(
+                    certificates.c.id,
+                    certificates.c.tool_id,
+                    certificates.c.device_kind,
+                    certificates.c.issued_at,
+                )
+                .where(
+                    certificates.c.secondary_required.is_(True),
+                    ~exists().where(secondary_checks.c.certificate_id == certificates.c.id),
+                    ~exists().where(revocations.c.certificate_id == certificates.c.id),
+                )
+                .order_by(certificates.c.issued_at)
+                .limit(limit)
+            )
+            .mappings()
+            .all()
+        )
+    return [
+        {
+            "certificate_id": r["id"],
+            "tool_id": r["tool_id"],
+            "device_kind": r["device_kind"],
+            "issued_at": _aware(r["issued_at"]),
+        }
+        for r in rows
+    ]
+
+
+# --- the public view -------------------------------------------------------------------------------------------
+
+
+def certificate_view(rt: ServiceRuntime, cert_id: str) -> dict[str, Any]:
+    """What anyone may see of a certificate: no personal data (identifiers masked, no operator)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        s = uow.session
+        c = s.execute(select(certificates).where(certificates.c.id == cert_id)).mappings().first()
+        if c is None:
+            raise NotFound(f"no certificate with id {cert_id}")
+        rev = s.execute(select(revocations).where(revocations.c.certificate_id == cert_id)).mappings().first()
+        checks = s.execute(
+            select(secondary_checks.c.outcome, secondary_checks.c.checked_at)
+            .where(secondary_checks.c.certificate_id == cert_id)
+            .order_by(secondary_checks.c.checked_at)
+        ).all()
+        tool = s.execute(select(tools.c.name).where(tools.c.id == c["tool_id"])).scalar()
+    if checks:
+        secondary = "failed" if any(o == "failed" for o, _ in checks) else "passed"
+    else:
+        secondary = "pending" if c["secondary_required"] else "not_drawn"
+    return {
+        "id": c["id"],
+        "device": {
+            "kind": c["device_kind"],
+            "make": c["device_make"],
+            "model": c["device_model"],
+            "imei_masked": c["imei_masked"],
+            "serial_masked": c["serial_masked"],
+        },
+        "media": json.loads(c["media_json"]),
+        "issued_at": _aware(c["issued_at"]),
+        "report_created_at": _aware(c["report_created_at"]),
+        "format": c["format"],
+        "tool": {"id": c["tool_id"], "name": tool, "fingerprint": c["tool_fingerprint"]},
+        "valid": rev is None,
+        "revoked_reason": rev["reason"] if rev else None,
+        "revoked_at": _aware(rev["revoked_at"]) if rev else None,
+        "secondary_verification": secondary,
+        "retained_until": c["retained_until"],
+    }
+
+
+def evidence_report(rt: ServiceRuntime, cert_id: str) -> dict[str, Any]:
+    """(admin) The signed report behind a certificate, decrypted, with its signature: re-verifiable offline."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        row = (
+            uow.session.execute(
+                select(evidence, certificates.c.tool_id, certificates.c.format)
+                .join(certificates, certificates.c.id == evidence.c.certificate_id)
+                .where(evidence.c.certificate_id == cert_id)
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        raise NotFound(f"no certificate with id {cert_id}")
+    return {
+        "certificate_id": cert_id,
+        "tool_id": row["tool_id"],
+        "format": row["format"],
+        "report": decrypt(rt.settings, row["report_enc"]),
+        "signature": row["signature"],
+    }

@@ -1,0 +1,54 @@
+"""The wipe service's settings (environment prefix `WIPE_`).
+
+The policy itself (methods per media, passes, the NIST sample, report age, secondary share, retention) is not
+here: it is `policy.toml` (or a deployment's own file named by `WIPE_POLICY_FILE`). These settings say how the
+service runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from services.kernel.runtime import ServiceRuntime
+
+    from .domain.policy import WipePolicy
+
+
+class WipeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WIPE_", case_sensitive=False, extra="ignore")
+
+    # a deployment's own policy file ("" = the shipped services/wipe/policy.toml)
+    policy_file: str = ""
+    # the public address printed as a QR code on a certificate's page ("" = the address the page was asked on)
+    public_base_url: str = ""
+    # revoking a tool also revokes the certificates it signed (a leaked key could have signed any of them)
+    revoke_certificates_with_tool: bool = True
+
+
+def settings_of(rt: ServiceRuntime) -> WipeSettings:
+    s = rt.ports.get("wipe_settings")
+    if s is None:
+        s = rt.ports["wipe_settings"] = WipeSettings()
+    return s
+
+
+def configure(rt: ServiceRuntime, *, policy: WipePolicy | None = None, **overrides: Any) -> WipeSettings:
+    """Tests and benchmarks: replace the settings (defaults + environment + `overrides`) and, optionally, the policy."""
+    s = WipeSettings(**overrides)
+    rt.ports["wipe_settings"] = s
+    rt.ports.pop("wipe_policy", None)
+    if policy is not None:
+        rt.ports["wipe_policy"] = policy
+    return s
+
+
+def policy_of(rt: ServiceRuntime) -> WipePolicy:
+    p = rt.ports.get("wipe_policy")
+    if p is None:
+        from .domain.policy import load_policy
+
+        p = rt.ports["wipe_policy"] = load_policy(settings_of(rt).policy_file or None)
+    return p

@@ -1,0 +1,104 @@
+"""The console's browser tests: Debian's chromium driven by Playwright, against the embedded run (`recycle run`).
+
+One platform and one browser for the whole package (starting them is most of the time); each test gets a fresh
+browser context (no shared sign-in). Screenshots go to build/console/ (CONSOLE_ARTEFACTS overrides), kept by CI
+as artefacts; the ones in docs/console.md are copies of these.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from services.kernel.outbox import wait_until
+from tests.console.seed import ADMIN_PHONE, Api, seed_prices
+from tests.console.support import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.flow import http_get, log_tail, platform_process
+from workers.supervisor import free_port
+
+
+@pytest.fixture(scope="package")
+def platform(tmp_path_factory):
+    """`recycle run` in a fresh data directory, with the price data of tests/console/seed.py."""
+    tmp = tmp_path_factory.mktemp("console")
+    port = free_port()
+    env = dict(
+        os.environ,
+        DATA_DIR=str(tmp),
+        PORT=str(port),
+        ENV="dev",
+        ADMIN_PHONES=ADMIN_PHONE,
+        JWT_SECRET="console-test-" + "x" * 40,
+        PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
+    )
+    for name in (
+        "DATABASE_URL",
+        "EVENT_LOG_URL",
+        "BUS",
+        "SERVICES",
+        "CELERY_BROKER_URL",
+        "CELERY_RESULT_BACKEND",
+    ):
+        env.pop(name, None)
+    base = f"http://127.0.0.1:{port}"
+    log = tmp / "platform.log"
+    with platform_process(["run"], env, log) as proc:
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                return True
+            try:
+                return http_get(base + "/healthz")[0] == 200
+            except OSError:
+                return False
+
+        if not wait_until(up, timeout_s=120, interval_s=0.2) or proc.poll() is not None:
+            raise AssertionError("recycle run did not start:\n" + log_tail(log))
+        api = Api(base)
+        admin = api.login(ADMIN_PHONE)["access_token"]
+        prices = seed_prices(api, admin)
+        yield {"base": base, "api": api, "admin": admin, "prices": prices, "log": log}
+
+
+@pytest.fixture(scope="package")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"{CHROMIUM} is missing: `make install` installs Debian's chromium and fonts-wqy-microhei "
+            "(as root)"
+        )
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, platform):
+    """A fresh context (Chinese locale, Shanghai time) on the console; fails the test on any script or server
+    error."""
+    context = browser.new_context(
+        base_url=platform["base"],
+        locale="zh-CN",
+        timezone_id="Asia/Shanghai",
+        viewport={"width": 1280, "height": 860},
+        accept_downloads=True,
+    )
+    context.set_default_timeout(15_000)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    # refusals the page handles (a wrong code's 401) are not errors; a server error or a script error is
+    pg.on(
+        "console",
+        lambda m: errors.append(m.text)
+        if m.type == "error" and not m.text.startswith("Failed to load resource")
+        else None,
+    )
+    pg.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 500 else None)
+    yield pg
+    context.close()
+    assert not errors, errors

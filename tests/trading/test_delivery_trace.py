@@ -1,0 +1,126 @@
+"""After the award: weighbridge delivery, the buyer's acceptance or dispute, and the chain of custody."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from services.trading.closing import run_due
+
+from .support import admin_auth, app_client, firm_auth, firm_events, lot_body, publish, settled_intake
+
+
+async def _awarded(aiohttp_client, settings, qty_t="20.000", price=260_000):
+    platform, client = await app_client(aiohttp_client, settings)
+    publish(
+        platform,
+        *firm_events("fm_seller"),
+        *firm_events("fm_buyer"),
+        *firm_events("fm_other"),
+        settled_intake("fm_seller", "12000", pickup_id="pk_old", when=datetime.now(UTC) - timedelta(days=3)),
+        settled_intake(
+            "fm_seller", "15000.5", pickup_id="pk_new", when=datetime.now(UTC) - timedelta(days=1)
+        ),
+        settled_intake("fm_seller", "500", pickup_id="pk_paper", category="paper.cardboard"),
+    )
+    seller, buyer = firm_auth(settings, "fm_seller"), firm_auth(settings, "fm_buyer")
+    lot_id = (await (await client.post("/v1/lots", json=lot_body(qty_t=qty_t), headers=seller)).json())["id"]
+    assert (
+        await client.post(f"/v1/lots/{lot_id}/bids", json={"price_fen_per_t": price}, headers=buyer)
+    ).status == 201
+    run_due(platform["trading"], datetime.now(UTC) + timedelta(hours=2))
+    lot = await (await client.get(f"/v1/lots/{lot_id}", headers=buyer)).json()
+    return platform, client, lot_id, lot["trade_id"], seller, buyer
+
+
+async def test_delivery_within_tolerance_goes_to_payment(aiohttp_client, sqlite_settings):
+    platform, client, lot_id, trade_id, seller, buyer = await _awarded(aiohttp_client, sqlite_settings)
+    body = {"weighbridge_ticket_no": "BJ-2026-000123", "delivered_qty_t": "20.380"}  # +1.9 %
+    r = await client.post(f"/v1/trades/{trade_id}/delivery", json=body, headers=buyer)
+    assert r.status == 403
+    r = await client.post(f"/v1/trades/{trade_id}/delivery", json=body, headers=seller)
+    out = await r.json()
+    assert r.status == 200, out
+    assert out["amount_fen"] == 260_000 * 20380 // 1000 == 5_298_800
+    assert out["delivery"]["within_tolerance"] is True and out["delivery"]["acceptance"] == "not_required"
+    assert out["delivery"]["fee_fen"] == 26_494  # 0.5 %
+    assert out["status"] == "settling" and out["settlement"]["payment_id"] == f"hr_{trade_id}"
+    # the same ticket again changes nothing; accepting a delivery that needs none is a conflict
+    again = await client.post(f"/v1/trades/{trade_id}/delivery", json=body, headers=seller)
+    assert again.status == 200 and (await again.json())["status"] == "settling"
+    r = await client.post(f"/v1/trades/{trade_id}/accept-delivery", headers=buyer)
+    assert r.status == 409
+
+
+async def test_outside_tolerance_needs_acceptance_or_is_disputed(aiohttp_client, sqlite_settings):
+    platform, client, lot_id, trade_id, seller, buyer = await _awarded(aiohttp_client, sqlite_settings)
+    body = {"weighbridge_ticket_no": "T-1", "delivered_qty_t": "19.500"}  # −2.5 %
+    out = await (await client.post(f"/v1/trades/{trade_id}/delivery", json=body, headers=seller)).json()
+    assert out["status"] == "delivered" and out["delivery"]["acceptance"] == "pending"
+    assert out["delivery"]["deviation_pct"] == "-2.50" and out["amount_fen"] == 5_070_000
+    r = await client.post(f"/v1/trades/{trade_id}/accept-delivery", headers=seller)
+    assert r.status == 403
+    r = await client.post(
+        f"/v1/trades/{trade_id}/dispute-delivery", json={"reason": "磅单与我方过磅不符"}, headers=buyer
+    )
+    assert r.status == 200 and (await r.json())["status"] == "disputed"
+    # the seller weighs again; the buyer accepts the new ticket
+    body = {"weighbridge_ticket_no": "T-2", "delivered_qty_t": "19.520"}
+    out = await (await client.post(f"/v1/trades/{trade_id}/delivery", json=body, headers=seller)).json()
+    assert out["delivery"]["acceptance"] == "pending" and out["delivery"]["weighbridge_ticket_no"] == "T-2"
+    r = await client.post(f"/v1/trades/{trade_id}/accept-delivery", headers=buyer)
+    out = await r.json()
+    assert r.status == 200 and out["status"] == "settling" and out["delivery"]["acceptance"] == "accepted"
+    r = await client.post(
+        f"/v1/trades/{trade_id}/delivery",
+        json={"weighbridge_ticket_no": "T-3", "delivered_qty_t": "20"},
+        headers=seller,
+    )
+    assert r.status == 409 and (await r.json())["current_state"] == "settling"
+
+
+async def test_trace_links_lot_to_the_pickups_that_fed_it(aiohttp_client, sqlite_settings):
+    platform, client, lot_id, trade_id, seller, buyer = await _awarded(aiohttp_client, sqlite_settings)
+    await client.post(
+        f"/v1/trades/{trade_id}/delivery",
+        json={"weighbridge_ticket_no": "T-9", "delivered_qty_t": "20.100"},
+        headers=seller,
+    )
+    r = await client.get(f"/v1/lots/{lot_id}/trace", headers=buyer)
+    tr = await r.json()
+    assert r.status == 200, tr
+    # oldest intake first: all 12 t of pk_old, then 8 t of pk_new; the paper pickup is another category
+    assert [(x["pickup_id"], x["used_qty_t"], x["pickup_qty_t"]) for x in tr["intake"]] == [
+        ("pk_old", "12.000", "12.000"),
+        ("pk_new", "8.000", "15.000500"),
+    ]
+    rec = tr["reconciliation"]
+    assert rec == {
+        "lot_qty_t": "20.000",
+        "from_intake_t": "20.000",
+        "from_purchase_t": "0.000",
+        "delivered_qty_t": "20.100",
+        "covered": True,
+        "delivery_within_tolerance_or_accepted": True,
+        "reconciles": True,
+    }
+    assert tr["trade"]["id"] == trade_id and tr["delivery"]["weighbridge_ticket_no"] == "T-9"
+    assert (
+        await client.get(f"/v1/lots/{lot_id}/trace", headers=firm_auth(sqlite_settings, "fm_other"))
+    ).status == 403
+    assert (await client.get(f"/v1/lots/{lot_id}/trace", headers=admin_auth(sqlite_settings))).status == 200
+    # what is left of the intake: 7.0005 t of steel; a second lot of 7.001 t does not fit, 7 t does
+    r = await client.post("/v1/lots", json=lot_body(qty_t="7.001"), headers=seller)
+    assert r.status == 422 and (await r.json())["available_t"] == "7.000"
+    assert (await client.post("/v1/lots", json=lot_body(qty_t="7"), headers=seller)).status == 201
+
+
+async def test_unsold_lot_gives_its_intake_back(aiohttp_client, sqlite_settings):
+    platform, client = await app_client(aiohttp_client, sqlite_settings)
+    publish(platform, *firm_events("fm_seller"), settled_intake("fm_seller", "10000", pickup_id="pk_1"))
+    seller = firm_auth(sqlite_settings, "fm_seller")
+    lot_id = (await (await client.post("/v1/lots", json=lot_body(qty_t="10"), headers=seller)).json())["id"]
+    assert (await client.post("/v1/lots", json=lot_body(qty_t="1"), headers=seller)).status == 422
+    assert run_due(platform["trading"], datetime.now(UTC) + timedelta(hours=2)) == {"awarded": 0, "unsold": 1}
+    tr = await (await client.get(f"/v1/lots/{lot_id}/trace", headers=seller)).json()
+    assert tr["lot"]["status"] == "unsold" and tr["intake"][0]["released"] is True and tr["trade"] is None
+    assert (await client.post("/v1/lots", json=lot_body(qty_t="10"), headers=seller)).status == 201
