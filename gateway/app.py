@@ -19,7 +19,7 @@ from services.kernel.http import RouteDef, harden, json_reply, mount, request_co
 from services.kernel.runtime import available_services, load_spec
 from services.kernel.settings import Settings, get_settings
 
-from . import console, docs_page, middlewares, proxy
+from . import admin, console, docs_page, middlewares, proxy
 from .openapi import build_openapi
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,131 @@ SYSTEM_ROUTES = [
         },
     },
     {
+        "path": "/v1/admin/dead-letters",
+        "method": "GET",
+        "op": {
+            "operationId": "list_dead_letter_groups",
+            "summary": "(admin) every consumer group with the number of records it parked",
+            "tags": ["admin"],
+            "x-policy": "roles:admin",
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["items"],
+                                "properties": {
+                                    "items": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["group", "parked"],
+                                            "properties": {
+                                                "group": {"type": "string"},
+                                                "parked": {"type": "integer"},
+                                            },
+                                        },
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "401": {"description": "no or bad token"},
+                "403": {"description": "not an admin"},
+                "503": {"description": "this gateway hosts no service (distributed run)"},
+            },
+        },
+    },
+    {
+        "path": "/v1/admin/dead-letters/{group}",
+        "method": "GET",
+        "op": {
+            "operationId": "list_dead_letters",
+            "summary": "(admin) the records a consumer group parked: original topic and offset, attempts, error",
+            "tags": ["admin"],
+            "x-policy": "roles:admin",
+            "parameters": [{"name": "group", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["group", "items"],
+                                "properties": {
+                                    "group": {"type": "string"},
+                                    "items": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["id", "original", "attempts", "error"],
+                                        },
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "401": {"description": "no or bad token"},
+                "403": {"description": "not an admin"},
+                "404": {"description": "no such consumer group"},
+                "503": {"description": "this gateway hosts no service (distributed run)"},
+            },
+        },
+    },
+    {
+        "path": "/v1/admin/dead-letters/{group}/replay",
+        "method": "POST",
+        "op": {
+            "operationId": "replay_dead_letters",
+            "summary": "(admin) send a group's parked records (all, or `only` these ids) back to their topic",
+            "tags": ["admin"],
+            "x-policy": "roles:admin",
+            "parameters": [{"name": "group", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {
+                "required": False,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "only": {
+                                    "type": "array",
+                                    "maxItems": 1000,
+                                    "items": {"type": "string", "pattern": "^[0-9]+@[0-9]+$"},
+                                }
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "OK",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["group", "replayed"],
+                                "properties": {"group": {"type": "string"}, "replayed": {"type": "integer"}},
+                            }
+                        }
+                    },
+                },
+                "400": {"description": "malformed body"},
+                "401": {"description": "no or bad token"},
+                "403": {"description": "not an admin"},
+                "404": {"description": "no such consumer group"},
+                "503": {"description": "this gateway hosts no service (distributed run)"},
+            },
+        },
+    },
+    {
         "path": "/console/",
         "method": "GET",
         "op": {
@@ -160,6 +285,7 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/docs", docs_page.handler)
     console.install(app)
+    admin.install(app)
     middlewares.install(app, gateway, routes)
     harden(app)
 

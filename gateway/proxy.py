@@ -22,7 +22,15 @@ FORWARD_HEADERS = (
     "X-Forwarded-For",
     "X-Trace-Id",
 )
-RETURN_HEADERS = ("Content-Type", "Retry-After", "Location", "Cache-Control", "Content-Disposition")
+RETURN_HEADERS = (
+    "Content-Type",
+    "Retry-After",
+    "Location",
+    "Cache-Control",
+    "Content-Disposition",
+    "Content-Security-Policy",
+    "X-Content-Type-Options",
+)
 
 
 async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -54,6 +62,9 @@ def _forwarder(route: RouteDef, base: str):  # noqa: ANN202
         session: aiohttp.ClientSession = request.app["proxy_session"]
         headers = {h: request.headers[h] for h in FORWARD_HEADERS if h in request.headers}
         headers["X-Request-Id"] = request["request_id"]
+        # the public address the client used (a service prints it, e.g. in a certificate's QR code)
+        headers["X-Forwarded-Host"] = request.host
+        headers["X-Forwarded-Proto"] = request.scheme
         # body_exists, not can_read_body: the idempotency middleware may have read (and cached) the body already
         body = await request.read() if request.body_exists else None
         url = base.rstrip("/") + request.rel_url.path_qs

@@ -33,6 +33,7 @@ from .queries import (
     pickup_carbon,
     resident_running_total,
 )
+from .replies import CarbonOut, FactorsOut, FlowsOut, MyCarbonOut, PickupCarbonOut
 from .settings import factors_of, settings_of
 
 router = Router("stats")
@@ -121,7 +122,7 @@ def _read(ctx: Ctx, w: Window, scope: Scope) -> Any:
         return figures(s, w, scope)
 
 
-@router.get("/v1/stats/flows", authenticated=True, query=StatsQuery, errors=(400, 403))
+@router.get("/v1/stats/flows", authenticated=True, query=StatsQuery, response=FlowsOut, errors=(400, 403))
 async def flows(ctx: Ctx) -> dict:
     """Material flows (回收量): tonnes collected, value, residents served, collectors active, low-value share and
     tonnes traded onwards, by day or month, for a region and category."""
@@ -131,7 +132,7 @@ async def flows(ctx: Ctx) -> dict:
     return flows_reply(fig, w, scope)
 
 
-@router.get("/v1/stats/carbon", authenticated=True, query=StatsQuery, errors=(400, 403))
+@router.get("/v1/stats/carbon", authenticated=True, query=StatsQuery, response=CarbonOut, errors=(400, 403))
 async def carbon(ctx: Ctx) -> dict:
     """CO2e avoided by recycling (t), by day or month, with the factor behind each category."""
     q: StatsQuery = ctx.query
@@ -185,7 +186,7 @@ def _pickup(ctx: Ctx, pickup_id: str) -> dict:
     }
 
 
-@router.get("/v1/stats/carbon/pickups/{id}", authenticated=True, errors=(403, 404))
+@router.get("/v1/stats/carbon/pickups/{id}", authenticated=True, response=PickupCarbonOut, errors=(403, 404))
 async def pickup_carbon_route(ctx: Ctx) -> dict:
     """The CO2e a settled pickup avoided, line by line, and the resident's running total (resident, the
     collecting firm, regulators)."""
@@ -206,13 +207,13 @@ def _me(ctx: Ctx) -> dict:
     }
 
 
-@router.get("/v1/stats/carbon/me", authenticated=True)
+@router.get("/v1/stats/carbon/me", authenticated=True, response=MyCarbonOut)
 async def my_carbon(ctx: Ctx) -> dict:
     """Your running total as a resident: pickups, kg collected, CO2e avoided."""
     return await ctx.run(_me, ctx)
 
 
-@router.get("/v1/stats/factors", public=True)
+@router.get("/v1/stats/factors", public=True, response=FactorsOut)
 async def emission_factors(ctx: Ctx) -> dict:
     """The emission-factor table: every category's factor, its status (published / estimate / none) and source."""
     table = factors_of(ctx.runtime)

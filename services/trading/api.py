@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from services.kernel.http import Ctx, Router
 
-from . import handlers, trades
-from .domain.commands import DisputeDelivery, ListLot, LotsQuery, PlaceBid, RecordDelivery
+from . import deposits, handlers, trades
+from .domain.commands import DisputeDelivery, ListLot, LotsQuery, PlaceBid, RecordDelivery, RequestDeposit
+from .feed import Listener, feed_of
 
 router = Router("trading")
+HEARTBEAT_S = 15.0
 FIRM = {"firm"}
 
 
@@ -65,6 +70,50 @@ async def list_lots(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(handlers.list_lots, ctx.runtime, ctx.query)
 
 
+class StreamQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    category: str | None = None
+    lot_id: str | None = None
+
+
+# declared before /v1/lots/{id}, which would otherwise take "stream" for a lot id
+@router.get("/v1/lots/stream", authenticated=True, query=StreamQuery, raw=True)
+async def lot_stream(ctx: Ctx) -> web.StreamResponse:
+    """Live lots board (text/event-stream): lot.listed, lot.best_bid (ascending lots: price, bid count, end time
+    after extensions), lot.closed; `?category=` or `?lot_id=` narrows it."""
+    q: StreamQuery = ctx.query
+    who = Listener(loop=asyncio.get_running_loop(), category=q.category, lot_id=q.lot_id)
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+            "X-Request-Id": ctx.request.get("request_id", ""),
+        }
+    )
+    await resp.prepare(ctx.request)
+    feed = feed_of(ctx.runtime)
+    feed.add(who)
+    try:
+        await resp.write(b"retry: 3000\n: connected\n\n")
+        while True:
+            try:
+                frame = await asyncio.wait_for(who.queue.get(), timeout=HEARTBEAT_S)
+            except TimeoutError:
+                await resp.write(b": ping\n\n")
+                continue
+            if frame is None:
+                break
+            await resp.write(frame)
+    except (ConnectionResetError, ConnectionError):
+        pass
+    finally:
+        feed.remove(who)
+    with contextlib.suppress(ConnectionError):
+        await resp.write_eof()
+    return resp
+
+
 @router.get("/v1/lots/{id}", authenticated=True, response=LotOut, errors=(404,))
 async def get_lot(ctx: Ctx) -> dict[str, Any]:
     """One lot: sealed bids stay hidden until the close, an ascending lot shows its best bid."""
@@ -76,7 +125,7 @@ async def get_lot(ctx: Ctx) -> dict[str, Any]:
 )
 async def place_bid(ctx: Ctx) -> dict[str, Any]:
     """(verified firm, not the seller nor related to it) Bid a price per tonne; 422 `{reason}` when refused."""
-    return await ctx.run(handlers.place_bid, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
+    return await handlers.place_bid_async(ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
 
 
 # --- trades -----------------------------------------------------------------------------------------------
@@ -146,3 +195,38 @@ async def lot_trace(ctx: Ctx) -> dict[str, Any]:
     """The chain of custody: the settled pickups (or the declared purchase) that fed the lot → the trade → the
     delivery, with the quantities reconciled (its seller, its buyer, admins)."""
     return await ctx.run(trades.trace, ctx.runtime, ctx.user, ctx.params["id"])
+
+
+class DepositOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    hold_request_id: str
+    payment_id: str
+    lot_id: str
+    firm_id: str
+    amount_fen: int
+    status: str
+
+
+class FirmQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    firm_id: str | None = None
+
+
+@router.post(
+    "/v1/lots/{id}/deposit",
+    roles=FIRM,
+    body=RequestDeposit,
+    response=DepositOut,
+    status=202,
+    errors=(403, 404, 409, 422),
+)
+async def request_deposit(ctx: Ctx) -> dict[str, Any]:
+    """(bidding firm) Ask for the lot's deposit hold; pay it with POST /v1/payments/intents/{payment_id}/confirm.
+    Once held, the firm may bid; it is given back at the close unless the firm won (then once the trade settles)."""
+    return await ctx.run(deposits.request_deposit, ctx.runtime, ctx.user, ctx.params["id"], ctx.body.firm_id)
+
+
+@router.get("/v1/lots/{id}/deposit", roles=FIRM, query=FirmQuery, response=DepositOut, errors=(403, 404))
+async def get_deposit(ctx: Ctx) -> dict[str, Any]:
+    """(bidding firm) The firm's deposit on the lot: requested → opened → held → release_requested → released."""
+    return await ctx.run(deposits.get_deposit, ctx.runtime, ctx.user, ctx.params["id"], ctx.query.firm_id)

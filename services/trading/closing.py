@@ -25,6 +25,7 @@ from services.kernel.runtime import ServiceRuntime
 from .deposits import release_losers
 from .domain import model as m
 from .domain import rules
+from .feed import Tx
 from .handlers import aware, firms_related, utcnow
 from .settings import settings_of
 from .store import bids, intake, lot_sources, lots, trades
@@ -65,7 +66,7 @@ def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
 
 def close_lot(rt: ServiceRuntime, lot_id: str, now: datetime) -> str | None:
     """Close one lot if it is still open and due: "awarded", "unsold", or None (closed already, or extended)."""
-    with UnitOfWork(rt.db) as uow:
+    with Tx(rt) as uow:
         s = uow.session
         lot = s.execute(
             select(lots)
@@ -113,7 +114,7 @@ def close_lot(rt: ServiceRuntime, lot_id: str, now: datetime) -> str | None:
                 closed_at=now,
             )
         )
-        release_losers(uow, lot_id, rules.losers(all_bids, won), now)
+        release_losers(uow, lot_id, won.firm_id if won else None, now)
     return status
 
 

@@ -3,7 +3,9 @@
 Groups (each its own offsets):
 - `trading.accounts`  accounts.firm FirmVerified (who may trade, whose user pays or is paid for the firm);
                       accounts.user RolesChanged (who acts for which firm: related parties);
-- `trading.intake`    booking.pickup PickupSettled (the firm's intake: its collectors' settled pickups, by line).
+- `trading.intake`    booking.pickup PickupSettled (the firm's intake: its collectors' settled pickups, by line);
+- `trading.payments`  payments.hold reports on the holds trading asked for: deposits (`hr_dep_…`, deposits.py) and
+                      the buyers' payments of trades (`hr_tr_…`, settlement.py).
 
 Every handler is idempotent on its own (upserts keyed by the fact's id), on top of the consumer's inbox.
 Accounts' and booking's events are read by type name until their contracts move to `services.contracts`
@@ -18,13 +20,16 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
-from services.kernel.consumer import ConsumerSpec
+from services.contracts.payments import HoldAuthorised, HoldCancelled, HoldCaptured, HoldDeclined, HoldOpened
+from services.kernel.consumer import ConsumerSpec, group
 from services.kernel.db import UnitOfWork
 from services.kernel.events import Envelope
 from services.kernel.runtime import ServiceRuntime
 
+from . import deposits, settlement
+from .domain.model import DEPOSIT_PREFIX
 from .handlers import utcnow
-from .store import firm_members, firms, intake
+from .store import firm_members, firms, intake, trades
 
 FIRM_VERIFIED = "cn.recycle.accounts.firm.verified.v1"
 ROLES_CHANGED = "cn.recycle.accounts.user.roles_changed.v1"
@@ -109,6 +114,47 @@ def when_pickup_settled_record_intake(env: Envelope, uow: UnitOfWork) -> None:
         s.execute(insert(intake), rows)
 
 
+def _is_deposit(hold_request_id: str) -> bool:
+    return hold_request_id.startswith(DEPOSIT_PREFIX)
+
+
+def when_hold_opened_record(event: HoldOpened, uow: UnitOfWork) -> None:
+    if _is_deposit(event.hold_request_id):
+        deposits.deposit_opened(uow, event.hold_request_id, utcnow())
+    else:
+        settlement.payment_opened(uow, event.hold_request_id, event.payment_id)
+
+
+def when_hold_declined_record(event: HoldDeclined, uow: UnitOfWork) -> None:
+    if _is_deposit(event.hold_request_id):
+        deposits.deposit_declined(uow, event.hold_request_id, utcnow())
+    else:
+        settlement.payment_declined(uow, event.hold_request_id)
+
+
+def when_hold_authorised_go_on(event: HoldAuthorised, uow: UnitOfWork) -> None:
+    """A deposit held lets the firm bid; a buyer's payment held is captured for the seller."""
+    if _is_deposit(event.hold_request_id):
+        deposits.deposit_authorised(uow, event.hold_request_id, utcnow())
+    else:
+        settlement.payment_authorised(uow, event.hold_request_id, utcnow())
+
+
+def when_hold_captured_settle_trade(event: HoldCaptured, uow: UnitOfWork) -> None:
+    now = utcnow()
+    trade_id = settlement.payment_captured(uow, event.hold_request_id, event.payout_id, now)
+    if trade_id is not None:
+        t = uow.session.execute(
+            select(trades.c.lot_id, trades.c.buyer_firm_id).where(trades.c.id == trade_id)
+        ).one()
+        deposits.release_winner(uow, t.lot_id, t.buyer_firm_id, now)
+
+
+def when_hold_cancelled_release_deposit(event: HoldCancelled, uow: UnitOfWork) -> None:
+    if _is_deposit(event.hold_request_id):
+        deposits.deposit_released(uow, event.hold_request_id, utcnow())
+
+
 def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
     return [
         ConsumerSpec(
@@ -121,5 +167,15 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
         ),
         ConsumerSpec(
             "trading.intake", ["booking.pickup"], {PICKUP_SETTLED: when_pickup_settled_record_intake}
+        ),
+        group(
+            "trading.payments",
+            {
+                HoldOpened: when_hold_opened_record,
+                HoldDeclined: when_hold_declined_record,
+                HoldAuthorised: when_hold_authorised_go_on,
+                HoldCaptured: when_hold_captured_settle_trade,
+                HoldCancelled: when_hold_cancelled_release_deposit,
+            },
         ),
     ]

@@ -7,15 +7,17 @@ rules of `domain/`, so the decision and the write see the same state.
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import Integer, and_, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from services.contracts.trading import LotBestBidChanged, LotListed
 from services.kernel.auth import Principal
-from services.kernel.db import UnitOfWork, retry_on_conflict
+from services.kernel.db import retry_on_conflict
 from services.kernel.errors import Conflict, Forbidden, NotFound, RuleViolated, ValidationFailed
 from services.kernel.ids import new_id
 from services.kernel.runtime import ServiceRuntime
@@ -24,6 +26,7 @@ from services.kernel.taxonomy import leaf
 from .domain import model as m
 from .domain import rules
 from .domain.commands import ListLot, PlaceBid
+from .feed import Tx, publish_local
 from .settings import settings_of
 from .store import bids, deposits, firm_members, firms, intake, lot_sources, lots
 
@@ -101,7 +104,7 @@ def list_lot(
     lot_id = new_id("lot")
 
     def write() -> dict[str, Any]:
-        with UnitOfWork(rt.db) as uow:
+        with Tx(rt) as uow:
             s = uow.session
             if verified_firm(s, firm_id) is None:
                 raise Forbidden(f"firm {firm_id} is not verified (yet)", reason="firm_unverified")
@@ -190,80 +193,173 @@ def _take_intake(s: Session, lot_id: str, firm_id: str, category: str, need_g: i
 # --- bids -------------------------------------------------------------------------------------------------
 
 
+# Statements of the bid path, built once (building a statement per call costs more than running it).
+_LOT_FOR_BID = (
+    select(
+        lots.c.id,
+        lots.c.seller_firm_id,
+        lots.c.status,
+        lots.c.auction,
+        lots.c.reserve_fen_per_t,
+        lots.c.min_increment_fen_per_t,
+        lots.c.ends_at,
+        lots.c.best_fen_per_t,
+        lots.c.deposit_fen,
+        lots.c.bid_count,
+    )
+    .where(lots.c.id == bindparam("lot_id"))
+    .with_for_update()
+)
+_fa, _fb = firm_members.alias("fa"), firm_members.alias("fb")
+# the bidder's facts in one round trip: verified, related to the seller, its deposit on this lot
+_BIDDER = select(
+    exists().where(firms.c.firm_id == bindparam("bidder")).label("verified"),
+    exists()
+    .where(
+        _fa.c.firm_id == bindparam("seller"),
+        _fb.c.firm_id == bindparam("bidder"),
+        _fa.c.user_id == _fb.c.user_id,
+    )
+    .label("related"),
+    select(deposits.c.status)
+    .where(deposits.c.lot_id == bindparam("lot_id"), deposits.c.firm_id == bindparam("bidder"))
+    .scalar_subquery()
+    .label("deposit"),
+)
+_NEW_BEST = (
+    update(lots)
+    .where(lots.c.id == bindparam("lid"))
+    .values(
+        bid_count=lots.c.bid_count + 1,
+        version=lots.c.version + 1,
+        best_bid_id=bindparam("new_bid_id"),
+        best_fen_per_t=bindparam("new_best"),
+        ends_at=bindparam("new_ends_at"),
+        extensions=lots.c.extensions + bindparam("ext", type_=Integer),
+    )
+)
+_COUNTED = (
+    update(lots)
+    .where(lots.c.id == bindparam("lid"))
+    .values(bid_count=lots.c.bid_count + 1, version=lots.c.version + 1)
+)
+
+
+@dataclass(frozen=True)
+class BidOutcome:
+    lot: Any
+    verdict: rules.BidAccepted | rules.Refusal
+    bid: dict[str, Any] | None
+
+
+def bid_write(
+    rt: ServiceRuntime, firm_id: str, user_id: str, lot_id: str, price: int, now: datetime | None
+) -> Any:
+    """The group-commit job of a bid: read the lot under its row lock, judge, write. A refusal is returned (not
+    raised), so it never rolls back the other bids of its batch."""
+    auction_rules = settings_of(rt).rules
+
+    def write(uow: Any) -> BidOutcome:
+        conn = uow.conn
+        lot = conn.execute(_LOT_FOR_BID, {"lot_id": lot_id}).one_or_none()
+        if lot is None:
+            raise NotFound(f"no lot with id {lot_id}")
+        at = now or utcnow()  # timed under the lock: bids of one lot are timed in the order they are judged
+        facts = _lot_facts(lot)
+        who = conn.execute(_BIDDER, {"bidder": firm_id, "seller": lot.seller_firm_id, "lot_id": lot_id}).one()
+        bidder = rules.BidderFacts(
+            firm_id=firm_id,
+            verified=bool(who.verified),
+            related_to_seller=firm_id != lot.seller_firm_id and bool(who.related),
+            deposit_held=lot.deposit_fen == 0 or who.deposit == "held",
+        )
+        verdict = rules.judge_bid(facts, bidder, price, at, auction_rules)
+        if isinstance(verdict, rules.Refusal):
+            return BidOutcome(lot, verdict, None)
+        bid = dict(
+            id=new_id("bid"),
+            lot_id=lot_id,
+            firm_id=firm_id,
+            user_id=user_id,
+            price_fen_per_t=price,
+            placed_at=at,
+            below_reserve=verdict.below_reserve,
+            extended=verdict.extended,
+            ends_at_after=verdict.ends_at,
+        )
+        uow.insert(bids, bid)
+        if verdict.becomes_best:
+            conn.execute(
+                _NEW_BEST,
+                {
+                    "lid": lot_id,
+                    "new_bid_id": bid["id"],
+                    "new_best": price,
+                    "new_ends_at": verdict.ends_at,
+                    "ext": int(verdict.extended),
+                },
+            )
+            uow.emit(
+                LotBestBidChanged(
+                    lot_id=lot_id,
+                    price_fen_per_t=price,
+                    bid_count=lot.bid_count + 1,
+                    ends_at=verdict.ends_at,
+                    extended=verdict.extended,
+                    placed_at=at,
+                )
+            )
+        else:
+            conn.execute(_COUNTED, {"lid": lot_id})
+        return BidOutcome(lot, verdict, bid)
+
+    return write
+
+
+def bid_reply(outcome: BidOutcome) -> dict[str, Any]:
+    lot, verdict, bid = outcome.lot, outcome.verdict, outcome.bid
+    if isinstance(verdict, rules.Refusal):
+        raise _refused(verdict, 409 if verdict.reason == "lot_closed" else None, lot)
+    assert bid is not None
+    out: dict[str, Any] = {
+        "id": bid["id"],
+        "lot_id": bid["lot_id"],
+        "firm_id": bid["firm_id"],
+        "price_fen_per_t": bid["price_fen_per_t"],
+        "placed_at": bid["placed_at"],
+        "lot_ends_at": verdict.ends_at,
+        "extended": verdict.extended,
+    }
+    if lot.auction == m.SEALED:
+        out["below_reserve"] = verdict.below_reserve
+    else:
+        out["best"] = True
+    return out
+
+
 def place_bid(
     rt: ServiceRuntime, user: Principal, lot_id: str, cmd: PlaceBid, now: datetime | None = None
 ) -> dict[str, Any]:
-    """POST /v1/lots/{id}/bids: judged under the lot's row lock, so concurrent bids see each other."""
+    """POST /v1/lots/{id}/bids: judged under the lot's row lock, so concurrent bids see each other; written by the
+    database's group-commit writer (one transaction and one commit for the bids waiting at that moment)."""
     firm_id = acting_firm(user, cmd.firm_id)
-    auction_rules = settings_of(rt).rules
+    outcome, events = rt.db.writer.submit(
+        bid_write(rt, firm_id, user.user_id, lot_id, cmd.price_fen_per_t, now), "lot:" + lot_id
+    ).result()
+    publish_local(rt, events)
+    return bid_reply(outcome)
 
-    def write() -> dict[str, Any]:
-        with UnitOfWork(rt.db) as uow:
-            s = uow.session
-            lot = s.execute(select(lots).where(lots.c.id == lot_id).with_for_update()).one_or_none()
-            if lot is None:
-                raise NotFound(f"no lot with id {lot_id}")
-            # the bid's time is taken under the lock: bids of one lot are timed in the order they are judged
-            at = now or utcnow()
-            facts = _lot_facts(lot)
-            bidder = rules.BidderFacts(
-                firm_id=firm_id,
-                verified=verified_firm(s, firm_id) is not None,
-                related_to_seller=firm_id != lot.seller_firm_id
-                and firms_related(s, lot.seller_firm_id, firm_id),
-                deposit_held=lot.deposit_fen == 0 or _deposit_held(s, lot_id, firm_id),
-            )
-            verdict = rules.judge_bid(facts, bidder, cmd.price_fen_per_t, at, auction_rules)
-            if isinstance(verdict, rules.Refusal):
-                status = 409 if verdict.reason == "lot_closed" else None
-                raise _refused(verdict, status, lot)
-            bid_id = new_id("bid")
-            s.execute(
-                bids.insert().values(
-                    id=bid_id,
-                    lot_id=lot_id,
-                    firm_id=firm_id,
-                    user_id=user.user_id,
-                    price_fen_per_t=cmd.price_fen_per_t,
-                    placed_at=at,
-                    below_reserve=verdict.below_reserve,
-                    extended=verdict.extended,
-                    ends_at_after=verdict.ends_at,
-                )
-            )
-            values: dict[str, Any] = dict(bid_count=lots.c.bid_count + 1, version=lots.c.version + 1)
-            if verdict.becomes_best:
-                values.update(best_bid_id=bid_id, best_fen_per_t=cmd.price_fen_per_t, ends_at=verdict.ends_at)
-            if verdict.extended:
-                values["extensions"] = lots.c.extensions + 1
-            s.execute(update(lots).where(lots.c.id == lot_id).values(**values))
-            if verdict.becomes_best:
-                uow.emit(
-                    LotBestBidChanged(
-                        lot_id=lot_id,
-                        price_fen_per_t=cmd.price_fen_per_t,
-                        bid_count=lot.bid_count + 1,
-                        ends_at=verdict.ends_at,
-                        extended=verdict.extended,
-                        placed_at=at,
-                    )
-                )
-        out: dict[str, Any] = {
-            "id": bid_id,
-            "lot_id": lot_id,
-            "firm_id": firm_id,
-            "price_fen_per_t": cmd.price_fen_per_t,
-            "placed_at": at,
-            "lot_ends_at": verdict.ends_at,
-            "extended": verdict.extended,
-        }
-        if lot.auction == m.SEALED:
-            out["below_reserve"] = verdict.below_reserve
-        else:
-            out["best"] = True
-        return out
 
-    return retry_on_conflict(write)
+async def place_bid_async(rt: ServiceRuntime, user: Principal, lot_id: str, cmd: PlaceBid) -> dict[str, Any]:
+    """`place_bid` for the HTTP route: the event loop hands the job straight to the group-commit writer."""
+    firm_id = acting_firm(user, cmd.firm_id)
+    outcome, events = await asyncio.wrap_future(
+        rt.db.writer.submit(
+            bid_write(rt, firm_id, user.user_id, lot_id, cmd.price_fen_per_t, None), "lot:" + lot_id
+        )
+    )
+    publish_local(rt, events)
+    return bid_reply(outcome)
 
 
 def _refused(verdict: rules.Refusal, status: int | None, lot: Any) -> Exception:

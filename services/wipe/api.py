@@ -219,9 +219,7 @@ async def get_certificate(ctx: Ctx) -> Any:
 async def certificate_html(ctx: Ctx) -> web.StreamResponse:
     """(public) The printable certificate page (HTML) with a QR code of its address."""
     view = await ctx.run(handlers.certificate_view, ctx.runtime, ctx.params["id"])
-    base = (
-        settings_of(ctx.runtime).public_base_url.rstrip("/") or f"{ctx.request.scheme}://{ctx.request.host}"
-    )
+    base = settings_of(ctx.runtime).public_base_url.rstrip("/") or _public_base(ctx.request)
     url = f"{base}/v1/wipe/certificates/{view['id']}/page"
     return web.Response(
         text=certificate_page(view, url),
@@ -232,6 +230,13 @@ async def certificate_html(ctx: Ctx) -> web.StreamResponse:
             "X-Content-Type-Options": "nosniff",
         },
     )
+
+
+def _public_base(request: web.Request) -> str:
+    """The address the client used: through the distributed gateway, the one it forwards (X-Forwarded-Host/Proto)."""
+    host = request.headers.get("X-Forwarded-Host") or request.host
+    proto = request.headers.get("X-Forwarded-Proto") or request.scheme
+    return f"{proto}://{host}"
 
 
 @router.post(

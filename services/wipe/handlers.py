@@ -304,7 +304,7 @@ def _issue(
         for m in parsed.media
     ]
     d = parsed.device
-    retained = date(now.year + policy.certificates.retention_years, now.month, min(now.day, 28))
+    retained = _years_after(now.date(), policy.certificates.retention_years)
     with UnitOfWork(rt.db) as uow:
         s = uow.session
         s.execute(
@@ -358,6 +358,13 @@ def _issue(
             )
         )
         return _certificate_summary(uow, cert_id)
+
+
+def _years_after(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:  # 29 February
+        return date(day.year + years, 3, 1)
 
 
 def _record_attempt(

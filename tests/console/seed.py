@@ -75,13 +75,17 @@ class Prices:
     stale_day: date
     restated_day: date
     firm_tokens: list[str] = field(default_factory=list)
+    firm_ids: list[str] = field(default_factory=list)
+    firm_phones: list[str] = field(default_factory=list)
 
 
 def seed_prices(api: Api, admin: str) -> Prices:
-    firm_tokens = []
+    firm_tokens, firm_ids, phones = [], [], []
     for k in range(3):
         phone = f"1360000000{k}"
         firm_id = register_firm(api, phone, f"京环再生资源{k + 1}号有限公司")
+        firm_ids.append(firm_id)
+        phones.append(phone)
         api.call("POST", f"/v1/admin/verifications/firm/{firm_id}/approve", admin)
         firm_tokens.append(
             api.login(phone)["access_token"]
@@ -126,4 +130,24 @@ def seed_prices(api: Api, admin: str) -> Prices:
         {"date": restated_day.isoformat(), "reason": "迟到数据补录"},
     )
     assert out["n_restated"] >= 1, out
-    return Prices(days, stale_day, restated_day, firm_tokens)
+    return Prices(days, stale_day, restated_day, firm_tokens, firm_ids, phones)
+
+
+ACCOUNTANT_PHONE = "13500000001"
+
+
+@dataclass
+class Invoices:
+    firm_id: str
+    invoice: dict
+
+
+def seed_invoices(api: Api) -> Invoices:
+    """The whole pickup flow (a reverse invoice issued by a verified firm), and an accountant for that firm."""
+    from tests.e2e.flow import whole_pickup_flow
+
+    done = whole_pickup_flow(api.base)
+    owner = api.login(done["owner_phone"])["access_token"]
+    accountant = api.login(ACCOUNTANT_PHONE)["user_id"]
+    api.call("POST", f"/v1/firms/{done['firm_id']}/accountants", owner, {"user_id": accountant}, status=201)
+    return Invoices(done["firm_id"], done["invoice"])

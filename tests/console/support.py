@@ -16,6 +16,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--lang=zh-CN",  # the browser's own widgets (date and month pickers) in Chinese too
 ]
 ROOT = Path(__file__).resolve().parents[2]
 ARTEFACTS = Path(os.environ.get("CONSOLE_ARTEFACTS", ROOT / "build" / "console"))

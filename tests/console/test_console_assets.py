@@ -1,60 +1,68 @@
-"""How the gateway serves the console: its own files and ECharts only, nothing remote, no file outside its folder."""
+"""How the gateway serves the console: its own files and ECharts only, nothing remote, no file outside its folder.
+
+Plain HTTP against the package's running platform (sync: Playwright's sync API owns the event loop while the
+package's browser is open)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
+from urllib.parse import urlsplit
 
 from gateway.console import STATIC, VENDOR
-from tests.gateway.support import start
+
+
+def get(platform, path: str) -> http.client.HTTPResponse:
+    """GET `path` exactly as written (no client-side normalisation of `..`)."""
+    u = urlsplit(platform["base"])
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    conn.request("GET", path)
+    r = conn.getresponse()
+    r.body = r.read()
+    conn.close()
+    return r
+
 
 REMOTE = re.compile(r"""(src|href|import|from)\s*[=(]?\s*["'](https?:)?//""")
 
 
-async def test_console_page_and_its_modules_are_served_with_a_strict_policy(
-    aiohttp_client, sqlite_settings
-) -> None:
-    _, client = await start(aiohttp_client, sqlite_settings)
-    r = await client.get("/console", allow_redirects=False)
+def test_console_page_and_its_modules_are_served_with_a_strict_policy(platform) -> None:
+    r = get(platform, "/console")
     assert r.status == 308 and r.headers["Location"] == "/console/"
-    r = await client.get("/console/")
-    assert r.status == 200 and r.content_type == "text/html"
-    assert '<html lang="zh-CN">' in await r.text()
+    r = get(platform, "/console/")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
+    assert '<html lang="zh-CN">' in r.body.decode()
     csp = r.headers["Content-Security-Policy"]
     assert "default-src 'self'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
-    r = await client.get("/console/pages/prices.js")
-    assert (
-        r.status == 200 and r.content_type == "text/javascript" and r.headers["Cache-Control"] == "no-cache"
+    r = get(platform, "/console/pages/prices.js")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/javascript")
+    assert r.headers["Cache-Control"] == "no-cache"
+    r = get(platform, "/console/vendor/echarts.esm.min.mjs")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/javascript"), (
+        "make install runs npm ci"
     )
-    r = await client.get("/console/vendor/echarts.esm.min.mjs")
-    assert r.status == 200 and r.content_type == "text/javascript", (
-        "make install puts ECharts in node_modules"
-    )
-    assert "Apache" in (await r.read())[:400].decode()
+    assert "Apache" in r.body[:400].decode()
 
 
-async def test_only_the_console_folder_and_the_named_vendor_file_are_reachable(
-    aiohttp_client, sqlite_settings
-) -> None:
-    _, client = await start(aiohttp_client, sqlite_settings)
+def test_only_the_console_folder_and_the_named_vendor_file_are_reachable(platform) -> None:
     for path in (
-        "/console/../app.py",
+        "/console/../gateway/app.py",
         "/console/%2e%2e/__init__.py",
         "/console/..%2f__init__.py",
         "/console/vendor/..%2fpackage.json",
         "/console/vendor/echarts.js",
         "/console/package.json",
+        "/console/package-lock.json",
         "/console/nope.js",
     ):
-        r = await client.get(path)
+        r = get(platform, path)
         assert r.status == 404, path
-        assert r.content_type in ("application/problem+json", "text/plain"), path
+        assert b"__future__" not in r.body and b"dependencies" not in r.body, path
 
 
-async def test_the_region_picker_gets_the_kernel_division_table(aiohttp_client, sqlite_settings) -> None:
-    _, client = await start(aiohttp_client, sqlite_settings)
-    r = await client.get("/console/regions.json")
-    rows = json.loads(await r.read())
+def test_the_region_picker_gets_the_kernel_division_table(platform) -> None:
+    rows = json.loads(get(platform, "/console/regions.json").body)
     assert ["110000", "北京市"] in rows and ["110105", "朝阳区"] in rows
     assert all(len(code) == 6 and code.isdigit() for code, _ in rows)
 

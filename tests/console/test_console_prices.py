@@ -37,6 +37,7 @@ def test_signing_in_with_the_keyboard_alone(page) -> None:
     status = page.locator("#otp-status")
     status.filter(has_text="开发环境验证码").wait_for()
     assert active(page) == "input:code", "after the code is sent the cursor waits in the code field"
+    shot(page, "login")
     page.keyboard.type(re.search(r"开发环境验证码：(\d+)", status.inner_text()).group(1))
     page.keyboard.press("Tab")
     assert active(page) == "button:登录"

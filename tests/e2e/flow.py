@@ -65,10 +65,11 @@ def http_post(url: str, body: dict, headers: dict | None = None) -> tuple[int, d
         return e.code, json.loads(e.read() or b"{}")
 
 
-def whole_pickup_flow(base: str) -> None:
+def whole_pickup_flow(base: str) -> dict:
     """Resident and collector through the whole flow on the public API of a running platform (admin phone
     13900000001): the firm and collector are verified (accounts → booking by event), the pickup is booked,
-    grabbed, weighed and settled, invoicing issues the reverse invoice and payments pays the net."""
+    grabbed, weighed and settled, invoicing issues the reverse invoice and payments pays the net.
+    Returns the firm's id and its owner's phone, the pickup and its invoice."""
     from tests.booking.support import HOME, booking_body
 
     n = [0]
@@ -174,6 +175,12 @@ def whole_pickup_flow(base: str) -> None:
     )
     assert [i["pickup_id"] for i in invoices["items"]] == [pid]
     assert invoices["items"][0]["total_fen"] == total
+    return {
+        "firm_id": firm["id"],
+        "owner_phone": "13800138000",
+        "pickup_id": pid,
+        "invoice": invoices["items"][0],
+    }
 
 
 def whole_second_hand_flow(base: str) -> None:

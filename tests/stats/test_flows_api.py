@@ -7,6 +7,8 @@ from datetime import date
 
 import pytest
 
+from services.stats.replies import CarbonOut, FactorsOut, FlowsOut, MyCarbonOut, PickupCarbonOut
+
 from .support import app_client, firm_owner, publish, regulator, resident, settled, trade
 
 NOV3, NOV4, DEC1 = date(2026, 11, 3), date(2026, 11, 4), date(2026, 12, 1)
@@ -83,6 +85,7 @@ async def test_a_month_of_a_city_rolls_up_its_districts(aiohttp_client, settings
     )
     assert r.status == 200, await r.text()
     body = await r.json()
+    FlowsOut.model_validate(body)
     (nov,) = body["items"]
     assert body["region"] == {"code": "110100", "name": "市辖区", "level": "city"}
     # steel 100 + 10.5 + 1 (30 Nov, 23:30) kg, glass 50 kg, fridge 2 × 55 kg (estimated), cardboard 40 kg
@@ -133,6 +136,7 @@ async def test_carbon_counts_collection_once_and_names_each_factor(aiohttp_clien
         headers=regulator(settings),
     )
     body = await r.json()
+    CarbonOut.model_validate(body)
     (nov,) = body["items"]
     # 111.5 kg steel × 1.6 = 178.4 kg CO2e; the 98 kg traded onwards carry 156.8 kg embodied, not added
     assert nov["avoided_co2e_kg"] == "178.400" and nov["traded_co2e_t"] == "0.156800"
@@ -144,6 +148,7 @@ async def test_a_firm_reads_its_own_figures_and_nobody_elses(aiohttp_client, set
     _, client = await _seeded(aiohttp_client, settings)
     q = "/v1/stats/flows?from=2026-11-01&to=2026-11-30&granularity=month"
     own = await (await client.get(q, headers=firm_owner(settings, "fm_b"))).json()
+    FlowsOut.model_validate(own)
     assert own["scope"] == {"kind": "firm", "firm_id": "fm_b"}
     assert own["items"][0]["collected_t"] == "0.040000" and own["items"][0]["traded_t"] == "0.000000"
     r = await client.get(q + "&scope=firm&firm_id=fm_a", headers=firm_owner(settings, "fm_b"))
@@ -157,6 +162,7 @@ async def test_a_firm_reads_its_own_figures_and_nobody_elses(aiohttp_client, set
             headers=firm_owner(settings, "fm_b"),
         )
     ).json()
+    CarbonOut.model_validate(carbon)
     assert carbon["items"][0]["bought_t"] == "0.098000" and carbon["items"][0]["bought_co2e_t"] == "0.156800"
     # a regulator may look at any one firm
     r = await client.get(q + "&scope=firm&firm_id=fm_a", headers=regulator(settings))
@@ -171,6 +177,7 @@ async def test_a_resident_reads_their_own_pickups_carbon_and_running_total(aioht
             headers=resident(settings, "u1"),
         )
     ).json()
+    CarbonOut.model_validate(mine)
     assert mine["scope"] == {"kind": "mine"}
     nov, dec = mine["items"]
     # steel 111.5 kg × 1.6 + glass 50 kg × 0.31
@@ -178,6 +185,7 @@ async def test_a_resident_reads_their_own_pickups_carbon_and_running_total(aioht
     r = await client.get("/v1/stats/carbon?scope=all", headers=resident(settings, "u1"))
     assert r.status == 403
     me = await (await client.get("/v1/stats/carbon/me", headers=resident(settings, "u1"))).json()
+    MyCarbonOut.model_validate(me)
     assert (me["pickups"], me["avoided_co2e_kg"]) == (4, "197.100")
 
 
@@ -194,6 +202,7 @@ async def test_one_pickups_carbon_is_shown_to_its_resident_only(aiohttp_client, 
     r = await client.get(f"/v1/stats/carbon/pickups/{ev.pickup_id}", headers=resident(settings, "u1"))
     assert r.status == 200, await r.text()
     body = await r.json()
+    PickupCarbonOut.model_validate(body)
     # aluminium 2 kg × 10.06; one phone of 0.18 kg (an estimated mass) × 0.87
     assert [
         (ln["category"], ln["mass_kg"], ln["mass_estimated"], ln["avoided_co2e_kg"]) for ln in body["lines"]
@@ -244,3 +253,14 @@ async def test_a_redelivered_event_counts_once(aiohttp_client, settings):
     ).json()
     assert body["items"][0]["collected_t"] == "0.010000" and body["items"][0]["trades"] == 1
     assert body["items"][0]["traded_t"] == "1.000000"
+
+
+async def test_the_factor_table_is_public_and_names_every_source(aiohttp_client, settings):
+    _, client = await app_client(aiohttp_client, settings)
+    r = await client.get("/v1/stats/factors")
+    assert r.status == 200
+    body = FactorsOut.model_validate(await r.json())
+    keys = {s.key for s in body.sources}
+    assert all(f.source in keys for f in body.factors) and len(body.factors) == 17
+    tv = next(f for f in body.factors if f.category == "appliance.tv")
+    assert (tv.status, tv.piece_mass_kg) == ("estimate", "15")

@@ -58,3 +58,20 @@ async def test_the_certificate_page_prints_with_a_qr_code_of_its_address(aiohttp
 
     r = await client.get("/v1/wipe/certificates/wc_missing/page")
     assert r.status == 404 and r.content_type == "application/problem+json"
+
+
+async def test_without_a_configured_address_the_qr_code_names_the_one_the_client_used(
+    aiohttp_client, sqlite_settings
+):
+    settings = sqlite_settings
+    _, client = await app_client(aiohttp_client, settings)
+    tool = await register(client, settings)
+    r = await client.post("/v1/wipe/reports", json=tool.submission(json_report()), headers=operator(settings))
+    cid = (await r.json())["certificate_id"]
+    # what the distributed gateway forwards (the service itself sits at an internal address)
+    r = await client.get(
+        f"/v1/wipe/certificates/{cid}/page",
+        headers={"X-Forwarded-Host": "wipe.example.cn", "X-Forwarded-Proto": "https"},
+    )
+    svg = re.search(r"<svg.*?</svg>", await r.text(), re.S).group(0)
+    assert qr_modules(svg) == expected_modules(f"https://wipe.example.cn/v1/wipe/certificates/{cid}/page")

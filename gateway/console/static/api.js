@@ -96,3 +96,58 @@ export async function all(path, max = 2000) {
   } while (cursor && items.length < max);
   return items;
 }
+
+/**
+ * Follow a text/event-stream with the bearer token (EventSource cannot send one): `onEvent(name, data)` for each
+ * event, `onState('open'|'retrying')` as the connection comes and goes; reconnects after `retry` ms (the server's
+ * `retry:` field wins). Returns a function that stops it.
+ */
+export function stream(path, onEvent, onState = () => {}) {
+  let stopped = false;
+  let ctrl = null;
+  let retry = 3000;
+  async function connect() {
+    while (!stopped) {
+      ctrl = new AbortController();
+      try {
+        const s = session.get();
+        const r = await fetch(path, {
+          headers: { Accept: 'text/event-stream', ...(s ? { Authorization: `Bearer ${s.access_token}` } : {}) },
+          signal: ctrl.signal, cache: 'no-store',
+        });
+        if (r.status === 401 && await refresh()) continue;
+        if (!r.ok || !r.body) throw new Error(`HTTP ${r.status}`);
+        onState('open');
+        const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buf = '';
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += value;
+          let cut;
+          while ((cut = buf.indexOf('\n\n')) >= 0) {
+            const block = buf.slice(0, cut);
+            buf = buf.slice(cut + 2);
+            let name = 'message';
+            const data = [];
+            for (const line of block.split('\n')) {
+              if (line.startsWith('event:')) name = line.slice(6).trim();
+              else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+              else if (line.startsWith('retry:')) retry = Number(line.slice(6)) || retry;
+            }
+            if (data.length) {
+              try { onEvent(name, JSON.parse(data.join('\n'))); } catch (err) { console.warn('bad event', err); }
+            }
+          }
+        }
+      } catch (err) {
+        if (stopped) return;
+      }
+      if (stopped) return;
+      onState('retrying');
+      await new Promise(res => setTimeout(res, retry));
+    }
+  }
+  connect();
+  return () => { stopped = true; if (ctrl) ctrl.abort(); };
+}

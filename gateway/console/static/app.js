@@ -5,6 +5,9 @@ import { h, ROLE_NAMES, toast } from './ui.js';
 // roles: who sees the page (null: everyone, signed in or not).
 const PAGES = [
   { path: 'prices', title: '价格指数', roles: null, load: () => import('./pages/prices.js') },
+  { path: 'lots', title: '竞价大厅', roles: ['firm'], load: () => import('./pages/lots.js') },
+  { path: 'invoices', title: '发票与报税', roles: ['accountant'], load: () => import('./pages/invoices.js') },
+  { path: 'admin', title: '审核与运维', roles: ['admin'], load: () => import('./pages/admin.js') },
 ];
 const LOGIN = { path: 'login', title: '登录', roles: null, load: () => import('./pages/login.js') };
 

@@ -59,7 +59,8 @@ export const yuan = fen => (fen === null || fen === undefined ? '—' : (Number(
 
 export function dateTime(s) {
   if (!s) return '—';
-  const d = new Date(s);
+  // the platform keeps UTC; a time written without an offset is read as UTC, not as the browser's local time
+  const d = new Date(/[zZ]|[+-]\d\d:?\d\d$/.test(s) ? s : `${s}Z`);
   return d.toLocaleString('zh-CN', { hour12: false, timeZone: 'Asia/Shanghai' });
 }
 

@@ -18,6 +18,7 @@ Quantities are integers in kilograms (a tonnage has 3 decimal places); money is 
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal, InvalidOperation
 
 from services.kernel.errors import Conflict
@@ -94,9 +95,13 @@ def payment_request_id(trade_id: str) -> str:
     return f"hr_{trade_id}"
 
 
+DEPOSIT_PREFIX = "hr_dep_"
+
+
 def deposit_request_id(lot_id: str, firm_id: str) -> str:
-    """The deposit hold of one firm on one lot (deterministic, one per firm and lot)."""
-    return f"hr_dep_{lot_id}_{firm_id}"
+    """The deposit hold of one firm on one lot: deterministic (one per firm and lot), short enough for any id
+    column (a digest of both ids)."""
+    return DEPOSIT_PREFIX + hashlib.sha256(f"{lot_id}:{firm_id}".encode()).hexdigest()[:32]
 
 
 def trade_id_for(lot_id: str) -> str:
