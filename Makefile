@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser run test run-dist up down bench catalogue lint clean
+.PHONY: install browser run test soak run-dist up down bench catalogue lint clean
 
 install: $(STAMP) browser
 
@@ -35,6 +35,10 @@ run: install
 
 test: install
 	$(BIN)/pytest -q
+
+# The fault suite at full length: 100 SIGKILLs and a 10-minute soak (make test runs 10 kills and 60 s)
+soak: install
+	FAULT_KILLS=100 SOAK_SECONDS=600 $(BIN)/pytest -q -s --timeout=2400 tests/fault/test_kill.py tests/fault/test_soak.py
 
 # The distributed topology as processes on this host (PostgreSQL + Redis from the environment, broker started here)
 run-dist: install

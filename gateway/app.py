@@ -99,14 +99,22 @@ SYSTEM_ROUTES = [
         "method": "GET",
         "op": {
             "operationId": "metrics",
-            "summary": "Prometheus metrics: requests and latency by route template and status",
+            "summary": "Prometheus metrics: requests and latency by route template and status (METRICS_TOKEN bearer)",
             "tags": ["system"],
-            "x-policy": "public",
+            "x-policy": "metrics token",
             "responses": {
                 "200": {
                     "description": "Prometheus text format",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
+                },
+                "401": {
+                    "description": "no or wrong metrics token",
+                    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+                },
+                "404": {
+                    "description": "metrics not enabled (no METRICS_TOKEN)",
+                    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+                },
             },
         },
     },
@@ -298,6 +306,7 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
         for rt in platform.runtimes.values():
             mount(app, rt)
         app.cleanup_ctx.append(_platform_ctx)
+        gateway.registry.register(admin.ParkedCollector(platform))
     return app
 
 

@@ -18,6 +18,7 @@ CORS headers on actual replies are added in `on_response_prepare`, so error repl
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -231,6 +232,23 @@ class Gateway:
                 log.warning("purging idempotency keys failed", exc_info=True)
 
     async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus metrics for the scraper that holds METRICS_TOKEN: route names and traffic are nobody else's
+        business. Without a token configured they are not served."""
+        token = self.settings.metrics_token
+        if not token:
+            return problem_reply(
+                problem_for(
+                    404,
+                    "metrics are not served here (set METRICS_TOKEN to enable them)",
+                    instance=request.path,
+                )
+            )
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return problem_reply(
+                problem_for(401, "metrics need Authorization: Bearer <METRICS_TOKEN>", instance=request.path),
+                {"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

@@ -83,6 +83,7 @@ def build_openapi(
             "summary": r.summary or r.operation_id,
             "tags": [r.service],
             "x-policy": r.policy.describe(),
+            **({"x-owner": r.owner} if r.owner else {}),
             "parameters": [
                 {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                 for p in _PATH_PARAM.findall(r.path)
@@ -106,10 +107,10 @@ def build_openapi(
         if r.method == "POST":
             op["parameters"].append(IDEMPOTENCY_HEADER)
         if r.body is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": by_route[(i, "body")]}},
-            }
+            media: dict = {"schema": by_route[(i, "body")]}
+            if r.example is not None:
+                media["example"] = r.example
+            op["requestBody"] = {"required": True, "content": {"application/json": media}}
         if r.raw:
             op["responses"][str(r.status)] = {"description": "stream"}
         elif (i, "response") in by_route:
@@ -134,7 +135,7 @@ def build_openapi(
                 422
             )  # a well-formed query can still break a rule (e.g. a date outside the rules in force)
         if r.body is not None:
-            errors.add(413)
+            errors |= {413, 415}
         for status in sorted(errors - {r.status}):
             op["responses"][str(status)] = _problem()
         if r.policy.kind != PUBLIC:

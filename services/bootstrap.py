@@ -10,8 +10,8 @@ import logging
 import threading
 
 from .kernel.bus.factory import declared_topics, make_bus
-from .kernel.bus.port import EventBus
-from .kernel.consumer import dlq_topic
+from .kernel.bus.port import EventBus, TopicSpec
+from .kernel.consumer import dlq_topic, replayed_topic
 from .kernel.runtime import ServiceRuntime, available_services, load_spec
 from .kernel.settings import Settings
 
@@ -37,7 +37,11 @@ class Platform:
         for rt in self.runtimes.values():
             rt.prepare()
         groups = [g for rt in self.runtimes.values() for g in rt.consumer_groups()]
-        self.bus.ensure_topics(declared_topics(extra=[dlq_topic(g) for g in groups]))
+        # dead letters wait for an operator: kept DLQ_RETENTION_HOURS (30 days by default), not a week
+        keep = self.settings.dlq_retention_hours
+        parked = [TopicSpec(dlq_topic(g), self.settings.event_log_partitions, keep) for g in groups]
+        parked += [TopicSpec(replayed_topic(g), 1, keep) for g in groups]
+        self.bus.ensure_topics(parked)
         return self
 
     def start(self) -> None:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.kernel.http import Budget, Ctx, Reply, Router
+from services.kernel.inputs import EntityId, Identifier, Name, Text
 
 from . import handlers
 from .domain.rules import CONSENT_KINDS
@@ -188,10 +189,12 @@ async def record_consent(ctx: Ctx) -> ConsentOut:
 
 
 class FirmIn(_In):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     uscc: str = Field(min_length=18, max_length=18, description="统一社会信用代码 (GB 32100)")
-    recycler_filing_no: str = Field(min_length=1, max_length=64, description="再生资源回收经营者备案号")
-    address: str = Field(min_length=1, max_length=300)
+    recycler_filing_no: Identifier = Field(
+        min_length=1, max_length=64, description="再生资源回收经营者备案号"
+    )
+    address: Text = Field(min_length=1, max_length=300)
     city_code: str = Field(min_length=6, max_length=6, pattern=r"^[0-9]{6}$", description="GB/T 2260 code")
 
 
@@ -209,7 +212,7 @@ class FirmOut(BaseModel):
 
 class QualificationIn(_In):
     kind: Literal["recycler_filing", "hazardous_waste", "elv"]
-    number: str = Field(min_length=1, max_length=64)
+    number: Identifier = Field(min_length=1, max_length=64)
     valid_until: date
 
 
@@ -223,7 +226,7 @@ class QualificationOut(BaseModel):
 
 
 class AccountantIn(_In):
-    user_id: str = Field(min_length=1, max_length=40)
+    user_id: EntityId = Field(description="a user of the platform (they logged in once)")
 
 
 class AccountantOut(BaseModel):
@@ -241,7 +244,7 @@ class Area(_In):
 class CollectorIn(_In):
     real_name: str = Field(min_length=1, max_length=50)
     id_number: str = Field(min_length=18, max_length=18)
-    firm_id: str = Field(min_length=1, max_length=40)
+    firm_id: EntityId = Field(description="the verified firm the collector buys for")
     area: Area
     categories: list[str] = Field(min_length=1, max_length=100, description="taxonomy leaf codes")
 
@@ -280,7 +283,7 @@ async def register_firm(ctx: Ctx) -> FirmOut:
     )
 
 
-@router.get("/v1/firms/{id}", authenticated=True, response=FirmOut)
+@router.get("/v1/firms/{id}", authenticated=True, response=FirmOut, owner="firm")
 async def get_firm(ctx: Ctx) -> FirmOut:
     """A firm's registration (public business data once verified; until then its owner's and admins') and status."""
     return FirmOut(**await ctx.run(handlers.get_firm, ctx.runtime, ctx.params["id"], ctx.require_owner))
@@ -292,6 +295,8 @@ async def get_firm(ctx: Ctx) -> FirmOut:
     body=QualificationIn,
     response=QualificationOut,
     status=201,
+    owner="firm",
+    example={"kind": "recycler_filing", "number": "京商备2024001", "valid_until": "2099-12-31"},
 )
 async def add_qualification(ctx: Ctx) -> QualificationOut:
     """(firm owner) Submit a qualification (recycler_filing | hazardous_waste | elv) for verification."""
@@ -310,7 +315,13 @@ async def add_qualification(ctx: Ctx) -> QualificationOut:
 
 
 @router.post(
-    "/v1/firms/{id}/accountants", authenticated=True, body=AccountantIn, response=AccountantOut, status=201
+    "/v1/firms/{id}/accountants",
+    authenticated=True,
+    body=AccountantIn,
+    response=AccountantOut,
+    status=201,
+    owner="firm",
+    example={"user_id": "us_0190f0c2a1b27c3d8e9f0a1b2c3d4e5f"},
 )
 async def add_accountant(ctx: Ctx) -> AccountantOut:
     """(firm owner) Make a user the firm's accountant (role accountant, the firm in their firm_ids)."""
@@ -351,7 +362,7 @@ class VerificationOut(BaseModel):
 
 
 class RejectIn(_In):
-    reason: str = Field(min_length=1, max_length=300)
+    reason: Text = Field(min_length=1, max_length=300)
 
 
 class VerificationsQuery(BaseModel):
@@ -397,7 +408,12 @@ async def list_verifications(ctx: Ctx) -> VerificationPage:
     )
 
 
-@router.post("/v1/admin/verifications/{kind}/{id}/approve", roles={"admin"}, response=VerificationOut)
+@router.post(
+    "/v1/admin/verifications/{kind}/{id}/approve",
+    roles={"admin"},
+    response=VerificationOut,
+    not_owned="an admin decides on anyone's application",
+)
 async def approve(ctx: Ctx) -> VerificationOut:
     """(admin) Verify a firm, qualification or collector; the user holds the firm/collector role from then on."""
     return VerificationOut(
@@ -408,7 +424,11 @@ async def approve(ctx: Ctx) -> VerificationOut:
 
 
 @router.post(
-    "/v1/admin/verifications/{kind}/{id}/reject", roles={"admin"}, body=RejectIn, response=VerificationOut
+    "/v1/admin/verifications/{kind}/{id}/reject",
+    roles={"admin"},
+    body=RejectIn,
+    response=VerificationOut,
+    not_owned="an admin decides on anyone's application",
 )
 async def reject(ctx: Ctx) -> VerificationOut:
     """(admin) Refuse a pending firm, qualification or collector, with the reason."""
@@ -425,10 +445,16 @@ async def reject(ctx: Ctx) -> VerificationOut:
     )
 
 
-@router.post("/v1/admin/users/{id}/roles", roles={"admin"}, body=RolesIn, response=RolesOut)
+@router.post(
+    "/v1/admin/users/{id}/roles",
+    roles={"admin"},
+    body=RolesIn,
+    response=RolesOut,
+    not_owned="an admin manages any other user (never themselves)",
+)
 async def change_roles(ctx: Ctx) -> RolesOut:
-    """(admin) Grant (and optionally revoke) accountant, erasure_operator, admin, regulator — never one's own.
-    Revoking stops the user's current tokens on their next request (they refresh to get the roles as they are now)."""
+    """(admin) Grant (and optionally revoke) accountant, erasure_operator, admin, regulator — never one's own. Revoking
+    stops the user's current tokens on their next request (they refresh to get the roles as they are now)."""
     return RolesOut(
         **await ctx.run(
             handlers.change_roles,
@@ -442,7 +468,7 @@ async def change_roles(ctx: Ctx) -> RolesOut:
 
 
 class SuspendIn(_In):
-    reason: str = Field(min_length=1, max_length=300)
+    reason: Text = Field(min_length=1, max_length=300)
 
 
 class SuspensionOut(BaseModel):
@@ -452,7 +478,13 @@ class SuspensionOut(BaseModel):
     reason: str | None
 
 
-@router.post("/v1/admin/users/{id}/suspend", roles={"admin"}, body=SuspendIn, response=SuspensionOut)
+@router.post(
+    "/v1/admin/users/{id}/suspend",
+    roles={"admin"},
+    body=SuspendIn,
+    response=SuspensionOut,
+    not_owned="an admin manages any other user (never themselves)",
+)
 async def suspend_user(ctx: Ctx) -> SuspensionOut:
     """(admin) Suspend an account: its tokens stop working on their next request; no login or refresh."""
     return SuspensionOut(
@@ -462,7 +494,12 @@ async def suspend_user(ctx: Ctx) -> SuspensionOut:
     )
 
 
-@router.post("/v1/admin/users/{id}/reinstate", roles={"admin"}, response=SuspensionOut)
+@router.post(
+    "/v1/admin/users/{id}/reinstate",
+    roles={"admin"},
+    response=SuspensionOut,
+    not_owned="an admin manages any other user (never themselves)",
+)
 async def reinstate_user(ctx: Ctx) -> SuspensionOut:
     """(admin) Lift a suspension: the user may log in again."""
     return SuspensionOut(

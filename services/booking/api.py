@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import ValidationFailed
-from services.kernel.http import Ctx, Router, validation_errors
+from services.kernel.http import Ctx, Router, parse_body
 
 from . import dispatch, handlers
 from .domain.commands import (
@@ -153,38 +152,52 @@ async def list_pickups(ctx: Ctx) -> dict:
     return await ctx.run(handlers.list_pickups, ctx.runtime, ctx.user, ctx.query)
 
 
-@router.get("/v1/pickups/{id}", authenticated=True, response=PickupOut)
+@router.get("/v1/pickups/{id}", authenticated=True, response=PickupOut, owner="pickup")
 async def get_pickup(ctx: Ctx) -> dict:
     """One pickup: its resident, the collector who accepted it, or an admin."""
     return await ctx.run(handlers.get, ctx.runtime, ctx.user, ctx.params["id"])
 
 
-@router.post("/v1/pickups/{id}/cancel", authenticated=True, response=PickupOut)
+@router.post("/v1/pickups/{id}/cancel", authenticated=True, response=PickupOut, owner="pickup")
 async def cancel_pickup(ctx: Ctx) -> dict:
     """Cancel (the resident, within the cut-off; or an admin). Optional body `{reason}`."""
     cmd = await _optional_body(ctx, CancelPickup)
     return await ctx.run(handlers.cancel, ctx.runtime, ctx.user, ctx.params["id"], cmd)
 
 
-@router.post("/v1/pickups/{id}/reschedule", roles=RESIDENT, body=ReschedulePickup, response=PickupOut)
+@router.post(
+    "/v1/pickups/{id}/reschedule",
+    roles=RESIDENT,
+    body=ReschedulePickup,
+    response=PickupOut,
+    owner="pickup",
+    example={"window": {"start": "2030-05-06T10:00:00+08:00", "end": "2030-05-06T10:30:00+08:00"}},
+)
 async def reschedule_pickup(ctx: Ctx) -> dict:
     """Move the window of a pickup nobody has accepted yet (same rules as booking; capacity permitting)."""
     return await ctx.run(handlers.reschedule, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
 
 
-@router.post("/v1/pickups/{id}/settle", roles=RESIDENT, response=PickupOut)
+@router.post("/v1/pickups/{id}/settle", roles=RESIDENT, response=PickupOut, owner="pickup")
 async def settle_pickup(ctx: Ctx) -> dict:
     """The resident confirms the weighed amounts; the payout saga starts."""
     return await ctx.run(handlers.settle, ctx.runtime, ctx.user, ctx.params["id"])
 
 
-@router.post("/v1/pickups/{id}/dispute", roles=RESIDENT, body=DisputePickup, response=PickupOut)
+@router.post(
+    "/v1/pickups/{id}/dispute",
+    roles=RESIDENT,
+    body=DisputePickup,
+    response=PickupOut,
+    owner="pickup",
+    example={"reason": "秤不准"},
+)
 async def dispute_pickup(ctx: Ctx) -> dict:
     """The resident does not accept the weighed amounts."""
     return await ctx.run(handlers.dispute, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
 
 
-@router.post("/v1/pickups/{id}/payout/retry", roles={"resident", "admin"}, response=PickupOut)
+@router.post("/v1/pickups/{id}/payout/retry", roles={"resident", "admin"}, response=PickupOut, owner="pickup")
 async def retry_payout(ctx: Ctx) -> dict:
     """Request a failed payout again (a new payout id)."""
     return await ctx.run(handlers.retry_payout, ctx.runtime, ctx.user, ctx.params["id"])
@@ -196,6 +209,8 @@ async def retry_payout(ctx: Ctx) -> dict:
     body=RatePickup,
     response=RatingOut,
     status=201,
+    owner="pickup",
+    example={"score": 5, "comment": "准时"},
 )
 async def rate_pickup(ctx: Ctx) -> dict:
     """Rate the other side of a settled pickup (score 1..5), once per side."""
@@ -208,13 +223,15 @@ async def rate_pickup(ctx: Ctx) -> dict:
     body=FileComplaint,
     response=ComplaintOut,
     status=201,
+    owner="pickup",
+    example={"kind": "weighing", "text": "秤不准", "evidence": [{"kind": "text", "note": "少了两公斤"}]},
 )
 async def file_complaint(ctx: Ctx) -> dict:
     """File a complaint about a pickup, with evidence."""
     return await ctx.run(handlers.complain, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
 
 
-@router.get("/v1/pickups/{id}/complaints", authenticated=True, response=ComplaintPage)
+@router.get("/v1/pickups/{id}/complaints", authenticated=True, response=ComplaintPage, owner="pickup")
 async def list_complaints(ctx: Ctx) -> dict:
     """Complaints about a pickup (its parties and admins)."""
     return await ctx.run(handlers.list_complaints, ctx.runtime, ctx.user, ctx.params["id"])
@@ -229,25 +246,39 @@ async def list_jobs(ctx: Ctx) -> dict:
     return await ctx.run(dispatch.list_jobs, ctx.runtime, ctx.user, ctx.query)
 
 
-@router.post("/v1/jobs/{id}/accept", roles=COLLECTOR, response=PickupOut)
+@router.post(
+    "/v1/jobs/{id}/accept",
+    roles=COLLECTOR,
+    response=PickupOut,
+    not_owned="an open job is any nearby verified collector's to grab (one wins)",
+)
 async def accept_job(ctx: Ctx) -> dict:
     """Grab a job (抢单): one collector wins; accepting again is idempotent, anyone else gets 409."""
     return await handlers.accept_async(ctx.runtime, ctx.user, ctx.params["id"])
 
 
-@router.post("/v1/pickups/{id}/arrive", roles=COLLECTOR, response=PickupOut)
+@router.post("/v1/pickups/{id}/arrive", roles=COLLECTOR, response=PickupOut, owner="accepted_pickup")
 async def arrive(ctx: Ctx) -> dict:
     """The accepting collector is at the door."""
     return await ctx.run(handlers.arrive, ctx.runtime, ctx.user, ctx.params["id"])
 
 
-@router.post("/v1/pickups/{id}/weigh", roles=COLLECTOR, body=WeighPickup, response=PickupOut)
+@router.post(
+    "/v1/pickups/{id}/weigh",
+    roles=COLLECTOR,
+    body=WeighPickup,
+    response=PickupOut,
+    owner="accepted_pickup",
+    example={
+        "lines": [{"category": "paper.cardboard", "qty": "12.5"}, {"category": "metal.copper", "qty": "1.2"}]
+    },
+)
 async def weigh(ctx: Ctx) -> dict:
     """The accepting collector records the weighed quantities (priced at today's prices)."""
     return await ctx.run(handlers.weigh, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
 
 
-@router.post("/v1/pickups/{id}/no-show", roles=COLLECTOR, response=PickupOut)
+@router.post("/v1/pickups/{id}/no-show", roles=COLLECTOR, response=PickupOut, owner="accepted_pickup")
 async def no_show(ctx: Ctx) -> dict:
     """The collector arrived and nobody answered (after the configured wait)."""
     return await ctx.run(handlers.report_no_show, ctx.runtime, ctx.user, ctx.params["id"])
@@ -311,12 +342,5 @@ async def job_stream(ctx: Ctx) -> web.StreamResponse:
 
 
 async def _optional_body(ctx: Ctx, model: type[BaseModel]) -> Any:
-    raw = await ctx.request.read()
-    if not raw.strip():
-        return model()
-    try:
-        return model.model_validate(json.loads(raw))
-    except ValueError as exc:
-        if isinstance(exc, ValidationError):
-            raise ValidationFailed(validation_errors(exc)) from None
-        raise ValidationFailed.field("body", "not valid JSON") from None
+    # the kernel's input rules (content type, depth limit, control characters, strict numbers) apply here too
+    return await parse_body(ctx.request, model, optional=True)

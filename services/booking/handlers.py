@@ -821,22 +821,22 @@ def reschedule(
     given back in the same transaction."""
     s = settings_of(rt)
     now = now or utcnow()
-    slots = m.check_window(
-        cmd.window.start,
-        cmd.window.end,
-        now,
-        tz=s.tz,
-        opens=s.service_opens,
-        closes=s.service_closes,
-        slot_minutes=s.slot_minutes,
-        max_slots=s.max_window_slots,
-        min_lead_minutes=s.min_lead_minutes,
-        max_days_ahead=s.max_days_ahead,
-    )
     start, end = cmd.window.start.astimezone(UTC), cmd.window.end.astimezone(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
-        require_resident(row, principal)
+        require_resident(row, principal)  # first: someone else's pickup is refused whatever they ask
+        slots = m.check_window(
+            cmd.window.start,
+            cmd.window.end,
+            now,
+            tz=s.tz,
+            opens=s.service_opens,
+            closes=s.service_closes,
+            slot_minutes=s.slot_minutes,
+            max_slots=s.max_window_slots,
+            min_lead_minutes=s.min_lead_minutes,
+            max_days_ahead=s.max_days_ahead,
+        )
         if row.status != m.REQUESTED:
             raise Conflict(
                 "only a pickup nobody has accepted can be rescheduled; cancel it and book again",

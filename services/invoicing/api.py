@@ -22,6 +22,7 @@ from sqlalchemy import select
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import Forbidden, NotFound, ValidationFailed
 from services.kernel.http import Ctx, Reply, Router
+from services.kernel.inputs import EntityId, Text, decimal_str
 
 from .access import accountant_firms, is_accountant_of, may_read_invoice, require_accountant_of
 from .domain.tax import RedLetterLine
@@ -136,17 +137,14 @@ class RedLineIn(BaseModel):
     @field_validator("qty")
     @classmethod
     def _qty(cls, v: str) -> str:
-        try:
-            q = Decimal(v)
-        except Exception:  # noqa: BLE001
-            raise ValueError('qty must be a decimal string like "12.345"') from None
-        if not q.is_finite() or q < 0:
+        q = decimal_str(v)  # plain decimal only: Decimal() alone reads "２_１" as 21 and "1E2" as 100
+        if q < 0:
             raise ValueError("qty must be a non-negative decimal")
         return v
 
 
 class RedLetterIn(BaseModel):
-    reason: str = Field(..., min_length=1, max_length=500, description="开票有误 / 销货退回 / 销售折让 ...")
+    reason: Text = Field(..., min_length=1, max_length=500, description="开票有误 / 销货退回 / 销售折让 ...")
     lines: list[RedLineIn] | None = Field(None, description="omit for a full red letter")
 
 
@@ -162,7 +160,7 @@ class ExportIn(BaseModel):
     period: str = Field(..., description="YYYY-MM (annual: YYYY)")
     format: Literal["csv", "xlsx"]
     kind: Literal["detail", "summary", "annual"] = "detail"
-    firm_id: str | None = Field(None, description="needed when you keep books for several firms")
+    firm_id: EntityId | None = Field(None, description="needed when you keep books for several firms")
     pii: Literal["masked", "full"] = "masked"
 
 
@@ -183,11 +181,11 @@ class ExportOut(BaseModel):
 
 
 class TaxStatusIn(BaseModel):
-    firm_id: str
+    firm_id: EntityId = Field(description="a verified firm known to invoicing")
     period: str = Field(..., description="YYYY-MM")
     status: Literal["unpaid", "paid"] = "unpaid"
     amount_fen: int | None = Field(None, ge=0)
-    note: str | None = Field(None, max_length=500)
+    note: Text | None = Field(None, max_length=500)
 
 
 # ---------------------------------------------------------------------------------------------------- invoices
@@ -249,7 +247,7 @@ async def list_invoices(ctx: Ctx) -> dict:
     return await ctx.run(load)
 
 
-@router.get("/v1/invoices/{id}", authenticated=True, response=InvoiceOut, errors=(403, 404))
+@router.get("/v1/invoices/{id}", authenticated=True, response=InvoiceOut, errors=(403, 404), owner="invoice")
 async def get_invoice(ctx: Ctx) -> dict:
     """One invoice with its lines, taxes, evidence and issue attempts."""
     invoice_id = ctx.params["id"]
@@ -277,6 +275,8 @@ def _detail(ctx: Ctx, invoice_id: str) -> dict:
     response=InvoiceOut,
     status=201,
     errors=(403, 404, 409, 422),
+    owner="firm_invoice",
+    example={"reason": "开票有误"},
 )
 async def red_letter_invoice(ctx: Ctx) -> dict:
     """Offset an issued blue invoice with its red-letter (红字) invoice, fully or by lines; 1:1, with a reason."""
@@ -303,7 +303,11 @@ async def red_letter_invoice(ctx: Ctx) -> dict:
 
 
 @router.post(
-    "/v1/invoices/{id}/retry", roles={"accountant", "admin"}, response=InvoiceOut, errors=(403, 404, 409, 422)
+    "/v1/invoices/{id}/retry",
+    roles={"accountant", "admin"},
+    response=InvoiceOut,
+    errors=(403, 404, 409, 422),
+    owner="firm_invoice",
 )
 async def retry_invoice(ctx: Ctx) -> dict:
     """Issue a blocked invoice now that its missing precondition has arrived (422 with the reason if not)."""
@@ -339,7 +343,9 @@ def _may_see_seller(s: Any, user: Any, seller_id: str) -> frozenset[str] | None:
     raise Forbidden("you may see only your own ledger, or your firms' sellers'", reason="not_owner")
 
 
-@router.get("/v1/sellers/{id}/cap-ledger", authenticated=True, query=CapLedgerQuery, errors=(403,))
+@router.get(
+    "/v1/sellers/{id}/cap-ledger", authenticated=True, query=CapLedgerQuery, errors=(403,), owner="seller"
+)
 async def seller_cap_ledger(ctx: Ctx) -> dict:
     """The seller's rolling 12-natural-month reverse-invoicing ledger against the 5,000,000-yuan cap."""
     seller_id = ctx.params["id"]
@@ -357,7 +363,14 @@ async def seller_cap_ledger(ctx: Ctx) -> dict:
     return await ctx.run(load)
 
 
-@router.get("/v1/sellers/{id}/annual-statement", authenticated=True, query=AnnualQuery, errors=(403,))
+@router.get(
+    "/v1/sellers/{id}/annual-statement",
+    authenticated=True,
+    query=AnnualQuery,
+    errors=(403,),
+    owner="seller",
+    query_example={"year": "2026"},
+)
 async def seller_annual_statement(ctx: Ctx) -> dict:
     """The seller's year: amounts and taxes withheld/prepaid, by month and issuer (for 汇算清缴 by 31 March)."""
     seller_id = ctx.params["id"]
@@ -433,13 +446,17 @@ def _own_export(ctx: Ctx) -> dict:
     return job
 
 
-@router.get("/v1/tax/exports/{id}", roles={"accountant"}, response=ExportOut, errors=(403, 404))
+@router.get(
+    "/v1/tax/exports/{id}", roles={"accountant"}, response=ExportOut, errors=(403, 404), owner="export"
+)
 async def get_export(ctx: Ctx) -> dict:
     """An export's status and progress; `download_url` once it is done."""
     return _export_out(await ctx.run(_own_export, ctx))
 
 
-@router.get("/v1/tax/exports/{id}/file", roles={"accountant"}, raw=True, errors=(403, 404, 409))
+@router.get(
+    "/v1/tax/exports/{id}/file", roles={"accountant"}, raw=True, errors=(403, 404, 409), owner="export"
+)
 async def download_export(ctx: Ctx) -> web.StreamResponse:
     """The export's file, streamed (CSV: UTF-8 with BOM; XLSX)."""
     from services.kernel.errors import Conflict
@@ -499,7 +516,9 @@ async def record_tax_unpaid(ctx: Ctx) -> dict:
     )
 
 
-@router.get("/v1/admin/invoicing/issuers/{firm_id}", roles={"admin", "accountant"}, errors=(403,))
+@router.get(
+    "/v1/admin/invoicing/issuers/{firm_id}", roles={"admin", "accountant"}, errors=(403,), owner="firm_books"
+)
 async def get_issuer_status(ctx: Ctx) -> dict:
     """May this firm reverse-invoice today: verified, qualifications, unpaid months, suspension."""
     firm_id = ctx.params["firm_id"]

@@ -11,12 +11,12 @@ from typing import Any
 from sqlalchemy import select, update
 
 from services.kernel.db import UnitOfWork
-from services.kernel.errors import Conflict
+from services.kernel.errors import Conflict, NotFound
 from services.kernel.runtime import ServiceRuntime
 
 from .ledger import parse_period
 from .settings import service_rule_book, settings_of
-from .store import tax_unpaid
+from .store import issuers, tax_unpaid
 from .views import issuer_status
 
 
@@ -37,6 +37,11 @@ def record_tax_status(
     now = now or datetime.now(UTC)
     with UnitOfWork(rt.db) as uow:
         s = uow.session
+        if s.execute(select(issuers.c.firm_id).where(issuers.c.firm_id == firm_id)).first() is None:
+            raise NotFound(
+                f"no verified firm {firm_id} is known to invoicing",
+                errors=[{"field": "firm_id", "message": "must name a verified firm"}],
+            )
         row = s.execute(
             select(tax_unpaid)
             .where(tax_unpaid.c.firm_id == firm_id, tax_unpaid.c.period == period)

@@ -89,6 +89,8 @@ class ConsumerRunner:
         self._sub: Subscription | None = None
         self.handled = 0
         self.dead_lettered = 0
+        self.paused = 0  # times the group waited out an outage
+        self.max_pause_s = 30.0
 
     @property
     def subscription(self) -> Subscription:
@@ -115,14 +117,25 @@ class ConsumerRunner:
 
     def run(self, stop: threading.Event) -> None:
         max_records = 500
+        pause = self.backoff_s
         while not stop.is_set():
             try:
                 n = self.run_once(max_records=max_records)
+                pause = self.backoff_s
                 if 0 < n < max_records and self.linger_s:
                     stop.wait(self.linger_s)
-            except Exception:
-                log.exception("consumer %s failed; retrying", self.spec.group)
-                stop.wait(1.0)
+            except Exception as exc:
+                # The batch was rewound: nothing is parked and nothing skipped. An outage (database, broker)
+                # pauses the group with a growing back-off until it is over.
+                if isinstance(exc, Unavailable) or is_transient(exc):
+                    self.paused += 1
+                    log.warning("consumer %s paused %.1fs: %s", self.spec.group, pause, exc)
+                else:
+                    log.exception("consumer %s failed; retrying", self.spec.group)
+                stop.wait(pause)
+                pause = min(max(pause, 0.1) * 2, self.max_pause_s)
+                if is_transient(exc) and not isinstance(exc, Unavailable):
+                    self.close()  # the poll itself failed (bus unreachable): subscribe afresh
         self.close()
 
     def close(self) -> None:
@@ -182,6 +195,8 @@ class ConsumerRunner:
                 inbox_record_many(uow.session, self.spec.group, new_ids)
             self.handled += len(new_ids)
         except Exception as exc:  # noqa: BLE001 - redo one by one, where retries and dead letters apply
+            if is_transient(exc):
+                raise Unavailable(_describe(exc)) from exc
             log.info(
                 "consumer %s: batch of %d rolled back (%s); handling its records one by one",
                 self.spec.group,
@@ -215,6 +230,8 @@ class ConsumerRunner:
                 self.handled += 1
                 return
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then parked
+                if is_transient(exc):  # the database or broker is down: wait, never park
+                    raise Unavailable(_describe(exc)) from exc
                 error = _describe(exc)
                 log.warning(
                     "consumer %s: %s (event %s, attempt %d/%d)",
@@ -253,6 +270,40 @@ class ConsumerRunner:
             dlq_topic(self.spec.group),
             error,
         )
+
+
+class Unavailable(Exception):
+    """A record could not be handled because the database or the broker is unavailable (not its own fault)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure says the database or the broker is unavailable (retry later, never park) rather than
+    that the record cannot be handled (retry a few times, then park)."""
+    from sqlalchemy import exc as sa_exc
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:  # look through wrapping exceptions too
+        seen.add(id(e))
+        if isinstance(
+            e,
+            Unavailable
+            | sa_exc.OperationalError
+            | sa_exc.InterfaceError
+            | sa_exc.DisconnectionError
+            | sa_exc.TimeoutError
+            | ConnectionError
+            | TimeoutError,
+        ):
+            return True
+        if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+            return True
+        if type(e).__module__.startswith("kafka") and getattr(e, "retriable", False):
+            return True
+        if type(e).__name__ in ("NoBrokersAvailable", "KafkaConnectionError", "KafkaTimeoutError"):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _describe(exc: BaseException) -> str:
@@ -299,7 +350,7 @@ def replay_dead_letters(
     page, and record each one sent in `dlq.<group>.replayed`; records replayed before are left alone unless
     `again`. Other groups on that topic see the record again and skip it through their inbox (as does this one,
     if a crash between sending and recording makes the next replay send it twice)."""
-    bus.ensure_topics([TopicSpec(replayed_topic(group), 1)])
+    bus.ensure_topics([TopicSpec(replayed_topic(group), 1, 30 * 24)])
     done = set() if again else replayed_dead_letters(bus, group)
     page: list[Record] = []
     n = 0

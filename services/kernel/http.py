@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from . import inputs
 from .auth import Principal, verify_token
 from .errors import DomainError, Forbidden, NotFound, RateLimited, Unauthorized, Unavailable, ValidationFailed
 from .events import current_trace_id
@@ -159,6 +160,11 @@ class RouteDef:
     raw: bool = False  # the handler returns its own web.StreamResponse (SSE, WebSocket, files)
     extra_statuses: tuple[int, ...] = ()
     budgets: tuple[Budget, ...] = ()
+    # security metadata (docs/security.md; the suite in tests/security/ reads it):
+    owner: str | None = None  # the kind of record the path parameter names, which belongs to someone
+    not_owned: str | None = None  # or: why the record a path parameter names is nobody's in particular
+    example: dict[str, Any] | None = None  # a valid body (the OpenAPI example; the probes send it)
+    query_example: dict[str, str] | None = None  # valid query parameters, likewise
 
     @property
     def operation_id(self) -> str:
@@ -186,11 +192,32 @@ class Router:
         raw: bool = False,
         errors: tuple[int, ...] = (),
         budgets: tuple[Budget, ...] = (),
+        owner: str | None = None,
+        not_owned: str | None = None,
+        example: dict[str, Any] | None = None,
+        query_example: dict[str, str] | None = None,
     ) -> Callable[[Handler], Handler]:
+        """Declare a route. Besides who may call it (exactly one of public / authenticated / roles), a route whose
+        path has a parameter says whose record that is (docs/security.md, "Declaring a route"):
+
+        - `owner="pickup"`: the parameter names a record that belongs to someone (a user, a firm's staff); the
+          security suite makes one with the factory registered for "pickup" (tests/security/factories.py) and
+          checks that someone else holding the same roles gets 403/404 (BOLA);
+        - `not_owned="why"`: the parameter names something that is nobody's in particular (an admin's queue, a
+          public lot, a job open to every collector).
+
+        `example` / `query_example`: a valid body / valid query parameters (required with `owner` when the route
+        takes a body / required query parameters: the probes must get past validation to reach the ownership
+        check). `budgets`: see `Budget`.
+        """
         # Every route declares who may call it; there is no default (the authorization matrix relies on it).
         if sum((bool(public), bool(roles), bool(authenticated))) != 1:
             raise ValueError(
                 f"{method} {path}: declare exactly one of public=True, authenticated=True, roles={{...}}"
+            )
+        if owner and not_owned:
+            raise ValueError(
+                f"{method} {path}: a record is either owned (owner=) or not (not_owned=), not both"
             )
         policy = (
             Policy(PUBLIC)
@@ -216,6 +243,10 @@ class Router:
                     raw,
                     errors,
                     budgets,
+                    owner,
+                    not_owned,
+                    example,
+                    query_example,
                 )
             )
             return fn
@@ -227,6 +258,9 @@ class Router:
 
     def post(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
         return self.route("POST", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
+        return self.route("PATCH", path, **kw)
 
 
 # --- replies ------------------------------------------------------------------------------------
@@ -289,6 +323,8 @@ _TITLES = {
     429: "Too many requests",
     500: "Internal error",
     502: "Bad gateway",
+    414: "URI too long",
+    431: "Request header fields too large",
     503: "Service unavailable",
     504: "Gateway timeout",
 }
@@ -334,12 +370,14 @@ def error_response(request: web.Request, exc: DomainError | web.HTTPException) -
             headers["Retry-After"] = str(exc.retry_after_s)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="recycle"'
-        return problem_reply(exc.problem() | {"instance": request.path}, headers or None)
+        problem = exc.problem()
+        problem["detail"] = inputs.clip(str(problem["detail"]), 300)  # never echo a huge input back whole
+        return problem_reply(problem | {"instance": inputs.clip(request.path, 200)}, headers or None)
     detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
     if exc.status == 413:
         detail = "request body too large"
     return problem_reply(
-        problem_for(exc.status, detail, instance=request.path),
+        problem_for(exc.status, inputs.clip(detail, 300), instance=inputs.clip(request.path, 200)),
         {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")},
     )
 
@@ -416,8 +454,30 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, 
         msg = e["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        out.append({"field": (prefix + loc) if loc else prefix.rstrip(".") or "body", "message": msg})
+        field_name = (prefix + loc) if loc else prefix.rstrip(".") or "body"
+        out.append({"field": inputs.clip(field_name, 100), "message": msg})
     return out
+
+
+async def parse_body(request: web.Request, model: type[BaseModel], *, optional: bool = False) -> BaseModel:
+    """The request's JSON body as `model`, under the platform's input rules (services/kernel/inputs.py): JSON
+    content type (415), depth limit before parsing, no control characters or bidi overrides, strict numbers,
+    no undeclared fields. `optional`: an empty body is `model()` (for a handler that reads its own body)."""
+    raw = await request.read()
+    if optional and not raw.strip():
+        return model()
+    if not raw:
+        raise ValidationFailed.field("body", "a JSON body is required")
+    inputs.check_content_type(request.headers.get("Content-Type", ""))
+    data = inputs.parse_json(raw)
+    inputs.check_plain_decimals(model, data)
+    try:
+        # strict: an int is a JSON integer (not true, 2.0 or "21"), a float a JSON number (not true or "1");
+        # extra="forbid" at every depth: a field the model does not declare (owner_user_id, roles, status,
+        # verified, ...) is refused by name rather than ignored (mass assignment)
+        return model.model_validate_json(raw, strict=True, extra="forbid")
+    except ValidationError as exc:
+        raise ValidationFailed(validation_errors(exc)) from None
 
 
 def make_aiohttp_handler(
@@ -426,24 +486,21 @@ def make_aiohttp_handler(
     async def aio_handler(request: web.Request) -> web.StreamResponse:
         principal = await authenticate(request)
         route.policy.check(principal)
-        ctx = Ctx(request=request, runtime=runtime, principal=principal, params=dict(request.match_info))
+        params = dict(request.match_info)
+        for name, value in params.items():
+            if not inputs.PATH_PARAM.fullmatch(value):  # no handler sees (or echoes) a 100 KB "id"
+                raise NotFound(f"no resource with {name} {inputs.clip(value)!r}")
+        ctx = Ctx(request=request, runtime=runtime, principal=principal, params=params)
         if route.query is not None:
+            query = dict(request.query)
+            inputs.check_strings(query)
+            inputs.check_query_numbers(route.query, query)
             try:
-                ctx.query = route.query.model_validate(dict(request.query))
+                ctx.query = route.query.model_validate(query)
             except ValidationError as exc:
                 raise ValidationFailed(validation_errors(exc)) from None
         if route.body is not None:
-            raw = await request.read()
-            if not raw:
-                raise ValidationFailed.field("body", "a JSON body is required")
-            try:
-                data = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                raise ValidationFailed.field("body", "not valid JSON") from None
-            try:
-                ctx.body = route.body.model_validate(data)
-            except ValidationError as exc:
-                raise ValidationFailed(validation_errors(exc)) from None
+            ctx.body = await parse_body(request, route.body)
         result = await route.handler(ctx)
         if route.raw:
             return result
@@ -484,8 +541,46 @@ async def _banner(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def harden(app: web.Application) -> None:
-    """What every app of the platform (gateway and service processes) does to every reply: no version banner."""
+    """What every app of the platform (gateway and service processes) does to every reply: no version banner,
+    and problem+json without echo for requests the HTTP parser refuses (oversized headers → 431)."""
     app.on_response_prepare.append(_banner)
+    _problem_for_parser_errors()
+
+
+def _problem_for_parser_errors() -> None:
+    """aiohttp answers a request it cannot parse (a header over 8 KB, a bad request line) itself, before any
+    middleware, in text/plain echoing the offending bytes. Answer problem+json instead, naming nothing."""
+    from aiohttp import http_exceptions, web_protocol
+
+    handler_cls = web_protocol.RequestHandler
+    if getattr(handler_cls, "_recycle_problem_errors", False):
+        return
+    original = handler_cls.handle_error
+
+    def handle_error(self, request, status=500, exc=None, message=None):  # noqa: ANN001, ANN202
+        if status == 500:
+            return original(self, request, status, exc, message)
+        if isinstance(exc, http_exceptions.LineTooLong):
+            first = str(exc.args[0]) if exc.args else ""
+            status, detail = (
+                (414, "the request line is too long")
+                if "status line" in first.lower() or "request line" in first.lower()
+                else (431, "a request header field is too large")
+            )
+        else:
+            detail = "malformed HTTP request"
+        self.log_debug("refused a request the parser could not read: %s", type(exc).__name__)
+        resp = web.Response(
+            text=json.dumps(problem_for(status, detail, title=_TITLES.get(status))),
+            status=status,
+            content_type=PROBLEM,
+            headers={"Server": SERVER_BANNER},
+        )
+        resp.force_close()
+        return resp
+
+    handler_cls.handle_error = handle_error  # type: ignore[method-assign]
+    handler_cls._recycle_problem_errors = True  # type: ignore[attr-defined]
 
 
 def service_app(settings: Settings, runtimes: list[ServiceRuntime]) -> web.Application:

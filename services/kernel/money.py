@@ -5,10 +5,12 @@ Rounding of tax and derived amounts is half-up to the fen, applied once where a 
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 FEN_PER_YUAN = 100
 KG_PLACES = Decimal("0.001")
+_PLAIN = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 MAX_QTY_DIGITS = 12  # a trillion kg: anything larger is a typo, and quantize() would overflow the context
 
 
@@ -29,8 +31,14 @@ def fen_to_yuan_str(fen: int) -> str:
 
 def parse_qty(value: str | int | Decimal, places: Decimal = KG_PLACES) -> Decimal:
     """A quantity as a Decimal with 3 places (kg) — raises ValueError with a clear message."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        raise ValueError(f"not a decimal number: {value!r}")
+    text = value if isinstance(value, str) else str(value)
+    # plain ASCII decimals only: Decimal() alone reads "２_１" as 21, "1E2" as 100 and " 7 " as 7
+    if not _PLAIN.fullmatch(text):
+        raise ValueError(f'not a plain decimal number such as "12.345": {value!r}'[:120])
     try:
-        q = Decimal(str(value))
+        q = Decimal(text)
     except (InvalidOperation, ValueError) as exc:
         raise ValueError(f"not a decimal number: {value!r}") from exc
     if not q.is_finite():

@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     event_log_url: str = "sqlite:///{data_dir}/eventlog.db"
     event_log_partitions: int = 4
     event_log_retention_hours: int = 24 * 7
+    # dead-letter topics (dlq.<group>) and their replay records: parked records wait for an operator
+    dlq_retention_hours: int = Field(30 * 24, ge=30 * 24)
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_session_timeout_ms: int = 10000
     kafka_heartbeat_interval_ms: int = 3000
@@ -80,6 +82,8 @@ class Settings(BaseSettings):
     # 10 minutes, and codes per minute for the whole platform. Load tests and test harnesses raise them.
     otp_per_client_limit: int = 10
     otp_global_limit: int = 300
+    # /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (the scraper's); unset, it is not served at all
+    metrics_token: str = ""
 
     # distributed gateway: service name -> base URL, JSON, e.g. {"booking": "http://127.0.0.1:8102"}
     service_urls: str = ""

@@ -123,7 +123,13 @@ async def list_withdrawals(ctx: Ctx) -> dict[str, Any]:
     return {"items": [_withdrawal_out(w) for w in items], "next_cursor": items[-1].id if more else None}
 
 
-@router.get("/v1/payments/withdrawals/{id}", authenticated=True, response=WithdrawalOut, errors=(403, 404))
+@router.get(
+    "/v1/payments/withdrawals/{id}",
+    authenticated=True,
+    response=WithdrawalOut,
+    errors=(403, 404),
+    owner="withdrawal",
+)
 async def get_withdrawal(ctx: Ctx) -> dict[str, Any]:
     """One withdrawal (yours, or any for an admin)."""
     w = await ctx.run(payments_of(ctx).get_withdrawal, ctx.params["id"])

@@ -186,7 +186,13 @@ def _pickup(ctx: Ctx, pickup_id: str) -> dict:
     }
 
 
-@router.get("/v1/stats/carbon/pickups/{id}", authenticated=True, response=PickupCarbonOut, errors=(403, 404))
+@router.get(
+    "/v1/stats/carbon/pickups/{id}",
+    authenticated=True,
+    response=PickupCarbonOut,
+    errors=(403, 404),
+    owner="settled_pickup",
+)
 async def pickup_carbon_route(ctx: Ctx) -> dict:
     """The CO2e a settled pickup avoided, line by line, and the resident's running total (resident, the
     collecting firm, regulators)."""

@@ -7,11 +7,12 @@ serves the live consumer groups and `recycle stats rebuild`, which is why both g
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, update
+from sqlalchemy import Table, TextClause, bindparam, text, update
 from sqlalchemy.orm import Session
 
 from services.booking.domain.events import PickupSettled
@@ -25,62 +26,78 @@ from .store import flow_days, flow_members, pickups, trades
 from .store import pickup_lines as pickup_lines_t
 
 _FLOW_KEY = ("day", "region_code", "category", "firm_id")
+FLOW_SUMS = (
+    "collected_g",
+    "estimated_g",
+    "pieces_milli",
+    "value_fen",
+    "low_value_g",
+    "co2e_g",
+    "traded_g",
+    "traded_value_fen",
+    "traded_co2e_g",
+    "trades",
+)
 
 
-def _insert(session: Session, table: Table) -> Any:
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+def _upsert(table: Table, conflict: list[str], action: str, returning: str | None = None) -> TextClause:
+    """INSERT of every column of `table` with ON CONFLICT, as one textual statement (the same SQL on SQLite and
+    PostgreSQL). Textual on purpose: SQLAlchemy gives dialect INSERT ... ON CONFLICT constructs no cache key, so
+    built per call they are compiled again every time, which was most of a handler's time; typed bind
+    parameters keep the columns' conversions (dates, times, booleans)."""
+    cols = [c.name for c in table.c]
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)}) "
+        f"ON CONFLICT ({', '.join(conflict)}) {action}" + (f" RETURNING {returning}" if returning else "")
+    )
+    return text(sql).bindparams(*(bindparam(c.name, type_=c.type) for c in table.c))
 
 
-def insert_ignore(session: Session, table: Table, rows: list[dict[str, Any]] | dict[str, Any]) -> int:
-    """INSERT ... ON CONFLICT DO NOTHING; the number of rows inserted."""
-    rows = rows if isinstance(rows, list) else [rows]
-    n = 0
-    pk = list(table.primary_key.columns)[0]
-    for row in rows:
+@functools.cache
+def _statements() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for table in (pickups, trades):
+        pk = list(table.primary_key.columns)[0].name
         # RETURNING, not rowcount: psycopg reports -1 for an INSERT ... ON CONFLICT DO NOTHING
-        n += len(
-            session.execute(
-                _insert(session, table).values(**row).on_conflict_do_nothing().returning(pk)
-            ).all()
-        )
-    return n
-
-
-def add_to_flow(session: Session, key: dict[str, Any], **amounts: int) -> None:
-    """Add `amounts` to the day's aggregate row (created at zero on first use)."""
-    zeros = {
-        c: 0
-        for c in (
-            "collected_g",
-            "estimated_g",
-            "pieces_milli",
-            "value_fen",
-            "low_value_g",
-            "co2e_g",
-            "traded_g",
-            "traded_value_fen",
-            "traded_co2e_g",
-            "trades",
-        )
-    }
-    stmt = _insert(session, flow_days).values(**key, month=month_of(key["day"]), **(zeros | amounts))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(_FLOW_KEY),
-        set_={c: getattr(flow_days.c, c) + getattr(stmt.excluded, c) for c in amounts},
+        out[f"ignore_returning:{table.name}"] = _upsert(table, [pk], "DO NOTHING", returning=pk)
+    out["members"] = _upsert(flow_members, [c.name for c in flow_members.primary_key.columns], "DO NOTHING")
+    # every sum column is added (zero where the fact has none), so one statement serves pickups and trades
+    out["add_to_flow"] = _upsert(
+        flow_days,
+        list(_FLOW_KEY),
+        "DO UPDATE SET " + ", ".join(f"{c} = {flow_days.name}.{c} + excluded.{c}" for c in FLOW_SUMS),
     )
-    session.execute(stmt)
+    out["line"] = pickup_lines_t.insert()
+    return out
 
 
-def add_members(session: Session, key: dict[str, Any], members: list[tuple[str, str]]) -> None:
-    insert_ignore(
-        session,
-        flow_members,
-        [dict(key, month=month_of(key["day"]), kind=k, member_id=m) for k, m in members],
-    )
+def _stmt(session: Session, name: str) -> Any:
+    return _statements()[name]
+
+
+def insert_ignore(session: Session, table: Table, row: dict[str, Any]) -> int:
+    """INSERT ... ON CONFLICT DO NOTHING of one row of `pickups` or `trades`; 1 if inserted, else 0."""
+    row = dict.fromkeys((c.name for c in table.c), None) | row
+    return len(session.execute(_stmt(session, f"ignore_returning:{table.name}"), row).all())
+
+
+def add_to_flow(session: Session, rows: list[tuple[dict[str, Any], dict[str, int]]]) -> None:
+    """Add each row's amounts to its day's aggregate row (created at zero on first use)."""
+    params = [
+        {**key, "month": month_of(key["day"]), **dict.fromkeys(FLOW_SUMS, 0), **amounts}
+        for key, amounts in rows
+    ]
+    if params:
+        session.execute(_stmt(session, "add_to_flow"), params)
+
+
+def add_members(session: Session, rows: list[tuple[dict[str, Any], str, str]]) -> None:
+    """Record who was counted where: (flow key, kind, member id); a member already there stays once."""
+    params = [
+        dict(key, month=month_of(key["day"]), kind=kind, member_id=member) for key, kind, member in rows
+    ]
+    if params:
+        session.execute(_stmt(session, "members"), params)
 
 
 @dataclass
@@ -120,9 +137,10 @@ class FlowRecorder:
         )
         if not inserted:
             return  # counted before
-        for ln in lines:
-            s.execute(
-                pickup_lines_t.insert().values(
+        s.execute(
+            _stmt(s, "line"),
+            [
+                dict(
                     pickup_id=event.pickup_id,
                     category=ln.category,
                     unit=ln.unit,
@@ -134,27 +152,36 @@ class FlowRecorder:
                     low_value=ln.low_value,
                     factor_status=ln.factor_status,
                 )
-            )
-            key = dict(day=day, region_code=event.city_code, category=ln.category, firm_id=event.firm_id)
-            add_to_flow(
-                s,
-                key,
-                collected_g=ln.mass_g,
-                estimated_g=ln.mass_g if ln.mass_estimated else 0,
-                pieces_milli=int(ln.qty * 1000) if ln.unit == "piece" else 0,
-                value_fen=ln.value_fen,
-                low_value_g=ln.mass_g if ln.low_value else 0,
-                co2e_g=ln.co2e_g,
-            )
-            add_members(
-                s,
-                key,
-                [
-                    ("resident", event.resident_id),
-                    ("collector", event.collector_id),
-                    ("pickup", event.pickup_id),
-                ],
-            )
+                for ln in lines
+            ],
+        )
+        keys = [
+            dict(day=day, region_code=event.city_code, category=ln.category, firm_id=event.firm_id)
+            for ln in lines
+        ]
+        add_to_flow(
+            s,
+            [
+                (
+                    key,
+                    dict(
+                        collected_g=ln.mass_g,
+                        estimated_g=ln.mass_g if ln.mass_estimated else 0,
+                        pieces_milli=int(ln.qty * 1000) if ln.unit == "piece" else 0,
+                        value_fen=ln.value_fen,
+                        low_value_g=ln.mass_g if ln.low_value else 0,
+                        co2e_g=ln.co2e_g,
+                    ),
+                )
+                for key, ln in zip(keys, lines, strict=True)
+            ],
+        )
+        people = (
+            ("resident", event.resident_id),
+            ("collector", event.collector_id),
+            ("pickup", event.pickup_id),
+        )
+        add_members(s, [(key, kind, member) for key in keys for kind, member in people])
 
     def when_trade_awarded_keep_trade(self, event: TradeAwarded, uow: UnitOfWork) -> None:
         """An awarded trade is not a flow yet (nothing has moved): kept so its settlement has the lot's facts."""
@@ -223,5 +250,7 @@ class FlowRecorder:
         key = dict(
             day=day, region_code=event.city_code, category=event.category, firm_id=event.seller_firm_id
         )
-        add_to_flow(s, key, traded_g=mass, traded_value_fen=event.amount_fen, traded_co2e_g=co2e, trades=1)
-        add_members(s, key, [("trade", event.trade_id)])
+        add_to_flow(
+            s, [(key, dict(traded_g=mass, traded_value_fen=event.amount_fen, traded_co2e_g=co2e, trades=1))]
+        )
+        add_members(s, [(key, "trade", event.trade_id)])

@@ -12,7 +12,15 @@ from pydantic import BaseModel, ConfigDict
 from services.kernel.http import Ctx, Router
 
 from . import deposits, handlers, trades
-from .domain.commands import DisputeDelivery, ListLot, LotsQuery, PlaceBid, RecordDelivery, RequestDeposit
+from .domain.commands import (
+    DisputeDelivery,
+    ListLot,
+    LotsQuery,
+    PlaceBid,
+    RecordDelivery,
+    RequestDeposit,
+    TradesQuery,
+)
 from .feed import Listener, feed_of
 
 router = Router("trading")
@@ -114,14 +122,26 @@ async def lot_stream(ctx: Ctx) -> web.StreamResponse:
     return resp
 
 
-@router.get("/v1/lots/{id}", authenticated=True, response=LotOut, errors=(404,))
+@router.get(
+    "/v1/lots/{id}",
+    authenticated=True,
+    response=LotOut,
+    errors=(404,),
+    not_owned="a lot is open to every signed-in bidder",
+)
 async def get_lot(ctx: Ctx) -> dict[str, Any]:
     """One lot: sealed bids stay hidden until the close, an ascending lot shows its best bid."""
     return await ctx.run(handlers.get_lot, ctx.runtime, ctx.user, ctx.params["id"])
 
 
 @router.post(
-    "/v1/lots/{id}/bids", roles=FIRM, body=PlaceBid, response=BidOut, status=201, errors=(403, 404, 409, 422)
+    "/v1/lots/{id}/bids",
+    roles=FIRM,
+    body=PlaceBid,
+    response=BidOut,
+    status=201,
+    errors=(403, 404, 409, 422),
+    not_owned="any verified firm bids (the seller's own bid is a rule, 422)",
 )
 async def place_bid(ctx: Ctx) -> dict[str, Any]:
     """(verified firm, not the seller nor related to it) Bid a price per tonne; 422 `{reason}` when refused."""
@@ -148,14 +168,31 @@ class TradeOut(BaseModel):
     price_fen_per_t: int
 
 
-@router.get("/v1/trades/{id}", authenticated=True, response=TradeOut, errors=(403, 404))
+class TradePage(BaseModel):
+    items: list[TradeOut]
+    next_cursor: str | None
+
+
+@router.get("/v1/trades", authenticated=True, query=TradesQuery, response=TradePage)
+async def list_trades(ctx: Ctx) -> dict[str, Any]:
+    """The trades of the caller's firms (seller or buyer), newest first (`?status=&limit=&cursor=`); admins: all."""
+    return await ctx.run(trades.list_trades, ctx.runtime, ctx.user, ctx.query)
+
+
+@router.get("/v1/trades/{id}", authenticated=True, response=TradeOut, errors=(403, 404), owner="trade")
 async def get_trade(ctx: Ctx) -> dict[str, Any]:
     """One trade: its delivery and settlement (its seller, its buyer, admins)."""
     return await ctx.run(trades.get_trade, ctx.runtime, ctx.user, ctx.params["id"])
 
 
 @router.post(
-    "/v1/trades/{id}/delivery", roles=FIRM, body=RecordDelivery, response=DeliveryOut, errors=(403, 404, 409)
+    "/v1/trades/{id}/delivery",
+    roles=FIRM,
+    body=RecordDelivery,
+    response=DeliveryOut,
+    errors=(403, 404, 409),
+    owner="trade",
+    example={"weighbridge_ticket_no": "WB-2026-0001", "delivered_qty_t": "20.000"},
 )
 async def record_delivery(ctx: Ctx) -> dict[str, Any]:
     """(seller) The weighbridge ticket: the amount is on the delivered weight; outside the tolerance (default ±2 %)
@@ -163,7 +200,9 @@ async def record_delivery(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(trades.record_delivery, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
 
 
-@router.post("/v1/trades/{id}/accept-delivery", roles=FIRM, response=TradeOut, errors=(403, 404, 409))
+@router.post(
+    "/v1/trades/{id}/accept-delivery", roles=FIRM, response=TradeOut, errors=(403, 404, 409), owner="trade"
+)
 async def accept_delivery(ctx: Ctx) -> dict[str, Any]:
     """(buyer) Accept a delivered weight outside the tolerance; settlement starts."""
     return await ctx.run(trades.accept_delivery, ctx.runtime, ctx.user, ctx.params["id"])
@@ -175,6 +214,8 @@ async def accept_delivery(ctx: Ctx) -> dict[str, Any]:
     body=DisputeDelivery,
     response=TradeOut,
     errors=(403, 404, 409),
+    owner="trade",
+    example={"reason": "过磅重量不符"},
 )
 async def dispute_delivery(ctx: Ctx) -> dict[str, Any]:
     """(buyer) Refuse a delivered weight outside the tolerance; the seller may deliver again."""
@@ -190,7 +231,7 @@ class TraceOut(BaseModel):
     reconciliation: dict[str, Any]
 
 
-@router.get("/v1/lots/{id}/trace", authenticated=True, response=TraceOut, errors=(403, 404))
+@router.get("/v1/lots/{id}/trace", authenticated=True, response=TraceOut, errors=(403, 404), owner="lot")
 async def lot_trace(ctx: Ctx) -> dict[str, Any]:
     """The chain of custody: the settled pickups (or the declared purchase) that fed the lot → the trade → the
     delivery, with the quantities reconciled (its seller, its buyer, admins)."""
@@ -219,6 +260,7 @@ class FirmQuery(BaseModel):
     response=DepositOut,
     status=202,
     errors=(403, 404, 409, 422),
+    not_owned="the lot is open to every bidder; the deposit is the calling firm's own",
 )
 async def request_deposit(ctx: Ctx) -> dict[str, Any]:
     """(bidding firm) Ask for the lot's deposit hold; pay it with POST /v1/payments/intents/{payment_id}/confirm.
@@ -226,7 +268,14 @@ async def request_deposit(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(deposits.request_deposit, ctx.runtime, ctx.user, ctx.params["id"], ctx.body.firm_id)
 
 
-@router.get("/v1/lots/{id}/deposit", roles=FIRM, query=FirmQuery, response=DepositOut, errors=(403, 404))
+@router.get(
+    "/v1/lots/{id}/deposit",
+    roles=FIRM,
+    query=FirmQuery,
+    response=DepositOut,
+    errors=(403, 404),
+    not_owned="the lot is open to every bidder; the deposit is the calling firm's own",
+)
 async def get_deposit(ctx: Ctx) -> dict[str, Any]:
     """(bidding firm) The firm's deposit on the lot: requested → opened → held → release_requested → released."""
     return await ctx.run(deposits.get_deposit, ctx.runtime, ctx.user, ctx.params["id"], ctx.query.firm_id)

@@ -19,7 +19,7 @@ from sqlalchemy import insert, select, update
 from services.contracts.payments import HoldCancelRequested, HoldRequested
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork, retry_on_conflict
-from services.kernel.errors import Conflict, NotFound, RuleViolated
+from services.kernel.errors import NotFound, RuleViolated
 from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
@@ -63,7 +63,7 @@ def request_deposit(
             if known is not None:
                 return view(known)
             if lot.status != m.LOT_OPEN:
-                raise Conflict(f"lot {lot_id} is closed", current_state=lot.status, reason="lot_closed")
+                raise RuleViolated(f"lot {lot_id} is closed", current_state=lot.status, reason="lot_closed")
             if lot.deposit_fen <= 0:
                 raise RuleViolated("this lot asks for no deposit", reason="no_deposit")
             if firm == lot.seller_firm_id:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from services.contracts.trading import LotBestBidChanged, LotListed
 from services.kernel.auth import Principal
 from services.kernel.db import retry_on_conflict
-from services.kernel.errors import Conflict, Forbidden, NotFound, RuleViolated, ValidationFailed
+from services.kernel.errors import Forbidden, NotFound, RuleViolated, ValidationFailed
 from services.kernel.ids import new_id
 from services.kernel.runtime import ServiceRuntime
 from services.kernel.taxonomy import leaf
@@ -319,7 +319,7 @@ def bid_write(
 def bid_reply(outcome: BidOutcome) -> dict[str, Any]:
     lot, verdict, bid = outcome.lot, outcome.verdict, outcome.bid
     if isinstance(verdict, rules.Refusal):
-        raise _refused(verdict, 409 if verdict.reason == "lot_closed" else None, lot)
+        raise _refused(verdict, lot)
     assert bid is not None
     out: dict[str, Any] = {
         "id": bid["id"],
@@ -362,12 +362,14 @@ async def place_bid_async(rt: ServiceRuntime, user: Principal, lot_id: str, cmd:
     return bid_reply(outcome)
 
 
-def _refused(verdict: rules.Refusal, status: int | None, lot: Any) -> Exception:
-    if status == 409:
-        return Conflict(
+def _refused(verdict: rules.Refusal, lot: Any) -> Exception:
+    """A refused bid: 422 with the rule's `reason` (API.md lists a closed lot among them)."""
+    if verdict.reason == "lot_closed":
+        # the lot's status, or "ended" for an open lot whose end has passed and that the job has not closed yet
+        return RuleViolated(
             verdict.detail,
-            current_state=lot.status if lot.status != m.LOT_OPEN else "ended",
             reason=verdict.reason,
+            current_state=lot.status if lot.status != m.LOT_OPEN else "ended",
         )
     if verdict.reason in ("own_lot", "firm_unverified", "related_firm"):
         return RuleViolated(verdict.detail, reason=verdict.reason)

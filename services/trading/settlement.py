@@ -41,14 +41,13 @@ def owner_of(s: Any, firm_id: str) -> str:
 
 
 def request_payment(uow: UnitOfWork, trade_id: str, now: datetime) -> bool:
-    """Move a delivered trade to `settling` and ask payments for the buyer's money (once)."""
+    """Ask payments for the buyer's money for a delivered trade whose weight stands (once)."""
     s = uow.session
     hold_request_id = m.payment_request_id(trade_id)
     res = s.execute(
         update(trades)
-        .where(trades.c.id == trade_id, trades.c.status == m.DELIVERED)
+        .where(trades.c.id == trade_id, trades.c.status == m.DELIVERED, trades.c.payment_request_id.is_(None))
         .values(
-            status=m.next_state("request_payment", m.DELIVERED),
             payment_request_id=hold_request_id,
             payment_status=PAY_REQUESTED,
             version=trades.c.version + 1,
@@ -118,7 +117,7 @@ def payment_captured(uow: UnitOfWork, hold_request_id: str, payout_id: str, now:
         PAY_CAPTURED,
         payout_id=payout_id,
         settled_at=now,
-        status=m.next_state("settle", m.SETTLING),
+        status=m.next_state("settle", m.DELIVERED),
     )
     if t is None:
         return None

@@ -95,6 +95,26 @@ def get_trade(rt: ServiceRuntime, user: Principal, trade_id: str) -> dict[str, A
     return trade_view(t)
 
 
+def list_trades(rt: ServiceRuntime, user: Principal, q: Any) -> dict[str, Any]:
+    """The trades of the firms the caller acts for (as seller or buyer), newest first; admins see all."""
+    cfg = settings_of(rt)
+    limit = min(q.limit or cfg.list_default_limit, cfg.list_max_limit)
+    stmt = select(trades)
+    if not user.has("admin"):
+        mine = sorted(user.firm_ids)
+        stmt = stmt.where(trades.c.seller_firm_id.in_(mine) | trades.c.buyer_firm_id.in_(mine))
+    if q.status:
+        stmt = stmt.where(trades.c.status == q.status)
+    if q.cursor:
+        stmt = stmt.where(trades.c.id < q.cursor)
+    with rt.db.session(readonly=True) as s:
+        rows = s.execute(stmt.order_by(trades.c.id.desc()).limit(limit + 1)).all()
+    return {
+        "items": [trade_view(t) for t in rows[:limit]],
+        "next_cursor": rows[limit - 1].id if len(rows) > limit else None,
+    }
+
+
 def record_delivery(
     rt: ServiceRuntime, user: Principal, trade_id: str, cmd: RecordDelivery, now: datetime | None = None
 ) -> dict[str, Any]:

@@ -176,7 +176,13 @@ async def list_tools(ctx: Ctx) -> Any:
     return {"items": await ctx.run(handlers.list_tools, ctx.runtime)}
 
 
-@router.post("/v1/wipe/tools/{id}/revoke", roles={"admin"}, response=ToolRevokedOut, errors=(404,))
+@router.post(
+    "/v1/wipe/tools/{id}/revoke",
+    roles={"admin"},
+    response=ToolRevokedOut,
+    errors=(404,),
+    not_owned="an admin revokes any tool",
+)
 async def revoke_tool(ctx: Ctx) -> Any:
     """(admin) Revoke a tool: its reports are refused from now on and the certificates it signed are revoked."""
     return await ctx.run(handlers.revoke_tool, ctx.runtime, ctx.user.user_id, ctx.params["id"])
@@ -209,13 +215,25 @@ async def submit_report(ctx: Ctx) -> Any:
     return Reply(out, 201 if created else 200)
 
 
-@router.get("/v1/wipe/certificates/{id}", public=True, response=CertificateOut, errors=(404,))
+@router.get(
+    "/v1/wipe/certificates/{id}",
+    public=True,
+    response=CertificateOut,
+    errors=(404,),
+    not_owned="a certificate is a public proof (identifiers masked)",
+)
 async def get_certificate(ctx: Ctx) -> Any:
     """(public) A certificate by id: device (masked identifiers), media, methods, verification, validity."""
     return await ctx.run(handlers.certificate_view, ctx.runtime, ctx.params["id"])
 
 
-@router.get("/v1/wipe/certificates/{id}/page", public=True, raw=True, errors=(404,))
+@router.get(
+    "/v1/wipe/certificates/{id}/page",
+    public=True,
+    raw=True,
+    errors=(404,),
+    not_owned="a certificate is a public proof (identifiers masked)",
+)
 async def certificate_html(ctx: Ctx) -> web.StreamResponse:
     """(public) The printable certificate page (HTML) with a QR code of its address."""
     view = await ctx.run(handlers.certificate_view, ctx.runtime, ctx.params["id"])
@@ -246,6 +264,7 @@ def _public_base(request: web.Request) -> str:
     response=SecondaryOut,
     status=201,
     errors=(400, 404, 422),
+    not_owned="any erasure operator verifies with a different tool",
 )
 async def secondary_verification(ctx: Ctx) -> Any:
     """(erasure operator) Secondary verification of a certificate by a different tool; a failure revokes it."""
@@ -281,6 +300,7 @@ async def pending_secondary(ctx: Ctx) -> Any:
     body=RevokeIn,
     response=CertificateOut,
     errors=(400, 404),
+    not_owned="an admin revokes any certificate",
 )
 async def revoke_certificate(ctx: Ctx) -> Any:
     """(admin) Revoke a certificate (an admin decision); listings relying on it are unpublished."""
@@ -289,7 +309,13 @@ async def revoke_certificate(ctx: Ctx) -> Any:
     )
 
 
-@router.get("/v1/wipe/certificates/{id}/evidence", roles={"admin"}, response=EvidenceOut, errors=(404,))
+@router.get(
+    "/v1/wipe/certificates/{id}/evidence",
+    roles={"admin"},
+    response=EvidenceOut,
+    errors=(404,),
+    not_owned="admins re-verify any certificate",
+)
 async def certificate_evidence(ctx: Ctx) -> Any:
     """(admin) The signed report behind a certificate (decrypted) and its signature, to re-verify offline."""
     return await ctx.run(handlers.evidence_report, ctx.runtime, ctx.params["id"])

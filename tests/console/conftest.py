@@ -66,7 +66,11 @@ def platform(tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def browser():
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(
+        timeout=15_000
+    )  # as the contexts' default: a loaded CI machine is slow to start things
 
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(

@@ -37,7 +37,7 @@ def test_accountant_red_letters_an_invoice_and_downloads_the_months_export(page,
     expect(row).to_contain_text("已红冲")
     assert row.get_by_role("button").count() == 0, "an invoice is red-lettered once"
     reds = table.locator("tbody tr").filter(has_text="红字")
-    assert reds.count() == 1 and blue["id"] in reds.inner_text()
+    assert reds.count() == 1 and f"冲 {blue['number']}" in reds.inner_text()
 
     page.get_by_label("类型", exact=True).select_option("red")
     page.get_by_role("button", name="查询").click()

@@ -51,8 +51,11 @@ def test_a_firm_bids_and_sees_the_best_bid_move_live(page, platform) -> None:
     expect(row.locator(".best")).to_have_text("—")
 
     price = row.get_by_label("出价（元/吨）：废钢 重废 一级")
-    price.fill("2600")
-    row.get_by_role("button", name="出价").click()
+    # by keyboard: the price field, then Enter submits the bid
+    price.focus()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("2600")
+    page.keyboard.press("Enter")
     page.locator("#toast").filter(has_text="已出价 2600.00 元/吨").wait_for()
     expect(row.locator(".best")).to_have_text("2600.00")
     expect(row.locator(".bids")).to_have_text("1")

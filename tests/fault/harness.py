@@ -267,3 +267,88 @@ def check_accounting(acc: dict, pids: list[str]) -> dict[str, int]:
         "payouts": sum(payouts.get(p, 0) for p in pids),
         "outbox_rows_delivered": sum(total for total, _ in outbox.values()),
     }
+
+
+def sqlite_event_backlog(data_dir) -> int:  # noqa: ANN001 - a Path
+    """Events not yet handled: unsent outbox rows of every service plus, for every consumer group, the records
+    after its committed offsets (the embedded log)."""
+    import sqlite3
+
+    backlog = 0
+    for f in sorted(data_dir.glob("*.db")):
+        with sqlite3.connect(f"file:{f}?mode=ro", uri=True, timeout=10) as c:
+            names = {n for (n,) in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "outbox" in names:
+                backlog += c.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+            if "bus_group_offsets" in names:
+                backlog += c.execute(
+                    "SELECT coalesce(sum(p.next_offset - g.committed), 0) FROM bus_group_offsets g "
+                    "JOIN bus_partitions p ON p.topic = g.topic AND p.partition = g.partition "
+                    "WHERE g.group_id NOT LIKE 'dlq.%'"
+                ).fetchone()[0]
+    return backlog
+
+
+def sql_accounting(url: str, schema_prefix: str, pids: list[str]) -> dict[str, object]:
+    """As sqlite_accounting, for services in PostgreSQL schemas `<prefix><service>`."""
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with eng.connect() as c:
+            invoices = dict(
+                c.execute(
+                    text(
+                        f"SELECT pickup_id, count(*) FROM \"{schema_prefix}invoicing\".invoices WHERE kind = 'blue' GROUP BY 1"
+                    )
+                ).all()
+            )
+            payouts = dict(
+                c.execute(
+                    text(f'SELECT reference_id, count(*) FROM "{schema_prefix}payments".payouts GROUP BY 1')
+                ).all()
+            )
+            outbox = {}
+            for (schema,) in c.execute(
+                text(
+                    "SELECT table_schema FROM information_schema.tables WHERE table_name = 'outbox' "
+                    "AND table_schema LIKE :p"
+                ),
+                {"p": schema_prefix + "%"},
+            ):
+                outbox[schema] = tuple(
+                    c.execute(text(f'SELECT count(*), count(sent_at) FROM "{schema}".outbox')).one()
+                )
+    finally:
+        eng.dispose()
+    return {"invoices": invoices, "payouts": payouts, "outbox": outbox}
+
+
+class Load:
+    """Settles pickups through the API in a thread, `concurrency` at a time, until stopped; calls that fail (the
+    platform is in an outage) are counted, and only pickups whose settle was answered 200 are kept."""
+
+    def __init__(self, api: Api, actors: Actors, concurrency: int = 3):
+        self.api, self.actors, self.concurrency = api, actors, concurrency
+        self.pids: list[str] = []
+        self.failed_calls = 0
+        self.stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(concurrency)]
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.pids.append(settle_one(self.api, self.actors))
+            except (AssertionError, OSError):
+                self.failed_calls += 1
+                self.stop.wait(0.2)
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(60)

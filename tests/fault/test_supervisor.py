@@ -51,3 +51,20 @@ def test_a_crash_loop_stops_the_platform_with_a_message(tmp_path, capfd):
         "background exited 3 times within 60s (last exit code 3): a crash loop, stopping the platform" in err
     )
     assert err.count("starting it again") == 2
+
+
+def test_dead_letters_are_kept_thirty_days_by_default(sqlite_settings):
+    """Fix 3: parked records wait for an operator; their topics are not cut after the event log's week."""
+    from sqlalchemy import select
+
+    from services.bootstrap import Platform
+    from services.kernel.bus.dblog import topics_t
+
+    platform = Platform(sqlite_settings).prepare()
+    try:
+        with platform.bus.db.engine.connect() as c:  # type: ignore[attr-defined]
+            kept = dict(c.execute(select(topics_t.c.name, topics_t.c.retention_hours)).all())
+    finally:
+        platform.stop()
+    parked = {t: h for t, h in kept.items() if t.startswith("dlq.")}
+    assert parked and all(h >= 30 * 24 for h in parked.values()), parked

@@ -101,12 +101,15 @@ async def test_cors_only_for_the_configured_origin(aiohttp_client, sqlite_settin
 
 
 async def test_metrics_by_route_template_and_status(aiohttp_client, sqlite_settings) -> None:  # noqa: ANN001
-    platform, client = await start(aiohttp_client, sqlite_settings)
+    platform, client = await start(
+        aiohttp_client, sqlite_settings.model_copy(update={"metrics_token": "scrape-me"})
+    )
     user = await login(client, platform, "13812345678")
     await call(client, "GET", "/v1/firms/fm_one", user)
     await call(client, "GET", "/v1/firms/fm_two", user)
     await call(client, "GET", "/nope")
-    r = await client.get("/metrics")
+    assert (await client.get("/metrics")).status == 401  # not public (issue 12)
+    r = await client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
     assert r.status == 200 and r.content_type == "text/plain"
     text = await r.text()
     assert 'http_requests_total{method="GET",route="/v1/firms/{id}",status="404"} 2.0' in text

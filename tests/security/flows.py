@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import uuid
 
-from services.kernel.checkdigits import uscc_check_char
+from services.kernel.checkdigits import id_number_check_char, uscc_check_char
 from tests.security.harness import Api, User
 
 CITY_CODE = "110105"
@@ -16,6 +16,12 @@ def new_uscc() -> str:
     digits = f"{uuid.uuid4().int % 10**8:08d}{next(_n) % 10:01d}"
     first17 = "91" + "110105" + digits
     return first17 + uscc_check_char(first17)
+
+
+def new_id_number() -> str:
+    """A valid 身份证号 nobody has used yet (Beijing 朝阳, born 1990-01-01, a fresh sequence)."""
+    first17 = "110105" + "19900101" + f"{uuid.uuid4().int % 1000:03d}"
+    return first17 + id_number_check_char(first17)
 
 
 def firm_body() -> dict:

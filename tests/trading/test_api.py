@@ -62,7 +62,8 @@ async def test_list_bid_close_award(aiohttp_client, sqlite_settings):
     assert types.count("cn.recycle.trading.lot.closed.v1") == 1
 
     r = await client.post(f"/v1/lots/{lot_id}/bids", json={"price_fen_per_t": 400_000}, headers=a)
-    assert r.status == 409 and (await r.json())["reason"] == "lot_closed"
+    closed = await r.json()
+    assert r.status == 422 and closed["reason"] == "lot_closed" and closed["current_state"] == "awarded"
 
 
 async def test_sealed_bids_hidden_until_close(aiohttp_client, sqlite_settings):

@@ -43,10 +43,14 @@ async def test_delivery_within_tolerance_goes_to_payment(aiohttp_client, sqlite_
     assert out["amount_fen"] == 260_000 * 20380 // 1000 == 5_298_800
     assert out["delivery"]["within_tolerance"] is True and out["delivery"]["acceptance"] == "not_required"
     assert out["delivery"]["fee_fen"] == 26_494  # 0.5 %
-    assert out["status"] == "settling" and out["settlement"]["payment_id"] == f"hr_{trade_id}"
+    assert out["status"] == "delivered" and out["settlement"]["payment_id"] == f"hr_{trade_id}"
+    assert out["settlement"]["payment_status"] == "requested"
     # the same ticket again changes nothing; accepting a delivery that needs none is a conflict
     again = await client.post(f"/v1/trades/{trade_id}/delivery", json=body, headers=seller)
-    assert again.status == 200 and (await again.json())["status"] == "settling"
+    assert (
+        again.status == 200
+        and (await again.json())["delivery"]["weighbridge_ticket_no"] == body["weighbridge_ticket_no"]
+    )
     r = await client.post(f"/v1/trades/{trade_id}/accept-delivery", headers=buyer)
     assert r.status == 409
 
@@ -69,13 +73,14 @@ async def test_outside_tolerance_needs_acceptance_or_is_disputed(aiohttp_client,
     assert out["delivery"]["acceptance"] == "pending" and out["delivery"]["weighbridge_ticket_no"] == "T-2"
     r = await client.post(f"/v1/trades/{trade_id}/accept-delivery", headers=buyer)
     out = await r.json()
-    assert r.status == 200 and out["status"] == "settling" and out["delivery"]["acceptance"] == "accepted"
+    assert r.status == 200 and out["status"] == "delivered" and out["delivery"]["acceptance"] == "accepted"
+    assert out["settlement"]["payment_status"] == "requested"
     r = await client.post(
         f"/v1/trades/{trade_id}/delivery",
         json={"weighbridge_ticket_no": "T-3", "delivered_qty_t": "20"},
         headers=seller,
     )
-    assert r.status == 409 and (await r.json())["current_state"] == "settling"
+    assert r.status == 409 and (await r.json())["current_state"] == "delivered"
 
 
 async def test_trace_links_lot_to_the_pickups_that_fed_it(aiohttp_client, sqlite_settings):
@@ -108,6 +113,15 @@ async def test_trace_links_lot_to_the_pickups_that_fed_it(aiohttp_client, sqlite
         await client.get(f"/v1/lots/{lot_id}/trace", headers=firm_auth(sqlite_settings, "fm_other"))
     ).status == 403
     assert (await client.get(f"/v1/lots/{lot_id}/trace", headers=admin_auth(sqlite_settings))).status == 200
+    # each side lists the trade; a third firm sees none
+    for h in (seller, buyer):
+        page = await (await client.get("/v1/trades?status=delivered", headers=h)).json()
+        assert [t["id"] for t in page["items"]] == [trade_id]
+    other = await (await client.get("/v1/trades", headers=firm_auth(sqlite_settings, "fm_other"))).json()
+    assert other["items"] == []
+    assert (
+        await client.get(f"/v1/trades/{trade_id}", headers=firm_auth(sqlite_settings, "fm_other"))
+    ).status == 403
     # what is left of the intake: 7.0005 t of steel; a second lot of 7.001 t does not fit, 7 t does
     r = await client.post("/v1/lots", json=lot_body(qty_t="7.001"), headers=seller)
     assert r.status == 422 and (await r.json())["available_t"] == "7.000"

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.kernel.inputs import HttpUrl, Text
 from services.kernel.money import parse_qty
 
 _Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -38,7 +39,7 @@ def _one_line_per_category(v: list) -> list:
 
 class Address(BaseModel):
     model_config = _Strict
-    text: str = Field(min_length=2, max_length=200)
+    text: Text = Field(min_length=2, max_length=200)
     city_code: str
     lat: float = Field(ge=-90, le=90)
     lng: float = Field(ge=-180, le=180)
@@ -72,7 +73,7 @@ class BookPickup(BaseModel):
     address: Address
     window: Window
     items: list[EstimatedItem] = Field(min_length=1, max_length=20)
-    notes: str = Field("", max_length=500)
+    notes: Text = Field("", max_length=500)
 
     _distinct = field_validator("items")(_one_line_per_category)
 
@@ -90,8 +91,8 @@ class WeighPickup(BaseModel):
 
     model_config = _Strict
     lines: list[WeighedItem] = Field(min_length=1, max_length=20)
-    reason: str | None = Field(None, max_length=500, description="why the result differs from the estimate")
-    scale_reading: str | None = Field(
+    reason: Text | None = Field(None, max_length=500, description="why the result differs from the estimate")
+    scale_reading: Text | None = Field(
         None, max_length=200, description="scale id and reading, ticket number…"
     )
 
@@ -100,7 +101,7 @@ class WeighPickup(BaseModel):
 
 class DisputePickup(BaseModel):
     model_config = _Strict
-    reason: str = Field(min_length=2, max_length=500)
+    reason: Text = Field(min_length=2, max_length=500)
 
 
 class ReschedulePickup(BaseModel):
@@ -112,13 +113,13 @@ class ReschedulePickup(BaseModel):
 
 class CancelPickup(BaseModel):
     model_config = _Strict
-    reason: str | None = Field(None, max_length=500)
+    reason: Text | None = Field(None, max_length=500)
 
 
 class RatePickup(BaseModel):
     model_config = _Strict
     score: int = Field(ge=1, le=5)
-    comment: str = Field("", max_length=500)
+    comment: Text = Field("", max_length=500)
 
 
 EvidenceKind = Literal["photo", "video", "audio", "scale_ticket", "document", "text"]
@@ -127,9 +128,11 @@ EvidenceKind = Literal["photo", "video", "audio", "scale_ticket", "document", "t
 class Evidence(BaseModel):
     model_config = _Strict
     kind: EvidenceKind
-    url: str | None = Field(None, max_length=500, description="where the file is kept (uploaded beforehand)")
+    url: HttpUrl | None = Field(
+        None, max_length=500, description="where the file is kept (uploaded beforehand)"
+    )
     sha256: str | None = Field(None, description="hex digest of the file, to prove it is unchanged")
-    note: str | None = Field(None, max_length=1000)
+    note: Text | None = Field(None, max_length=1000)
 
     @field_validator("sha256")
     @classmethod
@@ -151,7 +154,7 @@ ComplaintKind = Literal["pricing", "weighing", "behaviour", "no_show", "damage",
 class FileComplaint(BaseModel):
     model_config = _Strict
     kind: ComplaintKind
-    text: str = Field(min_length=2, max_length=2000)
+    text: Text = Field(min_length=2, max_length=2000)
     evidence: list[Evidence] = Field(min_length=1, max_length=10)
 
 

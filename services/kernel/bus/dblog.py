@@ -163,7 +163,10 @@ class DbLogBus:
                 conn.execute(
                     ins(topics_t)
                     .values(name=s.name, partitions=s.partitions, retention_hours=s.retention_hours)
-                    .on_conflict_do_nothing()
+                    # a topic's retention follows its declaration (e.g. DLQ_RETENTION_HOURS raised later)
+                    .on_conflict_do_update(
+                        index_elements=["name"], set_={"retention_hours": s.retention_hours}
+                    )
                 )
                 for p in range(s.partitions):
                     conn.execute(

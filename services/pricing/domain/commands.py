@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.kernel.errors import ValidationFailed
+from services.kernel.inputs import EntityId, Identifier
 from services.kernel.money import parse_qty
 from services.kernel.regions import validate_city_code
 from services.kernel.taxonomy import leaf
@@ -58,7 +59,7 @@ class Evidence(BaseModel):
     kind: Literal["weighbridge_ticket", "invoice", "payment_record"] = Field(
         description="one of " + ", ".join(EVIDENCE_KINDS)
     )
-    number: str = Field(min_length=1, max_length=100)
+    number: Identifier = Field(min_length=1, max_length=100)
 
 
 class RecordObservation(BaseModel):
@@ -73,11 +74,11 @@ class RecordObservation(BaseModel):
     qty: Decimal = Field(description="decimal string in the category's unit, ≤ 3 places, > 0")
     kind: Literal["trade", "quote"]
     observed_at: datetime
-    firm_id: str | None = Field(
-        None, max_length=64, description="which of your firms reports (needed if you act for several)"
+    firm_id: EntityId | None = Field(
+        None, description="which of your firms reports (needed if you act for several)"
     )
-    counterparty_firm_id: str | None = Field(
-        None, max_length=64, description="the other side of a trade (self-dealing check)"
+    counterparty_firm_id: EntityId | None = Field(
+        None, description="the other side of a trade (self-dealing check)"
     )
     evidence: Evidence | None = Field(None, description="makes a trade a verified deal")
 

@@ -124,3 +124,12 @@ class LotsQuery(BaseModel):
     seller_firm_id: str | None = None
     limit: int | None = Field(None, ge=1)
     cursor: str | None = None
+
+
+class TradesQuery(BaseModel):
+    """GET /v1/trades"""
+
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["awarded", "delivered", "disputed", "settled"] | None = None
+    limit: int | None = Field(None, ge=1)
+    cursor: str | None = None

@@ -3,14 +3,15 @@
     lot:    open ──close (a winner)──▶ awarded
               └──close (no bid at or above reserve)──▶ unsold
 
-    trade:  awarded ──deliver──▶ delivered ──request payment──▶ settling ──captured──▶ settled
+    trade:  awarded ──deliver──▶ delivered ──captured (the buyer paid)──▶ settled
                                    │  ▲
                dispute (outside    │  │ deliver again (a new weighbridge ticket)
                tolerance only)     ▼  │
                                  disputed
 
 A delivery whose weight is outside the tolerance of the declared one needs the buyer's acceptance (`acceptance`
-pending → accepted) before payment is requested; within the tolerance it needs none.
+pending → accepted) before payment is requested; within the tolerance it needs none. While the buyer's payment is
+under way the trade stays `delivered` (its `payment_status` says how far the payment is).
 
 Every transition is checked against `TRANSITIONS`; anything else is a `Conflict` (409) naming the current state.
 Quantities are integers in kilograms (a tonnage has 3 decimal places); money is integer fen.
@@ -34,9 +35,8 @@ SOURCE_INTAKE, SOURCE_PURCHASE = "intake", "purchase"
 AWARDED = "awarded"
 DELIVERED = "delivered"
 DISPUTED = "disputed"
-SETTLING = "settling"
 SETTLED = "settled"
-TRADE_STATUSES = (AWARDED, DELIVERED, DISPUTED, SETTLING, SETTLED)
+TRADE_STATUSES = (AWARDED, DELIVERED, DISPUTED, SETTLED)
 # trades.acceptance: does the buyer have to accept the delivered weight?
 ACCEPTANCE_NOT_REQUIRED, ACCEPTANCE_PENDING, ACCEPTED = "not_required", "pending", "accepted"
 
@@ -47,8 +47,7 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "deliver": {AWARDED: DELIVERED, DISPUTED: DELIVERED},
     "accept_delivery": {DELIVERED: DELIVERED},
     "dispute_delivery": {DELIVERED: DISPUTED},
-    "request_payment": {DELIVERED: SETTLING},
-    "settle": {SETTLING: SETTLED},
+    "settle": {DELIVERED: SETTLED},
 }
 
 

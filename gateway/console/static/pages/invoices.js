@@ -29,6 +29,7 @@ function invoices(main, month) {
   main.append(h('h2', {}, '反向开票发票'), form, list, more);
   let cursor = null;
   let rows = null;
+  const numbers = new Map(); // invoice id → number, to name the blue invoice a red one offsets
 
   async function redLetter(inv) {
     const reason = await ask(`红冲发票 ${inv.number || inv.id}`, '红冲原因（如：开票有误、销货退回）', { confirm: '开具红字发票', danger: true });
@@ -45,7 +46,7 @@ function invoices(main, month) {
     return h('tr', { dataset: { id: inv.id } },
       h('td', {}, inv.number || '—'), h('td', {}, dateTime(inv.issued_at)),
       h('td', {}, inv.seller?.name_masked || '—', h('br'), h('span', { class: 'muted' }, inv.seller?.id_number_masked || '')),
-      h('td', {}, KIND[inv.kind] + (inv.red_letter_of ? `（冲 ${inv.red_letter_of}）` : '')),
+      h('td', {}, KIND[inv.kind] + (inv.red_letter_of ? `（冲 ${numbers.get(inv.red_letter_of) || inv.red_letter_of}）` : '')),
       h('td', {}, inv.status === 'blocked' ? h('span', { class: 'badge bad', title: inv.blocked_detail || '' }, `已阻止：${inv.blocked_reason}`)
         : h('span', { class: 'badge ok' }, STATUS[inv.status]), inv.red_letter_id ? h('span', { class: 'badge restated' }, '已红冲') : ''),
       h('td', { class: 'num' }, yuan(inv.total_fen)), h('td', { class: 'num' }, yuan(inv.withheld_fen)),
@@ -67,6 +68,7 @@ function invoices(main, month) {
         h('thead', {}, h('tr', {}, ...['发票号码', '开具时间', '卖方', '类型', '状态', '价税合计（元）', '代扣税费（元）', '操作'].map(t => h('th', { scope: 'col' }, t)))),
         rows));
     }
+    for (const inv of page.items) numbers.set(inv.id, inv.number);
     rows.append(...page.items.map(row));
     if (!rows.children.length) list.replaceChildren(h('p', { class: 'muted' }, '没有符合条件的发票。'));
   }

@@ -29,12 +29,12 @@ function point(item, scale) {
   return p;
 }
 
-function tooltip(params) {
+function tooltip(params, names) {
   const lines = [params[0] ? params[0].value[0] : ''];
   for (const p of params) {
     const it = p.data.item;
     const flags = [it.stale ? '陈旧' : '', it.version > 1 ? `已更正（第 ${it.version} 版）` : '',
-      it.status === 'fallback' && it.source_region ? `取自 ${it.source_region}` : ''].filter(Boolean).join('，');
+      it.status === 'fallback' && it.source_region ? `取自${names.get(it.source_region) || it.source_region}` : ''].filter(Boolean).join('，');
     const v = p.value[1] === null ? '数据不足' : p.value[1];
     lines.push(`${p.marker}${p.seriesName}：${v}${flags ? `（${flags}）` : ''}`);
   }
@@ -139,7 +139,7 @@ export async function render(main) {
     const unit = cat.unit === 'kg' ? '元/千克' : '元/件';
     chart.setOption({
       animation: false,
-      tooltip: { trigger: 'axis', formatter: tooltip },
+      tooltip: { trigger: 'axis', formatter: params => tooltip(params, names) },
       legend: {
         top: 0, type: 'scroll',
         selected: Object.fromEntries(families.map(([c, f]) => [`${f.name}指数`, inFamily.includes(c) || c === 'all'])),

@@ -1,0 +1,174 @@
+"""Outage tests: the platform (`recycle serve`: every service, its relays and consumers) under a bookings →
+settlements load while a part it depends on goes away and comes back. It recovers by itself: every pickup that
+was settled gets exactly one invoice and at most one payout, nothing is parked in a dead-letter topic and every
+outbox row is delivered.
+
+- PostgreSQL: the services' databases live in a cluster this test owns (initdb + pg_ctl), stopped mid-stream and
+  started again (the event log stays on the session's PostgreSQL, so consumers meet a database outage while
+  their records keep arriving: they must pause, not park);
+- the broker: the Kafka-protocol broker is frozen (SIGSTOP: every connection hangs, as in a network partition)
+  and resumed. (tansu keeps its log in memory, so stopping its process would lose the log itself.)
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from services.kernel.outbox import wait_until
+from tests.e2e.flow import http_get, log_tail, platform_process
+from tests.support.private_pg import PrivatePostgres
+from workers.supervisor import free_port
+
+from .harness import (
+    Api,
+    Load,
+    check_accounting,
+    set_up_actors,
+    settle_one,
+    settled_everywhere,
+    sql_accounting,
+    sqlite_accounting,
+    wait_for_collector,
+)
+from .test_kill import embedded_env
+
+OUTAGE_S = 6.0
+
+
+def _serve_env(tmp, port: int, **extra: str) -> dict[str, str]:  # noqa: ANN001
+    env = embedded_env(tmp / "data", port)
+    env.update(extra)
+    return env
+
+
+def _through_an_outage(tmp_path, env: dict[str, str], outage) -> tuple[list[str], dict]:  # noqa: ANN001
+    """Start `recycle serve`, settle pickups before, during and after `outage()`, wait until all settled."""
+    base = f"http://127.0.0.1:{env['PORT']}"
+    log = tmp_path / "platform.log"
+    with platform_process(["serve"], env, log) as proc:
+
+        def up() -> bool:
+            try:
+                return proc.poll() is not None or http_get(base + "/healthz")[0] == 200
+            except OSError:
+                return False
+
+        assert wait_until(up, 120, 0.2) and proc.poll() is None, log_tail(log)
+        api = Api(base)
+        actors = set_up_actors(api)
+        first = settle_one(api, actors, wait_for_collector(api, actors))
+        with Load(api, actors) as load:
+            assert wait_until(lambda: len(load.pids) >= 15, 60, 0.1), log_tail(log)
+            during = outage()
+            settled_before = len(load.pids)
+            assert wait_until(lambda: len(load.pids) >= settled_before + 15, 120, 0.2), log_tail(log)
+        pids = [first, *load.pids]
+        views = settled_everywhere(api, actors, pids, timeout_s=180)
+        unfinished = {
+            p: v.get("status")
+            for p, v in views.items()
+            if (v.get("payout") or {}).get("status") not in ("paid", "credited")
+        }
+        assert unfinished == {}, (unfinished, log_tail(log))
+        assert proc.poll() is None
+    return pids, {"calls refused during the outage": load.failed_calls, **during}
+
+
+@pytest.mark.postgres
+def test_a_postgres_restart_mid_stream_loses_nothing(tmp_path, pg_url, capsys):
+    pg = PrivatePostgres()
+    try:
+        pg.start()
+        prefix = f"o{uuid.uuid4().hex[:6]}_"
+        env = _serve_env(
+            tmp_path,
+            free_port(),
+            DATABASE_URL=pg.url,
+            DB_SCHEMA_PREFIX=prefix,
+            BUS="dblog",
+            EVENT_LOG_URL=pg_url,
+        )
+
+        def outage() -> dict:
+            t = time.monotonic()
+            pg.stop("fast")
+            time.sleep(OUTAGE_S)
+            pg.start()
+            return {"postgres down s": round(time.monotonic() - t, 1)}
+
+        pids, figures = _through_an_outage(tmp_path, env, outage)
+        counts = check_accounting(sql_accounting(pg.url, prefix, pids), pids)
+        parked = _dblog_parked(pg_url, prefix)
+    finally:
+        pg.close()
+    with capsys.disabled():
+        print(f"\noutage (PostgreSQL restart): {figures}; {counts}; parked {parked}")
+    assert parked == 0
+
+
+def _dblog_parked(url: str, prefix: str) -> int:
+    eng = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with eng.connect() as c:
+            return c.execute(
+                text(f"SELECT count(*) FROM \"{prefix}eventlog\".bus_log WHERE topic LIKE 'dlq.%'")
+            ).scalar_one()
+    finally:
+        eng.dispose()
+
+
+@pytest.mark.kafka
+def test_a_broker_outage_mid_stream_loses_nothing(tmp_path, capsys):
+    from workers.broker import BrokerError, start_broker
+
+    try:
+        broker = start_broker()
+    except BrokerError as exc:
+        from tests.support.services import missing
+
+        missing("the Kafka-protocol broker", str(exc))
+    with broker:
+        env = _serve_env(
+            tmp_path,
+            free_port(),
+            BUS="kafka",
+            KAFKA_BOOTSTRAP=broker.bootstrap,
+            KAFKA_REQUEST_TIMEOUT_MS="5000",
+            KAFKA_SESSION_TIMEOUT_MS="6000",
+            KAFKA_HEARTBEAT_INTERVAL_MS="1000",
+        )
+
+        def outage() -> dict:
+            t = time.monotonic()
+            os.kill(broker.process.pid, signal.SIGSTOP)
+            time.sleep(OUTAGE_S)
+            os.kill(broker.process.pid, signal.SIGCONT)
+            return {"broker frozen s": round(time.monotonic() - t, 1)}
+
+        pids, figures = _through_an_outage(tmp_path, env, outage)
+        counts = check_accounting(sqlite_accounting(tmp_path / "data", pids), pids)
+        parked = _kafka_parked(broker.bootstrap)
+    with capsys.disabled():
+        print(f"\noutage (broker frozen): {figures}; {counts}; parked {parked}")
+    assert parked == 0
+
+
+def _kafka_parked(bootstrap: str) -> int:
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    topics = [t for t in admin.list_topics() if t.startswith("dlq.") and not t.endswith(".replayed")]
+    admin.close()
+    if not topics:
+        return 0
+    c = KafkaConsumer(bootstrap_servers=bootstrap)
+    parts = [TopicPartition(t, p) for t in topics for p in (c.partitions_for_topic(t) or ())]
+    total = sum(c.end_offsets(parts).values())
+    c.close()
+    return total
