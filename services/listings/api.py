@@ -281,7 +281,13 @@ async def my_listings(ctx: Ctx) -> dict[str, Any]:
     return {"items": items[: q.limit], "next_cursor": _cursor(offset + q.limit) if more else None}
 
 
-@router.get("/v1/listings/{id}", public=True, response=ListingOut, errors=(404,))
+@router.get(
+    "/v1/listings/{id}",
+    public=True,
+    response=ListingOut,
+    errors=(404,),
+    not_owned="published listings are public (a draft answers 404 to anyone but its seller)",
+)
 async def get_listing(ctx: Ctx) -> dict[str, Any]:
     """A listing (a draft only for its seller)."""
     return await ctx.run(handlers.get_listing, ctx.runtime, ctx.principal, ctx.params["id"])
@@ -294,6 +300,8 @@ async def get_listing(ctx: Ctx) -> dict[str, Any]:
     body=ListingPatch,
     response=ListingOut,
     errors=(403, 404, 409, 422),
+    owner="listing",
+    example={"price_fen": 3900},
 )
 async def update_listing(ctx: Ctx) -> dict[str, Any]:
     """The seller changes the price or the description."""
@@ -303,7 +311,13 @@ async def update_listing(ctx: Ctx) -> dict[str, Any]:
     )
 
 
-@router.post("/v1/listings/{id}/publish", authenticated=True, response=StatusOut, errors=(403, 404, 409, 422))
+@router.post(
+    "/v1/listings/{id}/publish",
+    authenticated=True,
+    response=StatusOut,
+    errors=(403, 404, 409, 422),
+    owner="listing",
+)
 async def publish_listing(ctx: Ctx) -> dict[str, Any]:
     """Put a draft on sale; a device (or a category holding storage) needs a valid wipe certificate (422
     `wipe_certificate_required`)."""
@@ -311,7 +325,13 @@ async def publish_listing(ctx: Ctx) -> dict[str, Any]:
     return {"id": out["id"], "status": out["status"]}
 
 
-@router.post("/v1/listings/{id}/withdraw", authenticated=True, response=StatusOut, errors=(403, 404, 409))
+@router.post(
+    "/v1/listings/{id}/withdraw",
+    authenticated=True,
+    response=StatusOut,
+    errors=(403, 404, 409),
+    owner="listing",
+)
 async def withdraw_listing(ctx: Ctx) -> dict[str, Any]:
     """Take a listing off the market (its seller, or an admin)."""
     out = await ctx.run(handlers.withdraw_listing, ctx.runtime, ctx.user, ctx.params["id"])
@@ -415,14 +435,20 @@ async def my_orders(ctx: Ctx) -> dict[str, Any]:
     return {"items": items[: q.limit], "next_cursor": _cursor(offset + q.limit) if more else None}
 
 
-@router.get("/v1/orders/{id}", authenticated=True, response=OrderOut, errors=(403, 404))
+@router.get("/v1/orders/{id}", authenticated=True, response=OrderOut, errors=(403, 404), owner="order")
 async def get_order(ctx: Ctx) -> dict[str, Any]:
     """An order (its buyer, its seller, or an admin)."""
     return await ctx.run(orders.get_order, ctx.runtime, ctx.user, ctx.params["id"])
 
 
 @router.post(
-    "/v1/orders/{id}/ship", authenticated=True, body=ShipIn, response=StatusOut, errors=(403, 404, 409)
+    "/v1/orders/{id}/ship",
+    authenticated=True,
+    body=ShipIn,
+    response=StatusOut,
+    errors=(403, 404, 409),
+    owner="order",
+    example={"carrier": "顺丰", "tracking_no": "SF1234567890"},
 )
 async def ship_order(ctx: Ctx) -> dict[str, Any]:
     """The seller has shipped a paid order."""
@@ -434,7 +460,11 @@ async def ship_order(ctx: Ctx) -> dict[str, Any]:
 
 
 @router.post(
-    "/v1/orders/{id}/confirm-receipt", authenticated=True, response=StatusOut, errors=(403, 404, 409)
+    "/v1/orders/{id}/confirm-receipt",
+    authenticated=True,
+    response=StatusOut,
+    errors=(403, 404, 409),
+    owner="order",
 )
 async def confirm_receipt(ctx: Ctx) -> dict[str, Any]:
     """The buyer received the item: escrow is captured and released to the seller less the platform fee."""
@@ -442,7 +472,9 @@ async def confirm_receipt(ctx: Ctx) -> dict[str, Any]:
     return {"id": out["id"], "status": out["status"]}
 
 
-@router.post("/v1/orders/{id}/cancel", authenticated=True, response=StatusOut, errors=(403, 404, 409))
+@router.post(
+    "/v1/orders/{id}/cancel", authenticated=True, response=StatusOut, errors=(403, 404, 409), owner="order"
+)
 async def cancel_order(ctx: Ctx) -> dict[str, Any]:
     """Cancel before shipping (buyer or seller): the hold is released, or refunded in full."""
     out = await ctx.run(orders.cancel_order, ctx.runtime, ctx.user, ctx.params["id"])
@@ -456,6 +488,8 @@ async def cancel_order(ctx: Ctx) -> dict[str, Any]:
     response=ReviewOut,
     status=201,
     errors=(403, 404, 409),
+    owner="order",
+    example={"rating": 5, "comment": "好评"},
 )
 async def review_order(ctx: Ctx) -> Any:
     """Review the other side of a completed order (once per side)."""
@@ -466,7 +500,12 @@ async def review_order(ctx: Ctx) -> Any:
     return Reply(out, 201)
 
 
-@router.get("/v1/users/{id}/reputation", public=True, response=ReputationOut)
+@router.get(
+    "/v1/users/{id}/reputation",
+    public=True,
+    response=ReputationOut,
+    not_owned="a user's reputation is public (counts and mean rating only)",
+)
 async def get_reputation(ctx: Ctx) -> dict[str, Any]:
     """A user's reputation: mean rating and counts, from completed orders only."""
     return await ctx.run(orders.reputation, ctx.runtime, ctx.params["id"])

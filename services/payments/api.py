@@ -162,6 +162,8 @@ class PaymentOut(BaseModel):
     body=ConfirmIn,
     response=PaymentOut,
     errors=(400, 403, 404, 409, 502),
+    owner="payment",
+    example={"payment_method": "pm_card_visa"},
 )
 async def confirm_payment(ctx: Ctx) -> dict[str, Any]:
     """The payer pays a payment another service opened (e.g. an order's escrow): `requires_capture` when the money
@@ -172,7 +174,9 @@ async def confirm_payment(ctx: Ctx) -> dict[str, Any]:
     )
 
 
-@router.get("/v1/payments/intents/{id}", authenticated=True, response=PaymentOut, errors=(404,))
+@router.get(
+    "/v1/payments/intents/{id}", authenticated=True, response=PaymentOut, errors=(404,), owner="payment"
+)
 async def get_payment(ctx: Ctx) -> dict[str, Any]:
     """A payment opened for the signed-in payer (or any, for an admin)."""
     return await ctx.run(
