@@ -60,10 +60,13 @@ catalogue: install
 
 LINT_PATHS := services gateway workers tests bench
 
-# what CI runs before the tests; `ruff check --fix` and `ruff format` repair most findings
+# what CI runs before the tests; `ruff check --fix` and `ruff format` repair most findings. mypy checks the
+# kernel and the contracts (pyproject.toml), tests/test_layers.py the import layers and the event dialect.
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_layers.py
 
 clean:
 	rm -rf $(VENV) data

@@ -46,9 +46,9 @@ from aiohttp import web  # noqa: E402
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, create_engine, text  # noqa: E402
 
 from gateway.app import create_app  # noqa: E402
-from services.accounts.domain.events import CollectorVerified  # noqa: E402
 from services.booking.settings import configure  # noqa: E402
 from services.bootstrap import Platform  # noqa: E402
+from services.contracts.accounts import CollectorVerified  # noqa: E402
 from services.kernel.bus.port import Record  # noqa: E402
 from services.kernel.db import Database  # noqa: E402
 from services.kernel.events import Envelope  # noqa: E402

@@ -1,82 +1,10 @@
-"""Composition root: builds the bus and the service runtimes this process hosts, and runs their background work.
+"""The composition root's entry for processes above the services (workers, gateway, tests, benchmarks):
+`Platform` builds the bus and the runtimes of the services a process hosts (`services/kernel/platform.py`).
 
-The embedded run hosts every service here; the distributed run builds one `Platform` per service process.
-Tests build one too and call `drain()` to run relays and consumers to quiescence without threads or sleeps.
+A service's own entry points (its CLI) use `services.kernel.platform` directly: services import only the kernel
+and the contracts.
 """
 
-from __future__ import annotations
+from .kernel.platform import Platform
 
-import logging
-import threading
-
-from .kernel.bus.factory import declared_topics, make_bus
-from .kernel.bus.port import EventBus, TopicSpec
-from .kernel.consumer import dlq_topic, replayed_topic
-from .kernel.runtime import ServiceRuntime, available_services, load_spec
-from .kernel.settings import Settings
-
-log = logging.getLogger(__name__)
-
-
-class Platform:
-    def __init__(self, settings: Settings, services: list[str] | None = None, bus: EventBus | None = None):
-        self.settings = settings
-        self.bus = bus or make_bus(settings)
-        names = settings.hosted_services(available_services()) if services is None else services
-        self.runtimes: dict[str, ServiceRuntime] = {
-            n: ServiceRuntime(load_spec(n), settings, self.bus) for n in names
-        }
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def __getitem__(self, name: str) -> ServiceRuntime:
-        return self.runtimes[name]
-
-    def prepare(self) -> Platform:
-        self.bus.ensure_topics(declared_topics())
-        for rt in self.runtimes.values():
-            rt.prepare()
-        groups = [g for rt in self.runtimes.values() for g in rt.consumer_groups()]
-        # dead letters wait for an operator: kept DLQ_RETENTION_HOURS (30 days by default), not a week
-        keep = self.settings.dlq_retention_hours
-        parked = [TopicSpec(dlq_topic(g), self.settings.event_log_partitions, keep) for g in groups]
-        parked += [TopicSpec(replayed_topic(g), 1, keep) for g in groups]
-        self.bus.ensure_topics(parked)
-        return self
-
-    def start(self) -> None:
-        self._stop.clear()
-        for rt in self.runtimes.values():
-            rt.start_background(self._stop)
-        if hasattr(self.bus, "apply_retention"):
-            t = threading.Thread(target=self._retention_loop, name="bus-retention", daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _retention_loop(self) -> None:
-        while not self._stop.wait(600):
-            try:
-                self.bus.apply_retention()  # type: ignore[attr-defined]
-            except Exception:
-                log.exception("event log retention failed")
-
-    def stop(self) -> None:
-        self._stop.set()
-        for rt in self.runtimes.values():
-            rt.join()
-        for rt in self.runtimes.values():
-            rt.db.dispose()
-        self.bus.close()
-
-    def drain(self, rounds: int = 200) -> None:
-        """Relay every outbox and let every consumer catch up, until nothing moves."""
-        for _ in range(rounds):
-            moved = 0
-            for rt in self.runtimes.values():
-                moved += rt.relay.relay_once()
-            for rt in self.runtimes.values():
-                for r in rt.runners:
-                    moved += r.run_once(timeout_s=0.0)
-            if not moved:
-                return
-        raise RuntimeError("events still moving after drain(); a consumer loop?")
+__all__ = ["Platform"]

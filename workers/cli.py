@@ -95,9 +95,9 @@ def makemigrations(service: str, message: str = typer.Option(..., "-m")) -> None
     mdir = migrations.service_dir(service) / "migrations"
     tpl = Path(migrations.__file__).parent / "migration_template"
     (mdir / "versions").mkdir(parents=True, exist_ok=True)
-    for f in ("env.py", "script.py.mako"):
-        if not (mdir / f).exists():
-            shutil.copy(tpl / f, mdir / f)
+    if not (mdir / "env.py").exists():
+        shutil.copy(tpl / "env.py", mdir / "env.py")
+    shutil.copy(tpl / "script.py.mako", mdir / "script.py.mako")  # always the kernel's current template
     with tempfile.TemporaryDirectory() as d:
         db = Database(f"sqlite:///{d}/scratch.db")
         cfg = migrations.alembic_config(service, db)

@@ -22,6 +22,15 @@ from sqlalchemy import Row, and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.contracts.accounts import (
+    AccountantAdded,
+    CollectorVerified,
+    ConsentRecorded,
+    FirmVerified,
+    IdentityVerified,
+    QualificationApproved,
+    RolesChanged,
+)
 from services.kernel import pii
 from services.kernel.auth import Principal, TokenPair, issue_tokens, verify_refresh_token
 from services.kernel.checkdigits import validate_id_number, validate_uscc
@@ -41,21 +50,10 @@ from services.kernel.revocation import token_versions
 from services.kernel.runtime import ServiceRuntime
 
 from .domain import model
-from .domain.events import (
-    AccountantAdded,
-    CollectorRegistered,
-    CollectorVerified,
-    ConsentRecorded,
-    FirmRegistered,
-    FirmVerified,
-    IdentityVerified,
-    QualificationApproved,
-    RolesChanged,
-    UserRegistered,
-)
+from .domain.events import CollectorRegistered, FirmRegistered, UserRegistered
 from .domain.rules import normalize_phone, validate_grant, validate_real_name
-from .settings import AccountsSettings
-from .sms import SmsError, SmsProvider
+from .settings import SETTINGS, AccountsSettings
+from .sms import SmsError, SmsProvider, sms_of
 from .store import (
     collectors,
     consents,
@@ -85,11 +83,11 @@ class SmsUnavailable(DomainError):
 
 
 def _cfg(rt: ServiceRuntime) -> AccountsSettings:
-    return rt.ports["accounts_settings"]
+    return rt.ports[SETTINGS]
 
 
 def _sms(rt: ServiceRuntime) -> SmsProvider:
-    return rt.ports["sms"]
+    return sms_of(rt)
 
 
 def _now() -> datetime:

@@ -7,18 +7,18 @@ import logging
 from services.kernel.runtime import ServiceRuntime, ServiceSpec
 
 from .api import router
-from .settings import accounts_settings
-from .sms import make_sms_provider
+from .settings import SETTINGS, accounts_settings
+from .sms import SMS, make_sms_provider
 from .store import metadata
 
 log = logging.getLogger(__name__)
 
 
 def setup(rt: ServiceRuntime) -> None:
-    """Adapters in rt.ports: "accounts_settings" and "sms" (the SMS provider; tests read codes from it)."""
+    """Ports: the accounts settings and the SMS provider (tests read codes from it)."""
     cfg = accounts_settings(rt.settings)
-    rt.ports["accounts_settings"] = cfg
-    rt.ports["sms"] = make_sms_provider(cfg)
+    rt.ports[SETTINGS] = cfg
+    rt.ports[SMS] = make_sms_provider(cfg)
     from .handlers import republish_versions
 
     republish_versions(rt)  # revocations of the last hour back into a fresh memory copy or a flushed Redis

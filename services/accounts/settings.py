@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.kernel.ports import Port
 from services.kernel.settings import Settings
 
 
@@ -30,6 +31,9 @@ class AccountsSettings(BaseSettings):
     sms_access_key_secret: str = ""
     # collectors: the largest service radius an application may ask for
     collector_max_radius_km: float = 50.0
+
+
+SETTINGS: Port[AccountsSettings] = Port("accounts.settings")
 
 
 def accounts_settings(settings: Settings) -> AccountsSettings:

@@ -1,7 +1,7 @@
 """Sending login codes by SMS: the port and its adapters.
 
 - `LogSmsProvider` (dev and test): keeps the last messages in memory and logs that a code was sent (masked phone,
-  never the code). Tests read the code through the runtime port: `platform["accounts"].ports["sms"].last_code(phone)`
+  never the code). Tests read the code through the runtime port: `sms_of(platform["accounts"]).last_code(phone)`
   — there is no HTTP way to read it outside the dev environment.
 - `AliyunSmsProvider`: the interface a real provider adapter fills in (阿里云短信 SendSms with a sign name and a
   template holding `${code}`). It is a stub: it refuses to send until implemented with the provider's SDK.
@@ -14,12 +14,16 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from services.kernel.pii import mask_phone
+from services.kernel.ports import Port
 from services.kernel.settings import ConfigError
 
 from .settings import AccountsSettings
+
+if TYPE_CHECKING:
+    from services.kernel.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +88,14 @@ class AliyunSmsProvider:
 
     def send_code(self, phone: str, code: str, ttl_s: int) -> None:
         raise SmsError("the aliyun SMS adapter is a stub; implement AliyunSmsProvider.send_code")
+
+
+# The runtime's SMS provider (tests read the codes sent from it: `sms_of(platform["accounts"]).last_code(phone)`).
+SMS: Port[SmsProvider] = Port("accounts.sms")
+
+
+def sms_of(rt: ServiceRuntime) -> SmsProvider:
+    return rt.ports[SMS]
 
 
 def make_sms_provider(cfg: AccountsSettings) -> SmsProvider:

@@ -14,7 +14,7 @@ from services.kernel.db import UnitOfWork
 from services.kernel.errors import ValidationFailed
 from services.kernel.http import Ctx, Router, parse_body
 
-from . import dispatch, handlers
+from . import dispatch, handlers, queries
 from .domain.commands import (
     BookPickup,
     CancelPickup,
@@ -149,13 +149,13 @@ async def book_pickup(ctx: Ctx) -> dict:
 @router.get("/v1/pickups", authenticated=True, query=PickupsQuery, response=PickupPage)
 async def list_pickups(ctx: Ctx) -> dict:
     """Pickups the caller booked or accepted, newest first (`?mine=1&status=&limit=&cursor=`)."""
-    return await ctx.run(handlers.list_pickups, ctx.runtime, ctx.user, ctx.query)
+    return await ctx.run(queries.list_pickups, ctx.runtime, ctx.user, ctx.query)
 
 
 @router.get("/v1/pickups/{id}", authenticated=True, response=PickupOut, owner="pickup")
 async def get_pickup(ctx: Ctx) -> dict:
     """One pickup: its resident, the collector who accepted it, or an admin."""
-    return await ctx.run(handlers.get, ctx.runtime, ctx.user, ctx.params["id"])
+    return await ctx.run(queries.get, ctx.runtime, ctx.user, ctx.params["id"])
 
 
 @router.post("/v1/pickups/{id}/cancel", authenticated=True, response=PickupOut, owner="pickup")
@@ -234,7 +234,7 @@ async def file_complaint(ctx: Ctx) -> dict:
 @router.get("/v1/pickups/{id}/complaints", authenticated=True, response=ComplaintPage, owner="pickup")
 async def list_complaints(ctx: Ctx) -> dict:
     """Complaints about a pickup (its parties and admins)."""
-    return await ctx.run(handlers.list_complaints, ctx.runtime, ctx.user, ctx.params["id"])
+    return await ctx.run(queries.list_complaints, ctx.runtime, ctx.user, ctx.params["id"])
 
 
 # --- collectors --------------------------------------------------------------------------------------

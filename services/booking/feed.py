@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from services.kernel.events import Envelope
+from services.kernel.ports import Port
 
 from . import geo
 
@@ -210,15 +211,15 @@ class JobFeed:
                 time.sleep(1.0)
 
 
+JOB_FEED: Port[JobFeed] = Port("booking.job_feed")
+
+
 def feed_of(rt: ServiceRuntime) -> JobFeed:
-    f = rt.ports.get("job_feed")
-    if f is None:
-        f = rt.ports.setdefault("job_feed", JobFeed(rt))
-    return f
+    return rt.ports.get_or_set(JOB_FEED, lambda: JobFeed(rt))
 
 
 def publish_local(rt: ServiceRuntime, envelopes: list[Envelope]) -> None:
     """Called by this process's commands after their commit."""
-    f = rt.ports.get("job_feed")
+    f = rt.ports.get(JOB_FEED)
     if f is not None and f.listeners:
         f.publish(envelopes)

@@ -16,10 +16,11 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select, text, update
+from sqlalchemy import Connection, bindparam, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.contracts.booking import PickupSettled, SettledLine
 from services.kernel import pii
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork
@@ -37,7 +38,6 @@ from .domain.commands import (
     CancelPickup,
     DisputePickup,
     FileComplaint,
-    PickupsQuery,
     RatePickup,
     ReschedulePickup,
     WeighPickup,
@@ -54,9 +54,7 @@ from .domain.events import (
     PickupRated,
     PickupRequested,
     PickupRescheduled,
-    PickupSettled,
     PickupWeighed,
-    SettledLine,
     WeighedLine,
 )
 from .places import district_of, seat_of, validate_city_code
@@ -1081,66 +1079,8 @@ def complain(
     return complaint_view(rt, complaint | {"evidence": evidence})
 
 
-def list_complaints(rt: ServiceRuntime, principal: Principal, pickup_id: str) -> dict:
-    with UnitOfWork(rt.db, readonly=True) as uow:
-        row = load(uow.session, pickup_id)
-        if not (is_resident(row, principal) or is_collector(row, principal) or is_admin(principal)):
-            raise Forbidden("not a party of this pickup")
-        rows = uow.session.execute(
-            select(complaints).where(complaints.c.pickup_id == pickup_id).order_by(complaints.c.id)
-        ).all()
-    return {"items": [complaint_view(rt, r._mapping) for r in rows], "next_cursor": None}
-
-
 # --- reads -------------------------------------------------------------------------------------------------
 
 
 def _view(rt: ServiceRuntime, ss: Session, pickup_id: str, principal: Principal) -> dict:
     return pickup_view(rt, load(ss, pickup_id), lines_of(ss, pickup_id), principal)
-
-
-def get(rt: ServiceRuntime, principal: Principal, pickup_id: str) -> dict:
-    """The resident who booked it, the collector who accepted it, or an admin."""
-    with UnitOfWork(rt.db, readonly=True) as uow:
-        row = load(uow.session, pickup_id)
-        if not (is_resident(row, principal) or is_collector(row, principal) or is_admin(principal)):
-            raise Forbidden("this pickup is not yours")
-        view = pickup_view(rt, row, lines_of(uow.session, pickup_id), principal)
-        view["ratings"] = [
-            rating_view(rt, r._mapping)
-            for r in uow.session.execute(
-                select(ratings).where(ratings.c.pickup_id == pickup_id).order_by(ratings.c.rater_role)
-            )
-        ]
-    return view
-
-
-def list_pickups(rt: ServiceRuntime, principal: Principal, q: PickupsQuery) -> dict:
-    """Newest first: the pickups the caller booked or accepted (an admin sees every pickup unless `mine=1`)."""
-    if q.status is not None and q.status not in m.STATUSES:
-        raise ValidationFailed.field("status", f"one of {', '.join(m.STATUSES)}")
-    cond = []
-    if not is_admin(principal) or q.mine:
-        cond.append(
-            or_(pickups.c.resident_id == principal.user_id, pickups.c.collector_user_id == principal.user_id)
-        )
-    if q.status:
-        cond.append(pickups.c.status == q.status)
-    if q.cursor:
-        cond.append(pickups.c.id < q.cursor)
-    with UnitOfWork(rt.db, readonly=True) as uow:
-        rows = uow.session.execute(
-            select(pickups).where(and_(*cond)).order_by(pickups.c.id.desc()).limit(q.limit + 1)
-        ).all()
-        page = rows[: q.limit]
-        ids = [r.id for r in page]
-        by_pickup: dict[str, list] = {}
-        if ids:
-            for ln in uow.session.execute(
-                select(pickup_lines)
-                .where(pickup_lines.c.pickup_id.in_(ids))
-                .order_by(pickup_lines.c.category)
-            ):
-                by_pickup.setdefault(ln.pickup_id, []).append(ln)
-        items = [pickup_view(rt, r, by_pickup.get(r.id, []), principal) for r in page]
-    return {"items": items, "next_cursor": page[-1].id if len(rows) > q.limit else None}

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from services.contracts.pricing import IndexPublished
 from services.kernel.db import Database, UnitOfWork
-from services.kernel.events import Envelope
 from services.kernel.taxonomy import leaf, leaves
 
 from .store import price_copy
@@ -21,32 +21,32 @@ NATIONAL = "000000"
 REFERENCE_DATE = date(2026, 1, 1)
 
 
-def when_index_published_update_price_copy(env: Envelope, uow: UnitOfWork) -> None:
-    d = env.data
-    if d["kind"] != "price":
+def update_price_copy(event: IndexPublished, uow: UnitOfWork) -> None:
+    """Keep the newest (date, version) of each published price series."""
+    if event.kind != "price":
         return
     s = uow.session
     row = s.execute(
-        select(price_copy).where(price_copy.c.code == d["code"], price_copy.c.region == d["region"])
+        select(price_copy).where(price_copy.c.code == event.code, price_copy.c.region == event.region)
     ).first()
-    new = (date.fromisoformat(d["date"]), d["version"])
+    new = (event.date, event.version)
     # Events may arrive late or twice: keep only the newest (date, version) per series.
     if row is not None and (row.date, row.version) >= new:
         return
     values = dict(
         date=new[0],
         version=new[1],
-        unit_price_fen=d.get("unit_price_fen"),
-        stale=d["stale"],
-        reference=d.get("reference", False),
+        unit_price_fen=event.unit_price_fen,
+        stale=event.stale,
+        reference=event.reference,
         updated_at=datetime.now(UTC),
     )
     if row is None:
-        s.execute(price_copy.insert().values(code=d["code"], region=d["region"], **values))
+        s.execute(price_copy.insert().values(code=event.code, region=event.region, **values))
     else:
         s.execute(
             price_copy.update()
-            .where(price_copy.c.code == d["code"], price_copy.c.region == d["region"])
+            .where(price_copy.c.code == event.code, price_copy.c.region == event.region)
             .values(**values)
         )
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from services.contracts.invoicing import InvoiceBlocked, InvoiceIssued
+from services.contracts.payments import PayoutFailed, PayoutPaid, PayoutRequested
 from services.kernel.db import UnitOfWork
-from services.kernel.events import Envelope
-from services.payments.domain.events import PayoutRequested
 
 from .domain import model as m
 from .store import payouts, pickups
@@ -111,20 +111,19 @@ def request_payout(uow: UnitOfWork, row: Any, amount_fen: int, attempt: int, now
     )
 
 
-# --- consumers (group booking.saga) ---------------------------------------------------------------------
+# --- consumers (group booking.saga, wired in consumers.py) ---------------------------------------------------------------------
 
 
-def when_invoice_issued_request_payout(env: Envelope, uow: UnitOfWork) -> None:
-    d = env.data
-    if d.get("kind", "blue") != "blue":
+def when_invoice_issued_request_payout(event: InvoiceIssued, uow: UnitOfWork) -> None:
+    if event.kind != "blue":
         return  # a red-letter invoice offsets an earlier one; it does not move this pickup's payout
     now = _now()
     if start_payout(
         uow,
-        d["pickup_id"],
-        withheld_fen=int(d["withheld_fen"]),
+        event.pickup_id,
+        withheld_fen=event.withheld_fen,
         invoice_status=m.INVOICE_ISSUED,
-        invoice_id=d["invoice_id"],
+        invoice_id=event.invoice_id,
         now=now,
     ):
         return
@@ -132,11 +131,11 @@ def when_invoice_issued_request_payout(env: Envelope, uow: UnitOfWork) -> None:
     # withheld on record for reconciliation (the resident was paid that much too much).
     res = uow.session.execute(
         update(pickups)
-        .where(pickups.c.id == d["pickup_id"], pickups.c.invoice_status == m.INVOICE_TIMED_OUT)
+        .where(pickups.c.id == event.pickup_id, pickups.c.invoice_status == m.INVOICE_TIMED_OUT)
         .values(
             invoice_status=m.INVOICE_ISSUED_LATE,
-            invoice_id=d["invoice_id"],
-            reconcile_fen=int(d["withheld_fen"]),
+            invoice_id=event.invoice_id,
+            reconcile_fen=event.withheld_fen,
             version=pickups.c.version + 1,
             updated_at=now,
         )
@@ -144,34 +143,31 @@ def when_invoice_issued_request_payout(env: Envelope, uow: UnitOfWork) -> None:
     if res.rowcount:
         log.warning(
             "invoice %s for pickup %s came after the time-out paid gross; %s fen withheld to reconcile",
-            d["invoice_id"],
-            d["pickup_id"],
-            d["withheld_fen"],
+            event.invoice_id,
+            event.pickup_id,
+            event.withheld_fen,
         )
 
 
-def when_invoice_blocked_request_payout(env: Envelope, uow: UnitOfWork) -> None:
+def when_invoice_blocked_request_payout(event: InvoiceBlocked, uow: UnitOfWork) -> None:
     """No invoice can be issued now: nothing is withheld, the resident is paid gross."""
-    d = env.data
     start_payout(
         uow,
-        d["pickup_id"],
+        event.pickup_id,
         withheld_fen=0,
         invoice_status=m.INVOICE_BLOCKED,
-        invoice_id=d["invoice_id"],
+        invoice_id=event.invoice_id,
         now=_now(),
     )
 
 
-def when_payout_paid_record(env: Envelope, uow: UnitOfWork) -> None:
-    d = env.data
-    _resolve(uow, d["payout_id"], "paid", ("requested",), _now(), provider_ref=d.get("provider_ref"))
+def when_payout_paid_record(event: PayoutPaid, uow: UnitOfWork) -> None:
+    _resolve(uow, event.payout_id, "paid", ("requested",), _now(), provider_ref=event.provider_ref)
 
 
-def when_payout_failed_record(env: Envelope, uow: UnitOfWork) -> None:
+def when_payout_failed_record(event: PayoutFailed, uow: UnitOfWork) -> None:
     """Failed, or returned after being paid (payments reversed its ledger): the resident may retry."""
-    d = env.data
-    _resolve(uow, d["payout_id"], "failed", ("requested", "paid"), _now(), reason=d.get("reason"))
+    _resolve(uow, event.payout_id, "failed", ("requested", "paid"), _now(), reason=event.reason)
 
 
 def _now() -> datetime:

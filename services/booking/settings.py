@@ -2,7 +2,7 @@
 
 Read from the environment with the prefix `BOOKING_` (e.g. `BOOKING_SLOT_CAPACITY=30`,
 `BOOKING_INVOICING_ENABLED=false`); the values here are the defaults of DOMAIN_RULES.md "Pickups".
-The runtime builds one at start (`ports["settings"]`); tests pass their own with `configure(rt, ...)`.
+The runtime builds one at start (`ports[SETTINGS]`); tests pass their own with `configure(rt, ...)`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.kernel.ports import Port
 
 if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
@@ -131,25 +133,23 @@ def _invoicing_exists() -> bool:
     return "invoicing" in available_services()
 
 
+SETTINGS: Port[BookingSettings] = Port("booking.settings")
+PRICE_CACHE: Port[PriceCache] = Port("booking.price_cache")
+
+
 def settings_of(rt: ServiceRuntime) -> BookingSettings:
-    s = rt.ports.get("settings")
-    if s is None:
-        s = rt.ports["settings"] = BookingSettings()
-    return s
+    return rt.ports.get_or_set(SETTINGS, BookingSettings)
 
 
 def configure(rt: ServiceRuntime, **overrides: Any) -> BookingSettings:
     """Replace the runtime's booking settings (tests, benchmarks): defaults + environment + `overrides`."""
     s = BookingSettings(**overrides)
-    rt.ports["settings"] = s
-    rt.ports.pop("price_cache", None)
+    rt.ports[SETTINGS] = s
+    rt.ports.pop(PRICE_CACHE)
     return s
 
 
 def price_cache(rt: ServiceRuntime) -> PriceCache:
     from .prices import PriceCache
 
-    c = rt.ports.get("price_cache")
-    if c is None:
-        c = rt.ports["price_cache"] = PriceCache(settings_of(rt).price_cache_s)
-    return c
+    return rt.ports.get_or_set(PRICE_CACHE, lambda: PriceCache(settings_of(rt).price_cache_s))

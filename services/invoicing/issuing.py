@@ -21,16 +21,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from services.contracts.booking import PickupSettled, SettledLine
+from services.contracts.invoicing import InvoiceBlocked, InvoiceIssued
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import Conflict, NotFound, RuleViolated
 from services.kernel.ids import new_id
 from services.kernel.runtime import ServiceRuntime
 
-from .domain.events import InvoiceBlocked, InvoiceIssued
 from .domain.gates import (
     SALE_TYPE_OWN_USED,
     IssuerFacts,
@@ -75,40 +75,17 @@ CONSENT_KIND = "reverse_invoicing"
 # ---------------------------------------------------------------------------------------------------- input
 
 
-class _SettledLine(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    category: str
-    tax_code: str
-    unit: str
-    qty: str
-    unit_price_fen: int
-    amount_fen: int
-
-
-class _Settled(BaseModel):
-    """The fields of booking's PickupSettled that invoicing reads (others are ignored, so booking may add some)."""
-
-    model_config = ConfigDict(extra="ignore")
-    pickup_id: str
-    resident_id: str
-    collector_id: str | None = None
-    firm_id: str
-    city_code: str = ""
-    lines: list[_SettledLine]
-    total_fen: int
-    weighed_at: datetime | None = None
-    settled_at: datetime
-
-
 @dataclass(frozen=True)
 class Sale:
     """What a settled pickup sold: the weighing record (称重记录) the invoice is built from."""
 
-    data: _Settled
+    data: PickupSettled
 
     @classmethod
     def from_settled(cls, payload: dict[str, Any]) -> Sale:
-        return cls(_Settled.model_validate(payload))
+        """From the event's data as it travelled or as the weighing evidence keeps it (fields this version of the
+        contract does not know are ignored)."""
+        return cls(PickupSettled.decode(payload))
 
     @property
     def pickup_id(self) -> str:
@@ -123,7 +100,7 @@ class Sale:
         return self.data.firm_id
 
     @property
-    def sold_lines(self) -> list[_SettledLine]:
+    def sold_lines(self) -> list[SettledLine]:
         """Lines the firm bought (amount > 0). Free disposal (glass, batteries) and paid-for disposal (bulky
         items) are not sales of scrap by the seller and stay out of the invoice (they remain in the evidence)."""
         return [ln for ln in self.data.lines if ln.amount_fen > 0]
@@ -242,12 +219,9 @@ class Outcome:
     created: bool = True  # False: the pickup already had its invoice (a redelivery)
 
 
-def when_pickup_settled_issue_invoice(rt: ServiceRuntime):  # noqa: ANN201 - a consumer handler
-    def handle(env: Any, uow: UnitOfWork) -> None:
-        settle_sale(rt, uow, Sale.from_settled(env.data))
-
-    handle.__name__ = "when_pickup_settled_issue_invoice"
-    return handle
+def when_pickup_settled_issue_invoice(event: PickupSettled, uow: UnitOfWork, *, rt: ServiceRuntime) -> None:
+    """The consumer of booking's PickupSettled (group `invoicing.pickups`, consumers.py)."""
+    settle_sale(rt, uow, Sale(event))
 
 
 def settle_sale(rt: ServiceRuntime, uow: UnitOfWork, sale: Sale, now: datetime | None = None) -> Outcome:

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.kernel.ports import Port
+
 if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
 
@@ -70,38 +72,36 @@ class InvoicingSettings(BaseSettings):
         return self.local_date(datetime.now(UTC))
 
 
+SETTINGS: Port[InvoicingSettings] = Port("invoicing.settings")
+TAX_RULE_BOOK: Port[TaxRuleBook] = Port("invoicing.tax_rule_book")
+SERVICE_RULE_BOOK: Port[ServiceRuleBook] = Port("invoicing.service_rule_book")
+
+
 def settings_of(rt: ServiceRuntime) -> InvoicingSettings:
-    s = rt.ports.get("invoicing_settings")
-    if s is None:
-        s = rt.ports["invoicing_settings"] = InvoicingSettings()
-    return s
+    return rt.ports.get_or_set(SETTINGS, InvoicingSettings)
 
 
 def configure(rt: ServiceRuntime, **overrides: Any) -> InvoicingSettings:
     """Replace the runtime's invoicing settings (tests, benchmarks): defaults + environment + `overrides`."""
     s = InvoicingSettings(**overrides)
-    rt.ports["invoicing_settings"] = s
-    rt.ports.pop("tax_rule_book", None)
-    rt.ports.pop("service_rule_book", None)
+    rt.ports[SETTINGS] = s
+    rt.ports.pop(TAX_RULE_BOOK)
+    rt.ports.pop(SERVICE_RULE_BOOK)
     return s
 
 
 def tax_rule_book(rt: ServiceRuntime) -> TaxRuleBook:
-    book = rt.ports.get("tax_rule_book")
-    if book is None:
-        from .domain.tax_config import load_rule_book
+    from .domain.tax_config import load_rule_book
 
-        book = rt.ports["tax_rule_book"] = load_rule_book(settings_of(rt).tax_rules_file or None)
-    return book
+    return rt.ports.get_or_set(TAX_RULE_BOOK, lambda: load_rule_book(settings_of(rt).tax_rules_file or None))
 
 
 def service_rule_book(rt: ServiceRuntime) -> ServiceRuleBook:
-    book = rt.ports.get("service_rule_book")
-    if book is None:
-        from .domain.service_rules import load_service_rules
+    from .domain.service_rules import load_service_rules
 
-        book = rt.ports["service_rule_book"] = load_service_rules(settings_of(rt).service_rules_file or None)
-    return book
+    return rt.ports.get_or_set(
+        SERVICE_RULE_BOOK, lambda: load_service_rules(settings_of(rt).service_rules_file or None)
+    )
 
 
 def export_dir(rt: ServiceRuntime) -> Path:

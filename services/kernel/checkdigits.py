@@ -13,7 +13,9 @@ compute the check character (used by the tests' generators and by fixtures that 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date
+from typing import Any
 
 from .errors import ValidationFailed
 
@@ -169,7 +171,8 @@ def validate_imei(value: object, field: str = "imei") -> str:
     return v
 
 
-def is_valid(validator, value: object) -> bool:  # noqa: ANN001 - any validate_* above
+def is_valid(validator: Callable[[Any], object], value: object) -> bool:
+    """Whether `validator` (any validate_* above) accepts the value."""
     try:
         validator(value)
         return True

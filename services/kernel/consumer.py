@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from .bus.port import EventBus, Record, Subscription, TopicSpec
 from .db import Database, UnitOfWork
-from .events import Envelope, Event, current_trace_id
+from .events import Envelope, Event, current_event_id, current_trace_id
 from .outbox import inbox_record, inbox_record_many, inbox_seen, inbox_seen_many
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,11 @@ Handler = Callable[[Envelope, UnitOfWork], None]
 
 @dataclass
 class ConsumerSpec:
-    """A consumer group of one service: which topics it reads and which handler each event type goes to.
+    """A consumer group as the runner sees it: which topics it reads and which envelope handler each event type
+    goes to. Event types not in `handlers` are acknowledged and ignored (a topic carries a whole aggregate family).
 
-    Event types not in `handlers` are acknowledged and ignored (a topic carries a whole aggregate family).
+    Services never build one by hand: `group()` builds it from contract classes and typed handlers (a test checks
+    this). The envelope form is for the kernel's own tests and tools.
     """
 
     group: str
@@ -50,6 +52,10 @@ def group(name: str, handlers: Mapping[type[Event], EventHandler]) -> ConsumerSp
 
         def consumers(rt) -> list[ConsumerSpec]:
             return [group("listings.certificates", {CertificateIssued: when_certificate_issued_keep_copy})]
+
+    A handler that needs the runtime (its settings, a cache) takes it as the keyword `rt`, bound in `consumers`:
+    `partial(when_pickup_settled_issue_invoice, rt=rt)`. The id of the event being handled is
+    `events.current_event_id.get()`.
     """
     topics = sorted({cls.topic for cls in handlers})
     return ConsumerSpec(name, topics, {cls.type: _typed(cls, fn) for cls, fn in handlers.items()})
@@ -59,7 +65,10 @@ def _typed(cls: type[Event], fn: EventHandler) -> Handler:
     def handle(env: Envelope, uow: UnitOfWork) -> None:
         fn(cls.decode(env.data), uow)
 
-    handle.__name__ = getattr(fn, "__name__", "handle")
+    # a partial (a handler bound to its runtime) is named after its function
+    handle.__name__ = str(
+        getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "handle")
+    )
     handle.__wrapped__ = fn  # type: ignore[attr-defined]
     return handle
 
@@ -177,6 +186,7 @@ class ConsumerRunner:
                         continue
                     seen.add(env.id)  # the same event twice in one poll
                     token = current_trace_id.set(env.traceid)
+                    event_token = current_event_id.set(env.id)
                     try:
                         handler(env, uow)
                     except Exception as exc:
@@ -191,6 +201,7 @@ class ConsumerRunner:
                         raise
                     finally:
                         current_trace_id.reset(token)
+                        current_event_id.reset(event_token)
                     new_ids.append(env.id)
                 inbox_record_many(uow.session, self.spec.group, new_ids)
             self.handled += len(new_ids)
@@ -221,6 +232,7 @@ class ConsumerRunner:
             if attempt > 1:
                 time.sleep(self.backoff_s * (2 ** (attempt - 2)))
             token = current_trace_id.set(env.traceid)
+            event_token = current_event_id.set(env.id)
             try:
                 with UnitOfWork(self.db) as uow:
                     if inbox_seen(uow.session, self.spec.group, env.id):
@@ -243,6 +255,7 @@ class ConsumerRunner:
                 )
             finally:
                 current_trace_id.reset(token)
+                current_event_id.reset(event_token)
         self._dead_letter(rec, error, self.max_attempts)
 
     def _dead_letter(self, rec: Record, error: str, attempts: int) -> None:

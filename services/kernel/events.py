@@ -7,6 +7,7 @@ decoder and the generated event catalogue read.
 
 from __future__ import annotations
 
+import builtins
 import contextvars
 import json
 from datetime import UTC, datetime
@@ -21,6 +22,9 @@ CONTENT_TYPE = "application/cloudevents+json"
 
 # The trace id of the request (or event) being handled; new events inherit it.
 current_trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("trace_id", default=None)
+# The id of the event a consumer is handling (set by the consumer runner around each handler call), for handlers
+# that keep it as provenance.
+current_event_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_id", default=None)
 
 _REGISTRY: dict[str, type[Event]] = {}
 E = TypeVar("E", bound="Event")
@@ -50,7 +54,7 @@ class Event(BaseModel):
         return str(getattr(self, self.key_field))
 
     @classmethod
-    def decode(cls: type[E], data: dict[str, Any]) -> E:
+    def decode(cls: builtins.type[E], data: dict[str, Any]) -> E:  # `type` is the event's type string here
         """Tolerant reader: fields this version does not know are ignored, so a publisher may add optional
         fields without breaking its consumers (building an event stays strict: `extra="forbid"`)."""
         return cls.model_validate({k: v for k, v in data.items() if k in cls.model_fields})
@@ -98,14 +102,14 @@ def load_event_modules() -> None:
     registry knows every event type."""
     import importlib
     import pkgutil
+    from pathlib import Path
 
-    import services
-    import services.contracts as contracts
-
-    for mod in pkgutil.iter_modules(contracts.__path__):
+    # found on disk, not imported by name: the kernel depends on no service and no contract
+    services_dir = Path(__file__).resolve().parents[1]
+    for mod in pkgutil.iter_modules([str(services_dir / "contracts")]):
         importlib.import_module(f"services.contracts.{mod.name}")
 
-    for mod in pkgutil.iter_modules(services.__path__):
+    for mod in pkgutil.iter_modules([str(services_dir)]):
         try:
             importlib.import_module(f"services.{mod.name}.domain.events")
         except ModuleNotFoundError as exc:

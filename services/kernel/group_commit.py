@@ -27,6 +27,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy.exc import DBAPIError
@@ -168,7 +169,7 @@ class GroupCommitWriter:
                 return
         for job in batch:
             try:
-                (result,) = retry_on_conflict(lambda job=job: self._alone(job))
+                (result,) = retry_on_conflict(partial(self._alone, job))
             except _JobFailed as failed:
                 job.future.set_exception(failed.error)
             except BaseException as exc:  # noqa: BLE001

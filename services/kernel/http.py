@@ -557,7 +557,13 @@ def _problem_for_parser_errors() -> None:
         return
     original = handler_cls.handle_error
 
-    def handle_error(self, request, status=500, exc=None, message=None):  # noqa: ANN001, ANN202
+    def handle_error(
+        self: Any,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> Any:
         if status == 500:
             return original(self, request, status, exc, message)
         if isinstance(exc, http_exceptions.LineTooLong):

@@ -1,13 +1,16 @@
 """Alembic, one migration history per service (its own version table, in its own database or schema).
 
 Each service has `services/<name>/migrations/` with an `env.py` that calls `run_env`, and versions written by
-`recycle makemigrations <service> -m "..."` (autogenerate against a scratch SQLite at head).
+`recycle makemigrations <service> -m "..."` (autogenerate against a scratch SQLite at head). A service's first
+migration creates the kernel's outbox and inbox tables with `create_outbox_and_inbox()` (the template writes the
+call; autogenerate leaves those two tables to it).
 """
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
@@ -17,7 +20,7 @@ from .db import Database, ensure_schema
 
 
 def service_dir(service: str) -> Path:
-    return Path(importlib.import_module(f"services.{service}").__file__).parent
+    return Path(str(importlib.import_module(f"services.{service}").__file__)).parent
 
 
 def alembic_config(service: str, db: Database) -> Config:
@@ -41,6 +44,65 @@ def target_metadata(service: str) -> list[MetaData]:
     return [mod.metadata, kernel_metadata]
 
 
+# The kernel's tables, created by every service's first migration through the helpers below.
+KERNEL_TABLES = frozenset({"outbox", "inbox"})
+
+
+def create_outbox_and_inbox() -> None:
+    """The outbox and inbox tables, as every service's first migration creates them.
+
+    Frozen, like any migration: the model (kernel/outbox.py) may change only with a new migration in every
+    service (autogenerate finds the difference), never by editing this."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.create_table(
+        "inbox",
+        sa.Column("group_id", sa.String(length=200), nullable=False),
+        sa.Column("event_id", sa.String(length=64), nullable=False),
+        sa.Column("handled_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("group_id", "event_id", name=op.f("pk_inbox")),
+    )
+    op.create_table(
+        "outbox",
+        sa.Column(
+            "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("event_id", sa.String(length=64), nullable=False),
+        sa.Column("topic", sa.String(length=200), nullable=False),
+        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("type", sa.String(length=200), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("seq", name=op.f("pk_outbox")),
+        sa.UniqueConstraint("event_id", name=op.f("uq_outbox_event_id")),
+    )
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_outbox_sent_at"), ["sent_at"], unique=False)
+
+
+def drop_outbox_and_inbox() -> None:
+    """The first migration's downgrade: the reverse of `create_outbox_and_inbox`."""
+    from alembic import op
+
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_outbox_sent_at"))
+    op.drop_table("outbox")
+    op.drop_table("inbox")
+
+
+def _leave_kernel_tables_to_the_helper(context: Any, revision: Any, directives: list[Any]) -> None:
+    """Autogenerating a service's first migration: the outbox and inbox come from `create_outbox_and_inbox()`
+    (written by the template), so their operations are dropped from what autogenerate found."""
+    if not directives or context.get_current_revision() is not None:
+        return
+    for ops in (directives[0].upgrade_ops, directives[0].downgrade_ops):
+        ops.ops[:] = [op for op in ops.ops if getattr(op, "table_name", None) not in KERNEL_TABLES]
+
+
 def run_env() -> None:
     """Body of every service's migrations/env.py."""
     cfg = context.config
@@ -55,6 +117,7 @@ def run_env() -> None:
             render_as_batch=db.dialect == "sqlite",  # SQLite can only ALTER through table copies
             version_table="alembic_version",
             compare_type=True,
+            process_revision_directives=_leave_kernel_tables_to_the_helper,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -46,7 +46,7 @@ def parse_qty(value: str | int | Decimal, places: Decimal = KG_PLACES) -> Decima
     if q.adjusted() >= MAX_QTY_DIGITS:
         raise ValueError(f"too large: at most {MAX_QTY_DIGITS} digits before the decimal point")
     if q != q.quantize(places):
-        raise ValueError(f"at most {abs(places.as_tuple().exponent)} decimal places")
+        raise ValueError(f"at most {abs(int(places.as_tuple().exponent))} decimal places")
     return q.quantize(places)
 
 

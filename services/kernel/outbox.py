@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
 
 from .bus.port import EventBus, Record
@@ -65,9 +67,9 @@ inbox_t = Table(
 )
 
 
-def write_outbox(session: Session, events: list[Event | Envelope]) -> list[str]:
+def write_outbox(session: Session | Connection, events: Sequence[Event | Envelope]) -> list[str]:
     now = datetime.now(UTC)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ev in events:
         env = ev if isinstance(ev, Envelope) else Envelope.wrap(ev)
         from .events import topic_of
@@ -84,7 +86,7 @@ def write_outbox(session: Session, events: list[Event | Envelope]) -> list[str]:
             )
         )
     session.execute(outbox_t.insert(), rows)
-    return [r["event_id"] for r in rows]
+    return [str(r["event_id"]) for r in rows]
 
 
 def inbox_seen(session: Session, group: str, event_id: str) -> bool:
@@ -264,7 +266,8 @@ class Relay:
         if seqs is not None:
             cond.append(outbox_t.c.seq.in_(seqs))
         with self.db.session() as s, s.begin():
-            return s.execute(update(outbox_t).where(*cond).values(attempts=0)).rowcount
+            res: CursorResult[Any] = s.execute(update(outbox_t).where(*cond).values(attempts=0))  # type: ignore[assignment]
+            return res.rowcount
 
     def run(self, stop: threading.Event) -> None:
         """Relay until `stop`, while this relay holds the service's relay lock (others stand by)."""
@@ -387,7 +390,7 @@ class RelayLock:
             self._file = None
 
 
-def wait_until(predicate, timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:  # noqa: ANN001
+def wait_until(predicate: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.02) -> bool:
     """Poll a condition (tests and CLIs); returns whether it became true in time."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

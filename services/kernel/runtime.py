@@ -11,7 +11,6 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import MetaData
 
@@ -21,6 +20,7 @@ from .consumer import ConsumerRunner, ConsumerSpec
 from .db import Database, check_reachable
 from .http import Router
 from .outbox import Relay
+from .ports import Ports
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class ServiceSpec:
     router: Router | None = None
     consumers: Callable[[ServiceRuntime], list[ConsumerSpec]] = lambda rt: []
     seed: Callable[[ServiceRuntime], None] | None = None
-    # builds adapters kept in runtime.ports (payment provider, search index, ...)
+    # builds the adapters kept in runtime.ports (payment provider, search index, ...): see kernel/ports.py
     setup: Callable[[ServiceRuntime], None] | None = None
 
 
@@ -73,7 +73,7 @@ class ServiceRuntime:
     settings: Settings
     bus: EventBus
     db: Database = field(init=False)
-    ports: dict[str, Any] = field(default_factory=dict)
+    ports: Ports = field(default_factory=Ports)
     runners: list[ConsumerRunner] = field(default_factory=list)
     relay: Relay = field(init=False)
     _threads: list[threading.Thread] = field(default_factory=list)

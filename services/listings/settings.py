@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.kernel.ports import Port
+
 if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
 
@@ -70,15 +72,15 @@ class ListingsSettings(BaseSettings):
     search_max_limit: int = Field(100, ge=1)
 
 
+SETTINGS: Port[ListingsSettings] = Port("listings.settings")
+
+
 def settings_of(rt: ServiceRuntime) -> ListingsSettings:
-    s = rt.ports.get("listings_settings")
-    if s is None:
-        s = rt.ports["listings_settings"] = ListingsSettings()
-    return s
+    return rt.ports.get_or_set(SETTINGS, ListingsSettings)
 
 
 def configure(rt: ServiceRuntime, **overrides: Any) -> ListingsSettings:
     """Replace the runtime's listings settings (tests, benchmarks): defaults + environment + `overrides`."""
     s = ListingsSettings(**overrides)
-    rt.ports["listings_settings"] = s
+    rt.ports[SETTINGS] = s
     return s

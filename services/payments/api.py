@@ -13,15 +13,17 @@ from pydantic import BaseModel, Field
 from services.kernel.http import Ctx, Reply, Router
 from services.kernel.ids import new_id
 
+from . import handlers
 from .domain.model import Balance, Withdrawal
 from .handlers import Payments
+from .hold_requests import hold_requests_of
 from .reconcile import reconcile
 
 router = Router("payments")
 
 
 def payments_of(ctx: Ctx) -> Payments:
-    return ctx.runtime.ports["payments"]
+    return handlers.payments_of(ctx.runtime)
 
 
 class WalletOut(BaseModel):
@@ -170,7 +172,7 @@ async def confirm_payment(ctx: Ctx) -> dict[str, Any]:
     is held, `requires_payment_method` with `decline_code` when the method was declined (try another)."""
     body: ConfirmIn = ctx.body
     return await ctx.run(
-        ctx.runtime.ports["hold_requests"].confirm, ctx.params["id"], ctx.user.user_id, body.payment_method
+        hold_requests_of(ctx.runtime).confirm, ctx.params["id"], ctx.user.user_id, body.payment_method
     )
 
 
@@ -180,7 +182,7 @@ async def confirm_payment(ctx: Ctx) -> dict[str, Any]:
 async def get_payment(ctx: Ctx) -> dict[str, Any]:
     """A payment opened for the signed-in payer (or any, for an admin)."""
     return await ctx.run(
-        ctx.runtime.ports["hold_requests"].get, ctx.params["id"], ctx.user.user_id, ctx.user.has("admin")
+        hold_requests_of(ctx.runtime).get, ctx.params["id"], ctx.user.user_id, ctx.user.has("admin")
     )
 
 

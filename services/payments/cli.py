@@ -20,11 +20,13 @@ console = Console()
 
 
 def _payments():  # noqa: ANN202
-    from services.bootstrap import Platform
+    from services.kernel.platform import Platform
     from services.kernel.settings import get_settings
 
+    from .handlers import payments_of
+
     platform = Platform(get_settings(), services=["payments"]).prepare()
-    return platform, platform["payments"].ports["payments"]
+    return platform, payments_of(platform["payments"])
 
 
 @app.command()

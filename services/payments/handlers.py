@@ -16,7 +16,7 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -24,13 +24,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.contracts.payments import PayoutFailed, PayoutPaid, PayoutRequested
 from services.kernel.db import Database, UnitOfWork, retry_on_conflict
 from services.kernel.errors import NotFound, RuleViolated, ValidationFailed
-from services.kernel.events import Envelope
+from services.kernel.ports import Port
 
 from . import store
 from .domain import ledger as L
-from .domain.events import PayoutFailed, PayoutPaid, PayoutRequested, WithdrawalRequested
+from .domain.events import WithdrawalRequested
 from .domain.model import (
     Balance,
     Hold,
@@ -54,6 +55,9 @@ from .domain.rules import (
 from .ports import CardDeclined, InvalidRequest, PaymentProvider, ProviderUnavailable
 from .settings import PaymentsSettings
 from .store import hold_commands, holds, payees, payouts, provider_events, refunds, withdrawals
+
+if TYPE_CHECKING:
+    from services.kernel.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
@@ -491,10 +495,9 @@ class Payments:
             self._try_send(wd_id)
         return len(ids)
 
-    # --- consumers -------------------------------------------------------------------------------------------
-    def when_payout_requested_pay(self, env: Envelope, uow: UnitOfWork) -> None:
-        ev = env.event()
-        assert isinstance(ev, PayoutRequested)
+    # --- requested by events (consumers.py) ------------------------------------------------------------------
+    def pay_requested(self, uow: UnitOfWork, ev: PayoutRequested) -> None:
+        """A payout another service asked for: accepted once by its payout_id (paid, or credited to a wallet)."""
         try:
             self._accept_payout(
                 uow,
@@ -511,9 +514,8 @@ class Payments:
             # A request we can never pay (bad amount or payee kind): answer it, once, instead of retrying.
             self._refuse_payout(uow, ev, exc.detail + ": " + "; ".join(e["message"] for e in exc.errors))
 
-    def when_withdrawal_requested_send(self, env: Envelope, uow: UnitOfWork) -> None:
-        ev = env.event()
-        assert isinstance(ev, WithdrawalRequested)
+    def send_requested(self, uow: UnitOfWork, ev: WithdrawalRequested) -> None:
+        """A withdrawal this service reserved: sent through the provider, once (keyed by withdrawal_id)."""
         self._send_withdrawal(uow, ev.withdrawal_id)
 
     # === provider events (webhooks, sandbox pulls) ============================================================
@@ -1222,3 +1224,11 @@ class Payments:
                 f"returned: {state.failure_reason}",
                 returned_fen=state.amount_fen or int(wd.amount_fen),
             )
+
+
+PAYMENTS: Port[Payments] = Port("payments")
+
+
+def payments_of(rt: ServiceRuntime) -> Payments:
+    """The runtime's payments port (built by the service's setup)."""
+    return rt.ports[PAYMENTS]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 
@@ -33,10 +33,14 @@ from services.contracts.payments import (
 )
 from services.kernel.db import UnitOfWork, retry_on_conflict
 from services.kernel.errors import Conflict, Forbidden, NotFound
+from services.kernel.ports import Port
 
 from .domain.model import HoldStatus
 from .handlers import Payments
 from .store import hold_requests
+
+if TYPE_CHECKING:
+    from services.kernel.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +170,8 @@ class HoldRequests:
             )
         return out
 
-    # --- consumers (group payments.holds) ----------------------------------------------------------------------
-    def when_hold_requested_open(self, event: HoldRequested, uow: UnitOfWork) -> None:
+    # --- what the consumers (group payments.holds, consumers.py) do ----------------------------------------------------------------------
+    def open_requested(self, uow: UnitOfWork, event: HoldRequested) -> None:
         s = uow.session
         if s.execute(select(hold_requests.c.id).where(hold_requests.c.id == event.hold_request_id)).first():
             return
@@ -197,7 +201,7 @@ class HoldRequests:
             )
         )
 
-    def when_hold_capture_requested_settle(self, event: HoldCaptureRequested, uow: UnitOfWork) -> None:
+    def settle_requested(self, uow: UnitOfWork, event: HoldCaptureRequested) -> None:
         s = uow.session
         row = self._locked(uow, event.hold_request_id)
         if row.status == CAPTURED:
@@ -232,7 +236,7 @@ class HoldRequests:
             )
         )
 
-    def when_hold_cancel_requested_release(self, event: HoldCancelRequested, uow: UnitOfWork) -> None:
+    def release_requested(self, uow: UnitOfWork, event: HoldCancelRequested) -> None:
         s = uow.session
         row = self._locked(uow, event.hold_request_id)
         now = _now()
@@ -295,3 +299,11 @@ class HoldRequests:
             # the request itself comes first on the same partition: this is a bug or a lost request
             raise NotFound(f"no hold request {request_id}")
         return row
+
+
+HOLD_REQUESTS: Port[HoldRequests] = Port("payments.hold_requests")
+
+
+def hold_requests_of(rt: ServiceRuntime) -> HoldRequests:
+    """The runtime's hold requests (built by the service's setup)."""
+    return rt.ports[HOLD_REQUESTS]

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.kernel.ports import Port
+
 from .domain.rules import DEFAULT_PAYOUT_THRESHOLD_FEN
 
 if TYPE_CHECKING:
@@ -28,17 +30,20 @@ class PaymentsSettings(BaseSettings):
     currency: str = "cny"
 
 
+SETTINGS: Port[PaymentsSettings] = Port("payments.settings")
+
+
 def settings_of(rt: ServiceRuntime) -> PaymentsSettings:
-    s = rt.ports.get("payments_settings")
-    if s is None:
-        s = rt.ports["payments_settings"] = PaymentsSettings()
-    return s
+    return rt.ports.get_or_set(SETTINGS, PaymentsSettings)
 
 
 def configure(rt: ServiceRuntime, **overrides: Any) -> PaymentsSettings:
     """Replace the runtime's payments settings (tests): defaults + environment + `overrides`."""
     s = PaymentsSettings(**overrides)
-    rt.ports["payments_settings"] = s
-    if "payments" in rt.ports:
-        rt.ports["payments"].settings = s
+    rt.ports[SETTINGS] = s
+    from .handlers import PAYMENTS
+
+    payments = rt.ports.get(PAYMENTS)
+    if payments is not None:
+        payments.settings = s
     return s

@@ -24,9 +24,10 @@ SCHEDULE = {
 )
 def reconcile(rt: ServiceRuntime) -> dict:
     """Compare the ledger with the provider; differences are logged and returned (and fail the CLI run)."""
+    from .handlers import payments_of
     from .reconcile import reconcile as run
 
-    report = run(rt.ports["payments"])
+    report = run(payments_of(rt))
     summary = report.to_dict()
     if not report.ok:
         logging.getLogger(__name__).error("payments reconciliation found differences: %s", summary)

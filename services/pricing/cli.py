@@ -35,8 +35,8 @@ def compute_index(
     """Run the daily computation for a day or a range of days (a restatement where inputs changed)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from services.bootstrap import Platform
     from services.kernel.errors import DomainError
+    from services.kernel.platform import Platform
     from services.kernel.settings import get_settings
 
     from .handlers import compute

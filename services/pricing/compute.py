@@ -4,7 +4,7 @@ One path for every caller (the Celery beat job, `POST /v1/admin/prices/compute`,
 compute-index`, the benchmark):
 
 1. load    the day's observations straight into int64 columns (one query, rows in id order);
-2. compute every category × region series with the vectorised domain path (`index_math.compute_many`): related
+2. compute every category × region series with the vectorised domain path (`index_batch.compute_many`): related
            parties and ineligible tiers out, tier preference, median ± k·MAD filter, quorum, VWAP. Regions are
            the city codes as given, their provinces and national; a province or the nation aggregates the
            observations of all its cities;
@@ -34,19 +34,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from services.contracts.pricing import IndexPublished
 from services.kernel.db import Database, UnitOfWork
 from services.kernel.errors import RuleViolated
 from services.kernel.regions import NATIONAL
 
 from . import audit
-from .domain.events import IndexPublished
+from .domain.index_batch import ObservationColumns, compute_many
 from .domain.index_math import (
     REASON_CODES,
     TIER_CODES,
     ChainLinkError,
-    ObservationColumns,
     SeriesConfig,
-    compute_many,
 )
 from .domain.methodology import Methodology, load_methodology
 from .store import (

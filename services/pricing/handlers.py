@@ -5,14 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from services.booking.domain.events import PickupSettled
-from services.contracts.trading import TradeSettled
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import Forbidden, RuleViolated, ValidationFailed
-from services.kernel.events import Envelope
 from services.kernel.ids import new_id
-from services.kernel.money import parse_qty
 from services.kernel.runtime import ServiceRuntime
 from services.kernel.taxonomy import categories
 
@@ -23,9 +19,6 @@ from .domain.methodology import load_methodology
 from .domain.observations import (
     SOURCE_API,
     ObservationDraft,
-    SettledLine,
-    draft_from_settled_trade,
-    drafts_from_settled_pickup,
     firm_report_is_self_dealing,
     tier_for_firm_report,
 )
@@ -89,45 +82,6 @@ def record_firm_observation(
     with UnitOfWork(rt.db) as uow:
         (recorded,) = record_observations(uow, [draft], methodology=m, now=now)
     return recorded.view()
-
-
-def when_pickup_settled_record_transactions(env: Envelope, uow: UnitOfWork) -> None:
-    """booking.pickup.settled → one `transaction` input per paying, indexed line (the buyer is the firm)."""
-    ev = PickupSettled.model_validate(env.data)
-    m = load_methodology()
-    drafts = drafts_from_settled_pickup(
-        pickup_id=ev.pickup_id,
-        event_id=env.id,
-        firm_id=ev.firm_id,
-        resident_id=ev.resident_id,
-        collector_user_id=ev.collector_user_id,
-        city_code=ev.city_code,
-        settled_at=ev.settled_at if ev.settled_at.tzinfo else ev.settled_at.replace(tzinfo=UTC),
-        lines=[SettledLine(ln.category, parse_qty(ln.qty), ln.unit_price_fen) for ln in ev.lines],
-        indexed=frozenset(m.categories),
-        pays=frozenset(c for c, cat in categories().items() if cat.pays),
-    )
-    record_observations(uow, drafts, methodology=m)
-
-
-def when_trade_settled_record_transaction(event: TradeSettled, uow: UnitOfWork) -> None:
-    """trading.trade settled → one `transaction` input (tier 1) on the delivered weight; related parties flagged."""
-    m = load_methodology()
-    settled_at = event.settled_at if event.settled_at.tzinfo else event.settled_at.replace(tzinfo=UTC)
-    draft = draft_from_settled_trade(
-        trade_id=event.trade_id,
-        event_id=None,
-        buyer_firm_id=event.buyer_firm_id,
-        category=event.category,
-        city_code=event.city_code,
-        price_fen_per_t=event.price_fen_per_t,
-        delivered_t=parse_qty(event.delivered_t),
-        related_party=event.related_party,
-        settled_at=settled_at,
-        indexed=frozenset(c for c, spec in m.categories.items() if spec.unit == "kg"),
-    )
-    if draft is not None:
-        record_observations(uow, [draft], methodology=m)
 
 
 # --------------------------------------------------------------------------------------------- computing

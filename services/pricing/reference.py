@@ -6,11 +6,11 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import select
 
+from services.contracts.pricing import IndexPublished
 from services.kernel.db import UnitOfWork
 from services.kernel.runtime import ServiceRuntime
 from services.kernel.taxonomy import leaves
 
-from .domain.events import IndexPublished
 from .store import published_values
 
 NATIONAL = "000000"

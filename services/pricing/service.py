@@ -1,25 +1,14 @@
-from services.booking.domain.events import PickupSettled
-from services.contracts.trading import TradeSettled
-from services.kernel.consumer import ConsumerSpec, group
+"""The pricing service: price observations, daily indices and their restatements, the published methodology."""
+
+from __future__ import annotations
+
 from services.kernel.runtime import ServiceRuntime, ServiceSpec
 
 from .api import router
-from .handlers import when_pickup_settled_record_transactions, when_trade_settled_record_transaction
+from .consumers import consumers
 from .reference import seed_reference_prices
 from .settings import settings_of
 from .store import metadata
-
-
-def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
-    # Price inputs, one handler per source.
-    return [
-        ConsumerSpec(
-            "pricing.observations",
-            ["booking.pickup"],
-            {PickupSettled.type: when_pickup_settled_record_transactions},
-        ),
-        group("pricing.trades", {TradeSettled: when_trade_settled_record_transaction}),
-    ]
 
 
 def setup(rt: ServiceRuntime) -> None:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.kernel.ports import Port
+
 if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
 
@@ -31,15 +33,15 @@ class PricingSettings(BaseSettings):
     max_restatement_days_per_run: int = Field(31, ge=0)
 
 
+SETTINGS: Port[PricingSettings] = Port("pricing.settings")
+
+
 def settings_of(rt: ServiceRuntime) -> PricingSettings:
-    s = rt.ports.get("pricing_settings")
-    if s is None:
-        s = rt.ports["pricing_settings"] = PricingSettings()
-    return s
+    return rt.ports.get_or_set(SETTINGS, PricingSettings)
 
 
 def configure(rt: ServiceRuntime, **overrides: object) -> PricingSettings:
     """Tests: replace the runtime's settings with these overrides."""
     s = PricingSettings(**overrides)  # type: ignore[arg-type]
-    rt.ports["pricing_settings"] = s
+    rt.ports[SETTINGS] = s
     return s

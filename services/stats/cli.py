@@ -21,7 +21,7 @@ def _group() -> None:
 
 
 def _runtime():  # noqa: ANN202
-    from services.bootstrap import Platform
+    from services.kernel.platform import Platform
     from services.kernel.settings import Settings
 
     platform = Platform(Settings(), services=["stats"]).prepare()

@@ -7,7 +7,7 @@ Groups (each its own offsets):
 
 from __future__ import annotations
 
-from services.booking.domain.events import PickupSettled
+from services.contracts.booking import PickupSettled
 from services.contracts.trading import TradeAwarded, TradeSettled
 from services.kernel.consumer import ConsumerSpec, group
 from services.kernel.runtime import ServiceRuntime

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Table, TextClause, bindparam, text, update
 from sqlalchemy.orm import Session
 
-from services.booking.domain.events import PickupSettled
+from services.contracts.booking import PickupSettled
 from services.contracts.trading import TradeAwarded, TradeSettled
 from services.kernel.db import UnitOfWork
 

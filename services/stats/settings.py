@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.kernel.ports import Port
+
 from .domain.flows import local_day
 
 if TYPE_CHECKING:
@@ -47,19 +49,21 @@ class StatsSettings(BaseSettings):
         return local_day(at, self.tz)
 
 
+SETTINGS: Port[StatsSettings] = Port("stats.settings")
+FACTORS: Port[FactorTable] = Port("stats.factors")
+LOW_VALUE: Port[LowValueLists] = Port("stats.low_value")
+
+
 def settings_of(rt: ServiceRuntime) -> StatsSettings:
-    s = rt.ports.get("stats_settings")
-    if s is None:
-        s = rt.ports["stats_settings"] = StatsSettings()
-    return s
+    return rt.ports.get_or_set(SETTINGS, StatsSettings)
 
 
 def configure(rt: ServiceRuntime, **overrides: Any) -> StatsSettings:
     """Replace the runtime's stats settings (tests): defaults + environment + `overrides`."""
     s = StatsSettings(**overrides)
-    rt.ports["stats_settings"] = s
-    rt.ports.pop("stats_factors", None)
-    rt.ports.pop("stats_low_value", None)
+    rt.ports[SETTINGS] = s
+    rt.ports.pop(FACTORS)
+    rt.ports.pop(LOW_VALUE)
     return s
 
 
@@ -82,14 +86,8 @@ def load_low_value(settings: StatsSettings) -> LowValueLists:
 
 
 def factors_of(rt: ServiceRuntime) -> FactorTable:
-    table = rt.ports.get("stats_factors")
-    if table is None:
-        table = rt.ports["stats_factors"] = load_factors(settings_of(rt))
-    return table
+    return rt.ports.get_or_set(FACTORS, lambda: load_factors(settings_of(rt)))
 
 
 def low_value_of(rt: ServiceRuntime) -> LowValueLists:
-    lists = rt.ports.get("stats_low_value")
-    if lists is None:
-        lists = rt.ports["stats_low_value"] = load_low_value(settings_of(rt))
-    return lists
+    return rt.ports.get_or_set(LOW_VALUE, lambda: load_low_value(settings_of(rt)))

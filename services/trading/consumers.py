@@ -8,22 +8,19 @@ Groups (each its own offsets):
                       the buyers' payments of trades (`hr_tr_…`, settlement.py).
 
 Every handler is idempotent on its own (upserts keyed by the fact's id), on top of the consumer's inbox.
-Accounts' and booking's events are read by type name until their contracts move to `services.contracts`
-(a service never imports another).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
+from services.contracts.accounts import FirmVerified, RolesChanged
+from services.contracts.booking import PickupSettled
 from services.contracts.payments import HoldAuthorised, HoldCancelled, HoldCaptured, HoldDeclined, HoldOpened
 from services.kernel.consumer import ConsumerSpec, group
 from services.kernel.db import UnitOfWork
-from services.kernel.events import Envelope
 from services.kernel.runtime import ServiceRuntime
 
 from . import deposits, settlement
@@ -31,45 +28,57 @@ from .domain.model import DEPOSIT_PREFIX
 from .handlers import utcnow
 from .store import firm_members, firms, intake, trades
 
-FIRM_VERIFIED = "cn.recycle.accounts.firm.verified.v1"
-ROLES_CHANGED = "cn.recycle.accounts.user.roles_changed.v1"
-PICKUP_SETTLED = "cn.recycle.booking.pickup.settled.v1"
+
+def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
+    return [
+        group(
+            "trading.accounts",
+            {FirmVerified: when_firm_verified_keep_firm, RolesChanged: when_roles_changed_keep_firm_members},
+        ),
+        group("trading.intake", {PickupSettled: when_pickup_settled_record_intake}),
+        group(
+            "trading.payments",
+            {
+                HoldOpened: when_hold_opened_record,
+                HoldDeclined: when_hold_declined_record,
+                HoldAuthorised: when_hold_authorised_go_on,
+                HoldCaptured: when_hold_captured_settle_trade,
+                HoldCancelled: when_hold_cancelled_release_deposit,
+            },
+        ),
+    ]
 
 
-def _ts(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-
-
-def when_firm_verified_keep_firm(env: Envelope, uow: UnitOfWork) -> None:
-    d, s, now = env.data, uow.session, utcnow()
+def when_firm_verified_keep_firm(event: FirmVerified, uow: UnitOfWork) -> None:
+    s, now = uow.session, utcnow()
     values = dict(
-        owner_user_id=d["owner_user_id"],
-        name=d["name"],
-        city_code=d["city_code"],
-        verified_at=_ts(d["verified_at"]),
+        owner_user_id=event.owner_user_id,
+        name=event.name,
+        city_code=event.city_code,
+        verified_at=event.verified_at,
         updated_at=now,
     )
-    if not s.execute(update(firms).where(firms.c.firm_id == d["firm_id"]).values(**values)).rowcount:
-        s.execute(insert(firms).values(firm_id=d["firm_id"], **values))
-    _add_member(uow, d["owner_user_id"], d["firm_id"])
+    if not s.execute(update(firms).where(firms.c.firm_id == event.firm_id).values(**values)).rowcount:
+        s.execute(insert(firms).values(firm_id=event.firm_id, **values))
+    _add_member(uow, event.owner_user_id, event.firm_id)
 
 
-def when_roles_changed_keep_firm_members(env: Envelope, uow: UnitOfWork) -> None:
+def when_roles_changed_keep_firm_members(event: RolesChanged, uow: UnitOfWork) -> None:
     """The firms a user acts for now (owner, accountant, collector): replaces what we knew of that user."""
-    d, s = env.data, uow.session
-    now_for = set(d.get("firm_ids") or [])
+    s = uow.session
+    now_for = set(event.firm_ids)
     known = set(
-        s.execute(select(firm_members.c.firm_id).where(firm_members.c.user_id == d["user_id"])).scalars()
+        s.execute(select(firm_members.c.firm_id).where(firm_members.c.user_id == event.user_id)).scalars()
     )
     gone = known - now_for
     if gone:
         s.execute(
             delete(firm_members).where(
-                firm_members.c.user_id == d["user_id"], firm_members.c.firm_id.in_(gone)
+                firm_members.c.user_id == event.user_id, firm_members.c.firm_id.in_(gone)
             )
         )
     for firm_id in sorted(now_for - known):
-        s.execute(insert(firm_members).values(user_id=d["user_id"], firm_id=firm_id))
+        s.execute(insert(firm_members).values(user_id=event.user_id, firm_id=firm_id))
 
 
 def _add_member(uow: UnitOfWork, user_id: str, firm_id: str) -> None:
@@ -85,29 +94,29 @@ def _add_member(uow: UnitOfWork, user_id: str, firm_id: str) -> None:
         s.execute(insert(firm_members).values(user_id=user_id, firm_id=firm_id))
 
 
-def when_pickup_settled_record_intake(env: Envelope, uow: UnitOfWork) -> None:
+def when_pickup_settled_record_intake(event: PickupSettled, uow: UnitOfWork) -> None:
     """Each weighed line (kg) of a settled pickup is intake of the collector's firm (grams, kept whole)."""
-    d, s = env.data, uow.session
-    if s.execute(select(intake.c.pickup_id).where(intake.c.pickup_id == d["pickup_id"]).limit(1)).first():
+    s = uow.session
+    if s.execute(select(intake.c.pickup_id).where(intake.c.pickup_id == event.pickup_id).limit(1)).first():
         return
     rows = []
-    for i, line in enumerate(d.get("lines") or []):
-        if line.get("unit") != "kg":
+    for i, line in enumerate(event.lines):
+        if line.unit != "kg":
             continue
-        qty_g = int(Decimal(str(line["qty"])) * 1000)
+        qty_g = int(Decimal(line.qty) * 1000)
         if qty_g <= 0:
             continue
         rows.append(
             dict(
-                pickup_id=d["pickup_id"],
+                pickup_id=event.pickup_id,
                 line_no=i,
-                firm_id=d["firm_id"],
-                category=line["category"],
+                firm_id=event.firm_id,
+                category=line.category,
                 qty_g=qty_g,
                 allocated_g=0,
-                city_code=d["city_code"],
-                collector_id=d["collector_id"],
-                settled_at=_ts(d["settled_at"]),
+                city_code=event.city_code,
+                collector_id=event.collector_id,
+                settled_at=event.settled_at,
             )
         )
     if rows:
@@ -153,29 +162,3 @@ def when_hold_captured_settle_trade(event: HoldCaptured, uow: UnitOfWork) -> Non
 def when_hold_cancelled_release_deposit(event: HoldCancelled, uow: UnitOfWork) -> None:
     if _is_deposit(event.hold_request_id):
         deposits.deposit_released(uow, event.hold_request_id, utcnow())
-
-
-def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
-    return [
-        ConsumerSpec(
-            "trading.accounts",
-            ["accounts.firm", "accounts.user"],
-            {
-                FIRM_VERIFIED: when_firm_verified_keep_firm,
-                ROLES_CHANGED: when_roles_changed_keep_firm_members,
-            },
-        ),
-        ConsumerSpec(
-            "trading.intake", ["booking.pickup"], {PICKUP_SETTLED: when_pickup_settled_record_intake}
-        ),
-        group(
-            "trading.payments",
-            {
-                HoldOpened: when_hold_opened_record,
-                HoldDeclined: when_hold_declined_record,
-                HoldAuthorised: when_hold_authorised_go_on,
-                HoldCaptured: when_hold_captured_settle_trade,
-                HoldCancelled: when_hold_cancelled_release_deposit,
-            },
-        ),
-    ]

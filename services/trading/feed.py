@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from services.contracts.trading import LotBestBidChanged, LotClosed, LotListed
 from services.kernel.db import UnitOfWork
 from services.kernel.events import Envelope
+from services.kernel.ports import Port
 
 if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
@@ -190,16 +191,16 @@ class LotFeed:
                 time.sleep(1.0)
 
 
+LOT_FEED: Port[LotFeed] = Port("trading.lot_feed")
+
+
 def feed_of(rt: ServiceRuntime) -> LotFeed:
-    f = rt.ports.get("lot_feed")
-    if f is None:
-        f = rt.ports.setdefault("lot_feed", LotFeed(rt))
-    return f
+    return rt.ports.get_or_set(LOT_FEED, lambda: LotFeed(rt))
 
 
 def publish_local(rt: ServiceRuntime, envelopes: list[Envelope]) -> None:
     """Called by this process's commands after their commit."""
-    f = rt.ports.get("lot_feed")
+    f = rt.ports.get(LOT_FEED)
     if envelopes and f is not None and f.listeners:
         f.publish(envelopes)
 

@@ -1,6 +1,6 @@
 """Trading's settings, read from the environment with the prefix `TRADING_` (e.g. `TRADING_TOLERANCE_PCT=1.5`).
 
-The runtime builds one at start (`ports["trading_settings"]`); tests pass their own with `configure(rt, ...)`.
+The runtime builds one at start (`ports[SETTINGS]`); tests pass their own with `configure(rt, ...)`.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.kernel.ports import Port
 
 from .domain.rules import AuctionRules
 
@@ -55,15 +57,15 @@ class TradingSettings(BaseSettings):
         )
 
 
+SETTINGS: Port[TradingSettings] = Port("trading.settings")
+
+
 def settings_of(rt: ServiceRuntime) -> TradingSettings:
-    s = rt.ports.get("trading_settings")
-    if s is None:
-        s = rt.ports["trading_settings"] = TradingSettings()
-    return s
+    return rt.ports.get_or_set(SETTINGS, TradingSettings)
 
 
 def configure(rt: ServiceRuntime, **overrides: Any) -> TradingSettings:
     """Replace the runtime's trading settings (tests, benchmarks): defaults + environment + `overrides`."""
     s = TradingSettings(**overrides)
-    rt.ports["trading_settings"] = s
+    rt.ports[SETTINGS] = s
     return s

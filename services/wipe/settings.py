@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.kernel.ports import Port
+
 if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
 
@@ -28,27 +30,25 @@ class WipeSettings(BaseSettings):
     revoke_certificates_with_tool: bool = True
 
 
+SETTINGS: Port[WipeSettings] = Port("wipe.settings")
+POLICY: Port[WipePolicy] = Port("wipe.policy")
+
+
 def settings_of(rt: ServiceRuntime) -> WipeSettings:
-    s = rt.ports.get("wipe_settings")
-    if s is None:
-        s = rt.ports["wipe_settings"] = WipeSettings()
-    return s
+    return rt.ports.get_or_set(SETTINGS, WipeSettings)
 
 
 def configure(rt: ServiceRuntime, *, policy: WipePolicy | None = None, **overrides: Any) -> WipeSettings:
     """Tests and benchmarks: replace the settings (defaults + environment + `overrides`) and, optionally, the policy."""
     s = WipeSettings(**overrides)
-    rt.ports["wipe_settings"] = s
-    rt.ports.pop("wipe_policy", None)
+    rt.ports[SETTINGS] = s
+    rt.ports.pop(POLICY)
     if policy is not None:
-        rt.ports["wipe_policy"] = policy
+        rt.ports[POLICY] = policy
     return s
 
 
 def policy_of(rt: ServiceRuntime) -> WipePolicy:
-    p = rt.ports.get("wipe_policy")
-    if p is None:
-        from .domain.policy import load_policy
+    from .domain.policy import load_policy
 
-        p = rt.ports["wipe_policy"] = load_policy(settings_of(rt).policy_file or None)
-    return p
+    return rt.ports.get_or_set(POLICY, lambda: load_policy(settings_of(rt).policy_file or None))

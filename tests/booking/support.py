@@ -7,9 +7,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.app import create_app
-from services.accounts.domain.events import CollectorVerified
 from services.booking.settings import configure
 from services.bootstrap import Platform
+from services.contracts.accounts import CollectorVerified
 from services.kernel.auth import Principal, issue_token
 from services.kernel.bus.port import Record
 from services.kernel.events import Envelope, Event

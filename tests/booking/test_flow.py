@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import select
 
 from services.booking.store import pickups
-from services.invoicing.domain.events import InvoiceBlocked, InvoiceIssued
+from services.contracts.invoicing import InvoiceBlocked, InvoiceIssued
+from services.contracts.payments import PayoutFailed, PayoutPaid
 from services.kernel.bus.port import EventBus
 from services.kernel.events import Envelope
-from services.payments.domain.events import PayoutFailed, PayoutPaid
 
 from .support import CITY, app_client, auth, booking_body, publish, uid, verify_collector
 

@@ -28,12 +28,12 @@ from services.booking.domain.commands import (
 )
 from services.booking.store import payouts, pickups
 from services.bootstrap import Platform
-from services.invoicing.domain.events import InvoiceBlocked, InvoiceIssued
+from services.contracts.invoicing import InvoiceBlocked, InvoiceIssued
+from services.contracts.payments import PayoutFailed, PayoutPaid
 from services.kernel.errors import Conflict, DomainError
 from services.kernel.events import Envelope
 from services.kernel.outbox import outbox_t
 from services.kernel.settings import Settings
-from services.payments.domain.events import PayoutFailed, PayoutPaid
 
 from .support import (
     BOOKING_ONLY,

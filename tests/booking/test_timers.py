@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from services.booking import handlers, timers
+from services.booking import handlers, queries, timers
 from services.booking.domain.commands import BookPickup, WeighPickup
 from services.booking.settings import configure
 from services.booking.store import pickups
 from services.bootstrap import Platform
-from services.invoicing.domain.events import InvoiceIssued
+from services.contracts.invoicing import InvoiceIssued
 from services.kernel.errors import Conflict
 from services.kernel.outbox import outbox_t
 
@@ -59,7 +59,7 @@ def test_escalation_then_expiry_then_capacity_is_back(sqlite_settings):
 
     assert timers.run_due(rt, start)["expired"] == 1
     assert timers.run_due(rt, start + timedelta(minutes=5))["expired"] == 0
-    got = handlers.get(rt, principal("x", "admin"), pid)
+    got = queries.get(rt, principal("x", "admin"), pid)
     assert got["status"] == "expired" and got["closed"]["by"] == "system"
     assert len(_events(rt, pid, "expired")) == 1
     _book(rt, uid("res"))  # the place in the slot was given back
@@ -74,7 +74,7 @@ def test_accepting_after_the_window_opened_expires_the_job(sqlite_settings):
     with pytest.raises(Conflict) as exc:
         handlers.accept(rt, principal(col, "collector"), view["id"], now=_start(view) + timedelta(minutes=1))
     assert exc.value.extra["current_state"] == "expired"
-    assert handlers.get(rt, principal("x", "admin"), view["id"])["status"] == "expired"
+    assert queries.get(rt, principal("x", "admin"), view["id"])["status"] == "expired"
 
 
 def test_collector_who_never_came_is_a_no_show(sqlite_settings):
@@ -87,7 +87,7 @@ def test_collector_who_never_came_is_a_no_show(sqlite_settings):
     end = datetime.fromisoformat(view["window"]["end"]).astimezone(UTC)
     assert timers.run_due(rt, end + timedelta(minutes=29))["collector_no_show"] == 0
     assert timers.run_due(rt, end + timedelta(minutes=30))["collector_no_show"] == 1
-    got = handlers.get(rt, principal("x", "admin"), view["id"])
+    got = queries.get(rt, principal("x", "admin"), view["id"])
     assert got["status"] == "no_show" and got["closed"]["no_show_party"] == "collector"
 
 
@@ -149,7 +149,7 @@ def test_invoice_time_out_pays_gross_and_a_late_invoice_is_kept_for_reconciliati
         ),
     )
     assert len(payout_requests(platform.bus, pid)) == 1
-    got = handlers.get(rt, principal(res, "resident"), pid)
+    got = queries.get(rt, principal(res, "resident"), pid)
     assert got["invoice"] == {"status": "issued_late", "id": "inv_late"}
     assert got["withheld_fen"] == 0 and got["reconcile_fen"] == 106 and got["payout"]["amount_fen"] == 7150
 
@@ -217,7 +217,7 @@ def test_celery_task_runs_the_timers(sqlite_settings, monkeypatch):
             )
         result = celery_mod.celery_app.tasks["booking.run_timers"].apply().get(timeout=30)
         assert result["expired"] == 1
-        assert handlers.get(rt, principal("x", "admin"), view["id"])["status"] == "expired"
+        assert queries.get(rt, principal("x", "admin"), view["id"])["status"] == "expired"
     finally:
         try:
             celery_mod._platform().stop()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.app import create_app
+from services.accounts.sms import sms_of
 from services.bootstrap import Platform
 from services.kernel.settings import Settings
 
@@ -34,7 +35,7 @@ async def start(
 
 def sms_code(platform: Platform, phone: str) -> str:
     """The last login code 'sent' to `phone` (the log SMS provider's outbox: in process only, never over HTTP)."""
-    code = platform["accounts"].ports["sms"].last_code(phone)
+    code = sms_of(platform["accounts"]).last_code(phone)
     assert code, f"no code sent to {phone}"
     return code
 

@@ -8,6 +8,7 @@ import json
 from aiohttp import web
 
 from gateway.app import create_app
+from services.accounts.sms import sms_of
 from services.bootstrap import Platform
 from services.kernel.http import mount, request_context
 from services.kernel.runtime import available_services
@@ -51,7 +52,7 @@ async def test_forwarding_keeps_the_gateway_behaviour(
         and r2.headers["Idempotent-Replayed"] == "true"
         and await r2.json() == await r1.json()
     )
-    assert len(platform["accounts"].ports["sms"].messages(PHONE)) == 1  # the code was sent once
+    assert len(sms_of(platform["accounts"]).messages(PHONE)) == 1  # the code was sent once
     r3 = await client.post("/v1/auth/otp", json={"phone": "13812345679"}, headers=key)
     assert r3.status == 422
 

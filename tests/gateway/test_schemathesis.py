@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from gateway.app import all_routes, create_app
 from services.accounts import handlers
+from services.accounts.sms import sms_of
 from services.bootstrap import Platform
 from services.kernel.auth import ROLES, Principal, issue_token
 from services.kernel.settings import Settings
@@ -90,7 +91,7 @@ def auth_headers(live) -> dict[str, str]:  # noqa: ANN001
     rt = live.platform["accounts"]
     phone = "13700000000"
     handlers.request_otp(rt, phone)
-    user = handlers.login(rt, phone, rt.ports["sms"].last_code(phone))
+    user = handlers.login(rt, phone, sms_of(rt).last_code(phone))
     token = issue_token(live.platform.settings, Principal(user.user_id, ROLES))
     return {"Authorization": f"Bearer {token}"}
 

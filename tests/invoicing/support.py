@@ -9,15 +9,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.app import create_app
-from services.accounts.domain.events import (
+from services.bootstrap import Platform
+from services.contracts.accounts import (
     AccountantAdded,
     ConsentRecorded,
     FirmVerified,
     IdentityVerified,
     QualificationApproved,
 )
-from services.booking.domain.events import PickupSettled, SettledLine
-from services.bootstrap import Platform
+from services.contracts.booking import PickupSettled, SettledLine
 from services.invoicing.settings import configure
 from services.kernel.auth import Principal, issue_token
 from services.kernel.bus.port import Record

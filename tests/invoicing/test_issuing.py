@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from services.booking.domain.events import SettledLine
+from services.contracts.booking import SettledLine
+from services.contracts.payments import PayoutPaid, PayoutRequested
 from services.invoicing.domain.numbering import missing_sequence_numbers
 from services.invoicing.issuing import retry_blocked
 from services.invoicing.settings import configure
@@ -19,7 +20,6 @@ from services.invoicing.suspension import record_tax_status
 from services.kernel.errors import Conflict, RuleViolated
 from services.kernel.events import Envelope
 from services.kernel.outbox import outbox_t
-from services.payments.domain.events import PayoutPaid, PayoutRequested
 
 from .support import at, issuer_events, platform_for, publish, seller_events, settled
 

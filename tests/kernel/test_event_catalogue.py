@@ -39,7 +39,7 @@ def test_generated_catalogue_is_current():
 def test_envelope_is_cloudevents_structured_json():
     from datetime import UTC, date, datetime
 
-    from services.pricing.domain.events import IndexPublished
+    from services.contracts.pricing import IndexPublished
 
     ev = IndexPublished(
         series_key="metal.steel@000000",

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from services.listings.handlers import utcnow
 from services.listings.timers import run_due
+from services.payments.handlers import payments_of
 
 from .support import app_client, auth, book_body, uid
 
@@ -119,7 +120,7 @@ async def test_buy_pay_ship_receive_review_and_the_seller_is_paid(aiohttp_client
     done = await _get(client, s, buyer, order["id"])
     assert done["fee_fen"] == 45 and done["payment"]["status"] == "captured"
     # payments captured the hold and paid the seller 4500 − 45
-    payments = platform["payments"].ports["payments"]
+    payments = payments_of(platform["payments"])
     hold = payments.get_hold(held["hold_id"])
     assert hold.captured_fen == 4500 and hold.released_fen == 4500
     payout = next(p for p in _payouts(payments, seller))
@@ -177,7 +178,7 @@ async def test_cancel_after_paying_releases_the_hold_and_relists(aiohttp_client,
     platform.drain()
     got = await _get(client, s, buyer, order["id"])
     assert got["payment"]["status"] == "cancelled" and got["cancel_reason"] == "cancelled_by_buyer"
-    assert str(platform["payments"].ports["payments"].get_hold(held["hold_id"]).status) == "cancelled"
+    assert str(payments_of(platform["payments"]).get_hold(held["hold_id"]).status) == "cancelled"
     assert await _hits(client, "三体") == 1  # back on sale
     # a new buyer can order it now; the cancelled order cannot be shipped
     assert (await _order(platform, client, s, uid("buy2"), lid))["status"] == "pending_payment"
@@ -215,7 +216,7 @@ async def test_unpaid_orders_expire_and_a_late_payment_is_given_back(aiohttp_cli
     platform.drain()
     got = await _get(client, s, buyer, order["id"])
     assert got["status"] == "expired" and got["payment"]["status"] == "cancelled"
-    assert str(platform["payments"].ports["payments"].get_hold(held["hold_id"]).status) == "cancelled"
+    assert str(payments_of(platform["payments"]).get_hold(held["hold_id"]).status) == "cancelled"
 
 
 async def test_shipped_orders_are_confirmed_automatically(aiohttp_client, sqlite_settings):

@@ -29,7 +29,7 @@ from services.bootstrap import Platform
 from services.kernel.ids import new_id
 from services.kernel.settings import Settings
 from services.payments.domain.model import Hold, Refund, Withdrawal
-from services.payments.handlers import Payments
+from services.payments.handlers import Payments, payments_of
 from services.payments.ports import CONNECT_PAYOUTS, IDEMPOTENCY_KEYS, REFUSES_OVER_REFUND
 
 WEBHOOK_SECRET = "whsec_test_" + "s3cr3t" * 4
@@ -225,7 +225,7 @@ class Case:
 
     @property
     def payments(self) -> Payments:
-        return self.platform["payments"].ports["payments"]
+        return payments_of(self.platform["payments"])
 
     def has(self, capability: str) -> bool:
         return capability in self.capabilities
@@ -247,7 +247,7 @@ def payments_settings(base: Settings, adapter: str, localstripe_url: str | None 
 
 def build_case(name: str, settings: Settings) -> Case:
     platform = Platform(settings, services=["payments"]).prepare()
-    payments: Payments = platform["payments"].ports["payments"]
+    payments: Payments = payments_of(platform["payments"])
     if settings.payments == "stripe":
         side: SandboxSide | StripeSide = StripeSide(payments, settings.stripe_api_base)
         caps = payments.provider.capabilities - LOCALSTRIPE_LACKS

@@ -12,6 +12,7 @@ from services.payments.adapters.sandbox import TEST_CARD_NUMBERS, TEST_PAYMENT_M
 from services.payments.adapters.stripe import StripeProvider
 from services.payments.domain import ledger as L
 from services.payments.domain.model import HoldStatus, PayoutStatus, WithdrawalStatus
+from services.payments.handlers import payments_of
 from services.payments.ports import CONNECT_PAYOUTS, InvalidRequest
 
 from .support import LOCALSTRIPE_LACKS, STRIPE_TEST_KEY, build_case, new_cmd, payments_settings
@@ -25,7 +26,7 @@ AUTHORISING = [pm for pm, code in {**TEST_PAYMENT_METHODS, **TEST_CARD_NUMBERS}.
 
 def test_configuration_alone_picks_the_adapter(sqlite_settings, localstripe, monkeypatch):
     sandbox = Platform(sqlite_settings, services=["payments"]).prepare()
-    assert isinstance(sandbox["payments"].ports["payments"].provider, SandboxProvider)
+    assert isinstance(payments_of(sandbox["payments"]).provider, SandboxProvider)
     sandbox.stop()
 
     monkeypatch.setenv("PAYMENTS", "stripe")
@@ -34,7 +35,7 @@ def test_configuration_alone_picks_the_adapter(sqlite_settings, localstripe, mon
     from_env = Settings(env="test", data_dir=sqlite_settings.data_dir / "env")
     assert from_env.payments == "stripe"
     stripe_platform = Platform(from_env, services=["payments"]).prepare()
-    payments = stripe_platform["payments"].ports["payments"]
+    payments = payments_of(stripe_platform["payments"])
     assert isinstance(payments.provider, StripeProvider)
     hold = payments.authorise(
         command_id=new_cmd(), payer_user_id="u", amount_fen=1234, payment_method="pm_card_visa"
@@ -51,7 +52,7 @@ def test_stripe_without_a_key_is_a_configuration_error(sqlite_settings):
 def test_payout_threshold_comes_from_settings(sqlite_settings, monkeypatch):
     monkeypatch.setenv("PAYMENTS_PAYOUT_THRESHOLD_FEN", "500")
     platform = Platform(sqlite_settings, services=["payments"]).prepare()
-    p = platform["payments"].ports["payments"]
+    p = payments_of(platform["payments"])
     assert p.settings.payout_threshold_fen == 500
     po = p.request_payout(
         payout_id=new_cmd("po"),

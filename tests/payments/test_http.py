@@ -14,13 +14,13 @@ from sqlalchemy import func, select
 
 from gateway.app import create_app
 from services.bootstrap import Platform
+from services.contracts.payments import PayoutRequested
 from services.kernel.auth import Principal, issue_token
 from services.kernel.bus.port import Record
 from services.kernel.events import Envelope
 from services.payments.domain import ledger as L
-from services.payments.domain.events import PayoutRequested
 from services.payments.domain.model import HoldStatus, RefundStatus
-from services.payments.handlers import Payments
+from services.payments.handlers import Payments, payments_of
 from services.payments.store import ledger_entries, provider_events
 
 from .support import STRIPE_TEST_KEY, WEBHOOK_SECRET, encode, new_cmd, payments_settings, sign, stripe_event
@@ -34,7 +34,7 @@ async def _client(aiohttp_client, settings):  # noqa: ANN001, ANN202
     app["platform_prepared"] = True
     app["platform_no_background"] = True
     client = await aiohttp_client(app)
-    return platform, platform["payments"].ports["payments"], client
+    return platform, payments_of(platform["payments"]), client
 
 
 def auth(settings, user_id: str, *roles: str) -> dict[str, str]:  # noqa: ANN001

@@ -6,8 +6,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from gateway.app import create_app
-from services.booking.domain.events import PickupSettled, SettledLine
 from services.bootstrap import Platform
+from services.contracts.booking import PickupSettled, SettledLine
 from services.kernel.auth import Principal, issue_token
 from services.kernel.bus.port import Record
 from services.kernel.events import Envelope, Event, topic_of

@@ -14,6 +14,12 @@ import numpy as np
 import pytest
 
 from services.kernel.money import to_fen
+from services.pricing.domain.index_batch import (
+    ObservationColumns,
+    columns_from_observations,
+    compute_many,
+    series_id_for,
+)
 from services.pricing.domain.index_math import (
     INSUFFICIENT_DATA,
     PUBLISHED,
@@ -25,18 +31,14 @@ from services.pricing.domain.index_math import (
     ExclusionReason,
     MadOutlierFilter,
     Observation,
-    ObservationColumns,
     Quorum,
     SeriesConfig,
     SeriesResult,
     chained_index,
-    columns_from_observations,
-    compute_many,
     compute_series_value,
     div_half_up,
     laspeyres,
     resolve_with_fallback,
-    series_id_for,
     volume_weighted_average_fen,
 )
 from services.pricing.domain.methodology import (

@@ -10,6 +10,7 @@ from fractions import Fraction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.pricing.domain.index_batch import columns_from_observations, compute_many
 from services.pricing.domain.index_math import (
     TIERS,
     Basket,
@@ -19,8 +20,6 @@ from services.pricing.domain.index_math import (
     Quorum,
     SeriesConfig,
     chained_index,
-    columns_from_observations,
-    compute_many,
     compute_series_value,
 )
 

@@ -281,3 +281,17 @@ async def test_a_redelivered_settlement_records_nothing_twice(aiohttp_client, sq
     publish(platform, ev)  # a new envelope of the same settlement (e.g. re-published by an operator)
     reply = await _compute(client, sqlite_settings, d)
     assert reply["n_observations"] == 1
+
+
+async def test_an_input_from_a_settlement_names_the_event_it_came_from(aiohttp_client, sqlite_settings):
+    """The consumer hands its handler the typed event; the event's id still reaches the input as provenance."""
+    from services.kernel.bus.port import Record
+    from services.kernel.events import Envelope
+    from services.pricing.store import observations
+
+    platform, _ = await app_client(aiohttp_client, sqlite_settings)
+    env = Envelope.wrap(settled(firm_id="fm_a", day=day_ago(3), lines=[(STEEL, "100", 200)]))
+    platform.bus.publish([Record(topic="booking.pickup", key=env.subject, value=env.to_bytes())])
+    platform.drain()
+    with platform["pricing"].db.session(readonly=True) as s:
+        assert s.execute(select(observations.c.source_event_id)).scalars().all() == [env.id]

@@ -25,6 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.app import create_app
+from services.accounts.sms import sms_of
 from services.bootstrap import Platform
 from services.kernel.http import service_app
 from services.kernel.runtime import available_services
@@ -57,7 +58,7 @@ def settings_for(mode: str, data_dir: Path, redis_url: str | None, **overrides: 
     )
     if mode == "distributed":
         assert redis_url, "the distributed run keeps its limits and token versions in Redis"
-        base |= dict(redis_url=redis_url, gateway_redis_prefix=f"test:{uuid.uuid4().hex[:10]}:")
+        base |= dict(redis_url=redis_url)
     return Settings(**(base | overrides))
 
 
@@ -74,6 +75,7 @@ class Topology:
         self._runners: list[web.AppRunner] = []
         self.url = ""
         self.admin_user: User | None = None
+        self.gateway_app: web.Application | None = None
         self.thread = threading.Thread(target=self._run, name=f"topology-{mode}", daemon=True)
 
     def __enter__(self) -> Topology:
@@ -123,13 +125,17 @@ class Topology:
                 self.settings.model_copy(update={"services": "none", "service_urls": json.dumps(urls)})
             )
         app["platform_prepared"] = app["platform_no_background"] = app["platform_no_stop"] = True
+        # the gateway's Redis keys (limits, budgets, idempotency) of this topology only: runs never share them
+        gateway = app["gateway"]
+        gateway.gw = gateway.gw.model_copy(update={"gateway_redis_prefix": f"test:{uuid.uuid4().hex[:10]}:"})
+        self.gateway_app = app
         self.url = await self._serve(app)
 
     def drain(self) -> None:
         self.platform.drain()
 
     def sms_code(self, phone: str) -> str:
-        code = self.platform["accounts"].ports["sms"].last_code(phone)
+        code = sms_of(self.platform["accounts"]).last_code(phone)
         assert code, f"no code sent to {phone}"
         return code
 

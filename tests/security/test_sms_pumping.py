@@ -10,6 +10,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from services.accounts.sms import sms_of
 from tests.security.harness import MODES, Api, Topology, new_phone, settings_for
 
 PER_CLIENT, GLOBAL = 5, 12
@@ -43,7 +44,7 @@ async def _otp(api: Api, client_ip: str) -> tuple[int, dict, dict]:
 
 
 async def test_budgets_per_client_and_for_the_platform(small: Topology) -> None:
-    sms = small.platform["accounts"].ports["sms"]
+    sms = sms_of(small.platform["accounts"])
     before = len(sms.messages())
     async with aiohttp.ClientSession() as session:
         api = Api(small, session)
@@ -60,3 +61,48 @@ async def test_budgets_per_client_and_for_the_platform(small: Topology) -> None:
         status, body, headers = others[-1]
         assert status == 429 and body["budget"] == "global" and int(headers["Retry-After"]) >= 1, body
     assert len(sms.messages()) - before == GLOBAL  # what was refused sent nothing
+
+
+class SliderPassed:
+    """What a production captcha check does with the provider's ticket; here: the ticket "human-ok" passes."""
+
+    async def passed(self, request) -> bool:  # noqa: ANN001
+        return request.headers.get("X-Captcha-Token") == "human-ok"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_captcha_hook_lets_a_human_past_the_client_budget(mode: str, request, tmp_path) -> None:  # noqa: ANN001
+    redis_url = request.getfixturevalue("redis_url") if mode == "distributed" else None
+    settings = settings_for(mode, tmp_path, redis_url, otp_per_client_limit=1, otp_global_limit=3)
+    with Topology(mode, settings, services=["accounts"]) as topo:
+        assert topo.gateway_app is not None
+        topo.gateway_app["gateway"].rl.human_check = SliderPassed()
+        async with aiohttp.ClientSession() as session:
+            api = Api(topo, session)
+            ok = {"Content-Type": "application/json"}
+            assert (await api.call("POST", "/v1/auth/otp", json={"phone": new_phone()})).status == 202
+            r = await api.call("POST", "/v1/auth/otp", json={"phone": new_phone()})
+            assert r.status == 429 and r.body["budget"] == "client", r
+            r = await api.call(
+                "POST",
+                "/v1/auth/otp",
+                json={"phone": new_phone()},
+                headers=ok | {"X-Captcha-Token": "forged"},
+            )
+            assert r.status == 429, r
+            for _ in range(2):
+                r = await api.call(
+                    "POST",
+                    "/v1/auth/otp",
+                    json={"phone": new_phone()},
+                    headers=ok | {"X-Captcha-Token": "human-ok"},
+                )
+                assert r.status == 202, r
+            # the global budget (the cost ceiling) is never bypassed
+            r = await api.call(
+                "POST",
+                "/v1/auth/otp",
+                json={"phone": new_phone()},
+                headers=ok | {"X-Captcha-Token": "human-ok"},
+            )
+            assert r.status == 429 and r.body["budget"] == "global", r

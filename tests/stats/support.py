@@ -9,8 +9,8 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from gateway.app import create_app
-from services.booking.domain.events import PickupSettled, SettledLine
 from services.bootstrap import Platform
+from services.contracts.booking import PickupSettled, SettledLine
 from services.contracts.trading import TradeAwarded, TradeSettled
 from services.kernel.auth import Principal, issue_token
 from services.kernel.bus.port import Record

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.booking.domain.events import PickupSettled, SettledLine
+from services.contracts.booking import PickupSettled, SettledLine
 from services.kernel.taxonomy import leaves
 from services.stats.queries import Scope, Window, carbon_reply, figures, flows_reply
 from services.stats.rebuild import clear

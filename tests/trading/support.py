@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.app import create_app
-from services.accounts.domain.events import FirmVerified, RolesChanged
-from services.booking.domain.events import PickupSettled, SettledLine
 from services.bootstrap import Platform
+from services.contracts.accounts import FirmVerified, RolesChanged
+from services.contracts.booking import PickupSettled, SettledLine
 from services.kernel.auth import Principal, issue_token
 from services.kernel.bus.port import Record
 from services.kernel.events import Envelope, Event, topic_of

@@ -1,4 +1,5 @@
-"""Events the booking service publishes (topic `booking.pickup`, key = pickup id).
+"""Events the booking service publishes (topic `booking.pickup`, key = pickup id) that only booking consumes (its
+live job feed); `services/contracts/booking.py` holds those other services consume.
 
 Locations travel as a precision-7 geohash (a ~150 m cell) and a district name, never as the address: the live job
 feed and other services need where a job roughly is, not who lives there.
@@ -10,24 +11,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from services.kernel.events import Event
-
-
-class _PickupEvent(Event):
-    topic = "booking.pickup"
-    key_field = "pickup_id"
-    source = "/booking"
-    pickup_id: str
-
-
-class SettledLine(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    category: str
-    tax_code: str
-    unit: str  # kg | piece
-    qty: str  # decimal string, 3 places
-    unit_price_fen: int
-    amount_fen: int
+from services.contracts.booking import PickupEvent
 
 
 class EstimatedItem(BaseModel):
@@ -45,7 +29,7 @@ class WeighedLine(BaseModel):
     amount_fen: int
 
 
-class PickupRequested(_PickupEvent):
+class PickupRequested(PickupEvent):
     type = "cn.recycle.booking.pickup.requested.v1"
     doc = (
         "A resident booked a doorstep pickup; it is open for collectors near it (the live job feed shows it)."
@@ -61,7 +45,7 @@ class PickupRequested(_PickupEvent):
     requested_at: datetime
 
 
-class PickupAccepted(_PickupEvent):
+class PickupAccepted(PickupEvent):
     type = "cn.recycle.booking.pickup.accepted.v1"
     doc = "A verified collector grabbed the job (抢单); exactly one per pickup. The feed shows it as taken."
     collector_id: str
@@ -71,13 +55,13 @@ class PickupAccepted(_PickupEvent):
     accepted_at: datetime
 
 
-class PickupArrived(_PickupEvent):
+class PickupArrived(PickupEvent):
     type = "cn.recycle.booking.pickup.arrived.v1"
     collector_id: str
     arrived_at: datetime
 
 
-class PickupWeighed(_PickupEvent):
+class PickupWeighed(PickupEvent):
     type = "cn.recycle.booking.pickup.weighed.v1"
     doc = "On-site weighing (final quantities at the prices in force now); the estimate stays on record beside it."
     collector_id: str
@@ -89,26 +73,7 @@ class PickupWeighed(_PickupEvent):
     weighed_at: datetime
 
 
-class PickupSettled(_PickupEvent):
-    type = "cn.recycle.booking.pickup.settled.v1"
-    doc = (
-        "The resident confirmed the weighed amounts. Pricing takes the lines as transactions; invoicing issues the "
-        "reverse invoice from the collector's firm to the resident and answers with invoice.issued / blocked."
-    )
-    resident_id: str
-    collector_id: str
-    collector_user_id: str
-    firm_id: str
-    city_code: str
-    lines: list[SettledLine]
-    total_fen: int
-    weighed_at: datetime
-    settled_at: datetime
-    payout_id: str | None = None  # the payout the saga will request (gross − withheld)
-    quote_total_fen: int | None = None
-
-
-class PickupDisputed(_PickupEvent):
+class PickupDisputed(PickupEvent):
     type = "cn.recycle.booking.pickup.disputed.v1"
     doc = "The resident does not accept the weighed amounts; the collector may weigh again, or an admin cancels."
     resident_id: str
@@ -117,7 +82,7 @@ class PickupDisputed(_PickupEvent):
     disputed_at: datetime
 
 
-class PickupCancelled(_PickupEvent):
+class PickupCancelled(PickupEvent):
     type = "cn.recycle.booking.pickup.cancelled.v1"
     by: str  # resident | admin
     previous_status: str
@@ -126,7 +91,7 @@ class PickupCancelled(_PickupEvent):
     cancelled_at: datetime
 
 
-class PickupRescheduled(_PickupEvent):
+class PickupRescheduled(PickupEvent):
     type = "cn.recycle.booking.pickup.rescheduled.v1"
     doc = "The resident moved the window of a pickup nobody had accepted yet."
     old_window_start: datetime
@@ -135,7 +100,7 @@ class PickupRescheduled(_PickupEvent):
     rescheduled_at: datetime
 
 
-class PickupExpiryEscalated(_PickupEvent):
+class PickupExpiryEscalated(PickupEvent):
     type = "cn.recycle.booking.pickup.expiry_escalated.v1"
     doc = (
         "Nobody has accepted the job and its window opens soon: dispatch should widen the search or push it "
@@ -149,7 +114,7 @@ class PickupExpiryEscalated(_PickupEvent):
     escalated_at: datetime
 
 
-class PickupExpired(_PickupEvent):
+class PickupExpired(PickupEvent):
     type = "cn.recycle.booking.pickup.expired.v1"
     doc = "Nobody accepted the job before its window opened."
     resident_id: str
@@ -158,7 +123,7 @@ class PickupExpired(_PickupEvent):
     expired_at: datetime
 
 
-class PickupNoShow(_PickupEvent):
+class PickupNoShow(PickupEvent):
     type = "cn.recycle.booking.pickup.no_show.v1"
     doc = "party=resident: the collector arrived and waited in vain; party=collector: nobody came in the window."
     party: str  # resident | collector
@@ -166,7 +131,7 @@ class PickupNoShow(_PickupEvent):
     recorded_at: datetime
 
 
-class PickupRated(_PickupEvent):
+class PickupRated(PickupEvent):
     type = "cn.recycle.booking.pickup.rated.v1"
     doc = "One side rated the other after settlement (feeds reputation)."
     rater_role: str  # resident | collector
@@ -176,7 +141,7 @@ class PickupRated(_PickupEvent):
     rated_at: datetime
 
 
-class PickupComplaintFiled(_PickupEvent):
+class PickupComplaintFiled(PickupEvent):
     type = "cn.recycle.booking.pickup.complaint_filed.v1"
     doc = "A party of the pickup filed a complaint with evidence; customer service takes it from here."
     complaint_id: str

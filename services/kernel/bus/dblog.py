@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -110,7 +111,7 @@ _ENDS = select(partitions_t.c.topic, partitions_t.c.partition, partitions_t.c.ne
 )
 
 
-def _commit_statement(dialect: str):  # noqa: ANN202
+def _commit_statement(dialect: str) -> Any:
     ins = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = ins(group_offsets_t).values(
         group_id=bindparam("g"), topic=bindparam("t"), partition=bindparam("p"), committed=bindparam("o")
@@ -255,7 +256,7 @@ class DbLogBus:
         self.db.dispose()
 
 
-def _record(r) -> Record:  # noqa: ANN001
+def _record(r: Any) -> Record:  # a row of the log
     return Record(
         topic=r.topic,
         key=r.key,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import errors as kerr
@@ -44,7 +45,7 @@ def _headers_out(headers: dict[str, str]) -> list[tuple[str, bytes]]:
     return [(k, v.encode()) for k, v in headers.items()]
 
 
-def _record(m) -> Record:  # noqa: ANN001 - kafka ConsumerRecord
+def _record(m: Any) -> Record:  # a kafka ConsumerRecord
     return Record(
         topic=m.topic,
         key=m.key.decode() if m.key is not None else "",
@@ -318,16 +319,16 @@ def _out_of_range(exc: kerr.OffsetOutOfRangeError) -> list[TopicPartition]:
     return list(arg) if isinstance(arg, dict) else []
 
 
-class _Seeker(ConsumerRebalanceListener):
+class _Seeker(ConsumerRebalanceListener):  # type: ignore[misc]  # kafka-python ships no types
     """Applies seeks asked for before the group handed this member the partition."""
 
     def __init__(self, sub: KafkaSubscription):
         self.sub = sub
 
-    def on_partitions_revoked(self, revoked) -> None:  # noqa: ANN001
+    def on_partitions_revoked(self, revoked: Any) -> None:
         pass
 
-    def on_partitions_assigned(self, assigned) -> None:  # noqa: ANN001
+    def on_partitions_assigned(self, assigned: Any) -> None:
         with self.sub._seek_lock:
             for tp in assigned:
                 off = self.sub._pending_seeks.pop(tp, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from services.kernel.ports import Port
 from services.kernel.settings import ConfigError
 
 from .port import SearchIndex
@@ -27,8 +28,12 @@ def make_index(rt: ServiceRuntime) -> SearchIndex:
     return SqliteSearchIndex(rt.settings.fmt(s.search_path))
 
 
+SEARCH: Port[SearchIndex] = Port("listings.search")
+
+
 def search_of(rt: ServiceRuntime) -> SearchIndex:
-    index = rt.ports.get("search")
+    """The runtime's search index (opened by the service's setup, or on first use)."""
+    index = rt.ports.get(SEARCH)
     if index is None:
-        index = rt.ports["search"] = make_index(rt)
+        index = rt.ports[SEARCH] = make_index(rt)
     return index

@@ -1,0 +1,89 @@
+"""Every service's migrations, on SQLite and PostgreSQL: the schema at head is exactly its model (the kernel's
+outbox and inbox, created by `create_outbox_and_inbox()`, included), and downgrading to base removes it all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+
+from services.kernel import migrations
+from services.kernel.db import Database
+from services.kernel.outbox import kernel_metadata
+from services.kernel.runtime import available_services
+from services.kernel.settings import Settings
+
+SERVICES = available_services()
+
+
+def _database(settings: Settings, name: str) -> Database:
+    return Database(settings.db_url(name), schema=settings.db_schema(name))
+
+
+def _shape(db: Database, table: str) -> dict[str, Any]:
+    """What a reflected table is made of: columns (type, nullability), primary key, unique constraints, indexes."""
+    insp = inspect(db.engine)
+    schema = db.schema
+    return {
+        "columns": [
+            (c["name"], str(c["type"]), c["nullable"]) for c in insp.get_columns(table, schema=schema)
+        ],
+        "pk": insp.get_pk_constraint(table, schema=schema),
+        "unique": sorted(
+            (u["name"], tuple(u["column_names"])) for u in insp.get_unique_constraints(table, schema=schema)
+        ),
+        "indexes": sorted(
+            (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+            for i in insp.get_indexes(table, schema=schema)
+        ),
+    }
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def settings(request: pytest.FixtureRequest) -> Settings:
+    return request.getfixturevalue("sqlite_settings" if request.param == "sqlite" else "pg_settings")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_schema_at_head_is_the_model(settings: Settings, service: str) -> None:
+    db = _database(settings, service)
+    try:
+        migrations.upgrade(service, db)
+        with db.engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(ctx, migrations.target_metadata(service))
+        assert diff == []
+    finally:
+        db.dispose()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_outbox_and_inbox_are_the_kernels_tables(settings: Settings, service: str) -> None:
+    """Column types, keys, constraint and index names as the kernel's own model creates them."""
+    db, reference = _database(settings, service), _database(settings, "kernelref")
+    try:
+        migrations.upgrade(service, db)
+        from services.kernel.db import ensure_schema
+
+        ensure_schema(reference.engine, reference.schema)
+        kernel_metadata.create_all(reference.engine)
+        for table in sorted(migrations.KERNEL_TABLES):
+            assert _shape(db, table) == _shape(reference, table), table
+    finally:
+        db.dispose()
+        reference.dispose()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_downgrading_to_base_removes_every_table(settings: Settings, service: str) -> None:
+    db = _database(settings, service)
+    try:
+        migrations.upgrade(service, db)
+        command.downgrade(migrations.alembic_config(service, db), "base")
+        assert set(inspect(db.engine).get_table_names(schema=db.schema)) <= {"alembic_version"}
+    finally:
+        db.dispose()
