@@ -56,6 +56,27 @@ holds = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+# Holds other services ask for over the bus (contracts.payments: HoldRequested, ...): the payment waits for the
+# payer to confirm it with a payment method; the hold it makes is a row of `holds` (command id `hr:<id>:<n>`).
+hold_requests = Table(
+    "hold_requests",
+    metadata,
+    Column("id", String(80), primary_key=True),  # the requester's hold_request_id (also the payment id)
+    Column("payer_user_id", String(64), nullable=False, index=True),
+    Column("amount_fen", Money, nullable=False),
+    Column("reference_id", String(128), nullable=False),
+    Column("requested_by", String(32), nullable=False),
+    # requires_payment_method → requires_capture (held) → captured | cancelled | refunded
+    Column("status", String(32), nullable=False),
+    Column("hold_id", String(64), nullable=True),
+    Column("declines", Integer, nullable=False, default=0),
+    Column("decline_code", String(64), nullable=True),
+    Column("decline_message", Text, nullable=True),
+    Column("client_secret", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 # Every command that acted on a hold (capture, cancel, release): a repeated command id answers with the first
 # outcome instead of acting twice; the same id for a different operation is refused.
 hold_commands = Table(
