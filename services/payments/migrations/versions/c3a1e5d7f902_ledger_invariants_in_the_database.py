@@ -6,14 +6,14 @@ header checks that its lines exist (two or more) and sum to zero, and lines can 
 in a posted entry. The lines' foreign key to the header is checked at commit (deferred) to allow that order.
 
 Revision ID: c3a1e5d7f902
-Revises: bb28d6c19201
+Revises: ff4a8a2d3174
 Create Date: 2026-12-04 17:10:00
 """
 
 from alembic import op
 
 revision = "c3a1e5d7f902"
-down_revision = "bb28d6c19201"
+down_revision = "ff4a8a2d3174"
 branch_labels = None
 depends_on = None
 
