@@ -36,6 +36,8 @@ def embedded(tmp_path_factory):
         PORT=str(port),
         ENV="dev",
         ADMIN_PHONES="13900000001",
+        INVOICING_EXPORT_QUEUED_DEADLINE_S="20",
+        INVOICING_EXPORT_REQUEUE_EVERY_S="5",
         JWT_SECRET="embedded-test-" + "x" * 40,
         PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
     )
@@ -147,7 +149,8 @@ def _export_through_the_api(base: str, owner_phone: str, accountant_phone: str) 
     job = post("/v1/tax/exports", {"period": "2026-11", "format": "csv", "firm_id": firm["id"]}, token, 202)
     auth = {"Authorization": f"Bearer {token}"}
     url = f"{base}/v1/tax/exports/{job['id']}"
-    assert wait_until(lambda: http_get(url, auth)[1]["status"] == "done", 90, 0.3), http_get(url, auth)
+    # (a message lost on the way is sent again: the fixture sets a 20 s deadline, beat looks every 5 s)
+    assert wait_until(lambda: http_get(url, auth)[1]["status"] == "done", 150, 0.3), http_get(url, auth)
     return job
 
 
@@ -168,7 +171,7 @@ def test_a_tax_export_is_run_by_the_platforms_worker_whatever_listens_on_amqp(em
             if "invoicing.export_tax_report[" in ln and "succeeded" in ln
         )
 
-    assert wait_until(lambda: ran() == (2 if free else 1), 10, 0.1), embedded["log"].read_text()[-3000:]
+    assert wait_until(lambda: ran() >= (2 if free else 1), 10, 0.1), embedded["log"].read_text()[-3000:]
     assert "running it in a thread" not in embedded["log"].read_text()
 
 
