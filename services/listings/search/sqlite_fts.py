@@ -311,7 +311,8 @@ class SqliteSearchIndex:
         facets = attrs.facets(rids)
         page = attrs.page(rids, rank, q.sort, q.offset, q.limit)
         out = [
-            (int(rids[k]), float(rank[k]) if rank is not None and np.isfinite(rank[k]) else None) for k in page
+            (int(rids[k]), float(rank[k]) if rank is not None and np.isfinite(rank[k]) else None)
+            for k in page
         ]
         return SearchResult(self._page(c, out, ranked), total, facets)
 
