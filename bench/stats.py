@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.booking.domain.events import PickupSettled, SettledLine  # noqa: E402
 from services.bootstrap import Platform  # noqa: E402
+from services.contracts.booking import PickupSettled, SettledLine  # noqa: E402
 from services.kernel.bus.port import Record  # noqa: E402
 from services.kernel.events import Envelope  # noqa: E402
 from services.kernel.settings import Settings  # noqa: E402

@@ -255,7 +255,7 @@ async def a_tax_export(api: Api) -> Made:
 
 @factory("withdrawal")
 async def a_withdrawal(api: Api) -> Made:
-    from services.payments.domain.events import PayoutRequested
+    from services.contracts.payments import PayoutRequested
     from tests.booking.support import publish
 
     owner, intruder = await api.login(), await api.login()
