@@ -169,6 +169,7 @@ def _mount_service_clis() -> None:
         ("pricing", "pricing"),
         ("invoicing", "tax"),
         ("stats", "stats"),
+        ("listings", "listings"),
     ):
         try:
             mod = importlib.import_module(f"services.{name}.cli")

@@ -260,6 +260,9 @@ def run_distributed(settings: Settings, ready_file: str | None = None) -> int:
             broker = start_broker()
             sup.adopt("kafka-broker", broker.process)
             env["KAFKA_BOOTSTRAP"] = broker.bootstrap
+            # one broker: one copy of each partition (production's 3 / 2 come from topics.toml)
+            env.setdefault("KAFKA_REPLICATION_FACTOR", "1")
+            env.setdefault("KAFKA_MIN_INSYNC_REPLICAS", "1")
         names = available_services()
         urls = {}
         base_port = int(os.environ.get("SERVICE_BASE_PORT", "0"))

@@ -62,6 +62,9 @@ class BookingSettings(BaseSettings):
     # None = enabled when the invoicing service exists in this code base
     invoicing_enabled: bool | None = None
     invoice_timeout_minutes: int = Field(30, ge=0)  # no invoicing answer by then: pay gross
+    # a payout still `requested` this long after it was (last) requested is requested again, under the same
+    # payout id (payments pays an id at most once): a request or its answer lost on the way never strands it
+    payout_rerequest_minutes: int = Field(10, ge=1)
 
     # --- timers, dispatch, live feed -------------------------------------------------------------------
     timer_interval_s: float = 60.0  # Celery beat period of the timer scan

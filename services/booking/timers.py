@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from services.contracts.payments import PayoutRequested
 from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
@@ -22,7 +23,7 @@ from .domain.events import PickupExpiryEscalated, PickupNoShow
 from .handlers import FEED_PRECISION, Tx, aware, expire_row, utcnow
 from .saga import start_payout
 from .settings import settings_of
-from .store import pickups
+from .store import payouts, pickups
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,55 @@ def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
                 uow, row.id, withheld_fen=0, invoice_status=m.INVOICE_TIMED_OUT, invoice_id=None, now=now
             ),
         ),
+        "payout_rerequested": rerequest_stuck_payouts(rt, now, s.payout_rerequest_minutes, s.timer_batch),
     }
+
+
+def rerequest_stuck_payouts(rt: ServiceRuntime, now: datetime, after_minutes: int, batch: int) -> int:
+    """Request again every payout still `requested` `after_minutes` after it was last requested: the same payout
+    id, so payments pays it at most once; `requested_at` moves to now (the next try is another period away)."""
+    cutoff = now - timedelta(minutes=after_minutes)
+    with rt.db.session(readonly=True) as s:
+        stuck = s.execute(
+            select(payouts, pickups.c.resident_id)
+            .join(pickups, pickups.c.payout_id == payouts.c.payout_id)
+            .where(payouts.c.status == "requested", payouts.c.requested_at <= cutoff)
+            .order_by(payouts.c.requested_at)
+            .limit(batch)
+        ).all()
+    done = 0
+    for row in stuck:
+        try:
+            with Tx(rt) as uow:
+                claimed = uow.session.execute(
+                    update(payouts)
+                    .where(
+                        payouts.c.payout_id == row.payout_id,
+                        payouts.c.status == "requested",
+                        payouts.c.requested_at <= cutoff,
+                    )
+                    .values(requested_at=now)
+                ).rowcount
+                if claimed != 1:
+                    continue  # answered, or re-requested by another scan, meanwhile
+                uow.emit(
+                    PayoutRequested(
+                        payout_id=row.payout_id,
+                        payee_user_id=row.payee_user_id,
+                        amount_fen=row.amount_fen,
+                        purpose="pickup",
+                        reference_id=row.pickup_id,
+                        requested_by="booking",
+                        requested_at=now,
+                    )
+                )
+                done += 1
+            log.warning(
+                "payout %s of pickup %s still requested; requested again", row.payout_id, row.pickup_id
+            )
+        except Exception:  # one bad row must not stop the others; the next scan retries it
+            log.exception("booking timer failed to re-request payout %s", row.payout_id)
+    return done
 
 
 def _each(rt: ServiceRuntime, batch: int, query: Any, act: Callable[[Tx, Any], bool]) -> int:

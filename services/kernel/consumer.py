@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .bus.port import EventBus, Record, Subscription, TopicSpec
+from .bus.port import UNDECODABLE, EventBus, Record, Subscription, TopicSpec
 from .db import Database, UnitOfWork
 from .events import Envelope, Event, current_event_id, current_trace_id
 from .outbox import inbox_record, inbox_record_many, inbox_seen, inbox_seen_many
@@ -163,6 +163,9 @@ class ConsumerRunner:
         per-record path directly (it parks them)."""
         todo: list[tuple[Record, Envelope, Handler]] = []
         for rec in records:
+            if UNDECODABLE in rec.headers:  # the adapter could not read its key or headers: park it, go on
+                self._dead_letter(rec, f"undecodable record: {rec.headers[UNDECODABLE]}", attempts=1)
+                continue
             type_ = rec.headers.get("ce_type")
             if type_ is not None and type_ not in self.spec.handlers:
                 continue  # a type this group ignores: no need to decode it

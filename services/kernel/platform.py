@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from .bus.factory import declared_topics, make_bus
+from .bus.factory import declared_topics, durability, make_bus
 from .bus.port import EventBus, TopicSpec
 from .consumer import dlq_topic, replayed_topic
 from .runtime import ServiceRuntime, available_services, load_spec
@@ -33,14 +33,15 @@ class Platform:
         return self.runtimes[name]
 
     def prepare(self) -> Platform:
-        self.bus.ensure_topics(declared_topics())
+        self.bus.ensure_topics(declared_topics(settings=self.settings))
         for rt in self.runtimes.values():
             rt.prepare()
         groups = [g for rt in self.runtimes.values() for g in rt.consumer_groups()]
         # dead letters wait for an operator: kept DLQ_RETENTION_HOURS (30 days by default), not a week
         keep = self.settings.dlq_retention_hours
-        parked = [TopicSpec(dlq_topic(g), self.settings.event_log_partitions, keep) for g in groups]
-        parked += [TopicSpec(replayed_topic(g), 1, keep) for g in groups]
+        rf, isr = durability(self.settings)
+        parked = [TopicSpec(dlq_topic(g), self.settings.event_log_partitions, keep, rf, isr) for g in groups]
+        parked += [TopicSpec(replayed_topic(g), 1, keep, rf, isr) for g in groups]
         self.bus.ensure_topics(parked)
         return self
 

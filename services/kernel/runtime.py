@@ -26,7 +26,17 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 # Every service of the platform, in start order. A module `services.<name>.service` defines `SERVICE`.
-SERVICE_NAMES = ["accounts", "pricing", "payments", "booking", "invoicing", "trading", "stats", "wipe"]
+SERVICE_NAMES = [
+    "accounts",
+    "pricing",
+    "payments",
+    "booking",
+    "invoicing",
+    "trading",
+    "stats",
+    "wipe",
+    "listings",
+]
 
 
 @dataclass

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     kafka_heartbeat_interval_ms: int = 3000
     kafka_request_timeout_ms: int = 30000
     kafka_default_partitions: int = 6
+    # 0: topics.toml's (production: 3 and 2); a single-broker run sets 1 and 1
+    kafka_replication_factor: int = 0
+    kafka_min_insync_replicas: int = 0
     kafka_connect_timeout_ms: int = 5000
     # "none" keeps the relay closest to raw kafka-python; "gzip" raises absolute throughput here (kafka-python
     # checks CRCs in pure Python, so fewer bytes is faster) at the price of CPU. See bench/bus.py.

@@ -1,6 +1,7 @@
 """Payments routes: the signed-in payee's balance and withdrawals, the Stripe webhook, operator tools.
 
-Holds, captures and refunds are not HTTP routes: the services that own orders call the port.
+Holds, captures and refunds are not HTTP routes: the services that own orders ask for them over the bus
+(contracts.payments); the payer confirms such a payment here (the sandbox's stand-in for a provider's own client).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from services.kernel.ids import new_id
 from . import handlers
 from .domain.model import Balance, Withdrawal
 from .handlers import Payments
+from .hold_requests import hold_requests_of
 from .reconcile import reconcile
 
 router = Router("payments")
@@ -135,6 +137,53 @@ async def get_withdrawal(ctx: Ctx) -> dict[str, Any]:
     w = await ctx.run(payments_of(ctx).get_withdrawal, ctx.params["id"])
     ctx.require_owner(w.payee_user_id, what="withdrawal", admin_ok=True)
     return _withdrawal_out(w)
+
+
+class ConfirmIn(BaseModel):
+    payment_method: str = Field(
+        min_length=1,
+        max_length=128,
+        description="sandbox/Stripe test methods: pm_card_visa, pm_card_chargeCustomerFail",
+    )
+
+
+class PaymentOut(BaseModel):
+    id: str
+    status: str  # requires_payment_method | requires_capture | captured | cancelled | refunded
+    amount_fen: int
+    reference_id: str
+    hold_id: str | None
+    decline_code: str | None
+    decline_message: str | None
+    client_secret: str | None
+
+
+@router.post(
+    "/v1/payments/intents/{id}/confirm",
+    authenticated=True,
+    body=ConfirmIn,
+    response=PaymentOut,
+    errors=(400, 403, 404, 409, 502),
+    owner="payment",
+    example={"payment_method": "pm_card_visa"},
+)
+async def confirm_payment(ctx: Ctx) -> dict[str, Any]:
+    """The payer pays a payment another service opened (e.g. an order's escrow): `requires_capture` when the money
+    is held, `requires_payment_method` with `decline_code` when the method was declined (try another)."""
+    body: ConfirmIn = ctx.body
+    return await ctx.run(
+        hold_requests_of(ctx.runtime).confirm, ctx.params["id"], ctx.user.user_id, body.payment_method
+    )
+
+
+@router.get(
+    "/v1/payments/intents/{id}", authenticated=True, response=PaymentOut, errors=(404,), owner="payment"
+)
+async def get_payment(ctx: Ctx) -> dict[str, Any]:
+    """A payment opened for the signed-in payer (or any, for an admin)."""
+    return await ctx.run(
+        hold_requests_of(ctx.runtime).get, ctx.params["id"], ctx.user.user_id, ctx.user.has("admin")
+    )
 
 
 class WebhookOut(BaseModel):

@@ -191,103 +191,125 @@ class Payments:
 
         def work() -> Hold:
             with UnitOfWork(self.db) as uow:
-                s = uow.session
-                row = self._hold_row(s, hold_id, lock=True)
-                if self._seen_command(s, command_id, "capture", hold_id):
-                    return self._hold_view(s, row)
-                hold = self._hold_view(s, row)
-                amount = hold.amount_fen if amount_fen is None else amount_fen
-                hold.ensure_can_capture(amount)
-                snap = self.provider.capture(
-                    row.provider_ref,
-                    amount_fen=amount,
-                    idempotency_key=provider_idempotency_key("capture", command_id),
-                )
-                self._record_capture(s, row, snap.captured_fen or amount)
-                self._record_command(s, command_id, "capture", hold_id, amount)
-                return self._hold_view(s, self._hold_row(s, hold_id))
+                return self.capture_in(uow, command_id=command_id, hold_id=hold_id, amount_fen=amount_fen)
 
         return retry_on_conflict(work)
+
+    def capture_in(
+        self, uow: UnitOfWork, *, command_id: str, hold_id: str, amount_fen: int | None = None
+    ) -> Hold:
+        """`capture` inside the caller's unit of work (a consumer's)."""
+        s = uow.session
+        row = self._hold_row(s, hold_id, lock=True)
+        if self._seen_command(s, command_id, "capture", hold_id):
+            return self._hold_view(s, row)
+        hold = self._hold_view(s, row)
+        amount = hold.amount_fen if amount_fen is None else amount_fen
+        hold.ensure_can_capture(amount)
+        snap = self.provider.capture(
+            row.provider_ref,
+            amount_fen=amount,
+            idempotency_key=provider_idempotency_key("capture", command_id),
+        )
+        self._record_capture(s, row, snap.captured_fen or amount)
+        self._record_command(s, command_id, "capture", hold_id, amount)
+        return self._hold_view(s, self._hold_row(s, hold_id))
 
     def cancel(self, *, command_id: str, hold_id: str) -> Hold:
         """Release an uncaptured hold (the buyer's card is no longer reserved)."""
 
         def work() -> Hold:
             with UnitOfWork(self.db) as uow:
-                s = uow.session
-                row = self._hold_row(s, hold_id, lock=True)
-                if self._seen_command(s, command_id, "cancel", hold_id):
-                    return self._hold_view(s, row)
-                self._hold_view(s, row).ensure_can_cancel()
-                self.provider.cancel(
-                    row.provider_ref, idempotency_key=provider_idempotency_key("cancel", command_id)
-                )
-                self._record_hold_closed(s, row, HoldStatus.CANCELLED, None)
-                self._record_command(s, command_id, "cancel", hold_id, None)
-                return self._hold_view(s, self._hold_row(s, hold_id))
+                return self.cancel_in(uow, command_id=command_id, hold_id=hold_id)
 
         return retry_on_conflict(work)
+
+    def cancel_in(self, uow: UnitOfWork, *, command_id: str, hold_id: str) -> Hold:
+        """`cancel` inside the caller's unit of work (a consumer's)."""
+        s = uow.session
+        row = self._hold_row(s, hold_id, lock=True)
+        if self._seen_command(s, command_id, "cancel", hold_id):
+            return self._hold_view(s, row)
+        self._hold_view(s, row).ensure_can_cancel()
+        self.provider.cancel(row.provider_ref, idempotency_key=provider_idempotency_key("cancel", command_id))
+        self._record_hold_closed(s, row, HoldStatus.CANCELLED, None)
+        self._record_command(s, command_id, "cancel", hold_id, None)
+        return self._hold_view(s, self._hold_row(s, hold_id))
 
     def refund(
         self, *, command_id: str, hold_id: str, amount_fen: int | None = None, reason: str = ""
     ) -> Refund:
         """Give captured money back to the buyer: all that is left (default) or part of it. Our ledger refuses a
         refund above what the escrow still holds, whatever the provider would allow."""
-        refund_id = command_scoped_id("rf", "refund", command_id)
 
         def work() -> Refund:
             with UnitOfWork(self.db) as uow:
-                s = uow.session
-                row = self._hold_row(s, hold_id, lock=True)
-                prior = s.execute(select(refunds).where(refunds.c.command_id == command_id)).first()
-                if prior is not None:
-                    if prior.hold_id != hold_id:
-                        raise _reused(command_id, f"a refund of hold {prior.hold_id}")
-                    return self._refund_view(prior)
-                hold = self._hold_view(s, row)
-                amount = hold.refundable_fen if amount_fen is None else amount_fen
-                if amount_fen is None and amount == 0 and hold.status == HoldStatus.CAPTURED:
-                    raise RuleViolated(f"hold {hold_id} has nothing left to refund", reason="over_refund")
-                hold.ensure_can_refund(amount)
-                res = self.provider.refund(
-                    row.provider_ref,
-                    amount_fen=amount,
-                    idempotency_key=provider_idempotency_key("refund", command_id),
-                    metadata={"hold_id": hold_id, "refund_id": refund_id, "command_id": command_id},
+                return self.refund_in(
+                    uow, command_id=command_id, hold_id=hold_id, amount_fen=amount_fen, reason=reason
                 )
-                status = {"succeeded": RefundStatus.SUCCEEDED, "pending": RefundStatus.PENDING}.get(
-                    res.status, RefundStatus.FAILED
-                )
-                s.execute(
-                    insert(refunds).values(
-                        id=refund_id,
-                        command_id=command_id,
-                        hold_id=hold_id,
-                        amount_fen=amount,
-                        status=str(status),
-                        provider_ref=res.provider_ref,
-                        reason=reason,
-                        failure_reason=res.failure_reason,
-                        created_at=_now(),
-                        updated_at=_now(),
-                    )
-                )
-                if status != RefundStatus.FAILED:
-                    store.post(
-                        s,
-                        L.transfer(
-                            K_REFUND,
-                            refund_id,
-                            L.escrow_account(hold_id),
-                            L.PROVIDER_CASH,
-                            amount,
-                            memo=reason,
-                        ),
-                    )
-                self._sync_refund(uow, res.provider_ref, None)  # a failure reported before this commit
-                return self._refund_view(s.execute(select(refunds).where(refunds.c.id == refund_id)).one())
 
         return retry_on_conflict(work)
+
+    def refund_in(
+        self,
+        uow: UnitOfWork,
+        *,
+        command_id: str,
+        hold_id: str,
+        amount_fen: int | None = None,
+        reason: str = "",
+    ) -> Refund:
+        """`refund` inside the caller's unit of work (a consumer's)."""
+        refund_id = command_scoped_id("rf", "refund", command_id)
+        s = uow.session
+        row = self._hold_row(s, hold_id, lock=True)
+        prior = s.execute(select(refunds).where(refunds.c.command_id == command_id)).first()
+        if prior is not None:
+            if prior.hold_id != hold_id:
+                raise _reused(command_id, f"a refund of hold {prior.hold_id}")
+            return self._refund_view(prior)
+        hold = self._hold_view(s, row)
+        amount = hold.refundable_fen if amount_fen is None else amount_fen
+        if amount_fen is None and amount == 0 and hold.status == HoldStatus.CAPTURED:
+            raise RuleViolated(f"hold {hold_id} has nothing left to refund", reason="over_refund")
+        hold.ensure_can_refund(amount)
+        res = self.provider.refund(
+            row.provider_ref,
+            amount_fen=amount,
+            idempotency_key=provider_idempotency_key("refund", command_id),
+            metadata={"hold_id": hold_id, "refund_id": refund_id, "command_id": command_id},
+        )
+        status = {"succeeded": RefundStatus.SUCCEEDED, "pending": RefundStatus.PENDING}.get(
+            res.status, RefundStatus.FAILED
+        )
+        s.execute(
+            insert(refunds).values(
+                id=refund_id,
+                command_id=command_id,
+                hold_id=hold_id,
+                amount_fen=amount,
+                status=str(status),
+                provider_ref=res.provider_ref,
+                reason=reason,
+                failure_reason=res.failure_reason,
+                created_at=_now(),
+                updated_at=_now(),
+            )
+        )
+        if status != RefundStatus.FAILED:
+            store.post(
+                s,
+                L.transfer(
+                    K_REFUND,
+                    refund_id,
+                    L.escrow_account(hold_id),
+                    L.PROVIDER_CASH,
+                    amount,
+                    memo=reason,
+                ),
+            )
+        self._sync_refund(uow, res.provider_ref, None)  # a failure reported before this commit
+        return self._refund_view(s.execute(select(refunds).where(refunds.c.id == refund_id)).one())
 
     def release(
         self,
@@ -303,35 +325,57 @@ class Payments:
 
         def work() -> tuple[Payout, str | None]:
             with UnitOfWork(self.db) as uow:
-                s = uow.session
-                row = self._hold_row(s, hold_id, lock=True)
-                if self._seen_command(s, command_id, "release", hold_id):
-                    return self._payout_view(self._payout_row(s, payout_id)), None
-                hold = self._hold_view(s, row)
-                amount = hold.refundable_fen
-                hold.ensure_can_release(amount)
-                if not isinstance(fee_fen, int) or fee_fen < 0 or fee_fen >= amount:
-                    raise ValidationFailed.field("fee_fen", f"between 0 and {amount - 1} fen")
-                payout, wd = self._accept_payout(
+                return self.release_in(
                     uow,
-                    payout_id=payout_id,
+                    command_id=command_id,
+                    hold_id=hold_id,
                     payee_user_id=payee_user_id,
                     payee_kind=payee_kind,
-                    amount_fen=amount - fee_fen,
-                    purpose="order",
-                    reference_id=hold.reference_id or hold_id,
-                    requested_by="payments",
-                    source_account=L.escrow_account(hold_id),
                     fee_fen=fee_fen,
                 )
-                self._record_command(s, command_id, "release", hold_id, amount)
-                return payout, wd
 
         payout, wd = retry_on_conflict(work)
         if wd:
             self._try_send(wd)
             return self.get_payout(payout_id)
         return payout
+
+    def release_in(
+        self,
+        uow: UnitOfWork,
+        *,
+        command_id: str,
+        hold_id: str,
+        payee_user_id: str,
+        payee_kind: str = "seller",
+        fee_fen: int = 0,
+    ) -> tuple[Payout, str | None]:
+        """`release` inside the caller's unit of work: the payout, and the withdrawal to send (if any; its
+        WithdrawalRequested event sends it when nobody does sooner)."""
+        payout_id = command_scoped_id("po", "release", command_id)
+        s = uow.session
+        row = self._hold_row(s, hold_id, lock=True)
+        if self._seen_command(s, command_id, "release", hold_id):
+            return self._payout_view(self._payout_row(s, payout_id)), None
+        hold = self._hold_view(s, row)
+        amount = hold.refundable_fen
+        hold.ensure_can_release(amount)
+        if not isinstance(fee_fen, int) or fee_fen < 0 or fee_fen >= amount:
+            raise ValidationFailed.field("fee_fen", f"between 0 and {amount - 1} fen")
+        payout, wd = self._accept_payout(
+            uow,
+            payout_id=payout_id,
+            payee_user_id=payee_user_id,
+            payee_kind=payee_kind,
+            amount_fen=amount - fee_fen,
+            purpose="order",
+            reference_id=hold.reference_id or hold_id,
+            requested_by="payments",
+            source_account=L.escrow_account(hold_id),
+            fee_fen=fee_fen,
+        )
+        self._record_command(s, command_id, "release", hold_id, amount)
+        return payout, wd
 
     # === payouts and wallets ==================================================================================
     def request_payout(

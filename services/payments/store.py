@@ -56,6 +56,27 @@ holds = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
+# Holds other services ask for over the bus (contracts.payments: HoldRequested, ...): the payment waits for the
+# payer to confirm it with a payment method; the hold it makes is a row of `holds` (command id `hr:<id>:<n>`).
+hold_requests = Table(
+    "hold_requests",
+    metadata,
+    Column("id", String(80), primary_key=True),  # the requester's hold_request_id (also the payment id)
+    Column("payer_user_id", String(64), nullable=False, index=True),
+    Column("amount_fen", Money, nullable=False),
+    Column("reference_id", String(128), nullable=False),
+    Column("requested_by", String(32), nullable=False),
+    # requires_payment_method → requires_capture (held) → captured | cancelled | refunded
+    Column("status", String(32), nullable=False),
+    Column("hold_id", String(64), nullable=True),
+    Column("declines", Integer, nullable=False, default=0),
+    Column("decline_code", String(64), nullable=True),
+    Column("decline_message", Text, nullable=True),
+    Column("client_secret", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 # Every command that acted on a hold (capture, cancel, release): a repeated command id answers with the first
 # outcome instead of acting twice; the same id for a different operation is refused.
 hold_commands = Table(
@@ -137,13 +158,22 @@ ledger_entries = Table(
     Column("ref", String(160), nullable=False, index=True),
     Column("memo", Text, nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # one entry per (kind, ref): a retried command or redelivered event cannot book the same fact twice
+    Index("uq_ledger_entries_kind_ref", "kind", "ref", unique=True),
 )
 
 ledger_lines = Table(
     "ledger_lines",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("entry_id", String(64), ForeignKey("ledger_entries.id"), nullable=False, index=True),
+    # checked at commit: an entry is written lines first (the header's insert checks they balance)
+    Column(
+        "entry_id",
+        String(64),
+        ForeignKey("ledger_entries.id", deferrable=True, initially="DEFERRED"),
+        nullable=False,
+        index=True,
+    ),
     Column("account", String(160), nullable=False),
     Column("amount_fen", Money, nullable=False),
     Index("ix_ledger_lines_account_amount", "account", "amount_fen"),
@@ -176,17 +206,20 @@ def now() -> datetime:
 
 
 def post(session: Session, entry: Entry) -> str:
-    """Write one balanced entry. Entries are append-only: a correction is a new (reversing) entry."""
+    """Write one balanced entry. Entries are append-only: a correction is a new (reversing) entry.
+
+    Lines first, then the header: the database checks, when the header goes in, that the lines balance (see the
+    migration `ledger invariants in the database`)."""
     check_balanced(entry.lines)
     entry_id = new_id("le")
+    session.execute(
+        insert(ledger_lines),
+        [dict(entry_id=entry_id, account=ln.account, amount_fen=ln.amount_fen) for ln in entry.lines],
+    )
     session.execute(
         insert(ledger_entries).values(
             id=entry_id, kind=entry.kind, ref=entry.ref, memo=entry.memo, created_at=now()
         )
-    )
-    session.execute(
-        insert(ledger_lines),
-        [dict(entry_id=entry_id, account=ln.account, amount_fen=ln.amount_fen) for ln in entry.lines],
     )
     return entry_id
 

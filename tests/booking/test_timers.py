@@ -51,6 +51,7 @@ def test_escalation_then_expiry_then_capacity_is_back(sqlite_settings):
         "expired": 0,
         "collector_no_show": 0,
         "invoice_timed_out": 0,
+        "payout_rerequested": 0,
     }
     assert len(_events(rt, pid, "expiry_escalated")) == 1
     with pytest.raises(Exception) as exc:  # the slot is full (capacity 1)
@@ -118,8 +119,28 @@ def _settled(platform: Platform) -> tuple[str, str, datetime]:
     return pid, res, now
 
 
+def test_a_payout_stuck_in_requested_is_requested_again_under_the_same_id(sqlite_settings):
+    """Fix 11: the request (or payments' answer) was lost on the way; a timer asks again, same payout id, so
+    payments still pays it at most once."""
+    platform = platform_for(sqlite_settings, invoicing_enabled=False, payout_rerequest_minutes=10)
+    rt = platform["booking"]
+    pid, _, settled_at = _settled(platform)
+    platform.drain()
+    [first] = payout_requests(platform.bus, pid)
+    assert timers.run_due(rt, settled_at + timedelta(minutes=9))["payout_rerequested"] == 0
+    assert timers.run_due(rt, settled_at + timedelta(minutes=10))["payout_rerequested"] == 1
+    assert timers.run_due(rt, settled_at + timedelta(minutes=15))["payout_rerequested"] == 0  # asked at +10
+    assert timers.run_due(rt, settled_at + timedelta(minutes=20))["payout_rerequested"] == 1
+    platform.drain()
+    requests = payout_requests(platform.bus, pid)
+    assert len(requests) == 3 and {r["payout_id"] for r in requests} == {first["payout_id"]}
+    assert {r["amount_fen"] for r in requests} == {first["amount_fen"]}
+
+
 def test_invoice_time_out_pays_gross_and_a_late_invoice_is_kept_for_reconciliation(sqlite_settings):
-    platform = platform_for(sqlite_settings, invoicing_enabled=True, invoice_timeout_minutes=30)
+    platform = platform_for(
+        sqlite_settings, invoicing_enabled=True, invoice_timeout_minutes=30, payout_rerequest_minutes=600
+    )
     rt = platform["booking"]
     pid, res, settled_at = _settled(platform)
     assert timers.run_due(rt, settled_at + timedelta(minutes=29))["invoice_timed_out"] == 0

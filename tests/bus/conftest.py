@@ -22,7 +22,11 @@ from .support import BusCase
 # Tansu takes about half the session time-out to complete a group join; these keep the tests fast.
 # (Real Kafka needs session_timeout_ms >= 6000: the production defaults stay in Settings.)
 KAFKA_TEST_TIMEOUTS = dict(
-    kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=250, kafka_request_timeout_ms=5000
+    kafka_replication_factor=1,  # one broker
+    kafka_min_insync_replicas=1,
+    kafka_session_timeout_ms=2000,
+    kafka_heartbeat_interval_ms=250,
+    kafka_request_timeout_ms=5000,
 )
 # The embedded log's group membership: a member heartbeats every session_timeout/4.
 DBLOG_TEST_SESSION_TIMEOUT_MS = 2000

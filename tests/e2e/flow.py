@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,3 +181,77 @@ def whole_pickup_flow(base: str) -> dict:
         "pickup_id": pid,
         "invoice": invoices["items"][0],
     }
+
+
+def whole_second_hand_flow(base: str) -> None:
+    """二手 on the public API of a running platform: a seller lists and publishes a book, a buyer finds it with a
+    two-character query, orders it, pays in the sandbox (escrow), the seller ships, the buyer confirms receipt and
+    reviews, and the seller is paid the price less the platform fee (1 %)."""
+    n = [0]
+
+    def call(
+        method: str, path: str, token: str | None = None, body: dict | None = None, status: int = 200
+    ) -> dict:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if method == "POST":
+            n[0] += 1
+            got = http_post(base + path, body or {}, headers | {"Idempotency-Key": f"second-hand-{n[0]}"})
+        else:
+            got = http_get(base + path, headers)
+        assert got[0] == status, (method, path, got)
+        return got[1]
+
+    def login(phone: str) -> dict:
+        otp = call("POST", "/v1/auth/otp", body={"phone": phone}, status=202)
+        return call("POST", "/v1/auth/token", body={"phone": phone, "code": otp["dev_code"]})
+
+    seller_login, buyer = login("13600006666"), login("13500005555")["access_token"]
+    seller = seller_login["access_token"]
+    listing = call(
+        "POST",
+        "/v1/listings",
+        seller,
+        {
+            "title": "《三体》全集 刘慈欣 九成新",
+            "description": "三本一套，无笔记",
+            "category": "books.general",
+            "condition": "like_new",
+            "price_fen": 4500,
+            "city_code": "110105",
+        },
+        status=201,
+    )
+    assert call("POST", f"/v1/listings/{listing['id']}/publish", seller)["status"] == "published"
+
+    def found() -> bool:
+        got = http_get(base + "/v1/listings/search?q=" + urllib.parse.quote("三体"))[1]
+        return [i["id"] for i in got.get("items", [])] == [listing["id"]]
+
+    assert wait_until(found, 30, 0.1)
+    order = call("POST", "/v1/orders", buyer, {"listing_id": listing["id"]}, status=201)
+    assert order["status"] == "pending_payment" and order["amount_fen"] == 4500
+
+    def order_view() -> dict:
+        return call("GET", f"/v1/orders/{order['id']}", buyer)
+
+    assert wait_until(lambda: order_view()["payment"]["status"] == "requires_payment_method", 30, 0.1)
+    paid = call(
+        "POST",
+        f"/v1/payments/intents/{order['payment']['id']}/confirm",
+        buyer,
+        {"payment_method": "pm_card_visa"},
+    )
+    assert paid["status"] == "requires_capture"
+    assert wait_until(lambda: order_view()["status"] == "paid", 30, 0.1), order_view()
+    call("POST", f"/v1/orders/{order['id']}/ship", seller, {"carrier": "顺丰", "tracking_no": "SF1234567890"})
+    assert call("POST", f"/v1/orders/{order['id']}/confirm-receipt", buyer)["status"] == "completed"
+    assert wait_until(lambda: order_view()["payment"]["status"] == "captured", 30, 0.1), order_view()
+    call("POST", f"/v1/orders/{order['id']}/review", buyer, {"rating": 5, "comment": "书很新"}, status=201)
+    rep = call("GET", f"/v1/users/{seller_login['user_id']}/reputation")
+    assert rep["score"] == 5.0 and rep["completed_orders"] == 1
+
+    def seller_paid() -> bool:
+        items = call("GET", "/v1/payments/withdrawals", seller)["items"]
+        return [(w["amount_fen"], w["status"]) for w in items] == [(4455, "paid")]
+
+    assert wait_until(seller_paid, 30, 0.2), call("GET", "/v1/payments/withdrawals", seller)

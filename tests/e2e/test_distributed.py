@@ -10,7 +10,14 @@ import time
 import pytest
 
 from services.kernel.outbox import wait_until
-from tests.e2e.flow import http_get, http_post, log_tail, platform_process, whole_pickup_flow
+from tests.e2e.flow import (
+    http_get,
+    http_post,
+    log_tail,
+    platform_process,
+    whole_pickup_flow,
+    whole_second_hand_flow,
+)
 from workers.supervisor import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
@@ -98,3 +105,8 @@ def test_whole_pickup_flow_across_processes(dist):
     are verified (accounts → booking over Kafka), the pickup settles, invoicing issues the reverse invoice and
     payments pays the net (booking ↔ invoicing ↔ payments over Kafka)."""
     whole_pickup_flow(dist["gateway"])
+
+
+def test_whole_second_hand_flow_across_processes(dist):
+    """The second-hand flow with listings and payments in their own processes, their holds over Kafka."""
+    whole_second_hand_flow(dist["gateway"])

@@ -15,7 +15,14 @@ import pytest
 
 from services.kernel.checkdigits import uscc_check_char
 from services.kernel.outbox import wait_until
-from tests.e2e.flow import http_get, http_post, log_tail, platform_process, whole_pickup_flow
+from tests.e2e.flow import (
+    http_get,
+    http_post,
+    log_tail,
+    platform_process,
+    whole_pickup_flow,
+    whole_second_hand_flow,
+)
 from workers.supervisor import free_port
 
 
@@ -75,6 +82,12 @@ def test_whole_pickup_flow_on_the_embedded_run(embedded):
     """Every event hop (accounts → booking, booking → invoicing → booking → payments → booking) is carried by the
     background process: the gateway process runs none of it."""
     whole_pickup_flow(embedded["gateway"])
+
+
+def test_whole_second_hand_flow_on_the_embedded_run(embedded):
+    """A seller lists, a buyer finds it with a two-character query, pays in the sandbox (escrow), receives and
+    reviews, and the seller is paid: listings ↔ payments over the embedded log, the indexer in the background."""
+    whole_second_hand_flow(embedded["gateway"])
 
 
 @contextlib.contextmanager

@@ -352,3 +352,39 @@ class Load:
         self.stop.set()
         for t in self._threads:
             t.join(60)
+
+
+class Pace:
+    """Hands out start times `1 / rate` apart to any number of threads."""
+
+    def __init__(self, rate: float):
+        self.step, self.next, self.lock = 1.0 / rate, time.monotonic(), threading.Lock()
+
+    def wait(self, stop: threading.Event) -> bool:
+        with self.lock:
+            at, self.next = self.next, max(self.next + self.step, time.monotonic())
+        return not stop.wait(max(0.0, at - time.monotonic()))
+
+
+def paced_load(
+    api: Api,
+    actors: Actors,
+    rate: float,
+    stop: threading.Event,
+    pids: list[str],
+    failures: list[BaseException],
+    clients: int = 4,
+) -> list[threading.Thread]:
+    """`clients` threads settling pickups, started `1 / rate` seconds apart, until `stop` (not started yet)."""
+    pace = Pace(rate)
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                if pace.wait(stop):
+                    pids.append(settle_one(api, actors))
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                failures.append(exc)
+                return
+
+    return [threading.Thread(target=load, daemon=True) for _ in range(clients)]

@@ -21,7 +21,7 @@ from .harness import (
     Killer,
     check_accounting,
     children,
-    drive,
+    paced_load,
     set_up_actors,
     settle_one,
     settled_everywhere,
@@ -30,6 +30,7 @@ from .harness import (
 )
 
 KILLS = int(os.environ.get("FAULT_KILLS", "10"))
+RATE = float(os.environ.get("FAULT_RATE", "5"))  # settled pickups a second while the killer works
 SECRETS = {"JWT_SECRET": "fault-test-" + "x" * 40, "PII_KEY": "dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0="}
 
 
@@ -86,18 +87,25 @@ def test_sigkilling_the_event_processes_loses_nothing_and_does_nothing_twice(tmp
         t = threading.Thread(target=killer.run, daemon=True)
         t.start()
         pids = [first]
+        failures: list[BaseException] = []
+        stop = threading.Event()
+        load = paced_load(api, actors, RATE, stop, pids, failures)
         t0 = time.monotonic()
+        for lt in load:
+            lt.start()
         try:
-            while t.is_alive():  # keep the load on for as long as the killer works
-                pids += drive(api, actors, 8)
+            t.join()  # the load runs for as long as the killer works
         finally:
             killer.stop.set()
-            t.join()
+            stop.set()
+            for lt in [t, *load]:
+                lt.join(60)
+        assert not failures, failures
         t1 = time.monotonic()
-        views = settled_everywhere(api, actors, pids, timeout_s=180)
+        views = settled_everywhere(api, actors, pids, timeout_s=180 + len(pids) / 5)
         caught_up_s = time.monotonic() - t1
         unfinished = {
-            p: v.get("status")
+            p: (v.get("status"), v.get("invoice"), v.get("payout"), v.get("withheld_fen"))
             for p, v in views.items()
             if (v.get("payout") or {}).get("status") not in ("paid", "credited")
         }

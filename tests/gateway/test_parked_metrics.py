@@ -8,7 +8,8 @@ from tests.gateway.support import login, start
 
 
 async def test_parked_records_are_counted_on_metrics_and_the_admin_endpoint(aiohttp_client, sqlite_settings):  # noqa: ANN001
-    settings = sqlite_settings.model_copy(update={"admin_phones": "13900000001"})
+    settings = sqlite_settings.model_copy(update={"admin_phones": "13900000001", "metrics_token": "scrape"})
+    scraper = {"Authorization": "Bearer scrape"}
     platform, client = await start(aiohttp_client, settings, services=["accounts", "payments"])
     [group, *_] = platform["payments"].consumer_groups()
     platform.bus.publish(
@@ -30,7 +31,7 @@ async def test_parked_records_are_counted_on_metrics_and_the_admin_endpoint(aioh
     )
     admin = await login(client, platform, "13900000001")
 
-    metrics = await (await client.get("/metrics")).text()
+    metrics = await (await client.get("/metrics", headers=scraper)).text()
     assert f'recycle_dead_letters_parked{{group="{group}"}} 3.0' in metrics
     assert f'recycle_dead_letters_replayed{{group="{group}"}} 0.0' in metrics
     assert 'recycle_outbox_parked{service="payments"} 0.0' in metrics
@@ -43,5 +44,6 @@ async def test_parked_records_are_counted_on_metrics_and_the_admin_endpoint(aioh
     }
     assert items[group] == {"group": group, "parked": 3, "replayed": 3}
     assert (
-        f'recycle_dead_letters_replayed{{group="{group}"}} 3.0' in await (await client.get("/metrics")).text()
+        f'recycle_dead_letters_replayed{{group="{group}"}} 3.0'
+        in await (await client.get("/metrics", headers=scraper)).text()
     )

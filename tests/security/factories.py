@@ -341,3 +341,52 @@ async def an_awarded_trade(api: Api) -> Made:
     assert r["trade_id"], r
     await _ok(api, f"/v1/trades/{r['trade_id']}", seller)
     return Made(r["trade_id"], seller, intruder)
+
+
+# --- listings (二手) ----------------------------------------------------------------------------------------
+
+
+def _listing_body() -> dict:
+    return {
+        "title": "《三体》全集 刘慈欣 九成新",
+        "description": "三本一套",
+        "category": "books.general",
+        "condition": "like_new",
+        "price_fen": 4500,
+        "city_code": "110105",
+    }
+
+
+@factory("listing")
+async def a_draft_listing(api: Api) -> Made:
+    seller, intruder = await api.login(), await api.login()
+    r = await api.call("POST", "/v1/listings", seller, json=_listing_body())
+    assert r.status == 201, r
+    await _ok(api, f"/v1/listings/{r.body['id']}", seller)
+    return Made(r.body["id"], seller, intruder)
+
+
+async def _order(api: Api) -> tuple[dict, User]:
+    seller, buyer = await api.login(), await api.login()
+    r = await api.call("POST", "/v1/listings", seller, json=_listing_body())
+    assert r.status == 201, r
+    lid = r.body["id"]
+    assert (await api.call("POST", f"/v1/listings/{lid}/publish", seller)).status == 200
+    r = await api.call("POST", "/v1/orders", buyer, json={"listing_id": lid})
+    assert r.status == 201, r
+    api.topo.platform.drain()  # payments opens the order's payment from listings' event
+    return r.body, buyer
+
+
+@factory("order")
+async def an_order(api: Api) -> Made:
+    order, buyer = await _order(api)
+    await _ok(api, f"/v1/orders/{order['id']}", buyer)
+    return Made(order["id"], buyer, await api.login())
+
+
+@factory("payment")
+async def an_orders_payment(api: Api) -> Made:
+    order, buyer = await _order(api)
+    await _ok(api, f"/v1/payments/intents/{order['payment']['id']}", buyer)
+    return Made(order["payment"]["id"], buyer, await api.login())

@@ -40,7 +40,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..db import Database, check_reachable, ensure_schema
 from ..ids import new_id
-from .port import Record, TopicSpec, partition_for
+from .port import UNDECODABLE, Record, TopicSpec, partition_for
 
 metadata = MetaData()
 
@@ -257,11 +257,24 @@ class DbLogBus:
 
 
 def _record(r: Any) -> Record:  # a row of the log
+    """A log row as the port's Record; headers that are not the log's JSON object of strings, or a key that is not
+    text, mark the record UNDECODABLE (consumers park it) instead of failing the poll."""
+    key = r.key
+    headers: Any
+    try:
+        headers = json.loads(r.headers)
+    except (TypeError, ValueError) as exc:
+        headers = {UNDECODABLE: f"headers are not JSON: {exc}"}
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        headers = {UNDECODABLE: "headers are not an object of strings"}
+    if not isinstance(key, str):
+        key = bytes(key).decode(errors="replace") if key is not None else ""
+        headers[UNDECODABLE] = "key is not text"
     return Record(
         topic=r.topic,
-        key=r.key,
+        key=key,
         value=bytes(r.value),
-        headers=json.loads(r.headers),
+        headers=headers,
         partition=r.partition,
         offset=r.offset,
         timestamp_ms=r.ts_ms,

@@ -25,7 +25,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
 from ..settings import ConfigError
-from .port import Record, TopicSpec
+from .port import UNDECODABLE, Record, TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,29 @@ def _headers_out(headers: dict[str, str]) -> list[tuple[str, bytes]]:
 
 
 def _record(m: Any) -> Record:  # a kafka ConsumerRecord
+    """A consumer record as the port's Record. A key or header that is not UTF-8 is decoded with replacement
+    characters and the record is marked UNDECODABLE (consumers park it): one bad record never fails a poll."""
+    problems: list[str] = []
+    key = ""
+    if m.key is not None:
+        try:
+            key = m.key.decode()
+        except UnicodeDecodeError:
+            key, problems = m.key.decode(errors="replace"), ["key is not UTF-8"]
+    headers: dict[str, str] = {}
+    for k, v in m.headers or []:
+        try:
+            headers[k] = (v or b"").decode()
+        except UnicodeDecodeError:
+            headers[k] = (v or b"").decode(errors="replace")
+            problems.append(f"header {k!r} is not UTF-8")
+    if problems:
+        headers[UNDECODABLE] = "; ".join(problems)
     return Record(
         topic=m.topic,
-        key=m.key.decode() if m.key is not None else "",
+        key=key,
         value=m.value or b"",
-        headers={k: (v or b"").decode(errors="replace") for k, v in (m.headers or [])},
+        headers=headers,
         partition=m.partition,
         offset=m.offset,
         timestamp_ms=m.timestamp,
@@ -68,6 +86,7 @@ class KafkaBus:
         *,
         connect_timeout_ms: int = 5_000,
         replication_factor: int = 1,
+        min_insync_replicas: int = 1,
         linger_ms: int = 5,
         batch_size: int = 512 * 1024,
         compression_type: str | None = "gzip",
@@ -81,6 +100,7 @@ class KafkaBus:
         self.default_partitions = default_partitions
         self.connect_timeout_ms = connect_timeout_ms
         self.replication_factor = replication_factor
+        self.min_insync_replicas = min_insync_replicas
         self.linger_ms = linger_ms
         self.batch_size = batch_size
         self.compression_type = compression_type
@@ -110,11 +130,15 @@ class KafkaBus:
             self._create(specs)
 
     def _create(self, specs: list[TopicSpec]) -> None:
+        # every topic, declared, dead-letter or created on first use, gets the configured durability
         request = {
             s.name: {
                 "num_partitions": s.partitions,
-                "replication_factor": self.replication_factor,
-                "configs": {"retention.ms": str(s.retention_hours * 3_600_000)},
+                "replication_factor": s.replication_factor or self.replication_factor,
+                "configs": {
+                    "retention.ms": str(s.retention_hours * 3_600_000),
+                    "min.insync.replicas": str(s.min_insync_replicas or self.min_insync_replicas),
+                },
             }
             for s in specs
         }

@@ -16,6 +16,9 @@ class TopicSpec:
     name: str
     partitions: int
     retention_hours: int = 24 * 7
+    # Kafka only (None: the adapter's own default); the embedded log keeps one copy in its database
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,11 @@ class Record:
     partition: int = -1
     offset: int = -1
     timestamp_ms: int = 0
+
+
+# Set by an adapter on a record whose key or headers it could not decode (not UTF-8, not the log's JSON): the
+# value is why. Consumers park such a record at once instead of failing the whole poll on it.
+UNDECODABLE = "bus.undecodable"
 
 
 def partition_for(key: str, partitions: int) -> int:

@@ -1,0 +1,109 @@
+"""Listings' copy of the wipe service's certificates (consumer group `listings.certificates`).
+
+Each handler is idempotent on its own: rows are keyed by the certificate id and the device key, a revocation is
+never undone by a late or replayed issue, and a listing already unpublished is left alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+
+from services.contracts.listings import ListingUnpublished
+from services.contracts.wipe import CertificateIssued, CertificateRevoked
+from services.kernel.db import UnitOfWork
+
+from .domain import model as m
+from .handlers import utcnow, valid_certificates
+from .store import certificate_devices, certificates, listings
+
+
+def _keep(uow: UnitOfWork, certificate_id: str, device_kind: str, keys: list[str], **values: Any) -> None:
+    s = uow.session
+    exists = s.execute(
+        select(certificates.c.certificate_id).where(certificates.c.certificate_id == certificate_id)
+    ).first()
+    if exists is None:
+        s.execute(
+            certificates.insert().values(certificate_id=certificate_id, device_kind=device_kind, **values)
+        )
+    have = {
+        r.device_key
+        for r in s.execute(
+            select(certificate_devices.c.device_key).where(
+                certificate_devices.c.certificate_id == certificate_id
+            )
+        )
+    }
+    new = [k for k in dict.fromkeys(keys) if k not in have]
+    if new:
+        s.execute(
+            certificate_devices.insert(), [{"device_key": k, "certificate_id": certificate_id} for k in new]
+        )
+
+
+def when_certificate_issued_keep_copy(event: CertificateIssued, uow: UnitOfWork) -> None:
+    _keep(uow, event.certificate_id, event.device_kind, event.device_keys, issued_at=event.issued_at)
+    uow.session.execute(
+        update(certificates)
+        .where(certificates.c.certificate_id == event.certificate_id, certificates.c.issued_at.is_(None))
+        .values(issued_at=event.issued_at, device_kind=event.device_kind)
+    )
+
+
+def when_certificate_revoked_unpublish(event: CertificateRevoked, uow: UnitOfWork) -> None:
+    """Listings published on this certificate go back to draft, unless another valid certificate covers the
+    same device (a re-erased device gets a new certificate); a reserved one goes to draft when its order ends."""
+    s = uow.session
+    _keep(
+        uow,
+        event.certificate_id,
+        "unknown",
+        event.device_keys,
+        revoked_at=event.revoked_at,
+        revoked_reason=event.reason,
+    )
+    s.execute(
+        update(certificates)
+        .where(certificates.c.certificate_id == event.certificate_id, certificates.c.revoked_at.is_(None))
+        .values(revoked_at=event.revoked_at, revoked_reason=event.reason)
+    )
+    rows = s.execute(
+        select(listings)
+        .where(
+            listings.c.certificate_id == event.certificate_id,
+            listings.c.status.in_((m.PUBLISHED, m.RESERVED)),
+        )
+        .with_for_update()
+    ).all()
+    now = utcnow()
+    for row in rows:
+        others = valid_certificates(uow, tuple(k for k in (row.imei_key, row.serial_key) if k))
+        if others:
+            s.execute(update(listings).where(listings.c.id == row.id).values(certificate_id=others[0]))
+            continue
+        if row.status == m.RESERVED:
+            # the order under way decides; if it ends without a sale the listing goes back to draft
+            s.execute(
+                update(listings)
+                .where(listings.c.id == row.id)
+                .values(certificate_id=None, unpublished_reason="certificate_revoked", updated_at=now)
+            )
+            continue
+        s.execute(
+            update(listings)
+            .where(listings.c.id == row.id)
+            .values(
+                status=m.next_listing_state("unpublish", row.status),
+                version=row.version + 1,
+                certificate_id=None,
+                unpublished_reason="certificate_revoked",
+                updated_at=now,
+            )
+        )
+        uow.emit(
+            ListingUnpublished(
+                listing_id=row.id, version=row.version + 1, reason="certificate_revoked", at=now
+            )
+        )

@@ -1,0 +1,85 @@
+"""Listings and orders (二手担保交易) as state machines, and the rules that need no I/O.
+
+Listing:
+
+    draft ──publish──▶ published ──reserve──▶ reserved ──sell──▶ sold
+      ▲  ◀──unpublish──   │  ▲                   │
+      │  (cert revoked)   │  └──────release──────┘ (order expired or cancelled)
+      │                   └──withdraw──▶ withdrawn
+      └──────────── withdraw (draft) ──────────────▶ withdrawn
+
+Order (escrow: the buyer's money is held by payments, not paid to the seller, until receipt is confirmed):
+
+    pending_payment ──pay (hold authorised)──▶ paid ──ship──▶ shipped ──confirm (or auto)──▶ completed
+          │                                      │
+          ├──expire──▶ expired                   └──cancel──▶ cancelled (hold released or refunded)
+          └──cancel──▶ cancelled
+
+Every transition is checked against the tables below; anything else is a Conflict (409) naming the current state.
+"""
+
+from __future__ import annotations
+
+from services.kernel.errors import Conflict
+
+DRAFT, PUBLISHED, RESERVED, SOLD, WITHDRAWN = "draft", "published", "reserved", "sold", "withdrawn"
+LISTING_TRANSITIONS: dict[str, dict[str, str]] = {
+    "publish": {DRAFT: PUBLISHED},
+    "update": {DRAFT: DRAFT, PUBLISHED: PUBLISHED},
+    "withdraw": {DRAFT: WITHDRAWN, PUBLISHED: WITHDRAWN},
+    "reserve": {PUBLISHED: RESERVED},
+    "release": {RESERVED: PUBLISHED},
+    "release_to_draft": {RESERVED: DRAFT},
+    "sell": {RESERVED: SOLD},
+    "unpublish": {PUBLISHED: DRAFT},
+}
+
+PENDING_PAYMENT, PAID, SHIPPED, COMPLETED = "pending_payment", "paid", "shipped", "completed"
+CANCELLED, EXPIRED = "cancelled", "expired"
+ORDER_TRANSITIONS: dict[str, dict[str, str]] = {
+    "pay": {PENDING_PAYMENT: PAID},
+    "ship": {PAID: SHIPPED},
+    "confirm": {SHIPPED: COMPLETED},
+    "cancel": {PENDING_PAYMENT: CANCELLED, PAID: CANCELLED},
+    "expire": {PENDING_PAYMENT: EXPIRED},
+}
+# orders that hold their listing: at most one per listing (a partial unique index says so too)
+ACTIVE_ORDER = frozenset({PENDING_PAYMENT, PAID, SHIPPED, COMPLETED})
+ORDER_EDGES = frozenset((a, b) for t in ORDER_TRANSITIONS.values() for a, b in t.items())
+
+
+def next_listing_state(action: str, current: str) -> str:
+    to = LISTING_TRANSITIONS[action].get(current)
+    if to is None:
+        raise Conflict(
+            f"cannot {action.replace('_', ' ')} a listing that is {current}", current_state=current
+        )
+    return to
+
+
+def next_order_state(action: str, current: str) -> str:
+    to = ORDER_TRANSITIONS[action].get(current)
+    if to is None:
+        raise Conflict(f"cannot {action} an order that is {current}", current_state=current)
+    return to
+
+
+def platform_fee_fen(amount_fen: int, fee_bps: int, min_fee_fen: int = 0) -> int:
+    """The platform's fee on a completed order: `fee_bps` basis points, half-up to the fen, at least
+    `min_fee_fen`, and always less than the amount (the seller receives at least 1 fen)."""
+    if amount_fen <= 0:
+        return 0
+    fee = max((amount_fen * fee_bps + 5000) // 10000, min_fee_fen)
+    return max(0, min(fee, amount_fen - 1))
+
+
+def hold_request_id_for(order_id: str) -> str:
+    """Deterministic: re-sending an order's hold request names the same hold at payments."""
+    return "hr_" + order_id
+
+
+def reputation_score(ratings: list[int]) -> float | None:
+    """Mean rating, one decimal (None without reviews)."""
+    if not ratings:
+        return None
+    return round(sum(ratings) / len(ratings) + 1e-9, 1)

@@ -1,0 +1,83 @@
+"""What may be listed and published, as named rules over plain facts (no I/O). Each rule answers `None`
+(satisfied) or a `Refusal(reason, detail)`; the API turns a refusal into 422 `{reason}`.
+
+Reasons:
+- `prohibited_item`            the category or a word of the title/description is on the prohibited list
+                               (weapons, drugs, counterfeits, personal data carriers sold as data, ...);
+- `wipe_certificate_required`  the listing names a device, or its category holds storage, and no valid wipe
+                               certificate (信息清除证书) matches its IMEI/serial;
+- `own_listing`                a seller cannot order their own listing.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    detail: str
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+@dataclass(frozen=True)
+class ProhibitedItems:
+    """禁售物品: categories never listed, and words that give an item away wherever they appear."""
+
+    categories: frozenset[str]
+    words: tuple[str, ...]
+
+    def check(self, category: str, *texts: str) -> Refusal | None:
+        if category in self.categories:
+            return Refusal("prohibited_item", f"items of category {category} cannot be listed")
+        folded = " ".join(_fold(t) for t in texts)
+        # ignore spacing tricks such as "仿 真 枪"
+        squeezed = "".join(folded.split())
+        for word in self.words:
+            w = _fold(word)
+            if w and (w in folded or w in squeezed):
+                return Refusal("prohibited_item", f"listing mentions a prohibited item ({word})")
+        return None
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What the listing says about its device and what listings knows of certificates for it."""
+
+    names_device: bool
+    category_holds_storage: bool
+    device_keys: tuple[str, ...]  # digests of its IMEI/serial (services.contracts.wipe.device_key)
+    valid_certificates: tuple[str, ...]  # ids of unrevoked certificates naming one of those keys
+
+
+def wipe_certificate_required(facts: DeviceFacts) -> Refusal | None:
+    """GB 46864-2025: a device with non-volatile storage is not resold before a verified erasure."""
+    if not (facts.names_device or facts.category_holds_storage):
+        return None
+    if not facts.device_keys:
+        return Refusal(
+            "wipe_certificate_required",
+            "this category holds personal data: name the device (its IMEI or serial) and have it wiped",
+        )
+    if not facts.valid_certificates:
+        return Refusal(
+            "wipe_certificate_required",
+            "no valid wipe certificate matches this device's IMEI/serial (信息清除证书)",
+        )
+    return None
+
+
+def not_own_listing(buyer_id: str, seller_id: str) -> Refusal | None:
+    if buyer_id == seller_id:
+        return Refusal("own_listing", "you cannot buy your own listing")
+    return None
+
+
+def first_refusal(refusals: Iterable[Refusal | None]) -> Refusal | None:
+    return next((r for r in refusals if r is not None), None)

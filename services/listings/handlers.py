@@ -1,0 +1,274 @@
+"""Listing commands: create, publish (the wipe-certificate gate), update, withdraw; and the listing view.
+
+One command = one unit of work over one listing: lock its row, check the transition and the rules, write, and
+put its event in the outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from services.contracts.listings import ListingPublished, ListingUnpublished, ListingUpdated
+from services.contracts.wipe import device_key
+from services.kernel import pii
+from services.kernel.auth import Principal
+from services.kernel.db import UnitOfWork
+from services.kernel.errors import Forbidden, NotFound, RuleViolated
+from services.kernel.ids import new_id
+from services.kernel.runtime import ServiceRuntime
+
+from .domain import model as m
+from .domain.catalogue import categories
+from .domain.rules import DeviceFacts, ProhibitedItems, Refusal, wipe_certificate_required
+from .settings import ListingsSettings, settings_of
+from .store import certificate_devices, certificates, listings
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def prohibited_rule(s: ListingsSettings) -> ProhibitedItems:
+    return ProhibitedItems(frozenset(s.prohibited_categories), tuple(s.prohibited_words))
+
+
+def refuse(r: Refusal | None) -> None:
+    if r is not None:
+        raise RuleViolated(r.detail, reason=r.reason)
+
+
+def mask_identifier(value: str) -> str:
+    return value[:4] + "*" * max(len(value) - 8, 3) + value[-4:] if len(value) > 8 else value[:1] + "***"
+
+
+# --- commands ------------------------------------------------------------------------------------------------
+
+
+def create_listing(rt: ServiceRuntime, seller_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A draft (草稿). `data` is validated input (api.ListingIn); the prohibited-items rule runs here."""
+    s = settings_of(rt)
+    refuse(prohibited_rule(s).check(data["category"], data["title"], data["description"]))
+    now = utcnow()
+    lid = new_id("ls")
+    device = data.get("device") or None
+    values: dict[str, Any] = dict(
+        id=lid,
+        seller_id=seller_id,
+        status=m.DRAFT,
+        version=1,
+        title=data["title"],
+        description=data["description"],
+        category=data["category"],
+        condition=data["condition"],
+        price_fen=data["price_fen"],
+        city_code=data["city_code"],
+        images=json.dumps(data.get("images") or []),
+        created_at=now,
+        updated_at=now,
+    )
+    if device:
+        values["device_kind"] = device["kind"]
+        if device.get("imei"):
+            values.update(
+                imei_enc=pii.encrypt(rt.settings, device["imei"]),
+                imei_masked=mask_identifier(device["imei"]),
+                imei_key=device_key("imei", device["imei"]),
+            )
+        if device.get("serial"):
+            values.update(
+                serial_enc=pii.encrypt(rt.settings, device["serial"]),
+                serial_masked=mask_identifier(device["serial"]),
+                serial_key=device_key("serial", device["serial"]),
+            )
+    with UnitOfWork(rt.db) as uow:
+        uow.session.execute(listings.insert().values(**values))
+        row = _row(uow, lid)
+    return listing_view(row, owner_view=True)
+
+
+def publish_listing(rt: ServiceRuntime, user: Principal, listing_id: str) -> dict[str, Any]:
+    s = settings_of(rt)
+    with UnitOfWork(rt.db) as uow:
+        row = _owned_row(uow, listing_id, user)
+        m.next_listing_state("publish", row.status)
+        refuse(prohibited_rule(s).check(row.category, row.title, row.description))
+        facts = device_facts(uow, row, s)
+        refuse(wipe_certificate_required(facts))
+        now = utcnow()
+        uow.session.execute(
+            update(listings)
+            .where(listings.c.id == row.id)
+            .values(
+                status=m.PUBLISHED,
+                version=row.version + 1,
+                published_at=now,
+                updated_at=now,
+                unpublished_reason=None,
+                certificate_id=facts.valid_certificates[0] if facts.valid_certificates else None,
+            )
+        )
+        row = _row(uow, row.id)
+        uow.emit(published_event(row))
+    return listing_view(row, owner_view=True)
+
+
+def update_listing(
+    rt: ServiceRuntime, user: Principal, listing_id: str, changes: dict[str, Any]
+) -> dict[str, Any]:
+    """The owner changes the price or the description (a draft or a listing on sale)."""
+    s = settings_of(rt)
+    with UnitOfWork(rt.db) as uow:
+        row = _owned_row(uow, listing_id, user)
+        m.next_listing_state("update", row.status)
+        values = {k: v for k, v in changes.items() if v is not None}
+        if not values:
+            return listing_view(row, owner_view=True)
+        refuse(prohibited_rule(s).check(row.category, row.title, values.get("description", row.description)))
+        uow.session.execute(
+            update(listings)
+            .where(listings.c.id == row.id)
+            .values(version=row.version + 1, updated_at=utcnow(), **values)
+        )
+        row = _row(uow, row.id)
+        if row.status == m.PUBLISHED:
+            uow.emit(ListingUpdated(**_document(row)))
+    return listing_view(row, owner_view=True)
+
+
+def withdraw_listing(rt: ServiceRuntime, user: Principal, listing_id: str) -> dict[str, Any]:
+    with UnitOfWork(rt.db) as uow:
+        row = _owned_row(uow, listing_id, user, admin_ok=True)
+        was = row.status
+        m.next_listing_state("withdraw", was)
+        now = utcnow()
+        uow.session.execute(
+            update(listings)
+            .where(listings.c.id == row.id)
+            .values(
+                status=m.WITHDRAWN, version=row.version + 1, updated_at=now, unpublished_reason="withdrawn"
+            )
+        )
+        row = _row(uow, row.id)
+        if was == m.PUBLISHED:
+            uow.emit(ListingUnpublished(listing_id=row.id, version=row.version, reason="withdrawn", at=now))
+    return listing_view(row, owner_view=True)
+
+
+def get_listing(rt: ServiceRuntime, user: Principal | None, listing_id: str) -> dict[str, Any]:
+    """Anyone sees a listing that is or was on the market; a draft only its seller (or an admin)."""
+    with rt.db.session(readonly=True) as sess:
+        row = sess.execute(select(listings).where(listings.c.id == listing_id)).first()
+    owner = user is not None and row is not None and (user.user_id == row.seller_id or user.has("admin"))
+    if row is None or (row.status in (m.DRAFT, m.WITHDRAWN) and not owner):
+        raise NotFound(f"no listing with id {listing_id}")
+    return listing_view(row, owner_view=owner)
+
+
+def list_listings_of(rt: ServiceRuntime, seller_id: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    with rt.db.session(readonly=True) as sess:
+        rows = sess.execute(
+            select(listings)
+            .where(listings.c.seller_id == seller_id)
+            .order_by(listings.c.created_at.desc(), listings.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    return [listing_view(r, owner_view=True) for r in rows]
+
+
+# --- helpers shared with orders and the certificate consumer ----------------------------------------------
+
+
+def device_facts(uow: UnitOfWork, row: Any, s: ListingsSettings) -> DeviceFacts:
+    cat = categories(s.categories_file or None).get(row.category)
+    keys = tuple(k for k in (row.imei_key, row.serial_key) if k)
+    return DeviceFacts(
+        names_device=row.device_kind is not None,
+        category_holds_storage=bool(cat and cat.holds_storage),
+        device_keys=keys,
+        valid_certificates=valid_certificates(uow, keys),
+    )
+
+
+def valid_certificates(uow: UnitOfWork, keys: tuple[str, ...]) -> tuple[str, ...]:
+    if not keys:
+        return ()
+    rows = uow.session.execute(
+        select(certificates.c.certificate_id)
+        .join(certificate_devices, certificate_devices.c.certificate_id == certificates.c.certificate_id)
+        .where(certificate_devices.c.device_key.in_(keys), certificates.c.revoked_at.is_(None))
+        .order_by(certificates.c.issued_at.desc(), certificates.c.certificate_id)
+    ).all()
+    return tuple(dict.fromkeys(r.certificate_id for r in rows))
+
+
+def _document(row: Any) -> dict[str, Any]:
+    return dict(
+        listing_id=row.id,
+        version=row.version,
+        seller_id=row.seller_id,
+        title=row.title,
+        description=row.description,
+        category=row.category,
+        condition=row.condition,
+        price_fen=int(row.price_fen),
+        city_code=row.city_code,
+        published_at=aware(row.published_at),
+    )
+
+
+def published_event(row: Any) -> ListingPublished:
+    return ListingPublished(**_document(row))
+
+
+def _row(uow: UnitOfWork, listing_id: str, lock: bool = False) -> Any:
+    q = select(listings).where(listings.c.id == listing_id)
+    row = uow.session.execute(q.with_for_update() if lock else q).first()
+    if row is None:
+        raise NotFound(f"no listing with id {listing_id}")
+    return row
+
+
+def _owned_row(uow: UnitOfWork, listing_id: str, user: Principal, admin_ok: bool = False) -> Any:
+    row = _row(uow, listing_id, lock=True)
+    if row.seller_id != user.user_id and not (admin_ok and user.has("admin")):
+        if row.status in (m.DRAFT, m.WITHDRAWN):
+            raise NotFound(f"no listing with id {listing_id}")
+        raise Forbidden("this listing is not yours", reason="not_owner")
+    return row
+
+
+def listing_view(row: Any, owner_view: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row.id,
+        "status": row.status,
+        "version": row.version,
+        "seller_id": row.seller_id,
+        "title": row.title,
+        "description": row.description,
+        "category": row.category,
+        "condition": row.condition,
+        "price_fen": int(row.price_fen),
+        "city_code": row.city_code,
+        "images": json.loads(row.images or "[]"),
+        "device": None
+        if row.device_kind is None
+        else {"kind": row.device_kind, "imei_masked": row.imei_masked, "serial_masked": row.serial_masked},
+        "certificate_id": row.certificate_id,
+        "created_at": aware(row.created_at),
+        "updated_at": aware(row.updated_at),
+        "published_at": aware(row.published_at),
+    }
+    if owner_view:
+        out["unpublished_reason"] = row.unpublished_reason
+    return out

@@ -1,0 +1,531 @@
+"""Orders with escrow (担保交易), and what listings does with payments' reports about their holds.
+
+    POST /v1/orders ─▶ listing reserved, order pending_payment, HoldRequested ─▶ payments opens the payment
+    buyer confirms at payments ─▶ HoldAuthorised ─▶ order paid (money in escrow)      | HoldDeclined: stays pending
+    seller ships ─▶ buyer confirms receipt (or auto-confirm) ─▶ completed, HoldCaptureRequested (seller less fee)
+    cancel (before shipping) / expiry (unpaid) ─▶ HoldCancelRequested (released or refunded), listing freed
+
+How each step stays safe under races and redelivery:
+- the reservation is a conditional UPDATE (`WHERE status = 'published'`) on the locked listing row, and a partial
+  unique index allows one live order per listing: of any number of buyers racing, one gets the order;
+- the hold request id is derived from the order id (`hr_<order>`), so payments acts on it once;
+- every report from payments moves the order only from the state it expects (a late `HoldAuthorised` for an
+  order that expired is answered with a cancel request, which payments applies once);
+- timers select due rows and change each under a conditional UPDATE (see timers.py).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from services.contracts.listings import ListingUnpublished, OrderCancelled, OrderCompleted, OrderPaid
+from services.contracts.payments import (
+    HoldAuthorised,
+    HoldCancelled,
+    HoldCancelRequested,
+    HoldCaptured,
+    HoldCaptureRequested,
+    HoldDeclined,
+    HoldOpened,
+    HoldRefunded,
+    HoldRequested,
+)
+from services.kernel.auth import Principal
+from services.kernel.db import UnitOfWork, retry_on_conflict
+from services.kernel.errors import Conflict, Forbidden, NotFound
+from services.kernel.ids import new_id
+from services.kernel.runtime import ServiceRuntime
+
+from .domain import model as m
+from .domain.rules import not_own_listing
+from .handlers import aware, published_event, refuse, utcnow
+from .settings import settings_of
+from .store import listings, orders, reviews
+
+REQUESTER = "listings"
+
+
+# --- commands ------------------------------------------------------------------------------------------------
+
+
+def create_order(rt: ServiceRuntime, buyer_id: str, listing_id: str) -> dict[str, Any]:
+    s = settings_of(rt)
+
+    def work() -> dict[str, Any]:
+        with UnitOfWork(rt.db) as uow:
+            sess = uow.session
+            row = sess.execute(select(listings).where(listings.c.id == listing_id).with_for_update()).first()
+            if row is None or row.status in (m.DRAFT, m.WITHDRAWN):
+                raise NotFound(f"no listing with id {listing_id}")
+            refuse(not_own_listing(buyer_id, row.seller_id))
+            now = utcnow()
+            order_id = new_id("od")
+            res = sess.execute(
+                update(listings)
+                .where(listings.c.id == row.id, listings.c.status == m.PUBLISHED)
+                .values(
+                    status=m.RESERVED, reserved_order_id=order_id, version=row.version + 1, updated_at=now
+                )
+            )
+            if res.rowcount != 1:
+                raise Conflict(
+                    f"listing {row.id} is {row.status}: it cannot be ordered", current_state=row.status
+                )
+            hold_request_id = m.hold_request_id_for(order_id)
+            sess.execute(
+                orders.insert().values(
+                    id=order_id,
+                    listing_id=row.id,
+                    buyer_id=buyer_id,
+                    seller_id=row.seller_id,
+                    status=m.PENDING_PAYMENT,
+                    version=1,
+                    amount_fen=int(row.price_fen),
+                    category=row.category,
+                    city_code=row.city_code,
+                    hold_request_id=hold_request_id,
+                    payment_status="requested",
+                    auto_confirmed=False,
+                    created_at=now,
+                    updated_at=now,
+                    expires_at=now + timedelta(minutes=s.payment_minutes),
+                )
+            )
+            uow.emit(
+                ListingUnpublished(listing_id=row.id, version=row.version + 1, reason="reserved", at=now)
+            )
+            uow.emit(
+                HoldRequested(
+                    hold_request_id=hold_request_id,
+                    payer_user_id=buyer_id,
+                    amount_fen=int(row.price_fen),
+                    reference_id=order_id,
+                    requested_by=REQUESTER,
+                    requested_at=now,
+                )
+            )
+            return order_view(_order(uow, order_id))
+
+    try:
+        return retry_on_conflict(work)
+    except IntegrityError:  # the partial unique index: another order took the listing at the same moment
+        raise Conflict(
+            f"listing {listing_id} is reserved: it cannot be ordered", current_state=m.RESERVED
+        ) from None
+
+
+def ship_order(
+    rt: ServiceRuntime, user: Principal, order_id: str, carrier: str | None, tracking_no: str | None
+) -> dict[str, Any]:
+    with UnitOfWork(rt.db) as uow:
+        row = _order(uow, order_id, lock=True)
+        _party(row, user, "seller")
+        m.next_order_state("ship", row.status)
+        now = utcnow()
+        uow.session.execute(
+            update(orders)
+            .where(orders.c.id == row.id)
+            .values(
+                status=m.SHIPPED,
+                carrier=carrier,
+                tracking_no=tracking_no,
+                shipped_at=now,
+                updated_at=now,
+                version=row.version + 1,
+            )
+        )
+        return order_view(_order(uow, order_id))
+
+
+def confirm_receipt(
+    rt: ServiceRuntime, user: Principal | None, order_id: str, *, auto: bool = False
+) -> dict[str, Any]:
+    """The buyer has the item: the escrow is captured and released to the seller less the platform fee."""
+    with UnitOfWork(rt.db) as uow:
+        row = _order(uow, order_id, lock=True)
+        if user is not None:
+            _party(row, user, "buyer")
+        complete(uow, rt, row, auto=auto)
+        return order_view(_order(uow, order_id))
+
+
+def complete(uow: UnitOfWork, rt: ServiceRuntime, row: Any, *, auto: bool) -> bool:
+    m.next_order_state("confirm", row.status)
+    s = settings_of(rt)
+    now = utcnow()
+    fee = m.platform_fee_fen(int(row.amount_fen), s.platform_fee_bps, s.min_fee_fen)
+    res = uow.session.execute(
+        update(orders)
+        .where(orders.c.id == row.id, orders.c.status == m.SHIPPED)
+        .values(
+            status=m.COMPLETED,
+            fee_fen=fee,
+            completed_at=now,
+            auto_confirmed=auto,
+            updated_at=now,
+            version=row.version + 1,
+        )
+    )
+    if res.rowcount != 1:
+        return False
+    listing = uow.session.execute(
+        select(listings).where(listings.c.id == row.listing_id).with_for_update()
+    ).one()
+    uow.session.execute(
+        update(listings)
+        .where(listings.c.id == listing.id)
+        .values(
+            status=m.next_listing_state("sell", listing.status), version=listing.version + 1, updated_at=now
+        )
+    )
+    uow.emit(ListingUnpublished(listing_id=listing.id, version=listing.version + 1, reason="sold", at=now))
+    uow.emit(
+        HoldCaptureRequested(
+            hold_request_id=row.hold_request_id,
+            payee_user_id=row.seller_id,
+            payee_kind="seller",
+            fee_fen=fee,
+            requested_by=REQUESTER,
+            requested_at=now,
+        )
+    )
+    uow.emit(
+        OrderCompleted(
+            order_id=row.id,
+            listing_id=row.listing_id,
+            buyer_id=row.buyer_id,
+            seller_id=row.seller_id,
+            amount_fen=int(row.amount_fen),
+            fee_fen=fee,
+            category=row.category,
+            city_code=row.city_code,
+            completed_at=now,
+            auto_confirmed=auto,
+        )
+    )
+    return True
+
+
+def cancel_order(rt: ServiceRuntime, user: Principal, order_id: str) -> dict[str, Any]:
+    """Buyer or seller (or an admin), before shipping: the hold is released (or refunded) in full."""
+    with UnitOfWork(rt.db) as uow:
+        row = _order(uow, order_id, lock=True)
+        _party(row, user, "buyer", "seller", admin_ok=True)
+        close(
+            uow,
+            row,
+            "cancel",
+            reason="cancelled_by_"
+            + (
+                "buyer"
+                if user.user_id == row.buyer_id
+                else "seller"
+                if user.user_id == row.seller_id
+                else "admin"
+            ),
+        )
+        return order_view(_order(uow, order_id))
+
+
+def close(uow: UnitOfWork, row: Any, action: str, reason: str) -> bool:
+    """Cancel or expire an order: free the listing, ask payments to give the money back."""
+    to = m.next_order_state(action, row.status)
+    now = utcnow()
+    res = uow.session.execute(
+        update(orders)
+        .where(orders.c.id == row.id, orders.c.status == row.status)
+        .values(status=to, cancel_reason=reason, closed_at=now, updated_at=now, version=row.version + 1)
+    )
+    if res.rowcount != 1:
+        return False
+    release_listing(uow, row.listing_id, row.id)
+    uow.emit(
+        HoldCancelRequested(
+            hold_request_id=row.hold_request_id, reason=reason, requested_by=REQUESTER, requested_at=now
+        )
+    )
+    uow.emit(
+        OrderCancelled(
+            order_id=row.id,
+            listing_id=row.listing_id,
+            buyer_id=row.buyer_id,
+            seller_id=row.seller_id,
+            amount_fen=int(row.amount_fen),
+            reason="expired" if action == "expire" else reason,
+            cancelled_at=now,
+        )
+    )
+    return True
+
+
+def release_listing(uow: UnitOfWork, listing_id: str, order_id: str) -> None:
+    """Back on sale, or to draft when its wipe certificate was revoked while the order ran."""
+    s = uow.session
+    listing = s.execute(select(listings).where(listings.c.id == listing_id).with_for_update()).one()
+    if listing.status != m.RESERVED or listing.reserved_order_id != order_id:
+        return
+    now = utcnow()
+    if listing.unpublished_reason == "certificate_revoked":
+        s.execute(
+            update(listings)
+            .where(listings.c.id == listing_id)
+            .values(
+                status=m.next_listing_state("release_to_draft", listing.status),
+                version=listing.version + 1,
+                reserved_order_id=None,
+                updated_at=now,
+            )
+        )
+        return
+    s.execute(
+        update(listings)
+        .where(listings.c.id == listing_id)
+        .values(
+            status=m.next_listing_state("release", listing.status),
+            version=listing.version + 1,
+            reserved_order_id=None,
+            updated_at=now,
+        )
+    )
+    uow.emit(published_event(s.execute(select(listings).where(listings.c.id == listing_id)).one()))
+
+
+# --- reviews and reputation ---------------------------------------------------------------------------------
+
+
+def review_order(
+    rt: ServiceRuntime, user: Principal, order_id: str, rating: int, comment: str
+) -> dict[str, Any]:
+    """Once per side, completed orders only."""
+
+    def work() -> dict[str, Any]:
+        with UnitOfWork(rt.db) as uow:
+            row = _order(uow, order_id)
+            role = _party(row, user, "buyer", "seller")
+            if row.status != m.COMPLETED:
+                raise Conflict(
+                    f"only a completed order can be reviewed; this one is {row.status}",
+                    current_state=row.status,
+                )
+            done = uow.session.execute(
+                select(reviews.c.order_id).where(
+                    reviews.c.order_id == order_id, reviews.c.author_role == role
+                )
+            ).first()
+            if done is not None:
+                raise Conflict(f"the {role} has already reviewed this order", current_state="reviewed")
+            values = dict(
+                order_id=order_id,
+                author_role=role,
+                author_id=user.user_id,
+                subject_id=row.seller_id if role == "buyer" else row.buyer_id,
+                rating=rating,
+                comment=comment,
+                created_at=utcnow(),
+            )
+            uow.session.execute(reviews.insert().values(**values))
+            return values
+
+    try:
+        return retry_on_conflict(work)
+    except IntegrityError:
+        raise Conflict("this order has already been reviewed by you", current_state="reviewed") from None
+
+
+def reputation(rt: ServiceRuntime, user_id: str) -> dict[str, Any]:
+    with rt.db.session(readonly=True) as s:
+        ratings = [
+            int(r.rating) for r in s.execute(select(reviews.c.rating).where(reviews.c.subject_id == user_id))
+        ]
+        completed = s.execute(
+            select(func.count())
+            .select_from(orders)
+            .where(
+                orders.c.status == m.COMPLETED,
+                (orders.c.seller_id == user_id) | (orders.c.buyer_id == user_id),
+            )
+        ).scalar()
+    return {
+        "user_id": user_id,
+        "score": m.reputation_score(ratings),
+        "reviews": len(ratings),
+        "completed_orders": int(completed or 0),
+    }
+
+
+# --- queries ------------------------------------------------------------------------------------------------
+
+
+def get_order(rt: ServiceRuntime, user: Principal, order_id: str) -> dict[str, Any]:
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        row = _order(uow, order_id)
+    _party(row, user, "buyer", "seller", admin_ok=True)
+    return order_view(row)
+
+
+def list_orders(rt: ServiceRuntime, user_id: str, role: str, limit: int, offset: int) -> list[dict[str, Any]]:
+    col = orders.c.buyer_id if role == "buyer" else orders.c.seller_id
+    with rt.db.session(readonly=True) as s:
+        rows = s.execute(
+            select(orders)
+            .where(col == user_id)
+            .order_by(orders.c.created_at.desc(), orders.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
+    return [order_view(r) for r in rows]
+
+
+def payment_status_of(rt: ServiceRuntime, order_id: str) -> str | None:
+    with rt.db.session(readonly=True) as s:
+        return s.execute(select(orders.c.payment_status).where(orders.c.id == order_id)).scalar()
+
+
+def order_view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "status": row.status,
+        "listing_id": row.listing_id,
+        "buyer_id": row.buyer_id,
+        "seller_id": row.seller_id,
+        "amount_fen": int(row.amount_fen),
+        "fee_fen": None if row.fee_fen is None else int(row.fee_fen),
+        "payment": {
+            "id": row.hold_request_id,
+            "client_secret": row.client_secret,
+            "status": row.payment_status,
+            "decline_reason": row.decline_reason,
+        },
+        "carrier": row.carrier,
+        "tracking_no": row.tracking_no,
+        "cancel_reason": row.cancel_reason,
+        "auto_confirmed": bool(row.auto_confirmed),
+        "created_at": aware(row.created_at),
+        "expires_at": aware(row.expires_at),
+        "paid_at": aware(row.paid_at),
+        "shipped_at": aware(row.shipped_at),
+        "completed_at": aware(row.completed_at),
+    }
+
+
+def _order(uow: UnitOfWork, order_id: str, lock: bool = False) -> Any:
+    q = select(orders).where(orders.c.id == order_id)
+    row = uow.session.execute(q.with_for_update() if lock else q).first()
+    if row is None:
+        raise NotFound(f"no order with id {order_id}")
+    return row
+
+
+def _party(row: Any, user: Principal, *roles: str, admin_ok: bool = False) -> str:
+    """The caller's side of the order (buyer or seller), if it is one of `roles`; else 403 (or 404 for strangers)."""
+    if "buyer" in roles and user.user_id == row.buyer_id:
+        return "buyer"
+    if "seller" in roles and user.user_id == row.seller_id:
+        return "seller"
+    if admin_ok and user.has("admin"):
+        return "admin"
+    if user.user_id in (row.buyer_id, row.seller_id):
+        raise Forbidden(f"only the {' or '.join(roles)} may do this", reason="wrong_party")
+    raise NotFound(f"no order with id {row.id}")
+
+
+# --- payments' reports (consumer group listings.payments) ---------------------------------------------------
+
+
+def _by_hold(uow: UnitOfWork, hold_request_id: str) -> Any:
+    return uow.session.execute(
+        select(orders).where(orders.c.hold_request_id == hold_request_id).with_for_update()
+    ).first()
+
+
+def when_hold_opened_record(event: HoldOpened, uow: UnitOfWork) -> None:
+    uow.session.execute(
+        update(orders)
+        .where(orders.c.hold_request_id == event.hold_request_id, orders.c.payment_status == "requested")
+        .values(
+            payment_status="requires_payment_method", client_secret=event.client_secret, updated_at=utcnow()
+        )
+    )
+
+
+def when_hold_authorised_mark_paid(event: HoldAuthorised, uow: UnitOfWork) -> None:
+    row = _by_hold(uow, event.hold_request_id)
+    if row is None:
+        return  # not one of listings' holds
+    now = utcnow()
+    if row.status != m.PENDING_PAYMENT:
+        # paid too late (the order expired or was cancelled meanwhile): give the money back
+        if row.payment_status not in ("cancelled", "refunded"):
+            uow.session.execute(update(orders).where(orders.c.id == row.id).values(hold_id=event.hold_id))
+            uow.emit(
+                HoldCancelRequested(
+                    hold_request_id=row.hold_request_id,
+                    reason=f"order_{row.status}",
+                    requested_by=REQUESTER,
+                    requested_at=now,
+                )
+            )
+        return
+    uow.session.execute(
+        update(orders)
+        .where(orders.c.id == row.id, orders.c.status == m.PENDING_PAYMENT)
+        .values(
+            status=m.next_order_state("pay", row.status),
+            payment_status="held",
+            hold_id=event.hold_id,
+            decline_reason=None,
+            paid_at=now,
+            updated_at=now,
+            version=row.version + 1,
+        )
+    )
+    uow.emit(
+        OrderPaid(
+            order_id=row.id,
+            listing_id=row.listing_id,
+            buyer_id=row.buyer_id,
+            seller_id=row.seller_id,
+            amount_fen=int(row.amount_fen),
+            paid_at=now,
+        )
+    )
+
+
+def when_hold_declined_record(event: HoldDeclined, uow: UnitOfWork) -> None:
+    uow.session.execute(
+        update(orders)
+        .where(orders.c.hold_request_id == event.hold_request_id, orders.c.status == m.PENDING_PAYMENT)
+        .values(
+            payment_status="declined",
+            decline_reason=f"{event.decline_code}: {event.reason}",
+            updated_at=utcnow(),
+        )
+    )
+
+
+def when_hold_captured_record(event: HoldCaptured, uow: UnitOfWork) -> None:
+    uow.session.execute(
+        update(orders)
+        .where(orders.c.hold_request_id == event.hold_request_id)
+        .values(payment_status="captured", payout_id=event.payout_id, updated_at=utcnow())
+    )
+
+
+def when_hold_cancelled_record(event: HoldCancelled, uow: UnitOfWork) -> None:
+    uow.session.execute(
+        update(orders)
+        .where(orders.c.hold_request_id == event.hold_request_id)
+        .values(payment_status="cancelled", updated_at=utcnow())
+    )
+
+
+def when_hold_refunded_record(event: HoldRefunded, uow: UnitOfWork) -> None:
+    uow.session.execute(
+        update(orders)
+        .where(orders.c.hold_request_id == event.hold_request_id)
+        .values(payment_status="refunded", updated_at=utcnow())
+    )

@@ -1,0 +1,86 @@
+"""Listings' settings, from the environment with the prefix `LISTINGS_`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.kernel.ports import Port
+
+if TYPE_CHECKING:
+    from services.kernel.runtime import ServiceRuntime
+
+DEFAULT_PROHIBITED_WORDS = (
+    # weapons and dangerous goods
+    "枪支",
+    "仿真枪",
+    "气枪",
+    "弹药",
+    "子弹",
+    "管制刀具",
+    "弩",
+    "炸药",
+    "烟花爆竹",
+    # drugs and prescription medicine
+    "毒品",
+    "冰毒",
+    "大麻",
+    "摇头丸",
+    "处方药",
+    # counterfeits
+    "高仿",
+    "a货",
+    "假货",
+    "复刻",
+    "仿牌",
+    # personal data and identity documents sold as such
+    "身份证",
+    "银行卡",
+    "公民信息",
+    "个人信息",
+    "实名手机卡",
+    "数据包",
+    "通讯录",
+)
+
+
+class ListingsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LISTINGS_", case_sensitive=False, extra="ignore")
+
+    # second-hand categories file ("" = the shipped categories.toml)
+    categories_file: str = ""
+    prohibited_categories: list[str] = Field(default_factory=lambda: ["hazardous.battery"])
+    prohibited_words: list[str] = Field(default_factory=lambda: list(DEFAULT_PROHIBITED_WORDS))
+
+    # the embedded search index ("{data_dir}" is replaced)
+    search_path: str = "{data_dir}/listings-search.db"
+    elasticsearch_index: str = "listings"
+
+    # orders with escrow
+    payment_minutes: int = Field(30, ge=1)  # unpaid orders expire after this
+    auto_confirm_days: float = Field(10, gt=0)  # shipped orders are confirmed for the buyer after this
+    platform_fee_bps: int = Field(100, ge=0, le=5000)  # 1 %
+    min_fee_fen: int = Field(0, ge=0)
+    # POST /v1/orders waits this long for payments to open the payment (so the reply carries it); 0 = do not wait
+    payment_wait_s: float = Field(2.0, ge=0)
+
+    # timers (Celery beat) and lists
+    timer_interval_s: int = Field(30, ge=1)
+    timer_batch: int = Field(200, ge=1)
+    search_max_limit: int = Field(100, ge=1)
+
+
+SETTINGS: Port[ListingsSettings] = Port("listings.settings")
+
+
+def settings_of(rt: ServiceRuntime) -> ListingsSettings:
+    return rt.ports.get_or_set(SETTINGS, ListingsSettings)
+
+
+def configure(rt: ServiceRuntime, **overrides: Any) -> ListingsSettings:
+    """Replace the runtime's listings settings (tests, benchmarks): defaults + environment + `overrides`."""
+    s = ListingsSettings(**overrides)
+    rt.ports[SETTINGS] = s
+    return s

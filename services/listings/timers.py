@@ -1,0 +1,76 @@
+"""Timers of orders: unpaid orders expire (the listing goes back on sale), shipped orders are confirmed for the
+buyer after `auto_confirm_days`. The state is in the orders table: every scan selects the rows due now and
+changes each in its own unit of work under a conditional UPDATE, so a missed scan is caught up by the next and two
+scans at once (or a scan racing the buyer) cannot both act.
+
+Run by Celery beat (tasks.py) every `timer_interval_s`; tests call `run_due(rt, now)`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from services.kernel.db import UnitOfWork
+from services.kernel.errors import Conflict
+from services.kernel.runtime import ServiceRuntime
+
+from .domain import model as m
+from .handlers import utcnow
+from .orders import close, complete
+from .settings import settings_of
+from .store import orders
+
+log = logging.getLogger(__name__)
+
+
+def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
+    s = settings_of(rt)
+    now = now or utcnow()
+    return {
+        "expired": _each(
+            rt,
+            s.timer_batch,
+            select(orders).where(orders.c.status == m.PENDING_PAYMENT, orders.c.expires_at <= now),
+            lambda uow, row: close(uow, row, "expire", reason="unpaid"),
+        ),
+        "auto_confirmed": _each(
+            rt,
+            s.timer_batch,
+            select(orders).where(
+                orders.c.status == m.SHIPPED, orders.c.shipped_at <= now - timedelta(days=s.auto_confirm_days)
+            ),
+            lambda uow, row: complete(uow, rt, row, auto=True),
+        ),
+    }
+
+
+def _each(rt: ServiceRuntime, batch: int, query: Any, act: Callable[[UnitOfWork, Any], bool]) -> int:
+    done = 0
+    tried: set[str] = set()
+    while True:
+        with rt.db.session(readonly=True) as s:
+            rows = [
+                r
+                for r in s.execute(query.order_by(orders.c.id).limit(batch + len(tried))).all()
+                if r.id not in tried
+            ]
+        if not rows:
+            return done
+        for row in rows[:batch]:
+            tried.add(row.id)
+            try:
+                with UnitOfWork(rt.db) as uow:
+                    fresh = uow.session.execute(
+                        select(orders).where(orders.c.id == row.id).with_for_update()
+                    ).one()
+                    if fresh.status == row.status and act(uow, fresh):
+                        done += 1
+            except Conflict:
+                pass  # moved on meanwhile (paid, cancelled)
+            except Exception:  # one bad row must not stop the others; the next scan retries it
+                log.exception("listings timer failed on order %s", row.id)

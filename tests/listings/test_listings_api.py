@@ -1,0 +1,209 @@
+"""Listings on the public API: drafts, the prohibited-items rule, the wipe-certificate gate on publishing (with
+listings' own copy of certificates from the wipe service's events), revocation, search through the indexer."""
+
+from __future__ import annotations
+
+from services.contracts.wipe import device_key
+
+from .support import CITY, app_client, auth, book_body, certify, imei, phone_body, revoke, uid
+
+IMEI = imei("86891503123456")
+
+
+async def search(client, **params) -> dict:  # noqa: ANN001
+    r = await client.get("/v1/listings/search", params=params)
+    assert r.status == 200, await r.text()
+    return await r.json()
+
+
+async def test_a_book_is_listed_published_and_found_by_a_two_character_query(aiohttp_client, sqlite_settings):
+    platform, client = await app_client(aiohttp_client, sqlite_settings)
+    seller = uid("sel")
+    h = auth(sqlite_settings, seller)
+    r = await client.post("/v1/listings", json=book_body(), headers=h)
+    assert r.status == 201, await r.text()
+    draft = await r.json()
+    assert draft["status"] == "draft" and draft["seller_id"] == seller and draft["price_fen"] == 4500
+    # a draft is not on the market: others do not see it, search does not find it
+    assert (
+        await client.get(f"/v1/listings/{draft['id']}", headers=auth(sqlite_settings, uid()))
+    ).status == 404
+    platform.drain()
+    assert (await search(client, q="三体"))["total"] == 0
+
+    r = await client.post(f"/v1/listings/{draft['id']}/publish", headers=h)
+    assert r.status == 200, await r.text()
+    assert (await r.json())["status"] == "published"
+    platform.drain()  # outbox → bus → indexer
+    found = await search(client, q="三体")
+    assert [i["id"] for i in found["items"]] == [draft["id"]]
+    assert found["total"] == 1 and found["facets"]["category"] == {"books.general": 1}
+    assert found["facets"]["city_code"] == {CITY: 1} and found["facets"]["condition"] == {"like_new": 1}
+    assert (await search(client, q="书"))["total"] == 0  # 书 is not in this title or description
+    assert (await search(client, q="刘慈欣 三体"))["total"] == 1  # several words are AND
+    assert (await search(client, q="刘慈欣 手机"))["total"] == 0
+    # anyone can read a published listing
+    r = await client.get(f"/v1/listings/{draft['id']}")
+    assert r.status == 200 and (await r.json())["status"] == "published"
+
+    # the seller lowers the price: the index follows
+    r = await client.patch(f"/v1/listings/{draft['id']}", json={"price_fen": 3900}, headers=h)
+    assert r.status == 200 and (await r.json())["price_fen"] == 3900
+    platform.drain()
+    assert (await search(client, q="三体", max_price_fen=4000))["total"] == 1
+    # only the seller may change it
+    r = await client.patch(
+        f"/v1/listings/{draft['id']}", json={"price_fen": 1}, headers=auth(sqlite_settings, uid())
+    )
+    assert r.status == 403
+    # withdrawn: gone from search
+    r = await client.post(f"/v1/listings/{draft['id']}/withdraw", headers=h)
+    assert r.status == 200 and (await r.json())["status"] == "withdrawn"
+    platform.drain()
+    assert (await search(client, q="三体"))["total"] == 0
+    r = await client.post(f"/v1/listings/{draft['id']}/publish", headers=h)
+    assert r.status == 409 and (await r.json())["current_state"] == "withdrawn"
+
+
+async def test_bad_input_names_the_field(aiohttp_client, sqlite_settings):
+    _, client = await app_client(aiohttp_client, sqlite_settings)
+    h = auth(sqlite_settings, uid())
+    bad_imei = IMEI[:-1] + str((int(IMEI[-1]) + 1) % 10)
+    cases = [
+        (phone_body(bad_imei), "device.imei"),
+        (book_body(category="nope.nothing"), "category"),
+        (book_body(city_code="999999"), "city_code"),
+        (book_body(condition="mint"), "condition"),
+        (book_body(price_fen=0), "price_fen"),
+        (book_body(images=["ftp://x"]), "images"),
+        (phone_body(IMEI, device={"kind": "phone"}), "device"),
+    ]
+    for body, field in cases:
+        r = await client.post("/v1/listings", json=body, headers=h)
+        assert r.status == 400, (field, await r.text())
+        problem = await r.json()
+        assert r.headers["Content-Type"].startswith("application/problem+json")
+        assert any(e["field"] == field for e in problem["errors"]), (field, problem)
+    assert (await client.post("/v1/listings", json=book_body())).status == 401
+
+
+async def test_prohibited_items_are_refused(aiohttp_client, sqlite_settings):
+    _, client = await app_client(aiohttp_client, sqlite_settings)
+    h = auth(sqlite_settings, uid())
+    for body in (
+        book_body(title="仿真枪 玩具 成人"),
+        book_body(description="出 高 仿 名牌包"),
+        book_body(title="全国公民信息 数据包"),
+        book_body(title="闲置电池一堆", category="hazardous.battery"),
+    ):
+        r = await client.post("/v1/listings", json=body, headers=h)
+        assert r.status == 422, await r.text()
+        assert (await r.json())["reason"] == "prohibited_item"
+    # a prohibited word cannot come in through an update either
+    r = await client.post("/v1/listings", json=book_body(), headers=h)
+    lid = (await r.json())["id"]
+    r = await client.patch(f"/v1/listings/{lid}", json={"description": "另有冰毒出售"}, headers=h)
+    assert r.status == 422 and (await r.json())["reason"] == "prohibited_item"
+
+
+async def test_a_phone_needs_a_wipe_certificate_and_a_revoked_one_unpublishes_it(
+    aiohttp_client, sqlite_settings
+):
+    platform, client = await app_client(aiohttp_client, sqlite_settings)
+    seller = uid("sel")
+    h = auth(sqlite_settings, seller)
+    r = await client.post("/v1/listings", json=phone_body(IMEI), headers=h)
+    assert r.status == 201, await r.text()
+    phone = await r.json()
+    assert phone["device"] == {
+        "kind": "phone",
+        "imei_masked": IMEI[:4] + "*******" + IMEI[-4:],
+        "serial_masked": None,
+    }
+    assert IMEI not in await r.text()  # the IMEI is kept encrypted and shown masked
+
+    r = await client.post(f"/v1/listings/{phone['id']}/publish", headers=h)
+    assert r.status == 422 and (await r.json())["reason"] == "wipe_certificate_required"
+    # a certificate for another device does not help
+    certify(platform, imei_value=imei("35209900176148"))
+    r = await client.post(f"/v1/listings/{phone['id']}/publish", headers=h)
+    assert r.status == 422 and (await r.json())["reason"] == "wipe_certificate_required"
+    # a phone-category listing without a device named cannot be published either
+    r = await client.post("/v1/listings", json=phone_body(IMEI, device=None), headers=h)
+    bare = await r.json()
+    r = await client.post(f"/v1/listings/{bare['id']}/publish", headers=h)
+    assert r.status == 422 and (await r.json())["reason"] == "wipe_certificate_required"
+
+    cid = certify(platform, imei_value=IMEI)
+    certify(platform, imei_value=IMEI, certificate_id=cid)  # a redelivered copy changes nothing
+    r = await client.post(f"/v1/listings/{phone['id']}/publish", headers=h)
+    assert r.status == 200, await r.text()
+    platform.drain()
+    got = await (await client.get(f"/v1/listings/{phone['id']}")).json()
+    assert got["certificate_id"] == cid
+    found = await (await client.get("/v1/listings/search", params={"q": "华为 手机"})).json()
+    assert [i["id"] for i in found["items"]] == [phone["id"]]
+    # two characters find it too, and a model number
+    assert (await (await client.get("/v1/listings/search", params={"q": "华为"})).json())["total"] == 1
+    assert (await (await client.get("/v1/listings/search", params={"q": "mate40"})).json())["total"] == 1
+
+    revoke(platform, cid, [device_key("imei", IMEI)])
+    got = await (await client.get(f"/v1/listings/{phone['id']}", headers=h)).json()
+    assert got["status"] == "draft" and got["unpublished_reason"] == "certificate_revoked"
+    assert got["certificate_id"] is None
+    assert (await (await client.get("/v1/listings/search", params={"q": "华为"})).json())["total"] == 0
+    r = await client.post(f"/v1/listings/{phone['id']}/publish", headers=h)
+    assert r.status == 422 and (await r.json())["reason"] == "wipe_certificate_required"
+    # a re-erased device gets a new certificate; a late copy of the old issue does not undo the revocation
+    certify(platform, imei_value=IMEI, certificate_id=cid)
+    r = await client.post(f"/v1/listings/{phone['id']}/publish", headers=h)
+    assert r.status == 422
+    new = certify(platform, imei_value=IMEI)
+    r = await client.post(f"/v1/listings/{phone['id']}/publish", headers=h)
+    assert r.status == 200
+    assert (await (await client.get(f"/v1/listings/{phone['id']}")).json())["certificate_id"] == new
+
+
+async def test_a_revocation_keeps_listings_another_certificate_covers(aiohttp_client, sqlite_settings):
+    platform, client = await app_client(aiohttp_client, sqlite_settings)
+    h = auth(sqlite_settings, uid())
+    serial = "C02XK1ABJG5H"
+    first = certify(platform, serial=serial, kind="computer")
+    r = await client.post(
+        "/v1/listings",
+        headers=h,
+        json=phone_body(
+            IMEI,
+            title="MacBook Pro 2019 13寸 i5 16G",
+            category="electronics.computer",
+            device={"kind": "laptop", "serial": serial},
+        ),
+    )
+    lid = (await r.json())["id"]
+    assert (await client.post(f"/v1/listings/{lid}/publish", headers=h)).status == 200
+    second = certify(platform, serial=serial.lower(), kind="computer")  # the digest folds case
+    revoke(platform, first, [device_key("serial", serial)])
+    got = await (await client.get(f"/v1/listings/{lid}")).json()
+    assert got["status"] == "published" and got["certificate_id"] == second
+
+
+async def test_categories_and_ownership(aiohttp_client, sqlite_settings):
+    platform, client = await app_client(aiohttp_client, sqlite_settings)
+    cats = await (await client.get("/v1/listings/categories")).json()
+    by_code = {c["code"]: c for c in cats}
+    assert by_code["electronics.phone"]["holds_storage"] and not by_code["books.general"]["holds_storage"]
+    assert "hazardous.battery" not in by_code  # prohibited
+    seller, other = uid("sel"), uid("oth")
+    r = await client.post("/v1/listings", json=book_body(), headers=auth(sqlite_settings, seller))
+    lid = (await r.json())["id"]
+    r = await client.post(f"/v1/listings/{lid}/publish", headers=auth(sqlite_settings, other))
+    assert r.status == 404  # someone else's draft does not exist for you
+    assert (
+        await client.post(f"/v1/listings/{lid}/publish", headers=auth(sqlite_settings, seller))
+    ).status == 200
+    r = await client.post(f"/v1/listings/{lid}/withdraw", headers=auth(sqlite_settings, other))
+    assert r.status == 403 and (await r.json())["reason"] == "not_owner"
+    r = await client.post(f"/v1/listings/{lid}/withdraw", headers=auth(sqlite_settings, uid("adm"), "admin"))
+    assert r.status == 200
+    mine = await (await client.get("/v1/listings", headers=auth(sqlite_settings, seller))).json()
+    assert [i["id"] for i in mine["items"]] == [lid]

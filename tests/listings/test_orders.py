@@ -1,0 +1,242 @@
+"""Orders with escrow (担保交易) through the public API, with the real payments service (sandbox provider) answering
+over the bus: reserve + hold, pay, ship, confirm receipt → capture and release less the fee; declines, cancel,
+expiry, auto-confirm, late payment, reviews and reputation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.listings.handlers import utcnow
+from services.listings.timers import run_due
+from services.payments.handlers import payments_of
+
+from .support import app_client, auth, book_body, uid
+
+
+async def _published(client, settings, seller, **over) -> str:  # noqa: ANN001
+    h = auth(settings, seller)
+    r = await client.post("/v1/listings", json=book_body(**over), headers=h)
+    assert r.status == 201, await r.text()
+    lid = (await r.json())["id"]
+    assert (await client.post(f"/v1/listings/{lid}/publish", headers=h)).status == 200
+    return lid
+
+
+async def _order(platform, client, settings, buyer, lid) -> dict:  # noqa: ANN001
+    r = await client.post("/v1/orders", json={"listing_id": lid}, headers=auth(settings, buyer))
+    assert r.status == 201, await r.text()
+    order = await r.json()
+    platform.drain()  # payments opens the payment
+    return order
+
+
+async def _pay(client, settings, buyer, order, method="pm_card_visa") -> dict:  # noqa: ANN001
+    r = await client.post(
+        f"/v1/payments/intents/{order['payment']['id']}/confirm",
+        json={"payment_method": method},
+        headers=auth(settings, buyer),
+    )
+    assert r.status == 200, await r.text()
+    return await r.json()
+
+
+async def _get(client, settings, user, oid) -> dict:  # noqa: ANN001
+    r = await client.get(f"/v1/orders/{oid}", headers=auth(settings, user))
+    assert r.status == 200, await r.text()
+    return await r.json()
+
+
+async def _hits(client, q) -> int:  # noqa: ANN001
+    return (await (await client.get("/v1/listings/search", params={"q": q})).json())["total"]
+
+
+async def test_buy_pay_ship_receive_review_and_the_seller_is_paid(aiohttp_client, sqlite_settings):
+    s = sqlite_settings
+    platform, client = await app_client(aiohttp_client, s, platform_fee_bps=100)
+    seller, buyer = uid("sel"), uid("buy")
+    lid = await _published(client, s, seller)
+    platform.drain()
+    assert await _hits(client, "三体") == 1
+
+    # the seller cannot buy their own listing
+    r = await client.post("/v1/orders", json={"listing_id": lid}, headers=auth(s, seller))
+    assert r.status == 422 and (await r.json())["reason"] == "own_listing"
+
+    order = await _order(platform, client, s, buyer, lid)
+    assert order["status"] == "pending_payment" and order["amount_fen"] == 4500
+    assert order["payment"]["id"] and order["payment"]["status"] == "requested"
+    got = await _get(client, s, buyer, order["id"])
+    assert got["payment"]["status"] == "requires_payment_method"
+    # reserved: off the market, and nobody else can order it
+    assert await _hits(client, "三体") == 0
+    r = await client.post("/v1/orders", json={"listing_id": lid}, headers=auth(s, uid("other")))
+    assert r.status == 409 and (await r.json())["current_state"] == "reserved"
+    # only the payer pays
+    r = await client.post(
+        f"/v1/payments/intents/{order['payment']['id']}/confirm",
+        json={"payment_method": "pm_card_visa"},
+        headers=auth(s, uid("stranger")),
+    )
+    assert r.status == 403
+
+    # a declined card leaves the order waiting, with the reason
+    declined = await _pay(client, s, buyer, order, "pm_card_chargeCustomerFail")
+    assert declined["status"] == "requires_payment_method" and declined["decline_code"]
+    platform.drain()
+    got = await _get(client, s, buyer, order["id"])
+    assert got["status"] == "pending_payment" and got["payment"]["status"] == "declined"
+    assert got["payment"]["decline_reason"]
+    # shipping before payment is a state conflict
+    r = await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))
+    assert r.status == 409 and (await r.json())["current_state"] == "pending_payment"
+
+    held = await _pay(client, s, buyer, order)
+    assert held["status"] == "requires_capture"
+    assert (await _pay(client, s, buyer, order))["hold_id"] == held["hold_id"]  # confirming again holds once
+    platform.drain()
+    got = await _get(client, s, seller, order["id"])
+    assert got["status"] == "paid" and got["payment"]["status"] == "held"
+
+    r = await client.post(
+        f"/v1/orders/{order['id']}/ship",
+        json={"carrier": "顺丰", "tracking_no": "SF1234567890"},
+        headers=auth(s, buyer),
+    )
+    assert r.status == 403  # the buyer does not ship
+    r = await client.post(
+        f"/v1/orders/{order['id']}/ship",
+        json={"carrier": "顺丰", "tracking_no": "SF1234567890"},
+        headers=auth(s, seller),
+    )
+    assert r.status == 200 and (await r.json())["status"] == "shipped"
+    # no review before completion
+    r = await client.post(f"/v1/orders/{order['id']}/review", json={"rating": 5}, headers=auth(s, buyer))
+    assert r.status == 409
+    r = await client.post(f"/v1/orders/{order['id']}/confirm-receipt", headers=auth(s, seller))
+    assert r.status == 403
+    r = await client.post(f"/v1/orders/{order['id']}/confirm-receipt", headers=auth(s, buyer))
+    assert r.status == 200 and (await r.json())["status"] == "completed"
+    platform.drain()
+    done = await _get(client, s, buyer, order["id"])
+    assert done["fee_fen"] == 45 and done["payment"]["status"] == "captured"
+    # payments captured the hold and paid the seller 4500 − 45
+    payments = payments_of(platform["payments"])
+    hold = payments.get_hold(held["hold_id"])
+    assert hold.captured_fen == 4500 and hold.released_fen == 4500
+    payout = next(p for p in _payouts(payments, seller))
+    assert payout.amount_fen == 4455 and payout.reference_id == order["id"]
+    assert payments.ledger_problems() == []
+    listing = await (await client.get(f"/v1/listings/{lid}")).json()
+    assert listing["status"] == "sold"
+
+    # reviews: once per side; strangers cannot
+    r = await client.post(
+        f"/v1/orders/{order['id']}/review",
+        json={"rating": 5, "comment": "书很新，发货快"},
+        headers=auth(s, buyer),
+    )
+    assert r.status == 201 and (await r.json())["subject_id"] == seller
+    r = await client.post(f"/v1/orders/{order['id']}/review", json={"rating": 1}, headers=auth(s, buyer))
+    assert r.status == 409
+    r = await client.post(f"/v1/orders/{order['id']}/review", json={"rating": 4}, headers=auth(s, seller))
+    assert r.status == 201
+    r = await client.post(f"/v1/orders/{order['id']}/review", json={"rating": 4}, headers=auth(s, uid()))
+    assert r.status == 404
+    r = await client.post(f"/v1/orders/{order['id']}/review", json={"rating": 6}, headers=auth(s, seller))
+    assert r.status == 400
+    rep = await (await client.get(f"/v1/users/{seller}/reputation")).json()
+    assert rep == {"user_id": seller, "score": 5.0, "reviews": 1, "completed_orders": 1}
+    rep = await (await client.get(f"/v1/users/{buyer}/reputation")).json()
+    assert rep["score"] == 4.0 and rep["completed_orders"] == 1
+
+
+def _payouts(payments, payee):  # noqa: ANN001, ANN202
+    from sqlalchemy import select
+
+    from services.payments.store import payouts
+
+    with payments.db.session(readonly=True) as s:
+        ids = [
+            r.payout_id
+            for r in s.execute(select(payouts.c.payout_id).where(payouts.c.payee_user_id == payee))
+        ]
+    return [payments.get_payout(i) for i in ids]
+
+
+async def test_cancel_after_paying_releases_the_hold_and_relists(aiohttp_client, sqlite_settings):
+    s = sqlite_settings
+    platform, client = await app_client(aiohttp_client, s)
+    seller, buyer = uid("sel"), uid("buy")
+    lid = await _published(client, s, seller)
+    order = await _order(platform, client, s, buyer, lid)
+    held = await _pay(client, s, buyer, order)
+    platform.drain()
+    r = await client.post(f"/v1/orders/{order['id']}/cancel", headers=auth(s, uid()))
+    assert r.status == 404
+    r = await client.post(f"/v1/orders/{order['id']}/cancel", headers=auth(s, buyer))
+    assert r.status == 200 and (await r.json())["status"] == "cancelled"
+    platform.drain()
+    got = await _get(client, s, buyer, order["id"])
+    assert got["payment"]["status"] == "cancelled" and got["cancel_reason"] == "cancelled_by_buyer"
+    assert str(payments_of(platform["payments"]).get_hold(held["hold_id"]).status) == "cancelled"
+    assert await _hits(client, "三体") == 1  # back on sale
+    # a new buyer can order it now; the cancelled order cannot be shipped
+    assert (await _order(platform, client, s, uid("buy2"), lid))["status"] == "pending_payment"
+    r = await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))
+    assert r.status == 409 and (await r.json())["current_state"] == "cancelled"
+
+
+async def test_unpaid_orders_expire_and_a_late_payment_is_given_back(aiohttp_client, sqlite_settings):
+    s = sqlite_settings
+    platform, client = await app_client(aiohttp_client, s, payment_minutes=30)
+    rt = platform["listings"]
+    seller, buyer = uid("sel"), uid("buy")
+    lid = await _published(client, s, seller)
+
+    # 1. nobody pays: the order expires, the listing is back on sale, payments closes the payment
+    order = await _order(platform, client, s, buyer, lid)
+    assert run_due(rt, utcnow() + timedelta(minutes=29))["expired"] == 0
+    assert run_due(rt, utcnow() + timedelta(minutes=31))["expired"] == 1
+    assert run_due(rt, utcnow() + timedelta(minutes=31))["expired"] == 0  # once
+    platform.drain()
+    got = await _get(client, s, buyer, order["id"])
+    assert got["status"] == "expired" and got["payment"]["status"] == "cancelled"
+    assert await _hits(client, "三体") == 1
+    r = await client.post(
+        f"/v1/payments/intents/{order['payment']['id']}/confirm",
+        json={"payment_method": "pm_card_visa"},
+        headers=auth(s, buyer),
+    )
+    assert r.status == 409  # too late: nothing is taken
+
+    # 2. the buyer pays while the order expires: the hold is released, the order stays expired
+    order = await _order(platform, client, s, buyer, lid)
+    held = await _pay(client, s, buyer, order)  # HoldAuthorised still in payments' outbox
+    assert run_due(rt, utcnow() + timedelta(minutes=31))["expired"] == 1
+    platform.drain()
+    got = await _get(client, s, buyer, order["id"])
+    assert got["status"] == "expired" and got["payment"]["status"] == "cancelled"
+    assert str(payments_of(platform["payments"]).get_hold(held["hold_id"]).status) == "cancelled"
+
+
+async def test_shipped_orders_are_confirmed_automatically(aiohttp_client, sqlite_settings):
+    s = sqlite_settings
+    platform, client = await app_client(aiohttp_client, s, auto_confirm_days=7, platform_fee_bps=0)
+    rt = platform["listings"]
+    seller, buyer = uid("sel"), uid("buy")
+    lid = await _published(client, s, seller)
+    order = await _order(platform, client, s, buyer, lid)
+    await _pay(client, s, buyer, order)
+    platform.drain()
+    assert (
+        await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))
+    ).status == 200
+    assert run_due(rt, utcnow() + timedelta(days=6))["auto_confirmed"] == 0
+    assert run_due(rt, utcnow() + timedelta(days=7, minutes=1))["auto_confirmed"] == 1
+    platform.drain()
+    got = await _get(client, s, seller, order["id"])
+    assert got["status"] == "completed" and got["auto_confirmed"] and got["payment"]["status"] == "captured"
+    assert got["fee_fen"] == 0
+    # the buyer's confirmation after that is a state conflict, not a second capture
+    r = await client.post(f"/v1/orders/{order['id']}/confirm-receipt", headers=auth(s, buyer))
+    assert r.status == 409 and (await r.json())["current_state"] == "completed"
