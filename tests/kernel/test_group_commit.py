@@ -196,3 +196,27 @@ def test_a_batch_runs_its_jobs_in_lock_key_order(sqlite_settings):
     assert ran == ["pickup:b", "slot:a", "slot:c"]
     writer.close()
     db.dispose()
+
+
+def test_a_commit_whose_outcome_is_unknown_is_not_an_error_for_work_that_exists(db, Parcel):  # noqa: N803
+    """Fix 8: the COMMIT went through but its reply was lost with the connection. The writer finds the batch's
+    outbox rows and answers its callers; before, the jobs ran again and failed on their own committed rows."""
+    writer = GroupCommitWriter(db, threads=1)
+    dialect = db.engine.dialect
+    real = dialect.do_commit
+    lost = []
+
+    def commit_then_lose_the_reply(dbapi_conn):  # noqa: ANN001, ANN202 - fault injection at the driver
+        real(dbapi_conn)
+        if not lost:
+            lost.append(True)
+            raise dialect.loaded_dbapi.OperationalError("server closed the connection unexpectedly")
+
+    dialect.do_commit = commit_then_lose_the_reply  # type: ignore[method-assign]
+    try:
+        value, events = writer.run(write_parcel(Parcel, "p-unknown"))
+    finally:
+        dialect.do_commit = real  # type: ignore[method-assign]
+        writer.close()
+    assert lost and value == "p-unknown" and [e.subject for e in events] == ["p-unknown"]
+    assert stored(db) == ({"p-unknown"}, {"p-unknown"})  # once
