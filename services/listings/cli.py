@@ -14,7 +14,7 @@ console = Console()
 def reindex() -> None:
     """Rebuild the search index from the listings on sale (searches keep answering from the old index until the
     new one is complete)."""
-    from services.bootstrap import Platform
+    from services.kernel.platform import Platform
     from services.kernel.settings import Settings
 
     from .search import search_of
@@ -42,7 +42,7 @@ def reindex() -> None:
 @app.command()
 def timers() -> None:
     """Run the order timers once (expire unpaid orders, auto-confirm shipped ones)."""
-    from services.bootstrap import Platform
+    from services.kernel.platform import Platform
     from services.kernel.settings import Settings
 
     from .timers import run_due

@@ -57,6 +57,8 @@ class ListingsSettings(BaseSettings):
     # the embedded search index ("{data_dir}" is replaced)
     search_path: str = "{data_dir}/listings-search.db"
     elasticsearch_index: str = "listings"
+    # relevance: past this many hits, BM25 scores only the most recently indexed ones (0 = score every hit)
+    search_rank_window: int = Field(5000, ge=0)
 
     # orders with escrow
     payment_minutes: int = Field(30, ge=1)  # unpaid orders expire after this

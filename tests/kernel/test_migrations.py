@@ -87,3 +87,14 @@ def test_downgrading_to_base_removes_every_table(settings: Settings, service: st
         assert set(inspect(db.engine).get_table_names(schema=db.schema)) <= {"alembic_version"}
     finally:
         db.dispose()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_first_migration_takes_the_outbox_and_inbox_from_the_kernel(service: str) -> None:
+    """One definition of the two tables for every service: its first migration calls the helpers and declares
+    neither table itself."""
+    versions = migrations.service_dir(service) / "migrations" / "versions"
+    (first,) = [p for p in versions.glob("*.py") if "down_revision = None" in p.read_text(encoding="utf-8")]
+    source = first.read_text(encoding="utf-8")
+    assert "create_outbox_and_inbox()" in source and "drop_outbox_and_inbox()" in source
+    assert '"outbox",' not in source and '"inbox",' not in source

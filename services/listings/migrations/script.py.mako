@@ -1,11 +1,14 @@
 """${message}
 
 Revision ID: ${up_revision}
-Revises: ${down_revision | comma,n}
+Revises:${" " if down_revision else ""}${down_revision | comma,n}
 Create Date: ${create_date}
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
+% if not down_revision:
+from services.kernel.migrations import create_outbox_and_inbox, drop_outbox_and_inbox
+% endif
 ${imports if imports else ""}
 
 revision = ${repr(up_revision)}
@@ -15,8 +18,14 @@ depends_on = ${repr(depends_on)}
 
 
 def upgrade() -> None:
+% if not down_revision:
+    create_outbox_and_inbox()
+% endif
     ${upgrades if upgrades else "pass"}
 
 
 def downgrade() -> None:
     ${downgrades if downgrades else "pass"}
+% if not down_revision:
+    drop_outbox_and_inbox()
+% endif

@@ -90,8 +90,9 @@ def match_expression(q: str) -> str | None:
 class SqliteSearchIndex:
     name = "sqlite"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, rank_window: int = 0):
         self.path = str(path)
+        self.rank_window = rank_window
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -296,21 +297,12 @@ class SqliteSearchIndex:
         c = self._conn()
         attrs = self._attrs.sync(c)
         ranked = q.sort == "relevance"
-        # the one MATCH of the query: every hit's rowid (and its BM25 rank when sorting by relevance)
-        sql = (
-            "SELECT rowid, rank FROM fts WHERE fts MATCH ?"
-            if ranked
-            else "SELECT rowid FROM fts WHERE fts MATCH ?"
-        )
-        rows = c.execute(sql, (expr,)).fetchall()
+        # every hit's rowid (rowid order), for filters, facets and the total
+        rows = c.execute("SELECT rowid FROM fts WHERE fts MATCH ?", (expr,)).fetchall()
         if not rows:
             return SearchResult([], 0, {f: {} for f in FACETS})
-        if ranked:
-            rids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            rank = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
-        else:
-            rids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            rank = None
+        rids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        rank = self._ranks(c, expr, rids) if ranked else None
         keep = attrs.mask(rids, q)
         if keep is not None:
             rids = rids[keep]
@@ -318,8 +310,28 @@ class SqliteSearchIndex:
         total = int(rids.size)
         facets = attrs.facets(rids)
         page = attrs.page(rids, rank, q.sort, q.offset, q.limit)
-        out = [(int(rids[k]), float(rank[k]) if rank is not None else None) for k in page]
+        out = [
+            (int(rids[k]), float(rank[k]) if rank is not None and np.isfinite(rank[k]) else None)
+            for k in page
+        ]
         return SearchResult(self._page(c, out, ranked), total, facets)
+
+    def _ranks(self, c: sqlite3.Connection, expr: str, rids: np.ndarray) -> np.ndarray:
+        """BM25 rank of each hit (lower is better). FTS5 scores every hit before it can return the best, which
+        for a term in a fifth of a big corpus (手机) costs more than the rest of the query; past `rank_window`
+        hits only the most recently indexed `rank_window` are scored, the others rank after them (newest first)."""
+        window = self.rank_window
+        if not window or rids.size <= window:
+            scored = c.execute("SELECT rowid, rank FROM fts WHERE fts MATCH ?", (expr,)).fetchall()
+        else:
+            floor = int(rids[-window])  # rowids ascend: the window's oldest
+            scored = c.execute(
+                "SELECT rowid, rank FROM fts WHERE fts MATCH ? AND rowid >= ?", (expr, floor)
+            ).fetchall()
+        rank = np.full(rids.size, np.inf)
+        at = np.searchsorted(rids, np.fromiter((r[0] for r in scored), dtype=np.int64, count=len(scored)))
+        rank[at] = np.fromiter((r[1] for r in scored), dtype=np.float64, count=len(scored))
+        return rank
 
     def _page(self, c: sqlite3.Connection, rows: list[tuple], with_rank: bool) -> list[SearchHit]:
         if not rows:
