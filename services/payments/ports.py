@@ -31,6 +31,8 @@ REFUSES_OVER_REFUND = "refuses_over_refund"
 #: the payer's own client confirms an opened PaymentIntent with its client secret (Stripe.js); without it (the
 #: sandbox: no network, no client library) the payer confirms through our route, which calls `confirm_intent`
 CLIENT_CONFIRMATION = "client_confirmation"
+#: after a declined attempt the same PaymentIntent can be confirmed again with another method (Stripe does)
+CONFIRMS_AGAIN_AFTER_DECLINE = "confirms_again_after_decline"
 
 
 class PaymentsPort(Protocol):

@@ -36,6 +36,7 @@ from services.kernel.ids import new_id
 from services.kernel.settings import Settings
 
 from ..ports import (
+    CONFIRMS_AGAIN_AFTER_DECLINE,
     CONNECT_PAYOUTS,
     IDEMPOTENCY_KEYS,
     PULL_EVENTS,
@@ -205,7 +206,9 @@ def decline_code_for(payment_method: str) -> str | None:
 
 class SandboxProvider:
     name = "sandbox"
-    capabilities = frozenset({CONNECT_PAYOUTS, IDEMPOTENCY_KEYS, PULL_EVENTS, REFUSES_OVER_REFUND})
+    capabilities = frozenset(
+        {CONNECT_PAYOUTS, IDEMPOTENCY_KEYS, PULL_EVENTS, REFUSES_OVER_REFUND, CONFIRMS_AGAIN_AFTER_DECLINE}
+    )
     # a payee without a payout account gets a sandbox one on their first payout (the embedded run just works)
     opens_accounts_on_demand = True
 

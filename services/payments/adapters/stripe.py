@@ -27,6 +27,7 @@ from services.kernel.settings import ConfigError, Settings
 
 from ..ports import (
     CLIENT_CONFIRMATION,
+    CONFIRMS_AGAIN_AFTER_DECLINE,
     CONNECT_PAYOUTS,
     IDEMPOTENCY_KEYS,
     REFUSES_OVER_REFUND,
@@ -97,7 +98,14 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
 class StripeProvider:
     name = "stripe"
     capabilities = frozenset(
-        {CONNECT_PAYOUTS, IDEMPOTENCY_KEYS, WEBHOOKS, REFUSES_OVER_REFUND, CLIENT_CONFIRMATION}
+        {
+            CONNECT_PAYOUTS,
+            IDEMPOTENCY_KEYS,
+            WEBHOOKS,
+            REFUSES_OVER_REFUND,
+            CLIENT_CONFIRMATION,
+            CONFIRMS_AGAIN_AFTER_DECLINE,
+        }
     )
     # a payee must be onboarded (Connect onboarding, `register_payee`) before money can be sent to them
     opens_accounts_on_demand = False
@@ -228,6 +236,10 @@ class StripeProvider:
             )
         except CardDeclined as exc:
             return AuthResult(provider_ref, "declined", exc.code, exc.detail)
+        except InvalidRequest as exc:
+            if exc.http_status == 404:  # the intent was just updated, so what is missing is the payment method
+                raise InvalidRequest(exc.detail, code=exc.code, param="payment_method") from None
+            raise
         if pi.status == "requires_capture":
             return AuthResult(pi.id, "authorised")
         # requires_action (3-D Secure): only the payer's client can finish it, with the client secret
