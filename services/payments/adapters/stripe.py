@@ -237,7 +237,9 @@ class StripeProvider:
         except CardDeclined as exc:
             return AuthResult(provider_ref, "declined", exc.code, exc.detail)
         except InvalidRequest as exc:
-            if exc.http_status == 404:  # the intent was just updated, so what is missing is the payment method
+            if (
+                exc.http_status == 404
+            ):  # the intent was just updated, so what is missing is the payment method
                 raise InvalidRequest(exc.detail, code=exc.code, param="payment_method") from None
             raise
         if pi.status == "requires_capture":
