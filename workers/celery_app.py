@@ -8,8 +8,8 @@ distributed run: Redis (CELERY_BROKER_URL).
 
 from __future__ import annotations
 
-import functools
 import importlib
+import threading
 from typing import Any
 
 from celery import Celery
@@ -56,11 +56,25 @@ def make_celery() -> Celery:
 celery_app = make_celery()
 
 
-@functools.cache
-def _platform():  # noqa: ANN202
-    from services.bootstrap import Platform
+_platform_lock = threading.Lock()
+_platform_built: list = []  # the one platform of this worker process, once built
 
-    return Platform(get_settings()).prepare()
+
+def _platform():  # noqa: ANN202
+    """The worker's one platform. Tasks run in a thread pool and beat fires several at the same tick: the first
+    builds (and migrates) it while the others wait, instead of each building and migrating its own at once."""
+    with _platform_lock:
+        if not _platform_built:
+            from services.bootstrap import Platform
+
+            _platform_built.append(Platform(get_settings()).prepare())
+        return _platform_built[0]
+
+
+def forget_platform() -> None:
+    """Tests: the next task builds a new platform, from the settings then in force."""
+    with _platform_lock:
+        _platform_built.clear()
 
 
 def runtime(service: str) -> ServiceRuntime:

@@ -9,6 +9,7 @@ call; autogenerate leaves those two tables to it).
 from __future__ import annotations
 
 import importlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,16 @@ def alembic_config(service: str, db: Database) -> Config:
     return cfg
 
 
+# Alembic keeps the running migration's context in module globals (`alembic.context`, `alembic.op`), one per
+# process: two migrations at once in two threads (the Celery worker's thread pool building its platform for two
+# tasks at the same tick) read each other's context and fail on exit (`KeyError('config')`). One at a time.
+_ALEMBIC = threading.RLock()
+
+
 def upgrade(service: str, db: Database) -> None:
     ensure_schema(db.engine, db.schema)
-    command.upgrade(alembic_config(service, db), "head")
+    with _ALEMBIC:
+        command.upgrade(alembic_config(service, db), "head")
 
 
 def target_metadata(service: str) -> list[MetaData]:

@@ -219,7 +219,7 @@ def test_celery_task_runs_the_timers(sqlite_settings, monkeypatch):
     }.items():
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
-    celery_mod._platform.cache_clear()
+    celery_mod.forget_platform()
     try:
         rt = celery_mod.runtime("booking")
         past = datetime.now(UTC) - timedelta(days=1)
@@ -244,4 +244,4 @@ def test_celery_task_runs_the_timers(sqlite_settings, monkeypatch):
             celery_mod._platform().stop()
         finally:
             get_settings.cache_clear()
-            celery_mod._platform.cache_clear()
+            celery_mod.forget_platform()

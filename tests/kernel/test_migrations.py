@@ -98,3 +98,38 @@ def test_the_first_migration_takes_the_outbox_and_inbox_from_the_kernel(service:
     source = first.read_text(encoding="utf-8")
     assert "create_outbox_and_inbox()" in source and "drop_outbox_and_inbox()" in source
     assert '"outbox",' not in source and '"inbox",' not in source
+
+
+def test_migrations_in_two_threads_at_once_each_reach_their_own_head(sqlite_settings: Settings) -> None:
+    """Alembic keeps the running migration in module globals: two at once in one process (the Celery worker's
+    thread pool building its platform for two tasks fired at the same beat tick) crossed their contexts and failed
+    with KeyError('config'/'script') or created one service's tables in the other's database."""
+    import threading
+
+    pairs = [("trading", "booking"), ("listings", "payments")]
+    errors: list[BaseException] = []
+    for pair in pairs:
+        dbs = {name: _database(sqlite_settings, name) for name in pair}
+        start = threading.Barrier(len(pair))
+
+        def migrate(name: str, dbs: dict[str, Database] = dbs, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                migrations.upgrade(name, dbs[name])
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=migrate, args=(name,)) for name in pair]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        try:
+            assert errors == []
+            for name, db in dbs.items():
+                with db.engine.connect() as conn:
+                    ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+                    assert compare_metadata(ctx, migrations.target_metadata(name)) == [], name
+        finally:
+            for db in dbs.values():
+                db.dispose()

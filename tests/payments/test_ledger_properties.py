@@ -110,9 +110,10 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.p = _payments()
         self.run_id = next(_run)
         self.cmd = itertools.count()
-        # model of each hold: authorised, captured, refunded (succeeded), released, status
+        # model of each hold: authorised, captured, refunded (succeeded), released, status, payment method
         self.model: dict[str, dict] = {}
-        self.refund_amounts: dict[str, tuple[str, int]] = {}
+        # model of each refund: its hold, amount, and whether the provider has failed it (as far as we know)
+        self.model_refunds: dict[str, dict] = {}
         self.users = [f"r{self.run_id}-{i}" for i in range(3)]
 
     def c(self) -> str:
@@ -136,7 +137,7 @@ class PaymentsMachine(RuleBasedStateMachine):
         h = self.p.authorise(command_id=self.c(), payer_user_id="buyer", amount_fen=amount, payment_method=pm)
         declined = pm in ("pm_card_chargeCustomerFail", "4000000000009995")
         assert h.status == (HoldStatus.DECLINED if declined else HoldStatus.AUTHORISED)
-        self.model[h.id] = dict(authorised=amount, captured=0, refunded=0, released=0, status=h.status)
+        self.model[h.id] = dict(authorised=amount, captured=0, refunded=0, released=0, status=h.status, pm=pm)
         return h.id
 
     @rule(hold=holds, amount=st.one_of(st.none(), st.integers(1, 25_000)))
@@ -181,8 +182,10 @@ class PaymentsMachine(RuleBasedStateMachine):
             return None
         want = left if amount is None else amount
         assert m["status"] == HoldStatus.CAPTURED and 0 < want <= left and r.amount_fen == want
+        # the provider accepts every refund at first; on pm_card_refundFail it fails it later (an event)
+        assert r.status == RefundStatus.SUCCEEDED
         m["refunded"] += want
-        self.refund_amounts[r.id] = (hold, want)
+        self.model_refunds[r.id] = dict(hold=hold, amount=want, failed=False)
         return r.id
 
     @rule(hold=holds, fee=st.integers(0, 500))
@@ -212,30 +215,34 @@ class PaymentsMachine(RuleBasedStateMachine):
         if m["status"] != HoldStatus.AUTHORISED:
             return
         self.p.provider.expire_authorisation(self.p.get_hold(hold).provider_ref)
-        self.p.pull_provider_events()
+        self.pull_provider_events()
         m["status"] = HoldStatus.CANCELLED
 
     @rule(refund=consumes(refunds))
     def refund_fails_later(self, refund):  # noqa: ANN001, ANN201
-        if refund is None:
+        if refund is None or self.model_refunds[refund]["failed"]:
             return
-        r = self.p.get_refund(refund)
-        if r.status != RefundStatus.SUCCEEDED:
-            return
-        self.p.provider.fail_refund(r.provider_ref)
-        self.p.pull_provider_events()
-        hold, amount = self.refund_amounts[refund]
-        self.model[hold]["refunded"] -= amount
+        self.p.provider.fail_refund(self.p.get_refund(refund).provider_ref)
+        self._refund_failed(refund)
+        self.pull_provider_events()
 
     @rule()
     def deliver_pending_events(self):  # noqa: ANN201
-        # refunds on pm_card_refundFail fail on their own; their events wait here until pulled
-        before = {rid: self.p.get_refund(rid).status for rid in self.refund_amounts}
+        self.pull_provider_events()
+
+    def pull_provider_events(self) -> None:
+        """Every rule that lets the provider's events in goes through here: whichever it is, the refunds made on
+        pm_card_refundFail fail with it (their failure waits in the provider's queue until pulled)."""
         self.p.pull_provider_events()
-        for rid, status in before.items():
-            if status == RefundStatus.SUCCEEDED and self.p.get_refund(rid).status == RefundStatus.FAILED:
-                hold, amount = self.refund_amounts[rid]
-                self.model[hold]["refunded"] -= amount
+        for rid, r in self.model_refunds.items():
+            if not r["failed"] and self.model[r["hold"]]["pm"] == "pm_card_refundFail":
+                self._refund_failed(rid)
+
+    def _refund_failed(self, refund: str) -> None:
+        # not booked as refunded: the money is back in the escrow (refundable again); not retried
+        r = self.model_refunds[refund]
+        r["failed"] = True
+        self.model[r["hold"]]["refunded"] -= r["amount"]
 
     # --- payouts -------------------------------------------------------------------------------------------------
     @rule(
@@ -276,7 +283,7 @@ class PaymentsMachine(RuleBasedStateMachine):
         if w.status != "paid":
             return
         self.p.provider.reverse_transfer(w.provider_ref)
-        self.p.pull_provider_events()
+        self.pull_provider_events()
         assert self.p.get_withdrawal(wd).status == "returned"
 
     # --- invariants ------------------------------------------------------------------------------------------------
@@ -294,6 +301,13 @@ class PaymentsMachine(RuleBasedStateMachine):
             assert h.refundable_fen == m["captured"] - m["refunded"] - m["released"] >= 0
 
     @invariant()
+    def refunds_agree_with_the_model(self):  # noqa: ANN201
+        for refund_id, r in self.model_refunds.items():
+            got = self.p.get_refund(refund_id)
+            assert got.status == (RefundStatus.FAILED if r["failed"] else RefundStatus.SUCCEEDED)
+            assert (got.failure_reason is not None) == r["failed"]
+
+    @invariant()
     def wallets_are_never_negative(self):  # noqa: ANN201
         for u in self.users:
             b = self.p.balance(u)
@@ -307,6 +321,38 @@ TestPaymentsMachine.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+
+
+def _check(m: PaymentsMachine) -> None:
+    m.ledger_balances_and_nothing_is_negative()
+    m.holds_agree_with_the_model()
+    m.refunds_agree_with_the_model()
+    m.wallets_are_never_negative()
+
+
+@pytest.mark.parametrize("deliver", ["deliver_pending_events", "authorisation_lapses", "payout_comes_back"])
+def test_a_refund_the_provider_fails_is_not_booked_whichever_step_delivers_the_failure(deliver):
+    """Seen once at random: a refund on pm_card_refundFail whose failure came in with another step's pull (here
+    each step that pulls the provider's events) left the model expecting it refunded. The ledger was right."""
+    m = PaymentsMachine()
+    hold = m.authorise(amount=100, pm="pm_card_refundFail")
+    m.capture(hold=hold, amount=None)
+    refund = m.refund(hold=hold, amount=30)
+    assert m.p.get_hold(hold).refunded_fen == 30  # booked: the provider accepted it
+    _check(m)
+    if deliver == "authorisation_lapses":
+        m.authorisation_lapses(hold=m.authorise(amount=50, pm="pm_card_visa"))
+    elif deliver == "payout_comes_back":
+        m.payout_comes_back(wd=m.request_payout(user=0, amount=900, kind="firm"))
+    else:
+        m.deliver_pending_events()
+    _check(m)
+    h, r = m.p.get_hold(hold), m.p.get_refund(refund)
+    assert (h.refunded_fen, h.refundable_fen) == (0, 100)  # reversed: the money is back in the escrow
+    assert r.status == RefundStatus.FAILED and r.failure_reason == "expired_or_canceled_card"
+    # not retried: the same command answers with the failed refund; a new command is a new refund
+    again = m.p.refund(command_id=f"run{m.run_id}-cmd2", hold_id=hold, amount_fen=30)
+    assert again == r and m.p.get_hold(hold).refunded_fen == 0
 
 
 def test_after_all_the_random_runs_the_ledger_reconciles_with_the_provider():
