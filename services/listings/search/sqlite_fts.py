@@ -399,4 +399,3 @@ class SqliteSearchIndex:
             [*args, q.limit, q.offset],
         ).fetchall()
         return SearchResult(self._page(c, rows, False), total, facets)
-
