@@ -174,12 +174,15 @@ def _final(view: dict) -> bool:
 @dataclass
 class Killer:
     """SIGKILLs one of `targets()`'s pids at random moments of its life (a random time after it appeared, from
-    mid-start-up to steady work) until `kills` were made or `stop` is set."""
+    mid-start-up to steady work) until `kills` were made or `stop` is set; at least a random `min_gap_s` to
+    `max_gap_s` apart (0: as soon as one is due)."""
 
     targets: Callable[[], list[int]]
     kills: int
     min_life_s: float = 0.2
     max_life_s: float = 3.0
+    min_gap_s: float = 0.0
+    max_gap_s: float = 0.0
     seed: int = 11
     made: list[tuple[float, int]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -188,7 +191,8 @@ class Killer:
         rng = random.Random(self.seed)
         seen: dict[int, float] = {}
         while len(self.made) < self.kills and not self.stop.is_set():
-            pids = self.targets()
+            killed = {pid for _, pid in self.made}
+            pids = [pid for pid in self.targets() if pid not in killed]  # (a zombie may still be listed)
             now = time.monotonic()
             for pid in pids:
                 seen.setdefault(pid, now + rng.uniform(self.min_life_s, self.max_life_s))
@@ -196,11 +200,14 @@ class Killer:
             if not due:
                 self.stop.wait(0.05)
                 continue
+            victim = rng.choice(due)
             try:
-                os.kill(due[0], signal.SIGKILL)
-                self.made.append((now, due[0]))
+                os.kill(victim, signal.SIGKILL)
+                self.made.append((now, victim))
             except ProcessLookupError:
-                pass
+                continue
+            if self.max_gap_s:
+                self.stop.wait(rng.uniform(self.min_gap_s, self.max_gap_s))
 
 
 def children(ppid: int) -> list[tuple[int, str]]:
@@ -374,6 +381,7 @@ def paced_load(
     pids: list[str],
     failures: list[BaseException],
     clients: int = 4,
+    settle: Callable[..., str] = settle_one,
 ) -> list[threading.Thread]:
     """`clients` threads settling pickups, started `1 / rate` seconds apart, until `stop` (not started yet)."""
     pace = Pace(rate)
@@ -382,7 +390,7 @@ def paced_load(
         while not stop.is_set():
             try:
                 if pace.wait(stop):
-                    pids.append(settle_one(api, actors))
+                    pids.append(settle(api, actors))
             except BaseException as exc:  # noqa: BLE001 - reported by the test
                 failures.append(exc)
                 return

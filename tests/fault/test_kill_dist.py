@@ -1,0 +1,112 @@
+"""Kill test on the distributed run (`recycle run-dist`: the Kafka-protocol broker, PostgreSQL, one process per
+service, each holding that service's HTTP handlers, outbox relay and consumer groups). Bookings → settlements run
+through the gateway while a harness SIGKILLs the service processes, every kind, at random moments of their life
+(start-up included) and at random gaps; run-dist's supervisor starts each again. Afterwards every settled booking
+has exactly one invoice and at most one payout, every pickup the load drove is settled and paid, and every outbox
+row was delivered.
+
+FAULT_KILLS kills (default 8 in `make test`, about a minute; 100 in `make soak`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from services.kernel.outbox import wait_until
+from tests.e2e.flow import log_tail
+
+from .dist import (
+    RetryingApi,
+    bookings,
+    dist_env,
+    run_dist,
+    service_processes,
+    settle_one_retrying,
+    settled_without_one_invoice,
+    unique_prefix,
+)
+from .harness import (
+    Killer,
+    check_accounting,
+    paced_load,
+    set_up_actors,
+    settled_everywhere,
+    sql_accounting,
+    wait_for_collector,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
+
+KILLS = int(os.environ.get("FAULT_KILLS", "8"))
+RATE = float(os.environ.get("FAULT_DIST_RATE", "2"))  # pickups started a second while the killer works
+
+
+def test_sigkilling_service_processes_of_run_dist_loses_nothing_and_does_nothing_twice(
+    tmp_path, pg_url, redis_url, capsys
+):
+    prefix = unique_prefix()
+    log = tmp_path / "platform.log"
+    t_start = time.monotonic()
+    with run_dist(dist_env(tmp_path, pg_url, redis_url, prefix), log) as (proc, addr):
+        started_s = time.monotonic() - t_start
+        api = RetryingApi(addr["gateway"])
+        actors = set_up_actors(api)
+        pids = [settle_one_retrying(api, actors, wait_for_collector(api, actors))]
+
+        names: dict[int, str] = {}
+
+        def services() -> list[int]:
+            found = service_processes(proc.pid)
+            names.update(found)
+            return [pid for pid, _ in found]
+
+        killer = Killer(services, KILLS, min_life_s=0.3, max_life_s=6.0, min_gap_s=0.2, max_gap_s=2.5)
+        kt = threading.Thread(target=killer.run, daemon=True)
+        failures: list[BaseException] = []
+        stop = threading.Event()
+        load = paced_load(api, actors, RATE, stop, pids, failures, clients=4, settle=settle_one_retrying)
+        t0 = time.monotonic()
+        kt.start()
+        for lt in load:
+            lt.start()
+        try:
+            kt.join()
+        finally:
+            killer.stop.set()
+            stop.set()
+            for lt in [kt, *load]:
+                lt.join(180)
+        t1 = time.monotonic()
+        assert not failures, (failures, log_tail(log))
+        views = settled_everywhere(api, actors, pids, timeout_s=180 + len(pids) / 2)
+        unfinished = {
+            p: (v.get("status"), v.get("invoice"), v.get("payout"))
+            for p, v in views.items()
+            if (v.get("payout") or {}).get("status") not in ("paid", "credited")
+        }
+        assert unfinished == {}, (unfinished, log_tail(log))
+        caught_up_s = time.monotonic() - t1
+
+        def delivered() -> bool:
+            acc = sql_accounting(pg_url, prefix, pids)
+            return all(total == sent for total, sent in acc["outbox"].values())
+
+        wait_until(delivered, 60, 0.5)
+        counts = check_accounting(sql_accounting(pg_url, prefix, pids), pids)
+        assert settled_without_one_invoice(pg_url, prefix) == {}
+        assert proc.poll() is None, "run-dist stopped"
+        by_status = bookings(pg_url, prefix)
+    killed = Counter(names.get(pid, "?") for _, pid in killer.made)
+    with capsys.disabled():
+        print(
+            f"\nkill test (run-dist): up in {started_s:.0f}s; {len(killer.made)} SIGKILLs of service processes in "
+            f"{t1 - t0:.0f}s under load ({dict(sorted(killed.items()))}); {api.retried} calls tried again; all "
+            f"settled {caught_up_s:.0f}s later; {counts}; bookings by status {by_status}"
+        )
+    assert len(killer.made) == KILLS
+    assert len(killed) > 1 or KILLS < 3, "the killer hit one kind of service only"
