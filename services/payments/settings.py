@@ -4,7 +4,10 @@ Which provider runs is the platform setting `PAYMENTS=sandbox|stripe` (with `STR
 `STRIPE_WEBHOOK_SECRET`) in `services.kernel.settings.Settings`; what is specific to payments lives here:
 
 - `PAYMENTS_PAYOUT_THRESHOLD_FEN` (default 1000 = 10 yuan): residents' payouts below it stay in their wallet;
-- `PAYMENTS_WEBHOOK_TOLERANCE_S` (default 300): how old a signed webhook may be before it counts as a replay.
+- `PAYMENTS_WEBHOOK_TOLERANCE_S` (default 300): how old a signed webhook may be before it counts as a replay;
+- `PAYMENTS_OPEN_PAYMENT_SYNC_S` (default 30): how often Celery beat reads the PaymentIntents still waiting for
+  their payer (what a webhook did not tell us: a lost delivery, or a server such as localstripe that sends none
+  for an authorisation).
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.kernel.ports import Port
+from services.kernel.settings import StrictSettings
 
 from .domain.rules import DEFAULT_PAYOUT_THRESHOLD_FEN
 
@@ -22,11 +26,12 @@ if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
 
 
-class PaymentsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", case_sensitive=False, extra="ignore")
+class PaymentsSettings(StrictSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", case_sensitive=False, extra="forbid")
 
     payout_threshold_fen: int = Field(DEFAULT_PAYOUT_THRESHOLD_FEN, ge=0)
     webhook_tolerance_s: int = Field(300, ge=1)
+    open_payment_sync_s: int = Field(30, ge=1)
     currency: str = "cny"
 
 
