@@ -36,11 +36,12 @@ run: install
 test: install
 	$(BIN)/pytest -q
 
-# The fault suite at full length: 100 SIGKILLs on the embedded run and on run-dist, and a 10-minute soak
-# (make test runs 10 and 8 kills and 60 s)
+# The fault suite at full length: 100 SIGKILLs on the embedded run and on run-dist; 45 s outages of PostgreSQL and
+# of the broker (frozen, then killed and started again 5 times); a 10-minute soak (make test: 10 and 8 kills, 6 s
+# outages, one broker restart, 60 s)
 soak: install
-	FAULT_KILLS=100 SOAK_SECONDS=600 $(BIN)/pytest -q -s --timeout=2400 tests/fault/test_kill.py \
-	  tests/fault/test_kill_dist.py tests/fault/test_soak.py
+	FAULT_KILLS=100 FAULT_OUTAGE_S=45 FAULT_BROKER_RESTARTS=5 SOAK_SECONDS=600 $(BIN)/pytest -q -s --timeout=2400 \
+	  tests/fault/test_kill.py tests/fault/test_kill_dist.py tests/fault/test_outage.py tests/fault/test_soak.py
 
 # The distributed topology as processes on this host (PostgreSQL + Redis from the environment, broker started here)
 run-dist: install

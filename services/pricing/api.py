@@ -18,6 +18,7 @@ from . import handlers
 from .domain.commands import (
     ComputeRequest,
     HistoryParams,
+    InputsParams,
     NoticesParams,
     QuoteQuery,
     RecordObservation,
@@ -167,6 +168,25 @@ class AuditInput(BaseModel):
     reason: str
 
 
+class DayInput(BaseModel):
+    observation_id: int
+    category: str
+    city_code: str
+    tier: str
+    kind: str
+    unit_price_fen: int
+    qty: str
+    observed_at: datetime
+    source: str
+    related_party: bool
+
+
+class DayInputsPage(BaseModel):
+    date: date
+    items: list[DayInput]
+    next_cursor: str | None
+
+
 class AuditOut(BaseModel):
     model_config = ConfigDict(extra="allow")
     code: str
@@ -257,3 +277,10 @@ async def get_methodology(ctx: Ctx) -> web.Response:
 async def get_audit(ctx: Ctx) -> dict:
     """The inputs of a published value and why each was used or excluded (no contributor identities)."""
     return await ctx.run(handlers.audit_inputs, ctx.runtime, ctx.query)
+
+
+@router.get("/v1/admin/prices/inputs", roles=ADMIN, query=InputsParams, response=DayInputsPage)
+async def list_day_inputs(ctx: Ctx) -> dict:
+    """The inputs recorded for a day (`?date=&category=&city_code=&tier=`), computed or not yet: what the day's
+    computation will read, with tier and source (no contributor)."""
+    return await ctx.run(handlers.day_inputs, ctx.runtime, ctx.query)

@@ -14,7 +14,14 @@ from services.kernel.taxonomy import categories
 
 from . import queries
 from .compute import DayOutcome, compute_day, due_days
-from .domain.commands import ComputeRequest, HistoryParams, NoticesParams, RecordObservation, ValueParams
+from .domain.commands import (
+    ComputeRequest,
+    HistoryParams,
+    InputsParams,
+    NoticesParams,
+    RecordObservation,
+    ValueParams,
+)
 from .domain.methodology import load_methodology
 from .domain.observations import (
     SOURCE_API,
@@ -165,6 +172,21 @@ def history(rt: ServiceRuntime, p: HistoryParams) -> dict[str, Any]:
 def history_csv(rt: ServiceRuntime, p: HistoryParams) -> str:
     with UnitOfWork(rt.db, readonly=True) as uow:
         return queries.history_csv(uow.session, _history_query(rt, p))
+
+
+def day_inputs(rt: ServiceRuntime, p: InputsParams) -> dict[str, Any]:
+    if p.category and p.category not in categories():
+        raise ValidationFailed.field("category", f"unknown category {p.category!r}")
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        return queries.day_inputs(
+            uow.session,
+            p.date,
+            category=p.category,
+            city_code=p.city_code,
+            tier=p.tier,
+            limit=p.limit,
+            cursor=p.cursor,
+        )
 
 
 def notices(rt: ServiceRuntime, p: NoticesParams) -> dict[str, Any]:

@@ -419,5 +419,67 @@ def audit_inputs(s: Session, code: str, region: str, day: date, version: int | N
     )
 
 
+INPUTS_DEFAULT_LIMIT, INPUTS_MAX_LIMIT = 100, 1000
+
+
+def day_inputs(
+    s: Session,
+    day: date,
+    *,
+    category: str | None,
+    city_code: str | None,
+    tier: str | None,
+    limit: int | None,
+    cursor: str | None,
+) -> dict[str, Any]:
+    """Admin: the inputs recorded for a day (whichever computation will read them, or has), in id order. What
+    came in before the day's computation can be checked here; contributors appear as neither names nor codes."""
+    o = observations
+    n = min(limit or INPUTS_DEFAULT_LIMIT, INPUTS_MAX_LIMIT)
+    stmt = select(
+        o.c.id,
+        o.c.category,
+        o.c.city_code,
+        o.c.tier,
+        o.c.kind,
+        o.c.unit_price_fen,
+        o.c.qty_milli,
+        o.c.observed_at,
+        o.c.source,
+        o.c.related_party,
+    ).where(o.c.day == day)
+    if category:
+        stmt = stmt.where(o.c.category == category)
+    if city_code:
+        stmt = stmt.where(o.c.city_code == city_code)
+    if tier:
+        stmt = stmt.where(o.c.tier == tier)
+    if cursor:
+        try:
+            stmt = stmt.where(o.c.id > int(cursor))
+        except ValueError:
+            raise ValidationFailed.field("cursor", "not a cursor of this list") from None
+    rows = s.execute(stmt.order_by(o.c.id).limit(n + 1)).all()
+    return dict(
+        date=day,
+        items=[
+            dict(
+                observation_id=r.id,
+                category=r.category,
+                city_code=r.city_code,
+                tier=r.tier,
+                kind=r.kind,
+                unit_price_fen=r.unit_price_fen,
+                qty=qty_str(_milli(r.qty_milli)),
+                observed_at=aware(r.observed_at),
+                source=r.source,
+                related_party=r.related_party,
+            )
+            for r in rows[:n]
+        ],
+        next_cursor=str(rows[n - 1].id) if len(rows) > n else None,
+    )
+
+
 def _milli(q: int) -> Decimal:
     return Decimal(q).scaleb(-3)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from services.kernel.outbox import wait_until
@@ -255,3 +255,210 @@ def whole_second_hand_flow(base: str) -> None:
         return [(w["amount_fen"], w["status"]) for w in items] == [(4455, "paid")]
 
     assert wait_until(seller_paid, 30, 0.2), call("GET", "/v1/payments/withdrawals", seller)
+
+
+def whole_trading_flow(base: str, *, lot_runs_s: float = 8.0) -> dict:
+    """B2B scrap trading on the public API of a running platform whose closing job is the real scheduled one
+    (TRADING_CLOSE_INTERVAL_S short, TRADING_MIN_DURATION_S below `lot_runs_s`): two firms are verified; the
+    seller's collector settles a pickup of steel, which becomes the seller's intake; the seller lists a sealed lot
+    ending `lot_runs_s` ahead; the other firm pays a deposit (a hold through payments) and bids; the beat job closes
+    the lot; the seller delivers on the weighbridge ticket; the buyer pays; the trade settles, the deposit goes
+    back, the price index records the tier-1 transaction, and the trace links the pickup → lot → trade → delivery
+    with quantities that reconcile. Returns the ids."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from tests.booking.support import HOME, booking_body, window
+
+    n = [0]
+
+    def call(
+        method: str, path: str, token: str | None = None, body: dict | None = None, status: int | None = 200
+    ) -> dict:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if method == "POST":
+            n[0] += 1
+            got = http_post(base + path, body or {}, headers | {"Idempotency-Key": f"trading-{n[0]}"})
+        else:
+            got = http_get(base + path, headers)
+        if status is None:
+            return {"_status": got[0], **got[1]}
+        assert got[0] == status, (method, path, got)
+        return got[1]
+
+    def login(phone: str) -> str:
+        otp = call("POST", "/v1/auth/otp", body={"phone": phone}, status=202)
+        return call("POST", "/v1/auth/token", body={"phone": phone, "code": otp["dev_code"]})["access_token"]
+
+    def eventually(what: Callable[[], dict], ok: Callable[[dict], bool], timeout_s: float = 60) -> dict:
+        got: list[dict] = [{}]
+
+        def check() -> bool:
+            got[0] = what()
+            return ok(got[0])
+
+        assert wait_until(check, timeout_s, 0.2), got[0]
+        return got[0]
+
+    admin, resident = login("13900000001"), login("13700003333")
+    firms = {}
+    for phone, name, uscc, city in (
+        ("13800000021", "城东再生资源回收有限公司", "91110105MA00000012", "110105"),
+        ("13800000022", "华北钢铁炉料有限公司", "91130200MA00000017", "130203"),
+    ):
+        firm = call(
+            "POST",
+            "/v1/firms",
+            login(phone),
+            {
+                "name": name,
+                "uscc": uscc,
+                "recycler_filing_no": f"BA-2024-{phone[-4:]}",
+                "address": "某路1号",
+                "city_code": city,
+            },
+            status=201,
+        )
+        call("POST", f"/v1/admin/verifications/firm/{firm['id']}/approve", admin)
+        firms[phone] = firm["id"]
+    seller, buyer = login("13800000021"), login("13800000022")  # fresh tokens carry the firm role
+
+    # the seller's intake: its collector settles a pickup of 5,000 kg of steel
+    call("POST", "/v1/me/identity", resident, {"real_name": "李四", "id_number": "110105198002020312"})
+    call("POST", "/v1/me/consents", resident, {"kind": "reverse_invoicing"}, status=201)
+    col = call(
+        "POST",
+        "/v1/collectors",
+        login("15011113333"),
+        {
+            "real_name": "赵六",
+            "id_number": "44030519850303041X",
+            "firm_id": firms["13800000021"],
+            "area": {"lat": HOME[0], "lng": HOME[1], "radius_km": 8},
+            "categories": ["metal.steel"],
+        },
+        status=201,
+    )
+    call("POST", f"/v1/admin/verifications/collector/{col['id']}/approve", admin)
+    collector = login("15011113333")
+    slot = window(datetime.now(ZoneInfo("Asia/Shanghai")).date() + timedelta(days=2))
+    pid = call(
+        "POST",
+        "/v1/pickups",
+        resident,
+        booking_body(items=[{"category": "metal.steel", "est_qty": "5000"}], win=slot),
+        status=201,
+    )["id"]
+    eventually(  # booking learns of the verified collector from accounts, over the bus
+        lambda: call("GET", "/v1/jobs", collector, status=None),  # 403 until then
+        lambda page: any(j["id"] == pid for j in page.get("items", [])),
+    )
+    call("POST", f"/v1/jobs/{pid}/accept", collector)
+    call("POST", f"/v1/pickups/{pid}/arrive", collector)
+    call(
+        "POST", f"/v1/pickups/{pid}/weigh", collector, {"lines": [{"category": "metal.steel", "qty": "5000"}]}
+    )
+    call("POST", f"/v1/pickups/{pid}/settle", resident)
+
+    # the seller lists 4.8 t once its intake has come over the bus (until then: 422 exceeds_intake)
+    ends_at = datetime.now(UTC) + timedelta(seconds=lot_runs_s)
+    lot_body = {
+        "category": "metal.steel",
+        "grade": "重废 HMS1",
+        "qty_t": "4.800",
+        "city_code": "110105",
+        "reserve_price_fen_per_t": 250_000,
+        "auction": "sealed",
+        "deposit_fen": 50_000,
+        "ends_at": ends_at.isoformat(),
+    }
+    listed = eventually(
+        lambda: call("POST", "/v1/lots", seller, lot_body, status=None), lambda r: r["_status"] == 201
+    )
+    lot = listed["id"]
+
+    # the buyer's deposit: a hold through payments, paid with a test card; then its sealed bid
+    pay = call("POST", f"/v1/lots/{lot}/deposit", buyer, {}, status=202)["payment_id"]
+    eventually(  # payments opens the intent once it has the hold request (over the bus)
+        lambda: call(
+            "POST",
+            f"/v1/payments/intents/{pay}/confirm",
+            buyer,
+            {"payment_method": "pm_card_visa"},
+            status=None,
+        ),
+        lambda r: r["_status"] == 200,
+    )
+    eventually(lambda: call("GET", f"/v1/lots/{lot}/deposit", buyer), lambda d: d["status"] == "held")
+    own = call("POST", f"/v1/lots/{lot}/bids", seller, {"price_fen_per_t": 300_000}, status=422)
+    assert own["reason"] == "own_lot"
+    bid = call("POST", f"/v1/lots/{lot}/bids", buyer, {"price_fen_per_t": 262_000}, status=201)
+    assert datetime.now(UTC) < datetime.fromisoformat(bid["lot_ends_at"]), "the lot ran out before the bid"
+
+    # the scheduled closing job (Celery beat → worker) awards the lot after its end time
+    closed = eventually(
+        lambda: call("GET", f"/v1/lots/{lot}", buyer), lambda v: v["status"] != "open", lot_runs_s + 60
+    )
+    assert closed["status"] == "awarded" and closed["best_price_fen_per_t"] == 262_000, closed
+    trade = closed["trade_id"]
+    assert call("GET", f"/v1/trades/{trade}", seller)["buyer_firm_id"] == firms["13800000022"]
+
+    # delivery on the weighbridge ticket (+1.25 %: within the tolerance), the buyer pays, the trade settles
+    out = call(
+        "POST",
+        f"/v1/trades/{trade}/delivery",
+        seller,
+        {"weighbridge_ticket_no": "BJ-2026-000777", "delivered_qty_t": "4.860"},
+    )
+    assert (out["status"], out["amount_fen"], out["delivery"]["fee_fen"]) == ("delivered", 1_273_320, 6367)
+    eventually(
+        lambda: call(
+            "POST",
+            f"/v1/payments/intents/hr_{trade}/confirm",
+            buyer,
+            {"payment_method": "pm_card_visa"},
+            status=None,
+        ),
+        lambda r: r["_status"] == 200,
+    )
+    settled = eventually(
+        lambda: call("GET", f"/v1/trades/{trade}", seller), lambda t: t["status"] == "settled"
+    )
+    assert settled["settlement"]["seller_receives_fen"] == 1_273_320 - 6367
+    eventually(lambda: call("GET", f"/v1/lots/{lot}/deposit", buyer), lambda d: d["status"] == "released")
+
+    # the price index has the trade as a tier-1 transaction of today (pricing consumed TradeSettled)
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    q = f"/v1/admin/prices/inputs?date={today}&category=metal.steel&city_code=110105&tier=transaction&limit=1000"
+    inputs = eventually(
+        lambda: call("GET", q, admin),
+        lambda page: any(i["source"] == "trading.trade" for i in page["items"]),
+    )
+    (point,) = [i for i in inputs["items"] if i["source"] == "trading.trade"]
+    assert (point["unit_price_fen"], point["qty"], point["kind"], point["related_party"]) == (
+        262,
+        "4860.000",
+        "trade",
+        False,
+    )
+
+    # the trace: pickup → lot → trade → delivery, the quantities reconciled
+    tr = call("GET", f"/v1/lots/{lot}/trace", buyer)
+    assert [(x["pickup_id"], x["pickup_qty_t"], x["used_qty_t"]) for x in tr["intake"]] == [
+        (pid, "5.000", "4.800")
+    ]
+    assert (tr["trade"]["id"], tr["trade"]["status"], tr["delivery"]["weighbridge_ticket_no"]) == (
+        trade,
+        "settled",
+        "BJ-2026-000777",
+    )
+    assert tr["reconciliation"] == {
+        "lot_qty_t": "4.800",
+        "from_intake_t": "4.800",
+        "from_purchase_t": "0.000",
+        "delivered_qty_t": "4.860",
+        "covered": True,
+        "delivery_within_tolerance_or_accepted": True,
+        "reconciles": True,
+    }
+    return {"lot_id": lot, "trade_id": trade, "pickup_id": pid, "firms": firms}

