@@ -187,8 +187,7 @@ def _answer(request: web.Request, kr: KeyedRequest, row: Any) -> web.Response:
     if row.state == REPLIED:
         headers = json.loads(row.headers or "{}")
         return web.Response(status=row.status, body=row.body, headers={**headers, REPLAYED: "true"})
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
-    if row.state == COMMITTED and datetime.now(UTC) - created < timedelta(seconds=IN_PROGRESS_S):
+    if row.state == COMMITTED and datetime.now(UTC) - row.created_at < timedelta(seconds=IN_PROGRESS_S):
         return in_progress_reply(request)
     return reply_lost_reply(request)
 
