@@ -221,5 +221,16 @@ def bookings(url: str, prefix: str) -> dict[str, int]:
         eng.dispose()
 
 
+def answers(url: str, timeout_s: float = 1.0) -> bool:
+    """True when `url` answers 200 within `timeout_s`."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+            return r.status == 200
+    except (OSError, ValueError, http.client.HTTPException):
+        return False
+
+
 def unique_prefix() -> str:
     return f"f{uuid.uuid4().hex[:6]}_"

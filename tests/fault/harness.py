@@ -175,7 +175,11 @@ def _final(view: dict) -> bool:
 class Killer:
     """SIGKILLs one of `targets()`'s pids at random moments of its life (a random time after it appeared, from
     mid-start-up to steady work) until `kills` were made or `stop` is set; at least a random `min_gap_s` to
-    `max_gap_s` apart (0: as soon as one is due)."""
+    `max_gap_s` apart (0: as soon as one is due).
+
+    With `ready` (pid → serving yet?), a `steady_share` of the processes are killed that random time after they
+    were ready instead: where start-up is slower than `max_life_s`, the others alone would never let a process
+    work between kills."""
 
     targets: Callable[[], list[int]]
     kills: int
@@ -184,19 +188,31 @@ class Killer:
     min_gap_s: float = 0.0
     max_gap_s: float = 0.0
     seed: int = 11
+    ready: Callable[[int], bool] | None = None
+    steady_share: float = 0.5
     made: list[tuple[float, int]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
         rng = random.Random(self.seed)
-        seen: dict[int, float] = {}
+        seen: dict[int, float] = {}  # pid -> when it is due
+        waiting: dict[int, float] = {}  # pid -> its life after it is ready (steady kills not yet scheduled)
         while len(self.made) < self.kills and not self.stop.is_set():
             killed = {pid for _, pid in self.made}
             pids = [pid for pid in self.targets() if pid not in killed]  # (a zombie may still be listed)
             now = time.monotonic()
             for pid in pids:
-                seen.setdefault(pid, now + rng.uniform(self.min_life_s, self.max_life_s))
-            due = [pid for pid in pids if seen[pid] <= now]
+                if pid in seen or pid in waiting:
+                    continue
+                life = rng.uniform(self.min_life_s, self.max_life_s)
+                if self.ready is not None and rng.random() < self.steady_share:
+                    waiting[pid] = life
+                else:
+                    seen[pid] = now + life
+            for pid in [p for p in waiting if p in pids]:
+                if self.ready is not None and self.ready(pid):
+                    seen[pid] = time.monotonic() + waiting.pop(pid)
+            due = [pid for pid in pids if seen.get(pid, float("inf")) <= now]
             if not due:
                 self.stop.wait(0.05)
                 continue
