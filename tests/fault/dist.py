@@ -83,9 +83,11 @@ def run_dist(env: dict[str, str], log: Path, timeout_s: float = 240) -> Iterator
 
 class RetryingApi(Api):
     """An Api whose calls ride out a restarting service: connection errors, 5xx and a key still in progress are
-    tried again (same Idempotency-Key) until `patience_s`. Counts the tries that failed that way."""
+    tried again (same Idempotency-Key) until `patience_s` (past a service's 60 s "in progress" window for a key
+    whose process died between its commit and storing the reply, plus restarts). Counts the tries that failed
+    that way."""
 
-    def __init__(self, base: str, patience_s: float = 120):
+    def __init__(self, base: str, patience_s: float = 300):
         super().__init__(base)
         self.patience_s = patience_s
         self.retried = 0
