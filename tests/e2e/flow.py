@@ -157,15 +157,14 @@ def whole_pickup_flow(base: str) -> dict:
     collector = login("15011112222")["access_token"]
 
     pid = call("POST", "/v1/pickups", resident, booking_body(), status=201)["id"]
-    # booking learns of the verified collector from accounts' event, over Kafka
-    assert wait_until(
-        lambda: any(
-            j["id"] == pid
-            for j in http_get(base + "/v1/jobs", {"Authorization": f"Bearer {collector}"})[1].get("items", [])
-        ),
-        60,
-        0.3,
-    )
+    # booking learns of the verified collector from accounts' event, over Kafka (403 until then)
+    jobs: list = []
+
+    def listed() -> bool:
+        jobs[:] = [http_get(base + "/v1/jobs", {"Authorization": f"Bearer {collector}"})]
+        return any(j["id"] == pid for j in jobs[0][1].get("items", []))
+
+    assert wait_until(listed, 60, 0.3), jobs  # the last reply says why (403: not yet known; 429; 5xx)
     assert call("POST", f"/v1/jobs/{pid}/accept", collector)["collector_id"] == col["id"]
     call("POST", f"/v1/pickups/{pid}/arrive", collector)
     weighed = call(
