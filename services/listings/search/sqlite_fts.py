@@ -337,7 +337,9 @@ class SqliteSearchIndex:
                 for k in page
             ]
             scored = None if rank is None else int(np.isfinite(rank).sum())
-            return SearchResult(self._page(c, out, ranked), total, facets, scored if scored != total else None)
+            return SearchResult(
+                self._page(c, out, ranked), total, facets, scored if scored != total else None
+            )
         finally:
             c.execute("COMMIT")
 
