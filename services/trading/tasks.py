@@ -1,8 +1,7 @@
 """Tasks of the trading service (run by the platform's worker) and their beat schedule.
 
-The closing job keeps its state in the lots table (see closing.py), the deadline job in the trades table
-(defaults.py): beat only says "scan now", so a worker
-restart, a missed tick or two workers scanning at once change nothing.
+The closing job keeps its state in the lots table (closing.py), the deadline job in the trades table (defaults.py):
+beat only says "scan now", so a worker restart, a missed tick or two workers scanning at once change nothing.
 """
 
 from __future__ import annotations
