@@ -97,3 +97,12 @@ def pg_settings(pg_url, tmp_path) -> Settings:
         jwt_secret="test-secret-" + "x" * 32,
         pii_key="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
     )
+
+
+@pytest.fixture(scope="session")
+def localstripe(tmp_path_factory):  # noqa: ANN001, ANN201
+    """localstripe (a stateful fake Stripe server, PyPI) on a free port, one per session."""
+    from tests.payments.support import run_localstripe
+
+    with run_localstripe(tmp_path_factory.mktemp("localstripe")) as ls:
+        yield ls

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +94,9 @@ class Payments:
         self.db = db
         self.provider = provider
         self.settings = settings or PaymentsSettings()
+        # called with every PaymentIntent a provider event names, inside the unit of work that records the event
+        # (hold requests: what a payer did with an intent their client confirmed)
+        self.intent_watchers: list[Callable[[UnitOfWork, str], None]] = []
 
     @property
     def currency(self) -> str:
@@ -185,6 +188,50 @@ class Payments:
             return retry_on_conflict(work)
         except IntegrityError:  # a concurrent retry of the same command inserted the hold first
             return self.get_hold(hold_id)
+
+    def record_authorised_in(
+        self,
+        uow: UnitOfWork,
+        *,
+        command_id: str,
+        payer_user_id: str,
+        amount_fen: int,
+        provider_ref: str,
+        payment_method: str,
+        reference_id: str = "",
+    ) -> Hold:
+        """A hold its payer authorised at the provider (a PaymentIntent opened with `open_intent` and confirmed by
+        the payer's client or on their behalf): recorded once, the amount put on hold in the ledger. No provider
+        call: the caller read the intent's state."""
+        check_amount(amount_fen)
+        hold_id = hold_id_for(command_id)
+        s = uow.session
+        row = self._hold_row(s, hold_id, lock=True, missing_ok=True)
+        if row is not None:
+            if row.provider_ref != provider_ref:
+                raise _reused(command_id, f"another authorisation ({row.id})")
+            return self._hold_view(s, row)
+        s.execute(
+            insert(holds).values(
+                id=hold_id,
+                command_id=command_id,
+                payer_user_id=payer_user_id,
+                reference_id=reference_id,
+                amount_fen=amount_fen,
+                currency=self.currency,
+                payment_method=payment_method,
+                status=str(HoldStatus.AUTHORISED),
+                provider=self.provider.name,
+                provider_ref=provider_ref,
+                created_at=_now(),
+                updated_at=_now(),
+            )
+        )
+        store.post(
+            s, L.transfer(K_AUTHORISE, hold_id, L.CARD_AUTHORISATIONS, L.hold_account(hold_id), amount_fen)
+        )
+        self._sync_intent(uow, provider_ref)  # e.g. the authorisation lapsed before we learnt of it
+        return self._hold_view(s, self._hold_row(s, hold_id))
 
     def capture(self, *, command_id: str, hold_id: str, amount_fen: int | None = None) -> Hold:
         """Capture a hold into escrow: at most what was authorised, once. The rest of the hold is released."""
@@ -554,6 +601,8 @@ class Payments:
                 s.flush()
                 if pe.object_kind == PAYMENT_INTENT:
                     self._sync_intent(uow, pe.object_ref)
+                    for watch in self.intent_watchers:
+                        watch(uow, pe.object_ref)
                 elif pe.object_kind == REFUND:
                     self._sync_refund(uow, pe.object_ref, pe.parent_ref)
                 elif pe.object_kind == TRANSFER:

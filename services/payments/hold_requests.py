@@ -1,19 +1,23 @@
 """Holds that other services ask for over the bus (contracts.payments), for escrow (listings' orders) and deposits.
 
-    HoldRequested ─▶ open: the payment waits for its payer (HoldOpened)
-    payer confirms (POST /v1/payments/intents/{id}/confirm) ─▶ authorise ─▶ HoldAuthorised | HoldDeclined (retry)
+    HoldRequested ─▶ open a PaymentIntent at the provider (manual capture, unconfirmed) ─▶ HoldOpened
+                     (with its client secret when the payer's client confirms it: Stripe.js)
+    the payer confirms: their client with the client secret (Stripe), or POST /v1/payments/intents/{id}/confirm
+    ─▶ we learn what they did: at once (our route), by a signed provider webhook, or by the timer that reads
+       the intents still waiting (`sync_waiting`) ─▶ HoldAuthorised (the hold is recorded) | HoldDeclined (retry)
     HoldCaptureRequested ─▶ capture + release to the payee less the fee ─▶ HoldCaptured (+ payout events)
-    HoldCancelRequested ─▶ close the payment / release the hold / refund the capture ─▶ HoldCancelled | HoldRefunded
+    HoldCancelRequested ─▶ close the intent / release the hold / refund the capture ─▶ HoldCancelled | HoldRefunded
 
-Each step acts once: the request id is the primary key; the hold is authorised under the command id
-`hr:<request>:<declines so far>` (a retried or concurrent confirm is the same authorisation; after a decline the
-next try is a new one); capture, release, cancel and refund use command ids derived from the request, so a
-redelivered request is answered from payments' command log; every transition of the request row is a
-conditional UPDATE on its locked row.
+Whatever told us, the intent's state is read from the provider under the request's row lock and applied by one
+function (`_apply`), so the three paths agree and none acts twice: the hold is recorded under the command id
+`hr:<request>:intent`; a decline is reported once per attempt (`attempt_ref`: the provider's charge); every
+transition is a conditional UPDATE on the locked row. Capture, release, cancel and refund use command ids derived
+from the request, so a redelivered request is answered from payments' command log.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -32,11 +36,12 @@ from services.contracts.payments import (
     HoldRequested,
 )
 from services.kernel.db import UnitOfWork, retry_on_conflict
-from services.kernel.errors import Conflict, Forbidden, NotFound
+from services.kernel.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from services.kernel.ports import Port
 
-from .domain.model import HoldStatus
+from .domain.rules import provider_idempotency_key
 from .handlers import Payments
+from .ports import CLIENT_CONFIRMATION, IntentSnapshot, InvalidRequest, ProviderError
 from .store import hold_requests
 
 if TYPE_CHECKING:
@@ -70,6 +75,11 @@ class HoldRequests:
     def __init__(self, payments: Payments):
         self.payments = payments
         self.db = payments.db
+        payments.intent_watchers.append(self._when_intent_event)
+
+    @property
+    def provider(self) -> Any:
+        return self.payments.provider
 
     # --- the payer -------------------------------------------------------------------------------------------
     def get(self, request_id: str, user_id: str, admin: bool = False) -> dict[str, Any]:
@@ -92,89 +102,216 @@ class HoldRequests:
             return view(row)  # confirmed already
         if row.status != WAITING:
             raise Conflict(f"the payment is {row.status}", current_state=row.status)
-        declines = int(row.declines)
-        hold = self.payments.authorise(
-            command_id=f"hr:{request_id}:{declines}",
-            payer_user_id=user_id,
-            amount_fen=int(row.amount_fen),
-            payment_method=payment_method,
-            reference_id=row.reference_id,
-        )
-
-        def record() -> dict[str, Any]:
-            with UnitOfWork(self.db) as uow:
-                s = uow.session
-                cur = s.execute(
-                    select(hold_requests).where(hold_requests.c.id == request_id).with_for_update()
-                ).one()
-                now = _now()
-                if cur.status == WAITING and int(cur.declines) == declines:
-                    if hold.status == HoldStatus.AUTHORISED:
-                        s.execute(
-                            update(hold_requests)
-                            .where(hold_requests.c.id == request_id)
-                            .values(
-                                status=HELD,
-                                hold_id=hold.id,
-                                decline_code=None,
-                                decline_message=None,
-                                updated_at=now,
-                            )
-                        )
-                        uow.emit(
-                            HoldAuthorised(
-                                hold_request_id=request_id,
-                                hold_id=hold.id,
-                                amount_fen=hold.amount_fen,
-                                reference_id=cur.reference_id,
-                                authorised_at=now,
-                            )
-                        )
-                    else:
-                        code = hold.decline_code or "card_declined"
-                        s.execute(
-                            update(hold_requests)
-                            .where(hold_requests.c.id == request_id)
-                            .values(
-                                declines=declines + 1,
-                                decline_code=code,
-                                decline_message=hold.decline_message,
-                                updated_at=now,
-                            )
-                        )
-                        uow.emit(
-                            HoldDeclined(
-                                hold_request_id=request_id,
-                                reference_id=cur.reference_id,
-                                decline_code=code,
-                                reason=hold.decline_message or code,
-                                declined_at=now,
-                            )
-                        )
-                elif cur.status == CANCELLED and hold.status == HoldStatus.AUTHORISED and cur.hold_id is None:
-                    # closed while the payer was paying: let the money go at once
-                    self.payments.cancel_in(uow, command_id=f"hr:{request_id}:cancel-late", hold_id=hold.id)
-                    s.execute(
-                        update(hold_requests)
-                        .where(hold_requests.c.id == request_id)
-                        .values(hold_id=hold.id, updated_at=now)
-                    )
-                    return {**view(cur), "late": True}
-                return view(s.execute(select(hold_requests).where(hold_requests.c.id == request_id)).one())
-
-        out = retry_on_conflict(record)
-        if out.pop("late", False):
+        intent = row.provider_ref or retry_on_conflict(lambda: self._open_missing_intent(request_id))
+        try:
+            self.provider.confirm_intent(
+                intent,
+                payment_method=payment_method,
+                # per attempt and method: a double click confirms once; after a decline or a mistyped method the
+                # next try is a new call (the method is hashed: sandbox methods may be test card numbers)
+                idempotency_key=provider_idempotency_key(
+                    "confirm",
+                    f"{request_id}:{int(row.declines)}:{hashlib.sha256(payment_method.encode()).hexdigest()[:16]}",
+                ),
+            )
+        except InvalidRequest as exc:
+            if exc.param == "payment_method":
+                raise ValidationFailed.field("payment_method", exc.detail) from None
+            # the intent no longer waits (the payer's client paid, or it was closed): applied below as it is
+        out = retry_on_conflict(lambda: self._sync(request_id))
+        if out["status"] == CANCELLED:
             raise Conflict(
                 "the payment was cancelled while it was being confirmed; nothing was taken",
                 current_state=CANCELLED,
             )
         return out
 
+    # --- learning what the payer did (webhooks, the timer) ---------------------------------------------------
+    def sync_waiting(self, limit: int = 200) -> int:
+        """Read every intent still waiting for its payer and apply what they did (the timer: Celery beat runs it
+        every `PAYMENTS_OPEN_PAYMENT_SYNC_S`; a provider's webhooks usually told us first). Returns how many
+        changed."""
+        with self.db.session(readonly=True) as s:
+            rows = s.execute(
+                select(hold_requests.c.id, hold_requests.c.updated_at)
+                .where(hold_requests.c.status == WAITING, hold_requests.c.provider_ref.is_not(None))
+                .order_by(hold_requests.c.updated_at)
+                .limit(limit)
+            ).all()
+        changed = 0
+        for r in rows:
+            try:
+                after = retry_on_conflict(lambda rid=r.id: self._sync(rid))
+            except ProviderError as exc:  # one intent the provider cannot answer for must not stop the others
+                log.warning("could not read the payment intent of hold request %s: %s", r.id, exc)
+                continue
+            if after["status"] != WAITING or after["updated_at"] != r.updated_at:
+                changed += 1
+        return changed
+
+    def _when_intent_event(self, uow: UnitOfWork, intent: str) -> None:
+        """A provider event named `intent` (inside the unit of work that records the event, once per event id)."""
+        s = uow.session
+        found = s.execute(
+            select(hold_requests.c.id, hold_requests.c.status, hold_requests.c.hold_id).where(
+                hold_requests.c.provider_ref == intent
+            )
+        ).first()
+        if found is None or not _may_change(found):
+            return  # not a request's intent, or its outcome is ours to decide now (capture, cancel, refund)
+        row = self._locked(uow, found.id)
+        if _may_change(row):
+            self._apply(uow, row, self.provider.retrieve_intent(intent))
+
+    def _sync(self, request_id: str) -> dict[str, Any]:
+        with UnitOfWork(self.db) as uow:
+            row = self._locked(uow, request_id)
+            if row.provider_ref and _may_change(row):
+                self._apply(uow, row, self.provider.retrieve_intent(row.provider_ref))
+                row = self._locked(uow, request_id)
+            return {**view(row), "updated_at": row.updated_at}
+
+    def _apply(self, uow: UnitOfWork, row: Any, snap: IntentSnapshot) -> None:
+        """What the intent's state means for the request (its row locked by the caller)."""
+        s = uow.session
+        now = _now()
+        if row.status == CANCELLED:
+            if snap.status == "authorised":
+                # paid after the request was closed: record the hold and let the money go at once
+                hold = self._record_hold(uow, row, snap)
+                self.payments.cancel_in(uow, command_id=f"hr:{row.id}:cancel-late", hold_id=hold.id)
+                s.execute(
+                    update(hold_requests)
+                    .where(hold_requests.c.id == row.id)
+                    .values(hold_id=hold.id, updated_at=now)
+                )
+            return
+        if snap.status == "authorised":
+            hold = self._record_hold(uow, row, snap)
+            s.execute(
+                update(hold_requests)
+                .where(hold_requests.c.id == row.id, hold_requests.c.status == WAITING)
+                .values(
+                    status=HELD,
+                    hold_id=hold.id,
+                    decline_code=None,
+                    decline_message=None,
+                    attempt_ref=snap.attempt_ref,
+                    updated_at=now,
+                )
+            )
+            uow.emit(
+                HoldAuthorised(
+                    hold_request_id=row.id,
+                    hold_id=hold.id,
+                    amount_fen=hold.amount_fen,
+                    reference_id=row.reference_id,
+                    authorised_at=now,
+                )
+            )
+        elif snap.status == "declined" and snap.attempt_ref != row.attempt_ref:
+            code = snap.decline_code or "card_declined"
+            s.execute(
+                update(hold_requests)
+                .where(hold_requests.c.id == row.id, hold_requests.c.status == WAITING)
+                .values(
+                    declines=int(row.declines) + 1,
+                    decline_code=code,
+                    decline_message=snap.decline_message,
+                    attempt_ref=snap.attempt_ref,
+                    updated_at=now,
+                )
+            )
+            uow.emit(
+                HoldDeclined(
+                    hold_request_id=row.id,
+                    reference_id=row.reference_id,
+                    decline_code=code,
+                    reason=snap.decline_message or code,
+                    declined_at=now,
+                )
+            )
+        elif snap.status == "cancelled":
+            # closed at the provider, not by us (we mark the row before we cancel): nothing was taken
+            s.execute(
+                update(hold_requests)
+                .where(hold_requests.c.id == row.id, hold_requests.c.status == WAITING)
+                .values(status=CANCELLED, updated_at=now)
+            )
+            uow.emit(
+                HoldCancelled(
+                    hold_request_id=row.id,
+                    hold_id=None,
+                    reference_id=row.reference_id,
+                    reason="cancelled at the provider: " + str(snap.raw.get("cancellation_reason") or ""),
+                    cancelled_at=now,
+                )
+            )
+        elif snap.status == "captured":
+            log.error("the intent of hold request %s was captured before it was held with us", row.id)
+
+    def _record_hold(self, uow: UnitOfWork, row: Any, snap: IntentSnapshot) -> Any:
+        if snap.authorised_fen != int(row.amount_fen):
+            log.error(
+                "intent %s of hold request %s authorised %s fen, not %s",
+                snap.provider_ref,
+                row.id,
+                snap.authorised_fen,
+                row.amount_fen,
+            )
+        return self.payments.record_authorised_in(
+            uow,
+            command_id=f"hr:{row.id}:intent",
+            payer_user_id=row.payer_user_id,
+            amount_fen=int(row.amount_fen),
+            provider_ref=snap.provider_ref,
+            payment_method=snap.payment_method or "unknown",
+            reference_id=row.reference_id,
+        )
+
+    def _open_intent(self, request_id: str, amount_fen: int, reference_id: str, requested_by: str) -> Any:
+        return self.provider.open_intent(
+            amount_fen=amount_fen,
+            currency=self.payments.currency,
+            idempotency_key=provider_idempotency_key("open", request_id),
+            metadata={
+                "hold_request_id": request_id,
+                "reference_id": reference_id,
+                "requested_by": requested_by,
+            },
+        )
+
+    def _client_secret(self, secret: str) -> str | None:
+        # only a provider whose payers' clients confirm with it hands it out (the sandbox's payers use our route)
+        return secret if CLIENT_CONFIRMATION in self.provider.capabilities else None
+
+    def _open_missing_intent(self, request_id: str) -> str:
+        """A request opened before requests opened intents: its intent, opened now."""
+        with UnitOfWork(self.db) as uow:
+            row = self._locked(uow, request_id)
+            if row.provider_ref:
+                return str(row.provider_ref)
+            opened = self._open_intent(row.id, int(row.amount_fen), row.reference_id, row.requested_by)
+            uow.session.execute(
+                update(hold_requests)
+                .where(hold_requests.c.id == row.id)
+                .values(
+                    provider_ref=opened.provider_ref,
+                    client_secret=self._client_secret(opened.client_secret),
+                    updated_at=_now(),
+                )
+            )
+            return str(opened.provider_ref)
+
     # --- what the consumers (group payments.holds, consumers.py) do ----------------------------------------------------------------------
     def open_requested(self, uow: UnitOfWork, event: HoldRequested) -> None:
         s = uow.session
         if s.execute(select(hold_requests.c.id).where(hold_requests.c.id == event.hold_request_id)).first():
             return
+        opened = self._open_intent(
+            event.hold_request_id, event.amount_fen, event.reference_id, event.requested_by
+        )
+        secret = self._client_secret(opened.client_secret)
         now = _now()
         s.execute(
             insert(hold_requests).values(
@@ -185,7 +322,8 @@ class HoldRequests:
                 requested_by=event.requested_by,
                 status=WAITING,
                 declines=0,
-                client_secret=None,
+                client_secret=secret,
+                provider_ref=opened.provider_ref,
                 created_at=now,
                 updated_at=now,
             )
@@ -194,7 +332,7 @@ class HoldRequests:
             HoldOpened(
                 hold_request_id=event.hold_request_id,
                 payment_id=event.hold_request_id,
-                client_secret=None,
+                client_secret=secret,
                 amount_fen=event.amount_fen,
                 reference_id=event.reference_id,
                 opened_at=now,
@@ -241,15 +379,17 @@ class HoldRequests:
         row = self._locked(uow, event.hold_request_id)
         now = _now()
         if row.status == WAITING:
+            # close the intent first, so that the payer's client cannot pay it afterwards
+            hold_id = self._close_intent(uow, row) if row.provider_ref else None
             s.execute(
                 update(hold_requests)
                 .where(hold_requests.c.id == row.id)
-                .values(status=CANCELLED, updated_at=now)
+                .values(status=CANCELLED, hold_id=hold_id, updated_at=now)
             )
             uow.emit(
                 HoldCancelled(
                     hold_request_id=row.id,
-                    hold_id=None,
+                    hold_id=hold_id,
                     reference_id=row.reference_id,
                     reason=event.reason,
                     cancelled_at=now,
@@ -291,6 +431,24 @@ class HoldRequests:
                 )
             )
 
+    def _close_intent(self, uow: UnitOfWork, row: Any) -> str | None:
+        """Cancel a waiting request's intent; if its payer has just paid it, record the hold and release it (the
+        hold's id is returned)."""
+        try:
+            self.provider.cancel(
+                row.provider_ref, idempotency_key=provider_idempotency_key("cancel", f"hr:{row.id}:close")
+            )
+            return None
+        except InvalidRequest:
+            snap = self.provider.retrieve_intent(row.provider_ref)
+            if snap.status == "cancelled":
+                return None
+            if snap.status != "authorised":
+                raise
+        hold = self._record_hold(uow, row, snap)
+        self.payments.cancel_in(uow, command_id=f"hr:{row.id}:cancel", hold_id=hold.id)
+        return str(hold.id)
+
     def _locked(self, uow: UnitOfWork, request_id: str) -> Any:
         row = uow.session.execute(
             select(hold_requests).where(hold_requests.c.id == request_id).with_for_update()
@@ -299,6 +457,12 @@ class HoldRequests:
             # the request itself comes first on the same partition: this is a bug or a lost request
             raise NotFound(f"no hold request {request_id}")
         return row
+
+
+def _may_change(row: Any) -> bool:
+    """Whether what the payer does with the intent still matters: a request waiting for them, or one closed before
+    any hold was recorded (a late payment is released at once)."""
+    return row.status == WAITING or (row.status == CANCELLED and row.hold_id is None)
 
 
 HOLD_REQUESTS: Port[HoldRequests] = Port("payments.hold_requests")

@@ -28,6 +28,11 @@ WEBHOOKS = "webhooks"
 PULL_EVENTS = "pull_events"
 #: the provider itself refuses a refund above what is left of the charge
 REFUSES_OVER_REFUND = "refuses_over_refund"
+#: the payer's own client confirms an opened PaymentIntent with its client secret (Stripe.js); without it (the
+#: sandbox: no network, no client library) the payer confirms through our route, which calls `confirm_intent`
+CLIENT_CONFIRMATION = "client_confirmation"
+#: after a declined attempt the same PaymentIntent can be confirmed again with another method (Stripe does)
+CONFIRMS_AGAIN_AFTER_DECLINE = "confirms_again_after_decline"
 
 
 class PaymentsPort(Protocol):
@@ -143,15 +148,32 @@ class AuthResult:
 
 
 @dataclass(frozen=True)
-class IntentSnapshot:
-    """A PaymentIntent as the provider sees it now (for reconciliation)."""
+class OpenedIntent:
+    """A PaymentIntent opened for its payer to confirm: unconfirmed, manual capture."""
 
     provider_ref: str
-    status: str  # authorised | captured | cancelled | declined | other
+    client_secret: (
+        str  # what the payer's client confirms with (Stripe.js); never logged, never in events' keys
+    )
+
+
+@dataclass(frozen=True)
+class IntentSnapshot:
+    """A PaymentIntent as the provider sees it now (for reconciliation, and to learn what its payer did)."""
+
+    provider_ref: str
+    # open (waiting for its payer: no payment method yet, or 3-D Secure under way) | authorised | captured |
+    # cancelled | declined (the payer's last attempt failed; they may try again) | other
+    status: str
     authorised_fen: int
     captured_fen: int
     refunded_fen: int | None = None  # refunds of the captured amount, when the provider tells
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    payment_method: str | None = None
+    decline_code: str | None = None
+    decline_message: str | None = None
+    # the payer's last attempt (Stripe: its latest charge): one decline is reported once, however often it is read
+    attempt_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +205,17 @@ class PaymentProvider(Protocol):
         idempotency_key: str,
         metadata: Mapping[str, str],
     ) -> AuthResult: ...
+
+    def open_intent(
+        self, *, amount_fen: int, currency: str, idempotency_key: str, metadata: Mapping[str, str]
+    ) -> OpenedIntent:
+        """A PaymentIntent (manual capture) that its payer confirms later; `retrieve_intent` tells what they did."""
+        ...
+
+    def confirm_intent(self, provider_ref: str, *, payment_method: str, idempotency_key: str) -> AuthResult:
+        """Confirm an opened PaymentIntent on its payer's behalf with `payment_method` (our confirm route). A
+        decline leaves it open for another method; a PaymentIntent no longer waiting is `InvalidRequest`."""
+        ...
 
     def capture(self, provider_ref: str, *, amount_fen: int, idempotency_key: str) -> IntentSnapshot: ...
 

@@ -4,7 +4,10 @@ Which provider runs is the platform setting `PAYMENTS=sandbox|stripe` (with `STR
 `STRIPE_WEBHOOK_SECRET`) in `services.kernel.settings.Settings`; what is specific to payments lives here:
 
 - `PAYMENTS_PAYOUT_THRESHOLD_FEN` (default 1000 = 10 yuan): residents' payouts below it stay in their wallet;
-- `PAYMENTS_WEBHOOK_TOLERANCE_S` (default 300): how old a signed webhook may be before it counts as a replay.
+- `PAYMENTS_WEBHOOK_TOLERANCE_S` (default 300): how old a signed webhook may be before it counts as a replay;
+- `PAYMENTS_OPEN_PAYMENT_SYNC_S` (default 30): how often Celery beat reads the PaymentIntents still waiting for
+  their payer (what a webhook did not tell us: a lost delivery, or a server such as localstripe that sends none
+  for an authorisation).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class PaymentsSettings(BaseSettings):
 
     payout_threshold_fen: int = Field(DEFAULT_PAYOUT_THRESHOLD_FEN, ge=0)
     webhook_tolerance_s: int = Field(300, ge=1)
+    open_payment_sync_s: int = Field(30, ge=1)
     currency: str = "cny"
 
 

@@ -56,8 +56,9 @@ holds = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
-# Holds other services ask for over the bus (contracts.payments: HoldRequested, ...): the payment waits for the
-# payer to confirm it with a payment method; the hold it makes is a row of `holds` (command id `hr:<id>:<n>`).
+# Holds other services ask for over the bus (contracts.payments: HoldRequested, ...): a PaymentIntent opened at the
+# provider waits for the payer to confirm it (their client with the client secret, or our route); the hold it makes
+# is a row of `holds` (command id `hr:<id>:intent`; `hr:<id>:<n>` for requests opened before intents were).
 hold_requests = Table(
     "hold_requests",
     metadata,
@@ -75,6 +76,8 @@ hold_requests = Table(
     Column("client_secret", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("provider_ref", String(128), nullable=True, unique=True),  # the PaymentIntent
+    Column("attempt_ref", String(128), nullable=True),  # the payer's last attempt already reported
 )
 
 # Every command that acted on a hold (capture, cancel, release): a repeated command id answers with the first

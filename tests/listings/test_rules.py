@@ -79,6 +79,7 @@ def test_query_analysis():
     assert stream("Mate40Pro 256G") == ["mate", "40", "pro", "256", "g"]
     terms = parse_query("华为  书 ｉＰｈｏｎｅ")
     assert [t.text for t in terms] == ["华为", "书", "iphone"]
+    assert [t.text for t in parse_query("小米 小米 ＭＩ mi")] == ["小米", "mi"]  # a repeated term is one term
     assert terms[1].single_char == "书" and terms[0].is_word
     assert contains_all("华为 Mate 40 手机", "华为 手机") and not contains_all("华为 Mate 40", "华为 手机")
 

@@ -1,4 +1,5 @@
-"""Fixtures of the payments tests: localstripe (one per session), and the adapters of the contract suite.
+"""Fixtures of the payments tests: the adapters of the contract suite (localstripe, one per session, is a fixture
+of tests/conftest.py: listings' orders run against it too).
 
 `case` is parametrized over both adapters: "sandbox" (the embedded default) and "stripe" (the official SDK against
 localstripe), each on SQLite and on PostgreSQL. `payouts_case` is parametrized the same way for the payout paths; localstripe has no Connect
@@ -14,7 +15,7 @@ import pytest
 
 from services.payments.ports import CONNECT_PAYOUTS
 
-from .support import LOCALSTRIPE_LACKS, Case, LocalStripe, build_case, payments_settings, run_localstripe
+from .support import LOCALSTRIPE_LACKS, Case, build_case, payments_settings
 
 ADAPTERS = ["sandbox", "stripe"]
 PAYOUT_IDS = ["sandbox", "stripe-no-connect-on-sandbox" if CONNECT_PAYOUTS in LOCALSTRIPE_LACKS else "stripe"]
@@ -37,12 +38,6 @@ PAYOUT_CASES = [
     for db in ("sqlite", "postgres")
     for a, i in zip(ADAPTERS, PAYOUT_IDS)
 ]
-
-
-@pytest.fixture(scope="session")
-def localstripe(tmp_path_factory) -> Iterator[LocalStripe]:  # noqa: ANN001
-    with run_localstripe(tmp_path_factory.mktemp("localstripe")) as ls:
-        yield ls
 
 
 def close_case(c: Case) -> None:

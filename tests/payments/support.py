@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,13 +31,25 @@ from services.kernel.ids import new_id
 from services.kernel.settings import Settings
 from services.payments.domain.model import Hold, Refund, Withdrawal
 from services.payments.handlers import Payments, payments_of
-from services.payments.ports import CONNECT_PAYOUTS, IDEMPOTENCY_KEYS, REFUSES_OVER_REFUND
+from services.payments.ports import (
+    CONFIRMS_AGAIN_AFTER_DECLINE,
+    CONNECT_PAYOUTS,
+    IDEMPOTENCY_KEYS,
+    REFUSES_OVER_REFUND,
+    AuthResult,
+    OpenedIntent,
+)
 
 WEBHOOK_SECRET = "whsec_test_" + "s3cr3t" * 4
 STRIPE_TEST_KEY = "sk_test_localstripe"
+PUBLISHABLE_KEY = "pk_test_localstripe"
 # What localstripe does not have (documented in docs/payments.md): the contract suite runs those paths on the
-# sandbox instead, under the case id "stripe-no-connect-on-sandbox" (tests/payments/conftest.py).
-LOCALSTRIPE_LACKS = frozenset({CONNECT_PAYOUTS, IDEMPOTENCY_KEYS, REFUSES_OVER_REFUND})
+# sandbox instead, under the case id "stripe-no-connect-on-sandbox" (tests/payments/conftest.py), or leaves out
+# the step (a second attempt after a declined charge).
+LOCALSTRIPE_LACKS = frozenset(
+    {CONNECT_PAYOUTS, IDEMPOTENCY_KEYS, REFUSES_OVER_REFUND, CONFIRMS_AGAIN_AFTER_DECLINE}
+)
+THREE_D_SECURE_CARD = "4000002500003155"  # Stripe's test card that asks for 3-D Secure
 LOCALSTRIPE_START_TIMEOUT_S = 20.0
 
 
@@ -102,6 +115,66 @@ def run_localstripe(workdir: Path) -> Iterator[LocalStripe]:
         log.close()
 
 
+# --- the payer's client --------------------------------------------------------------------------------------
+
+
+class StripeBuyerApp:
+    """The buyer's app paying a PaymentIntent it only knows by its client secret, as Stripe.js's
+    `confirmCardPayment(clientSecret, ...)` does, against localstripe.
+
+    Stripe.js sends the publishable key, the client secret and the payment method in one call (`POST
+    /v1/payment_intents/{id}/confirm`). localstripe takes the publishable key only on its 3-D Secure step
+    (`/_authenticate`, where it checks the client secret) and refuses a payment method on `/confirm`, so this
+    stand-in attaches the method and confirms through the SDK with a test key of its own, then finishes 3-D Secure
+    with the publishable key and the client secret as localstripe's own Stripe.js does. The platform takes no part:
+    it learns what the buyer did from a webhook or by reading the intent."""
+
+    def __init__(self, api_base: str):
+        self.api_base = api_base
+        self.client = stripe.StripeClient("sk_test_buyer_app_stand_in", base_addresses={"api": api_base})
+
+    @staticmethod
+    def intent_of(client_secret: str) -> str:
+        return client_secret.split("_secret_")[0]  # what Stripe.js reads from it too
+
+    def card(self, number: str) -> str:
+        pm = self.client.v1.payment_methods.create(
+            params={
+                "type": "card",
+                "card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+            }
+        )
+        return pm.id
+
+    def pay(self, client_secret: str, payment_method: str = "pm_card_visa", authenticate: bool = True) -> str:
+        """The intent's status after the buyer paid: requires_capture (held), requires_payment_method (declined)."""
+        pi = self.intent_of(client_secret)
+        self.client.v1.payment_intents.update(pi, params={"payment_method": payment_method})
+        try:
+            status = self.client.v1.payment_intents.confirm(pi).status
+        except stripe.CardError:
+            return "requires_payment_method"
+        if status == "requires_action":
+            code, body = self.authenticate(client_secret, success=authenticate)
+            assert code == 200, body
+            status = body["status"]
+        return status
+
+    def authenticate(self, client_secret: str, success: bool) -> tuple[int, dict]:
+        """3-D Secure, finished in the browser with the publishable key and the client secret."""
+        req = urllib.request.Request(
+            f"{self.api_base}/v1/payment_intents/{self.intent_of(client_secret)}/_authenticate"
+            f"?success={'true' if success else 'false'}",
+            data=json.dumps({"key": PUBLISHABLE_KEY, "client_secret": client_secret}).encode(),
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+
 # --- Stripe's webhook signature ------------------------------------------------------------------------------
 
 
@@ -151,6 +224,11 @@ class SandboxSide:
     def return_transfer(self, withdrawal: Withdrawal) -> None:
         self.provider.reverse_transfer(withdrawal.provider_ref, "account_closed")
 
+    def payer_confirms(self, opened: OpenedIntent, payment_method: str) -> str:
+        """The payer pays with the client secret (the sandbox's stand-in for a client library)."""
+        res: AuthResult = self.provider.confirm_with_client_secret(opened.client_secret, payment_method)
+        return "requires_capture" if res.status == "authorised" else "requires_payment_method"
+
     def deliver(self) -> int:
         """Pull the sandbox's queued events and apply them (what `pull_provider_events` does), keeping the last."""
         n = 0
@@ -175,6 +253,10 @@ class StripeSide:
         self.client = stripe.StripeClient(STRIPE_TEST_KEY, base_addresses={"api": api_base})
         self.queue: list[dict] = []
         self.delivered: list[tuple[bytes, str]] = []
+        self.app = StripeBuyerApp(api_base)
+
+    def payer_confirms(self, opened: OpenedIntent, payment_method: str) -> str:
+        return self.app.pay(opened.client_secret, payment_method)
 
     def expire_authorisation(self, hold: Hold) -> None:
         pi = self.client.v1.payment_intents.cancel(hold.provider_ref).to_dict()

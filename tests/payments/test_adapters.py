@@ -4,6 +4,7 @@ configuration alone picks the adapter."""
 from __future__ import annotations
 
 import pytest
+import stripe
 
 from services.bootstrap import Platform
 from services.kernel.settings import ConfigError, Settings
@@ -13,9 +14,17 @@ from services.payments.adapters.stripe import StripeProvider
 from services.payments.domain import ledger as L
 from services.payments.domain.model import HoldStatus, PayoutStatus, WithdrawalStatus
 from services.payments.handlers import payments_of
-from services.payments.ports import CONNECT_PAYOUTS, InvalidRequest
+from services.payments.ports import CONFIRMS_AGAIN_AFTER_DECLINE, CONNECT_PAYOUTS, InvalidRequest
 
-from .support import LOCALSTRIPE_LACKS, STRIPE_TEST_KEY, build_case, new_cmd, payments_settings
+from .support import (
+    LOCALSTRIPE_LACKS,
+    STRIPE_TEST_KEY,
+    THREE_D_SECURE_CARD,
+    StripeBuyerApp,
+    build_case,
+    new_cmd,
+    payments_settings,
+)
 
 DECLINING = {pm: code for pm, code in {**TEST_PAYMENT_METHODS, **TEST_CARD_NUMBERS}.items() if code}
 AUTHORISING = [pm for pm, code in {**TEST_PAYMENT_METHODS, **TEST_CARD_NUMBERS}.items() if code is None]
@@ -179,6 +188,31 @@ def test_localstripe_ignores_idempotency_keys_and_allows_over_refunds(stripe_pay
     p.provider.capture(a.provider_ref, amount_fen=100, idempotency_key=new_cmd())
     over = p.provider.refund(a.provider_ref, amount_fen=500, idempotency_key=new_cmd(), metadata={})
     assert over.status == "succeeded"
+
+
+def test_localstripe_cannot_confirm_an_intent_again_after_a_declined_charge(stripe_payments, localstripe):
+    """If this starts failing, localstripe lets a declined PaymentIntent be retried: drop
+    CONFIRMS_AGAIN_AFTER_DECLINE from LOCALSTRIPE_LACKS. (A failed 3-D Secure can be retried there.)"""
+    assert CONFIRMS_AGAIN_AFTER_DECLINE in LOCALSTRIPE_LACKS
+    p = stripe_payments
+    app = StripeBuyerApp(localstripe.url)
+    opened = p.provider.open_intent(amount_fen=700, currency="cny", idempotency_key=new_cmd(), metadata={})
+    assert app.pay(opened.client_secret, "pm_card_chargeCustomerFail") == "requires_payment_method"
+    with pytest.raises(stripe.InvalidRequestError):
+        app.pay(opened.client_secret, "pm_card_visa")
+    # 3-D Secure failed in the browser: the same intent takes another card
+    tds = p.provider.open_intent(amount_fen=700, currency="cny", idempotency_key=new_cmd(), metadata={})
+    assert app.pay(tds.client_secret, app.card(THREE_D_SECURE_CARD), authenticate=False) == (
+        "requires_payment_method"
+    )
+    assert (
+        p.provider.retrieve_intent(tds.provider_ref).decline_code == "payment_intent_authentication_failure"
+    )
+    assert app.pay(tds.client_secret, "pm_card_visa") == "requires_capture"
+    # the browser's step checks the client secret
+    other = p.provider.open_intent(amount_fen=700, currency="cny", idempotency_key=new_cmd(), metadata={})
+    code, _ = app.authenticate(other.client_secret.replace("_secret_", "_secret_x"), success=True)
+    assert code == 401
 
 
 def test_stripe_payout_to_a_payee_without_a_connected_account_fails_and_is_reversed(stripe_payments):

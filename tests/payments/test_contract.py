@@ -12,12 +12,19 @@ import json
 import pytest
 from sqlalchemy import select
 
+from services.kernel.db import UnitOfWork
 from services.kernel.errors import Conflict, RuleViolated, ValidationFailed
 from services.kernel.outbox import outbox_t
 from services.payments.domain import ledger as L
 from services.payments.domain.model import HoldStatus, PayoutStatus, RefundStatus, WithdrawalStatus
 from services.payments.handlers import Payments
-from services.payments.ports import CONNECT_PAYOUTS, IDEMPOTENCY_KEYS
+from services.payments.ports import (
+    CONFIRMS_AGAIN_AFTER_DECLINE,
+    CONNECT_PAYOUTS,
+    IDEMPOTENCY_KEYS,
+    InvalidRequest,
+    OpenedIntent,
+)
 from services.payments.reconcile import reconcile
 from services.payments.store import ledger_entries
 
@@ -98,6 +105,109 @@ def test_amounts_are_positive_whole_fen(case: Case):
     for bad in (0, -1, 10**9):
         with pytest.raises(ValidationFailed):
             authorise(case.payments, bad)
+
+
+# --- intents opened for their payer to confirm (hold requests: escrow of orders, deposits) --------------------
+
+
+def open_intent(p: Payments, amount: int = 5000) -> OpenedIntent:
+    return p.provider.open_intent(
+        amount_fen=amount, currency=p.currency, idempotency_key=new_cmd("open"), metadata={"ref": "order-1"}
+    )
+
+
+def test_an_opened_intent_waits_for_its_payer_whose_client_confirms_it_with_the_client_secret(case: Case):
+    p = case.payments
+    opened = open_intent(p, 5000)
+    assert opened.client_secret.startswith(opened.provider_ref + "_secret_")
+    waiting = p.provider.retrieve_intent(opened.provider_ref)
+    assert (waiting.status, waiting.authorised_fen, waiting.captured_fen) == ("open", 5000, 0)
+    assert waiting.decline_code is None
+
+    assert case.side.payer_confirms(opened, "pm_card_visa") == "requires_capture"
+    held = p.provider.retrieve_intent(opened.provider_ref)
+    assert held.status == "authorised" and held.authorised_fen == 5000 and held.payment_method
+    # the platform records what it read, once; then the hold is like any other
+    with UnitOfWork(p.db) as uow:
+        hold = p.record_authorised_in(
+            uow,
+            command_id="hr:req-1:intent",
+            payer_user_id="buyer-1",
+            amount_fen=5000,
+            provider_ref=held.provider_ref,
+            payment_method=held.payment_method,
+        )
+    with UnitOfWork(p.db) as uow:
+        again = p.record_authorised_in(
+            uow,
+            command_id="hr:req-1:intent",
+            payer_user_id="buyer-1",
+            amount_fen=5000,
+            provider_ref=held.provider_ref,
+            payment_method=held.payment_method,
+        )
+    assert again.id == hold.id and entries(p, hold.id) == ["authorise"]
+    captured = p.capture(command_id=new_cmd(), hold_id=hold.id, amount_fen=4000)
+    assert captured.captured_fen == 4000
+    assert p.provider.retrieve_intent(opened.provider_ref).status == "captured"
+    assert_ledger_sound(p)
+    assert reconcile(p).ok
+
+
+def test_a_declined_attempt_is_told_once_and_leaves_the_intent_open_for_another_method(case: Case):
+    p = case.payments
+    opened = open_intent(p, 3000)
+    assert case.side.payer_confirms(opened, "pm_card_chargeCustomerFail") == "requires_payment_method"
+    declined = p.provider.retrieve_intent(opened.provider_ref)
+    assert declined.status == "declined" and declined.decline_code and declined.attempt_ref
+    assert p.provider.retrieve_intent(opened.provider_ref).attempt_ref == declined.attempt_ref  # one attempt
+    if not case.has(CONFIRMS_AGAIN_AFTER_DECLINE):
+        return  # localstripe: a PaymentIntent whose charge was declined cannot be confirmed again
+    assert case.side.payer_confirms(opened, "pm_card_visa") == "requires_capture"
+    held = p.provider.retrieve_intent(opened.provider_ref)
+    assert (
+        held.status == "authorised" and held.decline_code is None and held.attempt_ref != declined.attempt_ref
+    )
+
+
+def test_confirm_intent_pays_on_the_payers_behalf_once(case: Case):
+    p = case.payments
+    opened = open_intent(p, 2500)
+    res = p.provider.confirm_intent(
+        opened.provider_ref, payment_method="pm_card_visa", idempotency_key=new_cmd("confirm")
+    )
+    assert res.status == "authorised" and res.provider_ref == opened.provider_ref
+    assert p.provider.retrieve_intent(opened.provider_ref).status == "authorised"
+    with pytest.raises(InvalidRequest):  # no longer waiting for a payment method
+        p.provider.confirm_intent(
+            opened.provider_ref, payment_method="pm_card_visa", idempotency_key=new_cmd("confirm")
+        )
+
+
+def test_confirm_intent_declines_and_an_unknown_method_names_the_field(case: Case):
+    p = case.payments
+    opened = open_intent(p, 2500)
+    with pytest.raises(InvalidRequest) as err:
+        p.provider.confirm_intent(
+            opened.provider_ref, payment_method="pm_no_such_method", idempotency_key=new_cmd("confirm")
+        )
+    assert err.value.param == "payment_method"
+    res = p.provider.confirm_intent(
+        opened.provider_ref, payment_method="pm_card_chargeCustomerFail", idempotency_key=new_cmd("confirm")
+    )
+    assert res.status == "declined" and res.decline_code
+    assert p.provider.retrieve_intent(opened.provider_ref).status == "declined"
+
+
+def test_a_waiting_intent_is_closed_and_can_no_longer_be_paid(case: Case):
+    p = case.payments
+    opened = open_intent(p, 1800)
+    assert p.provider.cancel(opened.provider_ref, idempotency_key=new_cmd("close")).status == "cancelled"
+    with pytest.raises(InvalidRequest):
+        p.provider.confirm_intent(
+            opened.provider_ref, payment_method="pm_card_visa", idempotency_key=new_cmd("confirm")
+        )
+    assert p.provider.retrieve_intent(opened.provider_ref).status == "cancelled"
 
 
 # --- capture ---------------------------------------------------------------------------------------------------

@@ -97,12 +97,15 @@ class QueryTerm:
 
 
 def parse_query(q: str) -> list[QueryTerm]:
-    """Terms of a query (several terms are AND); terms with no letters, digits or CJK are dropped."""
+    """Terms of a query (several terms are AND); terms with no letters, digits or CJK are dropped, and so is a
+    term repeated (小米 小米: the same hits, the same order, half the work)."""
     terms: list[QueryTerm] = []
+    seen: set[str] = set()
     for raw in normalise(q).split():
         rs = runs(raw)
-        if not rs:
+        if not rs or raw in seen:
             continue
+        seen.add(raw)
         if len(rs) == 1 and is_cjk(rs[0]) and len(rs[0]) == 1:
             terms.append(QueryTerm(raw, (), rs[0], False))
             continue

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +70,16 @@ def _fts_values(doc: ListingDoc) -> tuple[str, str, str, str, str]:
 
 def _next_seq(c: sqlite3.Connection) -> int:
     return int(c.execute("UPDATE meta SET v = v + 1 WHERE k = 'seq' RETURNING v").fetchone()[0])
+
+
+_ALL = "SELECT group_concat(rowid) FROM fts WHERE fts MATCH ?"
+_RANKED = "SELECT rowid, rank FROM fts WHERE fts MATCH ?"
+_NEWEST_RANKED = "SELECT rowid, rank FROM fts WHERE fts MATCH ? ORDER BY rowid DESC LIMIT ?"
+_OLDER = "SELECT group_concat(rowid) FROM fts WHERE fts MATCH ? AND rowid < ?"
+
+
+def _rowids(joined: str | None) -> np.ndarray:
+    return np.fromstring(joined, dtype=np.int64, sep=",") if joined else np.zeros(0, dtype=np.int64)
 
 
 def match_expression(q: str) -> str | None:
@@ -295,43 +304,50 @@ class SqliteSearchIndex:
         if expr is None:
             return self._browse(q)
         c = self._conn()
-        attrs = self._attrs.sync(c)
         ranked = q.sort == "relevance"
-        # every hit's rowid (rowid order), for filters, facets and the total
-        rows = c.execute("SELECT rowid FROM fts WHERE fts MATCH ?", (expr,)).fetchall()
-        if not rows:
-            return SearchResult([], 0, {f: {} for f in FACETS})
-        rids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        rank = self._ranks(c, expr, rids) if ranked else None
-        keep = attrs.mask(rids, q)
-        if keep is not None:
-            rids = rids[keep]
-            rank = rank[keep] if rank is not None else None
-        total = int(rids.size)
-        facets = attrs.facets(rids)
-        page = attrs.page(rids, rank, q.sort, q.offset, q.limit)
-        out = [
-            (int(rids[k]), float(rank[k]) if rank is not None and np.isfinite(rank[k]) else None)
-            for k in page
-        ]
-        return SearchResult(self._page(c, out, ranked), total, facets)
+        c.execute("BEGIN")  # one snapshot for the attributes, the hits and the page
+        try:
+            attrs = self._attrs.sync(c)
+            rids, rank = self._hits(c, expr, ranked)
+            if not rids.size:
+                return SearchResult([], 0, {f: {} for f in FACETS})
+            keep = attrs.mask(rids, q)
+            if keep is not None:
+                rids = rids[keep]
+                rank = rank[keep] if rank is not None else None
+            total = int(rids.size)
+            facets = attrs.facets(rids)
+            page = attrs.page(rids, rank, q.sort, q.offset, q.limit)
+            out = [
+                (int(rids[k]), float(rank[k]) if rank is not None and np.isfinite(rank[k]) else None)
+                for k in page
+            ]
+            return SearchResult(self._page(c, out, ranked), total, facets)
+        finally:
+            c.execute("COMMIT")
 
-    def _ranks(self, c: sqlite3.Connection, expr: str, rids: np.ndarray) -> np.ndarray:
-        """BM25 rank of each hit (lower is better). FTS5 scores every hit before it can return the best, which
-        for a term in a fifth of a big corpus (手机) costs more than the rest of the query; past `rank_window`
-        hits only the most recently indexed `rank_window` are scored, the others rank after them (newest first)."""
+    def _hits(self, c: sqlite3.Connection, expr: str, ranked: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Every hit's rowid and, for a relevance sort, its BM25 rank (lower is better; inf: not
+        scored), in one pass over the hits.
+
+        FTS5 scores every hit it is asked to rank (about 1 µs each, most of it reading the row's size), which for
+        a term in a fifth of a big corpus (手机) costs more than the rest of the query: past `rank_window` hits only
+        the most recently indexed `rank_window` are scored, and the others rank after them (newest first). The
+        rowids of the unscored rest come back as one string (`group_concat`): a Python tuple per row would cost
+        three times what FTS5 spends finding them."""
+        if not ranked:
+            return _rowids(c.execute(_ALL, (expr,)).fetchone()[0]), None
         window = self.rank_window
-        if not window or rids.size <= window:
-            scored = c.execute("SELECT rowid, rank FROM fts WHERE fts MATCH ?", (expr,)).fetchall()
+        if window:
+            scored = c.execute(_NEWEST_RANKED, (expr, window)).fetchall()[::-1]
         else:
-            floor = int(rids[-window])  # rowids ascend: the window's oldest
-            scored = c.execute(
-                "SELECT rowid, rank FROM fts WHERE fts MATCH ? AND rowid >= ?", (expr, floor)
-            ).fetchall()
-        rank = np.full(rids.size, np.inf)
-        at = np.searchsorted(rids, np.fromiter((r[0] for r in scored), dtype=np.int64, count=len(scored)))
-        rank[at] = np.fromiter((r[1] for r in scored), dtype=np.float64, count=len(scored))
-        return rank
+            scored = c.execute(_RANKED, (expr,)).fetchall()
+        head = np.fromiter((r[0] for r in scored), dtype=np.int64, count=len(scored))
+        rank = np.fromiter((r[1] for r in scored), dtype=np.float64, count=len(scored))
+        if not window or head.size < window:
+            return head, rank
+        rest = _rowids(c.execute(_OLDER, (expr, int(head[0]))).fetchone()[0])
+        return np.concatenate((rest, head)), np.concatenate((np.full(rest.size, np.inf), rank))
 
     def _page(self, c: sqlite3.Connection, rows: list[tuple], with_rank: bool) -> list[SearchHit]:
         if not rows:
@@ -383,7 +399,3 @@ class SqliteSearchIndex:
             [*args, q.limit, q.offset],
         ).fetchall()
         return SearchResult(self._page(c, rows, False), total, facets)
-
-
-def _plain(facets: dict[str, Counter]) -> dict[str, dict[str, int]]:
-    return {k: dict(v.most_common()) for k, v in facets.items()}

@@ -3,7 +3,10 @@
 It behaves like Stripe in test mode, so the code above it cannot tell the difference:
 
 - PaymentIntents with manual capture (authorise → capture at most the amount → refunds up to what was captured),
-  cancel, refunds (full and partial), connected accounts and transfers (payouts);
+  cancel, refunds (full and partial), connected accounts and transfers (payouts); an intent can be opened first
+  and confirmed later (`open_intent`, `confirm_intent`), each attempt a charge: after a decline the payer tries
+  another method on the same intent, as on Stripe. It has no client library, so its payer confirms through our
+  route (no `client_confirmation` capability); the client secret exists for the contract's sake;
 - Stripe's documented test payment methods and card numbers, including declines (`TEST_PAYMENT_METHODS`,
   `TEST_CARD_NUMBERS`): `pm_card_visa` authorises, `pm_card_chargeCustomerFail` and `4000000000000002` decline;
 - Idempotency-Key: a call repeated with the same key returns the first result (a declined call too), the same
@@ -33,6 +36,7 @@ from services.kernel.ids import new_id
 from services.kernel.settings import Settings
 
 from ..ports import (
+    CONFIRMS_AGAIN_AFTER_DECLINE,
     CONNECT_PAYOUTS,
     IDEMPOTENCY_KEYS,
     PULL_EVENTS,
@@ -42,6 +46,7 @@ from ..ports import (
     CardDeclined,
     IntentSnapshot,
     InvalidRequest,
+    OpenedIntent,
     ProviderUnavailable,
     RefundResult,
     TransferResult,
@@ -109,6 +114,17 @@ sbx_intents = Table(
     Column("metadata", Text, nullable=False),
     Column("created", BigInteger, nullable=False),
 )
+# each confirmation of an opened intent (Stripe's charges): the intent's latest one tells its payer's last attempt
+sbx_charges = Table(
+    "sbx_charges",
+    sandbox_metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("payment_intent", String(64), nullable=False, index=True),
+    Column("payment_method", String(128), nullable=False),
+    Column("decline_code", String(64), nullable=True),
+    Column("created", BigInteger, nullable=False),
+)
 sbx_refunds = Table(
     "sbx_refunds",
     sandbox_metadata,
@@ -159,7 +175,7 @@ sbx_events = Table(
 )
 
 _RESULT_TYPES: dict[str, type] = {
-    c.__name__: c for c in (AuthResult, IntentSnapshot, RefundResult, TransferResult)
+    c.__name__: c for c in (AuthResult, IntentSnapshot, OpenedIntent, RefundResult, TransferResult)
 }
 
 
@@ -190,7 +206,9 @@ def decline_code_for(payment_method: str) -> str | None:
 
 class SandboxProvider:
     name = "sandbox"
-    capabilities = frozenset({CONNECT_PAYOUTS, IDEMPOTENCY_KEYS, PULL_EVENTS, REFUSES_OVER_REFUND})
+    capabilities = frozenset(
+        {CONNECT_PAYOUTS, IDEMPOTENCY_KEYS, PULL_EVENTS, REFUSES_OVER_REFUND, CONFIRMS_AGAIN_AFTER_DECLINE}
+    )
     # a payee without a payout account gets a sandbox one on their first payout (the embedded run just works)
     opens_accounts_on_demand = True
 
@@ -307,6 +325,80 @@ class SandboxProvider:
             return self._idempotent(idempotency_key, "authorise", params, run)
         except CardDeclined as exc:
             return AuthResult(exc.provider_ref or "", "declined", exc.code, exc.detail)
+
+    def open_intent(
+        self, *, amount_fen: int, currency: str, idempotency_key: str, metadata: Mapping[str, str]
+    ) -> OpenedIntent:
+        params = dict(amount=amount_fen, currency=currency, metadata=dict(metadata))
+
+        def run(s: Any) -> OpenedIntent:
+            pi_id = "pi_sbx_" + new_id()[-20:]
+            s.execute(
+                insert(sbx_intents).values(
+                    id=pi_id,
+                    amount=amount_fen,
+                    amount_received=0,
+                    currency=currency,
+                    payment_method="",
+                    status="requires_payment_method",
+                    metadata=json.dumps(dict(metadata)),
+                    created=int(time.time()),
+                )
+            )
+            return OpenedIntent(pi_id, _client_secret(pi_id))
+
+        return self._idempotent(idempotency_key, "open", params, run)
+
+    def confirm_intent(self, provider_ref: str, *, payment_method: str, idempotency_key: str) -> AuthResult:
+        def run(s: Any) -> AuthResult:
+            pi = self._intent(s, provider_ref, lock=True)
+            if pi.status != "requires_payment_method":
+                raise InvalidRequest(
+                    f"This PaymentIntent's payment_method could not be updated because it has a status of "
+                    f"{pi.status}.",
+                    code="payment_intent_unexpected_state",
+                )
+            decline = decline_code_for(payment_method)
+            s.execute(
+                insert(sbx_charges).values(
+                    id="ch_sbx_" + new_id()[-20:],
+                    payment_intent=provider_ref,
+                    payment_method=payment_method,
+                    decline_code=decline,
+                    created=int(time.time()),
+                )
+            )
+            s.execute(
+                update(sbx_intents)
+                .where(sbx_intents.c.id == provider_ref)
+                .values(
+                    payment_method=payment_method,
+                    status="requires_payment_method" if decline else "requires_capture",
+                    decline_code=decline,
+                )
+            )
+            if decline:
+                self._event(s, "payment_intent.payment_failed", self._intent_json(s, provider_ref))
+                raise CardDeclined(
+                    decline, _DECLINE_MESSAGES.get(decline, "Your card was declined."), provider_ref
+                )
+            self._event(s, "payment_intent.amount_capturable_updated", self._intent_json(s, provider_ref))
+            return AuthResult(provider_ref, "authorised")
+
+        try:
+            return self._idempotent(
+                idempotency_key, "confirm", dict(pi=provider_ref, payment_method=payment_method), run
+            )
+        except CardDeclined as exc:
+            return AuthResult(provider_ref, "declined", exc.code, exc.detail)
+
+    def confirm_with_client_secret(self, client_secret: str, payment_method: str) -> AuthResult:
+        """What a payer's client would do with the client secret (the contract suite's payer; the sandbox has no
+        client library, so the platform's route calls `confirm_intent` instead)."""
+        pi_id = client_secret.split("_secret_")[0]
+        if client_secret != _client_secret(pi_id):
+            raise InvalidRequest("Invalid client secret.", code="invalid_client_secret", http_status=401)
+        return self.confirm_intent(pi_id, payment_method=payment_method, idempotency_key=new_id("client"))
 
     def capture(self, provider_ref: str, *, amount_fen: int, idempotency_key: str) -> IntentSnapshot:
         def run(s: Any) -> IntentSnapshot:
@@ -544,15 +636,36 @@ class SandboxProvider:
         ).all()
         return sum(r.amount for r in rows if r.status in ("succeeded", "pending"))
 
+    def _latest_charge(self, s: Any, provider_ref: str) -> Any:
+        return s.execute(
+            select(sbx_charges)
+            .where(sbx_charges.c.payment_intent == provider_ref)
+            .order_by(sbx_charges.c.seq.desc())
+            .limit(1)
+        ).first()
+
     def _snapshot(self, s: Any, provider_ref: str) -> IntentSnapshot:
         pi = self._intent(s, provider_ref)
         status = {
             "requires_capture": "authorised",
             "succeeded": "captured",
             "canceled": "cancelled",
-            "requires_payment_method": "declined",
+            "requires_payment_method": "declined" if pi.decline_code else "open",
         }.get(pi.status, "other")
-        return IntentSnapshot(pi.id, status, pi.amount, pi.amount_received, self._refunded(s, provider_ref))
+        charge = self._latest_charge(s, provider_ref)
+        return IntentSnapshot(
+            pi.id,
+            status,
+            pi.amount,
+            pi.amount_received,
+            self._refunded(s, provider_ref),
+            payment_method=pi.payment_method or None,
+            decline_code=pi.decline_code if status == "declined" else None,
+            decline_message=_DECLINE_MESSAGES.get(pi.decline_code or "", "Your card was declined.")
+            if status == "declined"
+            else None,
+            attempt_ref=charge.id if charge is not None else None,
+        )
 
     def _intent_json(self, s: Any, pi_id: str) -> dict[str, Any]:
         pi = self._intent(s, pi_id)
@@ -569,6 +682,7 @@ class SandboxProvider:
             "last_payment_error": {"code": "card_declined", "decline_code": pi.decline_code}
             if pi.decline_code
             else None,
+            "latest_charge": getattr(self._latest_charge(s, pi_id), "id", None),
             "metadata": json.loads(pi.metadata),
             "created": pi.created,
         }
@@ -611,6 +725,12 @@ class SandboxProvider:
             "data": {"object": obj},
         }
         s.execute(insert(sbx_events).values(id=ev_id, type=etype, payload=json.dumps(payload), delivered=0))
+
+
+def _client_secret(pi_id: str) -> str:
+    # derived from the id, so nothing more to store; not a secret worth the name, and the sandbox never hands it to
+    # a payer (it has no client library: its payers confirm through the platform's route)
+    return f"{pi_id}_secret_" + hashlib.sha256(f"sandbox-client-secret:{pi_id}".encode()).hexdigest()[:24]
 
 
 _DECLINE_MESSAGES = {

@@ -1,7 +1,9 @@
 """The Stripe provider, through the official SDK (`stripe.StripeClient`, one client per adapter: no global state).
 
-- Escrow: PaymentIntents with `capture_method=manual`, confirmed at creation (`payment_method_types=["card"]`);
-  capture (partial: `amount_to_capture`), cancel, refunds (full and partial) against the PaymentIntent.
+- Escrow: PaymentIntents with `capture_method=manual` (`payment_method_types=["card"]`): opened unconfirmed for
+  the payer's client to confirm with the client secret (`open_intent`; Stripe.js `confirmCardPayment`), or
+  confirmed on the payer's behalf (`confirm_intent`), or confirmed at creation (`authorise`); capture (partial:
+  `amount_to_capture`), cancel, refunds (full and partial) against the PaymentIntent.
 - Payouts: a connected account per payee (`accounts.create`) and a transfer to it (`transfers.create`).
 - Every call carries an Idempotency-Key derived from our command id (see `domain.rules.provider_idempotency_key`);
   the SDK's own network retries reuse it.
@@ -24,6 +26,8 @@ import stripe
 from services.kernel.settings import ConfigError, Settings
 
 from ..ports import (
+    CLIENT_CONFIRMATION,
+    CONFIRMS_AGAIN_AFTER_DECLINE,
     CONNECT_PAYOUTS,
     IDEMPOTENCY_KEYS,
     REFUSES_OVER_REFUND,
@@ -33,6 +37,7 @@ from ..ports import (
     CardDeclined,
     IntentSnapshot,
     InvalidRequest,
+    OpenedIntent,
     ProviderUnavailable,
     RefundResult,
     TransferResult,
@@ -92,7 +97,16 @@ def _get(obj: Any, key: str, default: Any = None) -> Any:
 
 class StripeProvider:
     name = "stripe"
-    capabilities = frozenset({CONNECT_PAYOUTS, IDEMPOTENCY_KEYS, WEBHOOKS, REFUSES_OVER_REFUND})
+    capabilities = frozenset(
+        {
+            CONNECT_PAYOUTS,
+            IDEMPOTENCY_KEYS,
+            WEBHOOKS,
+            REFUSES_OVER_REFUND,
+            CLIENT_CONFIRMATION,
+            CONFIRMS_AGAIN_AFTER_DECLINE,
+        }
+    )
     # a payee must be onboarded (Connect onboarding, `register_payee`) before money can be sent to them
     opens_accounts_on_demand = False
 
@@ -182,6 +196,57 @@ class StripeProvider:
                 )
             except (InvalidRequest, ProviderUnavailable):
                 pass  # it lapses on its own; reconciliation reports it meanwhile
+        return AuthResult(pi.id, "declined", code, _get(err, "message"))
+
+    def open_intent(
+        self, *, amount_fen: int, currency: str, idempotency_key: str, metadata: Mapping[str, str]
+    ) -> OpenedIntent:
+        pi = self._call(
+            self.client.v1.payment_intents.create,
+            params={
+                "amount": amount_fen,
+                "currency": currency,
+                "payment_method_types": ["card"],
+                "capture_method": "manual",
+                "metadata": dict(metadata),
+            },
+            options={"idempotency_key": idempotency_key},
+        )
+        return OpenedIntent(pi.id, pi.client_secret)
+
+    def confirm_intent(self, provider_ref: str, *, payment_method: str, idempotency_key: str) -> AuthResult:
+        # Two calls (attach, then confirm) rather than `confirm(payment_method=...)`: the same on Stripe, and the
+        # only way localstripe takes it.
+        try:
+            self._call(
+                self.client.v1.payment_intents.update,
+                provider_ref,
+                params={"payment_method": payment_method},
+                options={"idempotency_key": idempotency_key + ":payment-method"},
+            )
+        except InvalidRequest as exc:
+            if exc.http_status == 404 or exc.param == "payment_method":  # no such payment method
+                raise InvalidRequest(exc.detail, code=exc.code, param="payment_method") from None
+            raise
+        try:
+            pi = self._call(
+                self.client.v1.payment_intents.confirm,
+                provider_ref,
+                options={"idempotency_key": idempotency_key},
+            )
+        except CardDeclined as exc:
+            return AuthResult(provider_ref, "declined", exc.code, exc.detail)
+        except InvalidRequest as exc:
+            if (
+                exc.http_status == 404
+            ):  # the intent was just updated, so what is missing is the payment method
+                raise InvalidRequest(exc.detail, code=exc.code, param="payment_method") from None
+            raise
+        if pi.status == "requires_capture":
+            return AuthResult(pi.id, "authorised")
+        # requires_action (3-D Secure): only the payer's client can finish it, with the client secret
+        err = _get(pi, "last_payment_error") or {}
+        code = _get(err, "decline_code") or _get(err, "code") or "authentication_required"
         return AuthResult(pi.id, "declined", code, _get(err, "message"))
 
     def capture(self, provider_ref: str, *, amount_fen: int, idempotency_key: str) -> IntentSnapshot:
@@ -275,15 +340,22 @@ class StripeProvider:
         return self._transfer(self._call(self.client.v1.transfers.retrieve, provider_ref))
 
     def _snapshot(self, pi: Any) -> IntentSnapshot:
+        raw = pi.to_dict()
+        err = raw.get("last_payment_error") or None
         status = {
             "requires_capture": "authorised",
             "succeeded": "captured",
             "canceled": "cancelled",
-            "requires_payment_method": "declined",
+            "requires_payment_method": "declined" if err else "open",
+            "requires_confirmation": "open",
+            "requires_action": "open",
+            "processing": "open",
         }.get(pi.status, "other")
-        raw = pi.to_dict()
-        charge = raw.get("latest_charge")
-        charge = charge if isinstance(charge, Mapping) else None
+        latest = raw.get("latest_charge")
+        charge = latest if isinstance(latest, Mapping) else None
+        charge_ref = _get(charge, "id") if charge is not None else latest
+        pm = raw.get("payment_method")
+        pm_ref = _get(pm, "id") if isinstance(pm, Mapping) else pm
         captured = raw.get("amount_received")
         refunded = _get(charge, "amount_refunded")
         if captured is None and charge is not None:
@@ -295,6 +367,7 @@ class StripeProvider:
             else:
                 captured = 0
             refunded = ours
+        err_pm = _get(err, "payment_method")
         return IntentSnapshot(
             pi.id,
             status,
@@ -302,6 +375,15 @@ class StripeProvider:
             int(captured or 0),
             None if refunded is None else int(refunded),
             raw,
+            payment_method=pm_ref,
+            decline_code=(_get(err, "decline_code") or _get(err, "code") or "card_declined") if err else None,
+            decline_message=_get(err, "message") if err else None,
+            # the failed charge; a failure without one (3-D Secure) is told apart by its code and payment method
+            attempt_ref=(
+                (_get(err, "charge") or charge_ref or f"{_get(err, 'code')}:{_get(err_pm, 'id') or err_pm}")
+                if err
+                else charge_ref
+            ),
         )
 
     def _our_refunds(self, pi_id: str) -> int:
