@@ -19,6 +19,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,8 @@ from services.kernel.db import Database, ensure_schema, new_metadata
 from services.kernel.errors import DomainError, RuleViolated, Unavailable, ValidationFailed
 from services.kernel.http import authenticate, error_response, problem_for, problem_reply
 from services.kernel.ids import new_id
+
+log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
@@ -363,7 +366,14 @@ class IdempotencyMiddleware:
                 if isinstance(exc, web.HTTPException) and exc.status < 400:
                     raise
                 resp = error_response(request, exc)
-        except BaseException:
+        except Exception:
+            # free the key before the 500 goes out: a retry sent at once must run, not find it in progress
+            try:
+                await self.store.release(scope, key, claim.token)
+            except Exception:  # noqa: BLE001 - the request's own error matters more; the claim lapses after lock_s
+                log.warning("could not release Idempotency-Key %s of %s", key, scope, exc_info=True)
+            raise
+        except BaseException:  # cancelled: nothing can be awaited here any more
             self._later(self.store.release(scope, key, claim.token))
             raise
         body_out = resp.body if isinstance(resp, web.Response) else None

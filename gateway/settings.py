@@ -6,13 +6,13 @@ Read from the environment like every setting (IDEMPOTENCY_TTL_S=..., ...). A fie
 
 from __future__ import annotations
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from services.kernel.settings import Settings
+from services.kernel.settings import Settings, StrictSettings
 
 
-class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+class GatewaySettings(StrictSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="forbid")
 
     # Idempotency-Key: how long a stored reply is replayed, and how long a claimed key waits for its first
     # request to finish (a crashed request frees its key after this).

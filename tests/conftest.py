@@ -8,12 +8,15 @@ fails the tests that need it (opt out with TEST_ALLOW_MISSING_SERVICES=1: see te
 from __future__ import annotations
 
 import os
+import urllib.parse
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from services.kernel.settings import Settings
+from tests.support.redis_lease import leased_redis_db
 from tests.support.services import missing
 
 # Many tests (and the platforms the e2e tests start as processes) log in many users from one address: the SMS
@@ -51,21 +54,31 @@ def pg_url() -> str:
     admin.dispose()
 
 
-REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# unset: the session leases a Redis database of its own on this server (tests/support/redis_lease.py)
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "")
+REDIS_SERVER = "redis://127.0.0.1:6379"
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """A Redis database for tests (flushed before the session). CI must reach it."""
+def redis_url() -> Iterator[str]:
+    """A Redis database for this test session alone (flushed before the session). CI must reach it."""
     import redis
 
+    parts = urllib.parse.urlsplit(REDIS_TEST_URL or REDIS_SERVER)
+    server = f"{parts.scheme}://{parts.netloc}"
+    explicit = int(parts.path.strip("/") or 0) if REDIS_TEST_URL else None
     try:
-        client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=3)
-        client.ping()
+        redis.Redis.from_url(server, socket_connect_timeout=3).ping()
     except Exception:  # noqa: BLE001 - unreachable for any reason
-        missing(f"Redis at {REDIS_TEST_URL}", "start it or set TEST_REDIS_URL")
-    client.flushdb()
-    return REDIS_TEST_URL
+        missing(f"Redis at {server}", "start it or set TEST_REDIS_URL")
+    with leased_redis_db(server, explicit) as db:
+        if db is None:
+            missing(
+                "a free Redis database (1-15)", "other test sessions hold them all; or set TEST_REDIS_URL"
+            )
+        url = f"{server}/{db}"
+        redis.Redis.from_url(url).flushdb()
+        yield url
 
 
 def unique_prefix() -> str:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.kernel.ports import Port
-from services.kernel.settings import Settings
+from services.kernel.settings import Settings, StrictSettings
 
 
-class AccountsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+class AccountsSettings(StrictSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="forbid")
 
     # One-time login codes sent by SMS
     otp_ttl_s: int = 300  # a code expires 5 minutes after it was sent

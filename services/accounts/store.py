@@ -9,7 +9,6 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Date,
-    DateTime,
     Float,
     Integer,
     String,
@@ -18,7 +17,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from services.kernel.db import new_metadata
+from services.kernel.db import Timestamp, new_metadata
 
 metadata = new_metadata()
 
@@ -35,14 +34,14 @@ users = Table(
     Column("id_number_enc", Text, nullable=True),
     Column("id_number_hash", String(64), nullable=True, unique=True),
     Column("id_number_masked", String(24), nullable=True),
-    Column("identity_verified_at", DateTime(timezone=True), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("identity_verified_at", Timestamp(), nullable=True),
+    Column("created_at", Timestamp(), nullable=False),
     # Access tokens carry the version they were issued at; raising it revokes the older ones on their next
     # request (services/kernel/revocation.py). `token_version_at_ms`: when, so a restart re-publishes recent ones.
     Column("token_version", Integer, nullable=False, server_default="0"),
     Column("token_version_at_ms", BigInteger, nullable=True),
     # An admin's suspension: no login, no refresh, every token revoked, until reinstated.
-    Column("suspended_at", DateTime(timezone=True), nullable=True),
+    Column("suspended_at", Timestamp(), nullable=True),
     Column("suspended_by", String(40), nullable=True),
     Column("suspended_reason", String(300), nullable=True),
 )
@@ -54,7 +53,7 @@ user_roles = Table(
     metadata,
     Column("user_id", String(40), primary_key=True),
     Column("role", String(32), primary_key=True),
-    Column("granted_at", DateTime(timezone=True), nullable=False),
+    Column("granted_at", Timestamp(), nullable=False),
     Column("granted_by", String(40), nullable=True),
 )
 
@@ -91,7 +90,7 @@ consents = Table(
     Column("id", String(40), primary_key=True),
     Column("user_id", String(40), nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", Timestamp(), nullable=False),
     UniqueConstraint("user_id", "kind"),
 )
 
@@ -107,8 +106,8 @@ firms = Table(
     Column("city_code", String(6), nullable=False),
     Column("status", String(16), nullable=False),  # pending | verified | rejected
     Column("status_reason", String(300), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("decided_at", Timestamp(), nullable=True),
     Column("decided_by", String(40), nullable=True),
 )
 
@@ -122,8 +121,8 @@ qualifications = Table(
     Column("valid_until", Date, nullable=False),
     Column("status", String(16), nullable=False),
     Column("status_reason", String(300), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("decided_at", Timestamp(), nullable=True),
     Column("decided_by", String(40), nullable=True),
 )
 
@@ -132,7 +131,7 @@ firm_accountants = Table(
     metadata,
     Column("firm_id", String(40), primary_key=True),
     Column("user_id", String(40), primary_key=True, index=True),
-    Column("added_at", DateTime(timezone=True), nullable=False),
+    Column("added_at", Timestamp(), nullable=False),
     Column("added_by", String(40), nullable=False),
 )
 
@@ -153,8 +152,8 @@ collectors = Table(
     Column("categories", Text, nullable=False),  # JSON list of taxonomy leaf codes
     Column("status", String(16), nullable=False),
     Column("status_reason", String(300), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("decided_at", Timestamp(), nullable=True),
     Column("decided_by", String(40), nullable=True),
     UniqueConstraint("user_id", "firm_id"),
 )

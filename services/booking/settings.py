@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.kernel.ports import Port
+from services.kernel.settings import StrictSettings
 
 if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
     from .prices import PriceCache
 
 
-class BookingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BOOKING_", case_sensitive=False, extra="ignore")
+class BookingSettings(StrictSettings):
+    model_config = SettingsConfigDict(env_prefix="BOOKING_", case_sensitive=False, extra="forbid")
 
     # --- time windows (预约时段) -------------------------------------------------------------------
     timezone: str = "Asia/Shanghai"

@@ -6,7 +6,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Float,
     Index,
     Integer,
@@ -16,13 +15,13 @@ from sqlalchemy import (
     Text,
 )
 
-from services.kernel.db import new_metadata
+from services.kernel.db import Timestamp, new_metadata
 
 metadata = new_metadata()
 
 # Geohashes compare byte-wise (prefix ranges); PostgreSQL gets collation "C" so a locale never reorders them.
 GEOHASH = String(12).with_variant(String(12, collation="C"), "postgresql")
-TS = DateTime(timezone=True)  # always UTC-aware in code
+TS = Timestamp()  # always UTC-aware in code
 
 # The taxonomy as booking serves it, seeded from services/kernel/taxonomy.toml at start.
 categories = Table(
@@ -48,7 +47,7 @@ price_copy = Table(
     Column("unit_price_fen", Integer, nullable=True),
     Column("stale", Boolean, nullable=False),
     Column("reference", Boolean, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
 )
 
 # Booking's copy of verified collectors (fed by accounts.collector events): who may see and grab which jobs.

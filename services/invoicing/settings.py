@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.kernel.ports import Port
+from services.kernel.settings import StrictSettings
 
 if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
@@ -24,8 +25,8 @@ if TYPE_CHECKING:
     from .domain.tax_config import TaxRuleBook
 
 
-class InvoicingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INVOICING_", case_sensitive=False, extra="ignore")
+class InvoicingSettings(StrictSettings):
+    model_config = SettingsConfigDict(env_prefix="INVOICING_", case_sensitive=False, extra="forbid")
 
     # invoices are dated in China's time zone: a pickup settled at 23:30 UTC+8 on 30 Nov is a November invoice
     timezone: str = "Asia/Shanghai"

@@ -19,7 +19,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Float,
     Index,
     Integer,
@@ -30,11 +29,11 @@ from sqlalchemy import (
     text,
 )
 
-from services.kernel.db import new_metadata
+from services.kernel.db import Timestamp, new_metadata
 
 metadata = new_metadata()
 
-TS = DateTime(timezone=True)
+TS = Timestamp()
 FEN = BigInteger
 AUTO_ID = BigInteger().with_variant(Integer, "sqlite")
 

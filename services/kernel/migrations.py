@@ -11,13 +11,13 @@ from __future__ import annotations
 import importlib
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import MetaData
 
-from .db import Database, ensure_schema
+from .db import Database, Timestamp, ensure_schema
 
 
 def service_dir(service: str) -> Path:
@@ -111,6 +111,13 @@ def _leave_kernel_tables_to_the_helper(context: Any, revision: Any, directives: 
         ops.ops[:] = [op for op in ops.ops if getattr(op, "table_name", None) not in KERNEL_TABLES]
 
 
+def _render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
+    """Migrations write the kernel's `Timestamp` as the column type it stands for (the same DDL)."""
+    if type_ == "type" and isinstance(obj, Timestamp):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
 def run_env() -> None:
     """Body of every service's migrations/env.py."""
     cfg = context.config
@@ -125,6 +132,7 @@ def run_env() -> None:
             render_as_batch=db.dialect == "sqlite",  # SQLite can only ALTER through table copies
             version_table="alembic_version",
             compare_type=True,
+            render_item=_render_item,
             process_revision_directives=_leave_kernel_tables_to_the_helper,
         )
         with context.begin_transaction():

@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     Integer,
     LargeBinary,
     String,
@@ -35,7 +34,7 @@ from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.orm import Session
 
 from .bus.port import EventBus, Record
-from .db import Database, new_metadata
+from .db import Database, Timestamp, new_metadata
 from .events import CONTENT_TYPE, Envelope, Event
 
 log = logging.getLogger(__name__)
@@ -52,8 +51,8 @@ outbox_t = Table(
     Column("key", String(200), nullable=False),
     Column("type", String(200), nullable=False),
     Column("payload", LargeBinary, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("sent_at", DateTime(timezone=True), nullable=True, index=True),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("sent_at", Timestamp(), nullable=True, index=True),
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text, nullable=True),
 )
@@ -63,7 +62,7 @@ inbox_t = Table(
     kernel_metadata,
     Column("group_id", String(200), primary_key=True),
     Column("event_id", String(64), primary_key=True),
-    Column("handled_at", DateTime(timezone=True), nullable=False),
+    Column("handled_at", Timestamp(), nullable=False),
 )
 
 

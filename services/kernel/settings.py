@@ -9,15 +9,47 @@ import functools
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+class StrictSettings(BaseSettings):
+    """The base of every settings class (the platform's, the gateway's, each service's): a name that is not one of
+    its fields is refused, whether passed when it is built or to `model_copy`, never silently dropped. A gateway or
+    service setting (GATEWAY_REDIS_PREFIX, BOOKING_...) belongs to its own class, which reads the environment."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            cls._refuse_unknown(data)
+        return data
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with some fields changed (pydantic does not validate `update`: an unknown name would be kept
+        as an attribute that nothing reads)."""
+        type(self)._refuse_unknown(update or {})
+        return super().model_copy(update=update, deep=deep)
+
+    @classmethod
+    def _refuse_unknown(cls, names: Mapping[str, Any]) -> None:
+        unknown = sorted(k for k in names if k.lower() not in cls.model_fields)
+        if unknown:
+            raise ConfigError(
+                f"not {cls.__name__} fields: {', '.join(unknown)}. The gateway and each service read their own "
+                "settings (gateway/settings.py: GATEWAY_REDIS_PREFIX, TRUST_FORWARDED_FOR, ...; "
+                "services/<name>/settings.py: BOOKING_..., ...) from the environment"
+            )
+
+
+class Settings(StrictSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="forbid")
 
     env: Literal["dev", "test", "prod"] = "dev"
     data_dir: Path = Path("data")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.kernel.ports import Port
+from services.kernel.settings import StrictSettings
 
 if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
@@ -46,8 +47,8 @@ DEFAULT_PROHIBITED_WORDS = (
 )
 
 
-class ListingsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LISTINGS_", case_sensitive=False, extra="ignore")
+class ListingsSettings(StrictSettings):
+    model_config = SettingsConfigDict(env_prefix="LISTINGS_", case_sensitive=False, extra="forbid")
 
     # second-hand categories file ("" = the shipped categories.toml)
     categories_file: str = ""

@@ -9,7 +9,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     Index,
     Integer,
     SmallInteger,
@@ -19,7 +18,7 @@ from sqlalchemy import (
     text,
 )
 
-from services.kernel.db import new_metadata
+from services.kernel.db import Timestamp, new_metadata
 
 from .domain import model as m
 
@@ -53,9 +52,9 @@ listings = Table(
     Column("certificate_id", String(64), nullable=True, index=True),  # the certificate it was published on
     Column("unpublished_reason", String(32), nullable=True),
     Column("reserved_order_id", String(64), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("published_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
+    Column("published_at", Timestamp(), nullable=True),
 )
 
 # listings' copy of the wipe service's certificates (consumer group listings.certificates)
@@ -64,8 +63,8 @@ certificates = Table(
     metadata,
     Column("certificate_id", String(64), primary_key=True),
     Column("device_kind", String(16), nullable=False),
-    Column("issued_at", DateTime(timezone=True), nullable=True),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("issued_at", Timestamp(), nullable=True),
+    Column("revoked_at", Timestamp(), nullable=True),
     Column("revoked_reason", Text, nullable=True),
 )
 
@@ -102,13 +101,13 @@ orders = Table(
     Column("tracking_no", String(64), nullable=True),
     Column("cancel_reason", String(64), nullable=True),
     Column("auto_confirmed", Boolean, nullable=False, default=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("paid_at", DateTime(timezone=True), nullable=True),
-    Column("shipped_at", DateTime(timezone=True), nullable=True),
-    Column("completed_at", DateTime(timezone=True), nullable=True),
-    Column("closed_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
+    Column("expires_at", Timestamp(), nullable=False),
+    Column("paid_at", Timestamp(), nullable=True),
+    Column("shipped_at", Timestamp(), nullable=True),
+    Column("completed_at", Timestamp(), nullable=True),
+    Column("closed_at", Timestamp(), nullable=True),
     Index("ix_orders_status_expires", "status", "expires_at"),
     Index("ix_orders_status_shipped", "status", "shipped_at"),
     # never two live orders for one listing, whatever races (the reservation is the first guard)
@@ -131,5 +130,5 @@ reviews = Table(
     Column("subject_id", String(64), nullable=False, index=True),  # the user reviewed
     Column("rating", SmallInteger, nullable=False),
     Column("comment", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
 )

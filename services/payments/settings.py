@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.kernel.ports import Port
+from services.kernel.settings import StrictSettings
 
 from .domain.rules import DEFAULT_PAYOUT_THRESHOLD_FEN
 
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
 
 
-class PaymentsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", case_sensitive=False, extra="ignore")
+class PaymentsSettings(StrictSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", case_sensitive=False, extra="forbid")
 
     payout_threshold_fen: int = Field(DEFAULT_PAYOUT_THRESHOLD_FEN, ge=0)
     webhook_tolerance_s: int = Field(300, ge=1)

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     BigInteger,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -25,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from services.kernel.db import new_metadata
+from services.kernel.db import Timestamp, new_metadata
 from services.kernel.ids import new_id
 
 from .domain.ledger import Entry, check_balanced
@@ -52,8 +51,8 @@ holds = Table(
     Column(
         "status_reason", Text, nullable=True
     ),  # why the provider changed it (e.g. the authorisation lapsed)
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
 )
 
 # Holds other services ask for over the bus (contracts.payments: HoldRequested, ...): a PaymentIntent opened at the
@@ -74,8 +73,8 @@ hold_requests = Table(
     Column("decline_code", String(64), nullable=True),
     Column("decline_message", Text, nullable=True),
     Column("client_secret", Text, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
     Column("provider_ref", String(128), nullable=True, unique=True),  # the PaymentIntent
     Column("attempt_ref", String(128), nullable=True),  # the payer's last attempt already reported
 )
@@ -89,7 +88,7 @@ hold_commands = Table(
     Column("op", String(16), nullable=False),
     Column("hold_id", String(64), nullable=False, index=True),
     Column("amount_fen", Money, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
 )
 
 refunds = Table(
@@ -103,8 +102,8 @@ refunds = Table(
     Column("provider_ref", String(128), nullable=True, unique=True),
     Column("reason", Text, nullable=False, default=""),
     Column("failure_reason", Text, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
 )
 
 # One row per payee: the provider account money is paid to, and the lock that serialises their wallets.
@@ -113,8 +112,8 @@ payees = Table(
     metadata,
     Column("user_id", String(64), primary_key=True),
     Column("provider_account_ref", String(128), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
 )
 
 payouts = Table(
@@ -133,8 +132,8 @@ payouts = Table(
     Column("withdrawal_id", String(64), nullable=True, index=True),
     Column("provider_ref", String(160), nullable=True),
     Column("failure_reason", Text, nullable=True),
-    Column("requested_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("requested_at", Timestamp(), nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
 )
 
 withdrawals = Table(
@@ -149,8 +148,8 @@ withdrawals = Table(
     Column("provider_ref", String(128), nullable=True, unique=True),
     Column("trigger_payout_id", String(128), nullable=True),
     Column("failure_reason", Text, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
 )
 
 ledger_entries = Table(
@@ -160,7 +159,7 @@ ledger_entries = Table(
     Column("kind", String(32), nullable=False),
     Column("ref", String(160), nullable=False, index=True),
     Column("memo", Text, nullable=False, default=""),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
     # one entry per (kind, ref): a retried command or redelivered event cannot book the same fact twice
     Index("uq_ledger_entries_kind_ref", "kind", "ref", unique=True),
 )
@@ -197,7 +196,7 @@ provider_events = Table(
     Column("amount_fen", Money, nullable=True),
     Column("failure_reason", Text, nullable=True),
     Column("payload", Text, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", Timestamp(), nullable=False),
 )
 
 

@@ -10,16 +10,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.kernel.ports import Port
+from services.kernel.settings import StrictSettings
 
 if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
 
 
-class PricingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PRICING_", case_sensitive=False, extra="ignore")
+class PricingSettings(StrictSettings):
+    model_config = SettingsConfigDict(env_prefix="PRICING_", case_sensitive=False, extra="forbid")
 
     # A quote uses a region's latest published value only if it is at most this many days older than the
     # latest computed day; older values are skipped for the next wider region (and flagged stale when used).

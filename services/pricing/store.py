@@ -13,7 +13,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Index,
     Integer,
     LargeBinary,
@@ -22,11 +21,11 @@ from sqlalchemy import (
     Text,
 )
 
-from services.kernel.db import new_metadata
+from services.kernel.db import Timestamp, new_metadata
 
 metadata = new_metadata()
 
-TS = DateTime(timezone=True)  # always UTC-aware in code
+TS = Timestamp()  # always UTC-aware in code
 # An integer key that is 64-bit on PostgreSQL and the rowid alias on SQLite (autoincrement works on both).
 ID = BigInteger().with_variant(Integer, "sqlite")
 
@@ -46,7 +45,7 @@ published_values = Table(
     Column("n_obs", Integer, nullable=False, default=0),
     Column("methodology_version", String(32), nullable=False),
     Column("reference", Boolean, nullable=False, default=False),
-    Column("published_at", DateTime(timezone=True), nullable=False),
+    Column("published_at", Timestamp(), nullable=False),
     Column("audit", Text, nullable=True),  # JSON disclosure: counts by exclusion reason, band, quorum, ...
     # added by the pricing job (None on the seeded reference rows)
     Column("status", String(20), nullable=True),  # published | insufficient_data

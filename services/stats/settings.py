@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.kernel.ports import Port
+from services.kernel.settings import StrictSettings
 
 from .domain.flows import local_day
 
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 
 
-class StatsSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STATS_", case_sensitive=False, extra="ignore")
+class StatsSettings(StrictSettings):
+    model_config = SettingsConfigDict(env_prefix="STATS_", case_sensitive=False, extra="forbid")
 
     # figures are by calendar day in China: a pickup settled at 23:30 on 30 Nov (UTC+8) is a November figure
     timezone: str = "Asia/Shanghai"

@@ -11,13 +11,13 @@ collectors active, pickups) cannot be summed across days or regions, so their me
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Date, DateTime, Index, Integer, String, Table
+from sqlalchemy import BigInteger, Boolean, Column, Date, Index, Integer, String, Table
 
-from services.kernel.db import new_metadata
+from services.kernel.db import Timestamp, new_metadata
 
 metadata = new_metadata()
 
-TS = DateTime(timezone=True)
+TS = Timestamp()
 ID = String(64)
 
 # One per settled pickup (booking.pickup.settled), with the factor table version that made its CO2e.

@@ -9,9 +9,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.kernel.ports import Port
+from services.kernel.settings import StrictSettings
 
 from .domain.rules import AuctionRules
 
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
 
 
-class TradingSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TRADING_", case_sensitive=False, extra="ignore")
+class TradingSettings(StrictSettings):
+    model_config = SettingsConfigDict(env_prefix="TRADING_", case_sensitive=False, extra="forbid")
 
     # --- auctions -------------------------------------------------------------------------------------------
     # anti-sniping (延时): a bid this close to the end of an ascending lot moves the end to `extension_s` after it

@@ -6,7 +6,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     Index,
     Integer,
     String,
@@ -15,10 +14,10 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from services.kernel.db import new_metadata
+from services.kernel.db import Timestamp, new_metadata
 
 metadata = new_metadata()
-TS = DateTime(timezone=True)  # always UTC-aware in code
+TS = Timestamp()  # always UTC-aware in code
 ID = String(64)
 SEQ = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
 

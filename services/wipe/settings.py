@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from services.kernel.ports import Port
+from services.kernel.settings import StrictSettings
 
 if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
     from .domain.policy import WipePolicy
 
 
-class WipeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="WIPE_", case_sensitive=False, extra="ignore")
+class WipeSettings(StrictSettings):
+    model_config = SettingsConfigDict(env_prefix="WIPE_", case_sensitive=False, extra="forbid")
 
     # a deployment's own policy file ("" = the shipped services/wipe/policy.toml)
     policy_file: str = ""

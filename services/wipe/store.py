@@ -18,7 +18,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Index,
     Integer,
     String,
@@ -27,11 +26,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from services.kernel.db import new_metadata
+from services.kernel.db import Timestamp, new_metadata
 
 metadata = new_metadata()
 
-TS = DateTime(timezone=True)
+TS = Timestamp()
 AUTO_ID = BigInteger().with_variant(Integer, "sqlite")
 
 tools = Table(

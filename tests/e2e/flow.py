@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -42,13 +43,34 @@ def log_tail(log_path: Path) -> str:
     return log_path.read_text()[-4000:]
 
 
+# a date and time with no offset after it: never in a reply (RFC 3339 wants one)
+_NAIVE_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?")
+
+
+def _reply(url: str, raw: bytes) -> dict:
+    body = json.loads(raw or b"{}")
+
+    def walk(v: object, where: str) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{where}.{k}")
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]")
+        elif isinstance(v, str):
+            assert not _NAIVE_TIMESTAMP.fullmatch(v), f"{url}: {where} = {v!r} has no UTC offset"
+
+    walk(body, "$")
+    return body
+
+
 def http_get(url: str, headers: dict | None = None) -> tuple[int, dict]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
+            return r.status, _reply(url, r.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        return e.code, _reply(url, e.read())
 
 
 def http_post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict]:
@@ -60,9 +82,9 @@ def http_post(url: str, body: dict, headers: dict | None = None) -> tuple[int, d
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
+            return r.status, _reply(url, r.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        return e.code, _reply(url, e.read())
 
 
 def whole_pickup_flow(base: str) -> dict:

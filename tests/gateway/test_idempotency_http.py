@@ -8,6 +8,7 @@ import time
 
 from sqlalchemy import func, select
 
+from gateway.idempotency import SqlIdempotencyStore
 from services.accounts import handlers
 from services.accounts.store import consents, firms
 from tests.gateway.support import CITY_CODE, USCC, call, login, start
@@ -136,6 +137,14 @@ async def test_server_errors_are_not_stored(aiohttp_client, sqlite_settings, mon
         return real(*args, **kw)
 
     monkeypatch.setattr(handlers, "record_consent", flaky)
+    # a slow store (a loaded machine): the key must be free before the 500 goes out, not some time after
+    real_release = SqlIdempotencyStore._release
+
+    def slow_release(*args):  # noqa: ANN002, ANN202 - runs in the store's worker thread
+        time.sleep(0.5)  # noqa: ASYNC251
+        return real_release(*args)
+
+    monkeypatch.setattr(SqlIdempotencyStore, "_release", slow_release)
     platform, client = await start(aiohttp_client, sqlite_settings)
     user = await login(client, platform, "13800138000")
     headers = {"Idempotency-Key": "retry-me"}

@@ -3,6 +3,7 @@ ownership on every route, red letters, retries, the seller's cap ledger and annu
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pytest
@@ -19,6 +20,7 @@ from .support import (
 )
 
 NOV = date(2026, 11, 10)
+RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 API_FIELDS = {
     "id",
     "number",
@@ -106,6 +108,7 @@ async def test_a_settled_pickup_is_visible_to_the_firms_accountant_and_to_the_se
         "amount_fen": 12_000_000,
     }
     assert len(inv["number"]) == 20 and inv["number"].startswith("26")
+    assert RFC3339.fullmatch(inv["issued_at"]), inv["issued_at"]  # with its offset, on both databases
     assert inv["buyer"]["uscc"] == "91110105MA01ABCD1X" and inv["special_business"] == "报废产品收购"
     # the seller sees it among their own, and in full
     mine = await (await client.get("/v1/invoices", headers=auth(settings, "u_seller", "resident"))).json()
