@@ -1,7 +1,7 @@
 """buyer default and second-chance offers
 
 Revision ID: 6bf034a54135
-Revises: 482f5c555940
+Revises: ca4bf20590e1
 Create Date: 2026-12-04 19:52:15.701151
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "6bf034a54135"
-down_revision = "482f5c555940"
+down_revision = "ca4bf20590e1"
 branch_labels = None
 depends_on = None
 
