@@ -8,6 +8,8 @@ field errors, and generate the OpenAPI document, so none of those can drift apar
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import gc
 import json
 import logging
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from . import inputs
+from . import idempotency, inputs
 from .auth import Principal, verify_token
 from .errors import DomainError, Forbidden, NotFound, RateLimited, Unauthorized, Unavailable, ValidationFailed
 from .events import current_trace_id
@@ -110,16 +112,9 @@ class Ctx:
         return user
 
     async def run(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        """Run blocking work (database, bus) off the event loop, keeping the trace id."""
-        ctx_trace = current_trace_id.get()
-
-        def call() -> Any:
-            token = current_trace_id.set(ctx_trace)
-            try:
-                return fn(*args, **kw)
-            finally:
-                current_trace_id.reset(token)
-
+        """Run blocking work (database, bus) off the event loop, in the request's context: its trace id, and its
+        Idempotency-Key for the first transaction that commits (services/kernel/idempotency.py)."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kw)
         return await asyncio.get_running_loop().run_in_executor(None, call)
 
 
@@ -484,6 +479,8 @@ async def parse_body(request: web.Request, model: type[BaseModel], *, optional: 
 def make_aiohttp_handler(
     route: RouteDef, runtime: ServiceRuntime
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    retention_h = runtime.settings.idempotency_retention_hours
+
     async def aio_handler(request: web.Request) -> web.StreamResponse:
         principal = await authenticate(request)
         route.policy.check(principal)
@@ -491,6 +488,14 @@ def make_aiohttp_handler(
         for name, value in params.items():
             if not inputs.PATH_PARAM.fullmatch(value):  # no handler sees (or echoes) a 100 KB "id"
                 raise NotFound(f"no resource with {name} {inputs.clip(value)!r}")
+        keyed = None if route.raw else await idempotency.begin(request, runtime.db, principal, retention_h)
+        if isinstance(keyed, web.StreamResponse):
+            return keyed  # the reply of the request that did the work
+        if keyed is None:
+            return await respond(request, principal, params)
+        return await idempotency.run(request, keyed, lambda: respond(request, principal, params))
+
+    async def respond(request: web.Request, principal: Any, params: dict[str, str]) -> web.StreamResponse:
         ctx = Ctx(request=request, runtime=runtime, principal=principal, params=params)
         if route.query is not None:
             query = dict(request.query)
