@@ -195,7 +195,7 @@ def test_closing_job_killed_mid_run_closes_each_lot_exactly_once(pg_settings):
 
 
 def test_deadline_job_killed_mid_run_defaults_each_buyer_exactly_once(pg_settings):
-    """120 trades whose buyers never paid: the deadline job is SIGKILLed mid-scan, then run twice at once. Each
+    """80 trades whose buyers never paid: the deadline job is SIGKILLed mid-scan, then run twice at once. Each
     buyer is in default once, each lot offered once to its runner-up, each event published once."""
     from services.trading import trades as trade_handlers
     from services.trading.closing import run_due
@@ -206,7 +206,7 @@ def test_deadline_job_killed_mid_run_defaults_each_buyer_exactly_once(pg_setting
     publish(platform, *firm_events("fm_seller"), *firm_events("fm_a"), *firm_events("fm_b"))
     t0 = datetime.now(UTC) - timedelta(days=10)
     ids = []
-    for i in range(120):
+    for i in range(80):
         lot = handlers.list_lot(
             rt,
             firm_principal("fm_seller"),
