@@ -27,6 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from sqlalchemy import select
 
 from services.contracts.payments import HoldAuthorised, HoldCaptured, HoldOpened
+from services.kernel.auth import Principal
 from services.kernel.errors import DomainError
 from services.kernel.events import Envelope
 from services.kernel.outbox import outbox_t
@@ -192,13 +193,13 @@ class DefaultMachine(RuleBasedStateMachine):
         self.platform.drain()
         self._then(then)
 
-    @rule(then=st.sampled_from([None, True, False]))
-    def seller_declares(self, then):
+    @rule(then=st.sampled_from([None, True, False]), by_admin=st.booleans())
+    def seller_declares(self, then, by_admin):
+        """The seller (or an admin arbitrating) declares the buyer in default, whenever it likes."""
         t = self.current()
         if t is not None:
-            self._try(
-                defaults.declare_default, self.rt, firm_principal(SELLER), t.id, "买方违约", now=self.now
-            )
+            who = Principal("u_admin", frozenset({"admin"})) if by_admin else firm_principal(SELLER)
+            self._try(defaults.declare_default, self.rt, who, t.id, "买方违约", now=self.now)
             self._then(then)
 
     @rule(accept=st.booleans())
@@ -329,6 +330,7 @@ class DefaultMachine(RuleBasedStateMachine):
                 assert r.defaulted_at is None and r.payment_status == "captured"
             if r.status == m.DEFAULTED:
                 assert r.payment_status in (None, "cancelled")
+                assert r.default_reason in ("payment_overdue", "declared_by_seller", "declared_by_admin")
                 earliest = [aware(r.awarded_at) + timedelta(days=7)]
                 if r.delivered_at is not None:
                     earliest.append(aware(r.delivered_at) + timedelta(hours=72))
@@ -366,7 +368,7 @@ def test_random_histories_after_an_award_keep_the_default_rules(shared_platform)
     run_state_machine_as_test(
         DefaultMachine,
         settings=settings(
-            max_examples=60,
+            max_examples=40,
             stateful_step_count=25,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
