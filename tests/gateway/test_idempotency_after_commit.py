@@ -657,3 +657,86 @@ async def _post(
             return r.status, await r.read()
     except aiohttp.ClientError:  # the service dropped the connection it was asked straight
         return -1, b""
+
+
+# --- a reply that could not be stored; keys forgotten after the retention -----------------------------------
+
+
+async def test_a_handler_failing_after_its_commit_is_not_run_again(api: Api, monkeypatch) -> None:  # noqa: ANN001
+    """The work committed, then the handler itself failed: no reply to store. The retry is told so (409
+    `idempotency_key_reply_lost`) instead of recording the consent a second time."""
+    from services.accounts import handlers
+
+    real = handlers.record_consent
+
+    def commits_then_fails(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        real(*args, **kw)
+        raise RuntimeError("fault injected after the commit")
+
+    monkeypatch.setattr(handlers, "record_consent", commits_then_fails)
+    user, key = await api.login(), uuid.uuid4().hex
+    before = row_counts(api.topo)
+    first = await send(api, "/v1/me/consents", user, {"kind": "reverse_invoicing"}, key)
+    assert first.status == 500
+    made = changed(before, row_counts(api.topo))
+    assert made["accounts.consents"] == 1, made
+    again = await retry(api, "/v1/me/consents", user, {"kind": "reverse_invoicing"}, key)
+    assert again.status == 409 and again.json()["reason"] == "idempotency_key_reply_lost", again
+    assert changed(before, row_counts(api.topo)) == made
+
+
+async def test_keys_are_forgotten_after_the_retention(api: Api) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.kernel import idempotency
+    from services.kernel.outbox import idempotency_keys_t as keys_t
+
+    db = api.topo.platform["accounts"].db
+    old = datetime.now(UTC) - timedelta(hours=api.topo.settings.idempotency_retention_hours, minutes=1)
+    with db.engine.begin() as conn:
+        conn.execute(
+            keys_t.insert().values(
+                scope="user:us_old", key="k", fingerprint="f", state="replied", created_at=old
+            )
+        )
+    idempotency._last_purge.pop(db, None)  # due now: the next stored reply purges
+    user, key = await api.login(), uuid.uuid4().hex
+    assert (await send(api, "/v1/me/consents", user, {"kind": "reverse_invoicing"}, key)).status == 201
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(keys_t.c.scope, keys_t.c.state).where(keys_t.c.key.in_(["k", key]))).all()
+    assert rows == [(f"user:{user.user_id}", "replied")]
+
+
+async def test_a_retry_while_the_work_is_finishing_waits_for_its_reply(api: Api, monkeypatch) -> None:  # noqa: ANN001
+    """The consent is committed and the handler is still at work when the retry comes (distributed: the gateway gave
+    up waiting, 504). The retry is told 409 in progress with Retry-After — which nobody keeps as the key's
+    outcome — and once the reply is stored, the next retry gets it."""
+    from services.accounts import handlers
+
+    real = handlers.record_consent
+
+    def slow_after_commit(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        out = real(*args, **kw)
+        time.sleep(1.0)
+        return out
+
+    monkeypatch.setattr(handlers, "record_consent", slow_after_commit)
+    user, key, body = await api.login(), uuid.uuid4().hex, {"kind": "reverse_invoicing"}
+    before = row_counts(api.topo)
+    gw = api.topo.gateway_app["gateway"]  # type: ignore[index]
+    gw.gw = gw.gw.model_copy(update={"upstream_timeout_s": 0.3})
+    try:
+        first = asyncio.create_task(send(api, "/v1/me/consents", user, body, key))
+        await asyncio.sleep(0.6)
+        busy = await send(api, "/v1/me/consents", user, body, key)
+        assert busy.status == 409 and busy.headers["Retry-After"] == "1", busy
+        assert busy.json()["reason"] == "idempotency_key_in_progress"
+        first_reply = await first
+    finally:
+        gw.gw = gw.gw.model_copy(update={"upstream_timeout_s": 30.0})
+    assert first_reply.status == (504 if api.mode == "distributed" else 201), first_reply
+    again = await retry(api, "/v1/me/consents", user, body, key)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true", again
+    if first_reply.status == 201:
+        assert again.body == first_reply.body
+    assert changed(before, row_counts(api.topo))["accounts.consents"] == 1
