@@ -6,7 +6,11 @@ for IDEMPOTENCY_TTL_S. A later request with the same key and the same request (m
 stored reply again, marked `Idempotent-Replayed: true`, without the work being done twice. The same key with a
 different request is refused with 422. Keys are scoped per user (per client IP for anonymous calls), so two users
 can never see each other's replies. A claimed key whose request crashed is freed (or taken over after
-IDEMPOTENCY_LOCK_S, if the process died); 5xx and 429 replies are not stored, so the client may retry them.
+IDEMPOTENCY_LOCK_S, if the process died); 5xx, 429 and Retry-After replies are not stored, so the client may retry them.
+
+The gateway sees replies only: a retry after a 5xx or a time-out whose work had committed reaches the service
+again, and the service itself answers it with the original reply (services/kernel/idempotency.py). Fingerprint,
+key syntax and the problems are that module's, so both layers answer alike.
 
 Adapters: `SqlIdempotencyStore` (a table in the gateway's own SQLite/PostgreSQL database; the embedded run) and
 `RedisIdempotencyStore` (REDIS_URL set; the distributed run, shared by every gateway replica). One contract test
@@ -20,7 +24,6 @@ import base64
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,16 +46,21 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from services.kernel.db import Database, ensure_schema, new_metadata
-from services.kernel.errors import DomainError, RuleViolated, Unavailable, ValidationFailed
-from services.kernel.http import authenticate, error_response, problem_for, problem_reply
+from services.kernel.errors import DomainError, Unavailable
+from services.kernel.http import authenticate, error_response
+from services.kernel.idempotency import (
+    HEADER,
+    REPLAYED,
+    STORED_HEADERS,
+    check_key,
+    fingerprint,
+    in_progress_reply,
+    key_reused,
+    should_store,
+)
 from services.kernel.ids import new_id
 
 log = logging.getLogger(__name__)
-
-HEADER = "Idempotency-Key"
-REPLAYED = "Idempotent-Replayed"
-_KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, like Stripe and the IETF draft
-_STORED_HEADERS = ("Content-Type", "Location")
 
 
 @dataclass(frozen=True)
@@ -287,19 +295,6 @@ class RedisIdempotencyStore:
 # --- the middleware --------------------------------------------------------------------------------------
 
 
-def fingerprint(request: web.Request, body: bytes) -> str:
-    h = hashlib.sha256()
-    for part in (request.method.encode(), request.rel_url.path_qs.encode(), body):
-        h.update(len(part).to_bytes(8, "big"))
-        h.update(part)
-    return h.hexdigest()
-
-
-def should_store(status: int) -> bool:
-    """Replies that are the request's outcome; 5xx and 429 are transient, so a retry must run again."""
-    return status < 500 and status != 429
-
-
 @dataclass
 class IdempotencyMiddleware:
     store: IdempotencyStore
@@ -321,10 +316,7 @@ class IdempotencyMiddleware:
         key = request.headers.get(HEADER)
         if request.method != "POST" or key is None:
             return await handler(request)
-        if not _KEY_RE.fullmatch(key):
-            raise ValidationFailed.field(
-                HEADER, "must be 1 to 255 visible ASCII characters (a UUID is ideal)"
-            )
+        check_key(key)
         principal = await authenticate(
             request
         )  # a bad or revoked token is refused here: a key cannot be scoped without a user
@@ -336,22 +328,9 @@ class IdempotencyMiddleware:
         except Exception as exc:  # noqa: BLE001 - the store is down: refuse rather than risk doing it twice
             raise Unavailable("the idempotency store is unavailable; retry later") from exc
         if claim.outcome == "mismatch":
-            raise RuleViolated(
-                f"this {HEADER} was already used with a different request; use a new key",
-                reason="idempotency_key_reused",
-                field=HEADER,
-            )
+            raise key_reused()
         if claim.outcome == "in_progress":
-            return problem_reply(
-                problem_for(
-                    409,
-                    f"a request with this {HEADER} is still in progress; retry shortly",
-                    title="State conflict",
-                    instance=request.path,
-                    reason="idempotency_key_in_progress",
-                ),
-                {"Retry-After": "1"},
-            )
+            return in_progress_reply(request)
         if claim.outcome == "replay":
             assert claim.reply is not None
             return web.Response(
@@ -377,8 +356,8 @@ class IdempotencyMiddleware:
             self._later(self.store.release(scope, key, claim.token))
             raise
         body_out = resp.body if isinstance(resp, web.Response) else None
-        if isinstance(body_out, (bytes, bytearray)) and should_store(resp.status):
-            headers = {h: resp.headers[h] for h in _STORED_HEADERS if h in resp.headers}
+        if isinstance(body_out, (bytes, bytearray)) and should_store(resp):
+            headers = {h: resp.headers[h] for h in STORED_HEADERS if h in resp.headers}
             if "Content-Type" not in headers and resp.content_type:
                 headers["Content-Type"] = resp.content_type
             await self.store.complete(

@@ -30,6 +30,7 @@ RETURN_HEADERS = (
     "Content-Disposition",
     "Content-Security-Policy",
     "X-Content-Type-Options",
+    "Idempotent-Replayed",  # the service answered a retry with the reply of the request that did the work
 )
 
 
@@ -74,7 +75,9 @@ def _forwarder(route: RouteDef, base: str):  # noqa: ANN202
                 url,
                 headers=headers,
                 data=body,
-                timeout=aiohttp.ClientTimeout(total=None if route.raw else 30, connect=3),
+                timeout=aiohttp.ClientTimeout(
+                    total=None if route.raw else upstream_timeout_s(request), connect=3
+                ),
             )
         except TimeoutError:
             return problem_reply(problem_for(504, f"the {route.service} service did not answer in time"))
@@ -96,6 +99,11 @@ def _forwarder(route: RouteDef, base: str):  # noqa: ANN202
 
     forward.__name__ = f"forward_{route.operation_id}"
     return forward
+
+
+def upstream_timeout_s(request: web.Request) -> float:
+    gateway = request.app.get("gateway")
+    return gateway.gw.upstream_timeout_s if gateway is not None else 30.0
 
 
 async def probe_services(app: web.Application) -> dict[str, str]:

@@ -23,6 +23,9 @@ class GatewaySettings(StrictSettings):
     rate_limit_window_s: int = 60
     # Behind a trusted reverse proxy, take the client IP from X-Forwarded-For (never trust it otherwise).
     trust_forwarded_for: bool = False
+    # Distributed run: how long the gateway waits for a service's reply before answering 504 (streams: no limit).
+    # The service finishes the work anyway; a retry with the same Idempotency-Key gets its reply.
+    upstream_timeout_s: float = 30.0
     # Key prefix in Redis (distributed run: REDIS_URL set).
     gateway_redis_prefix: str = "recycle:gw:"
 

@@ -207,8 +207,15 @@ class UnitOfWork:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         try:
             if exc_type is None and not self.readonly:
+                from .idempotency import unwritten, write_key
+
+                keyed = unwritten(self.db)  # the request's Idempotency-Key commits with its work, or neither
+                if keyed is not None:
+                    write_key(self.session, keyed)
                 self._flush_events()
                 self.session.commit()
+                if keyed is not None:
+                    keyed.committed = True
             else:
                 self.session.rollback()
         finally:

@@ -37,6 +37,8 @@ from sqlalchemy.exc import DBAPIError
 
 from .db import retry_on_conflict
 from .events import Envelope, current_trace_id
+from .idempotency import KeyedRequest, KeyTaken, unwritten, write_key
+from .outbox import idempotency_keys_t as keys_t
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -73,6 +75,9 @@ class _Job(Generic[T]):
     trace_id: str | None
     lock_key: str = ""
     future: Future = field(default_factory=Future)
+    keyed: KeyedRequest | None = (
+        None  # the Idempotency-Key its transaction writes (services/kernel/idempotency.py)
+    )
 
 
 class GroupCommitWriter:
@@ -96,7 +101,7 @@ class GroupCommitWriter:
         `lock_key` names the row the job locks first (e.g. "slot:<area>:<start>"): a batch runs its jobs in key
         order, so two batches on two PostgreSQL writer threads take their locks in the same order and do not
         deadlock (a deadlock would still be resolved by the database and the jobs run again, a second later)."""
-        job: _Job[T] = _Job(fn, current_trace_id.get(), lock_key)
+        job: _Job[T] = _Job(fn, current_trace_id.get(), lock_key, keyed=unwritten(self.db))
         self._ensure_started()
         self._queue.put(job)
         return job.future
@@ -189,8 +194,14 @@ class GroupCommitWriter:
         conn = self._connection()
         event_ids: list[str] = []
         committing = False
+        keyed = [j.keyed for j in jobs if j.keyed is not None and not j.keyed.committed]
         try:
             with conn.begin():
+                if len(jobs) == 1 and keyed:
+                    try:  # first: a second request with the key stops here, before any work (KeyTaken)
+                        write_key(conn, keyed[0])
+                    except KeyTaken as exc:
+                        raise _JobFailed(exc) from exc
                 results = []
                 inserts: dict[Any, list[dict]] = {}
                 for job in jobs:
@@ -207,10 +218,13 @@ class GroupCommitWriter:
                     results.append((value, uow.events))
                 for table, rows in inserts.items():
                     conn.execute(_insert_into(table), rows)
+                if len(jobs) > 1 and keyed:  # a key taken fails the batch: each job then runs alone (above)
+                    conn.execute(_insert_into(keys_t), [k.row() for k in keyed])
                 events = [e for _, evs in results for e in evs]
                 if events:
                     event_ids = write_outbox(conn, events)
                 committing = True  # leaving the block commits
+            _committed_keys(keyed)
             return results
         except DBAPIError:
             self._drop_connection()  # it may be broken; the next batch checks out a fresh one
@@ -218,6 +232,7 @@ class GroupCommitWriter:
                 # The connection went during COMMIT, but the commit happened: the callers get their results
                 # (running the jobs again would do the work twice, or fail on the work that exists).
                 log.warning("group commit: a batch of %d committed although its COMMIT failed", len(jobs))
+                _committed_keys(keyed)
                 return results
             raise
         finally:
@@ -267,6 +282,11 @@ class GroupCommitWriter:
                 conn.close()
             except Exception:  # noqa: BLE001 - closing a broken connection may fail too
                 log.debug("closing a writer connection failed", exc_info=True)
+
+
+def _committed_keys(keyed: list[KeyedRequest]) -> None:
+    for k in keyed:
+        k.committed = True
 
 
 _INSERTS: dict[Any, Any] = {}

@@ -2,8 +2,8 @@
 
 Each service has `services/<name>/migrations/` with an `env.py` that calls `run_env`, and versions written by
 `recycle makemigrations <service> -m "..."` (autogenerate against a scratch SQLite at head). A service's first
-migration creates the kernel's outbox and inbox tables with `create_outbox_and_inbox()` (the template writes the
-call; autogenerate leaves those two tables to it).
+migration creates the kernel's tables with `create_outbox_and_inbox()` and `create_idempotency_keys()` (the
+template writes the calls; autogenerate leaves those tables to them).
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ def target_metadata(service: str) -> list[MetaData]:
     return [mod.metadata, kernel_metadata]
 
 
-# The kernel's tables, created by every service's first migration through the helpers below.
-KERNEL_TABLES = frozenset({"outbox", "inbox"})
+# The kernel's tables, created in every service's migrations through the helpers below (a new service's first
+# migration calls them all: the template writes the calls).
+KERNEL_TABLES = frozenset({"outbox", "inbox", "idempotency_keys"})
 
 
 def create_outbox_and_inbox() -> None:
@@ -102,9 +103,38 @@ def drop_outbox_and_inbox() -> None:
     op.drop_table("inbox")
 
 
+def create_idempotency_keys() -> None:
+    """The table of committed Idempotency-Keys (services/kernel/idempotency.py). Frozen, like any migration."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.create_table(
+        "idempotency_keys",
+        sa.Column("scope", sa.String(length=200), nullable=False),
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("state", sa.String(length=10), nullable=False),
+        sa.Column("status", sa.Integer(), nullable=True),
+        sa.Column("headers", sa.Text(), nullable=True),
+        sa.Column("body", sa.LargeBinary(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("scope", "key", name=op.f("pk_idempotency_keys")),
+    )
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_idempotency_keys_created_at"), ["created_at"], unique=False)
+
+
+def drop_idempotency_keys() -> None:
+    from alembic import op
+
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_idempotency_keys_created_at"))
+    op.drop_table("idempotency_keys")
+
+
 def _leave_kernel_tables_to_the_helper(context: Any, revision: Any, directives: list[Any]) -> None:
-    """Autogenerating a service's first migration: the outbox and inbox come from `create_outbox_and_inbox()`
-    (written by the template), so their operations are dropped from what autogenerate found."""
+    """Autogenerating a service's first migration: the kernel's tables come from the helpers above (written by
+    the template), so their operations are dropped from what autogenerate found."""
     if not directives or context.get_current_revision() is not None:
         return
     for ops in (directives[0].upgrade_ops, directives[0].downgrade_ops):

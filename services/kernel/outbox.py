@@ -39,7 +39,7 @@ from .events import CONTENT_TYPE, Envelope, Event
 
 log = logging.getLogger(__name__)
 
-# Every service's database holds these two tables (each service's migrations create them).
+# Every service's database holds these tables (each service's migrations create them, services/kernel/migrations.py).
 kernel_metadata = new_metadata()
 
 outbox_t = Table(
@@ -63,6 +63,22 @@ inbox_t = Table(
     Column("group_id", String(200), primary_key=True),
     Column("event_id", String(64), primary_key=True),
     Column("handled_at", Timestamp(), nullable=False),
+)
+
+
+# The Idempotency-Key of each request whose work committed, written in the work's own transaction, and its reply
+# once known (services/kernel/idempotency.py).
+idempotency_keys_t = Table(
+    "idempotency_keys",
+    kernel_metadata,
+    Column("scope", String(200), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("state", String(10), nullable=False),  # committed | replied | lost
+    Column("status", Integer, nullable=True),
+    Column("headers", Text, nullable=True),
+    Column("body", LargeBinary, nullable=True),
+    Column("created_at", Timestamp(), nullable=False, index=True),
 )
 
 

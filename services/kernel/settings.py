@@ -82,6 +82,9 @@ class Settings(StrictSettings):
     kafka_compression: Literal["none", "gzip"] = "none"
     dblog_session_timeout_ms: int = 10000
 
+    # Idempotency-Keys each service keeps with the work they committed (services/kernel/idempotency.py)
+    idempotency_retention_hours: int = Field(24, ge=1)
+
     # consumer runner
     consumer_max_attempts: int = 5
     consumer_retry_backoff_s: float = 0.2

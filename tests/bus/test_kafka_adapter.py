@@ -41,3 +41,42 @@ def test_the_local_broker_starts_on_a_free_port_and_stops() -> None:
     host, port = broker.bootstrap.split(":")
     with socket.socket() as s:
         assert s.connect_ex((host, int(port))) != 0  # nothing listens any more
+
+
+@pytest.mark.kafka
+def test_a_producer_that_timed_out_is_replaced_and_the_next_publish_goes_through() -> None:
+    """A broker that does not answer for longer than the delivery time-out (frozen here) fails the publish;
+    the producer is dropped (kafka-python's idempotent producer could stay stuck after such an outage, see
+    KafkaBus._discard_producer) and, once the broker answers, the next publish on a new one is delivered."""
+    import os
+    import signal
+
+    from services.kernel.bus.kafka import KafkaBus
+    from services.kernel.bus.port import Record, TopicSpec
+    from workers.broker import BrokerError, start_broker
+
+    try:
+        broker = start_broker()
+    except BrokerError as exc:  # pragma: no cover - same policy as the session fixture
+        from tests.support.services import missing
+
+        missing("the Kafka-protocol broker", str(exc))
+    with broker:
+        bus = KafkaBus(broker.bootstrap, request_timeout_ms=1000, connect_timeout_ms=1000)
+        try:
+            bus.ensure_topics([TopicSpec("replaced.producer", 1)])
+            bus.publish([Record("replaced.producer", "k", b"before")])
+            first = bus.producer
+            os.kill(broker.process.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(Exception):  # noqa: B017, PT011 - a time-out, however kafka-python words it
+                    bus.publish([Record("replaced.producer", "k", b"during")])
+            finally:
+                os.kill(broker.process.pid, signal.SIGCONT)
+            assert bus._producer is None  # dropped, not kept for the next publish
+            bus.publish([Record("replaced.producer", "k", b"after")])
+            assert bus.producer is not first
+            values = [r.value for r in bus.read("replaced.producer", 0, 0)]
+            assert values[0] == b"before" and values[-1] == b"after"
+        finally:
+            bus.close()

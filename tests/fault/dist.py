@@ -89,6 +89,7 @@ class RetryingApi(Api):
         super().__init__(base)
         self.patience_s = patience_s
         self.retried = 0
+        self.lost_bookings = 0
 
     def attempt(
         self, method: str, path: str, token: str | None, body: dict | None, key: str
@@ -115,7 +116,9 @@ class RetryingApi(Api):
         status: int = 200,
         key: str | None = None,
     ) -> dict:
-        return self.call_or_conflict(method, path, token, body, status, key)[1]
+        done, reply = self.call_or_conflict(method, path, token, body, status, key)
+        assert done, (method, path, reply)
+        return reply
 
     def call_or_conflict(
         self,
@@ -150,8 +153,12 @@ class RetryingApi(Api):
 def settle_one_retrying(api: RetryingApi, actors: Actors, pid: str | None = None) -> str:
     """As harness.settle_one, each step tried until it is answered; a step refused as a conflict after a lost
     reply counts as done if the pickup shows it."""
-    if pid is None:
-        pid = api.call("POST", "/v1/pickups", actors.resident, booking_body(), status=201)["id"]
+    while pid is None:
+        done, reply = api.call_or_conflict("POST", "/v1/pickups", actors.resident, booking_body(), status=201)
+        if done:
+            pid = reply["id"]
+        else:  # booked, but its reply was lost for good (idempotency_key_reply_lost): the client books again
+            api.lost_bookings += 1
     weigh = {
         "lines": [{"category": "paper.cardboard", "qty": "13.2"}, {"category": "metal.copper", "qty": "1.25"}]
     }

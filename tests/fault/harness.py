@@ -332,11 +332,13 @@ def sql_accounting(url: str, schema_prefix: str, pids: list[str]) -> dict[str, o
 
 
 class Load:
-    """Settles pickups through the API in a thread, `concurrency` at a time, until stopped; calls that fail (the
-    platform is in an outage) are counted, and only pickups whose settle was answered 200 are kept."""
+    """Settles pickups through the API in a thread, `concurrency` at a time, until stopped (started at most `rate`
+    a second, if given); calls that fail (the platform is in an outage) are counted, and only pickups whose settle
+    was answered 200 are kept."""
 
-    def __init__(self, api: Api, actors: Actors, concurrency: int = 3):
+    def __init__(self, api: Api, actors: Actors, concurrency: int = 3, rate: float | None = None):
         self.api, self.actors, self.concurrency = api, actors, concurrency
+        self.pace = Pace(rate) if rate else None
         self.pids: list[str] = []
         self.failed_calls = 0
         self.stop = threading.Event()
@@ -345,6 +347,8 @@ class Load:
     def _run(self) -> None:
         while not self.stop.is_set():
             try:
+                if self.pace is not None and not self.pace.wait(self.stop):
+                    return
                 self.pids.append(settle_one(self.api, self.actors))
             except (AssertionError, OSError):
                 self.failed_calls += 1

@@ -105,7 +105,8 @@ def test_sigkilling_service_processes_of_run_dist_loses_nothing_and_does_nothing
     with capsys.disabled():
         print(
             f"\nkill test (run-dist): up in {started_s:.0f}s; {len(killer.made)} SIGKILLs of service processes in "
-            f"{t1 - t0:.0f}s under load ({dict(sorted(killed.items()))}); {api.retried} calls tried again; all "
+            f"{t1 - t0:.0f}s under load ({dict(sorted(killed.items()))}); {api.retried} calls tried again, "
+            f"{api.lost_bookings} bookings whose reply was lost for good; all "
             f"settled {caught_up_s:.0f}s later; {counts}; bookings by status {by_status}"
         )
     assert len(killer.made) == KILLS

@@ -113,18 +113,23 @@ class ObjectStore:
     def _ready(self) -> bool:
         """The bucket exists and an object can be written and read back (the volume server is up)."""
         try:
-            for method, path, data in (
-                ("PUT", f"/{self.bucket}", None),
-                ("PUT", f"/{self.bucket}/.probe", b"ok"),
-                ("GET", f"/{self.bucket}/.probe", None),
-            ):
-                req = urllib.request.Request(self.endpoint + path, data=data, method=method)
-                with urllib.request.urlopen(req, timeout=3) as r:
-                    if r.status != 200:
-                        return False
-            return True
-        except (OSError, urllib.error.URLError):
+            self._request("PUT", f"/{self.bucket}")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:  # 409: made by an earlier try (whose object write was too early)
+                return False
+        except OSError:
             return False
+        try:
+            self._request("PUT", f"/{self.bucket}/.probe", b"ok")
+            self._request("GET", f"/{self.bucket}/.probe")
+            return True
+        except OSError:  # HTTPError included
+            return False
+
+    def _request(self, method: str, path: str, data: bytes | None = None) -> None:
+        req = urllib.request.Request(self.endpoint + path, data=data, method=method)
+        with urllib.request.urlopen(req, timeout=3):
+            pass
 
     def close(self) -> None:
         if self.process.poll() is None:

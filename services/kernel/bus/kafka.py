@@ -226,9 +226,33 @@ class KafkaBus:
                             delivery_timeout_ms=2 * self.request_timeout_ms + self.linger_ms,
                             **self._common,
                         )
-                    except (kerr.NoBrokersAvailable, kerr.KafkaTimeoutError) as exc:
+                    except kerr.KafkaTimeoutError as exc:  # kafka-python 3: no broker answered the bootstrap
                         raise _unreachable(self.bootstrap, exc) from exc
         return self._producer
+
+    def _discard_producer(self, producer: KafkaProducer) -> None:
+        """Drop a producer that could not deliver within its delivery time-out; the next publish builds a new one
+        (a new producer id, fresh connections). kafka-python's idempotent producer can stay stuck after the
+        broker went away for longer than that time-out: its producer id is reset, and after the broker is back it
+        sends nothing for minutes (tests/fault/test_outage.py, a broker killed for 45 s). Its unacknowledged
+        records are the caller's to publish again (the outbox rows stay unsent; inboxes absorb duplicates)."""
+        with self._lock:
+            if self._producer is producer:
+                self._producer = None
+        try:
+            producer.close(timeout=0)
+        except kerr.KafkaTimeoutError:
+            # kafka-python's close() flushes first and gives up when that times out, leaving its I/O thread
+            # running (a leak per outage): stop that thread as close() would have, which fails what is pending
+            sender = getattr(producer, "_sender", None)
+            if sender is not None:
+                sender.force_close()
+                sender.join(5)
+            try:
+                producer.close(timeout=0)
+            except Exception:  # noqa: BLE001 - dropped either way
+                log.debug("closing a discarded producer failed", exc_info=True)
+        log.warning("Kafka producer discarded after a delivery time-out; the next publish uses a new one")
 
     def publish(self, records: list[Record]) -> None:
         if not records:
@@ -249,7 +273,11 @@ class KafkaBus:
             )
             for r in records
         ]
-        producer.flush(timeout=producer.config["delivery_timeout_ms"] / 1000)
+        try:
+            producer.flush(timeout=producer.config["delivery_timeout_ms"] / 1000)
+        except kerr.KafkaTimeoutError:
+            self._discard_producer(producer)
+            raise
         first_error: BaseException | None = None
         failed = 0
         for f in futures:
@@ -258,6 +286,8 @@ class KafkaBus:
             except Exception as exc:  # noqa: BLE001 - collect, then raise the first
                 failed += 1
                 first_error = first_error or exc
+        if isinstance(first_error, kerr.KafkaTimeoutError):
+            self._discard_producer(producer)
         if first_error is not None:
             raise kerr.KafkaError(
                 f"{failed} of {len(records)} records were not acknowledged: "
@@ -284,7 +314,7 @@ class KafkaBus:
         config.update(kw)
         try:
             return KafkaConsumer(**config)
-        except (kerr.NoBrokersAvailable, kerr.KafkaTimeoutError) as exc:
+        except kerr.KafkaTimeoutError as exc:  # kafka-python 3: no broker answered the bootstrap
             raise _unreachable(self.bootstrap, exc) from exc
 
     def _reader_consumer(self) -> KafkaConsumer:

@@ -7,7 +7,12 @@ Create Date: ${create_date}
 import sqlalchemy as sa
 from alembic import op
 % if not down_revision:
-from services.kernel.migrations import create_outbox_and_inbox, drop_outbox_and_inbox
+from services.kernel.migrations import (
+    create_idempotency_keys,
+    create_outbox_and_inbox,
+    drop_idempotency_keys,
+    drop_outbox_and_inbox,
+)
 % endif
 ${imports if imports else ""}
 
@@ -20,6 +25,7 @@ depends_on = ${repr(depends_on)}
 def upgrade() -> None:
 % if not down_revision:
     create_outbox_and_inbox()
+    create_idempotency_keys()
 % endif
     ${upgrades if upgrades else "pass"}
 
@@ -27,5 +33,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     ${downgrades if downgrades else "pass"}
 % if not down_revision:
+    drop_idempotency_keys()
     drop_outbox_and_inbox()
 % endif
