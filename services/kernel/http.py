@@ -551,10 +551,11 @@ def settle_heap(app: web.Application) -> None:
     garbage collector's sight (`gc.freeze`): a full collection walks every tracked object, and over the ~180,000
     of a started gateway it held the GIL for about 100 ms of CPU — a pause every request in flight waited for, and
     the largest part of the search benchmark's p99. Objects made later are collected as usual; stopping the app
-    gives the frozen ones back (tests start many apps in one process). Append it after the contexts that load."""
+    gives the frozen ones back (tests start many apps in one process). No collection first: it would cost those
+    100 ms at every start (hundreds in the tests) to reclaim the ~2,500 objects of garbage a start leaves. Append
+    it after the contexts that load."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        gc.collect()
         gc.freeze()
         yield
         gc.unfreeze()

@@ -89,3 +89,26 @@ def test_a_cached_answer_is_the_answer_without_the_cache(tmp_path_factory, write
     finally:
         cached.close()
         plain.close()
+
+
+def test_the_cache_is_bounded_by_entries_and_rows():
+    import numpy as np
+
+    from services.listings.search.hit_cache import HitCache
+
+    cache = HitCache(entries=2, max_rows=10)
+
+    def hits(n: int):  # noqa: ANN202
+        return np.arange(n, dtype=np.int64), None
+
+    cache.put(("a", True), 1, hits(4))
+    cache.put(("b", True), 1, hits(4))
+    assert cache.get(("a", True), 1) is not None  # a is now the most recently used
+    cache.put(("c", True), 1, hits(4))  # over two entries: b goes
+    assert cache.get(("b", True), 1) is None and cache.get(("a", True), 1) is not None
+    cache.put(("d", True), 1, hits(8))  # over ten rows: the least recently used go until it fits
+    assert cache.get(("c", True), 1) is None and cache.get(("a", True), 1) is None
+    assert cache.get(("d", True), 1) is not None
+    cache.put(("e", True), 1, hits(11))  # larger than the whole cache: not kept
+    assert cache.get(("e", True), 1) is None and cache.get(("d", True), 1) is not None
+    assert cache.get(("d", True), 2) is None  # another state of the index: never served
