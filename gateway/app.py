@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from services.bootstrap import Platform
-from services.kernel.http import RouteDef, harden, json_reply, mount, request_context
+from services.kernel.http import RouteDef, harden, json_reply, mount, request_context, settle_heap
 from services.kernel.runtime import available_services, load_spec
 from services.kernel.settings import Settings, get_settings
 
@@ -307,6 +307,7 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
             mount(app, rt)
         app.cleanup_ctx.append(_platform_ctx)
         gateway.registry.register(admin.ParkedCollector(platform))
+    settle_heap(app)  # after the platform's context: what it loads is frozen too
     return app
 
 

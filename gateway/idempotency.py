@@ -6,7 +6,7 @@ for IDEMPOTENCY_TTL_S. A later request with the same key and the same request (m
 stored reply again, marked `Idempotent-Replayed: true`, without the work being done twice. The same key with a
 different request is refused with 422. Keys are scoped per user (per client IP for anonymous calls), so two users
 can never see each other's replies. A claimed key whose request crashed is freed (or taken over after
-IDEMPOTENCY_LOCK_S, if the process died); 5xx and 429 replies are not stored, so the client may retry them.
+IDEMPOTENCY_LOCK_S, if the process died); 5xx, 429 and Retry-After replies are not stored, so the client may retry them.
 
 The gateway sees replies only: a retry after a 5xx or a time-out whose work had committed reaches the service
 again, and the service itself answers it with the original reply (services/kernel/idempotency.py). Fingerprint,
@@ -356,7 +356,7 @@ class IdempotencyMiddleware:
             self._later(self.store.release(scope, key, claim.token))
             raise
         body_out = resp.body if isinstance(resp, web.Response) else None
-        if isinstance(body_out, (bytes, bytearray)) and should_store(resp.status):
+        if isinstance(body_out, (bytes, bytearray)) and should_store(resp):
             headers = {h: resp.headers[h] for h in STORED_HEADERS if h in resp.headers}
             if "Content-Type" not in headers and resp.content_type:
                 headers["Content-Type"] = resp.content_type

@@ -70,7 +70,7 @@ def redis_url() -> Iterator[str]:
     try:
         redis.Redis.from_url(server, socket_connect_timeout=3).ping()
     except Exception:  # noqa: BLE001 - unreachable for any reason
-        missing(f"Redis at {server}", "start it or set TEST_REDIS_URL")
+        missing(f"Redis at {REDIS_TEST_URL or server}", "start it or set TEST_REDIS_URL")
     with leased_redis_db(server, explicit) as db:
         if db is None:
             missing(

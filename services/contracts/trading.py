@@ -46,6 +46,42 @@ class TradeSettled(_TradeEvent):
     settled_at: datetime
 
 
+class TradeDefaulted(_TradeEvent):
+    type = "cn.recycle.trading.trade.defaulted.v1"
+    doc = (
+        "The buyer defaulted (违约): it did not answer the delivered weight or pay by the deadline "
+        "(`payment_overdue`, the deadline job), or did not come to load and the seller (or an admin) declared it. "
+        "Its deposit, `deposit_forfeited_fen` (0 when it held none), is captured for the seller less the fee; the "
+        "lot goes to the next-best bid (TradeOffered) or back to the seller (LotReturned)."
+    )
+    round: int
+    reason: str  # payment_overdue | declared_by_seller | declared_by_admin
+    price_fen_per_t: int
+    deposit_forfeited_fen: int
+    defaulted_at: datetime
+
+
+class TradeOffered(_TradeEvent):
+    type = "cn.recycle.trading.trade.offered.v1"
+    doc = (
+        "A second-chance offer after a default: the lot is offered to the next-best bidder (`buyer_firm_id`) at its "
+        "own bid until `offer_expires_at`; accepting makes a TradeAwarded of this trade."
+    )
+    round: int
+    qty_t: str
+    price_fen_per_t: int
+    offered_at: datetime
+    offer_expires_at: datetime
+
+
+class TradeOfferEnded(_TradeEvent):
+    type = "cn.recycle.trading.trade.offer_ended.v1"
+    doc = "A second-chance offer was declined or not answered in time (`outcome`: declined | lapsed)."
+    round: int
+    outcome: str  # declined | lapsed
+    ended_at: datetime
+
+
 # --- lots (topic `trading.lot`, key = lot id): the lots board and its live best bids ----------------------------
 
 
@@ -96,3 +132,14 @@ class LotClosed(_LotEvent):
     price_fen_per_t: int | None = None
     bid_count: int
     closed_at: datetime
+
+
+class LotReturned(_LotEvent):
+    type = "cn.recycle.trading.lot.returned.v1"
+    doc = (
+        "After a default, no bidder at or above reserve was left to take the lot (or each declined): it is back with "
+        "the seller, its intake free to be listed again."
+    )
+    seller_firm_id: str
+    reason: str  # buyer_default
+    returned_at: datetime

@@ -18,6 +18,10 @@ the batch is rolled back and every job of it runs again alone, in its own transa
 its caller from that run, the others commit. Failures are the exception on the hot paths that use the writer (a
 slot that has just filled up), so the happy path pays for no savepoints.
 
+A job submitted while a request with an Idempotency-Key is handled writes that key in its transaction
+(services/kernel/idempotency.py): alone, before the job runs (a key already taken fails the job with `KeyTaken`);
+in a batch, with the batch's other inserts (a key taken fails the batch, and each job runs again alone).
+
 SQLite has one writer at a time, so it gets one writer thread. PostgreSQL runs transactions side by side, and a
 single thread would leave it waiting on round trips: it gets several, taking batches from the same queue.
 """

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import gc
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -545,6 +546,23 @@ async def _banner(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = SERVER_BANNER
 
 
+def settle_heap(app: web.Application) -> None:
+    """Once the app has started (modules, routes, models, the platform loaded), move everything alive out of the
+    garbage collector's sight (`gc.freeze`): a full collection walks every tracked object, and over the ~180,000
+    of a started gateway it held the GIL for about 100 ms of CPU — a pause every request in flight waited for, and
+    the largest part of the search benchmark's p99. Objects made later are collected as usual; stopping the app
+    gives the frozen ones back (tests start many apps in one process). No collection first: it would cost those
+    100 ms at every start (hundreds in the tests) to reclaim the ~2,500 objects of garbage a start leaves. Append
+    it after the contexts that load."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        gc.freeze()
+        yield
+        gc.unfreeze()
+
+    app.cleanup_ctx.append(ctx)
+
+
 def harden(app: web.Application) -> None:
     """What every app of the platform (gateway and service processes) does to every reply: no version banner,
     and problem+json without echo for requests the HTTP parser refuses (oversized headers → 431)."""
@@ -602,6 +620,7 @@ def service_app(settings: Settings, runtimes: list[ServiceRuntime]) -> web.Appli
     for rt in runtimes:
         mount(app, rt)
     harden(app)
+    settle_heap(app)
     return app
 
 

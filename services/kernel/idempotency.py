@@ -10,7 +10,7 @@ gateway lets the key go and the retry reaches the service again. The service rec
   inserts the key into `idempotency_keys` **in the same transaction as the work**, under the primary key
   (scope, key): work is committed only together with its key, so a second request with that key cannot commit
   work — its insert violates the key, its transaction rolls back (`KeyTaken`) and it is answered like a replay;
-- the reply is stored on that row before it is sent (5xx and 429 replies are not: the row says `lost`);
+- the reply is stored on that row before it is sent (5xx, 429 and Retry-After replies are not: the row says `lost`);
 - a keyed request looks its key up before running anything: a stored reply is sent again (status, Content-Type,
   Location and body as the first time, `Idempotent-Replayed: true`); a key whose work committed but whose reply
   is not stored yet is 409 `idempotency_key_in_progress` (Retry-After: 1) for `IN_PROGRESS_S`, then — the
@@ -72,9 +72,10 @@ def check_key(key: str) -> None:
         raise ValidationFailed.field(HEADER, "must be 1 to 255 visible ASCII characters (a UUID is ideal)")
 
 
-def should_store(status: int) -> bool:
-    """Replies that are the request's outcome; 5xx and 429 are transient, so a retry must run again."""
-    return status < 500 and status != 429
+def should_store(resp: web.StreamResponse) -> bool:
+    """Replies that are the request's outcome. 5xx, 429 and anything with Retry-After (a 409 "still in progress"
+    from the service, while the request that did the work finishes) are transient: a retry must be answered anew."""
+    return resp.status < 500 and resp.status != 429 and "Retry-After" not in resp.headers
 
 
 def key_reused() -> RuleViolated:
@@ -127,6 +128,9 @@ class KeyedRequest:
     fingerprint: str
     retention: timedelta
     committed: bool = False  # a transaction of this request wrote the key and committed
+    finished: bool = (
+        False  # the handler is done: work it left behind (a task of its context) is not the request's
+    )
 
     def row(self) -> dict[str, Any]:
         return dict(
@@ -145,7 +149,7 @@ current: ContextVar[KeyedRequest | None] = ContextVar("idempotency_key", default
 def unwritten(db: Database) -> KeyedRequest | None:
     """The current keyed request, if its key still has to go into the next write transaction on `db`."""
     kr = current.get()
-    if kr is None or kr.committed or kr.db is not db:
+    if kr is None or kr.committed or kr.finished or kr.db is not db:
         return None
     return kr
 
@@ -216,6 +220,7 @@ async def run(request: web.Request, kr: KeyedRequest, call: Any) -> web.StreamRe
                 await _store(kr, None)
             raise
     finally:
+        kr.finished = True
         current.reset(token)
     if kr.committed:
         await _store(kr, resp)
@@ -226,7 +231,7 @@ async def _store(kr: KeyedRequest, resp: web.StreamResponse | None) -> None:
     """Put the reply on the key's row (or mark it lost) through the group-commit writer, before it is sent."""
     values: dict[str, Any] = {"state": LOST}
     body = resp.body if isinstance(resp, web.Response) else None
-    if resp is not None and isinstance(body, (bytes, bytearray)) and should_store(resp.status):
+    if resp is not None and isinstance(body, (bytes, bytearray)) and should_store(resp):
         headers = {h: resp.headers[h] for h in STORED_HEADERS if h in resp.headers}
         if "Content-Type" not in headers and resp.content_type:
             headers["Content-Type"] = resp.content_type

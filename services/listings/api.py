@@ -186,6 +186,7 @@ class SearchOut(BaseModel):
     next_cursor: str | None
     total: int
     facets: dict[str, dict[str, int]]
+    scored_hits: int | None = None  # relevance: hits ranked by BM25 when not all were (the newest; see docs)
 
 
 class ListQuery(BaseModel):
@@ -259,6 +260,7 @@ async def search_listings(ctx: Ctx) -> dict[str, Any]:
         "next_cursor": _cursor(nxt) if nxt < res.total and res.hits else None,
         "total": res.total,
         "facets": res.facets,
+        "scored_hits": res.scored,
     }
 
 

@@ -60,6 +60,8 @@ class ListingsSettings(StrictSettings):
     elasticsearch_index: str = "listings"
     # relevance: past this many hits, BM25 scores only the most recently indexed ones (0 = score every hit)
     search_rank_window: int = Field(5000, ge=0)
+    # queries whose hits (rowids and ranks) the embedded index keeps until its next write (0 = no cache)
+    search_cache_entries: int = Field(256, ge=0)
 
     # orders with escrow
     payment_minutes: int = Field(30, ge=1)  # unpaid orders expire after this

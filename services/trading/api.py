@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict
 
 from services.kernel.http import Ctx, Router
 
-from . import deposits, handlers, trades
+from . import defaults, deposits, handlers, trades
 from .domain.commands import (
+    DeclareDefault,
     DisputeDelivery,
     ListLot,
     LotsQuery,
@@ -220,6 +221,39 @@ async def accept_delivery(ctx: Ctx) -> dict[str, Any]:
 async def dispute_delivery(ctx: Ctx) -> dict[str, Any]:
     """(buyer) Refuse a delivered weight outside the tolerance; the seller may deliver again."""
     return await ctx.run(trades.dispute_delivery, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
+
+
+@router.post(
+    "/v1/trades/{id}/declare-default",
+    roles={"firm", "admin"},
+    body=DeclareDefault,
+    response=TradeOut,
+    errors=(403, 404, 409, 422),
+    owner="trade",
+    example={"reason": "买方逾期未提货"},
+)
+async def declare_default(ctx: Ctx) -> dict[str, Any]:
+    """(seller, admin) The buyer has not come to load by the collection deadline after the award, or has not
+    answered the weight or paid by the payment deadline: its deposit is forfeited to the seller (less the fee) and
+    the lot is offered to the next-best bidder, or returned. 422 `deadline_not_passed` (with `deadline_at`)."""
+    return await ctx.run(defaults.declare_default, ctx.runtime, ctx.user, ctx.params["id"], ctx.body.reason)
+
+
+@router.post(
+    "/v1/trades/{id}/accept-offer", roles=FIRM, response=TradeOut, errors=(403, 404, 409, 422), owner="trade"
+)
+async def accept_offer(ctx: Ctx) -> dict[str, Any]:
+    """(the firm offered the lot after a default) Take it at your own bid: the trade is awarded to you."""
+    return await ctx.run(defaults.answer_offer, ctx.runtime, ctx.user, ctx.params["id"], True)
+
+
+@router.post(
+    "/v1/trades/{id}/decline-offer", roles=FIRM, response=TradeOut, errors=(403, 404, 409, 422), owner="trade"
+)
+async def decline_offer(ctx: Ctx) -> dict[str, Any]:
+    """(the firm offered the lot after a default) Refuse it: the next-best bidder is offered it, or the seller gets
+    it back."""
+    return await ctx.run(defaults.answer_offer, ctx.runtime, ctx.user, ctx.params["id"], False)
 
 
 class TraceOut(BaseModel):

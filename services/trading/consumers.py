@@ -4,8 +4,9 @@ Groups (each its own offsets):
 - `trading.accounts`  accounts.firm FirmVerified (who may trade, whose user pays or is paid for the firm);
                       accounts.user RolesChanged (who acts for which firm: related parties);
 - `trading.intake`    booking.pickup PickupSettled (the firm's intake: its collectors' settled pickups, by line);
-- `trading.payments`  payments.hold reports on the holds trading asked for: deposits (`hr_dep_…`, deposits.py) and
-                      the buyers' payments of trades (`hr_tr_…`, settlement.py).
+- `trading.payments`  payments.hold reports on the holds trading asked for: deposits (`hr_dep_…`, deposits.py;
+                      captured only when forfeited by a defaulted buyer) and the buyers' payments of trades
+                      (`hr_tr_…`, settlement.py).
 
 Every handler is idempotent on its own (upserts keyed by the fact's id), on top of the consumer's inbox.
 """
@@ -42,7 +43,7 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
                 HoldOpened: when_hold_opened_record,
                 HoldDeclined: when_hold_declined_record,
                 HoldAuthorised: when_hold_authorised_go_on,
-                HoldCaptured: when_hold_captured_settle_trade,
+                HoldCaptured: when_hold_captured_settle_trade_or_forfeit_deposit,
                 HoldCancelled: when_hold_cancelled_release_deposit,
             },
         ),
@@ -149,8 +150,12 @@ def when_hold_authorised_go_on(event: HoldAuthorised, uow: UnitOfWork) -> None:
         settlement.payment_authorised(uow, event.hold_request_id, utcnow())
 
 
-def when_hold_captured_settle_trade(event: HoldCaptured, uow: UnitOfWork) -> None:
+def when_hold_captured_settle_trade_or_forfeit_deposit(event: HoldCaptured, uow: UnitOfWork) -> None:
+    """The buyer's payment captured settles its trade; a deposit captured is a defaulted buyer's, forfeited."""
     now = utcnow()
+    if _is_deposit(event.hold_request_id):
+        deposits.deposit_forfeited(uow, event.hold_request_id, now)
+        return
     trade_id = settlement.payment_captured(uow, event.hold_request_id, event.payout_id, now)
     if trade_id is not None:
         t = uow.session.execute(

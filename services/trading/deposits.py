@@ -4,7 +4,9 @@
     payments: HoldOpened ─▶ the bidder confirms (POST /v1/payments/intents/<hold request id>/confirm)
     ─▶ HoldAuthorised: the deposit is `held` and the firm may bid
     at the close: every firm that did not win ─▶ HoldCancelRequested ─▶ HoldCancelled (`released`);
-    the winner's deposit is given back the same way once its trade is settled.
+    the winner's deposit is given back the same way once its trade is settled;
+    the winner defaults ─▶ HoldCaptureRequested (payee: the seller firm's owner, the fee) ─▶ HoldCaptured
+    (`forfeit_requested` → `forfeited`): the seller is compensated for the failed sale (see docs/trading.md).
 
 Each step is a conditional UPDATE on the deposit's status: a redelivered report changes nothing.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from services.contracts.payments import HoldCancelRequested, HoldRequested
+from services.contracts.payments import HoldCancelRequested, HoldCaptureRequested, HoldRequested
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork, retry_on_conflict
 from services.kernel.errors import NotFound, RuleViolated
@@ -28,6 +30,7 @@ from .store import deposits, lots
 
 REQUESTED, OPENED, HELD, DECLINED = "requested", "opened", "held", "declined"
 RELEASE_REQUESTED, RELEASED = "release_requested", "released"
+FORFEIT_REQUESTED, FORFEITED = "forfeit_requested", "forfeited"
 LIVE = (REQUESTED, OPENED, HELD, DECLINED)  # not yet given back
 
 
@@ -39,6 +42,7 @@ def view(row: Any) -> dict[str, Any]:
         "firm_id": row.firm_id,
         "amount_fen": row.amount_fen,
         "status": row.status,
+        "forfeit_fee_fen": row.forfeit_fee_fen,
         "requested_at": aware(row.requested_at),
         "updated_at": aware(row.updated_at),
     }
@@ -165,6 +169,46 @@ def release_winner(uow: UnitOfWork, lot_id: str, firm_id: str, now: datetime) ->
         ).scalars()
     )
     return _release(uow, ids, "the trade is settled", now)
+
+
+def forfeit(
+    uow: UnitOfWork, lot_id: str, firm_id: str, payee_user_id: str, fee_bps: int, now: datetime
+) -> int:
+    """The winner defaulted: its held deposit is captured for the seller (`payee_user_id`) less the platform's fee;
+    one not yet held is given back (there is nothing to take). Returns the amount forfeited (0: none held)."""
+    from .domain.defaults import forfeit_fee_fen
+
+    row = uow.session.execute(
+        select(deposits).where(deposits.c.lot_id == lot_id, deposits.c.firm_id == firm_id)
+    ).first()
+    if row is None:
+        return 0
+    if row.status != HELD:
+        _release(uow, [row.hold_request_id], "the buyer defaulted before its deposit was held", now)
+        return 0
+    fee = forfeit_fee_fen(row.amount_fen, fee_bps)
+    res = uow.session.execute(
+        update(deposits)
+        .where(deposits.c.hold_request_id == row.hold_request_id, deposits.c.status == HELD)
+        .values(status=FORFEIT_REQUESTED, forfeit_fee_fen=fee, updated_at=now)
+    )
+    if res.rowcount != 1:
+        return 0
+    uow.emit(
+        HoldCaptureRequested(
+            hold_request_id=row.hold_request_id,
+            payee_user_id=payee_user_id,
+            payee_kind="firm",
+            fee_fen=fee,
+            requested_by="trading",
+            requested_at=now,
+        )
+    )
+    return row.amount_fen
+
+
+def deposit_forfeited(uow: UnitOfWork, hold_request_id: str, now: datetime) -> None:
+    _step(uow, hold_request_id, (FORFEIT_REQUESTED,), FORFEITED, now)
 
 
 def _release(uow: UnitOfWork, ids: list[str], reason: str, now: datetime) -> int:

@@ -36,6 +36,16 @@ class TradingSettings(StrictSettings):
     tolerance_pct: Decimal = Field(Decimal("2"), ge=0, le=100)  # delivered weight within ±2 % of the declared
     fee_bps: int = Field(50, ge=0, le=10_000)  # the platform's fee, from what the seller is paid (0.5 %)
 
+    # --- buyer default (违约) and second-chance offers -------------------------------------------------------------
+    # the buyer has this long to pay once its payment is requested (the delivered weight stands); the deadline
+    # job then declares it in default
+    payment_deadline_s: int = Field(72 * 3600, ge=1)
+    # the seller may declare the buyer in default when it has not come to load this long after the award
+    collect_deadline_s: int = Field(7 * 24 * 3600, ge=1)
+    # the next-best bidder has this long to accept a second-chance offer
+    offer_deadline_s: int = Field(24 * 3600, ge=1)
+    deadline_interval_s: float = Field(60.0, gt=0)  # Celery beat period of the deadline scan
+
     # --- the closing job --------------------------------------------------------------------------------------
     close_interval_s: float = Field(5.0, gt=0)  # Celery beat period of the scan
     close_batch: int = Field(100, ge=1)

@@ -31,6 +31,9 @@ REQUESTED_BY = "trading"
 # trades.payment_status: requested → awaiting_payer → authorised (capture asked) → captured; declined: try again
 PAY_REQUESTED, PAY_AWAITING, PAY_DECLINED = "requested", "awaiting_payer", "declined"
 PAY_AUTHORISED, PAY_CAPTURED = "authorised", "captured"
+PAY_CANCELLED = (
+    "cancelled"  # the buyer defaulted: the payment was closed (a late authorisation is given back)
+)
 
 
 def owner_of(s: Any, firm_id: str) -> str:
@@ -50,6 +53,7 @@ def request_payment(uow: UnitOfWork, trade_id: str, now: datetime) -> bool:
         .values(
             payment_request_id=hold_request_id,
             payment_status=PAY_REQUESTED,
+            payment_requested_at=now,
             version=trades.c.version + 1,
         )
     )

@@ -89,7 +89,10 @@ lots = Table(
     Column("best_bid_id", ID, nullable=True),
     Column("best_fen_per_t", BigInteger, nullable=True),
     Column("closed_at", TS, nullable=True),
-    Column("trade_id", ID, nullable=True),
+    Column(
+        "trade_id", ID, nullable=True
+    ),  # the trade of the current round (a second-chance offer after a default)
+    Column("returned_at", TS, nullable=True),  # every buyer defaulted or declined: back to the seller
     Column("version", Integer, nullable=False, default=1),
     Index("ix_lots_status_ends_at", "status", "ends_at"),
     Index("ix_lots_seller", "seller_firm_id"),
@@ -134,6 +137,9 @@ deposits = Table(
     Column("payer_user_id", ID, nullable=False),
     Column("amount_fen", BigInteger, nullable=False),
     Column("status", String(24), nullable=False),
+    Column(
+        "forfeit_fee_fen", BigInteger, nullable=True
+    ),  # the buyer defaulted: captured for the seller less this
     Column("payment_id", ID, nullable=True),
     Column("hold_id", ID, nullable=True),
     Column("requested_at", TS, nullable=False),
@@ -147,7 +153,8 @@ trades = Table(
     "trades",
     metadata,
     Column("id", ID, primary_key=True),
-    Column("lot_id", ID, nullable=False, unique=True),
+    Column("lot_id", ID, nullable=False),
+    Column("round", Integer, nullable=False, default=1),  # 1: the award; 2, 3, …: second-chance offers
     Column("bid_id", ID, nullable=False),
     Column("seller_firm_id", ID, nullable=False),
     Column("buyer_firm_id", ID, nullable=False),
@@ -173,9 +180,21 @@ trades = Table(
     Column("payment_request_id", ID, nullable=True),
     Column("payment_id", ID, nullable=True),
     Column("payment_status", String(24), nullable=True),
+    Column("payment_requested_at", TS, nullable=True),
     Column("payout_id", ID, nullable=True),
     Column("settled_at", TS, nullable=True),
+    Column("defaulted_at", TS, nullable=True),
+    Column(
+        "default_reason", String(32), nullable=True
+    ),  # payment_overdue | declared_by_seller | declared_by_admin
+    Column("default_note", Text, nullable=True),
+    Column("deposit_forfeited_fen", BigInteger, nullable=True),
+    Column("offered_at", TS, nullable=True),  # a second-chance offer: when made, until when, when it ended
+    Column("offer_expires_at", TS, nullable=True),
+    Column("offer_ended_at", TS, nullable=True),
     Column("version", Integer, nullable=False, default=1),
+    UniqueConstraint("lot_id", "round"),
+    Index("ix_trades_status", "status"),
     Index("ix_trades_buyer", "buyer_firm_id"),
     Index("ix_trades_seller", "seller_firm_id"),
 )

@@ -56,11 +56,27 @@ def trade_view(t: Any) -> dict[str, Any]:
         "qty_t": m.kg_to_tonnes_str(t.qty_kg),
         "price_fen_per_t": t.price_fen_per_t,
         "status": t.status,
-        "awarded_at": aware(t.awarded_at),
+        "round": t.round,
+        "awarded_at": None if t.status in (m.OFFERED, m.DECLINED, m.LAPSED) else aware(t.awarded_at),
         "related_party": t.related_party,
         "delivery": None,
         "settlement": None,
+        "offer": None,
+        "default": None,
     }
+    if t.offered_at is not None:
+        out["offer"] = {
+            "offered_at": aware(t.offered_at),
+            "expires_at": aware(t.offer_expires_at),
+            "ended_at": aware(t.offer_ended_at),
+        }
+    if t.defaulted_at is not None:
+        out["default"] = {
+            "reason": t.default_reason,
+            "note": t.default_note,
+            "defaulted_at": aware(t.defaulted_at),
+            "deposit_forfeited_fen": t.deposit_forfeited_fen or 0,
+        }
     if t.delivered_kg is not None:
         out["delivery"] = {
             "weighbridge_ticket_no": t.weighbridge_ticket_no,
@@ -79,6 +95,7 @@ def trade_view(t: Any) -> dict[str, Any]:
         out["settlement"] = {
             "payment_id": t.payment_request_id,
             "payment_status": t.payment_status,
+            "requested_at": aware(t.payment_requested_at),
             "amount_fen": t.amount_fen,
             "fee_fen": t.fee_fen,
             "seller_receives_fen": (t.amount_fen or 0) - (t.fee_fen or 0),
@@ -249,7 +266,8 @@ def trace(rt: ServiceRuntime, user: Principal, lot_id: str) -> dict[str, Any]:
         lot = s.execute(select(lots).where(lots.c.id == lot_id)).one_or_none()
         if lot is None:
             raise NotFound(f"no lot with id {lot_id}")
-        t = s.execute(select(trades).where(trades.c.lot_id == lot_id)).one_or_none()
+        rounds = s.execute(select(trades).where(trades.c.lot_id == lot_id).order_by(trades.c.round)).all()
+        t = next((r for r in rounds if r.id == lot.trade_id), None)  # the current round
         sources = s.execute(
             select(
                 lot_sources.c.pickup_id,
@@ -271,19 +289,19 @@ def trace(rt: ServiceRuntime, user: Principal, lot_id: str) -> dict[str, Any]:
         ).all()
     if not (
         user.acts_for(lot.seller_firm_id)
-        or (t is not None and user.acts_for(t.buyer_firm_id))
+        or any(user.acts_for(r.buyer_firm_id) for r in rounds)
         or user.has("admin")
     ):
-        raise Forbidden("the trace of a lot is for its seller, its buyer and admins", reason="not_party")
+        raise Forbidden("the trace of a lot is for its seller, its buyers and admins", reason="not_party")
     used_g = sum(r.qty_g for r in sources if not r.released)
     lot_g = lot.qty_kg * m.G_PER_KG
     from_purchase_g = lot_g if lot.source == m.SOURCE_PURCHASE else 0
     delivery_ok = None
     delivered = None
-    if t is not None and t.delivered_kg is not None:
+    if t is not None and t.delivered_kg is not None and t.status != m.DEFAULTED:  # weighed, never paid: kept
         delivered = t.delivered_kg
         delivery_ok = bool(t.within_tolerance) or t.acceptance == m.ACCEPTED
-    covered = used_g + from_purchase_g == lot_g or lot.status == m.LOT_UNSOLD
+    covered = used_g + from_purchase_g == lot_g or lot.status in (m.LOT_UNSOLD, m.LOT_RETURNED)
     return {
         "lot": {
             "id": lot.id,
@@ -297,6 +315,7 @@ def trace(rt: ServiceRuntime, user: Principal, lot_id: str) -> dict[str, Any]:
             "purchase_ref": lot.purchase_ref,
             "listed_at": aware(lot.listed_at),
             "closed_at": aware(lot.closed_at),
+            "returned_at": aware(lot.returned_at),
         },
         "intake": [
             {
@@ -327,6 +346,19 @@ def trace(rt: ServiceRuntime, user: Principal, lot_id: str) -> dict[str, Any]:
             "awarded_at": aware(t.awarded_at),
             "related_party": t.related_party,
         },
+        # every round: the award, and after a default the second-chance offers, each with its outcome
+        "rounds": [
+            {
+                "round": r.round,
+                "trade_id": r.id,
+                "buyer_firm_id": r.buyer_firm_id,
+                "price_fen_per_t": r.price_fen_per_t,
+                "status": r.status,
+                "offer": trade_view(r)["offer"],
+                "default": trade_view(r)["default"],
+            }
+            for r in rounds
+        ],
         "delivery": None if t is None or t.delivered_kg is None else trade_view(t)["delivery"],
         "settlement": None if t is None else trade_view(t)["settlement"],
         "reconciliation": {

@@ -157,15 +157,14 @@ def whole_pickup_flow(base: str) -> dict:
     collector = login("15011112222")["access_token"]
 
     pid = call("POST", "/v1/pickups", resident, booking_body(), status=201)["id"]
-    # booking learns of the verified collector from accounts' event, over Kafka
-    assert wait_until(
-        lambda: any(
-            j["id"] == pid
-            for j in http_get(base + "/v1/jobs", {"Authorization": f"Bearer {collector}"})[1].get("items", [])
-        ),
-        60,
-        0.3,
-    )
+    # booking learns of the verified collector from accounts' event, over Kafka (403 until then)
+    jobs: list = []
+
+    def listed() -> bool:
+        jobs[:] = [http_get(base + "/v1/jobs", {"Authorization": f"Bearer {collector}"})]
+        return any(j["id"] == pid for j in jobs[0][1].get("items", []))
+
+    assert wait_until(listed, 60, 0.3), jobs  # the last reply says why (403: not yet known; 429; 5xx)
     assert call("POST", f"/v1/jobs/{pid}/accept", collector)["collector_id"] == col["id"]
     call("POST", f"/v1/pickups/{pid}/arrive", collector)
     weighed = call(
@@ -383,19 +382,20 @@ def whole_trading_flow(base: str, *, lot_runs_s: float = 8.0) -> dict:
     call("POST", f"/v1/pickups/{pid}/settle", resident)
 
     # the seller lists 4.8 t once its intake has come over the bus (until then: 422 exceeds_intake)
-    ends_at = datetime.now(UTC) + timedelta(seconds=lot_runs_s)
-    lot_body = {
-        "category": "metal.steel",
-        "grade": "重废 HMS1",
-        "qty_t": "4.800",
-        "city_code": "110105",
-        "reserve_price_fen_per_t": 250_000,
-        "auction": "sealed",
-        "deposit_fen": 50_000,
-        "ends_at": ends_at.isoformat(),
-    }
+    def lot_body() -> dict:  # its end counted from each try: the wait may outlast a fixed one (then 400)
+        return {
+            "category": "metal.steel",
+            "grade": "重废 HMS1",
+            "qty_t": "4.800",
+            "city_code": "110105",
+            "reserve_price_fen_per_t": 250_000,
+            "auction": "sealed",
+            "deposit_fen": 50_000,
+            "ends_at": (datetime.now(UTC) + timedelta(seconds=lot_runs_s)).isoformat(),
+        }
+
     listed = eventually(
-        lambda: call("POST", "/v1/lots", seller, lot_body, status=None), lambda r: r["_status"] == 201
+        lambda: call("POST", "/v1/lots", seller, lot_body(), status=None), lambda r: r["_status"] == 201
     )
     lot = listed["id"]
 

@@ -22,6 +22,7 @@ from tests.e2e.flow import (
     platform_process,
     whole_pickup_flow,
     whole_second_hand_flow,
+    whole_trading_flow,
 )
 from workers.supervisor import free_port
 
@@ -38,6 +39,9 @@ def embedded(tmp_path_factory):
         ADMIN_PHONES="13900000001",
         INVOICING_EXPORT_QUEUED_DEADLINE_S="20",
         INVOICING_EXPORT_REQUEUE_EVERY_S="5",
+        # the closing job scans every second, a lot may end a few seconds ahead (the trading flow)
+        TRADING_CLOSE_INTERVAL_S="1",
+        TRADING_MIN_DURATION_S="2",
         JWT_SECRET="embedded-test-" + "x" * 40,
         PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
     )
@@ -200,3 +204,15 @@ def test_a_killed_background_process_is_started_again_and_readyz_names_it_meanwh
     assert wait_until(lambda: background_pid() not in (None, first), 30, 0.1)
     assert wait_until(lambda: http_get(base + "/readyz")[0] == 200, 30, 0.2), http_get(base + "/readyz")
     assert http_get(base + "/healthz")[0] == 200  # the gateway never went down
+
+
+def test_whole_trading_flow_in_the_embedded_run(embedded):
+    """Two firms trade a lot from the seller's collectors' pickup to settlement, the close done by the embedded
+    run's Celery beat and worker (SQLite broker), the trace reconciled and the tier-1 point in the price index."""
+    whole_trading_flow(embedded["gateway"])
+    failed = [
+        ln
+        for ln in embedded["log"].read_text().splitlines()
+        if "trading.close_due_lots" in ln and ("raised" in ln or "Error" in ln)
+    ]
+    assert failed == [], failed

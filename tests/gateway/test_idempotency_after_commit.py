@@ -16,6 +16,7 @@ services' process) on PostgreSQL with the gateway's keys in Redis.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import uuid
@@ -25,6 +26,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, inspect, select, table
 
 from services.booking.store import pickups
@@ -37,7 +40,7 @@ GATEWAY_WAIT_S = 0.5  # the gateway's UPSTREAM_TIMEOUT_S while a `slow` fault is
 
 
 class Faults:
-    """Armed per Idempotency-Key: the first request with the key that reaches `where` loses its reply there."""
+    """Armed per Idempotency-Key: the first request with the key whose work succeeded loses its reply at `where`."""
 
     def __init__(self) -> None:
         self.armed: dict[str, tuple[str, str]] = {}
@@ -51,8 +54,10 @@ class Faults:
         async def fault(request: web.Request, handler: Any) -> web.StreamResponse:
             resp = await handler(request)
             key = request.headers.get("Idempotency-Key", "")
-            if self.armed.get(key, ("", ""))[0] != where:
-                return resp
+            if self.armed.get(key, ("", ""))[0] != where or resp.status >= 300:
+                return (
+                    resp  # not armed here, or a duplicate's answer (409 in progress) rather than the work's
+                )
             _, mode = self.armed.pop(key)
             self.lost[key] = (resp.status, bytes(resp.body))
             if mode == "raise":
@@ -73,11 +78,16 @@ class FaultyTopology(Topology):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.faults = Faults()
+        self.service_url = ""
         configure_listings(self.platform["listings"], payment_wait_s=0)  # an order replies at once
 
     async def _serve(self, app: web.Application) -> str:
-        app.middlewares.append(self.faults.middleware("gateway" if "gateway" in app else "service"))
-        return await super()._serve(app)
+        where = "gateway" if "gateway" in app else "service"
+        app.middlewares.append(self.faults.middleware(where))
+        url = await super()._serve(app)
+        if where == "service":
+            self.service_url = url  # the distributed run's service process, reachable past the gateway
+        return url
 
 
 TOPOLOGIES = {
@@ -205,7 +215,7 @@ FAULTS = {
     "embedded": [("gateway", "raise")],
     "distributed": [("gateway", "raise"), ("service", "raise"), ("service", "drop"), ("service", "slow")],
 }
-_windows = iter(range(10_000))
+_windows = itertools.count()
 
 
 def _window() -> dict[str, str]:
@@ -213,7 +223,7 @@ def _window() -> dict[str, str]:
 
     from tests.booking.support import SHANGHAI
 
-    n = next(_windows)
+    n = next(_windows) % (12 * 16)  # half-hour windows of the next 12 days, round again (20 places a slot)
     day = (datetime.now(SHANGHAI) + timedelta(days=2 + n // 16)).date()
     start = datetime(day.year, day.month, day.day, 9 + (n % 16) // 2, 30 * (n % 2), tzinfo=SHANGHAI)
     return {"start": start.isoformat(), "end": (start + timedelta(minutes=30)).isoformat()}
@@ -248,3 +258,485 @@ async def test_the_same_key_with_another_request_is_refused_by_the_service(api: 
     assert got.json()["errors"][0]["field"] == "Idempotency-Key"
     assert changed(before, row_counts(api.topo)) == {}
     assert len(_pickups_of(api.topo, resident.user_id)) == 1
+
+
+# --- every route that creates something ----------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    user: User
+    path: str
+    body: Any
+    status: int
+
+
+async def _firm_owner(api: Api) -> tuple[str, User]:
+    from tests.security.flows import verified_firm
+
+    return await verified_firm(api, await api.login())
+
+
+async def _with_role(api: Api, role: str) -> User:
+    user = await api.login()
+    r = await api.call(
+        "POST", f"/v1/admin/users/{user.user_id}/roles", await api.admin(), json={"roles": [role]}
+    )
+    assert r.status == 200, r
+    return await api.refresh(user)
+
+
+async def _settled(api: Api) -> tuple[str, User, str, str]:
+    """A settled pickup with its reverse invoice, once per topology: (pickup, its resident, invoice, issuing firm)."""
+    done = getattr(api.topo, "settled_for_tests", None)
+    if done is None:
+        from tests.security import factories as f
+
+        for cache in (f._INVOICES, f._SETTLED):  # keyed by id(topology): never trust an entry of another one
+            cache.pop(id(api.topo), None)
+        invoice, _seller, fid = await f._issued_invoice(api)
+        pid, resident = f._SETTLED[id(api.topo)]
+        done = api.topo.settled_for_tests = (pid, resident, invoice, fid)  # type: ignore[attr-defined]
+    return done
+
+
+async def _wipe_tool(api: Api) -> Any:
+    from tests.wipe.support import Tool
+
+    tool = Tool()
+    r = await api.call(
+        "POST", "/v1/wipe/tools", await api.admin(), json={"name": "擦除站", "public_key": tool.public_b64}
+    )
+    assert r.status == 201, r
+    tool.id = r.body["id"]
+    return tool
+
+
+async def _published_listing(api: Api) -> tuple[str, User]:
+    from tests.security.factories import _listing_body
+
+    seller = await api.login()
+    r = await api.call("POST", "/v1/listings", seller, json=_listing_body())
+    assert r.status == 201, r
+    assert (await api.call("POST", f"/v1/listings/{r.body['id']}/publish", seller)).status == 200
+    return r.body["id"], seller
+
+
+async def case_consent(api: Api) -> Case:
+    return Case(await api.login(), "/v1/me/consents", {"kind": "reverse_invoicing"}, 201)
+
+
+async def case_firm(api: Api) -> Case:
+    from tests.security.flows import firm_body
+
+    return Case(await api.login(), "/v1/firms", firm_body(), 201)
+
+
+async def case_qualification(api: Api) -> Case:
+    fid, owner = await _firm_owner(api)
+    body = {"kind": "recycler_filing", "number": "京商备2024001", "valid_until": "2099-12-31"}
+    return Case(owner, f"/v1/firms/{fid}/qualifications", body, 201)
+
+
+async def case_accountant(api: Api) -> Case:
+    fid, owner = await _firm_owner(api)
+    return Case(owner, f"/v1/firms/{fid}/accountants", {"user_id": (await api.login()).user_id}, 201)
+
+
+async def case_collector(api: Api) -> Case:
+    from tests.security.flows import new_id_number
+
+    fid, _ = await _firm_owner(api)
+    body = {
+        "real_name": "王五",
+        "id_number": new_id_number(),
+        "firm_id": fid,
+        "area": {"lat": 39.9087, "lng": 116.4605, "radius_km": 10},
+        "categories": ["paper.cardboard", "metal.copper"],
+    }
+    return Case(await api.login(), "/v1/collectors", body, 201)
+
+
+async def case_observation(api: Api) -> Case:
+    from datetime import UTC, datetime, timedelta
+
+    fid, owner = await _firm_owner(api)
+    body = {
+        "category": "metal.steel",
+        "city_code": "110105",
+        "unit_price_fen": 250,
+        "qty": "10",
+        "kind": "quote",
+        "observed_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+        "firm_id": fid,
+    }
+    return Case(owner, "/v1/prices/observations", body, 201)
+
+
+async def case_withdrawal(api: Api) -> Case:
+    from datetime import UTC, datetime
+
+    from services.contracts.payments import PayoutRequested
+    from services.kernel.ids import new_id
+    from tests.booking.support import publish
+
+    owner = await api.login()
+    payout = PayoutRequested(
+        payout_id=new_id("po"),
+        payee_user_id=owner.user_id,
+        amount_fen=500,
+        purpose="pickup",
+        reference_id=new_id("pk"),
+        requested_by="booking",
+        requested_at=datetime.now(UTC),
+    )
+    publish(api.topo.platform, payout)  # what booking publishes for a settled pickup: money in the wallet
+    return Case(owner, "/v1/payments/withdrawals", {}, 201)
+
+
+async def case_pickup(api: Api) -> Case:
+    return Case(await api.login(), "/v1/pickups", booking_body(win=_window()), 201)
+
+
+async def case_rating(api: Api) -> Case:
+    pid, resident, _, _ = await _settled(api)
+    return Case(resident, f"/v1/pickups/{pid}/rating", {"score": 5, "comment": "准时"}, 201)
+
+
+async def case_complaint(api: Api) -> Case:
+    from tests.security.factories import _accepted
+
+    pid, resident, _, _ = await _accepted(api)
+    body = {"kind": "weighing", "text": "秤不准", "evidence": [{"kind": "text", "note": "少了两公斤"}]}
+    return Case(resident, f"/v1/pickups/{pid}/complaints", body, 201)
+
+
+async def case_red_letter(api: Api) -> Case:
+    from tests.security.factories import _FIRM_OWNERS
+    from tests.security.flows import accountant_of
+
+    _, _, invoice, fid = await _settled(api)
+    accountant = await accountant_of(api, fid, _FIRM_OWNERS[fid])
+    return Case(accountant, f"/v1/invoices/{invoice}/red-letter", {"reason": "开票有误"}, 201)
+
+
+async def case_export(api: Api) -> Case:
+    from tests.security.factories import _accountants
+
+    fid, accountant, _ = await _accountants(api)
+    return Case(accountant, "/v1/tax/exports", {"period": "2026-10", "format": "csv", "firm_id": fid}, 202)
+
+
+async def case_tax_unpaid(api: Api) -> Case:
+    from tests.security.factories import _accountants
+
+    fid, accountant, _ = await _accountants(api)
+    body = {"firm_id": fid, "period": "2025-01", "amount_fen": 123_456, "note": "逾期未缴"}
+    return Case(accountant, "/v1/admin/invoicing/tax-unpaid", body, 201)
+
+
+def _lot_body(fid: str, **extra: Any) -> dict:
+    from datetime import UTC, datetime, timedelta
+
+    return {
+        "category": "metal.steel",
+        "grade": "重废 HMS1",
+        "qty_t": "20.000",
+        "city_code": "110105",
+        "reserve_price_fen_per_t": 250_000,
+        "auction": "ascending",
+        "ends_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        "min_increment_fen_per_t": 1_000,
+        "source": "purchase",
+        "purchase_ref": "购销合同 2026-001",
+        "firm_id": fid,
+    } | extra
+
+
+async def case_lot(api: Api) -> Case:
+    fid, seller = await _firm_owner(api)
+    return Case(seller, "/v1/lots", _lot_body(fid), 201)
+
+
+async def case_bid(api: Api) -> Case:
+    """A bid goes through the group-commit writer."""
+    from tests.security.factories import _lot
+
+    fid, seller = await _firm_owner(api)
+    lot = await _lot(api, seller, fid)
+    _, buyer = await _firm_owner(api)
+    return Case(buyer, f"/v1/lots/{lot}/bids", {"price_fen_per_t": 250_000}, 201)
+
+
+async def case_deposit(api: Api) -> Case:
+    fid, seller = await _firm_owner(api)
+    r = await api.call("POST", "/v1/lots", seller, json=_lot_body(fid, deposit_fen=100_000))
+    assert r.status == 201, r
+    _, bidder = await _firm_owner(api)
+    return Case(bidder, f"/v1/lots/{r.body['id']}/deposit", {}, 202)
+
+
+async def case_wipe_tool(api: Api) -> Case:
+    from tests.wipe.support import Tool
+
+    body = {"name": "擦除站 B", "public_key": Tool().public_b64}
+    return Case(await api.admin(), "/v1/wipe/tools", body, 201)
+
+
+async def case_wipe_report(api: Api) -> Case:
+    from tests.wipe.support import json_report
+
+    tool = await _wipe_tool(api)
+    return Case(
+        await _with_role(api, "erasure_operator"), "/v1/wipe/reports", tool.submission(json_report()), 201
+    )
+
+
+async def case_secondary_check(api: Api) -> Case:
+    from tests.wipe.support import changed, json_report
+
+    operator = await _with_role(api, "erasure_operator")
+    first, second = await _wipe_tool(api), await _wipe_tool(api)
+    report = json_report()
+    r = await api.call("POST", "/v1/wipe/reports", operator, json=first.submission(report))
+    assert r.status == 201, r
+    again = second.submission(changed(report, "report_id", report["report_id"] + "-check"))
+    return Case(operator, f"/v1/wipe/certificates/{r.body['certificate_id']}/secondary", again, 201)
+
+
+async def case_blocklist(api: Api) -> Case:
+    from tests.wipe.support import imei
+
+    return Case(await api.admin(), "/v1/admin/devices/blocklist", {"imei": imei()}, 201)
+
+
+async def case_listing(api: Api) -> Case:
+    from tests.security.factories import _listing_body
+
+    return Case(await api.login(), "/v1/listings", _listing_body(), 201)
+
+
+async def case_order(api: Api) -> Case:
+    listing, _ = await _published_listing(api)
+    return Case(await api.login(), "/v1/orders", {"listing_id": listing}, 201)
+
+
+async def case_review(api: Api) -> Case:
+    listing, seller = await _published_listing(api)
+    buyer = await api.login()
+    r = await api.call("POST", "/v1/orders", buyer, json={"listing_id": listing})
+    assert r.status == 201, r
+    order = r.body["id"]
+    api.drain()  # payments opens the order's payment
+    r = await api.call("GET", f"/v1/orders/{order}", buyer)
+    pay = {"payment_method": "pm_card_visa"}
+    assert (
+        await api.call("POST", f"/v1/payments/intents/{r.body['payment']['id']}/confirm", buyer, json=pay)
+    ).status == 200
+    api.drain()
+    ship = {"carrier": "顺丰", "tracking_no": "SF1234567890"}
+    assert (await api.call("POST", f"/v1/orders/{order}/ship", seller, json=ship)).status == 200
+    r = await api.call("POST", f"/v1/orders/{order}/confirm-receipt", buyer)
+    assert r.status == 200 and r.body["status"] == "completed", r
+    return Case(buyer, f"/v1/orders/{order}/review", {"rating": 5, "comment": "好评"}, 201)
+
+
+# route (method path) -> the case that makes a valid request of it
+CASES = {
+    "/v1/me/consents": case_consent,
+    "/v1/firms": case_firm,
+    "/v1/firms/{id}/qualifications": case_qualification,
+    "/v1/firms/{id}/accountants": case_accountant,
+    "/v1/collectors": case_collector,
+    "/v1/prices/observations": case_observation,
+    "/v1/payments/withdrawals": case_withdrawal,
+    "/v1/pickups": case_pickup,
+    "/v1/pickups/{id}/rating": case_rating,
+    "/v1/pickups/{id}/complaints": case_complaint,
+    "/v1/invoices/{id}/red-letter": case_red_letter,
+    "/v1/tax/exports": case_export,
+    "/v1/admin/invoicing/tax-unpaid": case_tax_unpaid,
+    "/v1/lots": case_lot,
+    "/v1/lots/{id}/bids": case_bid,
+    "/v1/lots/{id}/deposit": case_deposit,
+    "/v1/wipe/tools": case_wipe_tool,
+    "/v1/wipe/reports": case_wipe_report,
+    "/v1/wipe/certificates/{id}/secondary": case_secondary_check,
+    "/v1/admin/devices/blocklist": case_blocklist,
+    "/v1/listings": case_listing,
+    "/v1/orders": case_order,
+    "/v1/orders/{id}/review": case_review,
+}
+# creating routes without a signed-in caller keep the gateway's keys only (docs/reliability.md, fix 7)
+PUBLIC = {"/v1/auth/otp"}
+
+
+def test_every_creating_route_has_a_case() -> None:
+    from gateway.app import all_routes
+
+    creating = {r.path for r in all_routes() if r.method == "POST" and r.status in (201, 202)}
+    assert creating - PUBLIC == set(CASES), "add a case for each new route that creates something"
+
+
+# the embedded run loses the reply in the gateway, the distributed one to the gateway's own time-out (504)
+ROUTE_FAULT = {"embedded": ("gateway", "raise"), "distributed": ("service", "slow")}
+
+
+@pytest.mark.parametrize("route", list(CASES))
+async def test_a_lost_reply_is_replayed_and_nothing_is_made_twice(api: Api, route: str) -> None:
+    case = await CASES[route](api)
+    where, mode = ROUTE_FAULT[api.mode]
+    _, made = await lose_reply_then_retry(api, where, mode, case.path, case.user, case.body, case.status)
+    assert made  # what one request makes: asserted unchanged by the retry inside
+
+
+# --- retries interleaved with faults and duplicates ----------------------------------------------------------
+
+# One step: which of three keys, sent how many times at once, through the gateway or straight to the service
+# process (as a second gateway replica that shares no key store would: only the service's own key stops it), and
+# which fault loses the reply of the first request that reaches it.
+STEP = st.tuples(
+    st.integers(0, 2),
+    st.integers(1, 3),
+    st.sampled_from(["gateway", "direct"]),
+    st.sampled_from(["none", "gateway raise", "service raise", "service drop"]),
+)
+
+
+@given(steps=st.lists(STEP, min_size=1, max_size=6))
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_retries_interleaved_with_faults_and_duplicates_book_once_per_key(topology, steps) -> None:  # noqa: ANN001
+    asyncio.run(_interleave(topology, steps))
+
+
+async def _interleave(topo: FaultyTopology, steps: list[tuple[int, int, str, str]]) -> None:
+    distributed = topo.mode == "distributed"
+    async with aiohttp.ClientSession() as session:
+        api = Api(topo, session)
+        resident = await api.login()
+        keys = [uuid.uuid4().hex for _ in range(3)]
+        bodies = [booking_body(win=_window()) for _ in range(3)]
+        replies: dict[str, list[bytes]] = {}
+        for k, n, via, fault in steps:
+            key = keys[k]
+            if fault != "none":
+                where, mode = fault.split()
+                if where == "service" and not distributed:
+                    where = "gateway"  # the embedded run has no service process of its own
+                if via == "direct" and distributed:
+                    where = "service"  # the gateway is not on the way
+                topo.faults.arm(key, where, mode)
+            base = topo.service_url if via == "direct" and distributed else topo.url
+            got = await asyncio.gather(*(_post(session, base, resident, bodies[k], key) for _ in range(n)))
+            topo.faults.armed.pop(key, None)  # a fault no request reached (all answered as duplicates)
+            for status, raw in got:
+                assert status in (201, 409, 500, 502, -1), (status, raw[:300])
+                if status == 409:
+                    assert json.loads(raw)["reason"] == "idempotency_key_in_progress", raw
+                if status == 201:
+                    replies.setdefault(key, []).append(raw)
+        used = sorted({keys[k] for k, *_ in steps})
+        booked = {}
+        for key in used:
+            final = await retry(api, "/v1/pickups", resident, bodies[keys.index(key)], key)
+            assert final.status == 201, final
+            assert all(r == final.body for r in replies.get(key, [])), "a key answered two different replies"
+            if key in topo.faults.lost:
+                assert topo.faults.lost[key][1] == final.body
+            booked[final.json()["id"]] = key
+        assert sorted(_pickups_of(topo, resident.user_id)) == sorted(booked), "one pickup per key, no more"
+
+
+async def _post(
+    session: aiohttp.ClientSession, base: str, user: User, body: Any, key: str
+) -> tuple[int, bytes]:
+    try:
+        async with session.post(
+            base + "/v1/pickups", json=body, headers=user.auth | {"Idempotency-Key": key}
+        ) as r:
+            return r.status, await r.read()
+    except aiohttp.ClientError:  # the service dropped the connection it was asked straight
+        return -1, b""
+
+
+# --- a reply that could not be stored; keys forgotten after the retention -----------------------------------
+
+
+async def test_a_handler_failing_after_its_commit_is_not_run_again(api: Api, monkeypatch) -> None:  # noqa: ANN001
+    """The work committed, then the handler itself failed: no reply to store. The retry is told so (409
+    `idempotency_key_reply_lost`) instead of recording the consent a second time."""
+    from services.accounts import handlers
+
+    real = handlers.record_consent
+
+    def commits_then_fails(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        real(*args, **kw)
+        raise RuntimeError("fault injected after the commit")
+
+    monkeypatch.setattr(handlers, "record_consent", commits_then_fails)
+    user, key = await api.login(), uuid.uuid4().hex
+    before = row_counts(api.topo)
+    first = await send(api, "/v1/me/consents", user, {"kind": "reverse_invoicing"}, key)
+    assert first.status == 500
+    made = changed(before, row_counts(api.topo))
+    assert made["accounts.consents"] == 1, made
+    again = await retry(api, "/v1/me/consents", user, {"kind": "reverse_invoicing"}, key)
+    assert again.status == 409 and again.json()["reason"] == "idempotency_key_reply_lost", again
+    assert changed(before, row_counts(api.topo)) == made
+
+
+async def test_keys_are_forgotten_after_the_retention(api: Api) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.kernel import idempotency
+    from services.kernel.outbox import idempotency_keys_t as keys_t
+
+    db = api.topo.platform["accounts"].db
+    old = datetime.now(UTC) - timedelta(hours=api.topo.settings.idempotency_retention_hours, minutes=1)
+    with db.engine.begin() as conn:
+        conn.execute(
+            keys_t.insert().values(
+                scope="user:us_old", key="k", fingerprint="f", state="replied", created_at=old
+            )
+        )
+    idempotency._last_purge.pop(db, None)  # due now: the next stored reply purges
+    user, key = await api.login(), uuid.uuid4().hex
+    assert (await send(api, "/v1/me/consents", user, {"kind": "reverse_invoicing"}, key)).status == 201
+    with db.engine.connect() as conn:
+        rows = conn.execute(select(keys_t.c.scope, keys_t.c.state).where(keys_t.c.key.in_(["k", key]))).all()
+    assert rows == [(f"user:{user.user_id}", "replied")]
+
+
+async def test_a_retry_while_the_work_is_finishing_waits_for_its_reply(api: Api, monkeypatch) -> None:  # noqa: ANN001
+    """The consent is committed and the handler is still at work when the retry comes (distributed: the gateway gave
+    up waiting, 504). The retry is told 409 in progress with Retry-After — which nobody keeps as the key's
+    outcome — and once the reply is stored, the next retry gets it."""
+    from services.accounts import handlers
+
+    real = handlers.record_consent
+
+    def slow_after_commit(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        out = real(*args, **kw)
+        time.sleep(1.0)
+        return out
+
+    monkeypatch.setattr(handlers, "record_consent", slow_after_commit)
+    user, key, body = await api.login(), uuid.uuid4().hex, {"kind": "reverse_invoicing"}
+    before = row_counts(api.topo)
+    gw = api.topo.gateway_app["gateway"]  # type: ignore[index]
+    gw.gw = gw.gw.model_copy(update={"upstream_timeout_s": 0.3})
+    try:
+        first = asyncio.create_task(send(api, "/v1/me/consents", user, body, key))
+        await asyncio.sleep(0.6)
+        busy = await send(api, "/v1/me/consents", user, body, key)
+        assert busy.status == 409 and busy.headers["Retry-After"] == "1", busy
+        assert busy.json()["reason"] == "idempotency_key_in_progress"
+        first_reply = await first
+    finally:
+        gw.gw = gw.gw.model_copy(update={"upstream_timeout_s": 30.0})
+    assert first_reply.status == (504 if api.mode == "distributed" else 201), first_reply
+    again = await retry(api, "/v1/me/consents", user, body, key)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true", again
+    if first_reply.status == 201:
+        assert again.body == first_reply.body
+    assert changed(before, row_counts(api.topo))["accounts.consents"] == 1

@@ -3,6 +3,8 @@ listings' own copy of certificates from the wipe service's events), revocation, 
 
 from __future__ import annotations
 
+import gc
+
 from services.contracts.wipe import device_key
 
 from .support import CITY, app_client, auth, book_body, certify, imei, phone_body, revoke, uid
@@ -38,6 +40,8 @@ async def test_a_book_is_listed_published_and_found_by_a_two_character_query(aio
     found = await search(client, q="三体")
     assert [i["id"] for i in found["items"]] == [draft["id"]]
     assert found["total"] == 1 and found["facets"]["category"] == {"books.general": 1}
+    assert found["scored_hits"] is None  # every hit ranked by BM25
+    assert gc.get_freeze_count() > 0  # the gateway keeps what it loaded out of full collections (settle_heap)
     assert found["facets"]["city_code"] == {CITY: 1} and found["facets"]["condition"] == {"like_new": 1}
     assert (await search(client, q="书"))["total"] == 0  # 书 is not in this title or description
     assert (await search(client, q="刘慈欣 三体"))["total"] == 1  # several words are AND

@@ -25,6 +25,10 @@ def test_past_the_window_only_the_newest_hits_are_scored(tmp_path):
         ix.upsert(docs)
     a, b = full.search(SearchQuery(q="手机", limit=20)), windowed.search(SearchQuery(q="手机", limit=20))
     assert a.total == b.total == 10 and a.facets == b.facets
+    assert a.scored is None and b.scored == 4  # the reply says how many were ranked by BM25
+    assert (
+        windowed.search(SearchQuery(q="手机", city_code="110105")).scored == 2
+    )  # of the 5 hits left: d7, d9
     got = [h.listing_id for h in b.hits]
     # the four most recently indexed are scored and come first, in BM25 order; the rest follow, newest first
     assert set(got[:4]) == {"d6", "d7", "d8", "d9"} and all(h.score is not None for h in b.hits[:4])

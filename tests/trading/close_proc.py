@@ -1,7 +1,8 @@
-"""The closing job in a process of its own, for the crash test: `python -m tests.trading.close_proc <now ISO>`.
+"""A trading job in a process of its own, for the crash tests: `python -m tests.trading.close_proc <now ISO>
+[close|deadlines]`: the closing job (the default) or the deadline job (buyer defaults, lapsed offers).
 
-Settings come from the environment (the test passes its PostgreSQL database and schema prefix). It closes every
-due lot and exits 0, unless the test kills it first.
+Settings come from the environment (the test passes its PostgreSQL database and schema prefix). It runs the job once
+at `now` and exits 0, unless the test kills it first.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from datetime import datetime
 from services.bootstrap import Platform
 from services.kernel.settings import Settings
 from services.trading.closing import run_due
+from services.trading.defaults import run_deadlines
 
 
 def main(argv: list[str]) -> int:
     platform = Platform(Settings(), services=["trading"])
     rt = platform["trading"]
-    print(run_due(rt, datetime.fromisoformat(argv[0])), flush=True)
+    job = run_deadlines if argv[1:] == ["deadlines"] else run_due
+    print(job(rt, datetime.fromisoformat(argv[0])), flush=True)
     return 0
 
 

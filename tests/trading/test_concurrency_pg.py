@@ -192,3 +192,84 @@ def test_closing_job_killed_mid_run_closes_each_lot_exactly_once(pg_settings):
     assert n_trades == len(expected_awarded)
     assert {r.id for r in rows if r.status == "awarded"} == expected_awarded
     platform.stop()
+
+
+def test_deadline_job_killed_mid_run_defaults_each_buyer_exactly_once(pg_settings):
+    """80 trades whose buyers never paid: the deadline job is SIGKILLed mid-scan, then run twice at once. Each
+    buyer is in default once, each lot offered once to its runner-up, each event published once."""
+    from services.trading import trades as trade_handlers
+    from services.trading.closing import run_due
+    from services.trading.domain.commands import RecordDelivery
+
+    platform = platform_for(pg_settings)
+    rt = platform["trading"]
+    publish(platform, *firm_events("fm_seller"), *firm_events("fm_a"), *firm_events("fm_b"))
+    t0 = datetime.now(UTC) - timedelta(days=10)
+    ids = []
+    for i in range(80):
+        lot = handlers.list_lot(
+            rt,
+            firm_principal("fm_seller"),
+            ListLot(
+                **lot_body(
+                    ends_at=(t0 + timedelta(hours=1)).isoformat(), source="purchase", purchase_ref=f"PO-{i}"
+                )
+            ),
+            now=t0,
+        )["id"]
+        for firm, price in (("fm_b", RESERVE), ("fm_a", RESERVE + INC)):
+            handlers.place_bid(
+                rt, firm_principal(firm), lot, PlaceBid(price_fen_per_t=price), now=t0 + timedelta(minutes=1)
+            )
+        ids.append(lot)
+    assert run_due(rt, t0 + timedelta(hours=1)) == {"awarded": len(ids), "unsold": 0}
+    with rt.db.session(readonly=True) as s:
+        first = list(s.execute(select(trades.c.id)).scalars())
+    for trade_id in first:  # delivered: the payment is requested, and never made
+        trade_handlers.record_delivery(
+            rt,
+            firm_principal("fm_seller"),
+            trade_id,
+            RecordDelivery(weighbridge_ticket_no="WB-1", delivered_qty_t="20.000"),
+            now=t0 + timedelta(hours=2),
+        )
+    now = (t0 + timedelta(hours=2 + 72, seconds=1)).isoformat()
+    env = _env(pg_settings)
+    cmd = [sys.executable, "-m", "tests.trading.close_proc", now, "deadlines"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def defaulted() -> int:
+        with rt.db.session(readonly=True) as s:
+            return s.execute(
+                select(func.count()).select_from(trades).where(trades.c.status == "defaulted")
+            ).scalar()
+
+    deadline = time.monotonic() + 60
+    while defaulted() < 10 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the job finished before it could be killed: give it more trades"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < defaulted() < len(ids)
+
+    again = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    for p in again:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()[-2000:]
+    with rt.db.session(readonly=True) as s:
+        rows = s.execute(
+            select(trades.c.lot_id, trades.c.round, trades.c.status, trades.c.buyer_firm_id)
+        ).all()
+        events = s.execute(
+            select(outbox_t.c.type, outbox_t.c.payload).where(outbox_t.c.topic == "trading.trade")
+        ).all()
+        lot_trade = dict(s.execute(select(lots.c.id, lots.c.trade_id)).all())
+    assert sorted((r.round, r.status, r.buyer_firm_id) for r in rows) == sorted(
+        [(1, "defaulted", "fm_a")] * len(ids) + [(2, "offered", "fm_b")] * len(ids)
+    )
+    per_type: dict[str, list[str]] = {}
+    for type_, payload in events:
+        per_type.setdefault(type_.split(".")[-2], []).append(Envelope.from_bytes(payload).data["lot_id"])
+    assert sorted(per_type["defaulted"]) == sorted(ids) and sorted(per_type["offered"]) == sorted(ids)
+    assert all(trade_id.endswith("_r2") for trade_id in lot_trade.values())
+    platform.stop()

@@ -132,7 +132,7 @@ async def test_deposits_settlement_and_the_price_feed(aiohttp_client, sqlite_set
     publish(platform, captured, captured.model_copy())  # a redelivery, under a new event id
     trade = await (await client.get(f"/v1/trades/{trade_id}", headers=a)).json()
     assert trade["status"] == "settled"
-    assert trade["settlement"] | {"settled_at": None} == {
+    assert trade["settlement"] | {"settled_at": None, "requested_at": None} == {
         "payment_id": f"hr_{trade_id}",
         "payment_status": "captured",
         "amount_fen": amount,
@@ -140,6 +140,7 @@ async def test_deposits_settlement_and_the_price_feed(aiohttp_client, sqlite_set
         "seller_receives_fen": amount - fee,
         "payout_id": "po_x",
         "settled_at": None,
+        "requested_at": None,
     }
     settled = requests_of(platform, "trade.settled.v1")
     assert len(settled) == 1 and settled[0] == settled[0] | {

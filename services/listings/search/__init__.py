@@ -25,7 +25,11 @@ def make_index(rt: ServiceRuntime) -> SearchIndex:
         return ElasticSearchIndex(rt.settings.elasticsearch_url, s.elasticsearch_index)
     from .sqlite_fts import SqliteSearchIndex
 
-    return SqliteSearchIndex(rt.settings.fmt(s.search_path), rank_window=s.search_rank_window)
+    return SqliteSearchIndex(
+        rt.settings.fmt(s.search_path),
+        rank_window=s.search_rank_window,
+        cache_entries=s.search_cache_entries,
+    )
 
 
 SEARCH: Port[SearchIndex] = Port("listings.search")

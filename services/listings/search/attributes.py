@@ -31,10 +31,12 @@ class Attributes:
         self.published = np.zeros(0, dtype=np.float64)
 
     # --- loading -------------------------------------------------------------------------------------------
-    def sync(self, c: sqlite3.Connection) -> Attributes:
+    def sync(self, c: sqlite3.Connection) -> int:
+        """Load what changed; returns the change counter of the connection's snapshot (not `self.seq`, which
+        another thread may move on meanwhile)."""
         seq = int(c.execute("SELECT v FROM meta WHERE k = 'seq'").fetchone()[0])
         if seq == self.seq:
-            return self
+            return seq
         with self._lock:
             if seq != self.seq:
                 rows = c.execute(
@@ -44,7 +46,7 @@ class Attributes:
                 ).fetchall()
                 self._apply(rows)
                 self.seq = max([seq] + [r[6] for r in rows])
-        return self
+        return seq
 
     def _code(self, field: str, value: str) -> int:
         codes = self.codes[field]

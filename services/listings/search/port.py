@@ -61,8 +61,11 @@ class SearchHit:
 @dataclass
 class SearchResult:
     hits: list[SearchHit]
-    total: int
-    facets: dict[str, dict[str, int]] = field(default_factory=dict)
+    total: int  # exact
+    facets: dict[str, dict[str, int]] = field(default_factory=dict)  # exact, over every hit
+    # relevance sort: how many of the hits BM25 scored when it was not all of them (the embedded index's rank
+    # window: the newest ones, the rest following newest first); None when every hit was scored
+    scored: int | None = None
 
 
 class SearchIndex(Protocol):

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..domain import text
 from .attributes import Attributes
+from .hit_cache import HitCache
 from .port import FACETS, ListingDoc, SearchHit, SearchQuery, SearchResult
 
 # bm25 weights of: title, body, words, title_uni, body_uni
@@ -99,9 +100,10 @@ def match_expression(q: str) -> str | None:
 class SqliteSearchIndex:
     name = "sqlite"
 
-    def __init__(self, path: str | Path, rank_window: int = 0):
+    def __init__(self, path: str | Path, rank_window: int = 0, cache_entries: int = 256):
         self.path = str(path)
         self.rank_window = rank_window
+        self.cache = HitCache(cache_entries)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -134,6 +136,7 @@ class SqliteSearchIndex:
         row = c.execute("SELECT v FROM fts_config WHERE k = 'rank'").fetchone()
         if row is None or row[0] != rank:
             c.execute("INSERT INTO fts(fts, rank) VALUES ('rank', ?)", (rank,))
+            _next_seq(c)  # other ranks: cached hits are stale
 
     def close(self) -> None:
         with self._conns_lock:
@@ -207,7 +210,7 @@ class SqliteSearchIndex:
             c.execute("BEGIN IMMEDIATE")
             try:
                 row = c.execute(
-                    "SELECT rid, version, live FROM docs WHERE listing_id = ?", (listing_id,)
+                    "SELECT rid, version, live, seq FROM docs WHERE listing_id = ?", (listing_id,)
                 ).fetchone()
                 if row is None:
                     c.execute(
@@ -217,9 +220,13 @@ class SqliteSearchIndex:
                 elif row[1] >= version:
                     changed = False
                 else:
-                    if row[2]:
+                    seq = row[3]
+                    if row[2]:  # the hits and BM25's statistics change: a new state of the index
                         c.execute("DELETE FROM fts WHERE rowid = ?", (row[0],))
-                    c.execute("UPDATE docs SET version = ?, live = 0 WHERE rid = ?", (version, row[0]))
+                        seq = _next_seq(c)
+                    c.execute(
+                        "UPDATE docs SET version = ?, live = 0, seq = ? WHERE rid = ?", (version, seq, row[0])
+                    )
                     changed = bool(row[2])
                 c.execute("COMMIT")
             except BaseException:
@@ -249,6 +256,7 @@ class SqliteSearchIndex:
             try:
                 c.execute("DELETE FROM fts")
                 c.execute("DELETE FROM docs")
+                _next_seq(c)  # even an empty rebuild is a new state (cached hits are of the old one)
                 chunk: list[ListingDoc] = []
                 for doc in docs:
                     chunk.append(doc)
@@ -307,8 +315,14 @@ class SqliteSearchIndex:
         ranked = q.sort == "relevance"
         c.execute("BEGIN")  # one snapshot for the attributes, the hits and the page
         try:
-            attrs = self._attrs.sync(c)
-            rids, rank = self._hits(c, expr, ranked)
+            seq = self._attrs.sync(c)
+            attrs = self._attrs
+            key = (expr, ranked)
+            hits = self.cache.get(key, seq)
+            if hits is None:
+                hits = self._hits(c, expr, ranked)
+                self.cache.put(key, seq, hits)
+            rids, rank = hits
             if not rids.size:
                 return SearchResult([], 0, {f: {} for f in FACETS})
             keep = attrs.mask(rids, q)
@@ -322,7 +336,10 @@ class SqliteSearchIndex:
                 (int(rids[k]), float(rank[k]) if rank is not None and np.isfinite(rank[k]) else None)
                 for k in page
             ]
-            return SearchResult(self._page(c, out, ranked), total, facets)
+            scored = None if rank is None else int(np.isfinite(rank).sum())
+            return SearchResult(
+                self._page(c, out, ranked), total, facets, scored if scored != total else None
+            )
         finally:
             c.execute("COMMIT")
 

@@ -115,11 +115,18 @@ class DisputeDelivery(BaseModel):
     reason: str = Field(min_length=2, max_length=500)
 
 
+class DeclareDefault(BaseModel):
+    """POST /v1/trades/{id}/declare-default"""
+
+    model_config = _Strict
+    reason: str = Field(min_length=2, max_length=500)
+
+
 class LotsQuery(BaseModel):
     """GET /v1/lots"""
 
     model_config = ConfigDict(extra="forbid")
-    status: Literal["open", "awarded", "unsold"] | None = None
+    status: Literal["open", "awarded", "unsold", "returned"] | None = None
     category: str | None = None
     seller_firm_id: str | None = None
     limit: int | None = Field(None, ge=1)
@@ -130,6 +137,9 @@ class TradesQuery(BaseModel):
     """GET /v1/trades"""
 
     model_config = ConfigDict(extra="forbid")
-    status: Literal["awarded", "delivered", "disputed", "settled"] | None = None
+    status: (
+        Literal["awarded", "delivered", "disputed", "settled", "defaulted", "offered", "declined", "lapsed"]
+        | None
+    ) = None
     limit: int | None = Field(None, ge=1)
     cursor: str | None = None

@@ -1,13 +1,19 @@
 """Lots and trades as state machines, and the quantities they carry. Pure: no I/O.
 
-    lot:    open ──close (a winner)──▶ awarded
+    lot:    open ──close (a winner)──▶ awarded ──(every buyer defaulted, declined or let its offer lapse)──▶ returned
               └──close (no bid at or above reserve)──▶ unsold
 
     trade:  awarded ──deliver──▶ delivered ──captured (the buyer paid)──▶ settled
-                                   │  ▲
-               dispute (outside    │  │ deliver again (a new weighbridge ticket)
-               tolerance only)     ▼  │
-                                 disputed
+              │                    │  ▲
+              │    dispute (outside│  │ deliver again (a new weighbridge ticket)
+              │    tolerance only) ▼  │
+              │                  disputed
+              └──(not collected: the seller declares; not paid in time: the deadline job)──▶ defaulted
+
+    second-chance offer (a later round of the same lot, to the next-best bid after a default):
+            offered ──accept──▶ awarded (then as above)
+               ├──decline──▶ declined
+               └──deadline──▶ lapsed
 
 A delivery whose weight is outside the tolerance of the declared one needs the buyer's acceptance (`acceptance`
 pending → accepted) before payment is requested; within the tolerance it needs none. While the buyer's payment is
@@ -25,8 +31,8 @@ from decimal import Decimal, InvalidOperation
 from services.kernel.errors import Conflict
 
 # --- lots ------------------------------------------------------------------------------------------------
-LOT_OPEN, LOT_AWARDED, LOT_UNSOLD = "open", "awarded", "unsold"
-LOT_STATUSES = (LOT_OPEN, LOT_AWARDED, LOT_UNSOLD)
+LOT_OPEN, LOT_AWARDED, LOT_UNSOLD, LOT_RETURNED = "open", "awarded", "unsold", "returned"
+LOT_STATUSES = (LOT_OPEN, LOT_AWARDED, LOT_UNSOLD, LOT_RETURNED)
 SEALED, ASCENDING = "sealed", "ascending"
 AUCTIONS = (SEALED, ASCENDING)
 SOURCE_INTAKE, SOURCE_PURCHASE = "intake", "purchase"
@@ -36,7 +42,11 @@ AWARDED = "awarded"
 DELIVERED = "delivered"
 DISPUTED = "disputed"
 SETTLED = "settled"
-TRADE_STATUSES = (AWARDED, DELIVERED, DISPUTED, SETTLED)
+DEFAULTED = "defaulted"  # the buyer did not collect or pay in time: its deposit is forfeited
+OFFERED = "offered"  # a second-chance offer to the next-best bidder, waiting for its answer
+DECLINED = "declined"  # ... refused
+LAPSED = "lapsed"  # ... not answered in time
+TRADE_STATUSES = (AWARDED, DELIVERED, DISPUTED, SETTLED, DEFAULTED, OFFERED, DECLINED, LAPSED)
 # trades.acceptance: does the buyer have to accept the delivered weight?
 ACCEPTANCE_NOT_REQUIRED, ACCEPTANCE_PENDING, ACCEPTED = "not_required", "pending", "accepted"
 
@@ -48,6 +58,11 @@ TRANSITIONS: dict[str, dict[str, str]] = {
     "accept_delivery": {DELIVERED: DELIVERED},
     "dispute_delivery": {DELIVERED: DISPUTED},
     "settle": {DELIVERED: SETTLED},
+    "default": {AWARDED: DEFAULTED, DELIVERED: DEFAULTED},
+    "accept_offer": {OFFERED: AWARDED},
+    "decline_offer": {OFFERED: DECLINED},
+    "lapse_offer": {OFFERED: LAPSED},
+    "return_lot": {LOT_AWARDED: LOT_RETURNED},
 }
 
 
@@ -103,6 +118,8 @@ def deposit_request_id(lot_id: str, firm_id: str) -> str:
     return DEPOSIT_PREFIX + hashlib.sha256(f"{lot_id}:{firm_id}".encode()).hexdigest()[:32]
 
 
-def trade_id_for(lot_id: str) -> str:
-    """One trade per lot: its id follows from the lot's, so a close run twice cannot make two."""
-    return "tr_" + lot_id.removeprefix("lot_")
+def trade_id_for(lot_id: str, round_no: int = 1) -> str:
+    """One trade per lot and round: its id follows from the lot's (and the round's, for a second-chance offer
+    after a default), so a close or a deadline run twice cannot make two."""
+    base = "tr_" + lot_id.removeprefix("lot_")
+    return base if round_no == 1 else f"{base}_r{round_no}"

@@ -4,7 +4,7 @@ import { all, api, session, stream } from '../api.js';
 import { dateTime, field, h, select, showError, toast, yuan } from '../ui.js';
 
 const AUCTION = { ascending: '公开增价', sealed: '密封报价' };
-const STATUS = { open: '竞价中', awarded: '已成交', unsold: '流拍' };
+const STATUS = { open: '竞价中', awarded: '已成交', unsold: '流拍', returned: '买方违约·退回' };
 const BIDS_KEY = 'recycle.console.bid-lots';
 
 export async function render(main) {
