@@ -26,6 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +68,8 @@ HELD = "requires_capture"
 CAPTURED, CANCELLED, REFUNDED = "captured", "cancelled", "refunded"
 LAPSED = "authorisation_lapsed"  # the provider let the hold go before it was captured
 # why a capture is refused, by the request's status (HoldCaptureRefused.reason)
+# how many payments' last refresh a process remembers (the oldest are forgotten: at worst one more provider read)
+_REFRESH_MEMORY = 10_000
 _CAPTURE_REFUSALS = {WAITING: "not_held", CANCELLED: "already_cancelled", REFUNDED: "already_refunded"}
 
 
@@ -89,6 +95,10 @@ class HoldRequests:
         self.payments = payments
         self.db = payments.db
         payments.intent_watchers.append(self._when_intent_event)
+        # when each payment was last read from the provider for a poll (this process's memory; see `get`)
+        self.clock: Callable[[], float] = time.monotonic
+        self._refreshed_at: OrderedDict[str, float] = OrderedDict()
+        self._refresh_lock = threading.Lock()
 
     @property
     def provider(self) -> Any:
@@ -96,11 +106,40 @@ class HoldRequests:
 
     # --- the payer -------------------------------------------------------------------------------------------
     def get(self, request_id: str, user_id: str, admin: bool = False) -> dict[str, Any]:
+        """The payment as we know it; one still waiting for a payer whose client pays at the provider (Stripe.js)
+        is read from the provider first, at most once per `intent_refresh_s` per payment, so a client polling
+        after paying sees `requires_capture` without waiting for the webhook or the timer."""
         with self.db.session(readonly=True) as s:
             row = s.execute(select(hold_requests).where(hold_requests.c.id == request_id)).first()
         if row is None or (row.payer_user_id != user_id and not admin):
             raise NotFound(f"no payment with id {request_id}")
-        return view(row)
+        if not self._may_refresh(row):
+            return view(row)
+        try:
+            out = retry_on_conflict(lambda: self._sync(request_id))
+        except ProviderError as exc:  # the provider is unreachable: what we know is still an answer
+            log.warning("could not read the payment intent of hold request %s: %s", request_id, exc)
+            return view(row)
+        out.pop("updated_at")
+        return out
+
+    def _may_refresh(self, row: Any) -> bool:
+        """Whether a read of `row` should ask the provider first, and if so claim the refresh (throttled: the
+        provider is asked at most once per `intent_refresh_s` per payment, however many clients poll)."""
+        if row.status != WAITING or not row.provider_ref:
+            return False
+        if CLIENT_CONFIRMATION not in self.provider.capabilities:
+            return False  # the payer pays only through our confirm route: our table is up to date
+        now = self.clock()
+        with self._refresh_lock:
+            last = self._refreshed_at.get(row.id)
+            if last is not None and now - last < self.payments.settings.intent_refresh_s:
+                return False
+            self._refreshed_at[row.id] = now
+            self._refreshed_at.move_to_end(row.id)
+            while len(self._refreshed_at) > _REFRESH_MEMORY:
+                self._refreshed_at.popitem(last=False)
+        return True
 
     def confirm(self, request_id: str, user_id: str, payment_method: str) -> dict[str, Any]:
         """The payer pays with `payment_method`: the money is held (`requires_capture`) or the method is declined
