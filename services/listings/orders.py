@@ -11,11 +11,16 @@ How each step stays safe under races and redelivery:
 - the hold request id is derived from the order id (`hr_<order>`), so payments acts on it once;
 - every report from payments moves the order only from the state it expects (a late `HoldAuthorised` for an
   order that expired is answered with a cancel request, which payments applies once);
-- timers select due rows and change each under a conditional UPDATE (see timers.py).
+- timers select due rows and change each under a conditional UPDATE (see timers.py);
+- an order asks for a capture only when shipped and for a cancel only before shipping, both under its row lock, so
+  payments never has to refuse one of its requests for having lost a race; a refusal it reports anyway (the
+  buyer's authorisation lapsed before the capture: HoldCancelled, then HoldCaptureRefused) is logged for an
+  operator, with the payment status the reports left (`cancelled`).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -26,8 +31,10 @@ from services.contracts.listings import ListingUnpublished, OrderCancelled, Orde
 from services.contracts.payments import (
     HoldAuthorised,
     HoldCancelled,
+    HoldCancelRefused,
     HoldCancelRequested,
     HoldCaptured,
+    HoldCaptureRefused,
     HoldCaptureRequested,
     HoldDeclined,
     HoldOpened,
@@ -47,6 +54,8 @@ from .settings import settings_of
 from .store import listings, orders, reviews
 
 REQUESTER = "listings"
+
+log = logging.getLogger(__name__)
 
 
 # --- commands ------------------------------------------------------------------------------------------------
@@ -528,4 +537,22 @@ def when_hold_refunded_record(event: HoldRefunded, uow: UnitOfWork) -> None:
         update(orders)
         .where(orders.c.hold_request_id == event.hold_request_id)
         .values(payment_status="refunded", updated_at=utcnow())
+    )
+
+
+def when_hold_capture_refused_log(event: HoldCaptureRefused, uow: UnitOfWork) -> None:
+    log.error(
+        "payments refused to capture the escrow of order %s (%s, the payment is %s): the seller is not paid",
+        event.reference_id,
+        event.reason,
+        event.current_state,
+    )
+
+
+def when_hold_cancel_refused_log(event: HoldCancelRefused, uow: UnitOfWork) -> None:
+    log.error(
+        "payments refused to give back the escrow of order %s (%s, the payment is %s)",
+        event.reference_id,
+        event.reason,
+        event.current_state,
     )

@@ -627,6 +627,11 @@ class Payments:
             n += len(events)
 
     # === queries ==============================================================================================
+    def hold_in(self, uow: UnitOfWork, hold_id: str) -> Hold:
+        """A hold as it stands inside the caller's unit of work, its row locked (a consumer deciding what to do)."""
+        s = uow.session
+        return self._hold_view(s, self._hold_row(s, hold_id, lock=True))
+
     def get_hold(self, hold_id: str) -> Hold:
         with self.db.session(readonly=True) as s:
             return self._hold_view(s, self._hold_row(s, hold_id))
