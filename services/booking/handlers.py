@@ -27,6 +27,7 @@ from services.kernel.db import UnitOfWork
 from services.kernel.errors import Conflict, Forbidden, NotFound, RuleViolated, ValidationFailed
 from services.kernel.events import Envelope
 from services.kernel.ids import new_id
+from services.kernel.live_feed import FeedingUnitOfWork
 from services.kernel.money import line_amount_fen, qty_str
 from services.kernel.runtime import ServiceRuntime
 from services.kernel.taxonomy import leaf
@@ -78,23 +79,10 @@ def aware(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC)
 
 
-class Tx(UnitOfWork):
+class Tx(FeedingUnitOfWork):
     """A unit of work that also hands its events to the in-process job feed once they are committed."""
 
-    def __init__(self, rt: ServiceRuntime, readonly: bool = False):
-        super().__init__(rt.db, readonly)
-        self.rt = rt
-        self.envelopes: list[Envelope] = []
-
-    def emit(self, event: Any) -> None:
-        env = event if isinstance(event, Envelope) else Envelope.wrap(event)
-        self.envelopes.append(env)
-        super().emit(env)
-
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
-        super().__exit__(exc_type, exc, tb)
-        if exc_type is None and self.envelopes:
-            feed.publish_local(self.rt, self.envelopes)
+    feed_port = feed.JOB_FEED
 
 
 def committed(rt: ServiceRuntime, write: Any, lock_key: str = "") -> Any:
