@@ -166,7 +166,9 @@ class HoldCaptureRefused(_HoldEvent):
     doc = (
         "A capture request the hold's state does not allow; nothing was taken. `reason`: `not_held` (the payer has "
         "not paid yet: the payment still waits), `already_cancelled`, `already_refunded`, `authorisation_lapsed` "
-        "(the provider let the hold go; `HoldCancelled` came first). `current_state` is the request's status."
+        "(the provider let the hold go; `HoldCancelled` came first), `invalid_fee` / `invalid_payee_kind` / "
+        "`invalid_payee` (a request that can never be paid out; the hold stays uncaptured). `current_state` is "
+        "the request's status."
     )
     reference_id: str
     reason: str

@@ -467,8 +467,9 @@ def when_hold_authorised_mark_paid(event: HoldAuthorised, uow: UnitOfWork) -> No
         return  # not one of listings' holds
     now = utcnow()
     if row.status != m.PENDING_PAYMENT:
-        # paid too late (the order expired or was cancelled meanwhile): give the money back
-        if row.payment_status not in ("cancelled", "refunded"):
+        # paid too late (the order expired or was cancelled meanwhile): give the money back. Only then: the same
+        # fact reported again about a paid order must leave its escrow alone.
+        if row.status in (m.CANCELLED, m.EXPIRED) and row.payment_status not in ("cancelled", "refunded"):
             uow.session.execute(update(orders).where(orders.c.id == row.id).values(hold_id=event.hold_id))
             uow.emit(
                 HoldCancelRequested(

@@ -9,7 +9,8 @@
     HoldCancelRequested ─▶ close the intent / release the hold / refund a capture the provider made outside ours
                            ─▶ HoldCancelled | HoldRefunded
     a request the state no longer allows ─▶ HoldCancelRefused (captured: the payee has the money) |
-                           HoldCaptureRefused (not paid yet, cancelled, refunded, the authorisation lapsed)
+                           HoldCaptureRefused (not paid yet, cancelled, refunded, the authorisation lapsed,
+                           a fee or payee that can never be paid: checked before anything is captured)
 
 A refusal is an answer, not a failure: the handler commits it (with the inbox record) instead of raising, so a
 valid request that lost a race is never parked in the dead letters. A held request whose hold the provider let go
@@ -53,7 +54,7 @@ from services.kernel.errors import Conflict, Forbidden, NotFound, ValidationFail
 from services.kernel.ports import Port
 
 from .domain.model import HoldStatus
-from .domain.rules import provider_idempotency_key
+from .domain.rules import provider_idempotency_key, wallet_for
 from .handlers import Payments
 from .ports import CLIENT_CONFIRMATION, IntentSnapshot, InvalidRequest, ProviderError
 from .store import hold_requests
@@ -404,7 +405,15 @@ class HoldRequests:
             self._refuse(uow, row, HoldCaptureRefused, reason)
             return
         p = self.payments
-        if p.hold_in(uow, row.hold_id).status == HoldStatus.AUTHORISED:
+        held = p.hold_in(uow, row.hold_id)
+        # checked before the capture: a release refused after it would leave the money captured at the provider
+        unpayable = _unpayable(
+            event, held.amount_fen if held.status == HoldStatus.AUTHORISED else held.refundable_fen
+        )
+        if unpayable:
+            self._refuse(uow, row, HoldCaptureRefused, unpayable)
+            return
+        if held.status == HoldStatus.AUTHORISED:
             p.capture_in(uow, command_id=f"hr:{row.id}:capture", hold_id=row.hold_id)
         # else the provider captured it outside our capture (its event booked that): the escrow holds it already
         hold = p.hold_in(uow, row.hold_id)
@@ -568,6 +577,17 @@ class HoldRequests:
             # the request itself comes first on the same partition: this is a bug or a lost request
             raise NotFound(f"no hold request {request_id}")
         return row
+
+
+def _unpayable(event: HoldCaptureRequested, amount_fen: int) -> str | None:
+    """Why a capture request can never be paid out (a requester's bug, refused rather than retried), or None."""
+    if not event.payee_user_id:
+        return "invalid_payee"
+    if not wallet_for(event.payee_kind):
+        return "invalid_payee_kind"
+    if event.fee_fen < 0 or event.fee_fen >= amount_fen:
+        return "invalid_fee"
+    return None
 
 
 def _may_change(row: Any) -> bool:

@@ -273,3 +273,33 @@ async def test_a_lapsed_authorisation_refuses_the_capture_without_parking_it(
         "refused to capture the escrow of order " + order["id"] in m and "authorisation_lapsed" in m
         for m in caplog.messages
     )
+
+
+async def test_a_second_authorisation_report_for_a_paid_order_gives_nothing_back(
+    aiohttp_client, sqlite_settings
+):
+    """Only an order that ended (expired, cancelled) gives a late authorisation back: a repeated report about a
+    paid order (another event id, e.g. re-published by an operator) must not release the buyer's escrow."""
+    from services.contracts.payments import HoldAuthorised
+
+    from .support import publish
+
+    s = sqlite_settings
+    platform, client = await app_client(aiohttp_client, s)
+    seller, buyer = uid("sel"), uid("buy")
+    order = await _order(platform, client, s, buyer, await _published(client, s, seller))
+    held = await _pay(client, s, buyer, order)
+    platform.drain()
+    publish(
+        platform,
+        HoldAuthorised(
+            hold_request_id=order["payment"]["id"],
+            hold_id=held["hold_id"],
+            amount_fen=order["amount_fen"],
+            reference_id=order["id"],
+            authorised_at=utcnow(),
+        ),
+    )
+    got = await _get(client, s, buyer, order["id"])
+    assert (got["status"], got["payment"]["status"]) == ("paid", "held")
+    assert str(payments_of(platform["payments"]).get_hold(held["hold_id"]).status) == "authorised"

@@ -21,6 +21,7 @@ from services.kernel.events import Envelope, Event, topic_of
 from services.kernel.ids import new_id
 from services.kernel.outbox import outbox_t
 from services.payments.hold_requests import hold_requests_of
+from services.payments.reconcile import reconcile
 
 from .support import Case
 
@@ -227,3 +228,25 @@ def test_a_hold_the_provider_captured_is_released_on_capture_and_refunded_on_can
     assert _kinds(case, refunded)[-1] == "refunded"
     assert _hold_of(case, refunded).refunded_fen == AMOUNT_FEN
     assert case.payments.ledger_problems() == []
+
+
+def test_a_capture_that_can_never_be_paid_is_refused_before_anything_is_taken(case: Case):
+    """A fee of the whole hold or more, or a payee kind we do not pay: nothing is captured at the provider (it used
+    to be captured, then the release failed the handler, rolled back our books and parked the request)."""
+    hr, _ = _held(case)
+    whole_fee = _capture(hr).model_copy(update={"fee_fen": AMOUNT_FEN})
+    odd_payee = _capture(hr).model_copy(update={"payee_kind": "martian"})
+    _send(case, whole_fee, odd_payee)
+
+    assert _parked(case) == 0
+    assert _status(case, hr) == "requires_capture"
+    assert [(k, d["reason"]) for k, d in _reports(case, hr)[2:]] == [
+        ("capture_refused", "invalid_fee"),
+        ("capture_refused", "invalid_payee_kind"),
+    ]
+    hold = _hold_of(case, hr)
+    assert (str(hold.status), hold.captured_fen) == ("authorised", 0)
+    assert reconcile(case.payments).ok  # the provider's intent is still uncaptured, as our books say
+    # a valid capture afterwards takes it
+    _send(case, _capture(hr))
+    assert _status(case, hr) == "captured"
