@@ -49,7 +49,7 @@ from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
 from .domain.rules import not_own_listing
-from .handlers import aware, published_event, refuse, utcnow
+from .handlers import published_event, refuse, utcnow
 from .settings import settings_of
 from .store import listings, orders, reviews
 
@@ -413,11 +413,11 @@ def order_view(row: Any) -> dict[str, Any]:
         "tracking_no": row.tracking_no,
         "cancel_reason": row.cancel_reason,
         "auto_confirmed": bool(row.auto_confirmed),
-        "created_at": aware(row.created_at),
-        "expires_at": aware(row.expires_at),
-        "paid_at": aware(row.paid_at),
-        "shipped_at": aware(row.shipped_at),
-        "completed_at": aware(row.completed_at),
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "paid_at": row.paid_at,
+        "shipped_at": row.shipped_at,
+        "completed_at": row.completed_at,
     }
 
 

@@ -28,7 +28,7 @@ from services.kernel.errors import NotFound, RuleViolated
 from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
-from .handlers import acting_firm, aware, firms_related, utcnow, verified_firm
+from .handlers import acting_firm, firms_related, utcnow, verified_firm
 from .store import deposits, lots, trades
 
 REQUESTED, OPENED, HELD, DECLINED = "requested", "opened", "held", "declined"
@@ -48,8 +48,8 @@ def view(row: Any) -> dict[str, Any]:
         "amount_fen": row.amount_fen,
         "status": row.status,
         "forfeit_fee_fen": row.forfeit_fee_fen,
-        "requested_at": aware(row.requested_at),
-        "updated_at": aware(row.updated_at),
+        "requested_at": row.requested_at,
+        "updated_at": row.updated_at,
     }
 
 
