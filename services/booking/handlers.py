@@ -68,10 +68,6 @@ from .views import complaint_view, pickup_view, rating_view
 FEED_PRECISION = 7  # the location events carry: a ~150 m cell, never the address
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class Tx(FeedingUnitOfWork):
     """A unit of work that also hands its events to the in-process job feed once they are committed."""
 
@@ -304,7 +300,9 @@ class PreparedBooking:
 def book(rt: ServiceRuntime, principal: Principal, cmd: BookPickup, now: datetime | None = None) -> dict:
     """A resident books a doorstep pickup: checks the address, the window and the items, takes capacity, quotes."""
     city_code = booking_city(cmd)
-    prepared = prepare_booking(rt, principal, cmd, now or utcnow(), price_cache(rt).prices(rt.db, city_code))
+    prepared = prepare_booking(
+        rt, principal, cmd, now or datetime.now(UTC), price_cache(rt).prices(rt.db, city_code)
+    )
     committed(rt, booking_write(rt, prepared), booking_lock_key(prepared))
     return booking_view(rt, prepared, principal)
 
@@ -319,7 +317,7 @@ async def book_async(rt: ServiceRuntime, principal: Principal, cmd: BookPickup) 
         found = await asyncio.get_running_loop().run_in_executor(
             None, price_cache(rt).prices, rt.db, city_code
         )
-    prepared = prepare_booking(rt, principal, cmd, utcnow(), found)
+    prepared = prepare_booking(rt, principal, cmd, datetime.now(UTC), found)
     _, events = await asyncio.wrap_future(
         rt.db.writer.submit(booking_write(rt, prepared), booking_lock_key(prepared))
     )
@@ -510,14 +508,16 @@ def accept(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: dateti
     return accept_reply(
         rt,
         principal,
-        committed(rt, accept_write(rt, principal, pickup_id, now or utcnow()), "pickup:" + pickup_id),
+        committed(
+            rt, accept_write(rt, principal, pickup_id, now or datetime.now(UTC)), "pickup:" + pickup_id
+        ),
     )
 
 
 async def accept_async(rt: ServiceRuntime, principal: Principal, pickup_id: str) -> dict:
     """`accept` for the HTTP route: the event loop hands the job straight to the group-commit writer."""
     outcome, events = await asyncio.wrap_future(
-        rt.db.writer.submit(accept_write(rt, principal, pickup_id, utcnow()), "pickup:" + pickup_id)
+        rt.db.writer.submit(accept_write(rt, principal, pickup_id, datetime.now(UTC)), "pickup:" + pickup_id)
     )
     if events:
         feed.publish_local(rt, events)
@@ -603,7 +603,7 @@ def check_can_take(col: Any, row: Any) -> None:
 
 
 def arrive(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: datetime | None = None) -> dict:
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         require_collector(row, principal)
@@ -617,7 +617,7 @@ def weigh(
 ) -> dict:
     """The accepting collector records what the scale says; priced at the prices in force now (the estimate stays)."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     cats = {}
     for i, ln in enumerate(cmd.lines):
         cat = cats[ln.category] = leaf(ln.category, f"lines.{i}.category")
@@ -709,7 +709,7 @@ def settle(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: dateti
     With invoicing on, the payout waits for invoicing's answer (or the time-out); with it off, the gross amount
     is requested at once."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         ss = uow.session
         row = load(ss, pickup_id)
@@ -771,7 +771,7 @@ def settle(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: dateti
 def dispute(
     rt: ServiceRuntime, principal: Principal, pickup_id: str, cmd: DisputePickup, now: datetime | None = None
 ) -> dict:
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         require_resident(row, principal)
@@ -799,7 +799,7 @@ def reschedule(
     the cancel rules). The new window follows the booking rules and takes places in its slots; the old ones are
     given back in the same transaction."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     start, end = cmd.window.start.astimezone(UTC), cmd.window.end.astimezone(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
@@ -842,7 +842,7 @@ def cancel(
     """The resident cancels a requested pickup at any time, an accepted one until the cut-off before the window;
     an admin cancels any pickup not yet settled."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         if is_resident(row, principal):
@@ -881,7 +881,7 @@ def report_no_show(
 ) -> dict:
     """The collector is at the door and nobody answers: after the wait, the pickup ends as no_show (resident)."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         require_collector(row, principal)
@@ -935,7 +935,7 @@ def retry_payout(
     rt: ServiceRuntime, principal: Principal, pickup_id: str, now: datetime | None = None
 ) -> dict:
     """A failed payout is requested again under a new id (`po_<pickup>_<n>`); only after a failure."""
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         if not (is_resident(row, principal) or is_admin(principal)):
@@ -971,7 +971,7 @@ def rate(
     rt: ServiceRuntime, principal: Principal, pickup_id: str, cmd: RatePickup, now: datetime | None = None
 ) -> dict:
     """Two-way ratings after settlement: the resident rates the collector and the collector the resident, once."""
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         if is_resident(row, principal):
@@ -1017,7 +1017,7 @@ def complain(
     rt: ServiceRuntime, principal: Principal, pickup_id: str, cmd: FileComplaint, now: datetime | None = None
 ) -> dict:
     """A party of the pickup files a complaint with evidence (photos, the scale ticket, ...)."""
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         if is_resident(row, principal):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -20,7 +20,7 @@ from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
 from .domain.events import PickupExpiryEscalated, PickupNoShow
-from .handlers import FEED_PRECISION, Tx, expire_row, utcnow
+from .handlers import FEED_PRECISION, Tx, expire_row
 from .saga import start_payout
 from .settings import settings_of
 from .store import payouts, pickups
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
     """Escalate, expire, record collector no-shows and time out invoices that are due at `now`."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     soon = now + timedelta(minutes=s.expiry_escalation_minutes)
     return {
         "escalated": _each(

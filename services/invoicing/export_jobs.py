@@ -38,10 +38,6 @@ from .store import exports
 log = logging.getLogger(__name__)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def create_export(db: Database, spec: ReportSpec, requested_by: str, runner: str) -> dict[str, Any]:
     export_id = new_id("ex")
     with UnitOfWork(db) as uow:
@@ -58,7 +54,7 @@ def create_export(db: Database, spec: ReportSpec, requested_by: str, runner: str
                 runner=runner,
                 rows_done=0,
                 progress=0.0,
-                created_at=_now(),
+                created_at=datetime.now(UTC),
             )
         )
     return load_export(db, export_id)
@@ -88,7 +84,15 @@ def run_export(rt: ServiceRuntime, export_id: str) -> dict[str, Any]:
         return job
     spec = ReportSpec(job["firm_id"], job["kind"], job["period"], job["format"], job["pii"])
     cfg = settings_of(rt)
-    set_export(rt.db, export_id, status="running", started_at=_now(), error=None, rows_done=0, progress=0.0)
+    set_export(
+        rt.db,
+        export_id,
+        status="running",
+        started_at=datetime.now(UTC),
+        error=None,
+        rows_done=0,
+        progress=0.0,
+    )
 
     def progress(done: int, total: int) -> None:
         set_export(
@@ -113,7 +117,11 @@ def run_export(rt: ServiceRuntime, export_id: str) -> dict[str, Any]:
     except Exception as exc:
         log.exception("export %s failed", export_id)
         set_export(
-            rt.db, export_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=_now()
+            rt.db,
+            export_id,
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            finished_at=datetime.now(UTC),
         )
         raise
     set_export(
@@ -125,7 +133,7 @@ def run_export(rt: ServiceRuntime, export_id: str) -> dict[str, Any]:
         rows_total=n,
         file_name=spec.file_name,
         size_bytes=path.stat().st_size,
-        finished_at=_now(),
+        finished_at=datetime.now(UTC),
     )
     return load_export(rt.db, export_id)
 
@@ -144,7 +152,7 @@ def dispatch(rt: ServiceRuntime, export_id: str, runner: str) -> str:
             from .tasks import export_tax_report
 
             export_tax_report.publish(rt.settings, export_id)
-            set_export(rt.db, export_id, dispatched_at=_now())
+            set_export(rt.db, export_id, dispatched_at=datetime.now(UTC))
             return "celery"
         except Exception:  # noqa: BLE001 - the broker is down: do not lose the request
             log.warning(
@@ -159,7 +167,7 @@ def dispatch(rt: ServiceRuntime, export_id: str, runner: str) -> str:
 
 def requeue_stale(rt: ServiceRuntime, now: datetime | None = None) -> list[str]:
     """Send again the Celery jobs still queued `export_queued_deadline_s` after they were last sent."""
-    now = now or _now()
+    now = now or datetime.now(UTC)
     cutoff = now - timedelta(seconds=settings_of(rt).export_queued_deadline_s)
     with UnitOfWork(rt.db, readonly=True) as uow:
         stale = list(

@@ -122,10 +122,6 @@ class Sale:
 # ---------------------------------------------------------------------------------------------------- helpers
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def record_evidence(
     session: Session,
     pickup_id: str,
@@ -227,7 +223,7 @@ def when_pickup_settled_issue_invoice(event: PickupSettled, uow: UnitOfWork, *, 
 def settle_sale(rt: ServiceRuntime, uow: UnitOfWork, sale: Sale, now: datetime | None = None) -> Outcome:
     """Issue (or block) the one blue invoice of a settled pickup. A pickup that has it already changes nothing."""
     s = uow.session
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     existing = s.execute(
         select(invoices.c.id, invoices.c.status).where(
             invoices.c.pickup_id == sale.pickup_id, invoices.c.kind == "blue"
@@ -494,7 +490,7 @@ def retry_blocked(
     paid ...). It is dated the day of the retry. Still refused ⇒ it stays blocked with the new reason, the attempt
     is kept, and RuleViolated (422) names the reason. The saga was answered when the invoice was first blocked
     (the seller was paid gross), so the issued invoice's event says `retried=true`."""
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with UnitOfWork(rt.db) as uow:
         s = uow.session
         row = _invoice_for(s, invoice_id, authorize)
@@ -556,7 +552,7 @@ def issue_red_letter(
     when the blue invoice's month has ended (a month made taxable by the settlement gives its VAT back).
     It reduces the seller's month totals in its own month, and the rolling cap where the blue invoice counts.
     """
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     on = settings_of(rt).local_date(now)
     with UnitOfWork(rt.db) as uow:
         s = uow.session

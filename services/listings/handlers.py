@@ -28,10 +28,6 @@ from .settings import ListingsSettings, settings_of
 from .store import certificate_devices, certificates, listings
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def prohibited_rule(s: ListingsSettings) -> ProhibitedItems:
     return ProhibitedItems(frozenset(s.prohibited_categories), tuple(s.prohibited_words))
 
@@ -52,7 +48,7 @@ def create_listing(rt: ServiceRuntime, seller_id: str, data: dict[str, Any]) -> 
     """A draft (草稿). `data` is validated input (api.ListingIn); the prohibited-items rule runs here."""
     s = settings_of(rt)
     refuse(prohibited_rule(s).check(data["category"], data["title"], data["description"]))
-    now = utcnow()
+    now = datetime.now(UTC)
     lid = new_id("ls")
     device = data.get("device") or None
     values: dict[str, Any] = dict(
@@ -98,7 +94,7 @@ def publish_listing(rt: ServiceRuntime, user: Principal, listing_id: str) -> dic
         refuse(prohibited_rule(s).check(row.category, row.title, row.description))
         facts = device_facts(uow, row, s)
         refuse(wipe_certificate_required(facts))
-        now = utcnow()
+        now = datetime.now(UTC)
         uow.session.execute(
             update(listings)
             .where(listings.c.id == row.id)
@@ -131,7 +127,7 @@ def update_listing(
         uow.session.execute(
             update(listings)
             .where(listings.c.id == row.id)
-            .values(version=row.version + 1, updated_at=utcnow(), **values)
+            .values(version=row.version + 1, updated_at=datetime.now(UTC), **values)
         )
         row = _row(uow, row.id)
         if row.status == m.PUBLISHED:
@@ -144,7 +140,7 @@ def withdraw_listing(rt: ServiceRuntime, user: Principal, listing_id: str) -> di
         row = _owned_row(uow, listing_id, user, admin_ok=True)
         was = row.status
         m.next_listing_state("withdraw", was)
-        now = utcnow()
+        now = datetime.now(UTC)
         uow.session.execute(
             update(listings)
             .where(listings.c.id == row.id)

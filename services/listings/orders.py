@@ -21,7 +21,7 @@ How each step stays safe under races and redelivery:
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -49,7 +49,7 @@ from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
 from .domain.rules import not_own_listing
-from .handlers import published_event, refuse, utcnow
+from .handlers import published_event, refuse
 from .settings import settings_of
 from .store import listings, orders, reviews
 
@@ -71,7 +71,7 @@ def create_order(rt: ServiceRuntime, buyer_id: str, listing_id: str) -> dict[str
             if row is None or row.status in (m.DRAFT, m.WITHDRAWN):
                 raise NotFound(f"no listing with id {listing_id}")
             refuse(not_own_listing(buyer_id, row.seller_id))
-            now = utcnow()
+            now = datetime.now(UTC)
             order_id = new_id("od")
             res = sess.execute(
                 update(listings)
@@ -134,7 +134,7 @@ def ship_order(
         row = _order(uow, order_id, lock=True)
         _party(row, user, "seller")
         m.next_order_state("ship", row.status)
-        now = utcnow()
+        now = datetime.now(UTC)
         uow.session.execute(
             update(orders)
             .where(orders.c.id == row.id)
@@ -165,7 +165,7 @@ def confirm_receipt(
 def complete(uow: UnitOfWork, rt: ServiceRuntime, row: Any, *, auto: bool) -> bool:
     m.next_order_state("confirm", row.status)
     s = settings_of(rt)
-    now = utcnow()
+    now = datetime.now(UTC)
     fee = m.platform_fee_fen(int(row.amount_fen), s.platform_fee_bps, s.min_fee_fen)
     res = uow.session.execute(
         update(orders)
@@ -243,7 +243,7 @@ def cancel_order(rt: ServiceRuntime, user: Principal, order_id: str) -> dict[str
 def close(uow: UnitOfWork, row: Any, action: str, reason: str) -> bool:
     """Cancel or expire an order: free the listing, ask payments to give the money back."""
     to = m.next_order_state(action, row.status)
-    now = utcnow()
+    now = datetime.now(UTC)
     res = uow.session.execute(
         update(orders)
         .where(orders.c.id == row.id, orders.c.status == row.status)
@@ -277,7 +277,7 @@ def release_listing(uow: UnitOfWork, listing_id: str, order_id: str) -> None:
     listing = s.execute(select(listings).where(listings.c.id == listing_id).with_for_update()).one()
     if listing.status != m.RESERVED or listing.reserved_order_id != order_id:
         return
-    now = utcnow()
+    now = datetime.now(UTC)
     if listing.unpublished_reason == "certificate_revoked":
         s.execute(
             update(listings)
@@ -334,7 +334,7 @@ def review_order(
                 subject_id=row.seller_id if role == "buyer" else row.buyer_id,
                 rating=rating,
                 comment=comment,
-                created_at=utcnow(),
+                created_at=datetime.now(UTC),
             )
             uow.session.execute(reviews.insert().values(**values))
             return values
@@ -456,7 +456,9 @@ def when_hold_opened_record(event: HoldOpened, uow: UnitOfWork) -> None:
         update(orders)
         .where(orders.c.hold_request_id == event.hold_request_id, orders.c.payment_status == "requested")
         .values(
-            payment_status="requires_payment_method", client_secret=event.client_secret, updated_at=utcnow()
+            payment_status="requires_payment_method",
+            client_secret=event.client_secret,
+            updated_at=datetime.now(UTC),
         )
     )
 
@@ -465,7 +467,7 @@ def when_hold_authorised_mark_paid(event: HoldAuthorised, uow: UnitOfWork) -> No
     row = _by_hold(uow, event.hold_request_id)
     if row is None:
         return  # not one of listings' holds
-    now = utcnow()
+    now = datetime.now(UTC)
     if row.status != m.PENDING_PAYMENT:
         # paid too late (the order expired or was cancelled meanwhile): give the money back. Only then: the same
         # fact reported again about a paid order must leave its escrow alone.
@@ -512,7 +514,7 @@ def when_hold_declined_record(event: HoldDeclined, uow: UnitOfWork) -> None:
         .values(
             payment_status="declined",
             decline_reason=f"{event.decline_code}: {event.reason}",
-            updated_at=utcnow(),
+            updated_at=datetime.now(UTC),
         )
     )
 
@@ -521,7 +523,7 @@ def when_hold_captured_record(event: HoldCaptured, uow: UnitOfWork) -> None:
     uow.session.execute(
         update(orders)
         .where(orders.c.hold_request_id == event.hold_request_id)
-        .values(payment_status="captured", payout_id=event.payout_id, updated_at=utcnow())
+        .values(payment_status="captured", payout_id=event.payout_id, updated_at=datetime.now(UTC))
     )
 
 
@@ -529,7 +531,7 @@ def when_hold_cancelled_record(event: HoldCancelled, uow: UnitOfWork) -> None:
     uow.session.execute(
         update(orders)
         .where(orders.c.hold_request_id == event.hold_request_id)
-        .values(payment_status="cancelled", updated_at=utcnow())
+        .values(payment_status="cancelled", updated_at=datetime.now(UTC))
     )
 
 
@@ -537,7 +539,7 @@ def when_hold_refunded_record(event: HoldRefunded, uow: UnitOfWork) -> None:
     uow.session.execute(
         update(orders)
         .where(orders.c.hold_request_id == event.hold_request_id)
-        .values(payment_status="refunded", updated_at=utcnow())
+        .values(payment_status="refunded", updated_at=datetime.now(UTC))
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -20,7 +20,6 @@ from services.kernel.errors import Conflict
 from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
-from .handlers import utcnow
 from .orders import close, complete
 from .settings import settings_of
 from .store import orders
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 
 def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     return {
         "expired": _each(
             rt,

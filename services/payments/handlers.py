@@ -75,10 +75,6 @@ K_WITHDRAWAL_FAILED = "withdrawal_failed"
 K_WITHDRAWAL_RETURNED = "withdrawal_returned"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _reused(command_id: str, what: str) -> RuleViolated:
     return RuleViolated(
         f"command id {command_id!r} was already used for {what}",
@@ -166,7 +162,7 @@ class Payments:
                         provider_ref=res.provider_ref or None,
                         decline_code=res.decline_code,
                         decline_message=res.decline_message,
-                        updated_at=_now(),
+                        updated_at=datetime.now(UTC),
                     )
                 )
                 if status == HoldStatus.AUTHORISED:
@@ -489,7 +485,7 @@ class Payments:
                 uow.session.execute(
                     update(payees)
                     .where(payees.c.user_id == user_id)
-                    .values(provider_account_ref=ref, updated_at=_now())
+                    .values(provider_account_ref=ref, updated_at=datetime.now(UTC))
                 )
             return ref
 
@@ -564,7 +560,7 @@ class Payments:
                         amount_fen=pe.amount_fen,
                         failure_reason=pe.failure_reason,
                         payload=json.dumps(event, default=str),
-                        received_at=_now(),
+                        received_at=datetime.now(UTC),
                     )
                 )
                 s.flush()
@@ -723,8 +719,8 @@ class Payments:
                 status=status,
                 provider=self.provider.name,
                 provider_ref=provider_ref,
-                created_at=_now(),
-                updated_at=_now(),
+                created_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
             )
         )
 
@@ -747,7 +743,7 @@ class Payments:
     def _record_command(self, s: Session, command_id: str, op: str, hold_id: str, amount: int | None) -> None:
         s.execute(
             insert(hold_commands).values(
-                command_id=command_id, op=op, hold_id=hold_id, amount_fen=amount, created_at=_now()
+                command_id=command_id, op=op, hold_id=hold_id, amount_fen=amount, created_at=datetime.now(UTC)
             )
         )
 
@@ -771,7 +767,7 @@ class Payments:
         s.execute(
             update(holds)
             .where(holds.c.id == row.id)
-            .values(status=str(HoldStatus.CAPTURED), status_reason=reason, updated_at=_now())
+            .values(status=str(HoldStatus.CAPTURED), status_reason=reason, updated_at=datetime.now(UTC))
         )
 
     def _record_hold_closed(self, s: Session, row: Any, status: HoldStatus, reason: str | None) -> None:
@@ -782,7 +778,7 @@ class Payments:
         s.execute(
             update(holds)
             .where(holds.c.id == row.id)
-            .values(status=str(status), status_reason=reason, updated_at=_now())
+            .values(status=str(status), status_reason=reason, updated_at=datetime.now(UTC))
         )
 
     def _record_refund(
@@ -810,8 +806,8 @@ class Payments:
                 provider_ref=provider_ref,
                 reason=reason,
                 failure_reason=failure_reason,
-                created_at=_now(),
-                updated_at=_now(),
+                created_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
             )
         )
         if status != RefundStatus.FAILED:
@@ -838,9 +834,9 @@ class Payments:
         dialect = s.get_bind().dialect.name
         ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(payees)
         s.execute(
-            ins.values(user_id=user_id, created_at=_now(), updated_at=_now()).on_conflict_do_nothing(
-                index_elements=["user_id"]
-            )
+            ins.values(
+                user_id=user_id, created_at=datetime.now(UTC), updated_at=datetime.now(UTC)
+            ).on_conflict_do_nothing(index_elements=["user_id"])
         )
         return s.execute(select(payees).where(payees.c.user_id == user_id).with_for_update()).one()
 
@@ -933,8 +929,8 @@ class Payments:
             reference_id=reference_id,
             requested_by=requested_by,
             source_account=source_account,
-            requested_at=_now(),
-            updated_at=_now(),
+            requested_at=datetime.now(UTC),
+            updated_at=datetime.now(UTC),
         )
         wd_id = None
         if payout_waits_for_threshold(wallet, balance, self.settings.payout_threshold_fen):
@@ -946,7 +942,7 @@ class Payments:
                     reference_id=reference_id,
                     amount_fen=amount_fen,
                     provider_ref=ref,
-                    paid_at=_now(),
+                    paid_at=datetime.now(UTC),
                     destination="balance",
                 )
             )
@@ -975,8 +971,8 @@ class Payments:
                 source_account="",
                 status=str(PayoutStatus.FAILED),
                 failure_reason=reason,
-                requested_at=_now(),
-                updated_at=_now(),
+                requested_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
             )
         )
         uow.emit(
@@ -985,7 +981,7 @@ class Payments:
                 reference_id=ev.reference_id,
                 amount_fen=ev.amount_fen,
                 reason=reason,
-                failed_at=_now(),
+                failed_at=datetime.now(UTC),
             )
         )
 
@@ -1009,8 +1005,8 @@ class Payments:
                 amount_fen=amount_fen,
                 status=str(WithdrawalStatus.PENDING),
                 trigger_payout_id=trigger_payout_id,
-                created_at=_now(),
-                updated_at=_now(),
+                created_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
             )
         )
         store.post(
@@ -1026,7 +1022,10 @@ class Payments:
         # Durable hand-over to the sender: if this process dies now, payments' consumer sends it.
         uow.emit(
             WithdrawalRequested(
-                withdrawal_id=wd_id, payee_user_id=user_id, amount_fen=amount_fen, requested_at=_now()
+                withdrawal_id=wd_id,
+                payee_user_id=user_id,
+                amount_fen=amount_fen,
+                requested_at=datetime.now(UTC),
             )
         )
         return wd_id
@@ -1070,7 +1069,7 @@ class Payments:
             s.execute(
                 update(payees)
                 .where(payees.c.user_id == wd.payee_user_id)
-                .values(provider_account_ref=destination, updated_at=_now())
+                .values(provider_account_ref=destination, updated_at=datetime.now(UTC))
             )
         try:
             res = self.provider.transfer(
@@ -1091,7 +1090,9 @@ class Payments:
         s.execute(
             update(withdrawals)
             .where(withdrawals.c.id == wd.id)
-            .values(status=str(WithdrawalStatus.PAID), provider_ref=provider_ref, updated_at=_now())
+            .values(
+                status=str(WithdrawalStatus.PAID), provider_ref=provider_ref, updated_at=datetime.now(UTC)
+            )
         )
         store.post(
             s, L.transfer(K_WITHDRAWAL_PAID, wd.id, L.PAYOUTS_IN_TRANSIT, L.PROVIDER_CASH, int(wd.amount_fen))
@@ -1102,7 +1103,9 @@ class Payments:
                 s.execute(
                     update(payouts)
                     .where(payouts.c.payout_id == p.payout_id)
-                    .values(status=str(PayoutStatus.PAID), provider_ref=provider_ref, updated_at=_now())
+                    .values(
+                        status=str(PayoutStatus.PAID), provider_ref=provider_ref, updated_at=datetime.now(UTC)
+                    )
                 )
                 uow.emit(
                     PayoutPaid(
@@ -1110,7 +1113,7 @@ class Payments:
                         reference_id=p.reference_id,
                         amount_fen=p.amount_fen,
                         provider_ref=provider_ref,
-                        paid_at=_now(),
+                        paid_at=datetime.now(UTC),
                         destination="provider",
                     )
                 )
@@ -1138,7 +1141,7 @@ class Payments:
             .values(
                 status=str(WithdrawalStatus.RETURNED if returned else WithdrawalStatus.FAILED),
                 failure_reason=reason,
-                updated_at=_now(),
+                updated_at=datetime.now(UTC),
             )
         )
         if not wd.trigger_payout_id:
@@ -1153,7 +1156,7 @@ class Payments:
             .values(
                 status=str(PayoutStatus.RETURNED if returned else PayoutStatus.FAILED),
                 failure_reason=reason,
-                updated_at=_now(),
+                updated_at=datetime.now(UTC),
             )
         )
         uow.emit(
@@ -1162,7 +1165,7 @@ class Payments:
                 reference_id=p.reference_id,
                 amount_fen=p.amount_fen,
                 reason=reason,
-                failed_at=_now(),
+                failed_at=datetime.now(UTC),
                 returned=returned,
             )
         )
@@ -1270,14 +1273,16 @@ class Payments:
                 update(refunds)
                 .where(refunds.c.id == row.id)
                 .values(
-                    status=str(RefundStatus.FAILED), failure_reason=state.failure_reason, updated_at=_now()
+                    status=str(RefundStatus.FAILED),
+                    failure_reason=state.failure_reason,
+                    updated_at=datetime.now(UTC),
                 )
             )
         elif state.status == "succeeded" and row.status == RefundStatus.PENDING:
             s.execute(
                 update(refunds)
                 .where(refunds.c.id == row.id)
-                .values(status=str(RefundStatus.SUCCEEDED), updated_at=_now())
+                .values(status=str(RefundStatus.SUCCEEDED), updated_at=datetime.now(UTC))
             )
 
     def _sync_transfer(self, uow: UnitOfWork, tr_ref: str | None, payload: Mapping[str, Any] | None) -> None:

@@ -13,7 +13,7 @@ Run by Celery beat (services/trading/tasks.py) every `close_interval_s`; tests c
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -26,7 +26,7 @@ from .deposits import release_losers
 from .domain import model as m
 from .domain import rules
 from .feed import Tx
-from .handlers import firms_related, utcnow
+from .handlers import firms_related
 from .settings import settings_of
 from .store import bids, intake, lot_sources, lots, trades
 
@@ -39,7 +39,7 @@ def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
     out = {"awarded": 0, "unsold": 0}
     failed: set[str] = set()
     while True:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with rt.db.session(readonly=True) as s:
             due = [
                 r

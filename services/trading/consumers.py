@@ -17,6 +17,7 @@ Every handler is idempotent on its own (upserts keyed by the fact's id), on top 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import delete, insert, select, update
@@ -38,7 +39,6 @@ from services.kernel.runtime import ServiceRuntime
 
 from . import deposits, settlement
 from .domain.model import DEPOSIT_PREFIX
-from .handlers import utcnow
 from .store import firm_members, firms, intake, trades
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
 
 
 def when_firm_verified_keep_firm(event: FirmVerified, uow: UnitOfWork) -> None:
-    s, now = uow.session, utcnow()
+    s, now = uow.session, datetime.now(UTC)
     values = dict(
         owner_user_id=event.owner_user_id,
         name=event.name,
@@ -146,14 +146,14 @@ def _is_deposit(hold_request_id: str) -> bool:
 
 def when_hold_opened_record(event: HoldOpened, uow: UnitOfWork) -> None:
     if _is_deposit(event.hold_request_id):
-        deposits.deposit_opened(uow, event.hold_request_id, utcnow())
+        deposits.deposit_opened(uow, event.hold_request_id, datetime.now(UTC))
     else:
         settlement.payment_opened(uow, event.hold_request_id, event.payment_id)
 
 
 def when_hold_declined_record(event: HoldDeclined, uow: UnitOfWork) -> None:
     if _is_deposit(event.hold_request_id):
-        deposits.deposit_declined(uow, event.hold_request_id, utcnow())
+        deposits.deposit_declined(uow, event.hold_request_id, datetime.now(UTC))
     else:
         settlement.payment_declined(uow, event.hold_request_id)
 
@@ -161,14 +161,14 @@ def when_hold_declined_record(event: HoldDeclined, uow: UnitOfWork) -> None:
 def when_hold_authorised_go_on(event: HoldAuthorised, uow: UnitOfWork) -> None:
     """A deposit held lets the firm bid; a buyer's payment held is captured for the seller."""
     if _is_deposit(event.hold_request_id):
-        deposits.deposit_authorised(uow, event.hold_request_id, utcnow())
+        deposits.deposit_authorised(uow, event.hold_request_id, datetime.now(UTC))
     else:
-        settlement.payment_authorised(uow, event.hold_request_id, utcnow())
+        settlement.payment_authorised(uow, event.hold_request_id, datetime.now(UTC))
 
 
 def when_hold_captured_settle_trade_or_forfeit_deposit(event: HoldCaptured, uow: UnitOfWork) -> None:
     """The buyer's payment captured settles its trade; a deposit captured is a defaulted buyer's, forfeited."""
-    now = utcnow()
+    now = datetime.now(UTC)
     if _is_deposit(event.hold_request_id):
         deposits.deposit_forfeited(uow, event.hold_request_id, now)
         return
@@ -182,7 +182,7 @@ def when_hold_captured_settle_trade_or_forfeit_deposit(event: HoldCaptured, uow:
 
 def when_hold_cancelled_release_deposit(event: HoldCancelled, uow: UnitOfWork) -> None:
     if _is_deposit(event.hold_request_id):
-        deposits.deposit_released(uow, event.hold_request_id, utcnow())
+        deposits.deposit_released(uow, event.hold_request_id, datetime.now(UTC))
 
 
 def when_hold_capture_refused_log(event: HoldCaptureRefused, uow: UnitOfWork) -> None:

@@ -17,7 +17,7 @@ seller's declaration, or the buyer's payment arriving at the deadline, change a 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -39,7 +39,6 @@ from .domain import defaults as d
 from .domain import model as m
 from .domain import rules
 from .feed import Tx
-from .handlers import utcnow
 from .settings import TradingSettings, settings_of
 from .settlement import PAY_CANCELLED, owner_of
 from .store import bids, lots, trades
@@ -226,7 +225,7 @@ def declare_default(
     cfg = settings_of(rt)
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with Tx(rt) as uow:
             t = _load(uow.session, trade_id, lock=True)
             _party(user, t, "seller")
@@ -262,7 +261,7 @@ def answer_offer(
     cfg = settings_of(rt)
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with Tx(rt) as uow:
             s = uow.session
             t = _load(s, trade_id, lock=True)
@@ -313,7 +312,7 @@ def _end_offer(uow: UnitOfWork, t: Any, outcome: str, now: datetime, cfg: Tradin
 def run_deadlines(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
     """Default every buyer past its deadline to answer or pay, and lapse every offer past its deadline."""
     cfg = settings_of(rt)
-    at = now or utcnow()
+    at = now or datetime.now(UTC)
     due_since = at - timedelta(seconds=cfg.payment_deadline_s)
     out = {"defaulted": 0, "lapsed": 0}
     with rt.db.session(readonly=True) as s:

@@ -16,7 +16,7 @@ Each step is a conditional UPDATE on the deposit's status: a redelivered report 
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -28,7 +28,7 @@ from services.kernel.errors import NotFound, RuleViolated
 from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
-from .handlers import acting_firm, firms_related, utcnow, verified_firm
+from .handlers import acting_firm, firms_related, verified_firm
 from .store import deposits, lots, trades
 
 REQUESTED, OPENED, HELD, DECLINED = "requested", "opened", "held", "declined"
@@ -60,7 +60,7 @@ def request_deposit(
     firm = acting_firm(user, firm_id)
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             lot = s.execute(select(lots).where(lots.c.id == lot_id)).one_or_none()

@@ -30,11 +30,6 @@ from .feed import Tx, publish_local
 from .settings import settings_of
 from .store import bids, deposits, firm_members, firms, intake, lot_sources, lots
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 # --- who is acting ----------------------------------------------------------------------------------------
 
 
@@ -76,7 +71,7 @@ def list_lot(
 ) -> dict[str, Any]:
     """POST /v1/lots: a verified firm puts a lot up; from intake, the tonnage must be covered by its intake."""
     cfg = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     firm_id = acting_firm(user, cmd.firm_id)
     cat = leaf(cmd.category)
     if cat.unit != "kg":
@@ -257,7 +252,9 @@ def bid_write(
         lot = conn.execute(_LOT_FOR_BID, {"lot_id": lot_id}).one_or_none()
         if lot is None:
             raise NotFound(f"no lot with id {lot_id}")
-        at = now or utcnow()  # timed under the lock: bids of one lot are timed in the order they are judged
+        at = now or datetime.now(
+            UTC
+        )  # timed under the lock: bids of one lot are timed in the order they are judged
         facts = _lot_facts(lot)
         who = conn.execute(_BIDDER, {"bidder": firm_id, "seller": lot.seller_firm_id, "lot_id": lot_id}).one()
         bidder = rules.BidderFacts(

@@ -6,7 +6,7 @@ settlement.py.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +20,6 @@ from services.kernel.runtime import ServiceRuntime
 from .domain import model as m
 from .domain import rules
 from .domain.commands import DisputeDelivery, RecordDelivery
-from .handlers import utcnow
 from .settings import settings_of
 from .store import intake, lot_sources, lots, trades
 
@@ -141,7 +140,7 @@ def record_delivery(
     from .settlement import request_payment
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             t = _load(s, trade_id, lock=True)
@@ -194,7 +193,7 @@ def accept_delivery(rt: ServiceRuntime, user: Principal, trade_id: str, now: dat
     from .settlement import request_payment
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             t = _load(s, trade_id, lock=True)
@@ -225,7 +224,7 @@ def dispute_delivery(
     may deliver again with a new weighbridge ticket."""
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             t = _load(s, trade_id, lock=True)

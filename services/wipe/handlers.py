@@ -49,10 +49,6 @@ if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class WipeRefused(RuleViolated):
     """422 with `reason` (WIPE.md) and, when a report breaks several rules, all of them in `refusals`."""
 
@@ -93,7 +89,7 @@ def register_tool(rt: ServiceRuntime, admin_id: str, name: str, public_key: str)
             name=name,
             public_key=key_b64,
             fingerprint=key_fingerprint(raw),
-            created_at=utcnow(),
+            created_at=datetime.now(UTC),
             created_by=admin_id,
         )
         s.execute(tools.insert().values(**row))
@@ -102,7 +98,7 @@ def register_tool(rt: ServiceRuntime, admin_id: str, name: str, public_key: str)
 
 def revoke_tool(rt: ServiceRuntime, admin_id: str, tool_id: str) -> dict[str, Any]:
     """Revoke a tool's key: its reports are refused from now on and (by default) its certificates revoked."""
-    now = utcnow()
+    now = datetime.now(UTC)
     with UnitOfWork(rt.db) as uow:
         s = uow.session
         row = s.execute(select(tools).where(tools.c.id == tool_id).with_for_update()).mappings().first()
@@ -214,7 +210,7 @@ def submit_report(
 ) -> tuple[dict[str, Any], bool]:
     """Check a signed report against the policy; issue its certificate (True) or return the one it already has
     (False). A refusal raises WipeRefused (422) naming the reason; every attempt is recorded."""
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     policy = policy_of(rt)
     digest = report_digest(tool_id, report)
     try:
@@ -376,7 +372,7 @@ def _record_attempt(
     with UnitOfWork(rt.db) as uow:
         uow.session.execute(
             attempts.insert().values(
-                at=utcnow(),
+                at=datetime.now(UTC),
                 by=by,
                 tool_id=tool_id[:40],
                 format=fmt,
@@ -435,7 +431,7 @@ def revoke_certificate(rt: ServiceRuntime, admin_id: str, cert_id: str, reason: 
     with UnitOfWork(rt.db) as uow:
         if uow.session.execute(select(certificates.c.id).where(certificates.c.id == cert_id)).first() is None:
             raise NotFound(f"no certificate with id {cert_id}")
-        _revoke(uow, cert_id, "admin_decision", reason, admin_id, utcnow())
+        _revoke(uow, cert_id, "admin_decision", reason, admin_id, datetime.now(UTC))
     return certificate_view(rt, cert_id)
 
 
@@ -443,7 +439,7 @@ def blocklist_device(rt: ServiceRuntime, admin_id: str, imei: str) -> tuple[dict
     """Put a lost or stolen device on the list: it gets no certificate, and those it has are revoked."""
     imei = validate_imei(imei, "imei")
     key = device_key("imei", imei)
-    now = utcnow()
+    now = datetime.now(UTC)
     with UnitOfWork(rt.db) as uow:
         s = uow.session
         created = (
@@ -489,7 +485,7 @@ def secondary_verification(
     now: datetime | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Another registered tool re-verifies a certified device. A failure revokes the certificate (an event)."""
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     policy = policy_of(rt)
     digest = report_digest(tool_id, report)
     with UnitOfWork(rt.db, readonly=True) as uow:

@@ -4,9 +4,8 @@ expiry, auto-confirm, late payment, reviews and reputation."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from services.listings.handlers import utcnow
 from services.listings.timers import run_due
 from services.payments.handlers import payments_of
 
@@ -195,9 +194,9 @@ async def test_unpaid_orders_expire_and_a_late_payment_is_given_back(aiohttp_cli
 
     # 1. nobody pays: the order expires, the listing is back on sale, payments closes the payment
     order = await _order(platform, client, s, buyer, lid)
-    assert run_due(rt, utcnow() + timedelta(minutes=29))["expired"] == 0
-    assert run_due(rt, utcnow() + timedelta(minutes=31))["expired"] == 1
-    assert run_due(rt, utcnow() + timedelta(minutes=31))["expired"] == 0  # once
+    assert run_due(rt, datetime.now(UTC) + timedelta(minutes=29))["expired"] == 0
+    assert run_due(rt, datetime.now(UTC) + timedelta(minutes=31))["expired"] == 1
+    assert run_due(rt, datetime.now(UTC) + timedelta(minutes=31))["expired"] == 0  # once
     platform.drain()
     got = await _get(client, s, buyer, order["id"])
     assert got["status"] == "expired" and got["payment"]["status"] == "cancelled"
@@ -212,7 +211,7 @@ async def test_unpaid_orders_expire_and_a_late_payment_is_given_back(aiohttp_cli
     # 2. the buyer pays while the order expires: the hold is released, the order stays expired
     order = await _order(platform, client, s, buyer, lid)
     held = await _pay(client, s, buyer, order)  # HoldAuthorised still in payments' outbox
-    assert run_due(rt, utcnow() + timedelta(minutes=31))["expired"] == 1
+    assert run_due(rt, datetime.now(UTC) + timedelta(minutes=31))["expired"] == 1
     platform.drain()
     got = await _get(client, s, buyer, order["id"])
     assert got["status"] == "expired" and got["payment"]["status"] == "cancelled"
@@ -231,8 +230,8 @@ async def test_shipped_orders_are_confirmed_automatically(aiohttp_client, sqlite
     assert (
         await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))
     ).status == 200
-    assert run_due(rt, utcnow() + timedelta(days=6))["auto_confirmed"] == 0
-    assert run_due(rt, utcnow() + timedelta(days=7, minutes=1))["auto_confirmed"] == 1
+    assert run_due(rt, datetime.now(UTC) + timedelta(days=6))["auto_confirmed"] == 0
+    assert run_due(rt, datetime.now(UTC) + timedelta(days=7, minutes=1))["auto_confirmed"] == 1
     platform.drain()
     got = await _get(client, s, seller, order["id"])
     assert got["status"] == "completed" and got["auto_confirmed"] and got["payment"]["status"] == "captured"
@@ -297,7 +296,7 @@ async def test_a_second_authorisation_report_for_a_paid_order_gives_nothing_back
             hold_id=held["hold_id"],
             amount_fen=order["amount_fen"],
             reference_id=order["id"],
-            authorised_at=utcnow(),
+            authorised_at=datetime.now(UTC),
         ),
     )
     got = await _get(client, s, buyer, order["id"])
