@@ -64,7 +64,6 @@ from .store import (
     refresh_tokens,
     user_roles,
     users,
-    utc,
 )
 
 Authorize = Callable[..., Any]
@@ -512,9 +511,7 @@ def verify_identity(rt: ServiceRuntime, user_id: str, raw_name: str, raw_id_numb
             u = _user(s, user_id)
             if u.identity_verified_at is not None:
                 if u.id_number_hash == idh and c.decrypt(u.real_name_enc) == name:
-                    return _identity_reply(
-                        u.id, u.name_masked, u.id_number_masked, utc(u.identity_verified_at)
-                    )
+                    return _identity_reply(u.id, u.name_masked, u.id_number_masked, u.identity_verified_at)
                 raise Conflict(
                     "this account's identity is already verified with other details", current_state="verified"
                 )
@@ -574,7 +571,7 @@ def record_consent(rt: ServiceRuntime, user_id: str, kind: str) -> dict[str, Any
             select(consents).where(consents.c.user_id == user_id, consents.c.kind == kind)
         ).first()
         if row is not None:
-            return dict(id=row.id, kind=row.kind, recorded_at=utc(row.recorded_at))
+            return dict(id=row.id, kind=row.kind, recorded_at=row.recorded_at)
         cid, at = new_id("cs"), _now()
         s.execute(consents.insert().values(id=cid, user_id=user_id, kind=kind, recorded_at=at))
         uow.emit(ConsentRecorded(user_id=user_id, consent_id=cid, kind=kind, recorded_at=at))
@@ -614,7 +611,7 @@ def _firm_reply(f: Row) -> dict[str, Any]:
         address=f.address,
         city_code=f.city_code,
         owner_user_id=f.owner_user_id,
-        created_at=utc(f.created_at),
+        created_at=f.created_at,
     )
 
 
@@ -937,7 +934,7 @@ def _verification_item(kind: str, r: Row) -> dict[str, Any]:
         summary = f"{r.name_masked} ({r.id_number_masked}), {r.radius_km:g} km around {r.lat:.4f},{r.lng:.4f}"
         firm_id = r.firm_id
     return dict(
-        id=r.id, kind=kind, status=r.status, firm_id=firm_id, summary=summary, created_at=utc(r.created_at)
+        id=r.id, kind=kind, status=r.status, firm_id=firm_id, summary=summary, created_at=r.created_at
     )
 
 
@@ -1018,7 +1015,7 @@ def _suspension_reply(u: Row) -> dict[str, Any]:
     return dict(
         user_id=u.id,
         suspended=u.suspended_at is not None,
-        suspended_at=utc(u.suspended_at),
+        suspended_at=u.suspended_at,
         reason=u.suspended_reason,
     )
 

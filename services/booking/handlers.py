@@ -27,6 +27,7 @@ from services.kernel.db import UnitOfWork
 from services.kernel.errors import Conflict, Forbidden, NotFound, RuleViolated, ValidationFailed
 from services.kernel.events import Envelope
 from services.kernel.ids import new_id
+from services.kernel.live_feed import FeedingUnitOfWork
 from services.kernel.money import line_amount_fen, qty_str
 from services.kernel.runtime import ServiceRuntime
 from services.kernel.taxonomy import leaf
@@ -71,30 +72,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def aware(t: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every time booking stores is UTC."""
-    if t is None or t.tzinfo is not None:
-        return t
-    return t.replace(tzinfo=UTC)
-
-
-class Tx(UnitOfWork):
+class Tx(FeedingUnitOfWork):
     """A unit of work that also hands its events to the in-process job feed once they are committed."""
 
-    def __init__(self, rt: ServiceRuntime, readonly: bool = False):
-        super().__init__(rt.db, readonly)
-        self.rt = rt
-        self.envelopes: list[Envelope] = []
-
-    def emit(self, event: Any) -> None:
-        env = event if isinstance(event, Envelope) else Envelope.wrap(event)
-        self.envelopes.append(env)
-        super().emit(env)
-
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
-        super().__exit__(exc_type, exc, tb)
-        if exc_type is None and self.envelopes:
-            feed.publish_local(self.rt, self.envelopes)
+    feed_port = feed.JOB_FEED
 
 
 def committed(rt: ServiceRuntime, write: Any, lock_key: str = "") -> Any:
@@ -264,7 +245,7 @@ def transition(session: Session, row: Any, action: str, now: datetime, **values:
 
 def release_places(session: Session, row: Any, s: BookingSettings) -> None:
     """Give back the places a requested/accepted pickup held in the slots of its window."""
-    for slot in slot_starts(aware(row.window_start), aware(row.window_end), s):
+    for slot in slot_starts(row.window_start, row.window_end, s):
         session.execute(
             update(slot_usage)
             .where(slot_usage.c.area == row.area, slot_usage.c.slot_start == slot, slot_usage.c.booked > 0)
@@ -561,7 +542,7 @@ def accept_write(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: 
         col, row, lines = load_for_accept(conn, pickup_id, principal)
         if row.status != m.REQUESTED:
             return AcceptOutcome("again", load(conn, pickup_id), lines_of(conn, pickup_id))
-        if now >= aware(row.window_start):
+        if now >= row.window_start:
             # Nobody accepted before the window opened (the timer may not have run yet): it expires here.
             expire_row(uow, row, now, s)
             return AcceptOutcome("expired", load(conn, pickup_id), lines)
@@ -768,7 +749,7 @@ def settle(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: dateti
                     for ln in lines
                 ],
                 total_fen=gross,
-                weighed_at=aware(row.weighed_at),
+                weighed_at=row.weighed_at,
                 settled_at=now,
                 payout_id=payout_id,
                 quote_total_fen=row.quote_total_fen,
@@ -846,7 +827,7 @@ def reschedule(
         uow.emit(
             PickupRescheduled(
                 pickup_id=row.id,
-                old_window_start=aware(row.window_start),
+                old_window_start=row.window_start,
                 window_start=start,
                 window_end=end,
                 rescheduled_at=now,
@@ -867,7 +848,7 @@ def cancel(
         if is_resident(row, principal):
             by, action = "resident", "cancel"
             m.next_state(action, row.status)
-            cutoff = aware(row.window_start) - timedelta(minutes=s.resident_cancel_cutoff_minutes)
+            cutoff = row.window_start - timedelta(minutes=s.resident_cancel_cutoff_minutes)
             if row.status == m.ACCEPTED and now > cutoff:
                 raise RuleViolated(
                     f"a collector is on the way: an accepted pickup can be cancelled until "
@@ -906,9 +887,7 @@ def report_no_show(
         require_collector(row, principal)
         if row.status != m.ARRIVED:
             raise Conflict("report a no-show after arriving", current_state=row.status)
-        since = max(aware(row.arrived_at), aware(row.window_start)) + timedelta(
-            minutes=s.no_show_wait_minutes
-        )
+        since = max(row.arrived_at, row.window_start) + timedelta(minutes=s.no_show_wait_minutes)
         if now < since:
             raise RuleViolated(
                 f"wait {s.no_show_wait_minutes} minutes after arriving (and after the window "
@@ -942,7 +921,7 @@ def expire_row(uow: UnitOfWork, row: Any, now: datetime, s: BookingSettings) -> 
             pickup_id=row.id,
             resident_id=row.resident_id,
             geohash=row.geohash[:FEED_PRECISION],
-            window_start=aware(row.window_start),
+            window_start=row.window_start,
             expired_at=now,
         )
     )

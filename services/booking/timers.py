@@ -20,7 +20,7 @@ from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
 from .domain.events import PickupExpiryEscalated, PickupNoShow
-from .handlers import FEED_PRECISION, Tx, aware, expire_row, utcnow
+from .handlers import FEED_PRECISION, Tx, expire_row, utcnow
 from .saga import start_payout
 from .settings import settings_of
 from .store import payouts, pickups
@@ -153,7 +153,7 @@ def _escalate(uow: Tx, row: Any, now: datetime) -> bool:
     )
     if res.rowcount != 1:
         return False
-    start = aware(row.window_start)
+    start = row.window_start
     uow.emit(
         PickupExpiryEscalated(
             pickup_id=row.id,

@@ -32,12 +32,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def aware(dt: datetime | None) -> datetime | None:
-    if dt is None:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def prohibited_rule(s: ListingsSettings) -> ProhibitedItems:
     return ProhibitedItems(frozenset(s.prohibited_categories), tuple(s.prohibited_words))
 
@@ -223,7 +217,7 @@ def _document(row: Any) -> dict[str, Any]:
         condition=row.condition,
         price_fen=int(row.price_fen),
         city_code=row.city_code,
-        published_at=aware(row.published_at),
+        published_at=row.published_at,
     )
 
 
@@ -265,9 +259,9 @@ def listing_view(row: Any, owner_view: bool = False) -> dict[str, Any]:
         if row.device_kind is None
         else {"kind": row.device_kind, "imei_masked": row.imei_masked, "serial_masked": row.serial_masked},
         "certificate_id": row.certificate_id,
-        "created_at": aware(row.created_at),
-        "updated_at": aware(row.updated_at),
-        "published_at": aware(row.published_at),
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "published_at": row.published_at,
     }
     if owner_view:
         out["unpublished_reason"] = row.unpublished_reason

@@ -11,11 +11,16 @@ How each step stays safe under races and redelivery:
 - the hold request id is derived from the order id (`hr_<order>`), so payments acts on it once;
 - every report from payments moves the order only from the state it expects (a late `HoldAuthorised` for an
   order that expired is answered with a cancel request, which payments applies once);
-- timers select due rows and change each under a conditional UPDATE (see timers.py).
+- timers select due rows and change each under a conditional UPDATE (see timers.py);
+- an order asks for a capture only when shipped and for a cancel only before shipping, both under its row lock, so
+  payments never has to refuse one of its requests for having lost a race; a refusal it reports anyway (the
+  buyer's authorisation lapsed before the capture: HoldCancelled, then HoldCaptureRefused) is logged for an
+  operator, with the payment status the reports left (`cancelled`).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -26,8 +31,10 @@ from services.contracts.listings import ListingUnpublished, OrderCancelled, Orde
 from services.contracts.payments import (
     HoldAuthorised,
     HoldCancelled,
+    HoldCancelRefused,
     HoldCancelRequested,
     HoldCaptured,
+    HoldCaptureRefused,
     HoldCaptureRequested,
     HoldDeclined,
     HoldOpened,
@@ -42,11 +49,13 @@ from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
 from .domain.rules import not_own_listing
-from .handlers import aware, published_event, refuse, utcnow
+from .handlers import published_event, refuse, utcnow
 from .settings import settings_of
 from .store import listings, orders, reviews
 
 REQUESTER = "listings"
+
+log = logging.getLogger(__name__)
 
 
 # --- commands ------------------------------------------------------------------------------------------------
@@ -404,11 +413,11 @@ def order_view(row: Any) -> dict[str, Any]:
         "tracking_no": row.tracking_no,
         "cancel_reason": row.cancel_reason,
         "auto_confirmed": bool(row.auto_confirmed),
-        "created_at": aware(row.created_at),
-        "expires_at": aware(row.expires_at),
-        "paid_at": aware(row.paid_at),
-        "shipped_at": aware(row.shipped_at),
-        "completed_at": aware(row.completed_at),
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "paid_at": row.paid_at,
+        "shipped_at": row.shipped_at,
+        "completed_at": row.completed_at,
     }
 
 
@@ -458,8 +467,9 @@ def when_hold_authorised_mark_paid(event: HoldAuthorised, uow: UnitOfWork) -> No
         return  # not one of listings' holds
     now = utcnow()
     if row.status != m.PENDING_PAYMENT:
-        # paid too late (the order expired or was cancelled meanwhile): give the money back
-        if row.payment_status not in ("cancelled", "refunded"):
+        # paid too late (the order expired or was cancelled meanwhile): give the money back. Only then: the same
+        # fact reported again about a paid order must leave its escrow alone.
+        if row.status in (m.CANCELLED, m.EXPIRED) and row.payment_status not in ("cancelled", "refunded"):
             uow.session.execute(update(orders).where(orders.c.id == row.id).values(hold_id=event.hold_id))
             uow.emit(
                 HoldCancelRequested(
@@ -528,4 +538,22 @@ def when_hold_refunded_record(event: HoldRefunded, uow: UnitOfWork) -> None:
         update(orders)
         .where(orders.c.hold_request_id == event.hold_request_id)
         .values(payment_status="refunded", updated_at=utcnow())
+    )
+
+
+def when_hold_capture_refused_log(event: HoldCaptureRefused, uow: UnitOfWork) -> None:
+    log.error(
+        "payments refused to capture the escrow of order %s (%s, the payment is %s): the seller is not paid",
+        event.reference_id,
+        event.reason,
+        event.current_state,
+    )
+
+
+def when_hold_cancel_refused_log(event: HoldCancelRefused, uow: UnitOfWork) -> None:
+    log.error(
+        "payments refused to give back the escrow of order %s (%s, the payment is %s)",
+        event.reference_id,
+        event.reason,
+        event.current_state,
     )

@@ -134,20 +134,15 @@ class Payments:
                         raise _reused(command_id, f"another authorisation ({row.id})")
                     return self._hold_view(s, row)
                 # The row first: a concurrent retry of this command waits on it instead of calling the provider.
-                s.execute(
-                    insert(holds).values(
-                        id=hold_id,
-                        command_id=command_id,
-                        payer_user_id=payer_user_id,
-                        reference_id=reference_id,
-                        amount_fen=amount_fen,
-                        currency=self.currency,
-                        payment_method=payment_method,
-                        status="authorising",
-                        provider=self.provider.name,
-                        created_at=_now(),
-                        updated_at=_now(),
-                    )
+                self._insert_hold(
+                    s,
+                    hold_id=hold_id,
+                    command_id=command_id,
+                    payer_user_id=payer_user_id,
+                    reference_id=reference_id,
+                    amount_fen=amount_fen,
+                    payment_method=payment_method,
+                    status="authorising",
                 )
                 s.flush()
                 try:
@@ -175,12 +170,7 @@ class Payments:
                     )
                 )
                 if status == HoldStatus.AUTHORISED:
-                    store.post(
-                        s,
-                        L.transfer(
-                            K_AUTHORISE, hold_id, L.CARD_AUTHORISATIONS, L.hold_account(hold_id), amount_fen
-                        ),
-                    )
+                    self._post_authorised(s, hold_id, amount_fen)
                     self._sync_intent(uow, res.provider_ref)  # events that arrived before this commit
                 return self._hold_view(s, self._hold_row(s, hold_id))
 
@@ -211,25 +201,18 @@ class Payments:
             if row.provider_ref != provider_ref:
                 raise _reused(command_id, f"another authorisation ({row.id})")
             return self._hold_view(s, row)
-        s.execute(
-            insert(holds).values(
-                id=hold_id,
-                command_id=command_id,
-                payer_user_id=payer_user_id,
-                reference_id=reference_id,
-                amount_fen=amount_fen,
-                currency=self.currency,
-                payment_method=payment_method,
-                status=str(HoldStatus.AUTHORISED),
-                provider=self.provider.name,
-                provider_ref=provider_ref,
-                created_at=_now(),
-                updated_at=_now(),
-            )
+        self._insert_hold(
+            s,
+            hold_id=hold_id,
+            command_id=command_id,
+            payer_user_id=payer_user_id,
+            reference_id=reference_id,
+            amount_fen=amount_fen,
+            payment_method=payment_method,
+            status=str(HoldStatus.AUTHORISED),
+            provider_ref=provider_ref,
         )
-        store.post(
-            s, L.transfer(K_AUTHORISE, hold_id, L.CARD_AUTHORISATIONS, L.hold_account(hold_id), amount_fen)
-        )
+        self._post_authorised(s, hold_id, amount_fen)
         self._sync_intent(uow, provider_ref)  # e.g. the authorisation lapsed before we learnt of it
         return self._hold_view(s, self._hold_row(s, hold_id))
 
@@ -329,32 +312,18 @@ class Payments:
         status = {"succeeded": RefundStatus.SUCCEEDED, "pending": RefundStatus.PENDING}.get(
             res.status, RefundStatus.FAILED
         )
-        s.execute(
-            insert(refunds).values(
-                id=refund_id,
-                command_id=command_id,
-                hold_id=hold_id,
-                amount_fen=amount,
-                status=str(status),
-                provider_ref=res.provider_ref,
-                reason=reason,
-                failure_reason=res.failure_reason,
-                created_at=_now(),
-                updated_at=_now(),
-            )
+        self._record_refund(
+            s,
+            refund_id=refund_id,
+            command_id=command_id,
+            hold_id=hold_id,
+            amount_fen=amount,
+            status=status,
+            provider_ref=res.provider_ref,
+            reason=reason,
+            failure_reason=res.failure_reason,
+            memo=reason,
         )
-        if status != RefundStatus.FAILED:
-            store.post(
-                s,
-                L.transfer(
-                    K_REFUND,
-                    refund_id,
-                    L.escrow_account(hold_id),
-                    L.PROVIDER_CASH,
-                    amount,
-                    memo=reason,
-                ),
-            )
         self._sync_refund(uow, res.provider_ref, None)  # a failure reported before this commit
         return self._refund_view(s.execute(select(refunds).where(refunds.c.id == refund_id)).one())
 
@@ -627,6 +596,11 @@ class Payments:
             n += len(events)
 
     # === queries ==============================================================================================
+    def hold_in(self, uow: UnitOfWork, hold_id: str) -> Hold:
+        """A hold as it stands inside the caller's unit of work, its row locked (a consumer deciding what to do)."""
+        s = uow.session
+        return self._hold_view(s, self._hold_row(s, hold_id, lock=True))
+
     def get_hold(self, hold_id: str) -> Hold:
         with self.db.session(readonly=True) as s:
             return self._hold_view(s, self._hold_row(s, hold_id))
@@ -724,6 +698,42 @@ class Payments:
             currency=row.currency,
         )
 
+    def _insert_hold(
+        self,
+        s: Session,
+        *,
+        hold_id: str,
+        command_id: str,
+        payer_user_id: str,
+        reference_id: str,
+        amount_fen: int,
+        payment_method: str,
+        status: str,
+        provider_ref: str | None = None,
+    ) -> None:
+        s.execute(
+            insert(holds).values(
+                id=hold_id,
+                command_id=command_id,
+                payer_user_id=payer_user_id,
+                reference_id=reference_id,
+                amount_fen=amount_fen,
+                currency=self.currency,
+                payment_method=payment_method,
+                status=status,
+                provider=self.provider.name,
+                provider_ref=provider_ref,
+                created_at=_now(),
+                updated_at=_now(),
+            )
+        )
+
+    def _post_authorised(self, s: Session, hold_id: str, amount_fen: int) -> None:
+        """The authorised amount moves from the card's authorisations onto the hold."""
+        store.post(
+            s, L.transfer(K_AUTHORISE, hold_id, L.CARD_AUTHORISATIONS, L.hold_account(hold_id), amount_fen)
+        )
+
     def _seen_command(self, s: Session, command_id: str, op: str, hold_id: str) -> bool:
         if not command_id:
             raise ValidationFailed.field("command_id", "required")
@@ -774,6 +784,43 @@ class Payments:
             .where(holds.c.id == row.id)
             .values(status=str(status), status_reason=reason, updated_at=_now())
         )
+
+    def _record_refund(
+        self,
+        s: Session,
+        *,
+        refund_id: str,
+        command_id: str,
+        hold_id: str,
+        amount_fen: int,
+        status: RefundStatus,
+        provider_ref: str | None,
+        reason: str,
+        failure_reason: str | None = None,
+        memo: str = "",
+    ) -> None:
+        """The refund's row and, unless it failed, the money leaving the hold's escrow (`memo` on its entry)."""
+        s.execute(
+            insert(refunds).values(
+                id=refund_id,
+                command_id=command_id,
+                hold_id=hold_id,
+                amount_fen=amount_fen,
+                status=str(status),
+                provider_ref=provider_ref,
+                reason=reason,
+                failure_reason=failure_reason,
+                created_at=_now(),
+                updated_at=_now(),
+            )
+        )
+        if status != RefundStatus.FAILED:
+            store.post(
+                s,
+                L.transfer(
+                    K_REFUND, refund_id, L.escrow_account(hold_id), L.PROVIDER_CASH, amount_fen, memo=memo
+                ),
+            )
 
     def _refund_view(self, row: Any) -> Refund:
         return Refund(
@@ -1190,22 +1237,15 @@ class Payments:
                 and hold.status == HoldStatus.CAPTURED
                 and 0 < amount <= hold.refundable_fen
             ):
-                refund_id = command_scoped_id("rf", "provider", re_ref)
-                s.execute(
-                    insert(refunds).values(
-                        id=refund_id,
-                        command_id=f"provider:{re_ref}",
-                        hold_id=hold_id,
-                        amount_fen=amount,
-                        status=str(RefundStatus.SUCCEEDED),
-                        provider_ref=re_ref,
-                        reason="made at the provider",
-                        created_at=_now(),
-                        updated_at=_now(),
-                    )
-                )
-                store.post(
-                    s, L.transfer(K_REFUND, refund_id, L.escrow_account(hold_id), L.PROVIDER_CASH, amount)
+                self._record_refund(
+                    s,
+                    refund_id=command_scoped_id("rf", "provider", re_ref),
+                    command_id=f"provider:{re_ref}",
+                    hold_id=hold_id,
+                    amount_fen=amount,
+                    status=RefundStatus.SUCCEEDED,
+                    provider_ref=re_ref,
+                    reason="made at the provider",
                 )
             elif state.status == "succeeded":
                 log.error(

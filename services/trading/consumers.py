@@ -6,20 +6,32 @@ Groups (each its own offsets):
 - `trading.intake`    booking.pickup PickupSettled (the firm's intake: its collectors' settled pickups, by line);
 - `trading.payments`  payments.hold reports on the holds trading asked for: deposits (`hr_dep_…`, deposits.py;
                       captured only when forfeited by a defaulted buyer) and the buyers' payments of trades
-                      (`hr_tr_…`, settlement.py).
+                      (`hr_tr_…`, settlement.py). Trading never asks for a cancel after a capture nor a capture
+                      after a cancel (conditional updates on the deposit's and the trade's rows), so payments'
+                      refusals are logged: a forfeit refused because the authorisation lapsed was released by the
+                      HoldCancelled before it; any other refusal is a bug for an operator.
 
 Every handler is idempotent on its own (upserts keyed by the fact's id), on top of the consumer's inbox.
 """
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 from sqlalchemy import delete, insert, select, update
 
 from services.contracts.accounts import FirmVerified, RolesChanged
 from services.contracts.booking import PickupSettled
-from services.contracts.payments import HoldAuthorised, HoldCancelled, HoldCaptured, HoldDeclined, HoldOpened
+from services.contracts.payments import (
+    HoldAuthorised,
+    HoldCancelled,
+    HoldCancelRefused,
+    HoldCaptured,
+    HoldCaptureRefused,
+    HoldDeclined,
+    HoldOpened,
+)
 from services.kernel.consumer import ConsumerSpec, group
 from services.kernel.db import UnitOfWork
 from services.kernel.runtime import ServiceRuntime
@@ -28,6 +40,8 @@ from . import deposits, settlement
 from .domain.model import DEPOSIT_PREFIX
 from .handlers import utcnow
 from .store import firm_members, firms, intake, trades
+
+log = logging.getLogger(__name__)
 
 
 def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
@@ -45,6 +59,8 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
                 HoldAuthorised: when_hold_authorised_go_on,
                 HoldCaptured: when_hold_captured_settle_trade_or_forfeit_deposit,
                 HoldCancelled: when_hold_cancelled_release_deposit,
+                HoldCaptureRefused: when_hold_capture_refused_log,
+                HoldCancelRefused: when_hold_cancel_refused_log,
             },
         ),
     ]
@@ -167,3 +183,26 @@ def when_hold_captured_settle_trade_or_forfeit_deposit(event: HoldCaptured, uow:
 def when_hold_cancelled_release_deposit(event: HoldCancelled, uow: UnitOfWork) -> None:
     if _is_deposit(event.hold_request_id):
         deposits.deposit_released(uow, event.hold_request_id, utcnow())
+
+
+def when_hold_capture_refused_log(event: HoldCaptureRefused, uow: UnitOfWork) -> None:
+    if _is_deposit(event.hold_request_id) and event.reason == "authorisation_lapsed":
+        log.warning("deposit %s could not be forfeited: the authorisation lapsed", event.hold_request_id)
+        return
+    log.error(
+        "payments refused to capture hold request %s (reference %s): %s, it is %s",
+        event.hold_request_id,
+        event.reference_id,
+        event.reason,
+        event.current_state,
+    )
+
+
+def when_hold_cancel_refused_log(event: HoldCancelRefused, uow: UnitOfWork) -> None:
+    log.error(
+        "payments refused to give back hold request %s (reference %s): %s, it is %s",
+        event.hold_request_id,
+        event.reference_id,
+        event.reason,
+        event.current_state,
+    )

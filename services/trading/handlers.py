@@ -35,13 +35,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def aware(ts: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes: every stored time is UTC."""
-    if ts is None or ts.tzinfo is not None:
-        return ts
-    return ts.replace(tzinfo=UTC)
-
-
 # --- who is acting ----------------------------------------------------------------------------------------
 
 
@@ -389,7 +382,7 @@ def _lot_facts(lot: Any) -> rules.LotFacts:
         auction=lot.auction,
         reserve_fen_per_t=lot.reserve_fen_per_t,
         min_increment_fen_per_t=lot.min_increment_fen_per_t or 0,
-        ends_at=aware(lot.ends_at),
+        ends_at=lot.ends_at,
         best_fen_per_t=lot.best_fen_per_t,
         deposit_fen=lot.deposit_fen,
     )
@@ -423,16 +416,16 @@ def lot_view(row: Any, *, reveal: bool) -> dict[str, Any]:
         "deposit_fen": row.deposit_fen,
         "source": row.source,
         "purchase_ref": row.purchase_ref,
-        "listed_at": aware(row.listed_at),
-        "ends_at": aware(row.ends_at),
-        "original_ends_at": aware(row.original_ends_at),
+        "listed_at": row.listed_at,
+        "ends_at": row.ends_at,
+        "original_ends_at": row.original_ends_at,
         "extensions": row.extensions,
         "bid_count": row.bid_count,
         "best_price_fen_per_t": row.best_fen_per_t
         if ascending or row.status != m.LOT_OPEN or reveal
         else None,
         "trade_id": row.trade_id,
-        "closed_at": aware(row.closed_at),
+        "closed_at": row.closed_at,
     }
     if ascending:
         out["next_min_price_fen_per_t"] = (
@@ -463,7 +456,7 @@ def get_lot(rt: ServiceRuntime, user: Principal, lot_id: str) -> dict[str, Any]:
                     id=b.id,
                     firm_id=b.firm_id,
                     price_fen_per_t=b.price_fen_per_t,
-                    placed_at=aware(b.placed_at),
+                    placed_at=b.placed_at,
                     below_reserve=b.below_reserve,
                 )
                 for b in own

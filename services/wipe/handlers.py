@@ -53,11 +53,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes (stored as UTC)."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class WipeRefused(RuleViolated):
     """422 with `reason` (WIPE.md) and, when a report breaks several rules, all of them in `refusals`."""
 
@@ -148,9 +143,9 @@ def _tool_out(row: dict[str, Any]) -> dict[str, Any]:
         "name": row["name"],
         "public_key": row["public_key"],
         "fingerprint": row["fingerprint"],
-        "created_at": _aware(row["created_at"]),
+        "created_at": row["created_at"],
         "status": "revoked" if revoked_at else "active",
-        "revoked_at": _aware(revoked_at) if revoked_at else None,
+        "revoked_at": revoked_at if revoked_at else None,
     }
 
 
@@ -574,7 +569,7 @@ def _secondary_out(uow: UnitOfWork, row: dict[str, Any]) -> dict[str, Any]:
         "tool_id": row["tool_id"],
         "outcome": row["outcome"],
         "detail": row["detail"],
-        "checked_at": _aware(row["checked_at"]),
+        "checked_at": row["checked_at"],
         "certificate_status": summary["status"],
     }
 
@@ -606,7 +601,7 @@ def pending_secondary(rt: ServiceRuntime, limit: int) -> list[dict[str, Any]]:
             "certificate_id": r["id"],
             "tool_id": r["tool_id"],
             "device_kind": r["device_kind"],
-            "issued_at": _aware(r["issued_at"]),
+            "issued_at": r["issued_at"],
         }
         for r in rows
     ]
@@ -643,13 +638,13 @@ def certificate_view(rt: ServiceRuntime, cert_id: str) -> dict[str, Any]:
             "serial_masked": c["serial_masked"],
         },
         "media": json.loads(c["media_json"]),
-        "issued_at": _aware(c["issued_at"]),
-        "report_created_at": _aware(c["report_created_at"]),
+        "issued_at": c["issued_at"],
+        "report_created_at": c["report_created_at"],
         "format": c["format"],
         "tool": {"id": c["tool_id"], "name": tool, "fingerprint": c["tool_fingerprint"]},
         "valid": rev is None,
         "revoked_reason": rev["reason"] if rev else None,
-        "revoked_at": _aware(rev["revoked_at"]) if rev else None,
+        "revoked_at": rev["revoked_at"] if rev else None,
         "secondary_verification": secondary,
         "retained_until": c["retained_until"],
     }

@@ -43,6 +43,41 @@ def log_tail(log_path: Path) -> str:
     return log_path.read_text()[-4000:]
 
 
+# what in the caller's environment would point the embedded run at other databases, buses or brokers
+NOT_EMBEDDED = (
+    "DATABASE_URL",
+    "EVENT_LOG_URL",
+    "BUS",
+    "SERVICES",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+)
+
+
+@contextlib.contextmanager
+def embedded_run(data_dir: Path, port: int, **env: str) -> Iterator[tuple[str, Path, subprocess.Popen]]:
+    """`recycle run` as its user starts it (the embedded default, ENV=dev) in `data_dir` on `port`, with `env` on
+    top, once it answers /healthz: its URL, its log (in `data_dir`) and its process. Stopped on exit."""
+    run_env = dict(os.environ, DATA_DIR=str(data_dir), PORT=str(port), ENV="dev", **env)
+    for name in NOT_EMBEDDED:
+        run_env.pop(name, None)
+    base = f"http://127.0.0.1:{port}"
+    log = data_dir / "platform.log"
+    with platform_process(["run"], run_env, log) as proc:
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                return True
+            try:
+                return http_get(base + "/healthz")[0] == 200
+            except OSError:
+                return False
+
+        if not wait_until(up, timeout_s=120, interval_s=0.2) or proc.poll() is not None:
+            raise AssertionError("recycle run did not start:\n" + log_tail(log))
+        yield base, log, proc
+
+
 # a date and time with no offset after it: never in a reply (RFC 3339 wants one)
 _NAIVE_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?")
 
