@@ -119,7 +119,7 @@ def test_writes_are_searchable_after_a_refresh_and_gettable_at_once(es):
 
 
 def test_bm25_and_bool_sums_as_documented(es):
-    # https://www.elastic.co/docs/reference/elasticsearch/index-settings/similarity (BM25, k1 1.2, b 0.75):
+    # https://www.elastic.co/guide/en/elasticsearch/reference/8.8/index-modules-similarity.html (BM25, k1 1.2, b 0.75):
     # idf = ln(1 + (N - n + 0.5) / (n + 0.5)), tf part = f / (f + k1 (1 - b + b dl / avgdl)); bool sums its
     # scoring clauses (https://www.elastic.co/docs/reference/query-languages/query-dsl/query-dsl-bool-query)
     name = _index(es)

@@ -15,7 +15,7 @@ References (Elasticsearch reference):
   https://www.elastic.co/docs/reference/query-languages/query-dsl/query-dsl-multi-match-query
 - match_phrase (analysed positions, slop 0): https://www.elastic.co/docs/reference/query-languages/query-dsl/query-dsl-match-query-phrase
 - term, prefix, range, match_all: https://www.elastic.co/docs/reference/query-languages/query-dsl/term-level-queries
-- BM25 (k1 = 1.2, b = 0.75; per-field length norms): https://www.elastic.co/docs/reference/elasticsearch/index-settings/similarity
+- BM25 (k1 = 1.2, b = 0.75; per-field length norms): https://www.elastic.co/guide/en/elasticsearch/reference/8.8/index-modules-similarity.html
   computed as Lucene's BM25Similarity does (float arithmetic, lengths stored in one byte by SmallFloat, phrase idf =
   sum of its terms' idf, no (k1 + 1) factor since Lucene 8).
 - sort (`_score` desc by default, fields asc; missing values last; text fields cannot be sorted), from/size and
