@@ -330,6 +330,23 @@ def booking_city(cmd: BookPickup) -> str:
     return validate_city_code(cmd.address.city_code, "address.city_code")
 
 
+def window_slots(s: BookingSettings, window: Any, now: datetime) -> list[datetime]:
+    """The slot starts of a requested window under the configured service hours, slot length and lead times (or
+    RuleViolated naming the rule it breaks)."""
+    return m.check_window(
+        window.start,
+        window.end,
+        now,
+        tz=s.tz,
+        opens=s.service_opens,
+        closes=s.service_closes,
+        slot_minutes=s.slot_minutes,
+        max_slots=s.max_window_slots,
+        min_lead_minutes=s.min_lead_minutes,
+        max_days_ahead=s.max_days_ahead,
+    )
+
+
 def prepare_booking(
     rt: ServiceRuntime, principal: Principal, cmd: BookPickup, now: datetime, found_prices: dict[str, Any]
 ) -> PreparedBooking:
@@ -343,18 +360,7 @@ def prepare_booking(
             "the address is outside the service area", reason="outside_service_area", field="address"
         )
     check_near_region(city_code, a.lat, a.lng, s)
-    slots = m.check_window(
-        cmd.window.start,
-        cmd.window.end,
-        now,
-        tz=s.tz,
-        opens=s.service_opens,
-        closes=s.service_closes,
-        slot_minutes=s.slot_minutes,
-        max_slots=s.max_window_slots,
-        min_lead_minutes=s.min_lead_minutes,
-        max_days_ahead=s.max_days_ahead,
-    )
+    slots = window_slots(s, cmd.window, now)
     cats = {}
     for i, it in enumerate(cmd.items):
         cat = cats[it.category] = leaf(it.category, f"items.{i}.category")
@@ -804,18 +810,7 @@ def reschedule(
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         require_resident(row, principal)  # first: someone else's pickup is refused whatever they ask
-        slots = m.check_window(
-            cmd.window.start,
-            cmd.window.end,
-            now,
-            tz=s.tz,
-            opens=s.service_opens,
-            closes=s.service_closes,
-            slot_minutes=s.slot_minutes,
-            max_slots=s.max_window_slots,
-            min_lead_minutes=s.min_lead_minutes,
-            max_days_ahead=s.max_days_ahead,
-        )
+        slots = window_slots(s, cmd.window, now)
         if row.status != m.REQUESTED:
             raise Conflict(
                 "only a pickup nobody has accepted can be rescheduled; cancel it and book again",

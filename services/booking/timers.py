@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 
 from services.contracts.payments import PayoutRequested
 from services.kernel.runtime import ServiceRuntime
+from services.kernel.sweep import each_due
 
 from .domain import model as m
 from .domain.events import PickupExpiryEscalated, PickupNoShow
@@ -124,25 +125,12 @@ def rerequest_stuck_payouts(rt: ServiceRuntime, now: datetime, after_minutes: in
 
 def _each(rt: ServiceRuntime, batch: int, query: Any, act: Callable[[Tx, Any], bool]) -> int:
     """Apply `act` to every due row, one unit of work each; returns how many changed."""
-    done = 0
-    tried: set[str] = set()
-    while True:
-        with rt.db.session(readonly=True) as s:
-            rows = [
-                r
-                for r in s.execute(query.order_by(pickups.c.id).limit(batch + len(tried))).all()
-                if r.id not in tried
-            ]
-        if not rows:
-            return done
-        for row in rows[:batch]:
-            tried.add(row.id)
-            try:
-                with Tx(rt) as uow:
-                    if act(uow, row):
-                        done += 1
-            except Exception:  # one bad row must not stop the others; the next scan retries it
-                log.exception("booking timer failed on pickup %s", row.id)
+
+    def in_own_tx(row: Any) -> bool:
+        with Tx(rt) as uow:
+            return act(uow, row)
+
+    return each_due(rt.db, query, pickups.c.id, batch, in_own_tx, "booking timer failed on pickup")
 
 
 def _escalate(uow: Tx, row: Any, now: datetime) -> bool:
