@@ -145,7 +145,7 @@ async def measure_writes(
     configure(platform["booking"], slot_capacity=10**9, max_days_ahead=14)
     platform.drain()
     bg = start_background(settings, BOOKING_ONLY) if background else None
-    runner, url = await serve_gateway(settings, platform)
+    runner, url = await serve_gateway(platform)
     raw_db = raw_database(settings, raw_md)
     raw_runner, raw_url = await serve(raw_insert_app(raw_db, raw_t, "/raw", raw_booking_row))
     rnd = random.Random(11)
@@ -238,7 +238,7 @@ async def measure_jobs(label: str, settings: Settings, n_jobs: int, requests: in
             c.execute(text("ANALYZE pickup_lines"))
     print(f"[{label}] seeded {n_jobs:,} open jobs in {time.perf_counter() - t0:.1f} s", flush=True)
     verify_collectors(platform, ["col_jobs"], radius_km=30)
-    runner, url = await serve_gateway(settings, platform)
+    runner, url = await serve_gateway(platform)
     headers = {"Authorization": "Bearer " + token(settings, "col_jobs", "collector")}
     rnd = random.Random(3)
     lat_ms = []

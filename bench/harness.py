@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import MetaData, Table, create_engine, text
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.kernel.db import Database
 from services.kernel.settings import Settings
@@ -69,12 +69,9 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}"
 
 
-async def serve_gateway(settings: Settings, platform: Platform) -> tuple[web.AppRunner, str]:
+async def serve_gateway(platform: Platform) -> tuple[web.AppRunner, str]:
     """The gateway app over an already prepared platform, its background work left to someone else."""
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
-    return await serve(app)
+    return await serve(create_app_over(platform))
 
 
 async def drive(url: str, make: MakeRequest, seconds: float, concurrency: int, expect: int) -> DriveResult:

@@ -208,7 +208,7 @@ async def run(args: argparse.Namespace) -> int:
         # 2./3./4. queries, in rounds; each round: raw, ours, raw, ours with no cache, raw, ours, raw; then latency
         mix = query_mix(2000)
         raw_mix = [{"q": p["q"]} for p in mix]
-        runner, url = await serve_gateway(settings, platform)
+        runner, url = await serve_gateway(platform)
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(args.concurrency))
         path = str(index.path)  # type: ignore[attr-defined]

@@ -116,7 +116,7 @@ async def measure(label: str, settings: Settings, seconds: float, concurrency: i
         for f in firms
     ]
     bg = start_background(settings, ["trading"])
-    runner, url = await serve_gateway(settings, platform)
+    runner, url = await serve_gateway(platform)
     raw_db = raw_database(settings, raw_md)
     raw_runner, raw_url = await serve(raw_insert_app(raw_db, raw_t, "/raw/{id}/bids", raw_bid_row))
     price = [RESERVE] * concurrency

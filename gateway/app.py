@@ -225,7 +225,8 @@ SYSTEM_ROUTES = [
 def create_app(settings: Settings | None = None, platform: Platform | None = None) -> web.Application:
     """The gateway app. Flags a test may set on the returned app before it starts: `platform_prepared` (the
     platform was prepared already), `platform_no_background` (no relay/consumer threads; call drain()),
-    `platform_no_stop` (the caller stops the platform, e.g. one shared by many tests)."""
+    `platform_no_stop` (the caller stops the platform, e.g. one shared by many tests). `create_app_over` sets the
+    first two."""
     settings = settings or get_settings()
     distributed = settings.services == "none"
     gateway = middlewares.build(settings)
@@ -258,6 +259,15 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
         app.cleanup_ctx.append(_platform_ctx)
         gateway.registry.register(admin.ParkedCollector(platform))
     settle_heap(app)  # after the platform's context: what it loads is frozen too
+    return app
+
+
+def create_app_over(platform: Platform) -> web.Application:
+    """The gateway app over a platform its caller prepared and drives by hand (tests, benchmarks): it prepares
+    nothing and starts no relay or consumer threads (the caller calls `platform.drain()`)."""
+    app = create_app(platform.settings, platform)
+    app["platform_prepared"] = True
+    app["platform_no_background"] = True
     return app
 
 
