@@ -41,10 +41,6 @@ from .store import exports
 log = logging.getLogger(__name__)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def create_export(db: Database, spec: ReportSpec, requested_by: str, runner: str) -> dict[str, Any]:
     export_id = new_id("ex")
     with UnitOfWork(db) as uow:
@@ -61,7 +57,7 @@ def create_export(db: Database, spec: ReportSpec, requested_by: str, runner: str
                 runner=runner,
                 rows_done=0,
                 progress=0.0,
-                created_at=_now(),
+                created_at=datetime.now(UTC),
             )
         )
     return load_export(db, export_id)
@@ -87,7 +83,7 @@ def set_export(db: Database, export_id: str, **values: Any) -> None:
 def _claim_run(db: Database, export_id: str, stalled_s: float) -> bool:
     """Mark the job running for this delivery unless it is done or another delivery's run is alive (its
     heartbeat is fresh): two copies of one message (a redelivery, a resend) never write the file at once."""
-    now = _now()
+    now = datetime.now(UTC)
     with UnitOfWork(db) as uow:
         return bool(
             uow.session.execute(
@@ -122,7 +118,7 @@ def _claim_run(db: Database, export_id: str, stalled_s: float) -> bool:
 def _heartbeat(db: Database, export_id: str, every_s: float, stop: threading.Event) -> None:
     while not stop.wait(every_s):
         try:
-            set_export(db, export_id, heartbeat_at=_now())
+            set_export(db, export_id, heartbeat_at=datetime.now(UTC))
         except Exception:  # noqa: BLE001 - a missed beat only makes the job look stalled sooner
             log.warning("export %s: could not write its heartbeat", export_id, exc_info=True)
 
@@ -177,7 +173,11 @@ def _write(rt: ServiceRuntime, export_id: str, job: dict[str, Any], spec: Report
     except Exception as exc:
         log.exception("export %s failed", export_id)
         set_export(
-            rt.db, export_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=_now()
+            rt.db,
+            export_id,
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            finished_at=datetime.now(UTC),
         )
         raise
     set_export(
@@ -189,7 +189,7 @@ def _write(rt: ServiceRuntime, export_id: str, job: dict[str, Any], spec: Report
         rows_total=n,
         file_name=spec.file_name,
         size_bytes=path.stat().st_size,
-        finished_at=_now(),
+        finished_at=datetime.now(UTC),
     )
     return load_export(rt.db, export_id)
 
@@ -208,7 +208,7 @@ def dispatch(rt: ServiceRuntime, export_id: str, runner: str) -> str:
             from .tasks import export_tax_report
 
             export_tax_report.publish(rt.settings, export_id)
-            set_export(rt.db, export_id, dispatched_at=_now())
+            set_export(rt.db, export_id, dispatched_at=datetime.now(UTC))
             return "celery"
         except Exception:  # noqa: BLE001 - the broker is down: do not lose the request
             log.warning(
@@ -224,7 +224,7 @@ def dispatch(rt: ServiceRuntime, export_id: str, runner: str) -> str:
 def requeue_stale(rt: ServiceRuntime, now: datetime | None = None) -> list[str]:
     """Send again the Celery jobs still queued `export_queued_deadline_s` after they were last sent, and those
     running whose heartbeat stopped `export_stalled_s` ago (their worker died mid-task)."""
-    now = now or _now()
+    now = now or datetime.now(UTC)
     return _requeue_queued(rt, now) + _requeue_stalled(rt, now)
 
 

@@ -4,7 +4,7 @@ the resident settles, payments pays. Nothing is set up behind the API's back."""
 
 from __future__ import annotations
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.kernel.settings import Settings
 
@@ -23,9 +23,7 @@ async def test_walkthrough_on_the_public_api(aiohttp_client, tmp_path):
         admin_phones=ADMIN,
     )
     platform = Platform(settings).prepare()
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
+    app = create_app_over(platform)
     client = await aiohttp_client(app)
 
     async def call(

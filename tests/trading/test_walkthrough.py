@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.kernel.settings import Settings
 from services.pricing.store import observations
@@ -29,9 +29,7 @@ ADMIN, RESIDENT, A_OWNER, B_OWNER, COLLECTOR = (
 
 async def walkthrough(aiohttp_client, settings: Settings) -> None:
     platform = Platform(settings).prepare()
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
+    app = create_app_over(platform)
     client = await aiohttp_client(app)
 
     async def call(
