@@ -28,9 +28,7 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,14 +41,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, create_engine, text  # noqa: E402
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, text  # noqa: E402
 
-from gateway.app import create_app  # noqa: E402
+from bench.harness import (  # noqa: E402
+    alternate,
+    base_settings,
+    cpu_seconds,
+    drive,
+    print_ratio,
+    raw_database,
+    raw_insert_app,
+    scratch_postgres,
+    serve,
+    serve_gateway,
+    start_background,
+    stop_background,
+)
 from services.booking.settings import configure  # noqa: E402
 from services.bootstrap import Platform  # noqa: E402
 from services.contracts.accounts import CollectorVerified  # noqa: E402
 from services.kernel.bus.port import Record  # noqa: E402
-from services.kernel.db import Database  # noqa: E402
 from services.kernel.events import Envelope  # noqa: E402
 from services.kernel.settings import Settings  # noqa: E402
 from services.kernel.taxonomy import leaves  # noqa: E402
@@ -58,9 +68,6 @@ from tests.booking.support import BOOKING_ONLY, CITY, HOME, SHANGHAI, seed_open_
 
 RATIO_TARGET = 0.4
 P99_TARGET_MS = 50.0
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-JWT = "bench-secret-" + "x" * 32
-PII = "YmVuY2gtcGlpLWtleS0zMi1ieXRlcy1sb25nLS0tLS0="
 
 raw_md = MetaData()
 raw_t = Table(
@@ -73,71 +80,13 @@ raw_t = Table(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}"
-
-
-def raw_app(db: Database) -> web.Application:
-    """The ceiling: parse the body, insert one row, answer 201 — nothing else."""
-    insert = raw_t.insert()
-
-    async def handler(request: web.Request) -> web.Response:
-        body = await request.json()
-        row = {
-            "id": uuid.uuid4().hex,
-            "resident_id": body["resident"],
-            "body": json.dumps(body),
-            "created_at": datetime.now(UTC),
-        }
-
-        def work() -> None:
-            with db.engine.begin() as conn:
-                conn.execute(insert, row)
-
-        await asyncio.get_running_loop().run_in_executor(None, work)
-        return web.json_response({"id": row["id"]}, status=201)
-
-    app = web.Application()
-    app.router.add_post("/raw", handler)
-    return app
-
-
-async def drive(url: str, make, seconds: float, concurrency: int, expect: int) -> tuple[float, int, dict]:  # noqa: ANN001
-    """Send requests from `concurrency` workers for `seconds`; returns (successes/s, successes, other statuses)."""
-    ok, other = 0, {}
-    deadline = time.perf_counter() + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-
-        async def worker(w: int) -> None:
-            nonlocal ok
-            i = 0
-            while time.perf_counter() < deadline:
-                req = make(w, i)
-                if req is None:
-                    return
-                method, path, headers, body = req
-                async with session.request(method, url + path, headers=headers, json=body) as r:
-                    await r.read()
-                    if r.status == expect:
-                        ok += 1
-                    else:
-                        other[r.status] = other.get(r.status, 0) + 1
-                i += 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*[worker(w) for w in range(concurrency)])
-        elapsed = time.perf_counter() - t0
-    return ok / elapsed, ok, other
+def raw_booking_row(request: web.Request, body: dict) -> dict:
+    return {
+        "id": uuid.uuid4().hex,
+        "resident_id": body["resident"],
+        "body": json.dumps(body),
+        "created_at": datetime.now(UTC),
+    }
 
 
 def booking_request(tokens: list[str], rnd: random.Random):  # noqa: ANN202
@@ -181,52 +130,6 @@ def raw_request(rnd: random.Random):  # noqa: ANN202
     return make
 
 
-def start_background(settings: Settings) -> subprocess.Popen:
-    """`recycle background` for the same databases: the embedded run's second process (relays, consumers)."""
-    env = dict(
-        os.environ,
-        ENV=settings.env,
-        DATA_DIR=str(settings.data_dir),
-        BUS=settings.bus,
-        DATABASE_URL=settings.database_url,
-        EVENT_LOG_URL=settings.event_log_url,
-        DB_SCHEMA_PREFIX=settings.db_schema_prefix,
-        SERVICES=",".join(BOOKING_ONLY),
-        JWT_SECRET=JWT,
-        PII_KEY=PII,
-        LOG_LEVEL="WARNING",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "background"],
-        env=env,
-        stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parents[1],
-        text=True,
-    )
-    line = proc.stdout.readline()  # printed once its relays and consumers run
-    if not line.startswith("Background"):
-        proc.kill()
-        raise RuntimeError(f"recycle background did not start: {line!r}")
-    return proc
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def stop_background(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def outbox_backlog(platform: Platform) -> int:
     return platform["booking"].relay.pending()
 
@@ -241,17 +144,10 @@ async def measure_writes(
     platform = Platform(settings, services=BOOKING_ONLY).prepare()
     configure(platform["booking"], slot_capacity=10**9, max_days_ahead=14)
     platform.drain()
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
-    bg = start_background(settings) if background else None
-    runner, url = await serve(app)
-    raw_db = Database(settings.db_url("rawbench"), schema=settings.db_schema("rawbench"))
-    if raw_db.dialect == "postgresql":
-        with raw_db.engine.begin() as c:
-            c.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{raw_db.schema}"'))
-    raw_md.create_all(raw_db.engine)
-    raw_runner, raw_url = await serve(raw_app(raw_db))
+    bg = start_background(settings, BOOKING_ONLY) if background else None
+    runner, url = await serve_gateway(platform)
+    raw_db = raw_database(settings, raw_md)
+    raw_runner, raw_url = await serve(raw_insert_app(raw_db, raw_t, "/raw", raw_booking_row))
     rnd = random.Random(11)
     residents = [token(settings, f"res_{i}", "resident") for i in range(200)]
     out: dict = {}
@@ -262,23 +158,11 @@ async def measure_writes(
         async def raw_run() -> float:
             return (await drive(raw_url, raw_request(rnd), seconds, concurrency, 201))[0]
 
-        # Raw and ours alternate (raw, ours, raw, ours, raw): each figure is set against the median of the raw runs
-        # around it, so a drift or one odd raw run on a shared machine moves neither side alone.
-        async def alternate(first_raw: float, ours_run) -> tuple[list[float], list[float], int, dict]:  # noqa: ANN001
-            """raw, ours, raw, ours, raw (the first raw given): the raw rates, our rates, our count, other replies."""
-            raws, rates, count, other = [first_raw], [], 0, {}
-            for _ in range(2):
-                rate, n, oth = await ours_run()
-                rates.append(rate)
-                count += n
-                for k, v in oth.items():
-                    other[k] = other.get(k, 0) + v
-                raws.append(await raw_run())
-            return raws, rates, count, other
-
         bg_cpu = cpu_seconds(bg.pid) if bg is not None else 0.0
         raws, books, booked, other = await alternate(
-            await raw_run(), lambda: drive(url, booking_request(residents, rnd), seconds, concurrency, 201)
+            await raw_run(),
+            raw_run,
+            lambda: drive(url, booking_request(residents, rnd), seconds, concurrency, 201),
         )
 
         def report(
@@ -290,13 +174,7 @@ async def measure_writes(
             other: dict,
             bg_cpu: float,
         ) -> tuple[float, float, dict]:
-            ours, ceiling = statistics.mean(rates), statistics.median(raws)
-            print(
-                f"[{label}] raw insert: {' / '.join(f'{r:,.0f}' for r in raws)} req/s (median {ceiling:,.0f}); "
-                f"{what}: {' / '.join(f'{b:,.0f}' for b in rates)}/s ({count:,} {done}"
-                f"{', other replies ' + str(other) if other else ''}) → ratio {ours / ceiling:.2f}",
-                flush=True,
-            )
+            ours, ceiling = print_ratio(label, what, done, raws, rates, count, other)
             if bg is not None:
                 print(
                     f"[{label}] background process CPU during the {what}: {cpu_seconds(bg.pid) - bg_cpu:.1f} s "
@@ -336,7 +214,7 @@ async def measure_writes(
 
         bg_cpu = cpu_seconds(bg.pid) if bg is not None else 0.0
         raws, accs, accepted, other = await alternate(
-            raws[-1], lambda: drive(url, accept, seconds, concurrency, 200)
+            raws[-1], raw_run, lambda: drive(url, accept, seconds, concurrency, 200)
         )
         out["accept"] = report("accepts", "accepted", raws, accs, accepted, other, bg_cpu)
     finally:
@@ -360,10 +238,7 @@ async def measure_jobs(label: str, settings: Settings, n_jobs: int, requests: in
             c.execute(text("ANALYZE pickup_lines"))
     print(f"[{label}] seeded {n_jobs:,} open jobs in {time.perf_counter() - t0:.1f} s", flush=True)
     verify_collectors(platform, ["col_jobs"], radius_km=30)
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
-    runner, url = await serve(app)
+    runner, url = await serve_gateway(platform)
     headers = {"Authorization": "Bearer " + token(settings, "col_jobs", "collector")}
     rnd = random.Random(3)
     lat_ms = []
@@ -434,20 +309,6 @@ def verify_collectors(
     raise RuntimeError("booking did not receive the collectors")
 
 
-def base_settings(data_dir: Path, **kw) -> Settings:  # noqa: ANN003
-    return Settings(
-        env="test",
-        data_dir=data_dir,
-        bus="dblog",
-        jwt_secret=JWT,
-        pii_key=PII,
-        rate_limit_per_minute=10**9,
-        rate_limit_ip_per_minute=10**9,
-        log_level="WARNING",
-        **kw,
-    )
-
-
 async def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -455,7 +316,6 @@ async def run(args: argparse.Namespace) -> int:
     results: dict[str, dict] = {}
     only = set(args.only.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="bench-booking-"))
-    pg_db = None
     try:
         if "sqlite" in only:
             results["sqlite"] = await measure_writes(
@@ -469,34 +329,29 @@ async def run(args: argparse.Namespace) -> int:
                 "sqlite", base_settings(tmp / "j"), args.jobs, args.requests
             )
         if "postgres" in only:
-            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-            pg_db = f"bench_{uuid.uuid4().hex[:10]}"
-            with admin.connect() as c:
-                c.execute(text(f'CREATE DATABASE "{pg_db}"'))
-            url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + pg_db
-            pg = {"database_url": url, "event_log_url": url}
-            results["postgres"] = await measure_writes(
-                "postgres",
-                base_settings(tmp / "pw", **pg, db_schema_prefix="w_"),
-                args.seconds,
-                args.concurrency,
-            )
-            if args.request_path:
-                results["postgres (request path)"] = await measure_writes(
+            with scratch_postgres() as url:
+                pg = {"database_url": url, "event_log_url": url}
+                results["postgres"] = await measure_writes(
                     "postgres",
-                    base_settings(tmp / "pw2", **pg, db_schema_prefix="w2_"),
+                    base_settings(tmp / "pw", **pg, db_schema_prefix="w_"),
                     args.seconds,
                     args.concurrency,
-                    background=False,
                 )
-            results["postgres"]["jobs"] = await measure_jobs(
-                "postgres", base_settings(tmp / "pj", **pg, db_schema_prefix="j_"), args.jobs, args.requests
-            )
+                if args.request_path:
+                    results["postgres (request path)"] = await measure_writes(
+                        "postgres",
+                        base_settings(tmp / "pw2", **pg, db_schema_prefix="w2_"),
+                        args.seconds,
+                        args.concurrency,
+                        background=False,
+                    )
+                results["postgres"]["jobs"] = await measure_jobs(
+                    "postgres",
+                    base_settings(tmp / "pj", **pg, db_schema_prefix="j_"),
+                    args.jobs,
+                    args.requests,
+                )
     finally:
-        if pg_db:
-            with admin.connect() as c:
-                c.execute(text(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)'))
-            admin.dispose()
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(

@@ -43,12 +43,10 @@ from urllib.parse import urlencode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp  # noqa: E402
-from aiohttp import web  # noqa: E402
 
-from gateway.app import create_app  # noqa: E402
+from bench.harness import base_settings, serve_gateway  # noqa: E402
 from services.bootstrap import Platform  # noqa: E402
 from services.contracts.listings import ListingPublished  # noqa: E402
-from services.kernel.settings import Settings  # noqa: E402
 from services.listings.search import search_of  # noqa: E402
 from services.listings.search.indexer import Indexer  # noqa: E402
 from services.listings.search.sqlite_fts import SqliteSearchIndex, match_expression  # noqa: E402
@@ -57,8 +55,6 @@ from tests.listings.test_relevance import QUERIES  # noqa: E402
 
 RATIO_TARGET = 0.5
 P99_TARGET_MS = 50.0
-JWT = "bench-secret-" + "x" * 32
-PII = "YmVuY2gtcGlpLWtleS0zMi1ieXRlcy1sb25nLS0tLS0="
 
 
 def query_mix(n: int, seed: int = 11) -> list[dict[str, str]]:
@@ -80,18 +76,6 @@ def query_mix(n: int, seed: int = 11) -> list[dict[str, str]]:
             params["max_price_fen"] = str(rnd.randint(1000, 20000) * 100)
         out.append(params)
     return out
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    import socket
-
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}"
 
 
 def raw_run(path: str, mix: list[dict[str, str]], seconds: float, concurrency: int) -> float:
@@ -185,16 +169,7 @@ async def run(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-search-"))
     failed = False
     try:
-        settings = Settings(
-            env="test",
-            data_dir=tmp,
-            bus="dblog",
-            jwt_secret=JWT,
-            pii_key=PII,
-            rate_limit_per_minute=10**9,
-            rate_limit_ip_per_minute=10**9,
-            log_level="WARNING",
-        )
+        settings = base_settings(tmp)
         platform = Platform(settings, services=["listings"]).prepare()
         rt = platform["listings"]
         index = search_of(rt)
@@ -233,10 +208,7 @@ async def run(args: argparse.Namespace) -> int:
         # 2./3./4. queries, in rounds; each round: raw, ours, raw, ours with no cache, raw, ours, raw; then latency
         mix = query_mix(2000)
         raw_mix = [{"q": p["q"]} for p in mix]
-        app = create_app(settings, platform)
-        app["platform_prepared"] = True
-        app["platform_no_background"] = True
-        runner, url = await serve(app)
+        runner, url = await serve_gateway(platform)
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(args.concurrency))
         path = str(index.path)  # type: ignore[attr-defined]

@@ -23,9 +23,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,24 +32,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
-from sqlalchemy import (  # noqa: E402
-    BigInteger,
-    Column,
-    DateTime,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
-    text,
-)
+from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, Text  # noqa: E402
 
-from gateway.app import create_app  # noqa: E402
+from bench.harness import (  # noqa: E402
+    alternate,
+    base_settings,
+    drive,
+    print_ratio,
+    raw_database,
+    raw_insert_app,
+    scratch_postgres,
+    serve,
+    serve_gateway,
+    start_background,
+    stop_background,
+)
 from services.bootstrap import Platform  # noqa: E402
 from services.kernel.auth import Principal, issue_token  # noqa: E402
-from services.kernel.db import Database  # noqa: E402
 from services.kernel.settings import Settings  # noqa: E402
 from services.trading import handlers  # noqa: E402
 from services.trading.domain.commands import ListLot  # noqa: E402
@@ -60,9 +57,6 @@ from services.trading.settings import configure  # noqa: E402
 from tests.trading.support import firm_events, firm_principal, lot_body, publish  # noqa: E402
 
 RATIO_TARGET = 0.4
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-JWT = "bench-secret-" + "x" * 32
-PII = "YmVuY2gtcGlpLWtleS0zMi1ieXRlcy1sb25nLS0tLS0="
 RESERVE, INC = 250_000, 100
 
 raw_md = MetaData()
@@ -77,104 +71,14 @@ raw_t = Table(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}"
-
-
-def raw_app(db: Database) -> web.Application:
-    """The ceiling: parse the body, insert one row, answer 201 — nothing else."""
-    insert = raw_t.insert()
-
-    async def handler(request: web.Request) -> web.Response:
-        body = await request.json()
-        row = {
-            "id": uuid.uuid4().hex,
-            "lot_id": request.match_info["id"],
-            "price_fen_per_t": body["price_fen_per_t"],
-            "body": json.dumps(body),
-            "placed_at": datetime.now(UTC),
-        }
-
-        def work() -> None:
-            with db.engine.begin() as conn:
-                conn.execute(insert, row)
-
-        await asyncio.get_running_loop().run_in_executor(None, work)
-        return web.json_response({"id": row["id"]}, status=201)
-
-    app = web.Application()
-    app.router.add_post("/raw/{id}/bids", handler)
-    return app
-
-
-async def drive(url: str, make, seconds: float, concurrency: int, expect: int) -> tuple[float, int, dict]:  # noqa: ANN001
-    """Send requests from `concurrency` workers for `seconds`; returns (successes/s, successes, other statuses)."""
-    ok, other = 0, {}
-    deadline = time.perf_counter() + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-
-        async def worker(w: int) -> None:
-            nonlocal ok
-            while time.perf_counter() < deadline:
-                path, headers, body = make(w)
-                async with session.post(url + path, headers=headers, json=body) as r:
-                    await r.read()
-                    if r.status == expect:
-                        ok += 1
-                    else:
-                        other[r.status] = other.get(r.status, 0) + 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*[worker(w) for w in range(concurrency)])
-        elapsed = time.perf_counter() - t0
-    return ok / elapsed, ok, other
-
-
-def start_background(settings: Settings) -> subprocess.Popen:
-    """`recycle background` for the same databases: the embedded run's second process (relays, consumers)."""
-    env = dict(
-        os.environ,
-        ENV=settings.env,
-        DATA_DIR=str(settings.data_dir),
-        BUS=settings.bus,
-        DATABASE_URL=settings.database_url,
-        EVENT_LOG_URL=settings.event_log_url,
-        DB_SCHEMA_PREFIX=settings.db_schema_prefix,
-        SERVICES="trading",
-        JWT_SECRET=JWT,
-        PII_KEY=PII,
-        LOG_LEVEL="WARNING",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "background"],
-        env=env,
-        stdout=subprocess.PIPE,
-        cwd=Path(__file__).resolve().parents[1],
-        text=True,
-    )
-    line = proc.stdout.readline()  # printed once its relays and consumers run
-    if not line.startswith("Background"):
-        proc.kill()
-        raise RuntimeError(f"recycle background did not start: {line!r}")
-    return proc
-
-
-def stop_background(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def raw_bid_row(request: web.Request, body: dict) -> dict:
+    return {
+        "id": uuid.uuid4().hex,
+        "lot_id": request.match_info["id"],
+        "price_fen_per_t": body["price_fen_per_t"],
+        "body": json.dumps(body),
+        "placed_at": datetime.now(UTC),
+    }
 
 
 async def measure(label: str, settings: Settings, seconds: float, concurrency: int) -> tuple[float, float]:
@@ -211,45 +115,29 @@ async def measure(label: str, settings: Settings, seconds: float, concurrency: i
         }
         for f in firms
     ]
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
-    bg = start_background(settings)
-    runner, url = await serve(app)
-    raw_db = Database(settings.db_url("rawbench"), schema=settings.db_schema("rawbench"))
-    if raw_db.dialect == "postgresql":
-        with raw_db.engine.begin() as c:
-            c.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{raw_db.schema}"'))
-    raw_md.create_all(raw_db.engine)
-    raw_runner, raw_url = await serve(raw_app(raw_db))
+    bg = start_background(settings, ["trading"])
+    runner, url = await serve_gateway(platform)
+    raw_db = raw_database(settings, raw_md)
+    raw_runner, raw_url = await serve(raw_insert_app(raw_db, raw_t, "/raw/{id}/bids", raw_bid_row))
     price = [RESERVE] * concurrency
 
-    def ours(w: int):  # noqa: ANN202
+    def ours(w: int, i: int):  # noqa: ANN202
         price[w] += INC
-        return f"/v1/lots/{lots[w]}/bids", tokens[w], {"price_fen_per_t": price[w]}
+        return "POST", f"/v1/lots/{lots[w]}/bids", tokens[w], {"price_fen_per_t": price[w]}
 
-    def raw(w: int):  # noqa: ANN202
-        return f"/raw/{lots[w]}/bids", {}, {"price_fen_per_t": RESERVE + w}
+    def raw(w: int, i: int):  # noqa: ANN202
+        return "POST", f"/raw/{lots[w]}/bids", {}, {"price_fen_per_t": RESERVE + w}
+
+    async def raw_run() -> float:
+        return (await drive(raw_url, raw, seconds, concurrency, 201))[0]
 
     try:
         await drive(raw_url, raw, 1.0, concurrency, 201)  # warm-up
         await drive(url, ours, 1.0, concurrency, 201)
-        raws, rates, count, other = [], [], 0, {}
-        raws.append((await drive(raw_url, raw, seconds, concurrency, 201))[0])
-        for _ in range(2):
-            rate, n, oth = await drive(url, ours, seconds, concurrency, 201)
-            rates.append(rate)
-            count += n
-            for k, v in oth.items():
-                other[k] = other.get(k, 0) + v
-            raws.append((await drive(raw_url, raw, seconds, concurrency, 201))[0])
-        mine, ceiling = statistics.mean(rates), statistics.median(raws)
-        print(
-            f"[{label}] raw insert: {' / '.join(f'{r:,.0f}' for r in raws)} req/s (median {ceiling:,.0f}); "
-            f"bids: {' / '.join(f'{b:,.0f}' for b in rates)}/s ({count:,} accepted"
-            f"{', other replies ' + str(other) if other else ''}) → ratio {mine / ceiling:.2f}",
-            flush=True,
+        raws, rates, count, other = await alternate(
+            await raw_run(), raw_run, lambda: drive(url, ours, seconds, concurrency, 201)
         )
+        mine, ceiling = print_ratio(label, "bids", "accepted", raws, rates, count, other)
         t0 = time.perf_counter()
         while rt.relay.pending() and time.perf_counter() - t0 < 60:
             await asyncio.sleep(0.05)
@@ -266,20 +154,6 @@ async def measure(label: str, settings: Settings, seconds: float, concurrency: i
     return mine, ceiling
 
 
-def base_settings(data_dir: Path, **kw) -> Settings:  # noqa: ANN003
-    return Settings(
-        env="test",
-        data_dir=data_dir,
-        bus="dblog",
-        jwt_secret=JWT,
-        pii_key=PII,
-        rate_limit_per_minute=10**9,
-        rate_limit_ip_per_minute=10**9,
-        log_level="WARNING",
-        **kw,
-    )
-
-
 async def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -287,29 +161,20 @@ async def run(args: argparse.Namespace) -> int:
     only = set(args.only.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="bench-trading-"))
     results: dict[str, tuple[float, float]] = {}
-    pg_db, admin = None, None
     try:
         if "sqlite" in only:
             results["sqlite"] = await measure(
                 "sqlite", base_settings(tmp / "s"), args.seconds, args.concurrency
             )
         if "postgres" in only:
-            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-            pg_db = f"bench_{uuid.uuid4().hex[:10]}"
-            with admin.connect() as c:
-                c.execute(text(f'CREATE DATABASE "{pg_db}"'))
-            url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + pg_db
-            results["postgres"] = await measure(
-                "postgres",
-                base_settings(tmp / "p", database_url=url, event_log_url=url, db_schema_prefix="b_"),
-                args.seconds,
-                args.concurrency,
-            )
+            with scratch_postgres() as url:
+                results["postgres"] = await measure(
+                    "postgres",
+                    base_settings(tmp / "p", database_url=url, event_log_url=url, db_schema_prefix="b_"),
+                    args.seconds,
+                    args.concurrency,
+                )
     finally:
-        if pg_db and admin is not None:
-            with admin.connect() as c:
-                c.execute(text(f'DROP DATABASE IF EXISTS "{pg_db}" WITH (FORCE)'))
-            admin.dispose()
         shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"\nsummary (ratio = ours / raw aiohttp insert in the same run, target ≥ {RATIO_TARGET}; "

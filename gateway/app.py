@@ -36,246 +36,197 @@ def all_routes() -> list[RouteDef]:
     return routes
 
 
+def _reply(description: str, schema: dict[str, Any] | None = None, media: str = "application/json") -> dict:
+    """One OpenAPI response: its description and, when it has a body, the body's media type and schema."""
+    if schema is None:
+        return {"description": description}
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+def _route(
+    path: str, method: str, tag: str, policy: str, responses: dict[str, dict], **op: Any
+) -> dict[str, Any]:
+    """A route the gateway serves itself, in the shape `build_openapi` takes (`op`: operationId, summary, ...)."""
+    return {
+        "path": path,
+        "method": method,
+        "op": {**op, "tags": [tag], "x-policy": policy, "responses": responses},
+    }
+
+
+OBJECT = {"type": "object"}
+HTML = _reply("HTML", {"type": "string"}, "text/html")
+# what every admin route may answer besides its own replies
+ADMIN_REFUSALS = {
+    "401": _reply("no or bad token"),
+    "403": _reply("not an admin"),
+    "503": _reply("this gateway hosts no service (distributed run)"),
+}
+GROUP_PARAMETER = {"name": "group", "in": "path", "required": True, "schema": {"type": "string"}}
+NO_GROUP = {"404": _reply("no such consumer group")}
+
+
+def _admin(path: str, method: str, responses: dict[str, dict], **op: Any) -> dict[str, Any]:
+    return _route(path, method, "admin", "roles:admin", {**responses, **ADMIN_REFUSALS}, **op)
+
+
 SYSTEM_ROUTES = [
-    {
-        "path": "/healthz",
-        "method": "GET",
-        "op": {
-            "operationId": "healthz",
-            "summary": "liveness",
-            "tags": ["system"],
-            "x-policy": "public",
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {
-                            "schema": {
+    _route(
+        "/healthz",
+        "GET",
+        "system",
+        "public",
+        {
+            "200": _reply(
+                "OK", {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}
+            )
+        },
+        operationId="healthz",
+        summary="liveness",
+    ),
+    _route(
+        "/readyz",
+        "GET",
+        "system",
+        "public",
+        {"200": _reply("ready", OBJECT), "503": _reply("not ready", OBJECT)},
+        operationId="readyz",
+        summary="readiness: databases and bus",
+    ),
+    _route(
+        "/openapi.json",
+        "GET",
+        "system",
+        "public",
+        {"200": _reply("OK", OBJECT)},
+        operationId="openapi",
+        summary="this document",
+    ),
+    _route(
+        "/metrics",
+        "GET",
+        "system",
+        "metrics token",
+        {
+            "200": _reply("Prometheus text format", {"type": "string"}, "text/plain"),
+            "401": _reply("no or wrong metrics token", OBJECT, "application/problem+json"),
+            "404": _reply("metrics not enabled (no METRICS_TOKEN)", OBJECT, "application/problem+json"),
+        },
+        operationId="metrics",
+        summary="Prometheus metrics: requests and latency by route template and status (METRICS_TOKEN bearer)",
+    ),
+    _route(
+        "/docs",
+        "GET",
+        "system",
+        "public",
+        {"200": HTML},
+        operationId="docs",
+        summary="API docs page (works offline)",
+    ),
+    _admin(
+        "/v1/admin/dead-letters",
+        "GET",
+        {
+            "200": _reply(
+                "OK",
+                {
+                    "type": "object",
+                    "required": ["items"],
+                    "properties": {
+                        "items": {
+                            "type": "array",
+                            "items": {
                                 "type": "object",
-                                "properties": {"status": {"type": "string"}},
-                                "required": ["status"],
-                            }
+                                "required": ["group", "parked"],
+                                "properties": {"group": {"type": "string"}, "parked": {"type": "integer"}},
+                            },
                         }
                     },
+                },
+            )
+        },
+        operationId="list_dead_letter_groups",
+        summary="(admin) every consumer group with the number of records it parked",
+    ),
+    _admin(
+        "/v1/admin/dead-letters/{group}",
+        "GET",
+        {
+            "200": _reply(
+                "OK",
+                {
+                    "type": "object",
+                    "required": ["group", "items"],
+                    "properties": {
+                        "group": {"type": "string"},
+                        "items": {
+                            "type": "array",
+                            "items": {"type": "object", "required": ["id", "original", "attempts", "error"]},
+                        },
+                    },
+                },
+            ),
+            **NO_GROUP,
+        },
+        operationId="list_dead_letters",
+        summary="(admin) the records a consumer group parked: original topic and offset, attempts, error",
+        parameters=[GROUP_PARAMETER],
+    ),
+    _admin(
+        "/v1/admin/dead-letters/{group}/replay",
+        "POST",
+        {
+            "200": _reply(
+                "OK",
+                {
+                    "type": "object",
+                    "required": ["group", "replayed"],
+                    "properties": {"group": {"type": "string"}, "replayed": {"type": "integer"}},
+                },
+            ),
+            "400": _reply("malformed body"),
+            **NO_GROUP,
+        },
+        operationId="replay_dead_letters",
+        summary="(admin) send a group's parked records (all, or `only` these ids) back to their topic",
+        parameters=[GROUP_PARAMETER],
+        requestBody={
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "only": {
+                                "type": "array",
+                                "maxItems": 1000,
+                                "items": {"type": "string", "pattern": "^[0-9]+@[0-9]+$"},
+                            }
+                        },
+                    }
                 }
             },
         },
-    },
-    {
-        "path": "/readyz",
-        "method": "GET",
-        "op": {
-            "operationId": "readyz",
-            "summary": "readiness: databases and bus",
-            "tags": ["system"],
-            "x-policy": "public",
-            "responses": {
-                "200": {
-                    "description": "ready",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "503": {
-                    "description": "not ready",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-            },
-        },
-    },
-    {
-        "path": "/openapi.json",
-        "method": "GET",
-        "op": {
-            "operationId": "openapi",
-            "summary": "this document",
-            "tags": ["system"],
-            "x-policy": "public",
-            "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
-            },
-        },
-    },
-    {
-        "path": "/metrics",
-        "method": "GET",
-        "op": {
-            "operationId": "metrics",
-            "summary": "Prometheus metrics: requests and latency by route template and status (METRICS_TOKEN bearer)",
-            "tags": ["system"],
-            "x-policy": "metrics token",
-            "responses": {
-                "200": {
-                    "description": "Prometheus text format",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                },
-                "401": {
-                    "description": "no or wrong metrics token",
-                    "content": {"application/problem+json": {"schema": {"type": "object"}}},
-                },
-                "404": {
-                    "description": "metrics not enabled (no METRICS_TOKEN)",
-                    "content": {"application/problem+json": {"schema": {"type": "object"}}},
-                },
-            },
-        },
-    },
-    {
-        "path": "/docs",
-        "method": "GET",
-        "op": {
-            "operationId": "docs",
-            "summary": "API docs page (works offline)",
-            "tags": ["system"],
-            "x-policy": "public",
-            "responses": {
-                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
-            },
-        },
-    },
-    {
-        "path": "/v1/admin/dead-letters",
-        "method": "GET",
-        "op": {
-            "operationId": "list_dead_letter_groups",
-            "summary": "(admin) every consumer group with the number of records it parked",
-            "tags": ["admin"],
-            "x-policy": "roles:admin",
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["items"],
-                                "properties": {
-                                    "items": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "required": ["group", "parked"],
-                                            "properties": {
-                                                "group": {"type": "string"},
-                                                "parked": {"type": "integer"},
-                                            },
-                                        },
-                                    }
-                                },
-                            }
-                        }
-                    },
-                },
-                "401": {"description": "no or bad token"},
-                "403": {"description": "not an admin"},
-                "503": {"description": "this gateway hosts no service (distributed run)"},
-            },
-        },
-    },
-    {
-        "path": "/v1/admin/dead-letters/{group}",
-        "method": "GET",
-        "op": {
-            "operationId": "list_dead_letters",
-            "summary": "(admin) the records a consumer group parked: original topic and offset, attempts, error",
-            "tags": ["admin"],
-            "x-policy": "roles:admin",
-            "parameters": [{"name": "group", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["group", "items"],
-                                "properties": {
-                                    "group": {"type": "string"},
-                                    "items": {
-                                        "type": "array",
-                                        "items": {
-                                            "type": "object",
-                                            "required": ["id", "original", "attempts", "error"],
-                                        },
-                                    },
-                                },
-                            }
-                        }
-                    },
-                },
-                "401": {"description": "no or bad token"},
-                "403": {"description": "not an admin"},
-                "404": {"description": "no such consumer group"},
-                "503": {"description": "this gateway hosts no service (distributed run)"},
-            },
-        },
-    },
-    {
-        "path": "/v1/admin/dead-letters/{group}/replay",
-        "method": "POST",
-        "op": {
-            "operationId": "replay_dead_letters",
-            "summary": "(admin) send a group's parked records (all, or `only` these ids) back to their topic",
-            "tags": ["admin"],
-            "x-policy": "roles:admin",
-            "parameters": [{"name": "group", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "requestBody": {
-                "required": False,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "only": {
-                                    "type": "array",
-                                    "maxItems": 1000,
-                                    "items": {"type": "string", "pattern": "^[0-9]+@[0-9]+$"},
-                                }
-                            },
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["group", "replayed"],
-                                "properties": {"group": {"type": "string"}, "replayed": {"type": "integer"}},
-                            }
-                        }
-                    },
-                },
-                "400": {"description": "malformed body"},
-                "401": {"description": "no or bad token"},
-                "403": {"description": "not an admin"},
-                "404": {"description": "no such consumer group"},
-                "503": {"description": "this gateway hosts no service (distributed run)"},
-            },
-        },
-    },
-    {
-        "path": "/console/",
-        "method": "GET",
-        "op": {
-            "operationId": "console",
-            "summary": "the web console (Chinese UI; works offline): price indices, invoices and exports, admin, lots",
-            "tags": ["system"],
-            "x-policy": "public",
-            "responses": {
-                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
-            },
-        },
-    },
+    ),
+    _route(
+        "/console/",
+        "GET",
+        "system",
+        "public",
+        {"200": HTML},
+        operationId="console",
+        summary="the web console (Chinese UI; works offline): price indices, invoices and exports, admin, lots",
+    ),
 ]
 
 
 def create_app(settings: Settings | None = None, platform: Platform | None = None) -> web.Application:
     """The gateway app. Flags a test may set on the returned app before it starts: `platform_prepared` (the
     platform was prepared already), `platform_no_background` (no relay/consumer threads; call drain()),
-    `platform_no_stop` (the caller stops the platform, e.g. one shared by many tests)."""
+    `platform_no_stop` (the caller stops the platform, e.g. one shared by many tests). `create_app_over` sets the
+    first two."""
     settings = settings or get_settings()
     distributed = settings.services == "none"
     gateway = middlewares.build(settings)
@@ -308,6 +259,15 @@ def create_app(settings: Settings | None = None, platform: Platform | None = Non
         app.cleanup_ctx.append(_platform_ctx)
         gateway.registry.register(admin.ParkedCollector(platform))
     settle_heap(app)  # after the platform's context: what it loads is frozen too
+    return app
+
+
+def create_app_over(platform: Platform) -> web.Application:
+    """The gateway app over a platform its caller prepared and drives by hand (tests, benchmarks): it prepares
+    nothing and starts no relay or consumer threads (the caller calls `platform.drain()`)."""
+    app = create_app(platform.settings, platform)
+    app["platform_prepared"] = True
+    app["platform_no_background"] = True
     return app
 
 

@@ -64,7 +64,6 @@ from .store import (
     refresh_tokens,
     user_roles,
     users,
-    utc,
 )
 
 Authorize = Callable[..., Any]
@@ -88,10 +87,6 @@ def _cfg(rt: ServiceRuntime) -> AccountsSettings:
 
 def _sms(rt: ServiceRuntime) -> SmsProvider:
     return sms_of(rt)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _ms() -> int:
@@ -367,7 +362,7 @@ def _login_once(rt: ServiceRuntime, phone: str, code: str) -> LoginSession | str
         user_id = s.execute(select(users.c.id).where(users.c.phone_hash == ph)).scalar()
         if user_id is not None:
             _refuse_suspended(s, user_id)
-        at = _now()
+        at = datetime.now(UTC)
         changed = False
         if user_id is None:
             user_id = new_id("us")
@@ -512,9 +507,7 @@ def verify_identity(rt: ServiceRuntime, user_id: str, raw_name: str, raw_id_numb
             u = _user(s, user_id)
             if u.identity_verified_at is not None:
                 if u.id_number_hash == idh and c.decrypt(u.real_name_enc) == name:
-                    return _identity_reply(
-                        u.id, u.name_masked, u.id_number_masked, utc(u.identity_verified_at)
-                    )
+                    return _identity_reply(u.id, u.name_masked, u.id_number_masked, u.identity_verified_at)
                 raise Conflict(
                     "this account's identity is already verified with other details", current_state="verified"
                 )
@@ -523,7 +516,7 @@ def verify_identity(rt: ServiceRuntime, user_id: str, raw_name: str, raw_id_numb
             ).first()
             if other is not None:
                 raise Conflict("this ID number is already verified on another account", current_state="taken")
-            at = _now()
+            at = datetime.now(UTC)
             name_enc, id_enc = c.encrypt(name), c.encrypt(id_number)
             name_masked, id_masked = pii.mask_name(name), pii.mask_id(id_number)
             s.execute(
@@ -574,8 +567,8 @@ def record_consent(rt: ServiceRuntime, user_id: str, kind: str) -> dict[str, Any
             select(consents).where(consents.c.user_id == user_id, consents.c.kind == kind)
         ).first()
         if row is not None:
-            return dict(id=row.id, kind=row.kind, recorded_at=utc(row.recorded_at))
-        cid, at = new_id("cs"), _now()
+            return dict(id=row.id, kind=row.kind, recorded_at=row.recorded_at)
+        cid, at = new_id("cs"), datetime.now(UTC)
         s.execute(consents.insert().values(id=cid, user_id=user_id, kind=kind, recorded_at=at))
         uow.emit(ConsentRecorded(user_id=user_id, consent_id=cid, kind=kind, recorded_at=at))
     return dict(id=cid, kind=kind, recorded_at=at)
@@ -614,7 +607,7 @@ def _firm_reply(f: Row) -> dict[str, Any]:
         address=f.address,
         city_code=f.city_code,
         owner_user_id=f.owner_user_id,
-        created_at=utc(f.created_at),
+        created_at=f.created_at,
     )
 
 
@@ -631,7 +624,7 @@ def register_firm(
                 raise Conflict(
                     "a firm with this 统一社会信用代码 is already registered", current_state=dup.status
                 )
-            fid, at = new_id("fm"), _now()
+            fid, at = new_id("fm"), datetime.now(UTC)
             values = dict(
                 id=fid,
                 owner_user_id=user_id,
@@ -685,7 +678,7 @@ def add_qualification(
                 reason="qualification_expired",
                 field="valid_until",
             )
-        qid, at = new_id("ql"), _now()
+        qid, at = new_id("ql"), datetime.now(UTC)
         s.execute(
             qualifications.insert().values(
                 id=qid,
@@ -727,7 +720,7 @@ def add_accountant(
             )
         ).first()
         if exists is None:
-            at = _now()
+            at = datetime.now(UTC)
             s.execute(
                 firm_accountants.insert().values(
                     firm_id=firm_id, user_id=accountant_user_id, added_at=at, added_by=by
@@ -792,7 +785,7 @@ def register_collector(
             ).first()
             if dup is not None:
                 raise Conflict("you already applied as a collector for this firm", current_state=dup.status)
-            cid, at = new_id("co"), _now()
+            cid, at = new_id("co"), datetime.now(UTC)
             name_masked, id_masked = pii.mask_name(name), pii.mask_id(id_number)
             s.execute(
                 collectors.insert().values(
@@ -848,7 +841,7 @@ def decide(
         new_status = model.VERIFIED if verdict == "approve" else model.REJECTED
         changes = model.approve(kind, row.status) if verdict == "approve" else model.reject(kind, row.status)
         if changes:
-            at = _now()
+            at = datetime.now(UTC)
             moved = s.execute(
                 update(table)
                 .where(table.c.id == record_id, table.c.status == model.PENDING)
@@ -937,7 +930,7 @@ def _verification_item(kind: str, r: Row) -> dict[str, Any]:
         summary = f"{r.name_masked} ({r.id_number_masked}), {r.radius_km:g} km around {r.lat:.4f},{r.lng:.4f}"
         firm_id = r.firm_id
     return dict(
-        id=r.id, kind=kind, status=r.status, firm_id=firm_id, summary=summary, created_at=utc(r.created_at)
+        id=r.id, kind=kind, status=r.status, firm_id=firm_id, summary=summary, created_at=r.created_at
     )
 
 
@@ -957,7 +950,7 @@ def change_roles(
         _user(s, user_id)
         before = _load_access(s, user_id)
         have = set(s.execute(select(user_roles.c.role).where(user_roles.c.user_id == user_id)).scalars())
-        at = _now()
+        at = datetime.now(UTC)
         for r in grant:
             if r not in have:
                 s.execute(
@@ -988,7 +981,7 @@ def suspend_user(rt: ServiceRuntime, admin_id: str, user_id: str, reason: str) -
             s.execute(
                 update(users)
                 .where(users.c.id == user_id)
-                .values(suspended_at=_now(), suspended_by=admin_id, suspended_reason=reason)
+                .values(suspended_at=datetime.now(UTC), suspended_by=admin_id, suspended_reason=reason)
             )
             _revoke_tokens(s, user_id)
             _revoke_refresh_tokens(s, user_id)
@@ -1018,7 +1011,7 @@ def _suspension_reply(u: Row) -> dict[str, Any]:
     return dict(
         user_id=u.id,
         suspended=u.suspended_at is not None,
-        suspended_at=utc(u.suspended_at),
+        suspended_at=u.suspended_at,
         reason=u.suspended_reason,
     )
 

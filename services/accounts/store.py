@@ -3,8 +3,6 @@ and kept masked (`*_masked`) for display; see services/kernel/pii.py."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -157,10 +155,3 @@ collectors = Table(
     Column("decided_by", String(40), nullable=True),
     UniqueConstraint("user_id", "firm_id"),
 )
-
-
-def utc(dt: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes: everything stored is UTC."""
-    if dt is None:
-        return None
-    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)

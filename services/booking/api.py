@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
+from services.kernel import live_feed
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import ValidationFailed
 from services.kernel.http import Ctx, Router, parse_body
@@ -310,35 +310,7 @@ async def job_stream(ctx: Ctx) -> web.StreamResponse:
         loop=asyncio.get_running_loop(),
         queue=asyncio.Queue(s.feed_queue_size),
     )
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            "X-Request-Id": ctx.request.get("request_id", ""),
-        }
-    )
-    await resp.prepare(ctx.request)
-    feed = feed_of(ctx.runtime)
-    feed.add(who)
-    try:
-        await resp.write(b"retry: 3000\n: connected\n\n")
-        while True:
-            try:
-                frame = await asyncio.wait_for(who.queue.get(), timeout=s.feed_heartbeat_s)
-            except TimeoutError:
-                await resp.write(b": ping\n\n")
-                continue
-            if frame is None:
-                break
-            await resp.write(frame)
-    except (ConnectionResetError, ConnectionError):
-        pass
-    finally:
-        feed.remove(who)
-    with contextlib.suppress(ConnectionError):
-        await resp.write_eof()
-    return resp
+    return await live_feed.stream(ctx.request, feed_of(ctx.runtime), who, s.feed_heartbeat_s)
 
 
 async def _optional_body(ctx: Ctx, model: type[BaseModel]) -> Any:

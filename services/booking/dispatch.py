@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select, union_all
@@ -27,7 +27,7 @@ from services.kernel.taxonomy import leaves
 from . import geo
 from .domain import model as m
 from .domain.commands import JobsQuery
-from .handlers import collector_of, utcnow
+from .handlers import collector_of
 from .settings import settings_of
 from .store import pickup_lines, pickups
 from .views import ts
@@ -96,7 +96,7 @@ def list_jobs(rt: ServiceRuntime, principal: Principal, q: JobsQuery, now: datet
 
     Only the district and the distance are shown: the address is the resident's, revealed on accepting."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     if (q.lat is None) != (q.lng is None):
         raise ValidationFailed.field("lat" if q.lat is None else "lng", "give lat and lng together")
     with UnitOfWork(rt.db, readonly=True) as uow:

@@ -27,6 +27,7 @@ from services.kernel.db import UnitOfWork
 from services.kernel.errors import Conflict, Forbidden, NotFound, RuleViolated, ValidationFailed
 from services.kernel.events import Envelope
 from services.kernel.ids import new_id
+from services.kernel.live_feed import FeedingUnitOfWork
 from services.kernel.money import line_amount_fen, qty_str
 from services.kernel.runtime import ServiceRuntime
 from services.kernel.taxonomy import leaf
@@ -67,34 +68,10 @@ from .views import complaint_view, pickup_view, rating_view
 FEED_PRECISION = 7  # the location events carry: a ~150 m cell, never the address
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(t: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every time booking stores is UTC."""
-    if t is None or t.tzinfo is not None:
-        return t
-    return t.replace(tzinfo=UTC)
-
-
-class Tx(UnitOfWork):
+class Tx(FeedingUnitOfWork):
     """A unit of work that also hands its events to the in-process job feed once they are committed."""
 
-    def __init__(self, rt: ServiceRuntime, readonly: bool = False):
-        super().__init__(rt.db, readonly)
-        self.rt = rt
-        self.envelopes: list[Envelope] = []
-
-    def emit(self, event: Any) -> None:
-        env = event if isinstance(event, Envelope) else Envelope.wrap(event)
-        self.envelopes.append(env)
-        super().emit(env)
-
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
-        super().__exit__(exc_type, exc, tb)
-        if exc_type is None and self.envelopes:
-            feed.publish_local(self.rt, self.envelopes)
+    feed_port = feed.JOB_FEED
 
 
 def committed(rt: ServiceRuntime, write: Any, lock_key: str = "") -> Any:
@@ -264,7 +241,7 @@ def transition(session: Session, row: Any, action: str, now: datetime, **values:
 
 def release_places(session: Session, row: Any, s: BookingSettings) -> None:
     """Give back the places a requested/accepted pickup held in the slots of its window."""
-    for slot in slot_starts(aware(row.window_start), aware(row.window_end), s):
+    for slot in slot_starts(row.window_start, row.window_end, s):
         session.execute(
             update(slot_usage)
             .where(slot_usage.c.area == row.area, slot_usage.c.slot_start == slot, slot_usage.c.booked > 0)
@@ -323,7 +300,9 @@ class PreparedBooking:
 def book(rt: ServiceRuntime, principal: Principal, cmd: BookPickup, now: datetime | None = None) -> dict:
     """A resident books a doorstep pickup: checks the address, the window and the items, takes capacity, quotes."""
     city_code = booking_city(cmd)
-    prepared = prepare_booking(rt, principal, cmd, now or utcnow(), price_cache(rt).prices(rt.db, city_code))
+    prepared = prepare_booking(
+        rt, principal, cmd, now or datetime.now(UTC), price_cache(rt).prices(rt.db, city_code)
+    )
     committed(rt, booking_write(rt, prepared), booking_lock_key(prepared))
     return booking_view(rt, prepared, principal)
 
@@ -338,7 +317,7 @@ async def book_async(rt: ServiceRuntime, principal: Principal, cmd: BookPickup) 
         found = await asyncio.get_running_loop().run_in_executor(
             None, price_cache(rt).prices, rt.db, city_code
         )
-    prepared = prepare_booking(rt, principal, cmd, utcnow(), found)
+    prepared = prepare_booking(rt, principal, cmd, datetime.now(UTC), found)
     _, events = await asyncio.wrap_future(
         rt.db.writer.submit(booking_write(rt, prepared), booking_lock_key(prepared))
     )
@@ -349,6 +328,23 @@ async def book_async(rt: ServiceRuntime, principal: Principal, cmd: BookPickup) 
 
 def booking_city(cmd: BookPickup) -> str:
     return validate_city_code(cmd.address.city_code, "address.city_code")
+
+
+def window_slots(s: BookingSettings, window: Any, now: datetime) -> list[datetime]:
+    """The slot starts of a requested window under the configured service hours, slot length and lead times (or
+    RuleViolated naming the rule it breaks)."""
+    return m.check_window(
+        window.start,
+        window.end,
+        now,
+        tz=s.tz,
+        opens=s.service_opens,
+        closes=s.service_closes,
+        slot_minutes=s.slot_minutes,
+        max_slots=s.max_window_slots,
+        min_lead_minutes=s.min_lead_minutes,
+        max_days_ahead=s.max_days_ahead,
+    )
 
 
 def prepare_booking(
@@ -364,18 +360,7 @@ def prepare_booking(
             "the address is outside the service area", reason="outside_service_area", field="address"
         )
     check_near_region(city_code, a.lat, a.lng, s)
-    slots = m.check_window(
-        cmd.window.start,
-        cmd.window.end,
-        now,
-        tz=s.tz,
-        opens=s.service_opens,
-        closes=s.service_closes,
-        slot_minutes=s.slot_minutes,
-        max_slots=s.max_window_slots,
-        min_lead_minutes=s.min_lead_minutes,
-        max_days_ahead=s.max_days_ahead,
-    )
+    slots = window_slots(s, cmd.window, now)
     cats = {}
     for i, it in enumerate(cmd.items):
         cat = cats[it.category] = leaf(it.category, f"items.{i}.category")
@@ -529,14 +514,16 @@ def accept(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: dateti
     return accept_reply(
         rt,
         principal,
-        committed(rt, accept_write(rt, principal, pickup_id, now or utcnow()), "pickup:" + pickup_id),
+        committed(
+            rt, accept_write(rt, principal, pickup_id, now or datetime.now(UTC)), "pickup:" + pickup_id
+        ),
     )
 
 
 async def accept_async(rt: ServiceRuntime, principal: Principal, pickup_id: str) -> dict:
     """`accept` for the HTTP route: the event loop hands the job straight to the group-commit writer."""
     outcome, events = await asyncio.wrap_future(
-        rt.db.writer.submit(accept_write(rt, principal, pickup_id, utcnow()), "pickup:" + pickup_id)
+        rt.db.writer.submit(accept_write(rt, principal, pickup_id, datetime.now(UTC)), "pickup:" + pickup_id)
     )
     if events:
         feed.publish_local(rt, events)
@@ -561,7 +548,7 @@ def accept_write(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: 
         col, row, lines = load_for_accept(conn, pickup_id, principal)
         if row.status != m.REQUESTED:
             return AcceptOutcome("again", load(conn, pickup_id), lines_of(conn, pickup_id))
-        if now >= aware(row.window_start):
+        if now >= row.window_start:
             # Nobody accepted before the window opened (the timer may not have run yet): it expires here.
             expire_row(uow, row, now, s)
             return AcceptOutcome("expired", load(conn, pickup_id), lines)
@@ -622,7 +609,7 @@ def check_can_take(col: Any, row: Any) -> None:
 
 
 def arrive(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: datetime | None = None) -> dict:
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         require_collector(row, principal)
@@ -636,7 +623,7 @@ def weigh(
 ) -> dict:
     """The accepting collector records what the scale says; priced at the prices in force now (the estimate stays)."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     cats = {}
     for i, ln in enumerate(cmd.lines):
         cat = cats[ln.category] = leaf(ln.category, f"lines.{i}.category")
@@ -728,7 +715,7 @@ def settle(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: dateti
     With invoicing on, the payout waits for invoicing's answer (or the time-out); with it off, the gross amount
     is requested at once."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         ss = uow.session
         row = load(ss, pickup_id)
@@ -768,7 +755,7 @@ def settle(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: dateti
                     for ln in lines
                 ],
                 total_fen=gross,
-                weighed_at=aware(row.weighed_at),
+                weighed_at=row.weighed_at,
                 settled_at=now,
                 payout_id=payout_id,
                 quote_total_fen=row.quote_total_fen,
@@ -790,7 +777,7 @@ def settle(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: dateti
 def dispute(
     rt: ServiceRuntime, principal: Principal, pickup_id: str, cmd: DisputePickup, now: datetime | None = None
 ) -> dict:
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         require_resident(row, principal)
@@ -818,23 +805,12 @@ def reschedule(
     the cancel rules). The new window follows the booking rules and takes places in its slots; the old ones are
     given back in the same transaction."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     start, end = cmd.window.start.astimezone(UTC), cmd.window.end.astimezone(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         require_resident(row, principal)  # first: someone else's pickup is refused whatever they ask
-        slots = m.check_window(
-            cmd.window.start,
-            cmd.window.end,
-            now,
-            tz=s.tz,
-            opens=s.service_opens,
-            closes=s.service_closes,
-            slot_minutes=s.slot_minutes,
-            max_slots=s.max_window_slots,
-            min_lead_minutes=s.min_lead_minutes,
-            max_days_ahead=s.max_days_ahead,
-        )
+        slots = window_slots(s, cmd.window, now)
         if row.status != m.REQUESTED:
             raise Conflict(
                 "only a pickup nobody has accepted can be rescheduled; cancel it and book again",
@@ -846,7 +822,7 @@ def reschedule(
         uow.emit(
             PickupRescheduled(
                 pickup_id=row.id,
-                old_window_start=aware(row.window_start),
+                old_window_start=row.window_start,
                 window_start=start,
                 window_end=end,
                 rescheduled_at=now,
@@ -861,13 +837,13 @@ def cancel(
     """The resident cancels a requested pickup at any time, an accepted one until the cut-off before the window;
     an admin cancels any pickup not yet settled."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         if is_resident(row, principal):
             by, action = "resident", "cancel"
             m.next_state(action, row.status)
-            cutoff = aware(row.window_start) - timedelta(minutes=s.resident_cancel_cutoff_minutes)
+            cutoff = row.window_start - timedelta(minutes=s.resident_cancel_cutoff_minutes)
             if row.status == m.ACCEPTED and now > cutoff:
                 raise RuleViolated(
                     f"a collector is on the way: an accepted pickup can be cancelled until "
@@ -900,15 +876,13 @@ def report_no_show(
 ) -> dict:
     """The collector is at the door and nobody answers: after the wait, the pickup ends as no_show (resident)."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         require_collector(row, principal)
         if row.status != m.ARRIVED:
             raise Conflict("report a no-show after arriving", current_state=row.status)
-        since = max(aware(row.arrived_at), aware(row.window_start)) + timedelta(
-            minutes=s.no_show_wait_minutes
-        )
+        since = max(row.arrived_at, row.window_start) + timedelta(minutes=s.no_show_wait_minutes)
         if now < since:
             raise RuleViolated(
                 f"wait {s.no_show_wait_minutes} minutes after arriving (and after the window "
@@ -942,7 +916,7 @@ def expire_row(uow: UnitOfWork, row: Any, now: datetime, s: BookingSettings) -> 
             pickup_id=row.id,
             resident_id=row.resident_id,
             geohash=row.geohash[:FEED_PRECISION],
-            window_start=aware(row.window_start),
+            window_start=row.window_start,
             expired_at=now,
         )
     )
@@ -956,7 +930,7 @@ def retry_payout(
     rt: ServiceRuntime, principal: Principal, pickup_id: str, now: datetime | None = None
 ) -> dict:
     """A failed payout is requested again under a new id (`po_<pickup>_<n>`); only after a failure."""
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         if not (is_resident(row, principal) or is_admin(principal)):
@@ -992,7 +966,7 @@ def rate(
     rt: ServiceRuntime, principal: Principal, pickup_id: str, cmd: RatePickup, now: datetime | None = None
 ) -> dict:
     """Two-way ratings after settlement: the resident rates the collector and the collector the resident, once."""
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         if is_resident(row, principal):
@@ -1038,7 +1012,7 @@ def complain(
     rt: ServiceRuntime, principal: Principal, pickup_id: str, cmd: FileComplaint, now: datetime | None = None
 ) -> dict:
     """A party of the pickup files a complaint with evidence (photos, the scale ticket, ...)."""
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with Tx(rt) as uow:
         row = load(uow.session, pickup_id)
         if is_resident(row, principal):

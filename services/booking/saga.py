@@ -117,7 +117,7 @@ def request_payout(uow: UnitOfWork, row: Any, amount_fen: int, attempt: int, now
 def when_invoice_issued_request_payout(event: InvoiceIssued, uow: UnitOfWork) -> None:
     if event.kind != "blue":
         return  # a red-letter invoice offsets an earlier one; it does not move this pickup's payout
-    now = _now()
+    now = datetime.now(UTC)
     if start_payout(
         uow,
         event.pickup_id,
@@ -157,21 +157,17 @@ def when_invoice_blocked_request_payout(event: InvoiceBlocked, uow: UnitOfWork) 
         withheld_fen=0,
         invoice_status=m.INVOICE_BLOCKED,
         invoice_id=event.invoice_id,
-        now=_now(),
+        now=datetime.now(UTC),
     )
 
 
 def when_payout_paid_record(event: PayoutPaid, uow: UnitOfWork) -> None:
-    _resolve(uow, event.payout_id, "paid", ("requested",), _now(), provider_ref=event.provider_ref)
+    _resolve(uow, event.payout_id, "paid", ("requested",), datetime.now(UTC), provider_ref=event.provider_ref)
 
 
 def when_payout_failed_record(event: PayoutFailed, uow: UnitOfWork) -> None:
     """Failed, or returned after being paid (payments reversed its ledger): the resident may retry."""
-    _resolve(uow, event.payout_id, "failed", ("requested", "paid"), _now(), reason=event.reason)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+    _resolve(uow, event.payout_id, "failed", ("requested", "paid"), datetime.now(UTC), reason=event.reason)
 
 
 def _resolve(

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
 
 from services.contracts.payments import PayoutRequested
 from services.kernel.runtime import ServiceRuntime
+from services.kernel.sweep import each_due
 
 from .domain import model as m
 from .domain.events import PickupExpiryEscalated, PickupNoShow
-from .handlers import FEED_PRECISION, Tx, aware, expire_row, utcnow
+from .handlers import FEED_PRECISION, Tx, expire_row
 from .saga import start_payout
 from .settings import settings_of
 from .store import payouts, pickups
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
     """Escalate, expire, record collector no-shows and time out invoices that are due at `now`."""
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     soon = now + timedelta(minutes=s.expiry_escalation_minutes)
     return {
         "escalated": _each(
@@ -124,25 +125,12 @@ def rerequest_stuck_payouts(rt: ServiceRuntime, now: datetime, after_minutes: in
 
 def _each(rt: ServiceRuntime, batch: int, query: Any, act: Callable[[Tx, Any], bool]) -> int:
     """Apply `act` to every due row, one unit of work each; returns how many changed."""
-    done = 0
-    tried: set[str] = set()
-    while True:
-        with rt.db.session(readonly=True) as s:
-            rows = [
-                r
-                for r in s.execute(query.order_by(pickups.c.id).limit(batch + len(tried))).all()
-                if r.id not in tried
-            ]
-        if not rows:
-            return done
-        for row in rows[:batch]:
-            tried.add(row.id)
-            try:
-                with Tx(rt) as uow:
-                    if act(uow, row):
-                        done += 1
-            except Exception:  # one bad row must not stop the others; the next scan retries it
-                log.exception("booking timer failed on pickup %s", row.id)
+
+    def in_own_tx(row: Any) -> bool:
+        with Tx(rt) as uow:
+            return act(uow, row)
+
+    return each_due(rt.db, query, pickups.c.id, batch, in_own_tx, "booking timer failed on pickup")
 
 
 def _escalate(uow: Tx, row: Any, now: datetime) -> bool:
@@ -153,7 +141,7 @@ def _escalate(uow: Tx, row: Any, now: datetime) -> bool:
     )
     if res.rowcount != 1:
         return False
-    start = aware(row.window_start)
+    start = row.window_start
     uow.emit(
         PickupExpiryEscalated(
             pickup_id=row.id,

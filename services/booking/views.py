@@ -7,7 +7,7 @@ admins; everyone else sees the district only. Times are shown in the service's t
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from services.kernel import pii
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
 def ts(t: datetime | None, tz: Any) -> str | None:
     if t is None:
         return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
     return t.astimezone(tz).isoformat()
 
 

@@ -10,7 +10,9 @@ The flow: a service publishes `HoldRequested` → payments opens a payment that 
 the `hold_request_id`) → `HoldAuthorised` (money reserved) or `HoldDeclined` (the payer may try again). Later the
 service asks for `HoldCaptureRequested` (capture, and release to a payee less a fee) → `HoldCaptured`, or
 `HoldCancelRequested` → `HoldCancelled` (an uncaptured hold, or a payment never confirmed) or `HoldRefunded`
-(captured money given back in full).
+(money the provider captured outside our capture, given back in full). A request the hold's state no longer allows
+is refused, not failed: `HoldCancelRefused` (e.g. the capture came first and the money went to the payee) or
+`HoldCaptureRefused` (e.g. the hold was cancelled first); the hold stays as it is.
 
 Payouts: topic `payments.payout`, key = payout_id (the requester chooses it, deterministically from its own
 command, so a retried request is the same payout: payments pays each payout_id at most once); payments reports
@@ -69,8 +71,9 @@ class HoldCancelRequested(_HoldEvent):
     type = "cn.recycle.payments.hold.cancel_requested.v1"
     source = CLIENTS
     doc = (
-        "Give the payer's money back in full: an unconfirmed payment is closed, an uncaptured hold released, a "
-        "captured one refunded."
+        "Give the payer's money back in full: an unconfirmed payment is closed, an uncaptured hold released (or "
+        "refunded, if the provider captured it outside our capture); after our capture it is refused "
+        "(`HoldCancelRefused`)."
     )
     reason: str
     requested_by: str
@@ -143,6 +146,34 @@ class HoldRefunded(_HoldEvent):
     refund_id: str
     amount_fen: int
     refunded_at: datetime
+
+
+class HoldCancelRefused(_HoldEvent):
+    type = "cn.recycle.payments.hold.cancel_refused.v1"
+    doc = (
+        "A cancel request the hold's state no longer allows; nothing changed. `reason`: `already_captured` (the "
+        "capture came first and released the money to the payee: nothing is given back). `current_state` is the "
+        "request's status."
+    )
+    reference_id: str
+    reason: str
+    current_state: str
+    refused_at: datetime
+
+
+class HoldCaptureRefused(_HoldEvent):
+    type = "cn.recycle.payments.hold.capture_refused.v1"
+    doc = (
+        "A capture request the hold's state does not allow; nothing was taken. `reason`: `not_held` (the payer has "
+        "not paid yet: the payment still waits), `already_cancelled`, `already_refunded`, `authorisation_lapsed` "
+        "(the provider let the hold go; `HoldCancelled` came first), `invalid_fee` / `invalid_payee_kind` / "
+        "`invalid_payee` (a request that can never be paid out; the hold stays uncaptured). `current_state` is "
+        "the request's status."
+    )
+    reference_id: str
+    reason: str
+    current_state: str
+    refused_at: datetime
 
 
 # --- payouts (topic payments.payout) ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ Every handler is idempotent on its own (upserts keyed by the fact's id), on top 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import partial
 
 from sqlalchemy import select, update
@@ -29,7 +30,7 @@ from services.kernel.db import UnitOfWork
 from services.kernel.runtime import ServiceRuntime
 
 from .domain.numbering import MAX_ISSUER_CODE
-from .issuing import CONSENT_KIND, next_counter, record_evidence, utcnow, when_pickup_settled_issue_invoice
+from .issuing import CONSENT_KIND, next_counter, record_evidence, when_pickup_settled_issue_invoice
 from .ledger import insert_ignore
 from .store import accountants, consents, evidence, invoices, issuers, qualifications, sellers
 
@@ -59,7 +60,7 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
 
 def when_identity_verified_keep_seller(event: IdentityVerified, uow: UnitOfWork) -> None:
     """The seller's real name and 身份证号, as ciphertexts (never decrypted here) and masks."""
-    s, now = uow.session, utcnow()
+    s, now = uow.session, datetime.now(UTC)
     values = dict(
         real_name_enc=event.real_name_enc,
         id_number_enc=event.id_number_enc,
@@ -90,7 +91,7 @@ def when_consent_recorded_keep_consent(event: ConsentRecorded, uow: UnitOfWork) 
 
 def when_firm_verified_keep_issuer(event: FirmVerified, uow: UnitOfWork) -> None:
     """A verified firm may issue (with a qualification): it gets its 8-digit issuer code now, once."""
-    s, now = uow.session, utcnow()
+    s, now = uow.session, datetime.now(UTC)
     values = dict(
         owner_user_id=event.owner_user_id,
         name=event.name,
@@ -157,7 +158,7 @@ def when_payout_requested_keep_evidence(event: PayoutRequested, uow: UnitOfWork)
             "requested_at": d["requested_at"],
             "payee_is_seller": None if seller is None else event.payee_user_id == seller,
         },
-        utcnow(),
+        datetime.now(UTC),
     )
 
 
@@ -184,5 +185,5 @@ def when_payout_paid_keep_evidence(event: PayoutPaid, uow: UnitOfWork) -> None:
             "destination": d["destination"],
             "paid_at": d["paid_at"],
         },
-        utcnow(),
+        datetime.now(UTC),
     )

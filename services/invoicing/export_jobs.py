@@ -1,7 +1,8 @@
 """Export jobs: a row per requested report with its status and progress, run by Celery or a background thread.
 
 Life: queued → running → done | failed. `run_export` is idempotent: a job already done is left alone, and a job
-redelivered after a worker died mid-way (acks_late) starts again from the top into a fresh temporary file.
+redelivered after a worker died mid-way (acks_late) starts again from the top into a fresh temporary file. A
+running job writes a heartbeat on its row; a second copy of its message finds it alive and leaves it alone.
 
 Who runs it (`INVOICING_EXPORT_RUNNER`):
 - `celery`: the task `invoicing.export_tax_report` (tasks.py) on the platform's worker;
@@ -9,7 +10,9 @@ Who runs it (`INVOICING_EXPORT_RUNNER`):
 - `auto` (default): a thread when ENV=test, Celery otherwise; if the Celery broker cannot be reached, a thread.
 A Celery job is published through the project's app in every process (services.kernel.tasks), and one still
 `queued` past `INVOICING_EXPORT_QUEUED_DEADLINE_S` after it was sent is sent again (`requeue_stale`, on beat):
-a lost message delays an export, it never leaves it queued forever.
+a lost message delays an export, it never leaves it queued forever. One still `running` whose heartbeat stopped
+`INVOICING_EXPORT_STALLED_S` ago is sent again too: its worker died mid-task, and the embedded broker (kombu's
+SQLAlchemy transport) deleted the message when the worker fetched it, so acks_late redelivers nothing there.
 Progress is written to the job row every `INVOICING_EXPORT_PROGRESS_EVERY` invoices in its own short transaction,
 so `GET /v1/tax/exports/{id}` shows it while the export's read snapshot is still open.
 """
@@ -38,10 +41,6 @@ from .store import exports
 log = logging.getLogger(__name__)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def create_export(db: Database, spec: ReportSpec, requested_by: str, runner: str) -> dict[str, Any]:
     export_id = new_id("ex")
     with UnitOfWork(db) as uow:
@@ -58,7 +57,7 @@ def create_export(db: Database, spec: ReportSpec, requested_by: str, runner: str
                 runner=runner,
                 rows_done=0,
                 progress=0.0,
-                created_at=_now(),
+                created_at=datetime.now(UTC),
             )
         )
     return load_export(db, export_id)
@@ -81,6 +80,49 @@ def set_export(db: Database, export_id: str, **values: Any) -> None:
         uow.session.execute(update(exports).where(exports.c.id == export_id).values(**values))
 
 
+def _claim_run(db: Database, export_id: str, stalled_s: float) -> bool:
+    """Mark the job running for this delivery unless it is done or another delivery's run is alive (its
+    heartbeat is fresh): two copies of one message (a redelivery, a resend) never write the file at once."""
+    now = datetime.now(UTC)
+    with UnitOfWork(db) as uow:
+        return bool(
+            uow.session.execute(
+                update(exports)
+                .where(
+                    and_(
+                        exports.c.id == export_id,
+                        or_(
+                            exports.c.status.in_(("queued", "failed")),
+                            and_(
+                                exports.c.status == "running",
+                                or_(
+                                    exports.c.heartbeat_at.is_(None),
+                                    exports.c.heartbeat_at < now - timedelta(seconds=stalled_s),
+                                ),
+                            ),
+                        ),
+                    )
+                )
+                .values(
+                    status="running",
+                    started_at=now,
+                    heartbeat_at=now,
+                    error=None,
+                    rows_done=0,
+                    progress=0.0,
+                )
+            ).rowcount
+        )
+
+
+def _heartbeat(db: Database, export_id: str, every_s: float, stop: threading.Event) -> None:
+    while not stop.wait(every_s):
+        try:
+            set_export(db, export_id, heartbeat_at=datetime.now(UTC))
+        except Exception:  # noqa: BLE001 - a missed beat only makes the job look stalled sooner
+            log.warning("export %s: could not write its heartbeat", export_id, exc_info=True)
+
+
 def run_export(rt: ServiceRuntime, export_id: str) -> dict[str, Any]:
     """Generate the file of a queued (or interrupted) export job; record progress, then done or failed."""
     job = load_export(rt.db, export_id)
@@ -88,7 +130,25 @@ def run_export(rt: ServiceRuntime, export_id: str) -> dict[str, Any]:
         return job
     spec = ReportSpec(job["firm_id"], job["kind"], job["period"], job["format"], job["pii"])
     cfg = settings_of(rt)
-    set_export(rt.db, export_id, status="running", started_at=_now(), error=None, rows_done=0, progress=0.0)
+    if not _claim_run(rt.db, export_id, cfg.export_stalled_s):
+        return load_export(rt.db, export_id)  # done meanwhile, or running elsewhere
+    stop = threading.Event()
+    beat = threading.Thread(
+        target=_heartbeat,
+        args=(rt.db, export_id, min(30.0, cfg.export_stalled_s / 4), stop),
+        name=f"export-heartbeat-{export_id}",
+        daemon=True,
+    )
+    beat.start()
+    try:
+        return _write(rt, export_id, job, spec)
+    finally:
+        stop.set()
+        beat.join()
+
+
+def _write(rt: ServiceRuntime, export_id: str, job: dict[str, Any], spec: ReportSpec) -> dict[str, Any]:
+    cfg = settings_of(rt)
 
     def progress(done: int, total: int) -> None:
         set_export(
@@ -113,7 +173,11 @@ def run_export(rt: ServiceRuntime, export_id: str) -> dict[str, Any]:
     except Exception as exc:
         log.exception("export %s failed", export_id)
         set_export(
-            rt.db, export_id, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=_now()
+            rt.db,
+            export_id,
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            finished_at=datetime.now(UTC),
         )
         raise
     set_export(
@@ -125,7 +189,7 @@ def run_export(rt: ServiceRuntime, export_id: str) -> dict[str, Any]:
         rows_total=n,
         file_name=spec.file_name,
         size_bytes=path.stat().st_size,
-        finished_at=_now(),
+        finished_at=datetime.now(UTC),
     )
     return load_export(rt.db, export_id)
 
@@ -144,7 +208,7 @@ def dispatch(rt: ServiceRuntime, export_id: str, runner: str) -> str:
             from .tasks import export_tax_report
 
             export_tax_report.publish(rt.settings, export_id)
-            set_export(rt.db, export_id, dispatched_at=_now())
+            set_export(rt.db, export_id, dispatched_at=datetime.now(UTC))
             return "celery"
         except Exception:  # noqa: BLE001 - the broker is down: do not lose the request
             log.warning(
@@ -158,8 +222,36 @@ def dispatch(rt: ServiceRuntime, export_id: str, runner: str) -> str:
 
 
 def requeue_stale(rt: ServiceRuntime, now: datetime | None = None) -> list[str]:
-    """Send again the Celery jobs still queued `export_queued_deadline_s` after they were last sent."""
-    now = now or _now()
+    """Send again the Celery jobs still queued `export_queued_deadline_s` after they were last sent, and those
+    running whose heartbeat stopped `export_stalled_s` ago (their worker died mid-task)."""
+    now = now or datetime.now(UTC)
+    return _requeue_queued(rt, now) + _requeue_stalled(rt, now)
+
+
+def _requeue_stalled(rt: ServiceRuntime, now: datetime) -> list[str]:
+    cutoff = now - timedelta(seconds=settings_of(rt).export_stalled_s)
+    last_sign = func.coalesce(exports.c.heartbeat_at, exports.c.started_at, exports.c.created_at)
+    stalled = and_(exports.c.status == "running", exports.c.runner == "celery", last_sign < cutoff)
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        found = list(uow.session.execute(select(exports.c.id).where(stalled)).scalars())
+    for export_id in found:
+        with UnitOfWork(rt.db) as uow:  # claim it: two beats at once send it once
+            claimed = uow.session.execute(
+                update(exports)
+                .where(and_(exports.c.id == export_id, stalled))
+                .values(status="queued", dispatched_at=now, heartbeat_at=None)
+            ).rowcount
+        if claimed:
+            log.warning(
+                "export %s running with no heartbeat for %.0fs (its worker died); sending it again",
+                export_id,
+                settings_of(rt).export_stalled_s,
+            )
+            dispatch(rt, export_id, "celery")
+    return found
+
+
+def _requeue_queued(rt: ServiceRuntime, now: datetime) -> list[str]:
     cutoff = now - timedelta(seconds=settings_of(rt).export_queued_deadline_s)
     with UnitOfWork(rt.db, readonly=True) as uow:
         stale = list(

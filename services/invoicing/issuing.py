@@ -52,7 +52,7 @@ from .domain.tax import (
 )
 from .domain.tax_config import NoTaxRulesInForce
 from .ledger import insert_ignore, lock_seller, month_bounds, seller_position
-from .records import amount_columns, line_rows, taxes_from_rows
+from .records import amount_columns, event_amounts, line_rows, taxes_from_rows
 from .settings import service_rule_book, settings_of, tax_rule_book
 from .store import (
     attempts,
@@ -120,10 +120,6 @@ class Sale:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def record_evidence(
@@ -227,7 +223,7 @@ def when_pickup_settled_issue_invoice(event: PickupSettled, uow: UnitOfWork, *, 
 def settle_sale(rt: ServiceRuntime, uow: UnitOfWork, sale: Sale, now: datetime | None = None) -> Outcome:
     """Issue (or block) the one blue invoice of a settled pickup. A pickup that has it already changes nothing."""
     s = uow.session
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     existing = s.execute(
         select(invoices.c.id, invoices.c.status).where(
             invoices.c.pickup_id == sale.pickup_id, invoices.c.kind == "blue"
@@ -466,11 +462,7 @@ def _issue(
             issuer_firm_id=sale.firm_id,
             seller_id=sale.seller_id,
             kind="blue",
-            total_fen=taxes.total_fen,
-            vat_fen=taxes.vat_fen,
-            surcharges_fen=taxes.surcharges_fen,
-            iit_fen=taxes.iit_fen,
-            withheld_fen=taxes.withheld_fen if withholding else 0,
+            **event_amounts(taxes, withholding=withholding),
             issued_at=now,
             invoice_date=on,
             retried=retry,
@@ -481,6 +473,16 @@ def _issue(
 # ---------------------------------------------------------------------------------------------------- retry
 
 
+def _invoice_for(s: Session, invoice_id: str, authorize: Any) -> Any:
+    """The invoice's row (404 when there is none), once `authorize(row)` (when given) let the caller have it."""
+    row = s.execute(select(invoices).where(invoices.c.id == invoice_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"no invoice with id {invoice_id}")
+    if authorize is not None:
+        authorize(row)
+    return row
+
+
 def retry_blocked(
     rt: ServiceRuntime, invoice_id: str, by: str, *, authorize: Any = None, now: datetime | None = None
 ) -> Outcome:
@@ -488,14 +490,10 @@ def retry_blocked(
     paid ...). It is dated the day of the retry. Still refused ⇒ it stays blocked with the new reason, the attempt
     is kept, and RuleViolated (422) names the reason. The saga was answered when the invoice was first blocked
     (the seller was paid gross), so the issued invoice's event says `retried=true`."""
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     with UnitOfWork(rt.db) as uow:
         s = uow.session
-        row = s.execute(select(invoices).where(invoices.c.id == invoice_id)).one_or_none()
-        if row is None:
-            raise NotFound(f"no invoice with id {invoice_id}")
-        if authorize is not None:
-            authorize(row)
+        row = _invoice_for(s, invoice_id, authorize)
         if row.status != "blocked":
             raise Conflict(f"invoice {invoice_id} is {row.status}, not blocked", current_state=row.status)
         ev = s.execute(
@@ -554,15 +552,11 @@ def issue_red_letter(
     when the blue invoice's month has ended (a month made taxable by the settlement gives its VAT back).
     It reduces the seller's month totals in its own month, and the rolling cap where the blue invoice counts.
     """
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     on = settings_of(rt).local_date(now)
     with UnitOfWork(rt.db) as uow:
         s = uow.session
-        blue = s.execute(select(invoices).where(invoices.c.id == blue_id)).one_or_none()
-        if blue is None:
-            raise NotFound(f"no invoice with id {blue_id}")
-        if authorize is not None:
-            authorize(blue)
+        blue = _invoice_for(s, blue_id, authorize)
         if blue.kind != "blue":
             raise Conflict("a red-letter invoice cannot itself be offset", current_state="red")
         if blue.status != "issued":
@@ -673,11 +667,7 @@ def issue_red_letter(
                 issuer_firm_id=blue.issuer_firm_id,
                 seller_id=blue.seller_id,
                 kind="red",
-                total_fen=red.total_fen,
-                vat_fen=red.vat_fen,
-                surcharges_fen=red.surcharges_fen,
-                iit_fen=red.iit_fen,
-                withheld_fen=red.withheld_fen if withholding else 0,
+                **event_amounts(red, withholding=withholding),
                 issued_at=now,
                 invoice_date=on,
                 red_letter_of=blue_id,

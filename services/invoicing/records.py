@@ -90,6 +90,17 @@ def _surcharge_cols(prefix: str, surcharges: dict[str, int]) -> dict[str, int]:
     }
 
 
+def event_amounts(t: InvoiceTaxes, *, withholding: bool) -> dict[str, int]:
+    """The amounts an InvoiceIssued event carries."""
+    return {
+        "total_fen": t.total_fen,
+        "vat_fen": t.vat_fen,
+        "surcharges_fen": t.surcharges_fen,
+        "iit_fen": t.iit_fen,
+        "withheld_fen": t.withheld_fen if withholding else 0,
+    }
+
+
 def amount_columns(t: InvoiceTaxes, *, withholding: bool) -> dict[str, Any]:
     """The invoice row's amount columns: as issued, and under the other VAT status (`alt_*`)."""
     alt = other_status(t)

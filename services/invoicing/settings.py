@@ -47,6 +47,10 @@ class InvoicingSettings(StrictSettings):
     # broker nobody consumes); the worker's beat looks every `export_requeue_every_s`
     export_queued_deadline_s: float = Field(120.0, gt=0)
     export_requeue_every_s: float = Field(60.0, gt=0)
+    # a Celery job `running` whose heartbeat (written every quarter of this, at most every 30 s) is this old is
+    # sent again: its worker died mid-task, and the embedded broker (kombu's SQLAlchemy transport) deleted the
+    # message when it was fetched, so nothing else would ever redeliver it
+    export_stalled_s: float = Field(600.0, gt=0)
     # download chunk size
     export_chunk_bytes: int = Field(256 * 1024, ge=4096)
 

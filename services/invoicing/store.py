@@ -271,4 +271,6 @@ exports = Table(
     ),  # last time it was sent to Celery (a stale queued job is resent)
     Column("started_at", TS, nullable=True),
     Column("finished_at", TS, nullable=True),
+    # written while a run is alive: a `running` Celery job whose heartbeat stopped is sent again
+    Column("heartbeat_at", TS, nullable=True),
 )

@@ -118,6 +118,8 @@ class Settings(StrictSettings):
     rate_limit_ip_per_minute: int = 1200
     # SMS pumping budgets of POST /v1/auth/otp, besides accounts' per-phone limit: codes per client (IP) per
     # 10 minutes, and codes per minute for the whole platform. Load tests and test harnesses raise them.
+    # (dev sends no SMS, the code comes back in the reply: unless set, a client there gets 1000, so one shell can
+    # walk through the docs, which log in a dozen phones)
     otp_per_client_limit: int = 10
     otp_global_limit: int = 300
     # /metrics answers only `Authorization: Bearer <METRICS_TOKEN>` (the scraper's); unset, it is not served at all
@@ -164,6 +166,12 @@ class Settings(StrictSettings):
         if unknown:
             raise ConfigError(f"SERVICES names unknown services: {sorted(unknown)}; known: {available}")
         return wanted
+
+    @model_validator(mode="after")
+    def _dev_sends_no_sms(self) -> Settings:
+        if self.env == "dev" and "otp_per_client_limit" not in self.model_fields_set:
+            object.__setattr__(self, "otp_per_client_limit", 1000)
+        return self
 
     def secret(self, name: Literal["jwt_secret", "pii_key"]) -> str:
         """Secrets come from the environment. Only the dev run may mint its own (kept in DATA_DIR)."""

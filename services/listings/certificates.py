@@ -6,6 +6,7 @@ never undone by a late or replayed issue, and a listing already unpublished is l
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -15,7 +16,7 @@ from services.contracts.wipe import CertificateIssued, CertificateRevoked
 from services.kernel.db import UnitOfWork
 
 from .domain import model as m
-from .handlers import utcnow, valid_certificates
+from .handlers import valid_certificates
 from .store import certificate_devices, certificates, listings
 
 
@@ -77,7 +78,7 @@ def when_certificate_revoked_unpublish(event: CertificateRevoked, uow: UnitOfWor
         )
         .with_for_update()
     ).all()
-    now = utcnow()
+    now = datetime.now(UTC)
     for row in rows:
         others = valid_certificates(uow, tuple(k for k in (row.imei_key, row.serial_key) if k))
         if others:

@@ -12,7 +12,9 @@ from services.contracts.listings import ListingPublished, ListingUnpublished, Li
 from services.contracts.payments import (
     HoldAuthorised,
     HoldCancelled,
+    HoldCancelRefused,
     HoldCaptured,
+    HoldCaptureRefused,
     HoldDeclined,
     HoldOpened,
     HoldRefunded,
@@ -46,6 +48,8 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
                 HoldCaptured: orders.when_hold_captured_record,
                 HoldCancelled: orders.when_hold_cancelled_record,
                 HoldRefunded: orders.when_hold_refunded_record,
+                HoldCaptureRefused: orders.when_hold_capture_refused_log,
+                HoldCancelRefused: orders.when_hold_cancel_refused_log,
             },
         ),
         group(

@@ -28,16 +28,6 @@ from .settings import ListingsSettings, settings_of
 from .store import certificate_devices, certificates, listings
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(dt: datetime | None) -> datetime | None:
-    if dt is None:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
 def prohibited_rule(s: ListingsSettings) -> ProhibitedItems:
     return ProhibitedItems(frozenset(s.prohibited_categories), tuple(s.prohibited_words))
 
@@ -58,7 +48,7 @@ def create_listing(rt: ServiceRuntime, seller_id: str, data: dict[str, Any]) -> 
     """A draft (草稿). `data` is validated input (api.ListingIn); the prohibited-items rule runs here."""
     s = settings_of(rt)
     refuse(prohibited_rule(s).check(data["category"], data["title"], data["description"]))
-    now = utcnow()
+    now = datetime.now(UTC)
     lid = new_id("ls")
     device = data.get("device") or None
     values: dict[str, Any] = dict(
@@ -104,7 +94,7 @@ def publish_listing(rt: ServiceRuntime, user: Principal, listing_id: str) -> dic
         refuse(prohibited_rule(s).check(row.category, row.title, row.description))
         facts = device_facts(uow, row, s)
         refuse(wipe_certificate_required(facts))
-        now = utcnow()
+        now = datetime.now(UTC)
         uow.session.execute(
             update(listings)
             .where(listings.c.id == row.id)
@@ -137,7 +127,7 @@ def update_listing(
         uow.session.execute(
             update(listings)
             .where(listings.c.id == row.id)
-            .values(version=row.version + 1, updated_at=utcnow(), **values)
+            .values(version=row.version + 1, updated_at=datetime.now(UTC), **values)
         )
         row = _row(uow, row.id)
         if row.status == m.PUBLISHED:
@@ -150,7 +140,7 @@ def withdraw_listing(rt: ServiceRuntime, user: Principal, listing_id: str) -> di
         row = _owned_row(uow, listing_id, user, admin_ok=True)
         was = row.status
         m.next_listing_state("withdraw", was)
-        now = utcnow()
+        now = datetime.now(UTC)
         uow.session.execute(
             update(listings)
             .where(listings.c.id == row.id)
@@ -223,7 +213,7 @@ def _document(row: Any) -> dict[str, Any]:
         condition=row.condition,
         price_fen=int(row.price_fen),
         city_code=row.city_code,
-        published_at=aware(row.published_at),
+        published_at=row.published_at,
     )
 
 
@@ -265,9 +255,9 @@ def listing_view(row: Any, owner_view: bool = False) -> dict[str, Any]:
         if row.device_kind is None
         else {"kind": row.device_kind, "imei_masked": row.imei_masked, "serial_masked": row.serial_masked},
         "certificate_id": row.certificate_id,
-        "created_at": aware(row.created_at),
-        "updated_at": aware(row.updated_at),
-        "published_at": aware(row.published_at),
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "published_at": row.published_at,
     }
     if owner_view:
         out["unpublished_reason"] = row.unpublished_reason

@@ -11,12 +11,17 @@ How each step stays safe under races and redelivery:
 - the hold request id is derived from the order id (`hr_<order>`), so payments acts on it once;
 - every report from payments moves the order only from the state it expects (a late `HoldAuthorised` for an
   order that expired is answered with a cancel request, which payments applies once);
-- timers select due rows and change each under a conditional UPDATE (see timers.py).
+- timers select due rows and change each under a conditional UPDATE (see timers.py);
+- an order asks for a capture only when shipped and for a cancel only before shipping, both under its row lock, so
+  payments never has to refuse one of its requests for having lost a race; a refusal it reports anyway (the
+  buyer's authorisation lapsed before the capture: HoldCancelled, then HoldCaptureRefused) is logged for an
+  operator, with the payment status the reports left (`cancelled`).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -26,8 +31,10 @@ from services.contracts.listings import ListingUnpublished, OrderCancelled, Orde
 from services.contracts.payments import (
     HoldAuthorised,
     HoldCancelled,
+    HoldCancelRefused,
     HoldCancelRequested,
     HoldCaptured,
+    HoldCaptureRefused,
     HoldCaptureRequested,
     HoldDeclined,
     HoldOpened,
@@ -42,11 +49,13 @@ from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
 from .domain.rules import not_own_listing
-from .handlers import aware, published_event, refuse, utcnow
+from .handlers import published_event, refuse
 from .settings import settings_of
 from .store import listings, orders, reviews
 
 REQUESTER = "listings"
+
+log = logging.getLogger(__name__)
 
 
 # --- commands ------------------------------------------------------------------------------------------------
@@ -62,7 +71,7 @@ def create_order(rt: ServiceRuntime, buyer_id: str, listing_id: str) -> dict[str
             if row is None or row.status in (m.DRAFT, m.WITHDRAWN):
                 raise NotFound(f"no listing with id {listing_id}")
             refuse(not_own_listing(buyer_id, row.seller_id))
-            now = utcnow()
+            now = datetime.now(UTC)
             order_id = new_id("od")
             res = sess.execute(
                 update(listings)
@@ -125,7 +134,7 @@ def ship_order(
         row = _order(uow, order_id, lock=True)
         _party(row, user, "seller")
         m.next_order_state("ship", row.status)
-        now = utcnow()
+        now = datetime.now(UTC)
         uow.session.execute(
             update(orders)
             .where(orders.c.id == row.id)
@@ -156,7 +165,7 @@ def confirm_receipt(
 def complete(uow: UnitOfWork, rt: ServiceRuntime, row: Any, *, auto: bool) -> bool:
     m.next_order_state("confirm", row.status)
     s = settings_of(rt)
-    now = utcnow()
+    now = datetime.now(UTC)
     fee = m.platform_fee_fen(int(row.amount_fen), s.platform_fee_bps, s.min_fee_fen)
     res = uow.session.execute(
         update(orders)
@@ -234,7 +243,7 @@ def cancel_order(rt: ServiceRuntime, user: Principal, order_id: str) -> dict[str
 def close(uow: UnitOfWork, row: Any, action: str, reason: str) -> bool:
     """Cancel or expire an order: free the listing, ask payments to give the money back."""
     to = m.next_order_state(action, row.status)
-    now = utcnow()
+    now = datetime.now(UTC)
     res = uow.session.execute(
         update(orders)
         .where(orders.c.id == row.id, orders.c.status == row.status)
@@ -268,7 +277,7 @@ def release_listing(uow: UnitOfWork, listing_id: str, order_id: str) -> None:
     listing = s.execute(select(listings).where(listings.c.id == listing_id).with_for_update()).one()
     if listing.status != m.RESERVED or listing.reserved_order_id != order_id:
         return
-    now = utcnow()
+    now = datetime.now(UTC)
     if listing.unpublished_reason == "certificate_revoked":
         s.execute(
             update(listings)
@@ -325,7 +334,7 @@ def review_order(
                 subject_id=row.seller_id if role == "buyer" else row.buyer_id,
                 rating=rating,
                 comment=comment,
-                created_at=utcnow(),
+                created_at=datetime.now(UTC),
             )
             uow.session.execute(reviews.insert().values(**values))
             return values
@@ -404,11 +413,11 @@ def order_view(row: Any) -> dict[str, Any]:
         "tracking_no": row.tracking_no,
         "cancel_reason": row.cancel_reason,
         "auto_confirmed": bool(row.auto_confirmed),
-        "created_at": aware(row.created_at),
-        "expires_at": aware(row.expires_at),
-        "paid_at": aware(row.paid_at),
-        "shipped_at": aware(row.shipped_at),
-        "completed_at": aware(row.completed_at),
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "paid_at": row.paid_at,
+        "shipped_at": row.shipped_at,
+        "completed_at": row.completed_at,
     }
 
 
@@ -447,7 +456,9 @@ def when_hold_opened_record(event: HoldOpened, uow: UnitOfWork) -> None:
         update(orders)
         .where(orders.c.hold_request_id == event.hold_request_id, orders.c.payment_status == "requested")
         .values(
-            payment_status="requires_payment_method", client_secret=event.client_secret, updated_at=utcnow()
+            payment_status="requires_payment_method",
+            client_secret=event.client_secret,
+            updated_at=datetime.now(UTC),
         )
     )
 
@@ -456,10 +467,11 @@ def when_hold_authorised_mark_paid(event: HoldAuthorised, uow: UnitOfWork) -> No
     row = _by_hold(uow, event.hold_request_id)
     if row is None:
         return  # not one of listings' holds
-    now = utcnow()
+    now = datetime.now(UTC)
     if row.status != m.PENDING_PAYMENT:
-        # paid too late (the order expired or was cancelled meanwhile): give the money back
-        if row.payment_status not in ("cancelled", "refunded"):
+        # paid too late (the order expired or was cancelled meanwhile): give the money back. Only then: the same
+        # fact reported again about a paid order must leave its escrow alone.
+        if row.status in (m.CANCELLED, m.EXPIRED) and row.payment_status not in ("cancelled", "refunded"):
             uow.session.execute(update(orders).where(orders.c.id == row.id).values(hold_id=event.hold_id))
             uow.emit(
                 HoldCancelRequested(
@@ -502,7 +514,7 @@ def when_hold_declined_record(event: HoldDeclined, uow: UnitOfWork) -> None:
         .values(
             payment_status="declined",
             decline_reason=f"{event.decline_code}: {event.reason}",
-            updated_at=utcnow(),
+            updated_at=datetime.now(UTC),
         )
     )
 
@@ -511,7 +523,7 @@ def when_hold_captured_record(event: HoldCaptured, uow: UnitOfWork) -> None:
     uow.session.execute(
         update(orders)
         .where(orders.c.hold_request_id == event.hold_request_id)
-        .values(payment_status="captured", payout_id=event.payout_id, updated_at=utcnow())
+        .values(payment_status="captured", payout_id=event.payout_id, updated_at=datetime.now(UTC))
     )
 
 
@@ -519,7 +531,7 @@ def when_hold_cancelled_record(event: HoldCancelled, uow: UnitOfWork) -> None:
     uow.session.execute(
         update(orders)
         .where(orders.c.hold_request_id == event.hold_request_id)
-        .values(payment_status="cancelled", updated_at=utcnow())
+        .values(payment_status="cancelled", updated_at=datetime.now(UTC))
     )
 
 
@@ -527,5 +539,23 @@ def when_hold_refunded_record(event: HoldRefunded, uow: UnitOfWork) -> None:
     uow.session.execute(
         update(orders)
         .where(orders.c.hold_request_id == event.hold_request_id)
-        .values(payment_status="refunded", updated_at=utcnow())
+        .values(payment_status="refunded", updated_at=datetime.now(UTC))
+    )
+
+
+def when_hold_capture_refused_log(event: HoldCaptureRefused, uow: UnitOfWork) -> None:
+    log.error(
+        "payments refused to capture the escrow of order %s (%s, the payment is %s): the seller is not paid",
+        event.reference_id,
+        event.reason,
+        event.current_state,
+    )
+
+
+def when_hold_cancel_refused_log(event: HoldCancelRefused, uow: UnitOfWork) -> None:
+    log.error(
+        "payments refused to give back the escrow of order %s (%s, the payment is %s)",
+        event.reference_id,
+        event.reason,
+        event.current_state,
     )

@@ -8,9 +8,8 @@ Run by Celery beat (tasks.py) every `timer_interval_s`; tests call `run_due(rt, 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -18,19 +17,17 @@ from sqlalchemy import select
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import Conflict
 from services.kernel.runtime import ServiceRuntime
+from services.kernel.sweep import each_due
 
 from .domain import model as m
-from .handlers import utcnow
 from .orders import close, complete
 from .settings import settings_of
 from .store import orders
 
-log = logging.getLogger(__name__)
-
 
 def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
     s = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     return {
         "expired": _each(
             rt,
@@ -50,27 +47,17 @@ def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
 
 
 def _each(rt: ServiceRuntime, batch: int, query: Any, act: Callable[[UnitOfWork, Any], bool]) -> int:
-    done = 0
-    tried: set[str] = set()
-    while True:
-        with rt.db.session(readonly=True) as s:
-            rows = [
-                r
-                for r in s.execute(query.order_by(orders.c.id).limit(batch + len(tried))).all()
-                if r.id not in tried
-            ]
-        if not rows:
-            return done
-        for row in rows[:batch]:
-            tried.add(row.id)
-            try:
-                with UnitOfWork(rt.db) as uow:
-                    fresh = uow.session.execute(
-                        select(orders).where(orders.c.id == row.id).with_for_update()
-                    ).one()
-                    if fresh.status == row.status and act(uow, fresh):
-                        done += 1
-            except Conflict:
-                pass  # moved on meanwhile (paid, cancelled)
-            except Exception:  # one bad row must not stop the others; the next scan retries it
-                log.exception("listings timer failed on order %s", row.id)
+    """Apply `act` to every due order whose status has not moved since the scan read it, each in its own unit of
+    work with the order's row locked; returns how many changed."""
+
+    def locked(row: Any) -> bool:
+        try:
+            with UnitOfWork(rt.db) as uow:
+                fresh = uow.session.execute(
+                    select(orders).where(orders.c.id == row.id).with_for_update()
+                ).one()
+                return fresh.status == row.status and act(uow, fresh)
+        except Conflict:
+            return False  # moved on meanwhile (paid, cancelled)
+
+    return each_due(rt.db, query, orders.c.id, batch, locked, "listings timer failed on order")

@@ -180,7 +180,9 @@ async def confirm_payment(ctx: Ctx) -> dict[str, Any]:
     "/v1/payments/intents/{id}", authenticated=True, response=PaymentOut, errors=(404,), owner="payment"
 )
 async def get_payment(ctx: Ctx) -> dict[str, Any]:
-    """A payment opened for the signed-in payer (or any, for an admin)."""
+    """A payment opened for the signed-in payer (or any, for an admin). While it waits for a payer who pays at the
+    provider (Stripe.js), the PaymentIntent is read first (at most once per `PAYMENTS_INTENT_REFRESH_S`), so a
+    client polling after paying sees `requires_capture` before any webhook."""
     return await ctx.run(
         hold_requests_of(ctx.runtime).get, ctx.params["id"], ctx.user.user_id, ctx.user.has("admin")
     )

@@ -75,10 +75,6 @@ K_WITHDRAWAL_FAILED = "withdrawal_failed"
 K_WITHDRAWAL_RETURNED = "withdrawal_returned"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _reused(command_id: str, what: str) -> RuleViolated:
     return RuleViolated(
         f"command id {command_id!r} was already used for {what}",
@@ -134,20 +130,15 @@ class Payments:
                         raise _reused(command_id, f"another authorisation ({row.id})")
                     return self._hold_view(s, row)
                 # The row first: a concurrent retry of this command waits on it instead of calling the provider.
-                s.execute(
-                    insert(holds).values(
-                        id=hold_id,
-                        command_id=command_id,
-                        payer_user_id=payer_user_id,
-                        reference_id=reference_id,
-                        amount_fen=amount_fen,
-                        currency=self.currency,
-                        payment_method=payment_method,
-                        status="authorising",
-                        provider=self.provider.name,
-                        created_at=_now(),
-                        updated_at=_now(),
-                    )
+                self._insert_hold(
+                    s,
+                    hold_id=hold_id,
+                    command_id=command_id,
+                    payer_user_id=payer_user_id,
+                    reference_id=reference_id,
+                    amount_fen=amount_fen,
+                    payment_method=payment_method,
+                    status="authorising",
                 )
                 s.flush()
                 try:
@@ -171,16 +162,11 @@ class Payments:
                         provider_ref=res.provider_ref or None,
                         decline_code=res.decline_code,
                         decline_message=res.decline_message,
-                        updated_at=_now(),
+                        updated_at=datetime.now(UTC),
                     )
                 )
                 if status == HoldStatus.AUTHORISED:
-                    store.post(
-                        s,
-                        L.transfer(
-                            K_AUTHORISE, hold_id, L.CARD_AUTHORISATIONS, L.hold_account(hold_id), amount_fen
-                        ),
-                    )
+                    self._post_authorised(s, hold_id, amount_fen)
                     self._sync_intent(uow, res.provider_ref)  # events that arrived before this commit
                 return self._hold_view(s, self._hold_row(s, hold_id))
 
@@ -211,25 +197,18 @@ class Payments:
             if row.provider_ref != provider_ref:
                 raise _reused(command_id, f"another authorisation ({row.id})")
             return self._hold_view(s, row)
-        s.execute(
-            insert(holds).values(
-                id=hold_id,
-                command_id=command_id,
-                payer_user_id=payer_user_id,
-                reference_id=reference_id,
-                amount_fen=amount_fen,
-                currency=self.currency,
-                payment_method=payment_method,
-                status=str(HoldStatus.AUTHORISED),
-                provider=self.provider.name,
-                provider_ref=provider_ref,
-                created_at=_now(),
-                updated_at=_now(),
-            )
+        self._insert_hold(
+            s,
+            hold_id=hold_id,
+            command_id=command_id,
+            payer_user_id=payer_user_id,
+            reference_id=reference_id,
+            amount_fen=amount_fen,
+            payment_method=payment_method,
+            status=str(HoldStatus.AUTHORISED),
+            provider_ref=provider_ref,
         )
-        store.post(
-            s, L.transfer(K_AUTHORISE, hold_id, L.CARD_AUTHORISATIONS, L.hold_account(hold_id), amount_fen)
-        )
+        self._post_authorised(s, hold_id, amount_fen)
         self._sync_intent(uow, provider_ref)  # e.g. the authorisation lapsed before we learnt of it
         return self._hold_view(s, self._hold_row(s, hold_id))
 
@@ -329,32 +308,18 @@ class Payments:
         status = {"succeeded": RefundStatus.SUCCEEDED, "pending": RefundStatus.PENDING}.get(
             res.status, RefundStatus.FAILED
         )
-        s.execute(
-            insert(refunds).values(
-                id=refund_id,
-                command_id=command_id,
-                hold_id=hold_id,
-                amount_fen=amount,
-                status=str(status),
-                provider_ref=res.provider_ref,
-                reason=reason,
-                failure_reason=res.failure_reason,
-                created_at=_now(),
-                updated_at=_now(),
-            )
+        self._record_refund(
+            s,
+            refund_id=refund_id,
+            command_id=command_id,
+            hold_id=hold_id,
+            amount_fen=amount,
+            status=status,
+            provider_ref=res.provider_ref,
+            reason=reason,
+            failure_reason=res.failure_reason,
+            memo=reason,
         )
-        if status != RefundStatus.FAILED:
-            store.post(
-                s,
-                L.transfer(
-                    K_REFUND,
-                    refund_id,
-                    L.escrow_account(hold_id),
-                    L.PROVIDER_CASH,
-                    amount,
-                    memo=reason,
-                ),
-            )
         self._sync_refund(uow, res.provider_ref, None)  # a failure reported before this commit
         return self._refund_view(s.execute(select(refunds).where(refunds.c.id == refund_id)).one())
 
@@ -520,7 +485,7 @@ class Payments:
                 uow.session.execute(
                     update(payees)
                     .where(payees.c.user_id == user_id)
-                    .values(provider_account_ref=ref, updated_at=_now())
+                    .values(provider_account_ref=ref, updated_at=datetime.now(UTC))
                 )
             return ref
 
@@ -595,7 +560,7 @@ class Payments:
                         amount_fen=pe.amount_fen,
                         failure_reason=pe.failure_reason,
                         payload=json.dumps(event, default=str),
-                        received_at=_now(),
+                        received_at=datetime.now(UTC),
                     )
                 )
                 s.flush()
@@ -627,6 +592,11 @@ class Payments:
             n += len(events)
 
     # === queries ==============================================================================================
+    def hold_in(self, uow: UnitOfWork, hold_id: str) -> Hold:
+        """A hold as it stands inside the caller's unit of work, its row locked (a consumer deciding what to do)."""
+        s = uow.session
+        return self._hold_view(s, self._hold_row(s, hold_id, lock=True))
+
     def get_hold(self, hold_id: str) -> Hold:
         with self.db.session(readonly=True) as s:
             return self._hold_view(s, self._hold_row(s, hold_id))
@@ -724,6 +694,42 @@ class Payments:
             currency=row.currency,
         )
 
+    def _insert_hold(
+        self,
+        s: Session,
+        *,
+        hold_id: str,
+        command_id: str,
+        payer_user_id: str,
+        reference_id: str,
+        amount_fen: int,
+        payment_method: str,
+        status: str,
+        provider_ref: str | None = None,
+    ) -> None:
+        s.execute(
+            insert(holds).values(
+                id=hold_id,
+                command_id=command_id,
+                payer_user_id=payer_user_id,
+                reference_id=reference_id,
+                amount_fen=amount_fen,
+                currency=self.currency,
+                payment_method=payment_method,
+                status=status,
+                provider=self.provider.name,
+                provider_ref=provider_ref,
+                created_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
+            )
+        )
+
+    def _post_authorised(self, s: Session, hold_id: str, amount_fen: int) -> None:
+        """The authorised amount moves from the card's authorisations onto the hold."""
+        store.post(
+            s, L.transfer(K_AUTHORISE, hold_id, L.CARD_AUTHORISATIONS, L.hold_account(hold_id), amount_fen)
+        )
+
     def _seen_command(self, s: Session, command_id: str, op: str, hold_id: str) -> bool:
         if not command_id:
             raise ValidationFailed.field("command_id", "required")
@@ -737,7 +743,7 @@ class Payments:
     def _record_command(self, s: Session, command_id: str, op: str, hold_id: str, amount: int | None) -> None:
         s.execute(
             insert(hold_commands).values(
-                command_id=command_id, op=op, hold_id=hold_id, amount_fen=amount, created_at=_now()
+                command_id=command_id, op=op, hold_id=hold_id, amount_fen=amount, created_at=datetime.now(UTC)
             )
         )
 
@@ -761,7 +767,7 @@ class Payments:
         s.execute(
             update(holds)
             .where(holds.c.id == row.id)
-            .values(status=str(HoldStatus.CAPTURED), status_reason=reason, updated_at=_now())
+            .values(status=str(HoldStatus.CAPTURED), status_reason=reason, updated_at=datetime.now(UTC))
         )
 
     def _record_hold_closed(self, s: Session, row: Any, status: HoldStatus, reason: str | None) -> None:
@@ -772,8 +778,45 @@ class Payments:
         s.execute(
             update(holds)
             .where(holds.c.id == row.id)
-            .values(status=str(status), status_reason=reason, updated_at=_now())
+            .values(status=str(status), status_reason=reason, updated_at=datetime.now(UTC))
         )
+
+    def _record_refund(
+        self,
+        s: Session,
+        *,
+        refund_id: str,
+        command_id: str,
+        hold_id: str,
+        amount_fen: int,
+        status: RefundStatus,
+        provider_ref: str | None,
+        reason: str,
+        failure_reason: str | None = None,
+        memo: str = "",
+    ) -> None:
+        """The refund's row and, unless it failed, the money leaving the hold's escrow (`memo` on its entry)."""
+        s.execute(
+            insert(refunds).values(
+                id=refund_id,
+                command_id=command_id,
+                hold_id=hold_id,
+                amount_fen=amount_fen,
+                status=str(status),
+                provider_ref=provider_ref,
+                reason=reason,
+                failure_reason=failure_reason,
+                created_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
+            )
+        )
+        if status != RefundStatus.FAILED:
+            store.post(
+                s,
+                L.transfer(
+                    K_REFUND, refund_id, L.escrow_account(hold_id), L.PROVIDER_CASH, amount_fen, memo=memo
+                ),
+            )
 
     def _refund_view(self, row: Any) -> Refund:
         return Refund(
@@ -791,9 +834,9 @@ class Payments:
         dialect = s.get_bind().dialect.name
         ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(payees)
         s.execute(
-            ins.values(user_id=user_id, created_at=_now(), updated_at=_now()).on_conflict_do_nothing(
-                index_elements=["user_id"]
-            )
+            ins.values(
+                user_id=user_id, created_at=datetime.now(UTC), updated_at=datetime.now(UTC)
+            ).on_conflict_do_nothing(index_elements=["user_id"])
         )
         return s.execute(select(payees).where(payees.c.user_id == user_id).with_for_update()).one()
 
@@ -886,8 +929,8 @@ class Payments:
             reference_id=reference_id,
             requested_by=requested_by,
             source_account=source_account,
-            requested_at=_now(),
-            updated_at=_now(),
+            requested_at=datetime.now(UTC),
+            updated_at=datetime.now(UTC),
         )
         wd_id = None
         if payout_waits_for_threshold(wallet, balance, self.settings.payout_threshold_fen):
@@ -899,7 +942,7 @@ class Payments:
                     reference_id=reference_id,
                     amount_fen=amount_fen,
                     provider_ref=ref,
-                    paid_at=_now(),
+                    paid_at=datetime.now(UTC),
                     destination="balance",
                 )
             )
@@ -928,8 +971,8 @@ class Payments:
                 source_account="",
                 status=str(PayoutStatus.FAILED),
                 failure_reason=reason,
-                requested_at=_now(),
-                updated_at=_now(),
+                requested_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
             )
         )
         uow.emit(
@@ -938,7 +981,7 @@ class Payments:
                 reference_id=ev.reference_id,
                 amount_fen=ev.amount_fen,
                 reason=reason,
-                failed_at=_now(),
+                failed_at=datetime.now(UTC),
             )
         )
 
@@ -962,8 +1005,8 @@ class Payments:
                 amount_fen=amount_fen,
                 status=str(WithdrawalStatus.PENDING),
                 trigger_payout_id=trigger_payout_id,
-                created_at=_now(),
-                updated_at=_now(),
+                created_at=datetime.now(UTC),
+                updated_at=datetime.now(UTC),
             )
         )
         store.post(
@@ -979,7 +1022,10 @@ class Payments:
         # Durable hand-over to the sender: if this process dies now, payments' consumer sends it.
         uow.emit(
             WithdrawalRequested(
-                withdrawal_id=wd_id, payee_user_id=user_id, amount_fen=amount_fen, requested_at=_now()
+                withdrawal_id=wd_id,
+                payee_user_id=user_id,
+                amount_fen=amount_fen,
+                requested_at=datetime.now(UTC),
             )
         )
         return wd_id
@@ -1023,7 +1069,7 @@ class Payments:
             s.execute(
                 update(payees)
                 .where(payees.c.user_id == wd.payee_user_id)
-                .values(provider_account_ref=destination, updated_at=_now())
+                .values(provider_account_ref=destination, updated_at=datetime.now(UTC))
             )
         try:
             res = self.provider.transfer(
@@ -1044,7 +1090,9 @@ class Payments:
         s.execute(
             update(withdrawals)
             .where(withdrawals.c.id == wd.id)
-            .values(status=str(WithdrawalStatus.PAID), provider_ref=provider_ref, updated_at=_now())
+            .values(
+                status=str(WithdrawalStatus.PAID), provider_ref=provider_ref, updated_at=datetime.now(UTC)
+            )
         )
         store.post(
             s, L.transfer(K_WITHDRAWAL_PAID, wd.id, L.PAYOUTS_IN_TRANSIT, L.PROVIDER_CASH, int(wd.amount_fen))
@@ -1055,7 +1103,9 @@ class Payments:
                 s.execute(
                     update(payouts)
                     .where(payouts.c.payout_id == p.payout_id)
-                    .values(status=str(PayoutStatus.PAID), provider_ref=provider_ref, updated_at=_now())
+                    .values(
+                        status=str(PayoutStatus.PAID), provider_ref=provider_ref, updated_at=datetime.now(UTC)
+                    )
                 )
                 uow.emit(
                     PayoutPaid(
@@ -1063,7 +1113,7 @@ class Payments:
                         reference_id=p.reference_id,
                         amount_fen=p.amount_fen,
                         provider_ref=provider_ref,
-                        paid_at=_now(),
+                        paid_at=datetime.now(UTC),
                         destination="provider",
                     )
                 )
@@ -1091,7 +1141,7 @@ class Payments:
             .values(
                 status=str(WithdrawalStatus.RETURNED if returned else WithdrawalStatus.FAILED),
                 failure_reason=reason,
-                updated_at=_now(),
+                updated_at=datetime.now(UTC),
             )
         )
         if not wd.trigger_payout_id:
@@ -1106,7 +1156,7 @@ class Payments:
             .values(
                 status=str(PayoutStatus.RETURNED if returned else PayoutStatus.FAILED),
                 failure_reason=reason,
-                updated_at=_now(),
+                updated_at=datetime.now(UTC),
             )
         )
         uow.emit(
@@ -1115,7 +1165,7 @@ class Payments:
                 reference_id=p.reference_id,
                 amount_fen=p.amount_fen,
                 reason=reason,
-                failed_at=_now(),
+                failed_at=datetime.now(UTC),
                 returned=returned,
             )
         )
@@ -1190,22 +1240,15 @@ class Payments:
                 and hold.status == HoldStatus.CAPTURED
                 and 0 < amount <= hold.refundable_fen
             ):
-                refund_id = command_scoped_id("rf", "provider", re_ref)
-                s.execute(
-                    insert(refunds).values(
-                        id=refund_id,
-                        command_id=f"provider:{re_ref}",
-                        hold_id=hold_id,
-                        amount_fen=amount,
-                        status=str(RefundStatus.SUCCEEDED),
-                        provider_ref=re_ref,
-                        reason="made at the provider",
-                        created_at=_now(),
-                        updated_at=_now(),
-                    )
-                )
-                store.post(
-                    s, L.transfer(K_REFUND, refund_id, L.escrow_account(hold_id), L.PROVIDER_CASH, amount)
+                self._record_refund(
+                    s,
+                    refund_id=command_scoped_id("rf", "provider", re_ref),
+                    command_id=f"provider:{re_ref}",
+                    hold_id=hold_id,
+                    amount_fen=amount,
+                    status=RefundStatus.SUCCEEDED,
+                    provider_ref=re_ref,
+                    reason="made at the provider",
                 )
             elif state.status == "succeeded":
                 log.error(
@@ -1230,14 +1273,16 @@ class Payments:
                 update(refunds)
                 .where(refunds.c.id == row.id)
                 .values(
-                    status=str(RefundStatus.FAILED), failure_reason=state.failure_reason, updated_at=_now()
+                    status=str(RefundStatus.FAILED),
+                    failure_reason=state.failure_reason,
+                    updated_at=datetime.now(UTC),
                 )
             )
         elif state.status == "succeeded" and row.status == RefundStatus.PENDING:
             s.execute(
                 update(refunds)
                 .where(refunds.c.id == row.id)
-                .values(status=str(RefundStatus.SUCCEEDED), updated_at=_now())
+                .values(status=str(RefundStatus.SUCCEEDED), updated_at=datetime.now(UTC))
             )
 
     def _sync_transfer(self, uow: UnitOfWork, tr_ref: str | None, payload: Mapping[str, Any] | None) -> None:

@@ -6,7 +6,15 @@
     ─▶ we learn what they did: at once (our route), by a signed provider webhook, or by the timer that reads
        the intents still waiting (`sync_waiting`) ─▶ HoldAuthorised (the hold is recorded) | HoldDeclined (retry)
     HoldCaptureRequested ─▶ capture + release to the payee less the fee ─▶ HoldCaptured (+ payout events)
-    HoldCancelRequested ─▶ close the intent / release the hold / refund the capture ─▶ HoldCancelled | HoldRefunded
+    HoldCancelRequested ─▶ close the intent / release the hold / refund a capture the provider made outside ours
+                           ─▶ HoldCancelled | HoldRefunded
+    a request the state no longer allows ─▶ HoldCancelRefused (captured: the payee has the money) |
+                           HoldCaptureRefused (not paid yet, cancelled, refunded, the authorisation lapsed,
+                           a fee or payee that can never be paid: checked before anything is captured)
+
+A refusal is an answer, not a failure: the handler commits it (with the inbox record) instead of raising, so a
+valid request that lost a race is never parked in the dead letters. A held request whose hold the provider let go
+(a lapsed authorisation, booked by its event) is found cancelled when the requester next asks, and told so.
 
 Whatever told us, the intent's state is read from the provider under the request's row lock and applied by one
 function (`_apply`), so the three paths agree and none acts twice: the hold is recorded under the command id
@@ -19,6 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +39,10 @@ from sqlalchemy import insert, select, update
 from services.contracts.payments import (
     HoldAuthorised,
     HoldCancelled,
+    HoldCancelRefused,
     HoldCancelRequested,
     HoldCaptured,
+    HoldCaptureRefused,
     HoldCaptureRequested,
     HoldDeclined,
     HoldOpened,
@@ -39,7 +53,8 @@ from services.kernel.db import UnitOfWork, retry_on_conflict
 from services.kernel.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from services.kernel.ports import Port
 
-from .domain.rules import provider_idempotency_key
+from .domain.model import HoldStatus
+from .domain.rules import provider_idempotency_key, wallet_for
 from .handlers import Payments
 from .ports import CLIENT_CONFIRMATION, IntentSnapshot, InvalidRequest, ProviderError
 from .store import hold_requests
@@ -52,6 +67,11 @@ log = logging.getLogger(__name__)
 WAITING = "requires_payment_method"
 HELD = "requires_capture"
 CAPTURED, CANCELLED, REFUNDED = "captured", "cancelled", "refunded"
+LAPSED = "authorisation_lapsed"  # the provider let the hold go before it was captured
+# why a capture is refused, by the request's status (HoldCaptureRefused.reason)
+# how many payments' last refresh a process remembers (the oldest are forgotten: at worst one more provider read)
+_REFRESH_MEMORY = 10_000
+_CAPTURE_REFUSALS = {WAITING: "not_held", CANCELLED: "already_cancelled", REFUNDED: "already_refunded"}
 
 
 def _now() -> datetime:
@@ -76,6 +96,10 @@ class HoldRequests:
         self.payments = payments
         self.db = payments.db
         payments.intent_watchers.append(self._when_intent_event)
+        # when each payment was last read from the provider for a poll (this process's memory; see `get`)
+        self.clock: Callable[[], float] = time.monotonic
+        self._refreshed_at: OrderedDict[str, float] = OrderedDict()
+        self._refresh_lock = threading.Lock()
 
     @property
     def provider(self) -> Any:
@@ -83,11 +107,40 @@ class HoldRequests:
 
     # --- the payer -------------------------------------------------------------------------------------------
     def get(self, request_id: str, user_id: str, admin: bool = False) -> dict[str, Any]:
+        """The payment as we know it; one still waiting for a payer whose client pays at the provider (Stripe.js)
+        is read from the provider first, at most once per `intent_refresh_s` per payment, so a client polling
+        after paying sees `requires_capture` without waiting for the webhook or the timer."""
         with self.db.session(readonly=True) as s:
             row = s.execute(select(hold_requests).where(hold_requests.c.id == request_id)).first()
         if row is None or (row.payer_user_id != user_id and not admin):
             raise NotFound(f"no payment with id {request_id}")
-        return view(row)
+        if not self._may_refresh(row):
+            return view(row)
+        try:
+            out = retry_on_conflict(lambda: self._sync(request_id))
+        except ProviderError as exc:  # the provider is unreachable: what we know is still an answer
+            log.warning("could not read the payment intent of hold request %s: %s", request_id, exc)
+            return view(row)
+        out.pop("updated_at")
+        return out
+
+    def _may_refresh(self, row: Any) -> bool:
+        """Whether a read of `row` should ask the provider first, and if so claim the refresh (throttled: the
+        provider is asked at most once per `intent_refresh_s` per payment, however many clients poll)."""
+        if row.status != WAITING or not row.provider_ref:
+            return False
+        if CLIENT_CONFIRMATION not in self.provider.capabilities:
+            return False  # the payer pays only through our confirm route: our table is up to date
+        now = self.clock()
+        with self._refresh_lock:
+            last = self._refreshed_at.get(row.id)
+            if last is not None and now - last < self.payments.settings.intent_refresh_s:
+                return False
+            self._refreshed_at[row.id] = now
+            self._refreshed_at.move_to_end(row.id)
+            while len(self._refreshed_at) > _REFRESH_MEMORY:
+                self._refreshed_at.popitem(last=False)
+        return True
 
     def confirm(self, request_id: str, user_id: str, payment_method: str) -> dict[str, Any]:
         """The payer pays with `payment_method`: the money is held (`requires_capture`) or the method is declined
@@ -340,15 +393,30 @@ class HoldRequests:
         )
 
     def settle_requested(self, uow: UnitOfWork, event: HoldCaptureRequested) -> None:
+        """Capture the hold and release it to the payee less the fee. A request the hold's state does not allow is
+        answered with `HoldCaptureRefused` (a refusal is an answer, not a failure: the event must not be parked)."""
         s = uow.session
-        row = self._locked(uow, event.hold_request_id)
+        before = self._locked(uow, event.hold_request_id)
+        row = self._held_as_the_ledger_says(uow, before)
         if row.status == CAPTURED:
-            return
+            return  # the same capture asked again: answered already
         if row.status != HELD:
-            log.error("capture of hold request %s refused: it is %s", row.id, row.status)
+            reason = LAPSED if before.status == HELD else _CAPTURE_REFUSALS.get(row.status, "not_held")
+            self._refuse(uow, row, HoldCaptureRefused, reason)
             return
         p = self.payments
-        hold = p.capture_in(uow, command_id=f"hr:{row.id}:capture", hold_id=row.hold_id)
+        held = p.hold_in(uow, row.hold_id)
+        # checked before the capture: a release refused after it would leave the money captured at the provider
+        unpayable = _unpayable(
+            event, held.amount_fen if held.status == HoldStatus.AUTHORISED else held.refundable_fen
+        )
+        if unpayable:
+            self._refuse(uow, row, HoldCaptureRefused, unpayable)
+            return
+        if held.status == HoldStatus.AUTHORISED:
+            p.capture_in(uow, command_id=f"hr:{row.id}:capture", hold_id=row.hold_id)
+        # else the provider captured it outside our capture (its event booked that): the escrow holds it already
+        hold = p.hold_in(uow, row.hold_id)
         payout, _ = p.release_in(
             uow,
             command_id=f"hr:{row.id}:release",
@@ -375,8 +443,10 @@ class HoldRequests:
         )
 
     def release_requested(self, uow: UnitOfWork, event: HoldCancelRequested) -> None:
+        """Give the payer's money back: close the payment, release the hold, or refund what the provider captured
+        outside our capture. After our capture the money went to the payee: `HoldCancelRefused`."""
         s = uow.session
-        row = self._locked(uow, event.hold_request_id)
+        row = self._held_as_the_ledger_says(uow, self._locked(uow, event.hold_request_id))
         now = _now()
         if row.status == WAITING:
             # close the intent first, so that the payer's client cannot pay it afterwards
@@ -393,6 +463,26 @@ class HoldRequests:
                     reference_id=row.reference_id,
                     reason=event.reason,
                     cancelled_at=now,
+                )
+            )
+        elif row.status == HELD and self.payments.hold_in(uow, row.hold_id).status == HoldStatus.CAPTURED:
+            # captured at the provider (its event booked it into the escrow), never released: refund it all
+            refund = self.payments.refund_in(
+                uow, command_id=f"hr:{row.id}:refund", hold_id=row.hold_id, reason=event.reason
+            )
+            s.execute(
+                update(hold_requests)
+                .where(hold_requests.c.id == row.id)
+                .values(status=REFUNDED, updated_at=now)
+            )
+            uow.emit(
+                HoldRefunded(
+                    hold_request_id=row.id,
+                    hold_id=row.hold_id,
+                    reference_id=row.reference_id,
+                    refund_id=refund.id,
+                    amount_fen=refund.amount_fen,
+                    refunded_at=now,
                 )
             )
         elif row.status == HELD:
@@ -412,24 +502,54 @@ class HoldRequests:
                 )
             )
         elif row.status == CAPTURED:
-            refund = self.payments.refund_in(
-                uow, command_id=f"hr:{row.id}:refund", hold_id=row.hold_id, reason=event.reason
+            # a cancel that lost the race to the capture (or a late duplicate): the payee has the money
+            self._refuse(uow, row, HoldCancelRefused, "already_captured")
+        # CANCELLED, REFUNDED: given back already (answered then)
+
+    def _refuse(
+        self,
+        uow: UnitOfWork,
+        row: Any,
+        refusal: type[HoldCancelRefused] | type[HoldCaptureRefused],
+        reason: str,
+    ) -> None:
+        log.warning(
+            "%s of hold request %s (reference %s) refused: %s (it is %s)",
+            "cancel" if refusal is HoldCancelRefused else "capture",
+            row.id,
+            row.reference_id,
+            reason,
+            row.status,
+        )
+        uow.emit(
+            refusal(
+                hold_request_id=row.id,
+                reference_id=row.reference_id,
+                reason=reason,
+                current_state=row.status,
+                refused_at=_now(),
             )
-            s.execute(
-                update(hold_requests)
-                .where(hold_requests.c.id == row.id)
-                .values(status=REFUNDED, updated_at=now)
+        )
+
+    def _held_as_the_ledger_says(self, uow: UnitOfWork, row: Any) -> Any:
+        """A held request whose hold the provider cancelled meanwhile (the authorisation lapsed: its event closed
+        the hold in the ledger) is cancelled too, and the requester told so; returns the row as it is now."""
+        if row.status != HELD or self.payments.hold_in(uow, row.hold_id).status != HoldStatus.CANCELLED:
+            return row
+        now = _now()
+        uow.session.execute(
+            update(hold_requests).where(hold_requests.c.id == row.id).values(status=CANCELLED, updated_at=now)
+        )
+        uow.emit(
+            HoldCancelled(
+                hold_request_id=row.id,
+                hold_id=row.hold_id,
+                reference_id=row.reference_id,
+                reason=LAPSED,
+                cancelled_at=now,
             )
-            uow.emit(
-                HoldRefunded(
-                    hold_request_id=row.id,
-                    hold_id=row.hold_id,
-                    reference_id=row.reference_id,
-                    refund_id=refund.id,
-                    amount_fen=refund.amount_fen,
-                    refunded_at=now,
-                )
-            )
+        )
+        return self._locked(uow, row.id)
 
     def _close_intent(self, uow: UnitOfWork, row: Any) -> str | None:
         """Cancel a waiting request's intent; if its payer has just paid it, record the hold and release it (the
@@ -457,6 +577,17 @@ class HoldRequests:
             # the request itself comes first on the same partition: this is a bug or a lost request
             raise NotFound(f"no hold request {request_id}")
         return row
+
+
+def _unpayable(event: HoldCaptureRequested, amount_fen: int) -> str | None:
+    """Why a capture request can never be paid out (a requester's bug, refused rather than retried), or None."""
+    if not event.payee_user_id:
+        return "invalid_payee"
+    if not wallet_for(event.payee_kind):
+        return "invalid_payee_kind"
+    if event.fee_fen < 0 or event.fee_fen >= amount_fen:
+        return "invalid_fee"
+    return None
 
 
 def _may_change(row: Any) -> bool:

@@ -7,7 +7,10 @@ Which provider runs is the platform setting `PAYMENTS=sandbox|stripe` (with `STR
 - `PAYMENTS_WEBHOOK_TOLERANCE_S` (default 300): how old a signed webhook may be before it counts as a replay;
 - `PAYMENTS_OPEN_PAYMENT_SYNC_S` (default 30): how often Celery beat reads the PaymentIntents still waiting for
   their payer (what a webhook did not tell us: a lost delivery, or a server such as localstripe that sends none
-  for an authorisation).
+  for an authorisation);
+- `PAYMENTS_INTENT_REFRESH_S` (default 5): `GET /v1/payments/intents/{id}` of a payment still waiting for a payer
+  who pays at the provider (Stripe) reads the PaymentIntent first, at most once per this many seconds per payment
+  (per process), so polling clients do not hammer the provider.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class PaymentsSettings(StrictSettings):
     payout_threshold_fen: int = Field(DEFAULT_PAYOUT_THRESHOLD_FEN, ge=0)
     webhook_tolerance_s: int = Field(300, ge=1)
     open_payment_sync_s: int = Field(30, ge=1)
+    intent_refresh_s: float = Field(5, ge=0)
     currency: str = "cny"
 
 

@@ -200,10 +200,6 @@ provider_events = Table(
 )
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
 # --- the ledger repository ---------------------------------------------------------------------------------
 
 
@@ -220,7 +216,7 @@ def post(session: Session, entry: Entry) -> str:
     )
     session.execute(
         insert(ledger_entries).values(
-            id=entry_id, kind=entry.kind, ref=entry.ref, memo=entry.memo, created_at=now()
+            id=entry_id, kind=entry.kind, ref=entry.ref, memo=entry.memo, created_at=datetime.now(UTC)
         )
     )
     return entry_id

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,11 +25,6 @@ from .domain.methodology import load_methodology
 from .store import correction_notices, observations, published_values, series_inputs
 
 pv = published_values
-
-
-def aware(t: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes for timezone-aware columns; every stored time is UTC."""
-    return t if t is None or t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------------------------- quote
@@ -149,7 +144,7 @@ def _item(r: Any, superseded: bool) -> dict[str, Any]:
         n_excluded=d.get("n_excluded", 0),
         excluded_by_reason=d.get("excluded_by_reason", {}),
         methodology_version=r.methodology_version,
-        published_at=aware(r.published_at),
+        published_at=r.published_at,
         superseded=superseded,
     )
 
@@ -186,7 +181,7 @@ def history(s: Session, q: HistoryQuery) -> dict[str, Any]:
     elif q.as_of is not None:
         seen: dict[date, Any] = {}
         for r in rows:
-            if aware(r.published_at) <= q.as_of:
+            if r.published_at <= q.as_of:
                 seen[r.date] = r
         chosen = [(r, r.version < newest[r.date]) for r in seen.values()]
     else:
@@ -296,7 +291,7 @@ def notices(
             new_stale=r.new_stale,
             reason=r.reason,
             methodology_version=r.methodology_version,
-            published_at=aware(r.published_at),
+            published_at=r.published_at,
         )
         for r in rows[:limit]
     ]
@@ -401,7 +396,7 @@ def audit_inputs(s: Session, code: str, region: str, day: date, version: int | N
                 kind=row.kind,
                 unit_price_fen=row.unit_price_fen,
                 qty=qty_str(_milli(row.qty_milli)),
-                observed_at=aware(row.observed_at),
+                observed_at=row.observed_at,
                 source=row.source,
                 related_party=row.related_party,
                 reason=audit.reason_name(code_),
@@ -471,7 +466,7 @@ def day_inputs(
                 kind=r.kind,
                 unit_price_fen=r.unit_price_fen,
                 qty=qty_str(_milli(r.qty_milli)),
-                observed_at=aware(r.observed_at),
+                observed_at=r.observed_at,
                 source=r.source,
                 related_party=r.related_party,
             )

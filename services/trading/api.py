@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from services.kernel import live_feed
 from services.kernel.http import Ctx, Router
 
 from . import defaults, deposits, handlers, trades
@@ -92,35 +92,7 @@ async def lot_stream(ctx: Ctx) -> web.StreamResponse:
     after extensions), lot.closed; `?category=` or `?lot_id=` narrows it."""
     q: StreamQuery = ctx.query
     who = Listener(loop=asyncio.get_running_loop(), category=q.category, lot_id=q.lot_id)
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-            "X-Request-Id": ctx.request.get("request_id", ""),
-        }
-    )
-    await resp.prepare(ctx.request)
-    feed = feed_of(ctx.runtime)
-    feed.add(who)
-    try:
-        await resp.write(b"retry: 3000\n: connected\n\n")
-        while True:
-            try:
-                frame = await asyncio.wait_for(who.queue.get(), timeout=HEARTBEAT_S)
-            except TimeoutError:
-                await resp.write(b": ping\n\n")
-                continue
-            if frame is None:
-                break
-            await resp.write(frame)
-    except (ConnectionResetError, ConnectionError):
-        pass
-    finally:
-        feed.remove(who)
-    with contextlib.suppress(ConnectionError):
-        await resp.write_eof()
-    return resp
+    return await live_feed.stream(ctx.request, feed_of(ctx.runtime), who, HEARTBEAT_S)
 
 
 @router.get(

@@ -13,7 +13,7 @@ Run by Celery beat (services/trading/tasks.py) every `close_interval_s`; tests c
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -26,7 +26,7 @@ from .deposits import release_losers
 from .domain import model as m
 from .domain import rules
 from .feed import Tx
-from .handlers import aware, firms_related, utcnow
+from .handlers import firms_related
 from .settings import settings_of
 from .store import bids, intake, lot_sources, lots, trades
 
@@ -39,7 +39,7 @@ def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
     out = {"awarded": 0, "unsold": 0}
     failed: set[str] = set()
     while True:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with rt.db.session(readonly=True) as s:
             due = [
                 r
@@ -80,9 +80,7 @@ def close_lot(rt: ServiceRuntime, lot_id: str, now: datetime) -> str | None:
                 bids.c.lot_id == lot_id
             )
         ).all()
-        all_bids = [
-            rules.BidFacts(r.id, r.firm_id, r.price_fen_per_t, aware(r.placed_at), r.seq) for r in rows
-        ]
+        all_bids = [rules.BidFacts(r.id, r.firm_id, r.price_fen_per_t, r.placed_at, r.seq) for r in rows]
         won = rules.winner(all_bids, lot.reserve_fen_per_t)
         status = m.next_state("close_awarded" if won else "close_unsold", lot.status)
         trade_id = m.trade_id_for(lot_id) if won else None

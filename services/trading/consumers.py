@@ -6,28 +6,42 @@ Groups (each its own offsets):
 - `trading.intake`    booking.pickup PickupSettled (the firm's intake: its collectors' settled pickups, by line);
 - `trading.payments`  payments.hold reports on the holds trading asked for: deposits (`hr_dep_…`, deposits.py;
                       captured only when forfeited by a defaulted buyer) and the buyers' payments of trades
-                      (`hr_tr_…`, settlement.py).
+                      (`hr_tr_…`, settlement.py). Trading never asks for a cancel after a capture nor a capture
+                      after a cancel (conditional updates on the deposit's and the trade's rows), so payments'
+                      refusals are logged: a forfeit refused because the authorisation lapsed was released by the
+                      HoldCancelled before it; any other refusal is a bug for an operator.
 
 Every handler is idempotent on its own (upserts keyed by the fact's id), on top of the consumer's inbox.
 """
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import delete, insert, select, update
 
 from services.contracts.accounts import FirmVerified, RolesChanged
 from services.contracts.booking import PickupSettled
-from services.contracts.payments import HoldAuthorised, HoldCancelled, HoldCaptured, HoldDeclined, HoldOpened
+from services.contracts.payments import (
+    HoldAuthorised,
+    HoldCancelled,
+    HoldCancelRefused,
+    HoldCaptured,
+    HoldCaptureRefused,
+    HoldDeclined,
+    HoldOpened,
+)
 from services.kernel.consumer import ConsumerSpec, group
 from services.kernel.db import UnitOfWork
 from services.kernel.runtime import ServiceRuntime
 
 from . import deposits, settlement
 from .domain.model import DEPOSIT_PREFIX
-from .handlers import utcnow
 from .store import firm_members, firms, intake, trades
+
+log = logging.getLogger(__name__)
 
 
 def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
@@ -45,13 +59,15 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
                 HoldAuthorised: when_hold_authorised_go_on,
                 HoldCaptured: when_hold_captured_settle_trade_or_forfeit_deposit,
                 HoldCancelled: when_hold_cancelled_release_deposit,
+                HoldCaptureRefused: when_hold_capture_refused_log,
+                HoldCancelRefused: when_hold_cancel_refused_log,
             },
         ),
     ]
 
 
 def when_firm_verified_keep_firm(event: FirmVerified, uow: UnitOfWork) -> None:
-    s, now = uow.session, utcnow()
+    s, now = uow.session, datetime.now(UTC)
     values = dict(
         owner_user_id=event.owner_user_id,
         name=event.name,
@@ -130,14 +146,14 @@ def _is_deposit(hold_request_id: str) -> bool:
 
 def when_hold_opened_record(event: HoldOpened, uow: UnitOfWork) -> None:
     if _is_deposit(event.hold_request_id):
-        deposits.deposit_opened(uow, event.hold_request_id, utcnow())
+        deposits.deposit_opened(uow, event.hold_request_id, datetime.now(UTC))
     else:
         settlement.payment_opened(uow, event.hold_request_id, event.payment_id)
 
 
 def when_hold_declined_record(event: HoldDeclined, uow: UnitOfWork) -> None:
     if _is_deposit(event.hold_request_id):
-        deposits.deposit_declined(uow, event.hold_request_id, utcnow())
+        deposits.deposit_declined(uow, event.hold_request_id, datetime.now(UTC))
     else:
         settlement.payment_declined(uow, event.hold_request_id)
 
@@ -145,14 +161,14 @@ def when_hold_declined_record(event: HoldDeclined, uow: UnitOfWork) -> None:
 def when_hold_authorised_go_on(event: HoldAuthorised, uow: UnitOfWork) -> None:
     """A deposit held lets the firm bid; a buyer's payment held is captured for the seller."""
     if _is_deposit(event.hold_request_id):
-        deposits.deposit_authorised(uow, event.hold_request_id, utcnow())
+        deposits.deposit_authorised(uow, event.hold_request_id, datetime.now(UTC))
     else:
-        settlement.payment_authorised(uow, event.hold_request_id, utcnow())
+        settlement.payment_authorised(uow, event.hold_request_id, datetime.now(UTC))
 
 
 def when_hold_captured_settle_trade_or_forfeit_deposit(event: HoldCaptured, uow: UnitOfWork) -> None:
     """The buyer's payment captured settles its trade; a deposit captured is a defaulted buyer's, forfeited."""
-    now = utcnow()
+    now = datetime.now(UTC)
     if _is_deposit(event.hold_request_id):
         deposits.deposit_forfeited(uow, event.hold_request_id, now)
         return
@@ -166,4 +182,27 @@ def when_hold_captured_settle_trade_or_forfeit_deposit(event: HoldCaptured, uow:
 
 def when_hold_cancelled_release_deposit(event: HoldCancelled, uow: UnitOfWork) -> None:
     if _is_deposit(event.hold_request_id):
-        deposits.deposit_released(uow, event.hold_request_id, utcnow())
+        deposits.deposit_released(uow, event.hold_request_id, datetime.now(UTC))
+
+
+def when_hold_capture_refused_log(event: HoldCaptureRefused, uow: UnitOfWork) -> None:
+    if _is_deposit(event.hold_request_id) and event.reason == "authorisation_lapsed":
+        log.warning("deposit %s could not be forfeited: the authorisation lapsed", event.hold_request_id)
+        return
+    log.error(
+        "payments refused to capture hold request %s (reference %s): %s, it is %s",
+        event.hold_request_id,
+        event.reference_id,
+        event.reason,
+        event.current_state,
+    )
+
+
+def when_hold_cancel_refused_log(event: HoldCancelRefused, uow: UnitOfWork) -> None:
+    log.error(
+        "payments refused to give back hold request %s (reference %s): %s, it is %s",
+        event.hold_request_id,
+        event.reference_id,
+        event.reason,
+        event.current_state,
+    )

@@ -17,7 +17,7 @@ seller's declaration, or the buyer's payment arriving at the deadline, change a 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -39,7 +39,6 @@ from .domain import defaults as d
 from .domain import model as m
 from .domain import rules
 from .feed import Tx
-from .handlers import aware, utcnow
 from .settings import TradingSettings, settings_of
 from .settlement import PAY_CANCELLED, owner_of
 from .store import bids, lots, trades
@@ -59,12 +58,12 @@ def deadlines(cfg: TradingSettings) -> d.Deadlines:
 def facts(t: Any) -> d.TradeFacts:
     return d.TradeFacts(
         status=t.status,
-        awarded_at=aware(t.awarded_at),
-        delivered_at=aware(t.delivered_at),
+        awarded_at=t.awarded_at,
+        delivered_at=t.delivered_at,
         acceptance=t.acceptance,
         payment_status=t.payment_status,
-        payment_requested_at=aware(t.payment_requested_at),
-        offer_expires_at=aware(t.offer_expires_at),
+        payment_requested_at=t.payment_requested_at,
+        offer_expires_at=t.offer_expires_at,
     )
 
 
@@ -142,7 +141,7 @@ def _offer_next(uow: UnitOfWork, lot_id: str, now: datetime, cfg: TradingSetting
     rounds = s.execute(select(trades.c.round, trades.c.buyer_firm_id).where(trades.c.lot_id == lot_id)).all()
     had_it = {r.buyer_firm_id for r in rounds}
     all_bids = [
-        rules.BidFacts(r.id, r.firm_id, r.price_fen_per_t, aware(r.placed_at), r.seq)
+        rules.BidFacts(r.id, r.firm_id, r.price_fen_per_t, r.placed_at, r.seq)
         for r in s.execute(
             select(bids.c.id, bids.c.firm_id, bids.c.price_fen_per_t, bids.c.placed_at, bids.c.seq).where(
                 bids.c.lot_id == lot_id
@@ -226,7 +225,7 @@ def declare_default(
     cfg = settings_of(rt)
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with Tx(rt) as uow:
             t = _load(uow.session, trade_id, lock=True)
             _party(user, t, "seller")
@@ -262,7 +261,7 @@ def answer_offer(
     cfg = settings_of(rt)
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with Tx(rt) as uow:
             s = uow.session
             t = _load(s, trade_id, lock=True)
@@ -313,7 +312,7 @@ def _end_offer(uow: UnitOfWork, t: Any, outcome: str, now: datetime, cfg: Tradin
 def run_deadlines(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
     """Default every buyer past its deadline to answer or pay, and lapse every offer past its deadline."""
     cfg = settings_of(rt)
-    at = now or utcnow()
+    at = now or datetime.now(UTC)
     due_since = at - timedelta(seconds=cfg.payment_deadline_s)
     out = {"defaulted": 0, "lapsed": 0}
     with rt.db.session(readonly=True) as s:

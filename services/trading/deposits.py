@@ -6,14 +6,17 @@
     at the close: every firm that did not win ─▶ HoldCancelRequested ─▶ HoldCancelled (`released`);
     the winner's deposit is given back the same way once its trade is settled;
     the winner defaults ─▶ HoldCaptureRequested (payee: the seller firm's owner, the fee) ─▶ HoldCaptured
-    (`forfeit_requested` → `forfeited`): the seller is compensated for the failed sale (see docs/trading.md).
+    (`forfeit_requested` → `forfeited`): the seller is compensated for the failed sale (see docs/trading.md);
+    if the provider let the hold go first (a lapsed authorisation), payments reports HoldCancelled and refuses the
+    capture: `forfeit_requested` → `released`, and the trade forfeited nothing.
 
 Each step is a conditional UPDATE on the deposit's status: a redelivered report changes nothing.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -25,13 +28,15 @@ from services.kernel.errors import NotFound, RuleViolated
 from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
-from .handlers import acting_firm, aware, firms_related, utcnow, verified_firm
-from .store import deposits, lots
+from .handlers import acting_firm, firms_related, verified_firm
+from .store import deposits, lots, trades
 
 REQUESTED, OPENED, HELD, DECLINED = "requested", "opened", "held", "declined"
 RELEASE_REQUESTED, RELEASED = "release_requested", "released"
 FORFEIT_REQUESTED, FORFEITED = "forfeit_requested", "forfeited"
 LIVE = (REQUESTED, OPENED, HELD, DECLINED)  # not yet given back
+
+log = logging.getLogger(__name__)
 
 
 def view(row: Any) -> dict[str, Any]:
@@ -43,8 +48,8 @@ def view(row: Any) -> dict[str, Any]:
         "amount_fen": row.amount_fen,
         "status": row.status,
         "forfeit_fee_fen": row.forfeit_fee_fen,
-        "requested_at": aware(row.requested_at),
-        "updated_at": aware(row.updated_at),
+        "requested_at": row.requested_at,
+        "updated_at": row.updated_at,
     }
 
 
@@ -55,7 +60,7 @@ def request_deposit(
     firm = acting_firm(user, firm_id)
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             lot = s.execute(select(lots).where(lots.c.id == lot_id)).one_or_none()
@@ -147,7 +152,28 @@ def deposit_authorised(uow: UnitOfWork, hold_request_id: str, now: datetime) -> 
 
 
 def deposit_released(uow: UnitOfWork, hold_request_id: str, now: datetime) -> None:
-    _step(uow, hold_request_id, (RELEASE_REQUESTED, *LIVE), RELEASED, now)
+    if _step(uow, hold_request_id, (RELEASE_REQUESTED, *LIVE), RELEASED, now):
+        return
+    # a forfeit payments could not take: the provider let the hold go first (a lapsed authorisation; its
+    # HoldCaptureRefused follows). Nothing was taken, so the defaulted trade forfeited nothing either.
+    if not _step(uow, hold_request_id, (FORFEIT_REQUESTED,), RELEASED, now):
+        return
+    row = uow.session.execute(select(deposits).where(deposits.c.hold_request_id == hold_request_id)).one()
+    log.warning(
+        "the forfeited deposit %s of firm %s on lot %s was released by the provider before it was captured",
+        hold_request_id,
+        row.firm_id,
+        row.lot_id,
+    )
+    uow.session.execute(
+        update(trades)
+        .where(
+            trades.c.lot_id == row.lot_id,
+            trades.c.buyer_firm_id == row.firm_id,
+            trades.c.status == m.DEFAULTED,
+        )
+        .values(deposit_forfeited_fen=0)
+    )
 
 
 def release_losers(uow: UnitOfWork, lot_id: str, winner_firm_id: str | None, now: datetime) -> int:

@@ -30,18 +30,6 @@ from .feed import Tx, publish_local
 from .settings import settings_of
 from .store import bids, deposits, firm_members, firms, intake, lot_sources, lots
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(ts: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes: every stored time is UTC."""
-    if ts is None or ts.tzinfo is not None:
-        return ts
-    return ts.replace(tzinfo=UTC)
-
-
 # --- who is acting ----------------------------------------------------------------------------------------
 
 
@@ -83,7 +71,7 @@ def list_lot(
 ) -> dict[str, Any]:
     """POST /v1/lots: a verified firm puts a lot up; from intake, the tonnage must be covered by its intake."""
     cfg = settings_of(rt)
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     firm_id = acting_firm(user, cmd.firm_id)
     cat = leaf(cmd.category)
     if cat.unit != "kg":
@@ -264,7 +252,9 @@ def bid_write(
         lot = conn.execute(_LOT_FOR_BID, {"lot_id": lot_id}).one_or_none()
         if lot is None:
             raise NotFound(f"no lot with id {lot_id}")
-        at = now or utcnow()  # timed under the lock: bids of one lot are timed in the order they are judged
+        at = now or datetime.now(
+            UTC
+        )  # timed under the lock: bids of one lot are timed in the order they are judged
         facts = _lot_facts(lot)
         who = conn.execute(_BIDDER, {"bidder": firm_id, "seller": lot.seller_firm_id, "lot_id": lot_id}).one()
         bidder = rules.BidderFacts(
@@ -389,7 +379,7 @@ def _lot_facts(lot: Any) -> rules.LotFacts:
         auction=lot.auction,
         reserve_fen_per_t=lot.reserve_fen_per_t,
         min_increment_fen_per_t=lot.min_increment_fen_per_t or 0,
-        ends_at=aware(lot.ends_at),
+        ends_at=lot.ends_at,
         best_fen_per_t=lot.best_fen_per_t,
         deposit_fen=lot.deposit_fen,
     )
@@ -423,16 +413,16 @@ def lot_view(row: Any, *, reveal: bool) -> dict[str, Any]:
         "deposit_fen": row.deposit_fen,
         "source": row.source,
         "purchase_ref": row.purchase_ref,
-        "listed_at": aware(row.listed_at),
-        "ends_at": aware(row.ends_at),
-        "original_ends_at": aware(row.original_ends_at),
+        "listed_at": row.listed_at,
+        "ends_at": row.ends_at,
+        "original_ends_at": row.original_ends_at,
         "extensions": row.extensions,
         "bid_count": row.bid_count,
         "best_price_fen_per_t": row.best_fen_per_t
         if ascending or row.status != m.LOT_OPEN or reveal
         else None,
         "trade_id": row.trade_id,
-        "closed_at": aware(row.closed_at),
+        "closed_at": row.closed_at,
     }
     if ascending:
         out["next_min_price_fen_per_t"] = (
@@ -463,7 +453,7 @@ def get_lot(rt: ServiceRuntime, user: Principal, lot_id: str) -> dict[str, Any]:
                     id=b.id,
                     firm_id=b.firm_id,
                     price_fen_per_t=b.price_fen_per_t,
-                    placed_at=aware(b.placed_at),
+                    placed_at=b.placed_at,
                     below_reserve=b.below_reserve,
                 )
                 for b in own

@@ -6,7 +6,7 @@ settlement.py.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +20,6 @@ from services.kernel.runtime import ServiceRuntime
 from .domain import model as m
 from .domain import rules
 from .domain.commands import DisputeDelivery, RecordDelivery
-from .handlers import aware, utcnow
 from .settings import settings_of
 from .store import intake, lot_sources, lots, trades
 
@@ -57,7 +56,7 @@ def trade_view(t: Any) -> dict[str, Any]:
         "price_fen_per_t": t.price_fen_per_t,
         "status": t.status,
         "round": t.round,
-        "awarded_at": None if t.status in (m.OFFERED, m.DECLINED, m.LAPSED) else aware(t.awarded_at),
+        "awarded_at": None if t.status in (m.OFFERED, m.DECLINED, m.LAPSED) else t.awarded_at,
         "related_party": t.related_party,
         "delivery": None,
         "settlement": None,
@@ -66,15 +65,15 @@ def trade_view(t: Any) -> dict[str, Any]:
     }
     if t.offered_at is not None:
         out["offer"] = {
-            "offered_at": aware(t.offered_at),
-            "expires_at": aware(t.offer_expires_at),
-            "ended_at": aware(t.offer_ended_at),
+            "offered_at": t.offered_at,
+            "expires_at": t.offer_expires_at,
+            "ended_at": t.offer_ended_at,
         }
     if t.defaulted_at is not None:
         out["default"] = {
             "reason": t.default_reason,
             "note": t.default_note,
-            "defaulted_at": aware(t.defaulted_at),
+            "defaulted_at": t.defaulted_at,
             "deposit_forfeited_fen": t.deposit_forfeited_fen or 0,
         }
     if t.delivered_kg is not None:
@@ -86,21 +85,21 @@ def trade_view(t: Any) -> dict[str, Any]:
             "within_tolerance": t.within_tolerance,
             "deviation_pct": t.deviation_pct,
             "acceptance": t.acceptance,
-            "delivered_at": aware(t.delivered_at),
-            "accepted_at": aware(t.accepted_at),
-            "disputed_at": aware(t.disputed_at),
+            "delivered_at": t.delivered_at,
+            "accepted_at": t.accepted_at,
+            "disputed_at": t.disputed_at,
             "dispute_reason": t.dispute_reason,
         }
     if t.payment_request_id is not None:
         out["settlement"] = {
             "payment_id": t.payment_request_id,
             "payment_status": t.payment_status,
-            "requested_at": aware(t.payment_requested_at),
+            "requested_at": t.payment_requested_at,
             "amount_fen": t.amount_fen,
             "fee_fen": t.fee_fen,
             "seller_receives_fen": (t.amount_fen or 0) - (t.fee_fen or 0),
             "payout_id": t.payout_id,
-            "settled_at": aware(t.settled_at),
+            "settled_at": t.settled_at,
         }
     return out
 
@@ -141,7 +140,7 @@ def record_delivery(
     from .settlement import request_payment
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             t = _load(s, trade_id, lock=True)
@@ -194,7 +193,7 @@ def accept_delivery(rt: ServiceRuntime, user: Principal, trade_id: str, now: dat
     from .settlement import request_payment
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             t = _load(s, trade_id, lock=True)
@@ -225,7 +224,7 @@ def dispute_delivery(
     may deliver again with a new weighbridge ticket."""
 
     def write() -> dict[str, Any]:
-        at = now or utcnow()
+        at = now or datetime.now(UTC)
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             t = _load(s, trade_id, lock=True)
@@ -313,9 +312,9 @@ def trace(rt: ServiceRuntime, user: Principal, lot_id: str) -> dict[str, Any]:
             "city_code": lot.city_code,
             "source": lot.source,
             "purchase_ref": lot.purchase_ref,
-            "listed_at": aware(lot.listed_at),
-            "closed_at": aware(lot.closed_at),
-            "returned_at": aware(lot.returned_at),
+            "listed_at": lot.listed_at,
+            "closed_at": lot.closed_at,
+            "returned_at": lot.returned_at,
         },
         "intake": [
             {
@@ -324,7 +323,7 @@ def trace(rt: ServiceRuntime, user: Principal, lot_id: str) -> dict[str, Any]:
                 "category": r.category,
                 "collector_id": r.collector_id,
                 "city_code": r.city_code,
-                "settled_at": aware(r.settled_at),
+                "settled_at": r.settled_at,
                 "pickup_qty_t": _g_to_t(r.line_g),
                 "used_qty_t": _g_to_t(r.qty_g),
                 "released": r.released,
@@ -343,7 +342,7 @@ def trace(rt: ServiceRuntime, user: Principal, lot_id: str) -> dict[str, Any]:
             "buyer_firm_id": t.buyer_firm_id,
             "price_fen_per_t": t.price_fen_per_t,
             "status": t.status,
-            "awarded_at": aware(t.awarded_at),
+            "awarded_at": t.awarded_at,
             "related_party": t.related_party,
         },
         # every round: the award, and after a default the second-chance offers, each with its outcome

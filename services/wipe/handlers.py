@@ -49,15 +49,6 @@ if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes (stored as UTC)."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class WipeRefused(RuleViolated):
     """422 with `reason` (WIPE.md) and, when a report breaks several rules, all of them in `refusals`."""
 
@@ -98,7 +89,7 @@ def register_tool(rt: ServiceRuntime, admin_id: str, name: str, public_key: str)
             name=name,
             public_key=key_b64,
             fingerprint=key_fingerprint(raw),
-            created_at=utcnow(),
+            created_at=datetime.now(UTC),
             created_by=admin_id,
         )
         s.execute(tools.insert().values(**row))
@@ -107,7 +98,7 @@ def register_tool(rt: ServiceRuntime, admin_id: str, name: str, public_key: str)
 
 def revoke_tool(rt: ServiceRuntime, admin_id: str, tool_id: str) -> dict[str, Any]:
     """Revoke a tool's key: its reports are refused from now on and (by default) its certificates revoked."""
-    now = utcnow()
+    now = datetime.now(UTC)
     with UnitOfWork(rt.db) as uow:
         s = uow.session
         row = s.execute(select(tools).where(tools.c.id == tool_id).with_for_update()).mappings().first()
@@ -148,9 +139,9 @@ def _tool_out(row: dict[str, Any]) -> dict[str, Any]:
         "name": row["name"],
         "public_key": row["public_key"],
         "fingerprint": row["fingerprint"],
-        "created_at": _aware(row["created_at"]),
+        "created_at": row["created_at"],
         "status": "revoked" if revoked_at else "active",
-        "revoked_at": _aware(revoked_at) if revoked_at else None,
+        "revoked_at": revoked_at if revoked_at else None,
     }
 
 
@@ -219,7 +210,7 @@ def submit_report(
 ) -> tuple[dict[str, Any], bool]:
     """Check a signed report against the policy; issue its certificate (True) or return the one it already has
     (False). A refusal raises WipeRefused (422) naming the reason; every attempt is recorded."""
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     policy = policy_of(rt)
     digest = report_digest(tool_id, report)
     try:
@@ -381,7 +372,7 @@ def _record_attempt(
     with UnitOfWork(rt.db) as uow:
         uow.session.execute(
             attempts.insert().values(
-                at=utcnow(),
+                at=datetime.now(UTC),
                 by=by,
                 tool_id=tool_id[:40],
                 format=fmt,
@@ -440,7 +431,7 @@ def revoke_certificate(rt: ServiceRuntime, admin_id: str, cert_id: str, reason: 
     with UnitOfWork(rt.db) as uow:
         if uow.session.execute(select(certificates.c.id).where(certificates.c.id == cert_id)).first() is None:
             raise NotFound(f"no certificate with id {cert_id}")
-        _revoke(uow, cert_id, "admin_decision", reason, admin_id, utcnow())
+        _revoke(uow, cert_id, "admin_decision", reason, admin_id, datetime.now(UTC))
     return certificate_view(rt, cert_id)
 
 
@@ -448,7 +439,7 @@ def blocklist_device(rt: ServiceRuntime, admin_id: str, imei: str) -> tuple[dict
     """Put a lost or stolen device on the list: it gets no certificate, and those it has are revoked."""
     imei = validate_imei(imei, "imei")
     key = device_key("imei", imei)
-    now = utcnow()
+    now = datetime.now(UTC)
     with UnitOfWork(rt.db) as uow:
         s = uow.session
         created = (
@@ -494,7 +485,7 @@ def secondary_verification(
     now: datetime | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Another registered tool re-verifies a certified device. A failure revokes the certificate (an event)."""
-    now = now or utcnow()
+    now = now or datetime.now(UTC)
     policy = policy_of(rt)
     digest = report_digest(tool_id, report)
     with UnitOfWork(rt.db, readonly=True) as uow:
@@ -574,7 +565,7 @@ def _secondary_out(uow: UnitOfWork, row: dict[str, Any]) -> dict[str, Any]:
         "tool_id": row["tool_id"],
         "outcome": row["outcome"],
         "detail": row["detail"],
-        "checked_at": _aware(row["checked_at"]),
+        "checked_at": row["checked_at"],
         "certificate_status": summary["status"],
     }
 
@@ -606,7 +597,7 @@ def pending_secondary(rt: ServiceRuntime, limit: int) -> list[dict[str, Any]]:
             "certificate_id": r["id"],
             "tool_id": r["tool_id"],
             "device_kind": r["device_kind"],
-            "issued_at": _aware(r["issued_at"]),
+            "issued_at": r["issued_at"],
         }
         for r in rows
     ]
@@ -643,13 +634,13 @@ def certificate_view(rt: ServiceRuntime, cert_id: str) -> dict[str, Any]:
             "serial_masked": c["serial_masked"],
         },
         "media": json.loads(c["media_json"]),
-        "issued_at": _aware(c["issued_at"]),
-        "report_created_at": _aware(c["report_created_at"]),
+        "issued_at": c["issued_at"],
+        "report_created_at": c["report_created_at"],
         "format": c["format"],
         "tool": {"id": c["tool_id"], "name": tool, "fingerprint": c["tool_fingerprint"]},
         "valid": rev is None,
         "revoked_reason": rev["reason"] if rev else None,
-        "revoked_at": _aware(rev["revoked_at"]) if rev else None,
+        "revoked_at": rev["revoked_at"] if rev else None,
         "secondary_verification": secondary,
         "retained_until": c["retained_until"],
     }

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.booking.settings import configure
 from services.bootstrap import Platform
 from services.contracts.accounts import CollectorVerified
@@ -37,9 +37,7 @@ async def app_client(
     aiohttp_client, settings: Settings, services: list[str] | None = BOOKING_ONLY, **booking: Any
 ):  # noqa: ANN001
     platform = platform_for(settings, services, **booking)
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
+    app = create_app_over(platform)
     return platform, await aiohttp_client(app)
 
 

@@ -4,30 +4,13 @@ another process reach the stream through the bus."""
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
 
 from services.booking.domain.events import PickupCancelled
 from services.booking.geo import encode
+from tests.support.sse import next_event
 
 from .support import HOME, app_client, auth, booking_body, publish, uid, verify_collector
-
-
-async def next_event(resp, timeout: float = 5.0) -> tuple[str, dict]:  # noqa: ANN001
-    """The next `event:`/`data:` frame (comments and pings skipped)."""
-
-    async def read() -> tuple[str, dict]:
-        name, data = None, None
-        while True:
-            line = (await resp.content.readline()).decode()
-            if line.startswith("event: "):
-                name = line[7:].strip()
-            elif line.startswith("data: "):
-                data = json.loads(line[6:])
-            elif line == "\n" and name is not None:
-                return name, data
-
-    return await asyncio.wait_for(read(), timeout)
 
 
 async def test_stream_shows_new_and_taken_jobs_to_collectors_near_them(aiohttp_client, sqlite_settings):

@@ -4,9 +4,10 @@ the resident settles, payments pays. Nothing is set up behind the API's back."""
 
 from __future__ import annotations
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.kernel.settings import Settings
+from tests.support.walkthrough import Walkthrough
 
 from .support import HOME, booking_body
 
@@ -23,24 +24,9 @@ async def test_walkthrough_on_the_public_api(aiohttp_client, tmp_path):
         admin_phones=ADMIN,
     )
     platform = Platform(settings).prepare()
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
-    client = await aiohttp_client(app)
-
-    async def call(
-        method: str, path: str, token: str | None = None, body: dict | None = None, status: int = 200
-    ) -> dict:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        r = await client.request(method, path, json=body, headers=headers)
-        data = await r.json(content_type=None)
-        assert r.status == status, (method, path, r.status, data)
-        platform.drain()  # what the background threads do in a running platform
-        return data
-
-    async def login(phone: str) -> dict:
-        otp = await call("POST", "/v1/auth/otp", body={"phone": phone}, status=202)
-        return await call("POST", "/v1/auth/token", body={"phone": phone, "code": otp["dev_code"]})
+    app = create_app_over(platform)
+    call = Walkthrough(await aiohttp_client(app), platform)
+    login = call.login
 
     admin = (await login(ADMIN))["access_token"]
     resident = (await login(RESIDENT))["access_token"]

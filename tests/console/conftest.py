@@ -11,10 +11,9 @@ import os
 
 import pytest
 
-from services.kernel.outbox import wait_until
 from tests.console.seed import ADMIN_PHONE, Api, seed_prices
 from tests.console.support import CHROMIUM, CHROMIUM_ARGS
-from tests.e2e.flow import http_get, log_tail, platform_process
+from tests.e2e.flow import embedded_run
 from workers.supervisor import free_port
 
 
@@ -23,41 +22,16 @@ def platform(tmp_path_factory):
     """`recycle run` in a fresh data directory, with the price data of tests/console/seed.py."""
     tmp = tmp_path_factory.mktemp("console")
     port = free_port()
-    env = dict(
-        os.environ,
-        DATA_DIR=str(tmp),
-        PORT=str(port),
-        ENV="dev",
+    with embedded_run(
+        tmp,
+        port,
         ADMIN_PHONES=ADMIN_PHONE,
         JWT_SECRET="console-test-" + "x" * 40,
         PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
         # every sign-in of the package comes from this host: raise the SMS-pumping budgets, as harnesses do
         OTP_PER_CLIENT_LIMIT="100000",
         OTP_PER_PHONE_LIMIT="1000",
-    )
-    for name in (
-        "DATABASE_URL",
-        "EVENT_LOG_URL",
-        "BUS",
-        "SERVICES",
-        "CELERY_BROKER_URL",
-        "CELERY_RESULT_BACKEND",
-    ):
-        env.pop(name, None)
-    base = f"http://127.0.0.1:{port}"
-    log = tmp / "platform.log"
-    with platform_process(["run"], env, log) as proc:
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                return True
-            try:
-                return http_get(base + "/healthz")[0] == 200
-            except OSError:
-                return False
-
-        if not wait_until(up, timeout_s=120, interval_s=0.2) or proc.poll() is not None:
-            raise AssertionError("recycle run did not start:\n" + log_tail(log))
+    ) as (base, log, _):
         api = Api(base)
         admin = api.login(ADMIN_PHONE)["access_token"]
         prices = seed_prices(api, admin)

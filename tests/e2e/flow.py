@@ -43,6 +43,41 @@ def log_tail(log_path: Path) -> str:
     return log_path.read_text()[-4000:]
 
 
+# what in the caller's environment would point the embedded run at other databases, buses or brokers
+NOT_EMBEDDED = (
+    "DATABASE_URL",
+    "EVENT_LOG_URL",
+    "BUS",
+    "SERVICES",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+)
+
+
+@contextlib.contextmanager
+def embedded_run(data_dir: Path, port: int, **env: str) -> Iterator[tuple[str, Path, subprocess.Popen]]:
+    """`recycle run` as its user starts it (the embedded default, ENV=dev) in `data_dir` on `port`, with `env` on
+    top, once it answers /healthz: its URL, its log (in `data_dir`) and its process. Stopped on exit."""
+    run_env = dict(os.environ, DATA_DIR=str(data_dir), PORT=str(port), ENV="dev", **env)
+    for name in NOT_EMBEDDED:
+        run_env.pop(name, None)
+    base = f"http://127.0.0.1:{port}"
+    log = data_dir / "platform.log"
+    with platform_process(["run"], run_env, log) as proc:
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                return True
+            try:
+                return http_get(base + "/healthz")[0] == 200
+            except OSError:
+                return False
+
+        if not wait_until(up, timeout_s=120, interval_s=0.2) or proc.poll() is not None:
+            raise AssertionError("recycle run did not start:\n" + log_tail(log))
+        yield base, log, proc
+
+
 # a date and time with no offset after it: never in a reply (RFC 3339 wants one)
 _NAIVE_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?")
 
@@ -87,6 +122,39 @@ def http_post(url: str, body: dict, headers: dict | None = None) -> tuple[int, d
         return e.code, _reply(url, e.read())
 
 
+class FlowClient:
+    """The public API of a running platform as a flow drives it: each POST with an Idempotency-Key of its own
+    (`<key_prefix>-<n>`), each reply's status checked (`status=None`: the status is returned as `_status`)."""
+
+    def __init__(self, base: str, key_prefix: str) -> None:
+        self.base, self.key_prefix, self.posts = base, key_prefix, 0
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: dict | None = None,
+        status: int | None = 200,
+    ) -> dict:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if method == "POST":
+            self.posts += 1
+            key = f"{self.key_prefix}-{self.posts}"
+            got = http_post(self.base + path, body or {}, headers | {"Idempotency-Key": key})
+        else:
+            got = http_get(self.base + path, headers)
+        if status is None:
+            return {"_status": got[0], **got[1]}
+        assert got[0] == status, (method, path, got)
+        return got[1]
+
+    def login(self, phone: str) -> dict:
+        """Sign in with the dev OTP code: the token reply."""
+        otp = self("POST", "/v1/auth/otp", body={"phone": phone}, status=202)
+        return self("POST", "/v1/auth/token", body={"phone": phone, "code": otp["dev_code"]})
+
+
 def whole_pickup_flow(base: str) -> dict:
     """Resident and collector through the whole flow on the public API of a running platform (admin phone
     13900000001): the firm and collector are verified (accounts → booking by event), the pickup is booked,
@@ -94,23 +162,8 @@ def whole_pickup_flow(base: str) -> dict:
     Returns the firm's id and its owner's phone, the pickup and its invoice."""
     from tests.booking.support import HOME, booking_body
 
-    n = [0]
-
-    def call(
-        method: str, path: str, token: str | None = None, body: dict | None = None, status: int = 200
-    ) -> dict:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        if method == "POST":
-            n[0] += 1
-            got = http_post(base + path, body or {}, headers | {"Idempotency-Key": f"flow-{n[0]}"})
-        else:
-            got = http_get(base + path, headers)
-        assert got[0] == status, (method, path, got)
-        return got[1]
-
-    def login(phone: str) -> dict:
-        otp = call("POST", "/v1/auth/otp", body={"phone": phone}, status=202)
-        return call("POST", "/v1/auth/token", body={"phone": phone, "code": otp["dev_code"]})
+    call = FlowClient(base, "flow")
+    login = call.login
 
     admin = login("13900000001")["access_token"]
     resident = login("13700001111")["access_token"]
@@ -208,23 +261,8 @@ def whole_second_hand_flow(base: str) -> None:
     """二手 on the public API of a running platform: a seller lists and publishes a book, a buyer finds it with a
     two-character query, orders it, pays in the sandbox (escrow), the seller ships, the buyer confirms receipt and
     reviews, and the seller is paid the price less the platform fee (1 %)."""
-    n = [0]
-
-    def call(
-        method: str, path: str, token: str | None = None, body: dict | None = None, status: int = 200
-    ) -> dict:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        if method == "POST":
-            n[0] += 1
-            got = http_post(base + path, body or {}, headers | {"Idempotency-Key": f"second-hand-{n[0]}"})
-        else:
-            got = http_get(base + path, headers)
-        assert got[0] == status, (method, path, got)
-        return got[1]
-
-    def login(phone: str) -> dict:
-        otp = call("POST", "/v1/auth/otp", body={"phone": phone}, status=202)
-        return call("POST", "/v1/auth/token", body={"phone": phone, "code": otp["dev_code"]})
+    call = FlowClient(base, "second-hand")
+    login = call.login
 
     seller_login, buyer = login("13600006666"), login("13500005555")["access_token"]
     seller = seller_login["access_token"]
@@ -291,25 +329,10 @@ def whole_trading_flow(base: str, *, lot_runs_s: float = 8.0) -> dict:
 
     from tests.booking.support import HOME, booking_body, window
 
-    n = [0]
-
-    def call(
-        method: str, path: str, token: str | None = None, body: dict | None = None, status: int | None = 200
-    ) -> dict:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        if method == "POST":
-            n[0] += 1
-            got = http_post(base + path, body or {}, headers | {"Idempotency-Key": f"trading-{n[0]}"})
-        else:
-            got = http_get(base + path, headers)
-        if status is None:
-            return {"_status": got[0], **got[1]}
-        assert got[0] == status, (method, path, got)
-        return got[1]
+    call = FlowClient(base, "trading")
 
     def login(phone: str) -> str:
-        otp = call("POST", "/v1/auth/otp", body={"phone": phone}, status=202)
-        return call("POST", "/v1/auth/token", body={"phone": phone, "code": otp["dev_code"]})["access_token"]
+        return call.login(phone)["access_token"]
 
     def eventually(what: Callable[[], dict], ok: Callable[[dict], bool], timeout_s: float = 60) -> dict:
         got: list[dict] = [{}]

@@ -16,10 +16,9 @@ import pytest
 from services.kernel.checkdigits import uscc_check_char
 from services.kernel.outbox import wait_until
 from tests.e2e.flow import (
+    embedded_run,
     http_get,
     http_post,
-    log_tail,
-    platform_process,
     whole_pickup_flow,
     whole_second_hand_flow,
     whole_trading_flow,
@@ -31,11 +30,9 @@ from workers.supervisor import free_port
 def embedded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("embedded")
     port = free_port()
-    env = dict(
-        os.environ,
-        DATA_DIR=str(tmp),
-        PORT=str(port),
-        ENV="dev",
+    with embedded_run(
+        tmp,
+        port,
         ADMIN_PHONES="13900000001",
         INVOICING_EXPORT_QUEUED_DEADLINE_S="20",
         INVOICING_EXPORT_REQUEUE_EVERY_S="5",
@@ -44,30 +41,7 @@ def embedded(tmp_path_factory):
         TRADING_MIN_DURATION_S="2",
         JWT_SECRET="embedded-test-" + "x" * 40,
         PII_KEY="dGVzdC1waWkta2V5LTMyLWJ5dGVzLWxvbmctLS0tLS0=",
-    )
-    for name in (
-        "DATABASE_URL",
-        "EVENT_LOG_URL",
-        "BUS",
-        "SERVICES",
-        "CELERY_BROKER_URL",
-        "CELERY_RESULT_BACKEND",
-    ):
-        env.pop(name, None)
-    base = f"http://127.0.0.1:{port}"
-    log = tmp / "platform.log"
-    with platform_process(["run"], env, log) as proc:
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                return True
-            try:
-                return http_get(base + "/healthz")[0] == 200
-            except OSError:
-                return False
-
-        if not wait_until(up, timeout_s=120, interval_s=0.2) or proc.poll() is not None:
-            raise AssertionError("recycle run did not start:\n" + log_tail(log))
+    ) as (base, log, proc):
         yield {"gateway": base, "log": log, "pid": proc.pid}
 
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.booking.prices import current_price
 from services.bootstrap import Platform
 
 
 async def _client(aiohttp_client, settings):
     platform = Platform(settings).prepare()
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
+    app = create_app_over(platform)
     return platform, await aiohttp_client(app)
 
 

@@ -6,7 +6,7 @@ again. Afterwards every settled booking
 has exactly one invoice and at most one payout, every pickup the load drove is settled and paid, and every outbox
 row was delivered.
 
-FAULT_KILLS kills (default 8 in `make test`, about a minute; 100 in `make soak`).
+FAULT_KILLS kills (default 6 in `make test`, about a minute; 100 in `make soak`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from .harness import (
 
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres]
 
-KILLS = int(os.environ.get("FAULT_KILLS", "8"))
+KILLS = int(os.environ.get("FAULT_KILLS", "6"))
 RATE = float(os.environ.get("FAULT_DIST_RATE", "2"))  # pickups started a second while the killer works
 
 

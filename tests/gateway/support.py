@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.accounts.sms import sms_of
 from services.bootstrap import Platform
 from services.kernel.settings import Settings
@@ -27,9 +27,7 @@ async def start(
     Hosts only accounts unless `services` says otherwise (None: every service) — ten times faster to prepare;
     the gateway's OpenAPI document and route table stay complete either way."""
     platform = platform or Platform(settings, services=services).prepare()
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
+    app = create_app_over(platform)
     return platform, await aiohttp_client(app)
 
 

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from gateway.app import all_routes, create_app
+from gateway.app import all_routes, create_app_over
 from services.accounts import handlers
 from services.accounts.sms import sms_of
 from services.bootstrap import Platform
@@ -50,8 +50,7 @@ class LiveGateway:
         self.loop.run_forever()
 
     async def _start(self) -> None:
-        app = create_app(self.platform.settings, self.platform)
-        app["platform_prepared"] = app["platform_no_background"] = True
+        app = create_app_over(self.platform)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.contracts.accounts import (
     AccountantAdded,
@@ -40,9 +40,7 @@ def platform_for(settings: Settings, **invoicing: Any) -> Platform:
 
 async def app_client(aiohttp_client, settings: Settings, **invoicing: Any):  # noqa: ANN001
     platform = platform_for(settings, **invoicing)
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
+    app = create_app_over(platform)
     return platform, await aiohttp_client(app)
 
 

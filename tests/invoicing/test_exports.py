@@ -372,3 +372,28 @@ def test_a_thread_export_whose_process_is_gone_is_marked_failed_at_start(sqlite_
     assert load_export(rt.db, dead["id"])["status"] == "failed"
     assert load_export(rt.db, alive["id"])["status"] == "running"
     platform.stop()
+
+
+def test_a_running_job_whose_heartbeat_stopped_is_sent_again_and_a_live_one_is_left_alone(sqlite_settings):
+    """The embedded broker deletes a message when a worker fetches it: a worker dying mid-export leaves the job
+    `running` with nothing to redeliver. Its heartbeat stops, and beat sends it again; a second copy of the
+    message while a run is alive does nothing (tests/fault/test_celery_kill.py kills a real worker)."""
+    from services.invoicing.export_jobs import run_export, set_export
+    from services.kernel import tasks as kernel_tasks
+
+    platform = platform_for(sqlite_settings, export_runner="celery", export_stalled_s=300)
+    publish(platform, *issuer_events("fm_a"), *seller_events(sqlite_settings, "u_1"))
+    publish(platform, settled("u_1", "fm_a", 10_000, on=NOV))
+    rt = platform["invoicing"]
+    job = create_export(rt.db, ReportSpec("fm_a", "detail", "2026-11", "csv"), "u_acc", "celery")
+    beat = load_export(rt.db, job["id"])["created_at"]
+    set_export(rt.db, job["id"], status="running", started_at=beat, heartbeat_at=beat)
+    with kernel_tasks.run_inline(lambda name: platform[name]) as calls:
+        assert run_export(rt, job["id"])["status"] == "running"  # alive elsewhere: left alone
+        assert requeue_stale(rt, now=beat + timedelta(seconds=299)) == []
+        assert calls == []
+        assert requeue_stale(rt, now=beat + timedelta(seconds=301)) == [job["id"]]
+        assert calls == [("invoicing.export_tax_report", (job["id"],))]
+    done = load_export(rt.db, job["id"])
+    assert (done["status"], done["rows_done"]) == ("done", 1)
+    platform.stop()

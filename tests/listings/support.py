@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.contracts.wipe import CertificateIssued, CertificateRevoked, device_key
 from services.kernel.auth import Principal, issue_token
@@ -35,9 +35,7 @@ async def app_client(
     **listings: Any,
 ):  # noqa: ANN201
     platform = platform_for(settings, services, **listings)
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
+    app = create_app_over(platform)
     return platform, await aiohttp_client(app)
 
 

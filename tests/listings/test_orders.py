@@ -4,9 +4,8 @@ expiry, auto-confirm, late payment, reviews and reputation."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from services.listings.handlers import utcnow
 from services.listings.timers import run_due
 from services.payments.handlers import payments_of
 
@@ -195,9 +194,9 @@ async def test_unpaid_orders_expire_and_a_late_payment_is_given_back(aiohttp_cli
 
     # 1. nobody pays: the order expires, the listing is back on sale, payments closes the payment
     order = await _order(platform, client, s, buyer, lid)
-    assert run_due(rt, utcnow() + timedelta(minutes=29))["expired"] == 0
-    assert run_due(rt, utcnow() + timedelta(minutes=31))["expired"] == 1
-    assert run_due(rt, utcnow() + timedelta(minutes=31))["expired"] == 0  # once
+    assert run_due(rt, datetime.now(UTC) + timedelta(minutes=29))["expired"] == 0
+    assert run_due(rt, datetime.now(UTC) + timedelta(minutes=31))["expired"] == 1
+    assert run_due(rt, datetime.now(UTC) + timedelta(minutes=31))["expired"] == 0  # once
     platform.drain()
     got = await _get(client, s, buyer, order["id"])
     assert got["status"] == "expired" and got["payment"]["status"] == "cancelled"
@@ -212,7 +211,7 @@ async def test_unpaid_orders_expire_and_a_late_payment_is_given_back(aiohttp_cli
     # 2. the buyer pays while the order expires: the hold is released, the order stays expired
     order = await _order(platform, client, s, buyer, lid)
     held = await _pay(client, s, buyer, order)  # HoldAuthorised still in payments' outbox
-    assert run_due(rt, utcnow() + timedelta(minutes=31))["expired"] == 1
+    assert run_due(rt, datetime.now(UTC) + timedelta(minutes=31))["expired"] == 1
     platform.drain()
     got = await _get(client, s, buyer, order["id"])
     assert got["status"] == "expired" and got["payment"]["status"] == "cancelled"
@@ -231,8 +230,8 @@ async def test_shipped_orders_are_confirmed_automatically(aiohttp_client, sqlite
     assert (
         await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))
     ).status == 200
-    assert run_due(rt, utcnow() + timedelta(days=6))["auto_confirmed"] == 0
-    assert run_due(rt, utcnow() + timedelta(days=7, minutes=1))["auto_confirmed"] == 1
+    assert run_due(rt, datetime.now(UTC) + timedelta(days=6))["auto_confirmed"] == 0
+    assert run_due(rt, datetime.now(UTC) + timedelta(days=7, minutes=1))["auto_confirmed"] == 1
     platform.drain()
     got = await _get(client, s, seller, order["id"])
     assert got["status"] == "completed" and got["auto_confirmed"] and got["payment"]["status"] == "captured"
@@ -240,3 +239,66 @@ async def test_shipped_orders_are_confirmed_automatically(aiohttp_client, sqlite
     # the buyer's confirmation after that is a state conflict, not a second capture
     r = await client.post(f"/v1/orders/{order['id']}/confirm-receipt", headers=auth(s, buyer))
     assert r.status == 409 and (await r.json())["current_state"] == "completed"
+
+
+async def test_a_lapsed_authorisation_refuses_the_capture_without_parking_it(
+    aiohttp_client, sqlite_settings, caplog
+):
+    """The buyer's authorisation lapses at the provider (Stripe: after 7 days) while the item is on its way; the
+    buyer then confirms receipt. Payments cannot capture: it reports the hold cancelled and refuses the capture,
+    and no consumer parks anything in the dead letters."""
+    s = sqlite_settings
+    platform, client = await app_client(aiohttp_client, s)
+    seller, buyer = uid("sel"), uid("buy")
+    order = await _order(platform, client, s, buyer, await _published(client, s, seller))
+    held = await _pay(client, s, buyer, order)
+    platform.drain()
+    assert (
+        await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))
+    ).status == 200
+    payments = payments_of(platform["payments"])
+    payments.provider.expire_authorisation(payments.get_hold(held["hold_id"]).provider_ref)
+    payments.pull_provider_events()
+
+    r = await client.post(f"/v1/orders/{order['id']}/confirm-receipt", headers=auth(s, buyer))
+    assert r.status == 200 and (await r.json())["status"] == "completed"
+    platform.drain()
+    assert sum(r.dead_lettered for rt in platform.runtimes.values() for r in rt.runners) == 0
+    got = await _get(client, s, seller, order["id"])
+    assert got["payment"]["status"] == "cancelled"
+    assert str(payments.get_hold(held["hold_id"]).status) == "cancelled"
+    assert payments.get_hold(held["hold_id"]).captured_fen == 0
+    assert any(
+        "refused to capture the escrow of order " + order["id"] in m and "authorisation_lapsed" in m
+        for m in caplog.messages
+    )
+
+
+async def test_a_second_authorisation_report_for_a_paid_order_gives_nothing_back(
+    aiohttp_client, sqlite_settings
+):
+    """Only an order that ended (expired, cancelled) gives a late authorisation back: a repeated report about a
+    paid order (another event id, e.g. re-published by an operator) must not release the buyer's escrow."""
+    from services.contracts.payments import HoldAuthorised
+
+    from .support import publish
+
+    s = sqlite_settings
+    platform, client = await app_client(aiohttp_client, s)
+    seller, buyer = uid("sel"), uid("buy")
+    order = await _order(platform, client, s, buyer, await _published(client, s, seller))
+    held = await _pay(client, s, buyer, order)
+    platform.drain()
+    publish(
+        platform,
+        HoldAuthorised(
+            hold_request_id=order["payment"]["id"],
+            hold_id=held["hold_id"],
+            amount_fen=order["amount_fen"],
+            reference_id=order["id"],
+            authorised_at=datetime.now(UTC),
+        ),
+    )
+    got = await _get(client, s, buyer, order["id"])
+    assert (got["status"], got["payment"]["status"]) == ("paid", "held")
+    assert str(payments_of(platform["payments"]).get_hold(held["hold_id"]).status) == "authorised"

@@ -15,7 +15,10 @@ import stripe
 from sqlalchemy import select
 
 from services.kernel.outbox import outbox_t
+from services.payments.adapters.stripe import StripeProvider
+from services.payments.handlers import payments_of
 from services.payments.hold_requests import hold_requests_of
+from services.payments.settings import configure
 from services.payments.tasks import sync_open_payments
 from tests.payments.support import (
     STRIPE_TEST_KEY,
@@ -23,6 +26,7 @@ from tests.payments.support import (
     WEBHOOK_SECRET,
     StripeBuyerApp,
     encode,
+    free_port,
     payments_settings,
     sign,
     stripe_event,
@@ -214,3 +218,78 @@ async def test_localstripes_own_signed_webhook_reports_a_declined_card(
         configure([])  # stop sending to this test's server
     assert got["payment"]["status"] == "declined" and got["status"] == "pending_payment"
     assert got["payment"]["decline_reason"]
+
+
+async def test_polling_the_payment_reads_the_intent_from_stripe_at_most_once_per_interval(
+    aiohttp_client, sqlite_settings, localstripe, monkeypatch
+):
+    """The buyer's app pays with the client secret and polls `GET /v1/payments/intents/{id}`: no webhook has come
+    (localstripe sends none for an authorisation) and the timer has not run, yet the poll sees the hold. However
+    many clients poll, Stripe is read at most once per `intent_refresh_s` per payment."""
+    s, platform, client, app, _ = await _stripe_app(aiohttp_client, sqlite_settings, localstripe)
+    rt = platform["payments"]
+    configure(rt, intent_refresh_s=5)
+    requests = hold_requests_of(rt)
+    clock = [1000.0]
+    requests.clock = lambda: clock[0]
+    provider = payments_of(rt).provider
+    reads: list[str] = []
+
+    def counted(ref: str):  # noqa: ANN202 - the real read, counted
+        reads.append(ref)
+        return StripeProvider.retrieve_intent(provider, ref)
+
+    monkeypatch.setattr(provider, "retrieve_intent", counted)
+    seller, buyer = uid("sel"), uid("buy")
+    order = await _ordered(platform, client, s, seller, buyer)
+    url = f"/v1/payments/intents/{order['payment']['id']}"
+
+    async def poll(user: str = buyer) -> str:
+        r = await client.get(url, headers=auth(s, user))
+        assert r.status == 200, await r.text()
+        return (await r.json())["status"]
+
+    assert await poll() == "requires_payment_method"
+    assert len(reads) == 1
+    assert app.pay(order["payment"]["client_secret"]) == "requires_capture"
+    # within the interval: answered from our table, Stripe is not asked again
+    clock[0] += 4.9
+    assert [await poll() for _ in range(3)] == ["requires_payment_method"] * 3
+    assert len(reads) == 1
+    # a stranger's poll reads nothing (404 before any provider call)
+    assert (await client.get(url, headers=auth(s, uid("stranger")))).status == 404
+    clock[0] += 0.2
+    assert await poll() == "requires_capture"
+    assert len(reads) == 2
+    platform.drain()
+    got = await _get(client, s, buyer, order["id"])
+    assert got["status"] == "paid" and got["payment"]["status"] == "held"
+    assert _authorised_events(platform, order["payment"]["id"]) == 1
+    # held: nothing left to learn from polling, Stripe is not asked again, and the timer finds nothing either
+    clock[0] += 60
+    assert await poll() == "requires_capture" and len(reads) == 2
+    assert sync_open_payments(rt) == 0
+
+
+async def test_a_poll_while_stripe_is_unreachable_answers_what_we_know(
+    aiohttp_client, sqlite_settings, localstripe
+):
+    s, platform, client, app, _ = await _stripe_app(aiohttp_client, sqlite_settings, localstripe)
+    rt = platform["payments"]
+    configure(rt, intent_refresh_s=0)
+    buyer = uid("buy")
+    order = await _ordered(platform, client, s, uid("sel"), buyer)
+    url = f"/v1/payments/intents/{order['payment']['id']}"
+    payments = payments_of(rt)
+    reachable = payments.provider
+    payments.provider = StripeProvider(
+        STRIPE_TEST_KEY, api_base=f"http://127.0.0.1:{free_port()}", max_network_retries=0, timeout_s=2
+    )
+    try:
+        r = await client.get(url, headers=auth(s, buyer))
+        assert r.status == 200 and (await r.json())["status"] == "requires_payment_method"
+    finally:
+        payments.provider = reachable
+    assert app.pay(order["payment"]["client_secret"]) == "requires_capture"
+    r = await client.get(url, headers=auth(s, buyer))
+    assert (await r.json())["status"] == "requires_capture"

@@ -93,7 +93,7 @@ def corpus_index(request, tmp_path_factory) -> Iterator[tuple[SearchIndex, dict[
     if request.param == "sqlite-window":
         index: SearchIndex = SqliteSearchIndex(tmp_path_factory.mktemp("relevance") / "w.db", rank_window=300)
     else:
-        index = make(request.param, tmp_path_factory.mktemp("relevance"))
+        index = make(request.param, tmp_path_factory.mktemp("relevance"), request)
     index.rebuild(iter(docs))
     index.refresh()
     yield index, {d.listing_id: d for d in docs}

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import func, select
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.contracts.payments import PayoutRequested
 from services.kernel.auth import Principal, issue_token
@@ -30,9 +30,7 @@ WEBHOOK = "/v1/payments/webhooks/stripe"
 
 async def _client(aiohttp_client, settings):  # noqa: ANN001, ANN202
     platform = Platform(settings, services=["payments"]).prepare()
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
+    app = create_app_over(platform)
     client = await aiohttp_client(app)
     return platform, payments_of(platform["payments"]), client
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.contracts.booking import PickupSettled, SettledLine
 from services.kernel.auth import Principal, issue_token
@@ -39,9 +39,7 @@ def at(day: date, hour: int = 11, minute: int = 0) -> datetime:
 
 async def app_client(aiohttp_client, settings: Settings):  # noqa: ANN001, ANN201
     platform = Platform(settings).prepare()
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
+    app = create_app_over(platform)
     return platform, await aiohttp_client(app)
 
 

@@ -21,7 +21,7 @@ import re
 
 import pytest
 
-from gateway.app import all_routes, create_app
+from gateway.app import all_routes, create_app, create_app_over
 from services.bootstrap import Platform
 from services.kernel.auth import ROLES, Principal, issue_token
 from services.kernel.http import POLICY_FORBIDDEN, PUBLIC, RouteDef, Router
@@ -146,8 +146,8 @@ def _id(route: RouteDef) -> str:
 
 @pytest.mark.parametrize("route", ROUTES, ids=_id)
 async def test_embedded(route: RouteDef, platform, aiohttp_client) -> None:  # noqa: ANN001
-    app = create_app(platform.settings, platform)
-    app["platform_prepared"] = app["platform_no_background"] = app["platform_no_stop"] = True
+    app = create_app_over(platform)
+    app["platform_no_stop"] = True
     client = await aiohttp_client(app)
     failures = []
     for role, headers, want in _outcomes(platform.settings, route):

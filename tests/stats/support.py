@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.contracts.booking import PickupSettled, SettledLine
 from services.contracts.trading import TradeAwarded, TradeSettled
@@ -28,9 +28,7 @@ def platform_for(settings: Settings) -> Platform:
 
 async def app_client(aiohttp_client, settings: Settings):  # noqa: ANN001, ANN201
     platform = platform_for(settings)
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
+    app = create_app_over(platform)
     return platform, await aiohttp_client(app)
 
 

@@ -7,7 +7,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.contracts.accounts import FirmVerified, RolesChanged
 from services.contracts.booking import PickupSettled, SettledLine
@@ -31,9 +31,7 @@ def platform_for(settings: Settings, services: list[str] | None = None, **tradin
 
 async def app_client(aiohttp_client, settings: Settings, services: list[str] | None = None, **trading: Any):
     platform = platform_for(settings, services, **trading)
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
+    app = create_app_over(platform)
     return platform, await aiohttp_client(app)
 
 

@@ -181,3 +181,57 @@ async def test_default_forfeits_the_deposit_offers_the_runner_up_and_returns_the
     r = await client.post("/v1/lots", json=lot_body(qty_t="25.000"), headers=seller)
     assert r.status == 201, await r.json()
     platform.stop()
+
+
+async def test_a_forfeit_the_provider_let_go_first_releases_the_deposit_and_forfeits_nothing(
+    aiohttp_client, sqlite_settings
+):
+    """With the real payments service: the winner's deposit authorisation lapses at the provider before the seller
+    declares the default. Payments cannot capture it: it reports the hold cancelled and refuses the capture; the
+    deposit is released, the trade forfeited nothing, and no consumer parks anything."""
+    from services.payments.handlers import payments_of
+    from services.payments.hold_requests import hold_requests_of
+
+    s = sqlite_settings
+    platform, client = await app_client(aiohttp_client, s, services=["payments", "trading"])
+    rt = platform["trading"]
+    publish(platform, *firm_events("fm_seller"), *firm_events("fm_b"), settled_intake("fm_seller", "25000"))
+    t0 = datetime.now(UTC) - timedelta(hours=3)
+    lot = handlers.list_lot(
+        rt,
+        firm_principal("fm_seller"),
+        ListLot(**lot_body(deposit_fen=100_000, ends_at=(t0 + timedelta(hours=1)).isoformat())),
+        now=t0,
+    )["id"]
+    hr = request_deposit(rt, firm_principal("fm_b"), lot, None, now=t0)["hold_request_id"]
+    platform.drain()
+    requests = hold_requests_of(platform["payments"])
+    assert requests.confirm(hr, owner_of("fm_b"), "pm_card_visa")["status"] == "requires_capture"
+    platform.drain()
+    handlers.place_bid(
+        rt, firm_principal("fm_b"), lot, PlaceBid(price_fen_per_t=270_000), now=t0 + timedelta(minutes=5)
+    )
+    assert run_due(rt, t0 + timedelta(hours=1)) == {"awarded": 1, "unsold": 0}
+    platform.drain()
+    b = firm_auth(s, "fm_b")
+    trade = (await (await client.get(f"/v1/lots/{lot}", headers=b)).json())["trade_id"]
+
+    payments = payments_of(platform["payments"])
+    hold = payments.get_hold(requests.get(hr, "", admin=True)["hold_id"])
+    payments.provider.expire_authorisation(hold.provider_ref)
+    payments.pull_provider_events()
+    configure(rt, collect_deadline_s=3600)
+    r = await client.post(
+        f"/v1/trades/{trade}/declare-default",
+        json={"reason": "买方逾期未提货"},
+        headers=firm_auth(s, "fm_seller"),
+    )
+    assert r.status == 200 and (await r.json())["default"]["deposit_forfeited_fen"] == 100_000
+    platform.drain()
+
+    assert sum(r.dead_lettered for x in platform.runtimes.values() for r in x.runners) == 0
+    assert requests.get(hr, "", admin=True)["status"] == "cancelled"
+    assert (await (await client.get(f"/v1/lots/{lot}/deposit", headers=b)).json())["status"] == "released"
+    view = await (await client.get(f"/v1/trades/{trade}", headers=b)).json()
+    assert (view["status"], view["default"]["deposit_forfeited_fen"]) == ("defaulted", 0)
+    assert payments.ledger_problems() == []

@@ -331,10 +331,10 @@ class DefaultMachine(RuleBasedStateMachine):
             if r.status == m.DEFAULTED:
                 assert r.payment_status in (None, "cancelled")
                 assert r.default_reason in ("payment_overdue", "declared_by_seller", "declared_by_admin")
-                earliest = [aware(r.awarded_at) + timedelta(days=7)]
+                earliest = [r.awarded_at + timedelta(days=7)]
                 if r.delivered_at is not None:
-                    earliest.append(aware(r.delivered_at) + timedelta(hours=72))
-                assert aware(r.defaulted_at) >= min(earliest)
+                    earliest.append(r.delivered_at + timedelta(hours=72))
+                assert r.defaulted_at >= min(earliest)
             dep = deps.get(r.buyer_firm_id)
             if dep is not None and dep.status in ("forfeit_requested", "forfeited"):
                 assert r.status == m.DEFAULTED and r.round == 1 and self.held_before_default.get(r.id, True)
@@ -357,10 +357,6 @@ class DefaultMachine(RuleBasedStateMachine):
             == len(set(captures))
             == sum(d.status in ("forfeit_requested", "forfeited") for d in deps.values())
         )
-
-
-def aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def test_random_histories_after_an_award_keep_the_default_rules(shared_platform):

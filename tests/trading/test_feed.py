@@ -3,31 +3,13 @@ prices, closes written by another process (the closing job) through the bus."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 from datetime import UTC, datetime, timedelta
 
 from services.contracts.trading import LotBestBidChanged
 from services.trading.closing import run_due
+from tests.support.sse import next_event
 
 from .support import app_client, firm_auth, firm_events, lot_body, publish, settled_intake
-
-
-async def next_event(resp, timeout: float = 5.0) -> tuple[str, dict]:
-    """The next `event:`/`data:` frame (comments and pings skipped)."""
-
-    async def read() -> tuple[str, dict]:
-        name, data = None, None
-        while True:
-            line = (await resp.content.readline()).decode()
-            if line.startswith("event: "):
-                name = line[7:].strip()
-            elif line.startswith("data: "):
-                data = json.loads(line[6:])
-            elif line == "\n" and name is not None:
-                return name, data
-
-    return await asyncio.wait_for(read(), timeout)
 
 
 async def test_stream_shows_best_bids_and_the_close(aiohttp_client, sqlite_settings):

@@ -11,12 +11,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.kernel.settings import Settings
 from services.pricing.store import observations
 from services.trading.closing import run_due
 from tests.booking.support import HOME, booking_body
+from tests.support.walkthrough import Walkthrough
 
 ADMIN, RESIDENT, A_OWNER, B_OWNER, COLLECTOR = (
     "13900000001",
@@ -29,26 +30,11 @@ ADMIN, RESIDENT, A_OWNER, B_OWNER, COLLECTOR = (
 
 async def walkthrough(aiohttp_client, settings: Settings) -> None:
     platform = Platform(settings).prepare()
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
-    client = await aiohttp_client(app)
-
-    async def call(
-        method: str, path: str, token: str | None = None, body: dict | None = None, status: int = 200
-    ):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        r = await client.request(method, path, json=body, headers=headers)
-        data = await r.json(content_type=None)
-        assert r.status == status, (method, path, r.status, data)
-        platform.drain()  # what the background threads do in a running platform
-        return data
+    app = create_app_over(platform)
+    call = Walkthrough(await aiohttp_client(app), platform)
 
     async def login(phone: str) -> str:
-        otp = await call("POST", "/v1/auth/otp", body={"phone": phone}, status=202)
-        return (await call("POST", "/v1/auth/token", body={"phone": phone, "code": otp["dev_code"]}))[
-            "access_token"
-        ]
+        return (await call.login(phone))["access_token"]
 
     admin, resident = await login(ADMIN), await login(RESIDENT)
     firms = {}

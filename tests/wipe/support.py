@@ -14,7 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from gateway.app import create_app
+from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.kernel.auth import Principal, issue_token
 from services.kernel.checkdigits import luhn_check_digit
@@ -44,9 +44,7 @@ async def app_client(
     **wipe: Any,
 ):
     platform = platform_for(settings, services, policy=policy, **wipe)
-    app = create_app(settings, platform)
-    app["platform_prepared"] = True
-    app["platform_no_background"] = True
+    app = create_app_over(platform)
     return platform, await aiohttp_client(app)
 
 

@@ -16,8 +16,18 @@ Versions: documents are written with `version_type=external` (the listing's vers
 refuses an older write; a removal writes a tombstone (`live: false`) under its version instead of deleting, so a
 late publish cannot resurrect it. Searches filter `live: true`.
 
+Ranking: BM25 over title (boost 4) and description; a query of several terms adds, as an optional clause, the
+title clauses of all its terms together, so a listing whose title names every term ranks above a short title that
+names one term and a description that names the others (an accessory "保护壳 九成新" whose description says
+iPhone would otherwise outrank the phones for "九成新 iPhone": its two-word title scores high on its own).
+
 Rebuild: a new concrete index `<alias>-<timestamp>` is bulk-loaded, then the alias moves to it in one
 `update_aliases` call, and the old index is deleted.
+
+Deep pages: Elasticsearch refuses from + size past `index.max_result_window` (10,000), so a window that reaches past
+it is read with `search_after` in pages of up to 10,000 hits (every sort ends with the unique listing_id, so the
+pages neither overlap nor skip). Each page is a separate search, not one point in time: writes between them can
+shift the rows, as they can between two pages the API serves anyway.
 """
 
 from __future__ import annotations
@@ -89,6 +99,7 @@ MAPPINGS: dict[str, Any] = {
 }
 
 TITLE_BOOST = 4.0
+MAX_RESULT_WINDOW = 10_000  # Elasticsearch's default index.max_result_window
 
 
 def _source(doc: ListingDoc) -> dict[str, Any]:
@@ -230,8 +241,13 @@ class ElasticSearchIndex:
     # --- reads -----------------------------------------------------------------------------------------------
     def _query(self, q: SearchQuery) -> dict[str, Any]:
         must: list[dict[str, Any]] = []
-        for term in text.parse_query(q.q):
+        in_title: list[dict[str, Any]] = []
+        terms = text.parse_query(q.q)
+        for term in terms:
             if term.single_char is not None:
+                in_title.append(
+                    {"match_phrase": {"title.uni": {"query": term.single_char, "boost": TITLE_BOOST}}}
+                )
                 must.append(
                     {
                         "multi_match": {
@@ -241,6 +257,7 @@ class ElasticSearchIndex:
                     }
                 )
             else:
+                in_title.append({"match_phrase": {"title": {"query": term.text, "boost": TITLE_BOOST}}})
                 must.append(
                     {
                         "bool": {
@@ -270,7 +287,12 @@ class ElasticSearchIndex:
             if q.max_price_fen is not None:
                 rng["lte"] = q.max_price_fen
             filters.append({"range": {"price_fen": rng}})
-        return {"bool": {"must": must or [{"match_all": {}}], "filter": filters}}
+        query: dict[str, Any] = {"must": must or [{"match_all": {}}], "filter": filters}
+        if (
+            len(terms) > 1
+        ):  # every term in the title: scored once more (optional; the must clauses decide the hits)
+            query["should"] = [{"bool": {"must": in_title}}]
+        return {"bool": query}
 
     def search(self, q: SearchQuery) -> SearchResult:
         if q.q.strip() and not text.parse_query(q.q):
@@ -284,24 +306,20 @@ class ElasticSearchIndex:
             "price_asc": [{"price_fen": "asc"}, {"published_at": "desc"}, {"listing_id": "asc"}],
             "price_desc": [{"price_fen": "desc"}, {"published_at": "desc"}, {"listing_id": "asc"}],
         }[q.sort]
-        res = self.client.search(
-            index=self.alias,
-            query=self._query(q),
-            sort=sort,
-            from_=q.offset,
-            size=q.limit,
-            track_total_hits=True,
-            aggs={f: {"terms": {"field": f, "size": 200}} for f in FACETS},
-            source_includes=[
-                "listing_id",
-                "title",
-                "category",
-                "condition",
-                "city_code",
-                "price_fen",
-                "published_at",
-            ],
-        )
+        body: dict[str, Any] = {
+            "query": self._query(q),
+            "sort": sort,
+            "track_total_hits": True,
+            "aggs": {f: {"terms": {"field": f, "size": 200}} for f in FACETS},
+        }
+        source = ["listing_id", "title", "category", "condition", "city_code", "price_fen", "published_at"]
+        if q.offset + q.limit <= MAX_RESULT_WINDOW:
+            res = self.client.search(
+                index=self.alias, from_=q.offset, size=q.limit, source_includes=source, **body
+            )
+            page = res["hits"]["hits"]
+        else:
+            res, page = self._deep_window(body, source, q.offset, q.limit)
         hits = [
             SearchHit(
                 listing_id=h["_source"]["listing_id"],
@@ -313,9 +331,36 @@ class ElasticSearchIndex:
                 published_at=datetime.fromisoformat(h["_source"]["published_at"]),
                 score=h.get("_score") if ranked else None,
             )
-            for h in res["hits"]["hits"]
+            for h in page
         ]
         facets = {
             f: {b["key"]: int(b["doc_count"]) for b in res["aggregations"][f]["buckets"]} for f in FACETS
         }
         return SearchResult(hits, int(res["hits"]["total"]["value"]), facets)
+
+    def _deep_window(
+        self, body: dict[str, Any], source: list[str], offset: int, limit: int
+    ) -> tuple[Any, list[dict[str, Any]]]:
+        """Hits offset..offset+limit past max_result_window: search_after from the top, in pages of up to 10,000
+        (the first reply also brings the total and the facets)."""
+        first: Any = None
+        after: list[Any] | None = None
+        skip, page = offset, []
+        while len(page) < limit:
+            size = min(MAX_RESULT_WINDOW, skip + limit - len(page))
+            extra: dict[str, Any] = {"search_after": after} if after is not None else {}
+            part = self.client.search(
+                index=self.alias,
+                size=size,
+                source_includes=source,
+                **(body if first is None else {k: v for k, v in body.items() if k != "aggs"}),
+                **extra,
+            )
+            first = first if first is not None else part
+            got = part["hits"]["hits"]
+            page.extend(got[skip:])
+            skip = max(0, skip - len(got))
+            if len(got) < size:
+                break
+            after = got[-1]["sort"]
+        return first, page[:limit]
