@@ -123,6 +123,8 @@ def build_openapi(
                 "description": "OK",
                 "content": {"application/json": {"schema": {}}},
             }
+        for status in r.also:
+            op["responses"][str(status)] = op["responses"][str(r.status)]
         errors = {400, 401, 429, 500} | set(r.extra_statuses)
         if r.policy.kind != PUBLIC:
             errors.add(403)
@@ -136,7 +138,7 @@ def build_openapi(
             )  # a well-formed query can still break a rule (e.g. a date outside the rules in force)
         if r.body is not None:
             errors |= {413, 415}
-        for status in sorted(errors - {r.status}):
+        for status in sorted(errors - {r.status, *r.also}):
             op["responses"][str(status)] = _problem()
         if r.policy.kind != PUBLIC:
             op["security"] = [{"bearer": []}]

@@ -161,6 +161,8 @@ class RouteDef:
     not_owned: str | None = None  # or: why the record a path parameter names is nobody's in particular
     example: dict[str, Any] | None = None  # a valid body (the OpenAPI example; the probes send it)
     query_example: dict[str, str] | None = None  # valid query parameters, likewise
+    # other success statuses with the same reply body (200 when a POST finds what it would create already there)
+    also: tuple[int, ...] = ()
 
     @property
     def operation_id(self) -> str:
@@ -192,6 +194,7 @@ class Router:
         not_owned: str | None = None,
         example: dict[str, Any] | None = None,
         query_example: dict[str, str] | None = None,
+        also: tuple[int, ...] = (),
     ) -> Callable[[Handler], Handler]:
         """Declare a route. Besides who may call it (exactly one of public / authenticated / roles), a route whose
         path has a parameter says whose record that is (docs/security.md, "Declaring a route"):
@@ -204,7 +207,8 @@ class Router:
 
         `example` / `query_example`: a valid body / valid query parameters (required with `owner` when the route
         takes a body / required query parameters: the probes must get past validation to reach the ownership
-        check). `budgets`: see `Budget`.
+        check). `budgets`: see `Budget`. `also`: other success statuses the handler answers with the route's
+        reply body (`Reply(out, 200)` for a repeat of a 201), so the OpenAPI document lists them.
         """
         # Every route declares who may call it; there is no default (the authorization matrix relies on it).
         if sum((bool(public), bool(roles), bool(authenticated))) != 1:
@@ -243,6 +247,7 @@ class Router:
                     not_owned,
                     example,
                     query_example,
+                    also,
                 )
             )
             return fn

@@ -264,3 +264,7 @@ class BadSignature(DomainError):
     status = 400
     slug = "bad-webhook-signature"
     title = "Webhook signature rejected"
+
+    def __init__(self, detail: str, field: str = "Stripe-Signature"):
+        # names what was wrong, as every 400 does: the signature header, or the signed `body` itself
+        super().__init__(detail, errors=[{"field": field, "message": detail}])

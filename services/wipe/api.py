@@ -197,6 +197,7 @@ async def revoke_tool(ctx: Ctx) -> Any:
     body=ReportIn,
     response=CertificateIssuedOut,
     status=201,
+    also=(200,),
     errors=(400, 422),
 )
 async def submit_report(ctx: Ctx) -> Any:
@@ -263,6 +264,7 @@ def _public_base(request: web.Request) -> str:
     body=ReportIn,
     response=SecondaryOut,
     status=201,
+    also=(200,),
     errors=(400, 404, 422),
     not_owned="any erasure operator verifies with a different tool",
 )
@@ -327,6 +329,7 @@ async def certificate_evidence(ctx: Ctx) -> Any:
     body=BlocklistIn,
     response=BlocklistOut,
     status=201,
+    also=(200,),
     errors=(400,),
 )
 async def blocklist_device(ctx: Ctx) -> Any:

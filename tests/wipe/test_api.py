@@ -340,3 +340,18 @@ async def test_a_laptop_with_two_drives_needs_both_erased(aiohttp_client, sqlite
     assert [m["type"] for m in view["media"]] == ["nvme", "hdd"] and view[
         "secondary_verification"
     ] == "not_drawn"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/wipe/reports", "/v1/wipe/certificates/{id}/secondary", "/v1/admin/devices/blocklist"],
+)
+def test_the_openapi_document_lists_the_200_of_a_repeat(path: str) -> None:
+    """These POSTs answer 201 the first time and 200 with the same body for the same report / IMEI again
+    (schemathesis found the 200 of the blocklist undocumented): the document lists both, with the same schema."""
+    from gateway.app import SYSTEM_ROUTES, VERSION, all_routes
+    from gateway.openapi import build_openapi
+
+    responses = build_openapi(all_routes(), SYSTEM_ROUTES, "t", VERSION)["paths"][path]["post"]["responses"]
+    assert responses["200"] == responses["201"]
+    assert "application/json" in responses["200"]["content"]

@@ -423,10 +423,10 @@ class StripeProvider:
         except stripe.SignatureVerificationError as exc:
             raise BadSignature(f"webhook signature rejected: {exc.user_message or exc}") from None
         except ValueError:
-            raise BadSignature("webhook payload is not valid JSON") from None
+            raise BadSignature("webhook payload is not valid JSON", "body") from None
         event = json.loads(payload)
         if not isinstance(event, dict) or "id" not in event or "type" not in event:
-            raise BadSignature("webhook payload is not a Stripe event")
+            raise BadSignature("webhook payload is not a Stripe event", "body")
         return event
 
     def pull_events(self, limit: int = 100) -> list[Mapping[str, Any]]:
