@@ -507,3 +507,127 @@ def whole_trading_flow(base: str, *, lot_runs_s: float = 8.0) -> dict:
         "reconciles": True,
     }
     return {"lot_id": lot, "trade_id": trade, "pickup_id": pid, "firms": firms}
+
+
+def readme_wipe_to_phone_listing_flow(base: str, admin_phone: str) -> None:
+    """The README's data-wipe walk-through, then its phone listing: the admin registers an erasure tool's Ed25519
+    key and gives an operator the role; the operator submits the tool's signed report (the same report again:
+    the same certificate); anyone reads the certificate, masked, and its page; a seller's phone listing without a
+    certificate for its IMEI stays a draft, with one it publishes and a two-character query finds it."""
+    import base64
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    n = [0]
+
+    def call(
+        method: str, path: str, token: str | None = None, body: dict | None = None, status: int = 200
+    ) -> dict:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if method == "POST":
+            n[0] += 1
+            got = http_post(base + path, body or {}, headers | {"Idempotency-Key": f"wipe-{n[0]}"})
+        else:
+            got = http_get(base + path, headers)
+        assert got[0] == status, (method, path, got)
+        return got[1]
+
+    def login(phone: str) -> dict:
+        otp = call("POST", "/v1/auth/otp", body={"phone": phone}, status=202)
+        return call("POST", "/v1/auth/token", body={"phone": phone, "code": otp["dev_code"]})
+
+    admin = login(admin_phone)["access_token"]
+    key = Ed25519PrivateKey.generate()
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    tool = call(
+        "POST",
+        "/v1/wipe/tools",
+        admin,
+        {"name": "擦除站 1", "public_key": base64.b64encode(raw).decode()},
+        201,
+    )
+    operator_id = login("13700007777")["user_id"]
+    call("POST", f"/v1/admin/users/{operator_id}/roles", admin, {"roles": ["erasure_operator"]})
+    operator = login("13700007777")["access_token"]  # a fresh token carries the role
+    imei = "868912345678905"
+    report = json.dumps(
+        {
+            "schema": "wipe-report/1",
+            "report_id": "demo-1",
+            "created_at": datetime.now(UTC).isoformat(),
+            "activation_lock": "off",
+            "device": {"kind": "phone", "make": "Huawei", "model": "Mate 40", "imei": imei},
+            "media": [
+                {
+                    "type": "ufs",
+                    "serial": "UFS0001",
+                    "capacity_bytes": 128000000000,
+                    "bytes_erased": 128000000000,
+                    "hidden_areas": "not_supported",
+                    "method": "crypto_erase",
+                    "passes": 1,
+                    "random_passes": 0,
+                    "erase_result": "passed",
+                    "verification": {"mode": "full", "result": "passed"},
+                }
+            ],
+        }
+    )
+    submission = {
+        "tool_id": tool["id"],
+        "format": "json",
+        "report": report,
+        "signature": base64.b64encode(key.sign(report.encode())).decode(),
+    }
+    seller = login("13600008888")["access_token"]
+    phone = {
+        "title": "华为 Mate 40 手机 128G 九成新",
+        "description": "已做数据清除",
+        "category": "electronics.phone",
+        "condition": "good",
+        "price_fen": 150000,
+        "city_code": "110105",
+        "device": {"kind": "phone", "imei": imei},
+    }
+    early = call("POST", "/v1/listings", seller, phone, status=201)
+    refused = call("POST", f"/v1/listings/{early['id']}/publish", seller, status=422)
+    assert refused["reason"] == "wipe_certificate_required", refused
+
+    cert = call("POST", "/v1/wipe/reports", operator, submission, status=201)
+    assert cert["status"] == "verified" and cert["certificate_id"].startswith("wc_")
+    assert (
+        call("POST", "/v1/wipe/reports", operator, submission) == cert
+    )  # the same report: the same certificate
+    view = call("GET", f"/v1/wipe/certificates/{cert['certificate_id']}")
+    assert view["valid"] is True and view["device"]["imei_masked"] == "868********8905"
+    assert imei not in json.dumps(view)
+    with urllib.request.urlopen(
+        f"{base}/v1/wipe/certificates/{cert['certificate_id']}/page", timeout=10
+    ) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
+
+    # listings learns of the certificate from wipe's event: the phone publishes once it has
+    listing = call("POST", "/v1/listings", seller, phone, status=201)
+    published: list = []
+
+    def publish() -> bool:
+        n[0] += 1
+        published[:] = [
+            http_post(
+                f"{base}/v1/listings/{listing['id']}/publish",
+                {},
+                {"Authorization": f"Bearer {seller}", "Idempotency-Key": f"wipe-{n[0]}"},
+            )
+        ]
+        return published[0][0] == 200
+
+    assert wait_until(publish, 30, 0.2), published
+    assert published[0][1]["status"] == "published"
+
+    def found() -> bool:
+        got = http_get(base + "/v1/listings/search?q=" + urllib.parse.quote("手机"))[1]
+        return listing["id"] in [i["id"] for i in got.get("items", [])]
+
+    assert wait_until(found, 30, 0.1)

@@ -19,6 +19,7 @@ from tests.e2e.flow import (
     embedded_run,
     http_get,
     http_post,
+    readme_wipe_to_phone_listing_flow,
     whole_pickup_flow,
     whole_second_hand_flow,
     whole_trading_flow,
@@ -68,6 +69,12 @@ def test_whole_second_hand_flow_on_the_embedded_run(embedded):
     """A seller lists, a buyer finds it with a two-character query, pays in the sandbox (escrow), receives and
     reviews, and the seller is paid: listings ↔ payments over the embedded log, the indexer in the background."""
     whole_second_hand_flow(embedded["gateway"])
+
+
+def test_readme_wipe_walkthrough_and_a_phone_listing_on_the_embedded_run(embedded):
+    """The README's data-wipe walk-through (tool, operator, signed report, public certificate) and its phone
+    listing, published on that certificate: wipe → listings over the embedded log."""
+    readme_wipe_to_phone_listing_flow(embedded["gateway"], "13900000001")
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ async def walkthrough(aiohttp_client, settings: Settings) -> None:
     admin, resident = await login(ADMIN), await login(RESIDENT)
     firms = {}
     for phone, name, uscc, city in (
-        (A_OWNER, "绿色再生资源回收有限公司", "91350100M000100Y43", "110105"),
+        (A_OWNER, "城东再生资源回收有限公司", "91110105MA00000012", "110105"),
         (B_OWNER, "华北钢铁炉料有限公司", "91130200MA00000017", "130203"),
     ):
         firm = await call(
