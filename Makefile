@@ -33,8 +33,10 @@ browser:
 run: install
 	$(BIN)/recycle run
 
+# two workers (pytest-xdist): the tests that start platforms as processes (tests/fault, tests/e2e) share one of them
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The fault suite at full length: 100 SIGKILLs on the embedded run and on run-dist; 45 s outages of PostgreSQL and
 # of the broker (frozen, then killed and started again 5 times); a 10-minute soak (make test: 10 and 6 kills, 6 s

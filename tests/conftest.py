@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -119,3 +119,49 @@ def localstripe(tmp_path_factory):  # noqa: ANN001, ANN201
 
     with run_localstripe(tmp_path_factory.mktemp("localstripe")) as ls:
         yield ls
+
+
+# Under `make test` (pytest-xdist, two workers) the tests that start whole platforms as processes run one after another
+# on one worker: two of them at once on a two-core machine would only make both slower and their time-outs tighter.
+_PROCESS_SUITES = ("tests/fault/", "tests/e2e/")
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    for item in items:
+        label = getattr(item, "operation_label", None)
+        if label and not item.nodeid.endswith("]"):
+            # schemathesis's tests of each operation all get one node id under pytest 9 (it builds ids from the
+            # function's name and its parameters; schemathesis passes neither): pytest-xdist, which schedules by
+            # node id, would run one of them only. Give each its operation, as pytest 8 did.
+            item._id = item._id.with_params(label)
+        if item.nodeid.startswith(_PROCESS_SUITES):
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
+@pytest.fixture
+def show_figures(request, capsys) -> Callable[[str], None]:  # noqa: ANN001
+    """Report a measured figure (counts, timings): printed at once when run alone, and in the run's summary
+    ("measured figures"), which also works under pytest-xdist, where a worker's output is not shown."""
+
+    def show(line: str) -> None:
+        request.node.user_properties.append(("figures", line))
+        if not hasattr(request.config, "workerinput"):
+            with capsys.disabled():
+                print(line)
+
+    return show
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+    lines = [
+        (rep.nodeid, value)
+        for key in ("passed", "failed")
+        for rep in terminalreporter.stats.get(key, [])
+        if rep.when == "call"
+        for name, value in getattr(rep, "user_properties", [])
+        if name == "figures"
+    ]
+    if lines:
+        terminalreporter.section("measured figures")
+        for nodeid, value in lines:
+            terminalreporter.write_line(f"{nodeid}: {value.strip()}")

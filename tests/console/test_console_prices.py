@@ -43,6 +43,8 @@ def test_signing_in_with_the_keyboard_alone(page) -> None:
     assert active(page) == "button:登录"
     page.keyboard.press("Enter")
     page.get_by_role("button", name="退出").wait_for()
+    # the home page has loaded (it then takes the focus to its heading, as a screen reader expects)
+    page.locator("#main h1").wait_for()
     # the navigation offers what the roles allow, by keyboard too
     assert "价格指数" in page.get_by_role("navigation", name="主导航").get_by_role("link").all_inner_texts()
     page.get_by_role("link", name="价格指数").focus()

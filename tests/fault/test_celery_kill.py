@@ -87,7 +87,9 @@ def load_status(db_file, export_id: str) -> tuple[str, int]:  # noqa: ANN001
         return c.execute("SELECT status, rows_done FROM exports WHERE id = ?", (export_id,)).fetchone()
 
 
-def test_an_export_whose_worker_is_killed_mid_task_is_run_again_by_the_platform(sqlite_settings, tmp_path):
+def test_an_export_whose_worker_is_killed_mid_task_is_run_again_by_the_platform(
+    sqlite_settings, tmp_path, show_figures
+):
     platform = platform_for(sqlite_settings, export_runner="celery", export_stalled_s=STALLED_S)
     nov = date(2026, 11, 10)
     publish(platform, *issuer_events("fm_a"), *seller_events(sqlite_settings, "u_1"))
@@ -125,7 +127,7 @@ def test_an_export_whose_worker_is_killed_mid_task_is_run_again_by_the_platform(
     out = sqlite_settings.data_dir / "exports" / "invoicing" / f"{job['id']}.csv"
     assert len([r for r in read_csv(out) if r["row_type"] == "invoice"]) == INVOICES
     assert "sending it again" in log.read_text()
-    print(
-        f"\nCelery worker killed mid-export at {at_kill}; the next worker's beat sent it again: {INVOICES} rows"
+    show_figures(
+        f"Celery worker killed mid-export at {at_kill}; the next worker's beat sent it again: {INVOICES} rows"
     )
     platform.stop()

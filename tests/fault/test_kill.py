@@ -62,7 +62,7 @@ def embedded_env(tmp, port: int) -> dict[str, str]:  # noqa: ANN001 - a Path
     return env
 
 
-def test_sigkilling_the_event_processes_loses_nothing_and_does_nothing_twice(tmp_path, capsys):
+def test_sigkilling_the_event_processes_loses_nothing_and_does_nothing_twice(tmp_path, show_figures):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "platform.log"
@@ -112,9 +112,8 @@ def test_sigkilling_the_event_processes_loses_nothing_and_does_nothing_twice(tmp
         assert unfinished == {}, (unfinished, log_tail(log))
         assert proc.poll() is None, "the platform stopped"
         counts = check_accounting(sqlite_accounting(data, pids), pids)
-    with capsys.disabled():
-        print(
-            f"\nkill test (embedded): {len(killer.made)} SIGKILLs of the background process in {t1 - t0:.0f}s "
-            f"under load; all settled {caught_up_s:.0f}s later; {counts}"
-        )
+    show_figures(
+        f"kill test (embedded): {len(killer.made)} SIGKILLs of the background process in {t1 - t0:.0f}s "
+        f"under load; all settled {caught_up_s:.0f}s later; {counts}"
+    )
     assert len(killer.made) == KILLS

@@ -49,7 +49,7 @@ RATE = float(os.environ.get("FAULT_DIST_RATE", "2"))  # pickups started a second
 
 
 def test_sigkilling_service_processes_of_run_dist_loses_nothing_and_does_nothing_twice(
-    tmp_path, pg_url, redis_url, capsys
+    tmp_path, pg_url, redis_url, show_figures
 ):
     prefix = unique_prefix()
     log = tmp_path / "platform.log"
@@ -116,12 +116,11 @@ def test_sigkilling_service_processes_of_run_dist_loses_nothing_and_does_nothing
         assert proc.poll() is None, "run-dist stopped"
         by_status = bookings(pg_url, prefix)
     killed = Counter(names.get(pid, "?") for _, pid in killer.made)
-    with capsys.disabled():
-        print(
-            f"\nkill test (run-dist): up in {started_s:.0f}s; {len(killer.made)} SIGKILLs of service processes in "
-            f"{t1 - t0:.0f}s under load ({dict(sorted(killed.items()))}); {api.retried} calls tried again, "
-            f"{api.lost_bookings} bookings whose reply was lost for good; all "
-            f"settled {caught_up_s:.0f}s later; {counts}; bookings by status {by_status}"
-        )
+    show_figures(
+        f"kill test (run-dist): up in {started_s:.0f}s; {len(killer.made)} SIGKILLs of service processes in "
+        f"{t1 - t0:.0f}s under load ({dict(sorted(killed.items()))}); {api.retried} calls tried again, "
+        f"{api.lost_bookings} bookings whose reply was lost for good; all "
+        f"settled {caught_up_s:.0f}s later; {counts}; bookings by status {by_status}"
+    )
     assert len(killer.made) == KILLS
     assert len(killed) > 1 or KILLS < 3, "the killer hit one kind of service only"

@@ -102,7 +102,7 @@ def _paid(view: dict) -> bool:
 
 
 @pytest.mark.postgres
-def test_a_postgres_restart_mid_stream_loses_nothing(tmp_path, pg_url, capsys):
+def test_a_postgres_restart_mid_stream_loses_nothing(tmp_path, pg_url, show_figures):
     pg = PrivatePostgres()
     try:
         pg.start()
@@ -128,8 +128,7 @@ def test_a_postgres_restart_mid_stream_loses_nothing(tmp_path, pg_url, capsys):
         parked = _dblog_parked(pg_url, prefix)
     finally:
         pg.close()
-    with capsys.disabled():
-        print(f"\noutage (PostgreSQL restart): {figures}; {counts}; parked {parked}")
+    show_figures(f"outage (PostgreSQL restart): {figures}; {counts}; parked {parked}")
     assert parked == 0
 
 
@@ -145,7 +144,7 @@ def _dblog_parked(url: str, prefix: str) -> int:
 
 
 @pytest.mark.kafka
-def test_a_broker_outage_mid_stream_loses_nothing(tmp_path, capsys):
+def test_a_broker_outage_mid_stream_loses_nothing(tmp_path, show_figures):
     """The broker keeps its log in an S3 store the test owns, so it can really stop: frozen (SIGSTOP: every
     connection hangs, as in a network partition) and resumed; then SIGKILLed and, after a while, started again
     on the same port on the same log."""
@@ -197,10 +196,9 @@ def test_a_broker_outage_mid_stream_loses_nothing(tmp_path, capsys):
         finally:
             for b in brokers:
                 b.stop()
-    with capsys.disabled():
-        print(
-            f"\noutage (broker frozen, then killed and started again): {figures}; {counts}; parked {parked}"
-        )
+    show_figures(
+        f"outage (broker frozen, then killed and started again): {figures}; {counts}; parked {parked}"
+    )
     assert parked == 0
 
 

@@ -45,7 +45,7 @@ def _role(args: str) -> str:
     return args[:30]
 
 
-def test_soak_no_errors_flat_memory_bounded_lag(tmp_path, capsys):
+def test_soak_no_errors_flat_memory_bounded_lag(tmp_path, show_figures):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "platform.log"
@@ -81,16 +81,15 @@ def test_soak_no_errors_flat_memory_bounded_lag(tmp_path, capsys):
         views = settled_everywhere(api, actors, pids, timeout_s=180)
         drained = sqlite_event_backlog(data)
         counts = check_accounting(sqlite_accounting(data, pids), pids)
-    with capsys.disabled():
-        print(
-            f"\nsoak (embedded, {elapsed:.0f}s, {len(pids) / elapsed:.1f} settled pickups/s through the API, "
-            f"paced at {RATE}/s):"
+    show_figures(
+        f"soak (embedded, {elapsed:.0f}s, {len(pids) / elapsed:.1f} settled pickups/s through the API, "
+        f"paced at {RATE}/s):"
+    )
+    for s in samples:
+        show_figures(
+            f"  t={s['t']:>4}s pickups={s['pickups']:>6} event backlog={s['backlog']:>5} RSS MiB {s['rss_mib']}"
         )
-        for s in samples:
-            print(
-                f"  t={s['t']:>4}s pickups={s['pickups']:>6} event backlog={s['backlog']:>5} RSS MiB {s['rss_mib']}"
-            )
-        print(f"  after the load: backlog {drained}; {counts}; request errors {len(api.errors)}")
+    show_figures(f"  after the load: backlog {drained}; {counts}; request errors {len(api.errors)}")
     assert not failures, failures
     assert api.errors == []
     assert all(_final(v) for v in views.values())
