@@ -184,7 +184,10 @@ class PayoutRequested(Event):
     topic = "payments.payout"
     key_field = "payout_id"
     source = "/booking"
-    doc = "A service asks payments to pay a person or firm (e.g. a resident for a settled pickup, net of withheld tax)."
+    doc = (
+        "A service asks payments to pay a person or firm (e.g. a resident for a settled pickup, net of withheld tax). "
+        "Asked again for a payout id it holds, payments pays nothing twice and announces the payout's outcome again."
+    )
     payout_id: str
     payee_user_id: str
     amount_fen: int
@@ -202,6 +205,10 @@ class PayoutPaid(Event):
     topic = "payments.payout"
     key_field = "payout_id"
     source = "/payments"
+    doc = (
+        "The payout was paid (or credited to the payee's wallet). Its event id is derived from the payout id: "
+        "announced again when the payout is requested again, it is the same event to consumers' inboxes."
+    )
     payout_id: str
     reference_id: str
     amount_fen: int
@@ -217,7 +224,10 @@ class PayoutFailed(Event):
     topic = "payments.payout"
     key_field = "payout_id"
     source = "/payments"
-    doc = "The payout failed or was returned; the ledger entries were reversed. The requester may retry with a new id."
+    doc = (
+        "The payout failed or was returned; the ledger entries were reversed. The requester may retry with a new "
+        "id. Its event id is derived from the payout id, as payout.paid's."
+    )
     payout_id: str
     reference_id: str
     amount_fen: int

@@ -132,6 +132,22 @@ def drop_idempotency_keys() -> None:
     op.drop_table("idempotency_keys")
 
 
+def add_idempotency_made() -> None:
+    """`idempotency_keys.made`: what a keyed request made, its lost reply rebuilt from it. Frozen."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("made", sa.String(length=200), nullable=True))
+
+
+def drop_idempotency_made() -> None:
+    from alembic import op
+
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.drop_column("made")
+
+
 def _leave_kernel_tables_to_the_helper(context: Any, revision: Any, directives: list[Any]) -> None:
     """Autogenerating a service's first migration: the kernel's tables come from the helpers above (written by
     the template), so their operations are dropped from what autogenerate found."""

@@ -273,6 +273,11 @@ async def create_listing(ctx: Ctx) -> Any:
     return await ctx.run(handlers.create_listing, ctx.runtime, ctx.user.user_id, body.model_dump())
 
 
+@router.replay_of(create_listing)
+async def create_listing_replayed(ctx: Ctx, made: str) -> Any:
+    return await ctx.run(handlers.listing_created, ctx.runtime, ctx.user.user_id, made)
+
+
 @router.get("/v1/listings", authenticated=True, query=ListQuery, response=ListingList)
 async def my_listings(ctx: Ctx) -> dict[str, Any]:
     """The signed-in seller's listings, newest first."""
@@ -427,6 +432,11 @@ async def create_order(ctx: Ctx) -> Any:
     return Reply(out, 201)
 
 
+@router.replay_of(create_order)
+async def create_order_replayed(ctx: Ctx, made: str) -> Any:
+    return Reply(await ctx.run(orders.get_order, ctx.runtime, ctx.user, made), 201)
+
+
 @router.get("/v1/orders", authenticated=True, query=OrdersQuery, response=OrderList)
 async def my_orders(ctx: Ctx) -> dict[str, Any]:
     """The signed-in user's orders as buyer (default) or seller, newest first."""
@@ -500,6 +510,11 @@ async def review_order(ctx: Ctx) -> Any:
         orders.review_order, ctx.runtime, ctx.user, ctx.params["id"], body.rating, body.comment
     )
     return Reply(out, 201)
+
+
+@router.replay_of(review_order)
+async def review_order_replayed(ctx: Ctx, made: str) -> Any:
+    return Reply(await ctx.run(orders.reviewed, ctx.runtime, ctx.user, ctx.params["id"], made), 201)
 
 
 @router.get(

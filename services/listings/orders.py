@@ -41,6 +41,7 @@ from services.contracts.payments import (
     HoldRefunded,
     HoldRequested,
 )
+from services.kernel import idempotency
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork, retry_on_conflict
 from services.kernel.errors import Conflict, Forbidden, NotFound
@@ -72,7 +73,7 @@ def create_order(rt: ServiceRuntime, buyer_id: str, listing_id: str) -> dict[str
                 raise NotFound(f"no listing with id {listing_id}")
             refuse(not_own_listing(buyer_id, row.seller_id))
             now = datetime.now(UTC)
-            order_id = new_id("od")
+            order_id = idempotency.made(new_id("od"))
             res = sess.execute(
                 update(listings)
                 .where(listings.c.id == row.id, listings.c.status == m.PUBLISHED)
@@ -336,6 +337,7 @@ def review_order(
                 comment=comment,
                 created_at=datetime.now(UTC),
             )
+            idempotency.made(role)
             uow.session.execute(reviews.insert().values(**values))
             return values
 
@@ -343,6 +345,22 @@ def review_order(
         return retry_on_conflict(work)
     except IntegrityError:
         raise Conflict("this order has already been reviewed by you", current_state="reviewed") from None
+
+
+def reviewed(rt: ServiceRuntime, user: Principal, order_id: str, role: str) -> dict[str, Any]:
+    """`review_order`'s reply for the review it recorded (its reply lost after the commit)."""
+    with rt.db.session(readonly=True) as s:
+        row = s.execute(
+            select(reviews).where(
+                reviews.c.order_id == order_id,
+                reviews.c.author_role == role,
+                reviews.c.author_id == user.user_id,
+            )
+        ).first()
+    if row is None:
+        raise NotFound(f"no review of yours for order {order_id}")
+    keys = ("order_id", "author_role", "author_id", "subject_id", "rating", "comment", "created_at")
+    return {k: row._mapping[k] for k in keys}
 
 
 def reputation(rt: ServiceRuntime, user_id: str) -> dict[str, Any]:

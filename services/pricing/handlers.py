@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
+
+from services.kernel import idempotency
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork
-from services.kernel.errors import Forbidden, RuleViolated, ValidationFailed
+from services.kernel.errors import Forbidden, NotFound, RuleViolated, ValidationFailed
 from services.kernel.ids import new_id
+from services.kernel.money import qty_str
 from services.kernel.runtime import ServiceRuntime
 from services.kernel.taxonomy import categories
 
@@ -31,6 +36,7 @@ from .domain.observations import (
 )
 from .intake import record_observations
 from .settings import settings_of
+from .store import observations
 
 # --------------------------------------------------------------------------------------------- intake
 
@@ -88,7 +94,37 @@ def record_firm_observation(
     )
     with UnitOfWork(rt.db) as uow:
         (recorded,) = record_observations(uow, [draft], methodology=m, now=now)
+        idempotency.made(str(recorded.id))
     return recorded.view()
+
+
+def firm_observation_made(
+    rt: ServiceRuntime, user: Principal, observation_id: str, body: RecordObservation
+) -> dict[str, Any]:
+    """`record_firm_observation`'s reply for the input it recorded (its reply lost after the commit)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        o = uow.session.execute(
+            select(observations).where(
+                observations.c.id == int(observation_id),
+                observations.c.source == SOURCE_API,
+                observations.c.source_ref == user.user_id,
+            )
+        ).first()
+    if o is None:
+        raise NotFound(f"no observation of yours with id {observation_id}")
+    return dict(
+        id=o.id,
+        category=o.category,
+        city_code=o.city_code,
+        unit_price_fen=o.unit_price_fen,
+        qty=qty_str(Decimal(o.qty_milli) / 1000),
+        kind=o.kind,
+        tier=o.tier,
+        related_party=o.related_party,
+        observed_at=o.observed_at.astimezone(body.observed_at.tzinfo),  # stored in UTC; reported as sent
+        day=o.day,
+        recorded_at=o.received_at,
+    )
 
 
 # --------------------------------------------------------------------------------------------- computing
