@@ -914,7 +914,10 @@ def _compute_day(
 
 
 def _computed(s: Session, day: date) -> bool:
-    return s.execute(select(computation_runs.c.id).where(computation_runs.c.day == day).limit(1)).first() is not None
+    return (
+        s.execute(select(computation_runs.c.id).where(computation_runs.c.day == day).limit(1)).first()
+        is not None
+    )
 
 
 def due_days(

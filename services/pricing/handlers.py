@@ -23,13 +23,13 @@ from .domain.commands import (
     ValueParams,
 )
 from .domain.methodology import load_methodology
-from .domain.publication import latest_published_day
 from .domain.observations import (
     SOURCE_API,
     ObservationDraft,
     firm_report_is_self_dealing,
     tier_for_firm_report,
 )
+from .domain.publication import latest_published_day
 from .intake import record_observations
 from .settings import settings_of
 
@@ -120,7 +120,9 @@ def _summary(o: DayOutcome, trigger: str) -> dict[str, Any]:
     return {k: v for k, v in o.view().items() if k not in ("series", "notices")} | {"trigger": trigger}
 
 
-def catch_up(rt: ServiceRuntime, now: datetime | None = None, before: date | None = None) -> list[dict[str, Any]]:
+def catch_up(
+    rt: ServiceRuntime, now: datetime | None = None, before: date | None = None
+) -> list[dict[str, Any]]:
     """The catch-up timer: compute every day published within `PRICING_CATCHUP_DAYS` that has no computation
     (its worker died or was down at the publication time), oldest first; with `before`, only days before it.
     A day another worker computes meanwhile is skipped, never computed twice."""

@@ -56,9 +56,7 @@ def test_the_catch_up_owes_exactly_the_uncomputed_published_days_of_the_horizon(
     window = [latest - timedelta(days=n) for n in range(-3, 45)]
     computed = set(data.draw(st.lists(st.sampled_from(window), max_size=30), "computed"))
 
-    days = days_to_catch_up(
-        now, spec, effective_from=effective_from, horizon_days=horizon, computed=computed
-    )
+    days = days_to_catch_up(now, spec, effective_from=effective_from, horizon_days=horizon, computed=computed)
 
     expected = {
         latest - timedelta(days=n) for n in range(horizon) if latest - timedelta(days=n) >= effective_from
