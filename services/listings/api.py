@@ -375,6 +375,7 @@ class OrderOut(BaseModel):
     created_at: datetime
     expires_at: datetime
     paid_at: datetime | None
+    ship_by: datetime | None = None
     shipped_at: datetime | None
     completed_at: datetime | None
 
@@ -463,7 +464,7 @@ async def get_order(ctx: Ctx) -> dict[str, Any]:
     example={"carrier": "顺丰", "tracking_no": "SF1234567890"},
 )
 async def ship_order(ctx: Ctx) -> dict[str, Any]:
-    """The seller has shipped a paid order."""
+    """The seller has shipped a paid order (by its `ship_by`): the buyer's money is captured into escrow."""
     body: ShipIn = ctx.body
     out = await ctx.run(
         orders.ship_order, ctx.runtime, ctx.user, ctx.params["id"], body.carrier, body.tracking_no
@@ -488,7 +489,8 @@ async def confirm_receipt(ctx: Ctx) -> dict[str, Any]:
     "/v1/orders/{id}/cancel", authenticated=True, response=StatusOut, errors=(403, 404, 409), owner="order"
 )
 async def cancel_order(ctx: Ctx) -> dict[str, Any]:
-    """Cancel before shipping (buyer or seller): the hold is released, or refunded in full."""
+    """Cancel before shipping (buyer, seller or admin): the hold is released in full. After shipping the seller
+    (taking the item back) or an admin (a dispute decided for the buyer) refunds the escrow in full."""
     out = await ctx.run(orders.cancel_order, ctx.runtime, ctx.user, ctx.params["id"])
     return {"id": out["id"], "status": out["status"]}
 

@@ -78,6 +78,10 @@ K_WITHDRAWAL_FAILED = "withdrawal_failed"
 K_WITHDRAWAL_RETURNED = "withdrawal_returned"
 
 
+# the reason recorded on a hold the provider cancelled without us (an authorisation that lapsed)
+PROVIDER_CANCELLED = "cancelled by the provider"
+
+
 def _reused(command_id: str, what: str) -> RuleViolated:
     return RuleViolated(
         f"command id {command_id!r} was already used for {what}",
@@ -273,6 +277,15 @@ class Payments:
         )
         self._record_capture(s, row, snap.captured_fen or amount)
         self._record_command(s, command_id, "capture", hold_id, amount)
+        return self._hold_view(s, self._hold_row(s, hold_id))
+
+    def record_provider_cancelled_in(self, uow: UnitOfWork, *, hold_id: str, reason: str) -> Hold:
+        """The provider let an authorised hold go and we found out by acting on it, before its event came: book it
+        as the event would (which then changes nothing)."""
+        s = uow.session
+        row = self._hold_row(s, hold_id, lock=True)
+        if row.status == HoldStatus.AUTHORISED:
+            self._record_hold_closed(s, row, HoldStatus.CANCELLED, f"{PROVIDER_CANCELLED}: {reason}")
         return self._hold_view(s, self._hold_row(s, hold_id))
 
     def cancel(self, *, command_id: str, hold_id: str) -> Hold:
@@ -1266,7 +1279,7 @@ class Payments:
             return
         if state.status == "cancelled":
             self._record_hold_closed(
-                s, row, HoldStatus.CANCELLED, f"cancelled by the provider: {state.failure_reason}"
+                s, row, HoldStatus.CANCELLED, f"{PROVIDER_CANCELLED}: {state.failure_reason}"
             )
         elif state.status == "captured":
             self._record_capture(s, row, state.amount_fen or int(row.amount_fen), "captured at the provider")

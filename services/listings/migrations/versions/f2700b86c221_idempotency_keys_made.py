@@ -1,14 +1,14 @@
 """idempotency keys: made (a reply lost after the commit is rebuilt from what the request made)
 
 Revision ID: f2700b86c221
-Revises: adc7e41c689c
+Revises: 5b8d2f7c3a91
 Create Date: 2026-12-06 10:00:00.000000
 """
 
 from services.kernel.migrations import add_idempotency_made, drop_idempotency_made
 
 revision = "f2700b86c221"
-down_revision = "adc7e41c689c"
+down_revision = "5b8d2f7c3a91"
 branch_labels = None
 depends_on = None
 
