@@ -2,8 +2,8 @@
 
 Each service has `services/<name>/migrations/` with an `env.py` that calls `run_env`, and versions written by
 `recycle makemigrations <service> -m "..."` (autogenerate against a scratch SQLite at head). A service's first
-migration creates the kernel's tables with `create_outbox_and_inbox()` and `create_idempotency_keys()` (the
-template writes the calls; autogenerate leaves those tables to them).
+migration creates the kernel's tables with `create_outbox_and_inbox()`, `create_idempotency_keys()` and
+`add_idempotency_made()` (the template writes the calls; autogenerate leaves those tables to them).
 """
 
 from __future__ import annotations
