@@ -185,6 +185,11 @@ async def record_consent(ctx: Ctx) -> ConsentOut:
     return ConsentOut(**await ctx.run(handlers.record_consent, ctx.runtime, ctx.user.user_id, ctx.body.kind))
 
 
+@router.replay_of(record_consent)
+async def record_consent_replayed(ctx: Ctx, made: str) -> ConsentOut:
+    return ConsentOut(**await ctx.run(handlers.consent_made, ctx.runtime, ctx.user.user_id, made))
+
+
 # --- models: firms and collectors -----------------------------------------------------------------------
 
 
@@ -283,6 +288,11 @@ async def register_firm(ctx: Ctx) -> FirmOut:
     )
 
 
+@router.replay_of(register_firm)
+async def register_firm_replayed(ctx: Ctx, made: str) -> FirmOut:
+    return FirmOut(**await ctx.run(handlers.get_firm, ctx.runtime, made, ctx.require_owner))
+
+
 @router.get("/v1/firms/{id}", authenticated=True, response=FirmOut, owner="firm")
 async def get_firm(ctx: Ctx) -> FirmOut:
     """A firm's registration (public business data once verified; until then its owner's and admins') and status."""
@@ -314,6 +324,13 @@ async def add_qualification(ctx: Ctx) -> QualificationOut:
     )
 
 
+@router.replay_of(add_qualification)
+async def add_qualification_replayed(ctx: Ctx, made: str) -> QualificationOut:
+    return QualificationOut(
+        **await ctx.run(handlers.qualification_made, ctx.runtime, ctx.params["id"], made, ctx.require_owner)
+    )
+
+
 @router.post(
     "/v1/firms/{id}/accountants",
     authenticated=True,
@@ -329,6 +346,13 @@ async def add_accountant(ctx: Ctx) -> AccountantOut:
         **await ctx.run(
             handlers.add_accountant, ctx.runtime, ctx.params["id"], ctx.body.user_id, ctx.require_owner
         )
+    )
+
+
+@router.replay_of(add_accountant)
+async def add_accountant_replayed(ctx: Ctx, made: str) -> AccountantOut:
+    return AccountantOut(
+        **await ctx.run(handlers.accountant_made, ctx.runtime, ctx.params["id"], made, ctx.require_owner)
     )
 
 
@@ -350,6 +374,11 @@ async def register_collector(ctx: Ctx) -> CollectorOut:
             b.categories,
         )
     )
+
+
+@router.replay_of(register_collector)
+async def register_collector_replayed(ctx: Ctx, made: str) -> CollectorOut:
+    return CollectorOut(**await ctx.run(handlers.collector_made, ctx.runtime, ctx.user.user_id, made))
 
 
 # --- admin ------------------------------------------------------------------------------------------------

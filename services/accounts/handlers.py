@@ -31,7 +31,7 @@ from services.contracts.accounts import (
     QualificationApproved,
     RolesChanged,
 )
-from services.kernel import pii
+from services.kernel import idempotency, pii
 from services.kernel.auth import Principal, TokenPair, issue_tokens, verify_refresh_token
 from services.kernel.checkdigits import validate_id_number, validate_uscc
 from services.kernel.db import UnitOfWork
@@ -567,11 +567,24 @@ def record_consent(rt: ServiceRuntime, user_id: str, kind: str) -> dict[str, Any
             select(consents).where(consents.c.user_id == user_id, consents.c.kind == kind)
         ).first()
         if row is not None:
+            idempotency.made(row.id)
             return dict(id=row.id, kind=row.kind, recorded_at=row.recorded_at)
         cid, at = new_id("cs"), datetime.now(UTC)
+        idempotency.made(cid)
         s.execute(consents.insert().values(id=cid, user_id=user_id, kind=kind, recorded_at=at))
         uow.emit(ConsentRecorded(user_id=user_id, consent_id=cid, kind=kind, recorded_at=at))
     return dict(id=cid, kind=kind, recorded_at=at)
+
+
+def consent_made(rt: ServiceRuntime, user_id: str, consent_id: str) -> dict[str, Any]:
+    """`record_consent`'s reply for a consent it recorded (its reply lost after the commit)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        row = uow.session.execute(
+            select(consents).where(consents.c.id == consent_id, consents.c.user_id == user_id)
+        ).first()
+    if row is None:
+        raise NotFound(f"no consent with id {consent_id}")
+    return dict(id=row.id, kind=row.kind, recorded_at=row.recorded_at)
 
 
 # --- firms ----------------------------------------------------------------------------------------------
@@ -625,6 +638,7 @@ def register_firm(
                     "a firm with this 统一社会信用代码 is already registered", current_state=dup.status
                 )
             fid, at = new_id("fm"), datetime.now(UTC)
+            idempotency.made(fid)
             values = dict(
                 id=fid,
                 owner_user_id=user_id,
@@ -679,6 +693,7 @@ def add_qualification(
                 field="valid_until",
             )
         qid, at = new_id("ql"), datetime.now(UTC)
+        idempotency.made(qid)
         s.execute(
             qualifications.insert().values(
                 id=qid,
@@ -692,6 +707,25 @@ def add_qualification(
         )
     return dict(
         id=qid, status=model.PENDING, firm_id=firm_id, kind=kind, number=number, valid_until=valid_until
+    )
+
+
+def qualification_made(
+    rt: ServiceRuntime, firm_id: str, qualification_id: str, authorize: Authorize
+) -> dict[str, Any]:
+    """`add_qualification`'s reply for the qualification it added (its reply lost after the commit)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        s = uow.session
+        authorize(_firm(s, firm_id).owner_user_id, what="firm")
+        q = s.execute(
+            select(qualifications).where(
+                qualifications.c.id == qualification_id, qualifications.c.firm_id == firm_id
+            )
+        ).first()
+    if q is None:
+        raise NotFound(f"no qualification with id {qualification_id}")
+    return dict(
+        id=q.id, status=q.status, firm_id=firm_id, kind=q.kind, number=q.number, valid_until=q.valid_until
     )
 
 
@@ -719,6 +753,7 @@ def add_accountant(
                 firm_accountants.c.firm_id == firm_id, firm_accountants.c.user_id == accountant_user_id
             )
         ).first()
+        idempotency.made(accountant_user_id)
         if exists is None:
             at = datetime.now(UTC)
             s.execute(
@@ -728,6 +763,23 @@ def add_accountant(
             )
             uow.emit(AccountantAdded(firm_id=firm_id, user_id=accountant_user_id, added_at=at))
             _roles_changed(uow, accountant_user_id, _load_access(s, accountant_user_id))
+    return dict(firm_id=firm_id, user_id=accountant_user_id, role="accountant")
+
+
+def accountant_made(
+    rt: ServiceRuntime, firm_id: str, accountant_user_id: str, authorize: Authorize
+) -> dict[str, Any]:
+    """`add_accountant`'s reply for the accountant it added (its reply lost after the commit)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        s = uow.session
+        authorize(_firm(s, firm_id).owner_user_id, what="firm")
+        found = s.execute(
+            select(firm_accountants.c.user_id).where(
+                firm_accountants.c.firm_id == firm_id, firm_accountants.c.user_id == accountant_user_id
+            )
+        ).first()
+    if found is None:
+        raise NotFound(f"user {accountant_user_id} is not an accountant of firm {firm_id}")
     return dict(firm_id=firm_id, user_id=accountant_user_id, role="accountant")
 
 
@@ -786,6 +838,7 @@ def register_collector(
             if dup is not None:
                 raise Conflict("you already applied as a collector for this firm", current_state=dup.status)
             cid, at = new_id("co"), datetime.now(UTC)
+            idempotency.made(cid)
             name_masked, id_masked = pii.mask_name(name), pii.mask_id(id_number)
             s.execute(
                 collectors.insert().values(
@@ -810,14 +863,42 @@ def register_collector(
             )
     except IntegrityError:
         raise Conflict("you already applied as a collector for this firm", current_state="pending") from None
+    return _collector_reply(cid, model.PENDING, firm_id, name_masked, id_masked, lat, lng, radius_km, cats)
+
+
+def _collector_reply(
+    cid: str,
+    status: str,
+    firm_id: str,
+    name_masked: str,
+    id_masked: str,
+    lat: float,
+    lng: float,
+    radius_km: float,
+    cats: list[str],
+) -> dict[str, Any]:
     return dict(
         id=cid,
-        status=model.PENDING,
+        status=status,
         firm_id=firm_id,
         name_masked=name_masked,
         id_number_masked=id_masked,
         area=dict(lat=lat, lng=lng, radius_km=radius_km),
         categories=cats,
+    )
+
+
+def collector_made(rt: ServiceRuntime, user_id: str, collector_id: str) -> dict[str, Any]:
+    """`register_collector`'s reply for the application it recorded (its reply lost after the commit)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        c = uow.session.execute(
+            select(collectors).where(collectors.c.id == collector_id, collectors.c.user_id == user_id)
+        ).first()
+    if c is None:
+        raise NotFound(f"no collector application with id {collector_id}")
+    cats = json.loads(c.categories)
+    return _collector_reply(
+        c.id, c.status, c.firm_id, c.name_masked, c.id_number_masked, c.lat, c.lng, c.radius_km, cats
     )
 
 

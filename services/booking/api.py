@@ -146,6 +146,11 @@ async def book_pickup(ctx: Ctx) -> dict:
     return await handlers.book_async(ctx.runtime, ctx.user, ctx.body)
 
 
+@router.replay_of(book_pickup)
+async def book_pickup_replayed(ctx: Ctx, made: str) -> dict:
+    return await ctx.run(queries.booked, ctx.runtime, ctx.user, made)
+
+
 @router.get("/v1/pickups", authenticated=True, query=PickupsQuery, response=PickupPage)
 async def list_pickups(ctx: Ctx) -> dict:
     """Pickups the caller booked or accepted, newest first (`?mine=1&status=&limit=&cursor=`)."""
@@ -217,6 +222,11 @@ async def rate_pickup(ctx: Ctx) -> dict:
     return await ctx.run(handlers.rate, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
 
 
+@router.replay_of(rate_pickup)
+async def rate_pickup_replayed(ctx: Ctx, made: str) -> dict:
+    return await ctx.run(queries.rated, ctx.runtime, ctx.user, ctx.params["id"], made)
+
+
 @router.post(
     "/v1/pickups/{id}/complaints",
     roles={"resident", "collector"},
@@ -229,6 +239,11 @@ async def rate_pickup(ctx: Ctx) -> dict:
 async def file_complaint(ctx: Ctx) -> dict:
     """File a complaint about a pickup, with evidence."""
     return await ctx.run(handlers.complain, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
+
+
+@router.replay_of(file_complaint)
+async def file_complaint_replayed(ctx: Ctx, made: str) -> dict:
+    return await ctx.run(queries.complained, ctx.runtime, ctx.user, ctx.params["id"], made)
 
 
 @router.get("/v1/pickups/{id}/complaints", authenticated=True, response=ComplaintPage, owner="pickup")

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.contracts.booking import PickupSettled, SettledLine
-from services.kernel import pii
+from services.kernel import idempotency, pii
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import Conflict, Forbidden, NotFound, RuleViolated, ValidationFailed
@@ -447,6 +447,7 @@ def booking_write(rt: ServiceRuntime, b: PreparedBooking) -> Any:
     row = vars(b.row)
 
     def write(uow: Any) -> None:
+        idempotency.made(b.row.id)
         take_places(uow.conn, b.row.area, b.slots, capacity)
         uow.insert(pickups, row)  # with the batch's other bookings, in one statement per table
         uow.insert(pickup_lines, b.lines)
@@ -991,6 +992,7 @@ def rate(
             comment=cmd.comment,
             created_at=now,
         )
+        idempotency.made(role)
         try:
             uow.session.execute(ratings.insert().values(**rating))
         except IntegrityError:  # the same side rating twice at the same moment
@@ -1027,6 +1029,7 @@ def complain(
                 current_state=row.status,
             )
         cid = new_id("cp")
+        idempotency.made(cid)
         evidence = [e.model_dump(exclude_none=True) for e in cmd.evidence]
         complaint = dict(
             id=cid,

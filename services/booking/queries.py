@@ -7,7 +7,7 @@ from sqlalchemy import and_, or_, select
 
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork
-from services.kernel.errors import Forbidden, ValidationFailed
+from services.kernel.errors import Forbidden, NotFound, ValidationFailed
 from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
@@ -31,6 +31,48 @@ def get(rt: ServiceRuntime, principal: Principal, pickup_id: str) -> dict:
             )
         ]
     return view
+
+
+# --- replies rebuilt: a keyed request whose reply was lost after its commit (services/kernel/idempotency.py) ---
+
+
+def booked(rt: ServiceRuntime, principal: Principal, pickup_id: str) -> dict:
+    """`book`'s reply for the pickup it booked."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        row = load(uow.session, pickup_id)
+        if not is_resident(row, principal):
+            raise Forbidden("this pickup is not yours")
+        return pickup_view(rt, row, lines_of(uow.session, pickup_id), principal)
+
+
+def rated(rt: ServiceRuntime, principal: Principal, pickup_id: str, role: str) -> dict:
+    """`rate`'s reply for the rating it recorded (by the caller's side)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        r = uow.session.execute(
+            select(ratings).where(
+                ratings.c.pickup_id == pickup_id,
+                ratings.c.rater_role == role,
+                ratings.c.rater_user_id == principal.user_id,
+            )
+        ).first()
+    if r is None:
+        raise NotFound(f"no rating of yours for pickup {pickup_id}")
+    return rating_view(rt, r._mapping)
+
+
+def complained(rt: ServiceRuntime, principal: Principal, pickup_id: str, complaint_id: str) -> dict:
+    """`complain`'s reply for the complaint it filed."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        c = uow.session.execute(
+            select(complaints).where(
+                complaints.c.id == complaint_id,
+                complaints.c.pickup_id == pickup_id,
+                complaints.c.by_user_id == principal.user_id,
+            )
+        ).first()
+    if c is None:
+        raise NotFound(f"no complaint of yours with id {complaint_id}")
+    return complaint_view(rt, c._mapping)
 
 
 def list_pickups(rt: ServiceRuntime, principal: Principal, q: PickupsQuery) -> dict:

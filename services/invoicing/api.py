@@ -302,6 +302,19 @@ async def red_letter_invoice(ctx: Ctx) -> dict:
     return await ctx.run(act)
 
 
+@router.replay_of(red_letter_invoice)
+async def red_letter_invoice_replayed(ctx: Ctx, made: str) -> dict:
+    def red() -> dict:
+        with UnitOfWork(ctx.runtime.db, readonly=True) as uow:
+            row = _load(uow.session, made)
+            if row.red_letter_of != ctx.params["id"]:
+                raise NotFound(f"no red-letter invoice {made} of invoice {ctx.params['id']}")
+            require_accountant_of(ctx.user, row.issuer_firm_id)
+            return invoice_detail(uow.session, row)
+
+    return await ctx.run(red)
+
+
 @router.post(
     "/v1/invoices/{id}/retry",
     roles={"accountant", "admin"},
@@ -439,8 +452,14 @@ async def start_export(ctx: Ctx) -> Reply:
     return Reply(out, 202, {"Location": f"/v1/tax/exports/{out['id']}"})
 
 
-def _own_export(ctx: Ctx) -> dict:
-    job = load_export(ctx.runtime.db, ctx.params["id"])
+@router.replay_of(start_export)
+async def start_export_replayed(ctx: Ctx, made: str) -> Reply:
+    out = _export_out(await ctx.run(_own_export, ctx, made))
+    return Reply(out, 202, {"Location": f"/v1/tax/exports/{out['id']}"})
+
+
+def _own_export(ctx: Ctx, export_id: str | None = None) -> dict:
+    job = load_export(ctx.runtime.db, export_id or ctx.params["id"])
     if not is_accountant_of(ctx.user, job["firm_id"]):
         raise Forbidden("only the firm's accountants may see its exports", reason="not_firm_accountant")
     return job
@@ -514,6 +533,12 @@ async def record_tax_unpaid(ctx: Ctx) -> dict:
             note=body.note,
         )
     )
+
+
+@router.replay_of(record_tax_unpaid)
+async def record_tax_unpaid_replayed(ctx: Ctx, made: str) -> dict:
+    require_accountant_of(ctx.user, made, admin_ok=True)
+    return await ctx.run(status_of, ctx.runtime, made)
 
 
 @router.get(

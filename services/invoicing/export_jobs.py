@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 
+from services.kernel import idempotency
 from services.kernel.db import Database, UnitOfWork
 from services.kernel.errors import NotFound
 from services.kernel.ids import new_id
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 def create_export(db: Database, spec: ReportSpec, requested_by: str, runner: str) -> dict[str, Any]:
     export_id = new_id("ex")
     with UnitOfWork(db) as uow:
+        idempotency.made(export_id)
         uow.session.execute(
             exports.insert().values(
                 id=export_id,

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from services.contracts.booking import PickupSettled, SettledLine
 from services.contracts.invoicing import InvoiceBlocked, InvoiceIssued
+from services.kernel import idempotency
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import Conflict, NotFound, RuleViolated
 from services.kernel.ids import new_id
@@ -578,6 +579,7 @@ def issue_red_letter(
             blue_taxes = load_taxes(s, blue)
         red = red_letter(blue_taxes, on, lines)
         red_id = new_id("iv")
+        idempotency.made(red_id)
         seq, number = next_invoice_number(s, blue.issuer_firm_id, blue.issuer_code, on.year)
         withholding = bool(blue.withholding)
         s.execute(

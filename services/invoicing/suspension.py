@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from services.kernel import idempotency
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import Conflict, NotFound
 from services.kernel.runtime import ServiceRuntime
@@ -47,6 +48,7 @@ def record_tax_status(
             .where(tax_unpaid.c.firm_id == firm_id, tax_unpaid.c.period == period)
             .with_for_update()
         ).one_or_none()
+        idempotency.made(firm_id)
         if status == "unpaid":
             values = dict(
                 amount_fen=amount_fen, note=note, recorded_at=now, recorded_by=by, paid_at=None, paid_by=None

@@ -227,6 +227,15 @@ class UnitOfWork:
         """Record an integration event; it is written to the outbox when this unit of work commits."""
         self._events.append(event)
 
+    def emit_again(self, envelope: Any) -> str:
+        """Announce an event again under its own id (`outbox.publish_again`); "waiting" if this unit of work is
+        about to publish it already."""
+        from .outbox import publish_again
+
+        if any(getattr(e, "id", None) == envelope.id for e in self._events):
+            return "waiting"
+        return publish_again(self.session, envelope)
+
     def _flush_events(self) -> None:
         if self._events:
             from .outbox import write_outbox

@@ -76,8 +76,12 @@ class Envelope(BaseModel):
     data: dict[str, Any]
 
     @classmethod
-    def wrap(cls, event: Event, trace_id: str | None = None) -> Envelope:
+    def wrap(cls, event: Event, trace_id: str | None = None, event_id: str | None = None) -> Envelope:
+        """`event_id`: an id derived from what the event reports (e.g. a payout's outcome), for an event its
+        publisher may announce again (`outbox.publish_again`): consumers' inboxes then take the copy for the one
+        they may have handled already. Else a new id."""
         return cls(
+            **({"id": event_id} if event_id else {}),
             source=event.source,
             type=event.type,
             subject=event.key,

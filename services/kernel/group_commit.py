@@ -20,7 +20,8 @@ slot that has just filled up), so the happy path pays for no savepoints.
 
 A job submitted while a request with an Idempotency-Key is handled writes that key in its transaction
 (services/kernel/idempotency.py): alone, before the job runs (a key already taken fails the job with `KeyTaken`);
-in a batch, with the batch's other inserts (a key taken fails the batch, and each job runs again alone).
+in a batch, with the batch's other inserts (a key taken fails the batch, and each job runs again alone). A job
+runs as its keyed request (`idempotency.current`), so what it records with `idempotency.made` commits with the key.
 
 SQLite has one writer at a time, so it gets one writer thread. PostgreSQL runs transactions side by side, and a
 single thread would leave it waiting on round trips: it gets several, taking batches from the same queue.
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
+from . import idempotency
 from .db import retry_on_conflict
 from .events import Envelope, current_trace_id
 from .idempotency import KeyedRequest, KeyTaken, unwritten, write_key
@@ -201,9 +203,11 @@ class GroupCommitWriter:
         keyed = [j.keyed for j in jobs if j.keyed is not None and not j.keyed.committed]
         try:
             with conn.begin():
-                if len(jobs) == 1 and keyed:
+                alone = keyed[0] if len(jobs) == 1 and keyed else None
+                made_before = alone.made if alone is not None else None
+                if alone is not None:
                     try:  # first: a second request with the key stops here, before any work (KeyTaken)
-                        write_key(conn, keyed[0])
+                        write_key(conn, alone)
                     except KeyTaken as exc:
                         raise _JobFailed(exc) from exc
                 results = []
@@ -211,6 +215,7 @@ class GroupCommitWriter:
                 for job in jobs:
                     uow = BatchedUnitOfWork(conn, inserts)
                     token = current_trace_id.set(job.trace_id)
+                    as_keyed = idempotency.current.set(job.keyed)
                     try:
                         value = job.fn(uow)
                     except DBAPIError:
@@ -218,8 +223,15 @@ class GroupCommitWriter:
                     except BaseException as exc:  # noqa: BLE001 - rolls the batch back (leaving the with)
                         raise _JobFailed(exc) from exc
                     finally:
+                        idempotency.current.reset(as_keyed)
                         current_trace_id.reset(token)
                     results.append((value, uow.events))
+                if alone is not None and alone.made != made_before:  # the job recorded what it made
+                    conn.execute(
+                        keys_t.update()
+                        .where(keys_t.c.scope == alone.scope, keys_t.c.key == alone.key)
+                        .values(made=alone.made)
+                    )
                 for table, rows in inserts.items():
                     conn.execute(_insert_into(table), rows)
                 if len(jobs) > 1 and keyed:  # a key taken fails the batch: each job then runs alone (above)

@@ -119,6 +119,9 @@ class Ctx:
 
 
 Handler = Callable[[Ctx], Awaitable[Any]]
+# A route's reply rebuilt from what its keyed request made (`idempotency.made`), reading only: the reply the
+# handler gives, for a request whose own reply was lost after its commit (services/kernel/idempotency.py).
+ReplayHandler = Callable[[Ctx, str], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,7 @@ class RouteDef:
     query_example: dict[str, str] | None = None  # valid query parameters, likewise
     # other success statuses with the same reply body (200 when a POST finds what it would create already there)
     also: tuple[int, ...] = ()
+    replay: ReplayHandler | None = None  # see `Router.replay_of`
 
     @property
     def operation_id(self) -> str:
@@ -250,6 +254,18 @@ class Router:
                     also,
                 )
             )
+            return fn
+
+        return deco
+
+    def replay_of(self, handler: Handler) -> Callable[[ReplayHandler], ReplayHandler]:
+        """Declare how `handler`'s reply is rebuilt from what its keyed request made (the id it recorded with
+        `idempotency.made` in the transaction that made it), for a retry whose first reply was lost after the
+        commit: read the resource and answer what `handler` answers (status, body as it stands). Read only."""
+
+        def deco(fn: ReplayHandler) -> ReplayHandler:
+            (route,) = [r for r in self.routes if r.handler is handler]
+            route.replay = fn
             return fn
 
         return deco
@@ -485,6 +501,7 @@ def make_aiohttp_handler(
     route: RouteDef, runtime: ServiceRuntime
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     retention_h = runtime.settings.idempotency_retention_hours
+    in_progress_s = runtime.settings.idempotency_in_progress_s
 
     async def aio_handler(request: web.Request) -> web.StreamResponse:
         principal = await authenticate(request)
@@ -493,14 +510,21 @@ def make_aiohttp_handler(
         for name, value in params.items():
             if not inputs.PATH_PARAM.fullmatch(value):  # no handler sees (or echoes) a 100 KB "id"
                 raise NotFound(f"no resource with {name} {inputs.clip(value)!r}")
-        keyed = None if route.raw else await idempotency.begin(request, runtime.db, principal, retention_h)
+        replay = None
+        if route.replay is not None:
+            replay = functools.partial(rebuild, request, principal, params)
+        keyed = (
+            None
+            if route.raw
+            else await idempotency.begin(request, runtime.db, principal, retention_h, in_progress_s, replay)
+        )
         if isinstance(keyed, web.StreamResponse):
             return keyed  # the reply of the request that did the work
         if keyed is None:
             return await respond(request, principal, params)
-        return await idempotency.run(request, keyed, lambda: respond(request, principal, params))
+        return await idempotency.run(request, keyed, lambda: respond(request, principal, params), replay)
 
-    async def respond(request: web.Request, principal: Any, params: dict[str, str]) -> web.StreamResponse:
+    async def context(request: web.Request, principal: Any, params: dict[str, str]) -> Ctx:
         ctx = Ctx(request=request, runtime=runtime, principal=principal, params=params)
         if route.query is not None:
             query = dict(request.query)
@@ -512,14 +536,27 @@ def make_aiohttp_handler(
                 raise ValidationFailed(validation_errors(exc)) from None
         if route.body is not None:
             ctx.body = await parse_body(request, route.body)
-        result = await route.handler(ctx)
-        if route.raw:
-            return result
-        if isinstance(result, web.StreamResponse):
+        return ctx
+
+    def render(result: Any) -> web.StreamResponse:
+        if route.raw or isinstance(result, web.StreamResponse):
             return result
         if isinstance(result, Reply):
             return json_reply(result.data, result.status, result.headers)
         return json_reply(result, route.status)
+
+    async def respond(request: web.Request, principal: Any, params: dict[str, str]) -> web.StreamResponse:
+        ctx = await context(request, principal, params)
+        return render(await route.handler(ctx))
+
+    async def rebuild(
+        request: web.Request, principal: Any, params: dict[str, str], made: str
+    ) -> web.StreamResponse:
+        """The route's reply rebuilt from what the keyed request made; an error (the resource gone since) is
+        raised, so never kept as the key's reply."""
+        assert route.replay is not None
+        ctx = await context(request, principal, params)
+        return render(await route.replay(ctx, made))
 
     aio_handler.__name__ = route.handler.__name__
     return aio_handler

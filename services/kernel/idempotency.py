@@ -13,9 +13,13 @@ gateway lets the key go and the retry reaches the service again. The service rec
 - the reply is stored on that row before it is sent (5xx, 429 and Retry-After replies are not: the row says `lost`);
 - a keyed request looks its key up before running anything: a stored reply is sent again (status, Content-Type,
   Location and body as the first time, `Idempotent-Replayed: true`); a key whose work committed but whose reply
-  is not stored yet is 409 `idempotency_key_in_progress` (Retry-After: 1) for `IN_PROGRESS_S`, then — the
-  process died between the commit and storing the reply, or the handler failed after its commit — 409
-  `idempotency_key_reply_lost`: the work was done once and is not done again; the client looks the result up.
+  is not stored yet is 409 `idempotency_key_in_progress` (Retry-After: 1) for `IDEMPOTENCY_IN_PROGRESS_S`;
+- a reply that could not be stored (the handler failed after its commit, or the process died between the commit
+  and storing it) is rebuilt: the work's transaction also wrote on the key what the request made (`made(id)`,
+  e.g. the new pickup's id), and the route's replay (`Router.replay_of`) answers from it, reading only, what the
+  handler answers — the same status, the resource as it stands. The rebuilt reply is stored like the first.
+  A route without a replay, or a key that recorded nothing, is 409 `idempotency_key_reply_lost`: the work was
+  done once and is not done again; the client looks the result up.
 
 Keys are kept `IDEMPOTENCY_RETENTION_HOURS` (at least the gateway's 24 hours), then purged by the service.
 """
@@ -26,9 +30,12 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import re
+import signal
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,10 +57,10 @@ HEADER = "Idempotency-Key"
 REPLAYED = "Idempotent-Replayed"
 KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, like Stripe and the IETF draft
 STORED_HEADERS = ("Content-Type", "Location")
-IN_PROGRESS_S = (
-    60  # a committed key without its reply yet: the request is still finishing (else its reply is lost)
-)
 PURGE_EVERY_S = 60.0
+# Fault injection for the kill test (tests/fault/test_kill_after_commit.py): SIGKILL this process once a keyed
+# request's work has committed, before its reply is stored.
+_FAULT = os.environ.get("IDEMPOTENCY_FAULT") == "kill_after_commit"
 
 COMMITTED, REPLIED, LOST = "committed", "replied", "lost"
 
@@ -120,6 +127,10 @@ class KeyTaken(Exception):
     """Another request with this key committed its work first: this one's transaction was rolled back."""
 
 
+# Rebuilds a lost reply from what the request made (the route's replay, services/kernel/http.py).
+Replay = Callable[[str], Awaitable[web.StreamResponse]]
+
+
 @dataclass(eq=False)
 class KeyedRequest:
     db: Database
@@ -127,10 +138,12 @@ class KeyedRequest:
     key: str
     fingerprint: str
     retention: timedelta
+    in_progress: timedelta = timedelta(seconds=60)
     committed: bool = False  # a transaction of this request wrote the key and committed
     finished: bool = (
         False  # the handler is done: work it left behind (a task of its context) is not the request's
     )
+    made: str | None = None  # what the request makes (`made`), written with the key
 
     def row(self) -> dict[str, Any]:
         return dict(
@@ -138,12 +151,24 @@ class KeyedRequest:
             key=self.key,
             fingerprint=self.fingerprint,
             state=COMMITTED,
+            made=self.made,
             created_at=datetime.now(UTC),
         )
 
 
 # The keyed request being handled (set by the HTTP layer; Ctx.run carries it into worker threads).
 current: ContextVar[KeyedRequest | None] = ContextVar("idempotency_key", default=None)
+
+
+def made(ref: str) -> str:
+    """Record what the keyed request being handled makes — the id its reply is about (a new pickup's, the
+    order's) — before the transaction that makes it commits: it commits with the key, so a reply lost after the
+    commit is rebuilt from it (the route's replay). The last call before the commit counts (a transaction run
+    again after a conflict makes its ids anew). Nothing outside a keyed request. Returns `ref`."""
+    kr = current.get()
+    if kr is not None and not kr.committed and not kr.finished:
+        kr.made = ref
+    return ref
 
 
 def unwritten(db: Database) -> KeyedRequest | None:
@@ -165,19 +190,31 @@ def write_key(conn: Any, kr: KeyedRequest) -> None:
 # --- the HTTP side -----------------------------------------------------------------------------------------
 
 
-async def begin(request: web.Request, db: Database, principal: Any, retention_hours: int) -> Any:
-    """For a keyed request: the stored reply to send again (a web.Response), or the `KeyedRequest` to run with.
-    None for any other request. Raises 422 for a key reused with another request."""
+async def begin(
+    request: web.Request,
+    db: Database,
+    principal: Any,
+    retention_hours: int,
+    in_progress_s: float = 60,
+    replay: Replay | None = None,
+) -> Any:
+    """For a keyed request: the reply to send again (stored, or rebuilt by `replay`: a web.StreamResponse), or the
+    `KeyedRequest` to run with. None for any other request. Raises 422 for a key reused with another request."""
     key = request.headers.get(HEADER)
     if request.method != "POST" or key is None or principal is None:
         return None
     check_key(key)
     body = await request.read()  # cached: the handler reads the same bytes
     kr = KeyedRequest(
-        db, f"user:{principal.user_id}", key, fingerprint(request, body), timedelta(hours=retention_hours)
+        db,
+        f"user:{principal.user_id}",
+        key,
+        fingerprint(request, body),
+        timedelta(hours=retention_hours),
+        timedelta(seconds=in_progress_s),
     )
     row = await asyncio.get_running_loop().run_in_executor(None, _lookup, kr)
-    return kr if row is None else _answer(request, kr, row)
+    return kr if row is None else await _answer(request, kr, row, replay)
 
 
 def _lookup(kr: KeyedRequest) -> Any:
@@ -185,18 +222,29 @@ def _lookup(kr: KeyedRequest) -> Any:
         return s.execute(select(keys_t).where(keys_t.c.scope == kr.scope, keys_t.c.key == kr.key)).first()
 
 
-def _answer(request: web.Request, kr: KeyedRequest, row: Any) -> web.Response:
+async def _answer(
+    request: web.Request, kr: KeyedRequest, row: Any, replay: Replay | None
+) -> web.StreamResponse:
     if row.fingerprint != kr.fingerprint:
         raise key_reused()
     if row.state == REPLIED:
         headers = json.loads(row.headers or "{}")
         return web.Response(status=row.status, body=row.body, headers={**headers, REPLAYED: "true"})
-    if row.state == COMMITTED and datetime.now(UTC) - row.created_at < timedelta(seconds=IN_PROGRESS_S):
+    if row.state == COMMITTED and datetime.now(UTC) - row.created_at < kr.in_progress:
         return in_progress_reply(request)
-    return reply_lost_reply(request)
+    if replay is None or row.made is None:
+        return reply_lost_reply(request)
+    # the request that did the work is gone without its reply (it failed after its commit, or its process died)
+    resp = await replay(row.made)
+    if should_store(resp):
+        await _store(kr, resp, rebuilt=True)
+    resp.headers[REPLAYED] = "true"
+    return resp
 
 
-async def run(request: web.Request, kr: KeyedRequest, call: Any) -> web.StreamResponse:
+async def run(
+    request: web.Request, kr: KeyedRequest, call: Any, replay: Replay | None = None
+) -> web.StreamResponse:
     """Run the handler (`call()`) as the keyed request `kr`; store its reply if its work committed."""
     from .errors import DomainError
     from .http import error_response
@@ -210,7 +258,7 @@ async def run(request: web.Request, kr: KeyedRequest, call: Any) -> web.StreamRe
             row = await asyncio.get_running_loop().run_in_executor(None, _lookup, kr)
             if row is None:  # pragma: no cover - the key is there: its insert just failed on it
                 raise
-            return _answer(request, kr, row)
+            return await _answer(request, kr, row, replay)
         except (DomainError, web.HTTPException) as exc:
             if not kr.committed or (isinstance(exc, web.HTTPException) and exc.status < 400):
                 raise
@@ -223,12 +271,15 @@ async def run(request: web.Request, kr: KeyedRequest, call: Any) -> web.StreamRe
         kr.finished = True
         current.reset(token)
     if kr.committed:
+        if _FAULT:
+            os.kill(os.getpid(), signal.SIGKILL)
         await _store(kr, resp)
     return resp
 
 
-async def _store(kr: KeyedRequest, resp: web.StreamResponse | None) -> None:
-    """Put the reply on the key's row (or mark it lost) through the group-commit writer, before it is sent."""
+async def _store(kr: KeyedRequest, resp: web.StreamResponse | None, rebuilt: bool = False) -> None:
+    """Put the reply on the key's row (or mark it lost) through the group-commit writer, before it is sent. A
+    `rebuilt` reply is kept only where no reply is stored yet (a retry racing another keeps the first)."""
     values: dict[str, Any] = {"state": LOST}
     body = resp.body if isinstance(resp, web.Response) else None
     if resp is not None and isinstance(body, (bytes, bytearray)) and should_store(resp):
@@ -243,10 +294,12 @@ async def _store(kr: KeyedRequest, resp: web.StreamResponse | None) -> None:
         }
     purge_before = _purge_due(kr)
 
+    where = [keys_t.c.scope == kr.scope, keys_t.c.key == kr.key]
+    if rebuilt:
+        where.append(keys_t.c.state != REPLIED)
+
     def job(uow: Any) -> None:
-        uow.conn.execute(
-            update(keys_t).where(keys_t.c.scope == kr.scope, keys_t.c.key == kr.key).values(**values)
-        )
+        uow.conn.execute(update(keys_t).where(*where).values(**values))
         if purge_before is not None:
             uow.conn.execute(delete(keys_t).where(keys_t.c.created_at < purge_before))
 

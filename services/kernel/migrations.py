@@ -2,8 +2,8 @@
 
 Each service has `services/<name>/migrations/` with an `env.py` that calls `run_env`, and versions written by
 `recycle makemigrations <service> -m "..."` (autogenerate against a scratch SQLite at head). A service's first
-migration creates the kernel's tables with `create_outbox_and_inbox()` and `create_idempotency_keys()` (the
-template writes the calls; autogenerate leaves those tables to them).
+migration creates the kernel's tables with `create_outbox_and_inbox()`, `create_idempotency_keys()` and
+`add_idempotency_made()` (the template writes the calls; autogenerate leaves those tables to them).
 """
 
 from __future__ import annotations
@@ -130,6 +130,22 @@ def drop_idempotency_keys() -> None:
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_idempotency_keys_created_at"))
     op.drop_table("idempotency_keys")
+
+
+def add_idempotency_made() -> None:
+    """`idempotency_keys.made`: what a keyed request made, its lost reply rebuilt from it. Frozen."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("made", sa.String(length=200), nullable=True))
+
+
+def drop_idempotency_made() -> None:
+    from alembic import op
+
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.drop_column("made")
 
 
 def _leave_kernel_tables_to_the_helper(context: Any, revision: Any, directives: list[Any]) -> None:

@@ -79,6 +79,8 @@ idempotency_keys_t = Table(
     Column("headers", Text, nullable=True),
     Column("body", LargeBinary, nullable=True),
     Column("created_at", Timestamp(), nullable=False, index=True),
+    # what the request made (the id its reply is about), written with the key: a lost reply is rebuilt from it
+    Column("made", String(200), nullable=True),
 )
 
 
@@ -102,6 +104,26 @@ def write_outbox(session: Session | Connection, events: Sequence[Event | Envelop
         )
     session.execute(outbox_t.insert(), rows)
     return [str(r["event_id"]) for r in rows]
+
+
+def publish_again(session: Session | Connection, envelope: Envelope) -> str:
+    """Announce an event again under its own id, in the caller's transaction: for a publisher asked again for an
+    outcome it already reported, whose first announcement may have been lost after it left the outbox (a record
+    the bus lost, a consumer that parked it). A copy still waiting in the outbox is left to go out ("waiting");
+    one already sent goes out again, as this transaction's own publication, the same id and payload ("again");
+    with no copy in the outbox `envelope` goes out ("new"). Consumers that handled the event already skip the copy:
+    their inbox holds its id."""
+    row = session.execute(
+        select(outbox_t.c.sent_at, outbox_t.c.payload).where(outbox_t.c.event_id == envelope.id)
+    ).first()
+    if row is not None and row.sent_at is None:
+        return "waiting"
+    if row is not None:
+        # deleted and written anew: the copy takes this transaction's place in the commit order
+        session.execute(outbox_t.delete().where(outbox_t.c.event_id == envelope.id))
+        envelope = Envelope.from_bytes(bytes(row.payload))
+    write_outbox(session, [envelope])
+    return "new" if row is None else "again"
 
 
 def inbox_seen(session: Session, group: str, event_id: str) -> bool:

@@ -84,6 +84,9 @@ class Settings(StrictSettings):
 
     # Idempotency-Keys each service keeps with the work they committed (services/kernel/idempotency.py)
     idempotency_retention_hours: int = Field(24, ge=1)
+    # a committed key without its reply is "in progress" this long (409 Retry-After); after it the request that
+    # committed is taken for gone and the reply is rebuilt from what it made
+    idempotency_in_progress_s: float = Field(60, gt=0)
 
     # consumer runner
     consumer_max_attempts: int = 5

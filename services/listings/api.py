@@ -273,6 +273,11 @@ async def create_listing(ctx: Ctx) -> Any:
     return await ctx.run(handlers.create_listing, ctx.runtime, ctx.user.user_id, body.model_dump())
 
 
+@router.replay_of(create_listing)
+async def create_listing_replayed(ctx: Ctx, made: str) -> Any:
+    return await ctx.run(handlers.listing_created, ctx.runtime, ctx.user.user_id, made)
+
+
 @router.get("/v1/listings", authenticated=True, query=ListQuery, response=ListingList)
 async def my_listings(ctx: Ctx) -> dict[str, Any]:
     """The signed-in seller's listings, newest first."""
@@ -370,6 +375,7 @@ class OrderOut(BaseModel):
     created_at: datetime
     expires_at: datetime
     paid_at: datetime | None
+    ship_by: datetime | None = None
     shipped_at: datetime | None
     completed_at: datetime | None
 
@@ -427,6 +433,11 @@ async def create_order(ctx: Ctx) -> Any:
     return Reply(out, 201)
 
 
+@router.replay_of(create_order)
+async def create_order_replayed(ctx: Ctx, made: str) -> Any:
+    return Reply(await ctx.run(orders.get_order, ctx.runtime, ctx.user, made), 201)
+
+
 @router.get("/v1/orders", authenticated=True, query=OrdersQuery, response=OrderList)
 async def my_orders(ctx: Ctx) -> dict[str, Any]:
     """The signed-in user's orders as buyer (default) or seller, newest first."""
@@ -453,7 +464,7 @@ async def get_order(ctx: Ctx) -> dict[str, Any]:
     example={"carrier": "顺丰", "tracking_no": "SF1234567890"},
 )
 async def ship_order(ctx: Ctx) -> dict[str, Any]:
-    """The seller has shipped a paid order."""
+    """The seller has shipped a paid order (by its `ship_by`): the buyer's money is captured into escrow."""
     body: ShipIn = ctx.body
     out = await ctx.run(
         orders.ship_order, ctx.runtime, ctx.user, ctx.params["id"], body.carrier, body.tracking_no
@@ -478,7 +489,8 @@ async def confirm_receipt(ctx: Ctx) -> dict[str, Any]:
     "/v1/orders/{id}/cancel", authenticated=True, response=StatusOut, errors=(403, 404, 409), owner="order"
 )
 async def cancel_order(ctx: Ctx) -> dict[str, Any]:
-    """Cancel before shipping (buyer or seller): the hold is released, or refunded in full."""
+    """Cancel before shipping (buyer, seller or admin): the hold is released in full. After shipping the seller
+    (taking the item back) or an admin (a dispute decided for the buyer) refunds the escrow in full."""
     out = await ctx.run(orders.cancel_order, ctx.runtime, ctx.user, ctx.params["id"])
     return {"id": out["id"], "status": out["status"]}
 
@@ -500,6 +512,11 @@ async def review_order(ctx: Ctx) -> Any:
         orders.review_order, ctx.runtime, ctx.user, ctx.params["id"], body.rating, body.comment
     )
     return Reply(out, 201)
+
+
+@router.replay_of(review_order)
+async def review_order_replayed(ctx: Ctx, made: str) -> Any:
+    return Reply(await ctx.run(orders.reviewed, ctx.runtime, ctx.user, ctx.params["id"], made), 201)
 
 
 @router.get(

@@ -8,6 +8,8 @@ Groups (each with its own offsets):
 
 from __future__ import annotations
 
+from functools import partial
+
 from services.contracts.listings import ListingPublished, ListingUnpublished, ListingUpdated
 from services.contracts.payments import (
     HoldAuthorised,
@@ -16,6 +18,7 @@ from services.contracts.payments import (
     HoldCaptured,
     HoldCaptureRefused,
     HoldDeclined,
+    HoldEscrowed,
     HoldOpened,
     HoldRefunded,
 )
@@ -43,8 +46,9 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
             "listings.payments",
             {
                 HoldOpened: orders.when_hold_opened_record,
-                HoldAuthorised: orders.when_hold_authorised_mark_paid,
+                HoldAuthorised: partial(orders.when_hold_authorised_mark_paid, rt=rt),
                 HoldDeclined: orders.when_hold_declined_record,
+                HoldEscrowed: orders.when_hold_escrowed_record,
                 HoldCaptured: orders.when_hold_captured_record,
                 HoldCancelled: orders.when_hold_cancelled_record,
                 HoldRefunded: orders.when_hold_refunded_record,

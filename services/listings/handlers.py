@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from services.contracts.listings import ListingPublished, ListingUnpublished, ListingUpdated
 from services.contracts.wipe import device_key
-from services.kernel import pii
+from services.kernel import idempotency, pii
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import Forbidden, NotFound, RuleViolated
@@ -81,8 +81,18 @@ def create_listing(rt: ServiceRuntime, seller_id: str, data: dict[str, Any]) -> 
                 serial_key=device_key("serial", device["serial"]),
             )
     with UnitOfWork(rt.db) as uow:
+        idempotency.made(lid)
         uow.session.execute(listings.insert().values(**values))
         row = _row(uow, lid)
+    return listing_view(row, owner_view=True)
+
+
+def listing_created(rt: ServiceRuntime, seller_id: str, listing_id: str) -> dict[str, Any]:
+    """`create_listing`'s reply for the draft it made (its reply lost after the commit), as it stands."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        row = _row(uow, listing_id)
+    if row.seller_id != seller_id:
+        raise NotFound(f"no listing with id {listing_id}")
     return listing_view(row, owner_view=True)
 
 

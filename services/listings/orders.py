@@ -1,21 +1,31 @@
 """Orders with escrow (担保交易), and what listings does with payments' reports about their holds.
 
     POST /v1/orders ─▶ listing reserved, order pending_payment, HoldRequested ─▶ payments opens the payment
-    buyer confirms at payments ─▶ HoldAuthorised ─▶ order paid (money in escrow)      | HoldDeclined: stays pending
-    seller ships ─▶ buyer confirms receipt (or auto-confirm) ─▶ completed, HoldCaptureRequested (seller less fee)
-    cancel (before shipping) / expiry (unpaid) ─▶ HoldCancelRequested (released or refunded), listing freed
+    buyer confirms at payments ─▶ HoldAuthorised ─▶ order paid, `ship_by` set      | HoldDeclined: stays pending
+    seller ships ─▶ HoldEscrowRequested ─▶ HoldEscrowed (captured into the platform's escrow: nothing can lapse now)
+    buyer confirms receipt (or auto-confirm) ─▶ completed, HoldCaptureRequested (released to the seller less fee)
+    cancel (before shipping) / not shipped by `ship_by` / expiry (unpaid) ─▶ HoldCancelRequested (hold released),
+        listing freed
+    refund after shipping (the seller, or an admin deciding a dispute) ─▶ HoldCancelRequested (escrow refunded)
+
+Why capture at shipping: the buyer's card authorisation lapses at the provider (Stripe: 7 days), and a slow
+seller plus shipping plus auto-confirm can exceed that. So a paid order must ship within `ship_days` (validated
+below the provider's window) or it is cancelled, and shipping captures the money into escrow, where it waits for
+the buyer's confirmation without lapsing.
 
 How each step stays safe under races and redelivery:
 - the reservation is a conditional UPDATE (`WHERE status = 'published'`) on the locked listing row, and a partial
   unique index allows one live order per listing: of any number of buyers racing, one gets the order;
-- the hold request id is derived from the order id (`hr_<order>`), so payments acts on it once;
+- the hold request id is derived from the order id (`hr_<order>`), so payments acts on it once, and the requests
+  of one order reach payments in the order they were made (one partition);
 - every report from payments moves the order only from the state it expects (a late `HoldAuthorised` for an
   order that expired is answered with a cancel request, which payments applies once);
 - timers select due rows and change each under a conditional UPDATE (see timers.py);
-- an order asks for a capture only when shipped and for a cancel only before shipping, both under its row lock, so
-  payments never has to refuse one of its requests for having lost a race; a refusal it reports anyway (the
-  buyer's authorisation lapsed before the capture: HoldCancelled, then HoldCaptureRefused) is logged for an
-  operator, with the payment status the reports left (`cancelled`).
+- an order asks for an escrow capture and a release only when shipped and for a cancel only before (or a refund
+  from escrow after), all under its row lock, so payments never has to refuse one of its requests for having
+  lost a race. A held authorisation the provider lets go anyway (reported unasked as HoldCancelled
+  `authorisation_lapsed`) cancels a paid order before the seller ships; one that lapsed between the seller's ship
+  and payments' capture (the provider dropped it before its window) is refused and logged for an operator.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.contracts.listings import ListingUnpublished, OrderCancelled, OrderCompleted, OrderPaid
 from services.contracts.payments import (
+    AUTHORISATION_LAPSED,
     HoldAuthorised,
     HoldCancelled,
     HoldCancelRefused,
@@ -37,10 +48,13 @@ from services.contracts.payments import (
     HoldCaptureRefused,
     HoldCaptureRequested,
     HoldDeclined,
+    HoldEscrowed,
+    HoldEscrowRequested,
     HoldOpened,
     HoldRefunded,
     HoldRequested,
 )
+from services.kernel import idempotency
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork, retry_on_conflict
 from services.kernel.errors import Conflict, Forbidden, NotFound
@@ -72,7 +86,7 @@ def create_order(rt: ServiceRuntime, buyer_id: str, listing_id: str) -> dict[str
                 raise NotFound(f"no listing with id {listing_id}")
             refuse(not_own_listing(buyer_id, row.seller_id))
             now = datetime.now(UTC)
-            order_id = new_id("od")
+            order_id = idempotency.made(new_id("od"))
             res = sess.execute(
                 update(listings)
                 .where(listings.c.id == row.id, listings.c.status == m.PUBLISHED)
@@ -135,19 +149,38 @@ def ship_order(
         _party(row, user, "seller")
         m.next_order_state("ship", row.status)
         now = datetime.now(UTC)
-        uow.session.execute(
-            update(orders)
-            .where(orders.c.id == row.id)
-            .values(
-                status=m.SHIPPED,
-                carrier=carrier,
-                tracking_no=tracking_no,
-                shipped_at=now,
-                updated_at=now,
-                version=row.version + 1,
+        if row.ship_by is not None and now >= row.ship_by:
+            # too late, and the timer has not come by yet: cancel it as the timer would (committed), then refuse
+            close(uow, row, "cancel", reason="not_shipped")
+            shipped = None
+        else:
+            uow.session.execute(
+                update(orders)
+                .where(orders.c.id == row.id)
+                .values(
+                    status=m.SHIPPED,
+                    carrier=carrier,
+                    tracking_no=tracking_no,
+                    shipped_at=now,
+                    updated_at=now,
+                    version=row.version + 1,
+                )
             )
+            # the goods leave: capture the buyer's money into escrow now, before the authorisation can lapse
+            uow.emit(
+                HoldEscrowRequested(
+                    hold_request_id=row.hold_request_id, requested_by=REQUESTER, requested_at=now
+                )
+            )
+            shipped = order_view(_order(uow, order_id))
+    if shipped is None:
+        raise Conflict(
+            f"order {order_id} was not shipped by {row.ship_by.isoformat()}: it is cancelled and the buyer's "
+            "money released",
+            current_state=m.CANCELLED,
+            reason="not_shipped",
         )
-        return order_view(_order(uow, order_id))
+    return shipped
 
 
 def confirm_receipt(
@@ -220,28 +253,20 @@ def complete(uow: UnitOfWork, rt: ServiceRuntime, row: Any, *, auto: bool) -> bo
 
 
 def cancel_order(rt: ServiceRuntime, user: Principal, order_id: str) -> dict[str, Any]:
-    """Buyer or seller (or an admin), before shipping: the hold is released (or refunded) in full."""
+    """Buyer or seller (or an admin), before shipping: the hold is released in full. After shipping the seller
+    (taking the item back) or an admin (deciding a dispute for the buyer): the escrow is refunded in full."""
     with UnitOfWork(rt.db) as uow:
         row = _order(uow, order_id, lock=True)
-        _party(row, user, "buyer", "seller", admin_ok=True)
-        close(
-            uow,
-            row,
-            "cancel",
-            reason="cancelled_by_"
-            + (
-                "buyer"
-                if user.user_id == row.buyer_id
-                else "seller"
-                if user.user_id == row.seller_id
-                else "admin"
-            ),
-        )
+        role = _party(row, user, "buyer", "seller", admin_ok=True)
+        # the buyer's own cancel of a shipped order stays a conflict: they have the goods
+        action = "refund" if row.status == m.SHIPPED and role != "buyer" else "cancel"
+        close(uow, row, action, reason=f"cancelled_by_{role}")
         return order_view(_order(uow, order_id))
 
 
 def close(uow: UnitOfWork, row: Any, action: str, reason: str) -> bool:
-    """Cancel or expire an order: free the listing, ask payments to give the money back."""
+    """Cancel, refund or expire an order: free the listing, ask payments to give the money back (release the
+    hold, or refund the escrow once shipping captured it)."""
     to = m.next_order_state(action, row.status)
     now = datetime.now(UTC)
     res = uow.session.execute(
@@ -251,7 +276,8 @@ def close(uow: UnitOfWork, row: Any, action: str, reason: str) -> bool:
     )
     if res.rowcount != 1:
         return False
-    release_listing(uow, row.listing_id, row.id)
+    # refunded after shipping: the item is with the buyer or on its way back; the seller publishes it again
+    release_listing(uow, row.listing_id, row.id, to_draft=action == "refund")
     uow.emit(
         HoldCancelRequested(
             hold_request_id=row.hold_request_id, reason=reason, requested_by=REQUESTER, requested_at=now
@@ -271,14 +297,14 @@ def close(uow: UnitOfWork, row: Any, action: str, reason: str) -> bool:
     return True
 
 
-def release_listing(uow: UnitOfWork, listing_id: str, order_id: str) -> None:
-    """Back on sale, or to draft when its wipe certificate was revoked while the order ran."""
+def release_listing(uow: UnitOfWork, listing_id: str, order_id: str, to_draft: bool = False) -> None:
+    """Back on sale, or to draft when its wipe certificate was revoked while the order ran (or `to_draft`)."""
     s = uow.session
     listing = s.execute(select(listings).where(listings.c.id == listing_id).with_for_update()).one()
     if listing.status != m.RESERVED or listing.reserved_order_id != order_id:
         return
     now = datetime.now(UTC)
-    if listing.unpublished_reason == "certificate_revoked":
+    if to_draft or listing.unpublished_reason == "certificate_revoked":
         s.execute(
             update(listings)
             .where(listings.c.id == listing_id)
@@ -336,6 +362,7 @@ def review_order(
                 comment=comment,
                 created_at=datetime.now(UTC),
             )
+            idempotency.made(role)
             uow.session.execute(reviews.insert().values(**values))
             return values
 
@@ -343,6 +370,22 @@ def review_order(
         return retry_on_conflict(work)
     except IntegrityError:
         raise Conflict("this order has already been reviewed by you", current_state="reviewed") from None
+
+
+def reviewed(rt: ServiceRuntime, user: Principal, order_id: str, role: str) -> dict[str, Any]:
+    """`review_order`'s reply for the review it recorded (its reply lost after the commit)."""
+    with rt.db.session(readonly=True) as s:
+        row = s.execute(
+            select(reviews).where(
+                reviews.c.order_id == order_id,
+                reviews.c.author_role == role,
+                reviews.c.author_id == user.user_id,
+            )
+        ).first()
+    if row is None:
+        raise NotFound(f"no review of yours for order {order_id}")
+    keys = ("order_id", "author_role", "author_id", "subject_id", "rating", "comment", "created_at")
+    return {k: row._mapping[k] for k in keys}
 
 
 def reputation(rt: ServiceRuntime, user_id: str) -> dict[str, Any]:
@@ -416,6 +459,7 @@ def order_view(row: Any) -> dict[str, Any]:
         "created_at": row.created_at,
         "expires_at": row.expires_at,
         "paid_at": row.paid_at,
+        "ship_by": row.ship_by,
         "shipped_at": row.shipped_at,
         "completed_at": row.completed_at,
     }
@@ -463,7 +507,7 @@ def when_hold_opened_record(event: HoldOpened, uow: UnitOfWork) -> None:
     )
 
 
-def when_hold_authorised_mark_paid(event: HoldAuthorised, uow: UnitOfWork) -> None:
+def when_hold_authorised_mark_paid(event: HoldAuthorised, uow: UnitOfWork, *, rt: ServiceRuntime) -> None:
     row = _by_hold(uow, event.hold_request_id)
     if row is None:
         return  # not one of listings' holds
@@ -491,6 +535,8 @@ def when_hold_authorised_mark_paid(event: HoldAuthorised, uow: UnitOfWork) -> No
             hold_id=event.hold_id,
             decline_reason=None,
             paid_at=now,
+            # counted from the authorisation: that is when the provider's window opened
+            ship_by=event.authorised_at + timedelta(days=settings_of(rt).ship_days),
             updated_at=now,
             version=row.version + 1,
         )
@@ -527,12 +573,35 @@ def when_hold_captured_record(event: HoldCaptured, uow: UnitOfWork) -> None:
     )
 
 
-def when_hold_cancelled_record(event: HoldCancelled, uow: UnitOfWork) -> None:
+def when_hold_escrowed_record(event: HoldEscrowed, uow: UnitOfWork) -> None:
     uow.session.execute(
         update(orders)
-        .where(orders.c.hold_request_id == event.hold_request_id)
+        .where(orders.c.hold_request_id == event.hold_request_id, orders.c.payment_status == "held")
+        .values(payment_status="escrowed", updated_at=datetime.now(UTC))
+    )
+
+
+def when_hold_cancelled_record(event: HoldCancelled, uow: UnitOfWork) -> None:
+    """The hold was let go: at our request (the order is closed already), or by the provider (the authorisation
+    lapsed): a paid order is then cancelled before the seller ships what nobody would pay for."""
+    row = _by_hold(uow, event.hold_request_id)
+    if row is None:
+        return
+    uow.session.execute(
+        update(orders)
+        .where(orders.c.id == row.id)
         .values(payment_status="cancelled", updated_at=datetime.now(UTC))
     )
+    if row.status == m.PAID:
+        lapsed = event.reason == AUTHORISATION_LAPSED
+        close(uow, row, "cancel", reason=AUTHORISATION_LAPSED if lapsed else "payment_cancelled")
+    elif row.status == m.SHIPPED:
+        log.error(
+            "the buyer's authorisation of shipped order %s was let go before its escrow capture (%s): the seller "
+            "is not paid",
+            row.id,
+            event.reason,
+        )
 
 
 def when_hold_refunded_record(event: HoldRefunded, uow: UnitOfWork) -> None:

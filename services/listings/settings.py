@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.contracts.payments import HOLD_VALID_DAYS
 from services.kernel.ports import Port
 from services.kernel.settings import StrictSettings
 
@@ -65,6 +66,9 @@ class ListingsSettings(StrictSettings):
 
     # orders with escrow
     payment_minutes: int = Field(30, ge=1)  # unpaid orders expire after this
+    # paid orders not shipped this long after the buyer's authorisation are cancelled and the hold released: the
+    # seller ships (and the money is captured into escrow) while the authorisation still stands
+    ship_days: float = Field(3, gt=0)
     auto_confirm_days: float = Field(10, gt=0)  # shipped orders are confirmed for the buyer after this
     platform_fee_bps: int = Field(100, ge=0, le=5000)  # 1 %
     min_fee_fen: int = Field(0, ge=0)
@@ -75,6 +79,16 @@ class ListingsSettings(StrictSettings):
     timer_interval_s: int = Field(30, ge=1)
     timer_batch: int = Field(200, ge=1)
     search_max_limit: int = Field(100, ge=1)
+
+    @field_validator("ship_days")
+    @classmethod
+    def _ship_before_the_hold_lapses(cls, v: float) -> float:
+        if v >= HOLD_VALID_DAYS:
+            raise ValueError(
+                f"LISTINGS_SHIP_DAYS must be below {HOLD_VALID_DAYS} days, the time a card authorisation stays "
+                "capturable at the payment provider: an order shipped later could not be captured into escrow"
+            )
+        return v
 
 
 SETTINGS: Port[ListingsSettings] = Port("listings.settings")

@@ -91,7 +91,7 @@ orders = Table(
     Column("hold_request_id", String(80), nullable=False, unique=True),
     Column(
         "payment_status", String(32), nullable=False
-    ),  # requested | requires_payment_method | declined | held | captured | cancelled | refunded
+    ),  # requested | requires_payment_method | declined | held | escrowed | captured | cancelled | refunded
     Column("client_secret", Text, nullable=True),
     Column("hold_id", String(64), nullable=True),
     Column("decline_reason", Text, nullable=True),
@@ -105,11 +105,14 @@ orders = Table(
     Column("updated_at", Timestamp(), nullable=False),
     Column("expires_at", Timestamp(), nullable=False),
     Column("paid_at", Timestamp(), nullable=True),
+    # a paid order not shipped by then is cancelled (`not_shipped`): the buyer's authorisation would lapse
+    Column("ship_by", Timestamp(), nullable=True),
     Column("shipped_at", Timestamp(), nullable=True),
     Column("completed_at", Timestamp(), nullable=True),
     Column("closed_at", Timestamp(), nullable=True),
     Index("ix_orders_status_expires", "status", "expires_at"),
     Index("ix_orders_status_shipped", "status", "shipped_at"),
+    Index("ix_orders_status_ship_by", "status", "ship_by"),
     # never two live orders for one listing, whatever races (the reservation is the first guard)
     Index(
         "uq_orders_live_listing",

@@ -1,5 +1,6 @@
-"""Timers of orders: unpaid orders expire (the listing goes back on sale), shipped orders are confirmed for the
-buyer after `auto_confirm_days`. The state is in the orders table: every scan selects the rows due now and
+"""Timers of orders: unpaid orders expire (the listing goes back on sale), paid orders not shipped by their
+`ship_by` are cancelled (`not_shipped`: the hold is released before the provider lets the authorisation lapse,
+and the listing goes back on sale), shipped orders are confirmed for the buyer after `auto_confirm_days`. The state is in the orders table: every scan selects the rows due now and
 changes each in its own unit of work under a conditional UPDATE, so a missed scan is caught up by the next and two
 scans at once (or a scan racing the buyer) cannot both act.
 
@@ -34,6 +35,12 @@ def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
             s.timer_batch,
             select(orders).where(orders.c.status == m.PENDING_PAYMENT, orders.c.expires_at <= now),
             lambda uow, row: close(uow, row, "expire", reason="unpaid"),
+        ),
+        "not_shipped": _each(
+            rt,
+            s.timer_batch,
+            select(orders).where(orders.c.status == m.PAID, orders.c.ship_by <= now),
+            lambda uow, row: close(uow, row, "cancel", reason="not_shipped"),
         ),
         "auto_confirmed": _each(
             rt,

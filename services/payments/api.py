@@ -115,6 +115,13 @@ async def create_withdrawal(ctx: Ctx) -> Any:
     return Reply(_withdrawal_out(w), 201)
 
 
+@router.replay_of(create_withdrawal)
+async def create_withdrawal_replayed(ctx: Ctx, made: str) -> Any:
+    w = await ctx.run(payments_of(ctx).get_withdrawal, made)
+    ctx.require_owner(w.payee_user_id, what="withdrawal")
+    return Reply(_withdrawal_out(w), 201)
+
+
 @router.get("/v1/payments/withdrawals", authenticated=True, query=ListQuery, response=WithdrawalList)
 async def list_withdrawals(ctx: Ctx) -> dict[str, Any]:
     """The signed-in user's withdrawals, newest first."""

@@ -4,8 +4,9 @@
                       threshold); WithdrawalRequested (internal) → send it through the provider.
 
 - `payments.holds`    payments.hold: holds other services ask for (escrow of listings' orders, trading's deposits
-                      and settlements): HoldRequested → open the payment; HoldCaptureRequested → capture and
-                      release; HoldCancelRequested → close, release or refund (hold_requests.py).
+                      and settlements): HoldRequested → open the payment; HoldEscrowRequested → capture into
+                      escrow; HoldCaptureRequested → capture (unless escrowed) and release; HoldCancelRequested →
+                      close, release or refund (hold_requests.py).
 
 All are idempotent on their own (keyed by payout_id / withdrawal_id / hold_request_id), on top of the consumer's
 inbox.
@@ -18,6 +19,7 @@ from functools import partial
 from services.contracts.payments import (
     HoldCancelRequested,
     HoldCaptureRequested,
+    HoldEscrowRequested,
     HoldRequested,
     PayoutRequested,
 )
@@ -43,6 +45,7 @@ def consumers(rt: ServiceRuntime) -> list[ConsumerSpec]:
             "payments.holds",
             {
                 HoldRequested: partial(when_hold_requested_open, rt=rt),
+                HoldEscrowRequested: partial(when_hold_escrow_requested_capture, rt=rt),
                 HoldCaptureRequested: partial(when_hold_capture_requested_settle, rt=rt),
                 HoldCancelRequested: partial(when_hold_cancel_requested_release, rt=rt),
             },
@@ -62,6 +65,12 @@ def when_withdrawal_requested_send(
 
 def when_hold_requested_open(event: HoldRequested, uow: UnitOfWork, *, rt: ServiceRuntime) -> None:
     hold_requests_of(rt).open_requested(uow, event)
+
+
+def when_hold_escrow_requested_capture(
+    event: HoldEscrowRequested, uow: UnitOfWork, *, rt: ServiceRuntime
+) -> None:
+    hold_requests_of(rt).escrow_requested(uow, event)
 
 
 def when_hold_capture_requested_settle(

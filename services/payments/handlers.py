@@ -25,8 +25,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.contracts.payments import PayoutFailed, PayoutPaid, PayoutRequested
+from services.kernel import idempotency
 from services.kernel.db import Database, UnitOfWork, retry_on_conflict
 from services.kernel.errors import NotFound, RuleViolated, ValidationFailed
+from services.kernel.events import Envelope
 from services.kernel.ports import Port
 
 from . import store
@@ -48,6 +50,7 @@ from .domain.provider_events import PAYMENT_INTENT, REFUND, TRANSFER, ProviderEv
 from .domain.rules import (
     command_scoped_id,
     hold_id_for,
+    payout_outcome_event_id,
     payout_waits_for_threshold,
     provider_idempotency_key,
     wallet_for,
@@ -75,12 +78,47 @@ K_WITHDRAWAL_FAILED = "withdrawal_failed"
 K_WITHDRAWAL_RETURNED = "withdrawal_returned"
 
 
+# the reason recorded on a hold the provider cancelled without us (an authorisation that lapsed)
+PROVIDER_CANCELLED = "cancelled by the provider"
+
+
 def _reused(command_id: str, what: str) -> RuleViolated:
     return RuleViolated(
         f"command id {command_id!r} was already used for {what}",
         reason="command_id_reused",
         field="command_id",
     )
+
+
+def announced(event: PayoutPaid | PayoutFailed) -> Envelope:
+    """A payout's outcome as published, under the id derived from it (each outcome happens once per payout)."""
+    outcome = "paid" if isinstance(event, PayoutPaid) else "failed"
+    return Envelope.wrap(event, event_id=payout_outcome_event_id(event.payout_id, outcome))
+
+
+def outcome_of(row: Any) -> PayoutPaid | PayoutFailed | None:
+    """The outcome event a held payout reports, rebuilt from its row (when the first copy left the outbox); None
+    while a withdrawal is under way."""
+    status = PayoutStatus(row.status)
+    if status in (PayoutStatus.CREDITED, PayoutStatus.PAID):
+        return PayoutPaid(
+            payout_id=row.payout_id,
+            reference_id=row.reference_id,
+            amount_fen=int(row.amount_fen),
+            provider_ref=row.provider_ref or "",
+            paid_at=row.updated_at,
+            destination="balance" if status == PayoutStatus.CREDITED else "provider",
+        )
+    if status in (PayoutStatus.FAILED, PayoutStatus.RETURNED):
+        return PayoutFailed(
+            payout_id=row.payout_id,
+            reference_id=row.reference_id,
+            amount_fen=int(row.amount_fen),
+            reason=row.failure_reason or "",
+            failed_at=row.updated_at,
+            returned=status == PayoutStatus.RETURNED,
+        )
+    return None
 
 
 class Payments:
@@ -239,6 +277,15 @@ class Payments:
         )
         self._record_capture(s, row, snap.captured_fen or amount)
         self._record_command(s, command_id, "capture", hold_id, amount)
+        return self._hold_view(s, self._hold_row(s, hold_id))
+
+    def record_provider_cancelled_in(self, uow: UnitOfWork, *, hold_id: str, reason: str) -> Hold:
+        """The provider let an authorised hold go and we found out by acting on it, before its event came: book it
+        as the event would (which then changes nothing)."""
+        s = uow.session
+        row = self._hold_row(s, hold_id, lock=True)
+        if row.status == HoldStatus.AUTHORISED:
+            self._record_hold_closed(s, row, HoldStatus.CANCELLED, f"{PROVIDER_CANCELLED}: {reason}")
         return self._hold_view(s, self._hold_row(s, hold_id))
 
     def cancel(self, *, command_id: str, hold_id: str) -> Hold:
@@ -442,6 +489,7 @@ class Payments:
                 if prior is not None:
                     if prior.payee_user_id != user_id:
                         raise _reused(command_id, "another withdrawal")
+                    idempotency.made(prior.id)
                     return prior.id
                 balance = L.normal_balance(
                     L.wallet_account(wallet, user_id), store.raw_balance(s, L.wallet_account(wallet, user_id))
@@ -455,7 +503,9 @@ class Payments:
                         reason="insufficient_balance",
                         field="amount_fen",
                     )
-                return self._reserve_withdrawal(uow, user_id, wallet, amount, command_id, None)
+                wd_id = self._reserve_withdrawal(uow, user_id, wallet, amount, command_id, None)
+                idempotency.made(wd_id)
+                return wd_id
 
         wd_id = retry_on_conflict(work)
         self._try_send(wd_id)
@@ -509,7 +559,18 @@ class Payments:
 
     # --- requested by events (consumers.py) ------------------------------------------------------------------
     def pay_requested(self, uow: UnitOfWork, ev: PayoutRequested) -> None:
-        """A payout another service asked for: accepted once by its payout_id (paid, or credited to a wallet)."""
+        """A payout another service asked for: accepted once by its payout_id (paid, or credited to a wallet).
+
+        Asked again for a payout it holds (the requester never heard the outcome: booking asks again after
+        BOOKING_PAYOUT_REREQUEST_MINUTES), nothing is paid twice; its outcome is announced again instead, the
+        same event (`payout_outcome_event_id`), since the first announcement may have been lost on the way."""
+        held = uow.session.execute(select(payouts).where(payouts.c.payout_id == ev.payout_id)).first()
+        if held is not None:
+            outcome = outcome_of(held)
+            if outcome is not None:  # else a withdrawal is under way: its outcome is announced when it comes
+                how = uow.emit_again(announced(outcome))
+                log.info("payout %s requested again: its outcome announced again (%s)", ev.payout_id, how)
+            return
         try:
             self._accept_payout(
                 uow,
@@ -937,13 +998,15 @@ class Payments:
             ref = f"balance:{payout_id}"
             s.execute(insert(payouts).values(status=str(PayoutStatus.CREDITED), provider_ref=ref, **values))
             uow.emit(
-                PayoutPaid(
-                    payout_id=payout_id,
-                    reference_id=reference_id,
-                    amount_fen=amount_fen,
-                    provider_ref=ref,
-                    paid_at=datetime.now(UTC),
-                    destination="balance",
+                announced(
+                    PayoutPaid(
+                        payout_id=payout_id,
+                        reference_id=reference_id,
+                        amount_fen=amount_fen,
+                        provider_ref=ref,
+                        paid_at=datetime.now(UTC),
+                        destination="balance",
+                    )
                 )
             )
         else:
@@ -976,12 +1039,14 @@ class Payments:
             )
         )
         uow.emit(
-            PayoutFailed(
-                payout_id=ev.payout_id,
-                reference_id=ev.reference_id,
-                amount_fen=ev.amount_fen,
-                reason=reason,
-                failed_at=datetime.now(UTC),
+            announced(
+                PayoutFailed(
+                    payout_id=ev.payout_id,
+                    reference_id=ev.reference_id,
+                    amount_fen=ev.amount_fen,
+                    reason=reason,
+                    failed_at=datetime.now(UTC),
+                )
             )
         )
 
@@ -1108,13 +1173,15 @@ class Payments:
                     )
                 )
                 uow.emit(
-                    PayoutPaid(
-                        payout_id=p.payout_id,
-                        reference_id=p.reference_id,
-                        amount_fen=p.amount_fen,
-                        provider_ref=provider_ref,
-                        paid_at=datetime.now(UTC),
-                        destination="provider",
+                    announced(
+                        PayoutPaid(
+                            payout_id=p.payout_id,
+                            reference_id=p.reference_id,
+                            amount_fen=p.amount_fen,
+                            provider_ref=provider_ref,
+                            paid_at=datetime.now(UTC),
+                            destination="provider",
+                        )
                     )
                 )
 
@@ -1160,13 +1227,15 @@ class Payments:
             )
         )
         uow.emit(
-            PayoutFailed(
-                payout_id=p.payout_id,
-                reference_id=p.reference_id,
-                amount_fen=p.amount_fen,
-                reason=reason,
-                failed_at=datetime.now(UTC),
-                returned=returned,
+            announced(
+                PayoutFailed(
+                    payout_id=p.payout_id,
+                    reference_id=p.reference_id,
+                    amount_fen=p.amount_fen,
+                    reason=reason,
+                    failed_at=datetime.now(UTC),
+                    returned=returned,
+                )
             )
         )
 
@@ -1210,7 +1279,7 @@ class Payments:
             return
         if state.status == "cancelled":
             self._record_hold_closed(
-                s, row, HoldStatus.CANCELLED, f"cancelled by the provider: {state.failure_reason}"
+                s, row, HoldStatus.CANCELLED, f"{PROVIDER_CANCELLED}: {state.failure_reason}"
             )
         elif state.status == "captured":
             self._record_capture(s, row, state.amount_fen or int(row.amount_fen), "captured at the provider")

@@ -5,16 +5,22 @@
     the payer confirms: their client with the client secret (Stripe), or POST /v1/payments/intents/{id}/confirm
     ─▶ we learn what they did: at once (our route), by a signed provider webhook, or by the timer that reads
        the intents still waiting (`sync_waiting`) ─▶ HoldAuthorised (the hold is recorded) | HoldDeclined (retry)
-    HoldCaptureRequested ─▶ capture + release to the payee less the fee ─▶ HoldCaptured (+ payout events)
-    HoldCancelRequested ─▶ close the intent / release the hold / refund a capture the provider made outside ours
-                           ─▶ HoldCancelled | HoldRefunded
+    HoldEscrowRequested ─▶ capture into the platform's escrow, pay nobody yet ─▶ HoldEscrowed   (optional step)
+    HoldCaptureRequested ─▶ capture (unless escrowed) + release to the payee less the fee ─▶ HoldCaptured
+                            (+ payout events)
+    HoldCancelRequested ─▶ close the intent / release the hold / refund the escrow (ours, or a capture the
+                           provider made outside ours) ─▶ HoldCancelled | HoldRefunded
     a request the state no longer allows ─▶ HoldCancelRefused (captured: the payee has the money) |
                            HoldCaptureRefused (not paid yet, cancelled, refunded, the authorisation lapsed,
                            a fee or payee that can never be paid: checked before anything is captured)
 
+Request statuses: requires_payment_method → requires_capture (held) → [escrowed →] captured (released to the
+payee) | cancelled | refunded.
+
 A refusal is an answer, not a failure: the handler commits it (with the inbox record) instead of raising, so a
 valid request that lost a race is never parked in the dead letters. A held request whose hold the provider let go
-(a lapsed authorisation, booked by its event) is found cancelled when the requester next asks, and told so.
+(a lapsed authorisation, booked by its event) is cancelled and the requester told (`HoldCancelled`,
+`authorisation_lapsed`) when that event arrives, or at the latest when the requester next asks.
 
 Whatever told us, the intent's state is read from the provider under the request's row lock and applied by one
 function (`_apply`), so the three paths agree and none acts twice: the hold is recorded under the command id
@@ -37,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import insert, select, update
 
 from services.contracts.payments import (
+    AUTHORISATION_LAPSED,
     HoldAuthorised,
     HoldCancelled,
     HoldCancelRefused,
@@ -45,6 +52,8 @@ from services.contracts.payments import (
     HoldCaptureRefused,
     HoldCaptureRequested,
     HoldDeclined,
+    HoldEscrowed,
+    HoldEscrowRequested,
     HoldOpened,
     HoldRefunded,
     HoldRequested,
@@ -55,7 +64,7 @@ from services.kernel.ports import Port
 
 from .domain.model import HoldStatus
 from .domain.rules import provider_idempotency_key, wallet_for
-from .handlers import Payments
+from .handlers import PROVIDER_CANCELLED, Payments
 from .ports import CLIENT_CONFIRMATION, IntentSnapshot, InvalidRequest, ProviderError
 from .store import hold_requests
 
@@ -66,8 +75,9 @@ log = logging.getLogger(__name__)
 
 WAITING = "requires_payment_method"
 HELD = "requires_capture"
+ESCROWED = "escrowed"  # captured into the platform's escrow, released to nobody yet
 CAPTURED, CANCELLED, REFUNDED = "captured", "cancelled", "refunded"
-LAPSED = "authorisation_lapsed"  # the provider let the hold go before it was captured
+LAPSED = AUTHORISATION_LAPSED  # the provider let the hold go before it was captured
 # why a capture is refused, by the request's status (HoldCaptureRefused.reason)
 # how many payments' last refresh a process remembers (the oldest are forgotten: at worst one more provider read)
 _REFRESH_MEMORY = 10_000
@@ -151,7 +161,7 @@ class HoldRequests:
             raise NotFound(f"no payment with id {request_id}")
         if row.payer_user_id != user_id:
             raise Forbidden("only the payer confirms a payment", reason="not_payer")
-        if row.status in (HELD, CAPTURED):
+        if row.status in (HELD, ESCROWED, CAPTURED):
             return view(row)  # confirmed already
         if row.status != WAITING:
             raise Conflict(f"the payment is {row.status}", current_state=row.status)
@@ -210,8 +220,15 @@ class HoldRequests:
                 hold_requests.c.provider_ref == intent
             )
         ).first()
-        if found is None or not _may_change(found):
-            return  # not a request's intent, or its outcome is ours to decide now (capture, cancel, refund)
+        if found is None:
+            return  # not a request's intent
+        if found.status == HELD:
+            # the provider may have let the hold go (a lapsed authorisation; the event is booked): tell the
+            # requester now, not when it next asks, so it stops the sale before goods leave
+            self._held_as_the_ledger_says(uow, self._locked(uow, found.id))
+            return
+        if not _may_change(found):
+            return  # its outcome is ours to decide now (capture, cancel, refund)
         row = self._locked(uow, found.id)
         if _may_change(row):
             self._apply(uow, row, self.provider.retrieve_intent(intent))
@@ -396,13 +413,11 @@ class HoldRequests:
         """Capture the hold and release it to the payee less the fee. A request the hold's state does not allow is
         answered with `HoldCaptureRefused` (a refusal is an answer, not a failure: the event must not be parked)."""
         s = uow.session
-        before = self._locked(uow, event.hold_request_id)
-        row = self._held_as_the_ledger_says(uow, before)
+        row = self._held_as_the_ledger_says(uow, self._locked(uow, event.hold_request_id))
         if row.status == CAPTURED:
             return  # the same capture asked again: answered already
-        if row.status != HELD:
-            reason = LAPSED if before.status == HELD else _CAPTURE_REFUSALS.get(row.status, "not_held")
-            self._refuse(uow, row, HoldCaptureRefused, reason)
+        if row.status not in (HELD, ESCROWED):
+            self._refuse(uow, row, HoldCaptureRefused, self._capture_refusal(uow, row))
             return
         p = self.payments
         held = p.hold_in(uow, row.hold_id)
@@ -413,9 +428,11 @@ class HoldRequests:
         if unpayable:
             self._refuse(uow, row, HoldCaptureRefused, unpayable)
             return
-        if held.status == HoldStatus.AUTHORISED:
-            p.capture_in(uow, command_id=f"hr:{row.id}:capture", hold_id=row.hold_id)
-        # else the provider captured it outside our capture (its event booked that): the escrow holds it already
+        if held.status == HoldStatus.AUTHORISED and not self._captured(uow, row):
+            self._refuse(uow, self._held_as_the_ledger_says(uow, row), HoldCaptureRefused, LAPSED)
+            return
+        # else escrowed by our own request, or captured by the provider outside our capture (its event booked
+        # that): the escrow holds it already
         hold = p.hold_in(uow, row.hold_id)
         payout, _ = p.release_in(
             uow,
@@ -442,6 +459,36 @@ class HoldRequests:
             )
         )
 
+    def escrow_requested(self, uow: UnitOfWork, event: HoldEscrowRequested) -> None:
+        """Capture the hold into the platform's escrow and pay nobody yet: from now on nothing can lapse at the
+        provider. Refused like a capture (`HoldCaptureRefused`) when the hold is not held."""
+        s = uow.session
+        row = self._held_as_the_ledger_says(uow, self._locked(uow, event.hold_request_id))
+        if row.status in (ESCROWED, CAPTURED):
+            return  # escrowed (or released) already: answered then
+        if row.status != HELD:
+            self._refuse(uow, row, HoldCaptureRefused, self._capture_refusal(uow, row))
+            return
+        p = self.payments
+        if p.hold_in(uow, row.hold_id).status == HoldStatus.AUTHORISED and not self._captured(uow, row):
+            self._refuse(uow, self._held_as_the_ledger_says(uow, row), HoldCaptureRefused, LAPSED)
+            return
+        # else the provider captured it outside our capture (its event booked that): in escrow already
+        hold = p.hold_in(uow, row.hold_id)
+        now = _now()
+        s.execute(
+            update(hold_requests).where(hold_requests.c.id == row.id).values(status=ESCROWED, updated_at=now)
+        )
+        uow.emit(
+            HoldEscrowed(
+                hold_request_id=row.id,
+                hold_id=row.hold_id,
+                reference_id=row.reference_id,
+                captured_fen=hold.captured_fen,
+                escrowed_at=now,
+            )
+        )
+
     def release_requested(self, uow: UnitOfWork, event: HoldCancelRequested) -> None:
         """Give the payer's money back: close the payment, release the hold, or refund what the provider captured
         outside our capture. After our capture the money went to the payee: `HoldCancelRefused`."""
@@ -465,8 +512,11 @@ class HoldRequests:
                     cancelled_at=now,
                 )
             )
-        elif row.status == HELD and self.payments.hold_in(uow, row.hold_id).status == HoldStatus.CAPTURED:
-            # captured at the provider (its event booked it into the escrow), never released: refund it all
+        elif row.status == ESCROWED or (
+            row.status == HELD and self.payments.hold_in(uow, row.hold_id).status == HoldStatus.CAPTURED
+        ):
+            # in escrow (our escrow capture, or one the provider made whose event booked it), never released:
+            # refund it all
             refund = self.payments.refund_in(
                 uow, command_id=f"hr:{row.id}:refund", hold_id=row.hold_id, reason=event.reason
             )
@@ -530,6 +580,32 @@ class HoldRequests:
                 refused_at=_now(),
             )
         )
+
+    def _captured(self, uow: UnitOfWork, row: Any) -> bool:
+        """Capture a held request's hold into escrow (one command id for the escrow and the capture-and-release
+        requests: whichever comes first captures). False if the provider had let the authorisation go and its
+        event has not reached us yet: booked now, as that event would have."""
+        hold = self.payments.hold_in(uow, row.hold_id)
+        try:
+            self.payments.capture_in(uow, command_id=f"hr:{row.id}:capture", hold_id=row.hold_id)
+            return True
+        except InvalidRequest:
+            snap = self.provider.retrieve_intent(hold.provider_ref)
+            if snap.status != "cancelled":
+                raise
+        reason = str(snap.raw.get("cancellation_reason") or "")
+        self.payments.record_provider_cancelled_in(uow, hold_id=row.hold_id, reason=reason)
+        return False
+
+    def _capture_refusal(self, uow: UnitOfWork, row: Any) -> str:
+        """Why a capture or escrow request of a request neither held nor escrowed is refused."""
+        if (
+            row.status == CANCELLED
+            and row.hold_id
+            and (self.payments.hold_in(uow, row.hold_id).status_reason or "").startswith(PROVIDER_CANCELLED)
+        ):
+            return LAPSED  # the provider let the hold go (reported as HoldCancelled when we learnt of it)
+        return _CAPTURE_REFUSALS.get(row.status, "not_held")
 
     def _held_as_the_ledger_says(self, uow: UnitOfWork, row: Any) -> Any:
         """A held request whose hold the provider cancelled meanwhile (the authorisation lapsed: its event closed

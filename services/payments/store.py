@@ -66,7 +66,7 @@ hold_requests = Table(
     Column("amount_fen", Money, nullable=False),
     Column("reference_id", String(128), nullable=False),
     Column("requested_by", String(32), nullable=False),
-    # requires_payment_method → requires_capture (held) → captured | cancelled | refunded
+    # requires_payment_method → requires_capture (held) → [escrowed →] captured | cancelled | refunded
     Column("status", String(32), nullable=False),
     Column("hold_id", String(64), nullable=True),
     Column("declines", Integer, nullable=False, default=0),

@@ -208,6 +208,11 @@ async def record_observation(ctx: Ctx) -> dict:
     return await ctx.run(handlers.record_firm_observation, ctx.runtime, ctx.user, ctx.body)
 
 
+@router.replay_of(record_observation)
+async def record_observation_replayed(ctx: Ctx, made: str) -> dict:
+    return await ctx.run(handlers.firm_observation_made, ctx.runtime, ctx.user, made, ctx.body)
+
+
 @router.post("/v1/admin/prices/compute", roles=ADMIN, body=ComputeRequest, response=ComputeOut)
 async def compute_prices(ctx: Ctx) -> dict:
     """Run the daily computation for `date` now; returns every series of that date (new versions flagged)."""

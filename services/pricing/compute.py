@@ -18,7 +18,8 @@ compute-index`, the benchmark):
 7. publish `IndexPublished` for every new version, through the outbox, in the same transaction.
 
 Concurrent computations are serialised (SQLite: the write lock taken at BEGIN IMMEDIATE; PostgreSQL: an
-advisory transaction lock), so two runs of one day can never both publish the same version.
+advisory transaction lock), so two runs of one day can never both publish the same version; the catch-up
+(`compute_missing_day`) checks under that lock that the day has no run yet, so it computes a day at most once.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from .domain.index_math import (
     SeriesConfig,
 )
 from .domain.methodology import Methodology, load_methodology
+from .domain.publication import days_to_catch_up, latest_published_day
 from .store import (
     computation_runs,
     correction_notices,
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
 PRICE = "price"
 INDEX = "index"
 REGION_SCALE = 1_000_000  # series key = category index × 1,000,000 + 6-digit region code
+CATCH_UP = "catch_up"  # computation_runs.trigger of a day the catch-up computed
 _LOCK_KEY = 0x70726963  # "pric": PostgreSQL advisory lock of the computation
 # Packed per-row attributes of the load query: city code (20 bits), tier (2), related party (1), category, party.
 _CITY_BITS, _TIER_SHIFT, _RELATED_SHIFT, _CATEGORY_SHIFT = 20, 20, 22, 23
@@ -819,6 +822,37 @@ def compute_day(
     now: datetime | None = None,
 ) -> DayOutcome:
     """Compute and publish one day (see the module docstring). Idempotent: unchanged values publish nothing."""
+    outcome = _compute_day(db, day, trigger, requested_by, reason, methodology, now, unless_computed=False)
+    assert outcome is not None
+    return outcome
+
+
+def compute_missing_day(
+    db: Database,
+    day: date,
+    *,
+    trigger: str,
+    reason: str | None = None,
+    methodology: Methodology | None = None,
+    now: datetime | None = None,
+) -> DayOutcome | None:
+    """Compute one day only if it has no computation yet (the catch-up); None if it has. Checked under the
+    computation's lock, so of two catch-ups of one day at once the second finds the first's run and does
+    nothing (no second run, no event)."""
+    return _compute_day(db, day, trigger, None, reason, methodology, now, unless_computed=True)
+
+
+def _compute_day(
+    db: Database,
+    day: date,
+    trigger: str,
+    requested_by: str | None,
+    reason: str | None,
+    methodology: Methodology | None,
+    now: datetime | None,
+    *,
+    unless_computed: bool,
+) -> DayOutcome | None:
     import time
 
     m = methodology or load_methodology()
@@ -829,6 +863,8 @@ def compute_day(
     with UnitOfWork(db) as uow:
         s = uow.session
         _lock(s)
+        if unless_computed and _computed(s, day):
+            return None
         run_id = s.execute(
             insert(computation_runs)
             .values(
@@ -877,13 +913,22 @@ def compute_day(
     return outcome
 
 
+def _computed(s: Session, day: date) -> bool:
+    return (
+        s.execute(select(computation_runs.c.id).where(computation_runs.c.day == day).limit(1)).first()
+        is not None
+    )
+
+
 def due_days(
     db: Database, m: Methodology, now: datetime | None = None, max_restatements: int = 31
 ) -> list[date]:
-    """What the daily job computes: the day the methodology publishes now (today − publication lag), then the
-    already-computed days that received late inputs within the late-data window, oldest first."""
+    """What the daily job computes: the newest day whose publication time has come (today − publication lag
+    once it is the publication time), then the already-computed days that received late inputs within the
+    late-data window, oldest first."""
+    now = now or datetime.now(UTC)
     today = today_in(m, now)
-    publish = today - timedelta(days=max(m.specification.publication_lag_days, 1))
+    publish = latest_published_day(now, m.specification)
     oldest = today - timedelta(days=m.late_data_days)
     with UnitOfWork(db, readonly=True) as uow:
         queued = (
@@ -898,6 +943,28 @@ def due_days(
         )
     days = [publish] if publish >= m.effective_from else []
     return days + [d for d in queued if d != publish]
+
+
+def missing_days(db: Database, m: Methodology, now: datetime | None, horizon_days: int) -> list[date]:
+    """The catch-up's days: published within the last `horizon_days` publications and never computed (the
+    worker was down at their publication time or died computing them), oldest first."""
+    now = now or datetime.now(UTC)
+    if horizon_days <= 0:
+        return []
+    latest = latest_published_day(now, m.specification)
+    with UnitOfWork(db, readonly=True) as uow:
+        computed = set(
+            uow.session.execute(
+                select(computation_runs.c.day)
+                .where(computation_runs.c.day > latest - timedelta(days=horizon_days))
+                .distinct()
+            )
+            .scalars()
+            .all()
+        )
+    return days_to_catch_up(
+        now, m.specification, effective_from=m.effective_from, horizon_days=horizon_days, computed=computed
+    )
 
 
 def latest_computed_day(s: Session) -> date | None:

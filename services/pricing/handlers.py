@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
+
+from services.kernel import idempotency
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork
-from services.kernel.errors import Forbidden, RuleViolated, ValidationFailed
+from services.kernel.errors import Forbidden, NotFound, RuleViolated, ValidationFailed
 from services.kernel.ids import new_id
+from services.kernel.money import qty_str
 from services.kernel.runtime import ServiceRuntime
 from services.kernel.taxonomy import categories
 
 from . import queries
-from .compute import DayOutcome, compute_day, due_days
+from .compute import CATCH_UP, DayOutcome, compute_day, compute_missing_day, due_days, missing_days
 from .domain.commands import (
     ComputeRequest,
     HistoryParams,
@@ -29,8 +34,10 @@ from .domain.observations import (
     firm_report_is_self_dealing,
     tier_for_firm_report,
 )
+from .domain.publication import latest_published_day
 from .intake import record_observations
 from .settings import settings_of
+from .store import observations
 
 # --------------------------------------------------------------------------------------------- intake
 
@@ -88,7 +95,37 @@ def record_firm_observation(
     )
     with UnitOfWork(rt.db) as uow:
         (recorded,) = record_observations(uow, [draft], methodology=m, now=now)
+        idempotency.made(str(recorded.id))
     return recorded.view()
+
+
+def firm_observation_made(
+    rt: ServiceRuntime, user: Principal, observation_id: str, body: RecordObservation
+) -> dict[str, Any]:
+    """`record_firm_observation`'s reply for the input it recorded (its reply lost after the commit)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        o = uow.session.execute(
+            select(observations).where(
+                observations.c.id == int(observation_id),
+                observations.c.source == SOURCE_API,
+                observations.c.source_ref == user.user_id,
+            )
+        ).first()
+    if o is None:
+        raise NotFound(f"no observation of yours with id {observation_id}")
+    return dict(
+        id=o.id,
+        category=o.category,
+        city_code=o.city_code,
+        unit_price_fen=o.unit_price_fen,
+        qty=qty_str(Decimal(o.qty_milli) / 1000),
+        kind=o.kind,
+        tier=o.tier,
+        related_party=o.related_party,
+        observed_at=o.observed_at.astimezone(body.observed_at.tzinfo),  # stored in UTC; reported as sent
+        day=o.day,
+        recorded_at=o.received_at,
+    )
 
 
 # --------------------------------------------------------------------------------------------- computing
@@ -115,13 +152,38 @@ def compute_on_request(
     ).view()
 
 
-def run_daily(rt: ServiceRuntime, now: datetime | None = None) -> list[dict[str, Any]]:
-    """The scheduled job: publish the due day, then recompute days that received late inputs."""
+def _summary(o: DayOutcome, trigger: str) -> dict[str, Any]:
+    return {k: v for k, v in o.view().items() if k not in ("series", "notices")} | {"trigger": trigger}
+
+
+def catch_up(
+    rt: ServiceRuntime, now: datetime | None = None, before: date | None = None
+) -> list[dict[str, Any]]:
+    """The catch-up timer: compute every day published within `PRICING_CATCHUP_DAYS` that has no computation
+    (its worker died or was down at the publication time), oldest first; with `before`, only days before it.
+    A day another worker computes meanwhile is skipped, never computed twice."""
     m = load_methodology()
     out = []
+    for day in missing_days(rt.db, m, now, settings_of(rt).catchup_days):
+        if before is not None and day >= before:
+            break
+        o = compute_missing_day(
+            rt.db, day, trigger=CATCH_UP, reason="not computed at its publication time", now=now
+        )
+        if o is not None:
+            out.append(_summary(o, CATCH_UP))
+    return out
+
+
+def run_daily(rt: ServiceRuntime, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The scheduled job: catch up missed earlier days (oldest first, so the day's family indices chain-link
+    over them), publish the due day, then recompute days that received late inputs."""
+    m = load_methodology()
+    publish = latest_published_day(now or datetime.now(UTC), m.specification)
+    out = catch_up(rt, now, before=publish)
     for day in due_days(rt.db, m, now, settings_of(rt).max_restatement_days_per_run):
-        o = compute(rt, day, trigger="schedule", reason=None if not out else "late data", now=now)
-        out.append({k: v for k, v in o.view().items() if k not in ("series", "notices")})
+        o = compute(rt, day, trigger="schedule", reason=None if day == publish else "late data", now=now)
+        out.append(_summary(o, "schedule"))
     return out
 
 

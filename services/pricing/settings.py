@@ -32,6 +32,11 @@ class PricingSettings(StrictSettings):
     page_max: int = Field(5000, ge=1)
     # The daily job: also recompute queued days with late inputs, at most this many per run.
     max_restatement_days_per_run: int = Field(31, ge=0)
+    # The catch-up: every day published within the last this many publications that has no computation (its
+    # worker died or was down at the publication time) is computed; 0 turns it off. Checked by beat every
+    # `catchup_every_s` seconds and by the daily job before it publishes.
+    catchup_days: int = Field(7, ge=0)
+    catchup_every_s: float = Field(300.0, gt=0)
 
 
 SETTINGS: Port[PricingSettings] = Port("pricing.settings")

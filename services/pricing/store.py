@@ -134,7 +134,7 @@ computation_runs = Table(
     Column("id", ID, primary_key=True, autoincrement=True),
     Column("day", Date, nullable=False, index=True),
     Column("methodology_version", String(32), nullable=False),
-    Column("trigger", String(16), nullable=False),  # schedule | api | cli | bench | test
+    Column("trigger", String(16), nullable=False),  # schedule | catch_up | api | cli | bench | test
     Column("requested_by", String(64), nullable=True),
     Column("reason", Text, nullable=True),
     Column("started_at", TS, nullable=False),

@@ -73,6 +73,11 @@ async def list_lot(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(handlers.list_lot, ctx.runtime, ctx.user, ctx.body)
 
 
+@router.replay_of(list_lot)
+async def list_lot_replayed(ctx: Ctx, made: str) -> dict[str, Any]:
+    return await ctx.run(handlers.listed, ctx.runtime, ctx.user, made)
+
+
 @router.get("/v1/lots", authenticated=True, query=LotsQuery, response=LotPage)
 async def list_lots(ctx: Ctx) -> dict[str, Any]:
     """The lots board, newest first (`?status=open&category=&seller_firm_id=&limit=&cursor=`)."""
@@ -119,6 +124,11 @@ async def get_lot(ctx: Ctx) -> dict[str, Any]:
 async def place_bid(ctx: Ctx) -> dict[str, Any]:
     """(verified firm, not the seller nor related to it) Bid a price per tonne; 422 `{reason}` when refused."""
     return await handlers.place_bid_async(ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
+
+
+@router.replay_of(place_bid)
+async def place_bid_replayed(ctx: Ctx, made: str) -> dict[str, Any]:
+    return await ctx.run(handlers.bid_placed, ctx.runtime, ctx.user, ctx.params["id"], made)
 
 
 # --- trades -----------------------------------------------------------------------------------------------
@@ -272,6 +282,13 @@ async def request_deposit(ctx: Ctx) -> dict[str, Any]:
     """(bidding firm) Ask for the lot's deposit hold; pay it with POST /v1/payments/intents/{payment_id}/confirm.
     Once held, the firm may bid; it is given back at the close unless the firm won (then once the trade settles)."""
     return await ctx.run(deposits.request_deposit, ctx.runtime, ctx.user, ctx.params["id"], ctx.body.firm_id)
+
+
+@router.replay_of(request_deposit)
+async def request_deposit_replayed(ctx: Ctx, made: str) -> dict[str, Any]:
+    return await ctx.run(
+        deposits.deposit_requested, ctx.runtime, ctx.user, ctx.params["id"], ctx.body.firm_id, made
+    )
 
 
 @router.get(

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 
 from services.contracts.payments import HoldCancelRequested, HoldCaptureRequested, HoldRequested
+from services.kernel import idempotency
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork, retry_on_conflict
 from services.kernel.errors import NotFound, RuleViolated
@@ -70,6 +71,7 @@ def request_deposit(
                 select(deposits).where(deposits.c.lot_id == lot_id, deposits.c.firm_id == firm)
             ).first()
             if known is not None:
+                idempotency.made(known.hold_request_id)
                 return view(known)
             if lot.status != m.LOT_OPEN:
                 raise RuleViolated(f"lot {lot_id} is closed", current_state=lot.status, reason="lot_closed")
@@ -81,7 +83,7 @@ def request_deposit(
                 raise RuleViolated(f"firm {firm} is not a verified firm", reason="firm_unverified")
             if firms_related(s, lot.seller_firm_id, firm):
                 raise RuleViolated("the firm is related to the seller", reason="related_firm")
-            hold_request_id = m.deposit_request_id(lot_id, firm)
+            hold_request_id = idempotency.made(m.deposit_request_id(lot_id, firm))
             s.execute(
                 insert(deposits).values(
                     hold_request_id=hold_request_id,
@@ -109,6 +111,24 @@ def request_deposit(
             )
 
     return retry_on_conflict(write)
+
+
+def deposit_requested(
+    rt: ServiceRuntime, user: Principal, lot_id: str, firm_id: str | None, hold_request_id: str
+) -> dict[str, Any]:
+    """`request_deposit`'s reply for the deposit it asked for (its reply lost after the commit)."""
+    firm = acting_firm(user, firm_id)
+    with rt.db.session(readonly=True) as s:
+        row = s.execute(
+            select(deposits).where(
+                deposits.c.hold_request_id == hold_request_id,
+                deposits.c.lot_id == lot_id,
+                deposits.c.firm_id == firm,
+            )
+        ).first()
+    if row is None:
+        raise NotFound(f"firm {firm} has no deposit {hold_request_id}")
+    return view(row)
 
 
 def get_deposit(rt: ServiceRuntime, user: Principal, lot_id: str, firm_id: str | None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from sqlalchemy import Integer, and_, bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from services.contracts.trading import LotBestBidChanged, LotListed
+from services.kernel import idempotency
 from services.kernel.auth import Principal
 from services.kernel.db import retry_on_conflict
 from services.kernel.errors import Forbidden, NotFound, RuleViolated, ValidationFailed
@@ -94,6 +95,7 @@ def list_lot(
     def write() -> dict[str, Any]:
         with Tx(rt) as uow:
             s = uow.session
+            idempotency.made(lot_id)
             if verified_firm(s, firm_id) is None:
                 raise Forbidden(f"firm {firm_id} is not verified (yet)", reason="firm_unverified")
             if cmd.source == m.SOURCE_INTAKE:
@@ -142,6 +144,19 @@ def list_lot(
         return {"id": lot_id, "status": m.LOT_OPEN, "ends_at": ends_at}
 
     return retry_on_conflict(write)
+
+
+def listed(rt: ServiceRuntime, user: Principal, lot_id: str) -> dict[str, Any]:
+    """`list_lot`'s reply for the lot it listed (its reply lost after the commit), as the lot stands."""
+    with rt.db.session(readonly=True) as s:
+        lot = s.execute(
+            select(lots.c.id, lots.c.status, lots.c.ends_at).where(
+                lots.c.id == lot_id, lots.c.created_by == user.user_id
+            )
+        ).first()
+    if lot is None:
+        raise NotFound(f"no lot of yours with id {lot_id}")
+    return {"id": lot.id, "status": lot.status, "ends_at": lot.ends_at}
 
 
 def _take_intake(s: Session, lot_id: str, firm_id: str, category: str, need_g: int) -> None:
@@ -267,7 +282,7 @@ def bid_write(
         if isinstance(verdict, rules.Refusal):
             return BidOutcome(lot, verdict, None)
         bid = dict(
-            id=new_id("bid"),
+            id=idempotency.made(new_id("bid")),
             lot_id=lot_id,
             firm_id=firm_id,
             user_id=user_id,
@@ -311,20 +326,37 @@ def bid_reply(outcome: BidOutcome) -> dict[str, Any]:
     if isinstance(verdict, rules.Refusal):
         raise _refused(verdict, lot)
     assert bid is not None
+    return _bid_view(lot.auction, bid)
+
+
+def _bid_view(auction: str, bid: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": bid["id"],
         "lot_id": bid["lot_id"],
         "firm_id": bid["firm_id"],
         "price_fen_per_t": bid["price_fen_per_t"],
         "placed_at": bid["placed_at"],
-        "lot_ends_at": verdict.ends_at,
-        "extended": verdict.extended,
+        "lot_ends_at": bid["ends_at_after"],
+        "extended": bid["extended"],
     }
-    if lot.auction == m.SEALED:
-        out["below_reserve"] = verdict.below_reserve
+    if auction == m.SEALED:
+        out["below_reserve"] = bid["below_reserve"]
     else:
-        out["best"] = True
+        out["best"] = True  # a bid on an ascending lot is placed only as the new best
     return out
+
+
+def bid_placed(rt: ServiceRuntime, user: Principal, lot_id: str, bid_id: str) -> dict[str, Any]:
+    """`place_bid`'s reply for the bid it placed (its reply lost after the commit)."""
+    with rt.db.session(readonly=True) as s:
+        row = s.execute(
+            select(bids, lots.c.auction)
+            .join(lots, lots.c.id == bids.c.lot_id)
+            .where(bids.c.id == bid_id, bids.c.lot_id == lot_id, bids.c.user_id == user.user_id)
+        ).first()
+    if row is None:
+        raise NotFound(f"no bid of yours with id {bid_id}")
+    return _bid_view(row.auction, row._mapping)
 
 
 def place_bid(

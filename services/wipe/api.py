@@ -170,6 +170,11 @@ async def register_tool(ctx: Ctx) -> Any:
     )
 
 
+@router.replay_of(register_tool)
+async def register_tool_replayed(ctx: Ctx, made: str) -> Any:
+    return Reply(await ctx.run(handlers.tool_registered, ctx.runtime, made), 201)
+
+
 @router.get("/v1/wipe/tools", roles={"admin", "erasure_operator"}, response=ToolList)
 async def list_tools(ctx: Ctx) -> Any:
     """(admin, erasure operator) The registered tools and whether each is active."""
@@ -214,6 +219,11 @@ async def submit_report(ctx: Ctx) -> Any:
         body.signature,
     )
     return Reply(out, 201 if created else 200)
+
+
+@router.replay_of(submit_report)
+async def submit_report_replayed(ctx: Ctx, made: str) -> Any:
+    return Reply(*await ctx.run(handlers.report_certified, ctx.runtime, made))
 
 
 @router.get(
@@ -284,6 +294,11 @@ async def secondary_verification(ctx: Ctx) -> Any:
     return Reply(out, 201 if created else 200)
 
 
+@router.replay_of(secondary_verification)
+async def secondary_verification_replayed(ctx: Ctx, made: str) -> Any:
+    return Reply(await ctx.run(handlers.secondary_checked, ctx.runtime, ctx.params["id"], made), 201)
+
+
 @router.get(
     "/v1/wipe/secondary/pending",
     roles={"admin", "erasure_operator"},
@@ -336,3 +351,8 @@ async def blocklist_device(ctx: Ctx) -> Any:
     """(admin) Put a lost or stolen device (IMEI) on the list: no certificate, and its certificates are revoked."""
     out, created = await ctx.run(handlers.blocklist_device, ctx.runtime, ctx.user.user_id, ctx.body.imei)
     return Reply(out, 201 if created else 200)
+
+
+@router.replay_of(blocklist_device)
+async def blocklist_device_replayed(ctx: Ctx, made: str) -> Any:
+    return Reply(*await ctx.run(handlers.device_blocklisted, ctx.runtime, ctx.body.imei, made))

@@ -16,6 +16,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from services.contracts.wipe import CertificateIssued, CertificateRevoked, device_key
+from services.kernel import idempotency
 from services.kernel.checkdigits import validate_imei
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import NotFound, RuleViolated, ValidationFailed
@@ -85,7 +86,7 @@ def register_tool(rt: ServiceRuntime, admin_id: str, name: str, public_key: str)
                 field="public_key",
             )
         row = dict(
-            id=new_id("wt"),
+            id=idempotency.made(new_id("wt")),
             name=name,
             public_key=key_b64,
             fingerprint=key_fingerprint(raw),
@@ -94,6 +95,15 @@ def register_tool(rt: ServiceRuntime, admin_id: str, name: str, public_key: str)
         )
         s.execute(tools.insert().values(**row))
     return _tool_out(row)
+
+
+def tool_registered(rt: ServiceRuntime, tool_id: str) -> dict[str, Any]:
+    """`register_tool`'s reply for the tool it registered (its reply lost after the commit)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        row = uow.session.execute(select(tools).where(tools.c.id == tool_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no erasure tool with id {tool_id}")
+    return _tool_out(dict(row))
 
 
 def revoke_tool(rt: ServiceRuntime, admin_id: str, tool_id: str) -> dict[str, Any]:
@@ -218,6 +228,7 @@ def submit_report(
             tool = _check_tool(_tool(uow, tool_id), tool_id, report, signature, allow_revoked=True)
             existing = _certificate_by_digest(uow, digest)
         if existing is not None:
+            idempotency.made(f"200 {existing['certificate_id']}")  # what the reply is rebuilt from
             _record_attempt(
                 rt, operator_id, tool_id, fmt, digest, "replayed", None, None, existing["certificate_id"]
             )
@@ -261,6 +272,16 @@ def submit_report(
     return cert, True
 
 
+def report_certified(rt: ServiceRuntime, made: str) -> tuple[dict[str, Any], int]:
+    """`submit_report`'s reply (and status) for the certificate it issued or found (its reply lost after the
+    commit): `made` is "<status> <certificate id>"."""
+    status, cert_id = made.split(" ", 1)
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        if uow.session.execute(select(certificates.c.id).where(certificates.c.id == cert_id)).first() is None:
+            raise NotFound(f"no certificate with id {cert_id}")
+        return _certificate_summary(uow, cert_id), int(status)
+
+
 def _issue(
     rt: ServiceRuntime,
     policy: WipePolicy,
@@ -275,6 +296,7 @@ def _issue(
     now: datetime,
 ) -> dict[str, Any]:
     cert_id = new_id("wc")
+    idempotency.made(f"201 {cert_id}")
     media = [
         {
             "type": m.type,
@@ -462,12 +484,32 @@ def blocklist_device(rt: ServiceRuntime, admin_id: str, imei: str) -> tuple[dict
             _revoke(uow, cid, "device_blocklisted", "the device was reported lost or stolen", admin_id, now)
             for cid in ids
         )
+        idempotency.made(f"{201 if created else 200} {revoked}")  # what the reply is rebuilt from
+    return _blocklisted(imei, key, revoked), created
+
+
+def _blocklisted(imei: str, key: str, revoked: int) -> dict[str, Any]:
     return {
         "imei_masked": mask_identifier(imei),
         "device_key": key,
         "blocklisted": True,
         "certificates_revoked": revoked,
-    }, created
+    }
+
+
+def device_blocklisted(rt: ServiceRuntime, imei: str, made: str) -> tuple[dict[str, Any], int]:
+    """`blocklist_device`'s reply (and status) for a device it listed (its reply lost after the commit): `made`
+    is "<status> <certificates it revoked>"."""
+    imei = validate_imei(imei, "imei")
+    key = device_key("imei", imei)
+    status, revoked = made.split(" ", 1)
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        if (
+            uow.session.execute(select(blocklist.c.device_key).where(blocklist.c.device_key == key)).first()
+            is None
+        ):
+            raise NotFound("this device is not on the list")
+    return _blocklisted(imei, key, int(revoked)), int(status)
 
 
 # --- secondary verification ------------------------------------------------------------------------------------
@@ -534,7 +576,7 @@ def secondary_verification(
         raise WipeRefused("verification_insufficient", detail)
     with UnitOfWork(rt.db) as uow:
         row = dict(
-            id=new_id("ws"),
+            id=idempotency.made(new_id("ws")),
             certificate_id=cert_id,
             tool_id=tool.id,
             report_digest=digest,
@@ -549,6 +591,23 @@ def secondary_verification(
         if outcome == "failed":
             _revoke(uow, cert_id, "secondary_verification_failed", detail, operator_id, now)
         return _secondary_out(uow, row), True
+
+
+def secondary_checked(rt: ServiceRuntime, cert_id: str, check_id: str) -> dict[str, Any]:
+    """`secondary_verification`'s reply for the check it recorded (its reply lost after the commit)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        row = (
+            uow.session.execute(
+                select(secondary_checks).where(
+                    secondary_checks.c.id == check_id, secondary_checks.c.certificate_id == cert_id
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise NotFound(f"no secondary check with id {check_id}")
+        return _secondary_out(uow, dict(row))
 
 
 def _max_age(policy: WipePolicy):  # noqa: ANN202

@@ -32,9 +32,11 @@ def platform_process(args: list[str], env: dict[str, str], log_path: Path) -> It
         try:
             yield proc
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
             try:
+                os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(20)
+            except ProcessLookupError:  # the group is gone already (a test killed it)
+                pass
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
 

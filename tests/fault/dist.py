@@ -51,6 +51,9 @@ def dist_env(tmp: Path, pg_url: str, redis_url: str, prefix: str, **extra: str) 
         SUPERVISOR_BACKOFF_S="0.2",
         SUPERVISOR_CRASH_LIMIT="100000",
         SUPERVISOR_CRASH_WINDOW_S="0.1",
+        # a key whose process died between its commit and storing the reply is answered from what it made (a
+        # booking: its pickup) once this window is over (60 s by default)
+        IDEMPOTENCY_IN_PROGRESS_S="5",
         **SECRETS,
     )
     for name in (
@@ -83,7 +86,7 @@ def run_dist(env: dict[str, str], log: Path, timeout_s: float = 240) -> Iterator
 
 class RetryingApi(Api):
     """An Api whose calls ride out a restarting service: connection errors, 5xx and a key still in progress are
-    tried again (same Idempotency-Key) until `patience_s` (past a service's 60 s "in progress" window for a key
+    tried again (same Idempotency-Key) until `patience_s` (past a service's "in progress" window for a key
     whose process died between its commit and storing the reply, plus restarts). Counts the tries that failed
     that way."""
 

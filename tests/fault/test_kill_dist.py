@@ -123,4 +123,7 @@ def test_sigkilling_service_processes_of_run_dist_loses_nothing_and_does_nothing
         f"settled {caught_up_s:.0f}s later; {counts}; bookings by status {by_status}"
     )
     assert len(killer.made) == KILLS
+    assert api.lost_bookings == 0, (
+        "a booking's retry was told its reply was lost instead of getting its pickup"
+    )
     assert len(killed) > 1 or KILLS < 3, "the killer hit one kind of service only"

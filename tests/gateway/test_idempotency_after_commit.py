@@ -45,6 +45,7 @@ class Faults:
     def __init__(self) -> None:
         self.armed: dict[str, tuple[str, str]] = {}
         self.lost: dict[str, tuple[int, bytes]] = {}  # key -> the reply the client never got
+        self.location: dict[str, str | None] = {}  # key -> that reply's Location header
 
     def arm(self, key: str, where: str, mode: str) -> None:
         self.armed[key] = (where, mode)
@@ -60,6 +61,7 @@ class Faults:
                 )
             _, mode = self.armed.pop(key)
             self.lost[key] = (resp.status, bytes(resp.body))
+            self.location[key] = resp.headers.get("Location")
             if mode == "raise":
                 raise RuntimeError("fault injected: the reply is lost after the work committed")
             if mode == "drop":
@@ -287,17 +289,15 @@ async def _with_role(api: Api, role: str) -> User:
 
 
 async def _settled(api: Api) -> tuple[str, User, str, str]:
-    """A settled pickup with its reverse invoice, once per topology: (pickup, its resident, invoice, issuing firm)."""
-    done = getattr(api.topo, "settled_for_tests", None)
-    if done is None:
-        from tests.security import factories as f
+    """A new settled pickup with its reverse invoice: (pickup, its resident, invoice, issuing firm). New each time:
+    each side rates a pickup once, and an invoice has one red-letter invoice."""
+    from tests.security import factories as f
 
-        for cache in (f._INVOICES, f._SETTLED):  # keyed by id(topology): never trust an entry of another one
-            cache.pop(id(api.topo), None)
-        invoice, _seller, fid = await f._issued_invoice(api)
-        pid, resident = f._SETTLED[id(api.topo)]
-        done = api.topo.settled_for_tests = (pid, resident, invoice, fid)  # type: ignore[attr-defined]
-    return done
+    for cache in (f._INVOICES, f._SETTLED):  # keyed by id(topology): never trust an entry of another one
+        cache.pop(id(api.topo), None)
+    invoice, _seller, fid = await f._issued_invoice(api)
+    pid, resident = f._SETTLED[id(api.topo)]
+    return pid, resident, invoice, fid
 
 
 async def _wipe_tool(api: Api) -> Any:
@@ -571,11 +571,13 @@ CASES = {
 PUBLIC = {"/v1/auth/otp"}
 
 
-def test_every_creating_route_has_a_case() -> None:
+def test_every_creating_route_has_a_case_and_a_replay() -> None:
     from gateway.app import all_routes
 
-    creating = {r.path for r in all_routes() if r.method == "POST" and r.status in (201, 202)}
-    assert creating - PUBLIC == set(CASES), "add a case for each new route that creates something"
+    creating = {r.path: r for r in all_routes() if r.method == "POST" and r.status in (201, 202)}
+    assert set(creating) - PUBLIC == set(CASES), "add a case for each new route that creates something"
+    # its reply lost after the commit is rebuilt from what it made (Router.replay_of, idempotency.made)
+    assert [p for p in CASES if creating[p].replay is None] == []
 
 
 # the embedded run loses the reply in the gateway, the distributed one to the gateway's own time-out (504)
@@ -588,6 +590,103 @@ async def test_a_lost_reply_is_replayed_and_nothing_is_made_twice(api: Api, rout
     where, mode = ROUTE_FAULT[api.mode]
     _, made = await lose_reply_then_retry(api, where, mode, case.path, case.user, case.body, case.status)
     assert made  # what one request makes: asserted unchanged by the retry inside
+
+
+# --- a reply that could not be stored: rebuilt from what the request made ------------------------------------
+
+# the first request's reply is lost on its way out (the gateway, or the service process, raises after the handler)
+LOST_ON_THE_WAY = {"embedded": ("gateway", "raise"), "distributed": ("service", "raise")}
+
+
+def _key_row(topo: Topology, user: User, key: str) -> Any:
+    from services.kernel.outbox import idempotency_keys_t as keys_t
+
+    for rt in topo.platform.runtimes.values():
+        with rt.db.engine.connect() as conn:
+            row = conn.execute(
+                select(keys_t).where(keys_t.c.scope == f"user:{user.user_id}", keys_t.c.key == key)
+            ).first()
+        if row is not None:
+            return rt.db, row
+    raise AssertionError(f"no service holds the key {key}")
+
+
+def _time_passes(topo: Topology, user: User, key: str) -> None:
+    """The in-progress window (IDEMPOTENCY_IN_PROGRESS_S) of a key is over: the request that committed is gone."""
+    from datetime import timedelta
+
+    from services.kernel.outbox import idempotency_keys_t as keys_t
+
+    db, row = _key_row(topo, user, key)
+    window = timedelta(seconds=topo.settings.idempotency_in_progress_s, milliseconds=1)
+    with db.engine.begin() as conn:
+        conn.execute(
+            keys_t.update()
+            .where(keys_t.c.scope == row.scope, keys_t.c.key == key)
+            .values(created_at=row.created_at - window)
+        )
+
+
+# fields of a reply that move on by themselves after the request (the export runs in the background)
+MOVES_ON = {
+    "/v1/tax/exports": {
+        "status",
+        "progress",
+        "rows_done",
+        "rows_total",
+        "started_at",
+        "finished_at",
+        "download_url",
+        "error",
+    }
+}
+
+
+@pytest.mark.parametrize("route", list(CASES))
+async def test_a_reply_never_stored_is_rebuilt_from_what_the_request_made(
+    api: Api, route: str, monkeypatch
+) -> None:  # noqa: ANN001
+    """The process that did the work died between its commit and storing the reply (the store is skipped), and the
+    client's connection lost the reply too. The key says `committed` and what the request made: after the
+    in-progress window the retry gets the reply rebuilt from it — the first reply, nothing made twice."""
+    from services.kernel import idempotency
+
+    case = await CASES[route](api)
+    faults: Faults = api.topo.faults  # type: ignore[attr-defined]
+    where, mode = LOST_ON_THE_WAY[api.mode]
+    key = uuid.uuid4().hex
+    before = row_counts(api.topo)
+    faults.arm(key, where, mode)
+
+    async def dies_before_storing(*args: Any, **kw: Any) -> None:
+        return None
+
+    with monkeypatch.context() as m:
+        m.setattr(idempotency, "_store", dies_before_storing)
+        first = await send(api, case.path, case.user, case.body, key)
+    assert first.status == 500, first
+    lost_status, lost_body = faults.lost[key]
+    assert lost_status == case.status, lost_body[:300]
+    made = changed(before, row_counts(api.topo))
+    _, row = _key_row(api.topo, case.user, key)
+    assert row.state == "committed" and row.made, row
+
+    busy = await send(api, case.path, case.user, case.body, key)  # within the window: it may still be at work
+    assert busy.status == 409 and busy.json()["reason"] == "idempotency_key_in_progress", busy
+    _time_passes(api.topo, case.user, key)
+    again = await send(api, case.path, case.user, case.body, key)
+    assert again.status == case.status, (again.status, again.body[:300])
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    moving = MOVES_ON.get(route, set())
+    rebuilt, original = again.json(), json.loads(lost_body)
+    assert {k: v for k, v in rebuilt.items() if k not in moving} == {
+        k: v for k, v in original.items() if k not in moving
+    }  # the reply the first request gave (the resource as it stands)
+    assert again.headers.get("Location") == faults.location.get(key)
+    assert changed(before, row_counts(api.topo)) == made  # nothing made twice
+    third = await send(api, case.path, case.user, case.body, key)  # kept now, like any reply
+    assert (third.status, third.body) == (case.status, again.body)
+    assert _key_row(api.topo, case.user, key)[1].state == "replied"
 
 
 # --- retries interleaved with faults and duplicates ----------------------------------------------------------
@@ -662,9 +761,11 @@ async def _post(
 # --- a reply that could not be stored; keys forgotten after the retention -----------------------------------
 
 
-async def test_a_handler_failing_after_its_commit_is_not_run_again(api: Api, monkeypatch) -> None:  # noqa: ANN001
-    """The work committed, then the handler itself failed: no reply to store. The retry is told so (409
-    `idempotency_key_reply_lost`) instead of recording the consent a second time."""
+async def test_a_handler_failing_after_its_commit_is_answered_from_what_it_made(
+    api: Api, monkeypatch
+) -> None:  # noqa: ANN001
+    """The work committed, then the handler itself failed: no reply to store (the key says `lost`). The retry is
+    answered at once from what the request made — the consent it recorded, 201 — instead of recording it again."""
     from services.accounts import handlers
 
     real = handlers.record_consent
@@ -680,9 +781,65 @@ async def test_a_handler_failing_after_its_commit_is_not_run_again(api: Api, mon
     assert first.status == 500
     made = changed(before, row_counts(api.topo))
     assert made["accounts.consents"] == 1, made
-    again = await retry(api, "/v1/me/consents", user, {"kind": "reverse_invoicing"}, key)
-    assert again.status == 409 and again.json()["reason"] == "idempotency_key_reply_lost", again
+    assert _key_row(api.topo, user, key)[1].state == "lost"
+    again = await send(api, "/v1/me/consents", user, {"kind": "reverse_invoicing"}, key)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true", again
+    with api.topo.platform["accounts"].db.engine.connect() as conn:
+        from services.accounts.store import consents
+
+        [(cid,)] = conn.execute(select(consents.c.id).where(consents.c.user_id == user.user_id)).all()
+    assert again.json()["id"] == cid and again.json()["kind"] == "reverse_invoicing"
     assert changed(before, row_counts(api.topo)) == made
+
+
+async def test_a_booking_whose_handler_failed_after_the_commit_is_answered_with_its_pickup(
+    api: Api, monkeypatch
+) -> None:  # noqa: ANN001
+    """The same through the group-commit writer: the booking committed (its key recorded the pickup in the batch's
+    transaction), then building the reply failed. The retry gets 201 with that pickup; one pickup in booking."""
+    from services.booking import handlers
+
+    def fails(*args: Any, **kw: Any) -> dict:
+        raise RuntimeError("fault injected after the commit")
+
+    resident, key, body = await api.login(), uuid.uuid4().hex, booking_body(win=_window())
+    before = row_counts(api.topo)
+    with monkeypatch.context() as m:
+        m.setattr(handlers, "booking_view", fails)
+        first = await send(api, "/v1/pickups", resident, body, key)
+    assert first.status == 500, first
+    [pid] = _pickups_of(api.topo, resident.user_id)
+    assert _key_row(api.topo, resident, key)[1].made == pid
+    again = await send(api, "/v1/pickups", resident, body, key)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true", again
+    assert again.json()["id"] == pid and again.json()["status"] == "requested"
+    assert _pickups_of(api.topo, resident.user_id) == [pid]
+    made = changed(before, row_counts(api.topo))
+    assert made["booking.pickups"] == 1 and made["booking.outbox"] == 1, made
+
+
+async def test_a_route_without_a_replay_still_says_the_reply_is_lost(api: Api, monkeypatch) -> None:  # noqa: ANN001
+    """An action on an existing resource (here: cancelling a pickup) declares no replay: its work is not done
+    again and the retry is told so (409 `idempotency_key_reply_lost`); the pickup shows the outcome."""
+    from services.booking import handlers
+
+    resident = await api.login()
+    r = await api.call("POST", "/v1/pickups", resident, json=booking_body(win=_window()))
+    assert r.status == 201, r
+    pid = r.body["id"]
+    real = handlers.cancel
+
+    def cancels_then_fails(*args: Any, **kw: Any) -> dict:
+        real(*args, **kw)
+        raise RuntimeError("fault injected after the commit")
+
+    key = uuid.uuid4().hex
+    with monkeypatch.context() as m:
+        m.setattr(handlers, "cancel", cancels_then_fails)
+        assert (await send(api, f"/v1/pickups/{pid}/cancel", resident, {}, key)).status == 500
+    again = await send(api, f"/v1/pickups/{pid}/cancel", resident, {}, key)
+    assert again.status == 409 and again.json()["reason"] == "idempotency_key_reply_lost", again
+    assert (await api.call("GET", f"/v1/pickups/{pid}", resident)).body["status"] == "cancelled"
 
 
 async def test_keys_are_forgotten_after_the_retention(api: Api) -> None:

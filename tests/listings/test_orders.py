@@ -1,6 +1,6 @@
 """Orders with escrow (担保交易) through the public API, with the real payments service (sandbox provider) answering
-over the bus: reserve + hold, pay, ship, confirm receipt → capture and release less the fee; declines, cancel,
-expiry, auto-confirm, late payment, reviews and reputation."""
+over the bus: reserve + hold, pay, ship (captured into escrow), confirm receipt → release less the fee; declines,
+cancel, expiry, auto-confirm, late payment, reviews and reputation (more on escrow in test_escrow.py)."""
 
 from __future__ import annotations
 
@@ -239,39 +239,6 @@ async def test_shipped_orders_are_confirmed_automatically(aiohttp_client, sqlite
     # the buyer's confirmation after that is a state conflict, not a second capture
     r = await client.post(f"/v1/orders/{order['id']}/confirm-receipt", headers=auth(s, buyer))
     assert r.status == 409 and (await r.json())["current_state"] == "completed"
-
-
-async def test_a_lapsed_authorisation_refuses_the_capture_without_parking_it(
-    aiohttp_client, sqlite_settings, caplog
-):
-    """The buyer's authorisation lapses at the provider (Stripe: after 7 days) while the item is on its way; the
-    buyer then confirms receipt. Payments cannot capture: it reports the hold cancelled and refuses the capture,
-    and no consumer parks anything in the dead letters."""
-    s = sqlite_settings
-    platform, client = await app_client(aiohttp_client, s)
-    seller, buyer = uid("sel"), uid("buy")
-    order = await _order(platform, client, s, buyer, await _published(client, s, seller))
-    held = await _pay(client, s, buyer, order)
-    platform.drain()
-    assert (
-        await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))
-    ).status == 200
-    payments = payments_of(platform["payments"])
-    payments.provider.expire_authorisation(payments.get_hold(held["hold_id"]).provider_ref)
-    payments.pull_provider_events()
-
-    r = await client.post(f"/v1/orders/{order['id']}/confirm-receipt", headers=auth(s, buyer))
-    assert r.status == 200 and (await r.json())["status"] == "completed"
-    platform.drain()
-    assert sum(r.dead_lettered for rt in platform.runtimes.values() for r in rt.runners) == 0
-    got = await _get(client, s, seller, order["id"])
-    assert got["payment"]["status"] == "cancelled"
-    assert str(payments.get_hold(held["hold_id"]).status) == "cancelled"
-    assert payments.get_hold(held["hold_id"]).captured_fen == 0
-    assert any(
-        "refused to capture the escrow of order " + order["id"] in m and "authorisation_lapsed" in m
-        for m in caplog.messages
-    )
 
 
 async def test_a_second_authorisation_report_for_a_paid_order_gives_nothing_back(

@@ -293,3 +293,67 @@ async def test_a_poll_while_stripe_is_unreachable_answers_what_we_know(
     assert app.pay(order["payment"]["client_secret"]) == "requires_capture"
     r = await client.get(url, headers=auth(s, buyer))
     assert (await r.json())["status"] == "requires_capture"
+
+
+async def test_shipping_captures_the_intent_at_stripe_so_its_window_no_longer_matters(
+    aiohttp_client, sqlite_settings, localstripe
+):
+    """Shipping captures the PaymentIntent at once (before the buyer confirms): after that Stripe cannot let the
+    authorisation lapse, and the confirmation releases the escrow to the seller. An order still unshipped when
+    Stripe cancels its authorisation (the webhook of a lapse) is cancelled before the seller ships. A refund after
+    shipping is a refund of the captured intent at Stripe."""
+    s, platform, client, app, api = await _stripe_app(aiohttp_client, sqlite_settings, localstripe)
+    rt = platform["payments"]
+    seller, buyer = uid("sel"), uid("buy")
+    orders = [
+        await _ordered(platform, client, s, seller, buyer, title=title)
+        for title in ("《三体》全集 刘慈欣", "二手自行车 捷安特", "九成新 台灯")
+    ]
+    for order in orders:
+        assert app.pay(order["payment"]["client_secret"]) == "requires_capture"
+    assert sync_open_payments(rt) == 3
+    platform.drain()
+    shipped, lapses, refunded = orders
+    pis = {o["id"]: StripeBuyerApp.intent_of(o["payment"]["client_secret"]) for o in orders}
+
+    for order in (shipped, refunded):
+        assert (
+            await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))
+        ).status == 200
+    platform.drain()
+    for order in (shipped, refunded):
+        assert (await _get(client, s, buyer, order["id"]))["payment"]["status"] == "escrowed"
+        assert api.v1.payment_intents.retrieve(pis[order["id"]]).status == "succeeded"
+    try:  # a captured intent can no longer be cancelled at Stripe, whatever its clock says
+        api.v1.payment_intents.cancel(pis[shipped["id"]])
+        raise AssertionError("a captured intent was cancelled")
+    except stripe.InvalidRequestError:
+        pass
+
+    # the unshipped order's authorisation lapses: Stripe cancels it and says so by webhook
+    lapsed = api.v1.payment_intents.cancel(pis[lapses["id"]]).to_dict()
+    lapsed["cancellation_reason"] = "automatic"
+    assert (await _signed(client, "payment_intent.canceled", lapsed))["outcome"] == "applied"
+    platform.drain()
+    got = await _get(client, s, buyer, lapses["id"])
+    assert (got["status"], got["cancel_reason"], got["payment"]["status"]) == (
+        "cancelled",
+        "authorisation_lapsed",
+        "cancelled",
+    )
+    assert (
+        await client.post(f"/v1/orders/{lapses['id']}/ship", json={}, headers=auth(s, seller))
+    ).status == 409
+
+    r = await client.post(f"/v1/orders/{shipped['id']}/confirm-receipt", headers=auth(s, buyer))
+    assert r.status == 200
+    r = await client.post(f"/v1/orders/{refunded['id']}/cancel", headers=auth(s, seller))
+    assert r.status == 200
+    platform.drain()
+    done = await _get(client, s, buyer, shipped["id"])
+    assert (done["status"], done["payment"]["status"], done["fee_fen"]) == ("completed", "captured", 45)
+    got = await _get(client, s, buyer, refunded["id"])
+    assert (got["status"], got["payment"]["status"]) == ("cancelled", "refunded")
+    refunds = api.v1.refunds.list(params={"payment_intent": pis[refunded["id"]]}).data
+    assert [r.amount for r in refunds] == [4500]
+    assert payments_of(rt).ledger_problems() == []

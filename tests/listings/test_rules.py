@@ -53,7 +53,11 @@ def test_orders_only_move_along_their_edges(actions):
 
 def test_shipping_closes_the_way_back():
     with pytest.raises(Conflict):
-        m.next_order_state("cancel", m.SHIPPED)  # after shipping: a dispute, not a cancel
+        m.next_order_state("cancel", m.SHIPPED)  # after shipping: a refund from escrow, not a cancel
+    assert m.next_order_state("refund", m.SHIPPED) == m.CANCELLED
+    for state in (m.PENDING_PAYMENT, m.PAID, m.COMPLETED):
+        with pytest.raises(Conflict):
+            m.next_order_state("refund", state)  # nothing in escrow yet, or released to the seller
 
 
 def test_prohibited_items_see_through_spacing_and_width():

@@ -126,17 +126,40 @@ async def test_payout_requested_over_events_is_answered_once(aiohttp_client, sql
     publish("P3", 0)  # can never be paid: answered with payout.failed, not retried forever
     await asyncio.get_running_loop().run_in_executor(None, platform.drain)
 
-    answers = []
-    for part in range(platform.bus.partitions("payments.payout")):
-        for rec in platform.bus.read("payments.payout", part, 0, 1000):
-            env = Envelope.from_bytes(rec.value)
-            if env.type.endswith(("payout.paid.v1", "payout.failed.v1")):
-                answers.append(
-                    (env.data["payout_id"], env.type.rsplit(".", 2)[-2], env.data.get("destination"))
-                )
-    assert sorted(answers) == [("P1", "paid", "balance"), ("P2", "paid", "provider"), ("P3", "failed", None)]
+    def answers() -> dict[str, tuple]:
+        """payout -> (outcome, destination, its event ids as published, oldest first)"""
+        out: dict[str, tuple] = {}
+        for part in range(platform.bus.partitions("payments.payout")):
+            for rec in platform.bus.read("payments.payout", part, 0, 1000):
+                env = Envelope.from_bytes(rec.value)
+                if env.type.endswith(("payout.paid.v1", "payout.failed.v1")):
+                    pid = env.data["payout_id"]
+                    ids = out[pid][2] if pid in out else ()
+                    out[pid] = (env.type.rsplit(".", 2)[-2], env.data.get("destination"), (*ids, env.id))
+        return out
+
+    first = answers()
+    assert {k: v[:2] for k, v in first.items()} == {
+        "P1": ("paid", "balance"),
+        "P2": ("paid", "provider"),
+        "P3": ("failed", None),
+    }
+    assert all(len(v[2]) == 1 for v in first.values()), first
     assert p.get_payout("P2").status == "paid" and p.balance("res-9").available_fen == 0
     assert count(p, ledger_entries, ref="P1", kind="payout_credit") == 1
+
+    # Asked again later (the requester never heard): nothing is paid twice; each outcome is announced again,
+    # the same event (its id), which the requester's inbox takes for the first if that one did arrive.
+    publish("P1", 400)
+    publish("P2", 800)
+    publish("P3", 0)
+    await asyncio.get_running_loop().run_in_executor(None, platform.drain)
+    again = answers()
+    assert {k: v[2] for k, v in again.items()} == {k: v[2] * 2 for k, v in first.items()}
+    assert {k: v[:2] for k, v in again.items()} == {k: v[:2] for k, v in first.items()}
+    assert count(p, ledger_entries, ref="P1", kind="payout_credit") == 1
+    assert count(p, ledger_entries, ref="P2", kind="payout_credit") == 1
+    assert p.balance("res-9").available_fen == 0 and p.get_payout("P2").status == "paid"
 
 
 async def test_sandbox_has_no_webhooks(aiohttp_client, sqlite_settings):

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from services.booking.prices import current_price
 from services.pricing.handlers import run_daily
+from services.pricing.settings import settings_of
 from services.pricing.store import restatement_queue
 
 from .support import (
@@ -188,7 +189,12 @@ async def _flow(aiohttp_client, settings) -> None:  # noqa: ANN001
     with platform["pricing"].db.session() as s:
         assert s.execute(select(restatement_queue.c.day, restatement_queue.c.late_inputs)).all() == [(d, 1)]
     runs = run_daily(platform["pricing"], now=at(today(), 10))
-    assert [r_["date"] for r_ in runs] == [day_ago(1), d]  # the due day, then the restatement
+    # the never-computed days of the catch-up horizon, the due day, then the restatement
+    missed = [day_ago(n) for n in range(settings_of(platform["pricing"]).catchup_days, 2, -1)]
+    assert [(r_["date"], r_["trigger"]) for r_ in runs] == [(x, "catch_up") for x in missed] + [
+        (day_ago(1), "schedule"),
+        (d, "schedule"),
+    ]
 
     # then: a new version with a correction notice; the old version stays readable
     r = await client.get(

@@ -8,9 +8,11 @@ import sqlalchemy as sa
 from alembic import op
 % if not down_revision:
 from services.kernel.migrations import (
+    add_idempotency_made,
     create_idempotency_keys,
     create_outbox_and_inbox,
     drop_idempotency_keys,
+    drop_idempotency_made,
     drop_outbox_and_inbox,
 )
 % endif
@@ -26,6 +28,7 @@ def upgrade() -> None:
 % if not down_revision:
     create_outbox_and_inbox()
     create_idempotency_keys()
+    add_idempotency_made()
 % endif
     ${upgrades if upgrades else "pass"}
 
@@ -33,6 +36,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     ${downgrades if downgrades else "pass"}
 % if not down_revision:
+    drop_idempotency_made()
     drop_idempotency_keys()
     drop_outbox_and_inbox()
 % endif

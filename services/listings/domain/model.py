@@ -11,9 +11,14 @@ Listing:
 Order (escrow: the buyer's money is held by payments, not paid to the seller, until receipt is confirmed):
 
     pending_payment ──pay (hold authorised)──▶ paid ──ship──▶ shipped ──confirm (or auto)──▶ completed
-          │                                      │
-          ├──expire──▶ expired                   └──cancel──▶ cancelled (hold released or refunded)
-          └──cancel──▶ cancelled
+          │                                      │               │
+          ├──expire──▶ expired                   │               └──refund──▶ cancelled (escrow refunded)
+          └──cancel──▶ cancelled                 └──cancel──▶ cancelled (hold released; also when not shipped
+                                                                         by `ship_by`)
+
+Shipping captures the hold into the platform's escrow (an authorisation lapses at the provider, captured money
+does not); completion releases it to the seller less the fee. After shipping only the seller (taking the item
+back) or an admin (a dispute decided for the buyer) gives the money back: `refund`.
 
 Every transition is checked against the tables below; anything else is a Conflict (409) naming the current state.
 """
@@ -42,6 +47,7 @@ ORDER_TRANSITIONS: dict[str, dict[str, str]] = {
     "confirm": {SHIPPED: COMPLETED},
     "cancel": {PENDING_PAYMENT: CANCELLED, PAID: CANCELLED},
     "expire": {PENDING_PAYMENT: EXPIRED},
+    "refund": {SHIPPED: CANCELLED},
 }
 # orders that hold their listing: at most one per listing (a partial unique index says so too)
 ACTIVE_ORDER = frozenset({PENDING_PAYMENT, PAID, SHIPPED, COMPLETED})

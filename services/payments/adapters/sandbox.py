@@ -13,7 +13,9 @@ It behaves like Stripe in test mode, so the code above it cannot tell the differ
   key with other parameters is refused;
 - events in Stripe's shape (`{id, type, created, data: {object}}`) that the platform pulls instead of receiving
   webhooks (no network), including the asynchronous ones: a refund on `pm_card_refundFail` / 4000000000005126
-  fails after it succeeded; a transfer to an account opened with the test bank account 000111111113 is returned.
+  fails after it succeeded; a transfer to an account opened with the test bank account 000111111113 is returned;
+- Stripe's clock for authorisations: one still uncaptured `HOLD_VALID_DAYS` after it was made lapses
+  (`lapse_authorisations(now)`, `payment_intent.canceled` with `cancellation_reason: automatic`).
 
 Its state lives in its own database (`payments_sandbox`: a file next to the others, or its own PostgreSQL schema),
 never in payments' tables: a provider is another system, and the reconciliation job compares the two.
@@ -28,9 +30,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any, TypeVar
 
-from sqlalchemy import BigInteger, Column, Integer, String, Table, Text, insert, select, update
+from sqlalchemy import BigInteger, Column, Integer, String, Table, Text, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from services.contracts.payments import HOLD_VALID_DAYS
 from services.kernel.db import Database, ensure_schema, new_metadata
 from services.kernel.ids import new_id
 from services.kernel.settings import Settings
@@ -603,6 +606,27 @@ class SandboxProvider:
         """An uncaptured authorisation lapses (Stripe cancels it after 7 days)."""
         with self.db.session() as s, s.begin():
             self._cancel(s, provider_ref, "automatic")
+
+    def lapse_authorisations(self, now: float | None = None) -> list[str]:
+        """What Stripe's clock does: every authorisation still uncaptured `HOLD_VALID_DAYS` after it was made
+        (its last charge, or the intent's creation when it was created confirmed) lapses. `now`: epoch seconds
+        (tests move the clock). Returns the intents that lapsed."""
+        cutoff = (time.time() if now is None else now) - HOLD_VALID_DAYS * 86400
+        authorised_at = func.coalesce(
+            select(func.max(sbx_charges.c.created))
+            .where(sbx_charges.c.payment_intent == sbx_intents.c.id)
+            .scalar_subquery(),
+            sbx_intents.c.created,
+        )
+        with self.db.session() as s, s.begin():
+            due = s.scalars(
+                select(sbx_intents.c.id).where(
+                    sbx_intents.c.status == "requires_capture", authorised_at <= cutoff
+                )
+            ).all()
+            for pi in due:
+                self._cancel(s, pi, "automatic")
+        return list(due)
 
     def reverse_transfer(self, provider_ref: str, reason: str = "returned") -> None:
         """The payee's bank returns a payout (转账退回)."""

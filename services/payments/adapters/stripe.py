@@ -262,7 +262,15 @@ class StripeProvider:
             if snap.status == "captured":
                 return snap
             raise
-        return self._snapshot(pi)
+        snap = self._snapshot(pi)
+        if snap.status == "cancelled":
+            # Stripe refuses to capture a cancelled intent (a lapsed authorisation); localstripe answers with the
+            # cancelled intent instead: the same refusal
+            raise InvalidRequest(
+                "This PaymentIntent could not be captured because it has a status of canceled.",
+                code="payment_intent_unexpected_state",
+            )
+        return snap
 
     def cancel(self, provider_ref: str, *, idempotency_key: str) -> IntentSnapshot:
         try:

@@ -37,3 +37,10 @@ def hold_id_for(command_id: str) -> str:
 
 def command_scoped_id(prefix: str, op: str, command_id: str) -> str:
     return f"{prefix}_" + hashlib.sha256(f"{op}:{command_id}".encode()).hexdigest()[:26]
+
+
+def payout_outcome_event_id(payout_id: str, outcome: str) -> str:
+    """The id of the event that reports a payout's outcome ("paid" or "failed", each at most once per payout):
+    derived from the payout, so the outcome announced again (the payout requested again) is the same event to
+    its consumers, whose inbox keeps the copy they may have handled from doing anything twice."""
+    return "ev_" + hashlib.sha256(f"payout.{outcome}:{payout_id}".encode()).hexdigest()[:32]
