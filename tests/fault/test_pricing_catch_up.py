@@ -73,6 +73,7 @@ async def test_a_daily_publication_lost_with_its_worker_is_caught_up_after_resta
     aiohttp_client,  # noqa: ANN001
     sqlite_settings,  # noqa: ANN001
     tmp_path,  # noqa: ANN001
+    show_figures,  # noqa: ANN001
 ) -> None:
     platform = Platform(sqlite_settings).prepare()
     client = await aiohttp_client(create_app_over(platform))
@@ -132,5 +133,5 @@ async def test_a_daily_publication_lost_with_its_worker_is_caught_up_after_resta
         if e["series_key"] == f"{STEEL}@{CITY}"
     ]
     assert sorted(published) == [days[0].isoformat(), days[-1].isoformat()]  # each published once
-    print(f"\ncompute_daily killed mid-computation; the restarted worker's catch-up published {days}")
+    show_figures(f"compute_daily killed mid-computation; the restarted worker's catch-up published {days}")
     platform.stop()
