@@ -72,6 +72,18 @@ def test_a_firm_bids_and_sees_the_best_bid_move_live(page, platform) -> None:
     expect(page.locator(f'#my-trades tr[data-lot="{lot["id"]}"]')).to_contain_text("2600.00")
     shot(page, "lots")
 
+    # a price being typed survives a live update of its lot: the text and the focus stay
+    price.focus()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("2750")
+    api.call("POST", f"/v1/lots/{lot['id']}/bids", rival, {"price_fen_per_t": 269_000}, status=201)
+    expect(row.locator(".best")).to_have_text("2690.00")
+    assert price.input_value() == "2750"
+    assert price.evaluate("el => el === document.activeElement")
+    page.keyboard.press("Enter")
+    page.locator("#toast").filter(has_text="已出价 2750.00 元/吨").wait_for()
+    expect(row.locator(".best")).to_have_text("2750.00")
+
     # the seller sees the lot under its own lots
     page.get_by_role("button", name="退出").click()
     login(page, prices.firm_phones[0])

@@ -54,13 +54,23 @@ export async function render(main) {
     let tr = board.querySelector(`tr[data-id="${CSS.escape(lot.id)}"]`);
     if (!tr) { tr = h('tr', { dataset: { id: lot.id } }); board.prepend(tr); }
     const best = lot.auction === 'sealed' ? h('span', { class: 'muted' }, '密封') : yuan(lot.best_price_fen_per_t);
-    tr.replaceChildren(
+    const cells = [
       h('td', {}, `${catName[lot.category] || lot.category} · ${lot.grade}`),
       h('td', { class: 'num' }, lot.qty_t), h('td', {}, lot.city_code), h('td', {}, AUCTION[lot.auction] || lot.auction),
       h('td', { class: 'num' }, yuan(lot.reserve_price_fen_per_t)),
       h('td', { class: 'num best' }, best), h('td', { class: 'num bids' }, String(lot.bid_count)),
-      h('td', { class: 'ends' }, dateTime(lot.ends_at), lot.extensions ? h('span', { class: 'badge' }, `已延时 ${lot.extensions} 次`) : ''),
-      h('td', {}, lot.status === 'open' ? bidCell(lot) : STATUS[lot.status]));
+      h('td', { class: 'ends' }, dateTime(lot.ends_at), lot.extensions ? h('span', { class: 'badge' }, `已延时 ${lot.extensions} 次`) : '')];
+    const bid = tr.querySelector('td.bid');
+    if (bid && bid.dataset.status === lot.status) {
+      // a live update leaves the bid cell alone: a price being typed keeps its text and the focus
+      cells.forEach((td, i) => tr.children[i].replaceWith(td));
+      const price = bid.querySelector('input[name=price]');
+      const min = lot.next_min_price_fen_per_t || lot.reserve_price_fen_per_t;
+      if (price && document.activeElement !== price && Number(price.value) * 100 < min) price.value = (min / 100).toFixed(2);
+    } else {
+      tr.replaceChildren(...cells, h('td', { class: 'bid', dataset: { status: lot.status } },
+        lot.status === 'open' ? bidCell(lot) : STATUS[lot.status]));
+    }
     return tr;
   }
 
