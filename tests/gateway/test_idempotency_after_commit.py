@@ -483,6 +483,7 @@ async def case_review(api: Api) -> Case:
     api.drain()
     ship = {"carrier": "顺丰", "tracking_no": "SF1234567890"}
     assert (await api.call("POST", f"/v1/orders/{order}/ship", seller, json=ship)).status == 200
+    api.drain()  # payments captures it into escrow
     r = await api.call("POST", f"/v1/orders/{order}/confirm-receipt", buyer)
     assert r.status == 200 and r.body["status"] == "completed", r
     return Case(buyer, f"/v1/orders/{order}/review", {"rating": 5, "comment": "好评"}, 201)
