@@ -124,8 +124,8 @@ Handler = Callable[[Ctx], Awaitable[Any]]
 ReplayHandler = Callable[[Ctx, str], Awaitable[Any]]
 # ... or from the resource the path names, as it stands (an action on it: `Router.replays`)
 ViewHandler = Callable[[Ctx], Awaitable[Any]]
-# what a route keeps: the reply rebuilt from what the key recorded (None when it recorded nothing), or None when
-# it cannot be rebuilt (then the retry is told the reply was lost)
+# what a route keeps (`RouteDef.replay`): (ctx, what the key recorded, None if nothing) -> the reply rebuilt, or
+# None when it cannot be (the retry is then told the reply was lost)
 Rebuild = Callable[[Ctx, str | None], Awaitable[Any]]
 
 
@@ -282,7 +282,8 @@ class Router:
         for a retry whose first reply was lost after the commit: `fn(ctx)` answers what each of them answers, from
         the resource their path names as it stands now (its view; or the refusal the action gave, when its work
         was a refusal it committed). The key committed in the action's own transaction, so the action was done;
-        `fn` only reads. One view serves every action whose reply is the resource's view. An action whose first
+        `fn` only reads; it answers None when there is nothing to rebuild from (the retry is then told the reply
+        was lost). One view serves every action whose reply is the resource's view. An action whose first
         write transaction is not the action itself, or whose reply says more than the resource does, records what
         it needs with `idempotency.made` and uses `replay_of` instead."""
 
