@@ -357,6 +357,11 @@ class PaymentOut(BaseModel):
     client_secret: str | None
     status: str
     decline_reason: str | None = None
+    # 2, 3, ...: the buyer was asked to pay again after shipping; `failure_reason` says why (cleared once the new
+    # payment is in escrow), `failed_at` when
+    attempt: int = 1
+    failure_reason: str | None = None
+    failed_at: datetime | None = None
 
 
 class OrderOut(BaseModel):
@@ -387,6 +392,17 @@ class OrderList(BaseModel):
 
 class OrdersQuery(ListQuery):
     role: Literal["buyer", "seller"] = "buyer"
+
+
+ORDER_STATES = Literal["pending_payment", "paid", "shipped", "completed", "cancelled", "expired"]
+
+
+class AdminOrdersQuery(ListQuery):
+    status: ORDER_STATES | None = None
+    payment_failed: bool = Field(
+        False,
+        description="only shipped orders whose money is not in escrow: the buyer was asked to pay again",
+    )
 
 
 class ShipIn(BaseModel):
@@ -448,6 +464,18 @@ async def my_orders(ctx: Ctx) -> dict[str, Any]:
     return {"items": items[: q.limit], "next_cursor": _cursor(offset + q.limit) if more else None}
 
 
+@router.get("/v1/admin/orders", roles={"admin"}, query=AdminOrdersQuery, response=OrderList)
+async def admin_orders(ctx: Ctx) -> dict[str, Any]:
+    """(admin) Every order, newest first, by `status`; `payment_failed=true`: the shipped orders whose buyer's
+    payment was let go before it reached escrow, oldest failure first (they cannot complete until the buyer pays
+    again; the seller or an admin may cancel them)."""
+    q: AdminOrdersQuery = ctx.query
+    offset = _offset(q.cursor)
+    items = await ctx.run(orders.admin_orders, ctx.runtime, q.status, q.payment_failed, q.limit + 1, offset)
+    more = len(items) > q.limit
+    return {"items": items[: q.limit], "next_cursor": _cursor(offset + q.limit) if more else None}
+
+
 @router.get("/v1/orders/{id}", authenticated=True, response=OrderOut, errors=(403, 404), owner="order")
 async def get_order(ctx: Ctx) -> dict[str, Any]:
     """An order (its buyer, its seller, or an admin)."""
@@ -480,7 +508,9 @@ async def ship_order(ctx: Ctx) -> dict[str, Any]:
     owner="order",
 )
 async def confirm_receipt(ctx: Ctx) -> dict[str, Any]:
-    """The buyer received the item: escrow is captured and released to the seller less the platform fee."""
+    """The buyer received the item: the escrow is released to the seller less the platform fee. 409
+    `payment_not_in_escrow` while the buyer's money is not in escrow (its capture on its way, or the buyer asked to
+    pay again: `payment.failure_reason`)."""
     out = await ctx.run(orders.confirm_receipt, ctx.runtime, ctx.user, ctx.params["id"])
     return {"id": out["id"], "status": out["status"]}
 
@@ -492,6 +522,26 @@ async def cancel_order(ctx: Ctx) -> dict[str, Any]:
     """Cancel before shipping (buyer, seller or admin): the hold is released in full. After shipping the seller
     (taking the item back) or an admin (a dispute decided for the buyer) refunds the escrow in full."""
     out = await ctx.run(orders.cancel_order, ctx.runtime, ctx.user, ctx.params["id"])
+    return {"id": out["id"], "status": out["status"]}
+
+
+# --- replies rebuilt for a retry whose reply was lost after the commit (services/kernel/idempotency.py) ----------
+
+
+@router.replays(publish_listing, withdraw_listing)
+async def listing_status(ctx: Ctx) -> dict[str, Any]:
+    return await ctx.run(handlers.listing_status, ctx.runtime, ctx.user, ctx.params["id"])
+
+
+@router.replays(confirm_receipt, cancel_order)
+async def order_status(ctx: Ctx) -> dict[str, Any]:
+    out = await ctx.run(orders.get_order, ctx.runtime, ctx.user, ctx.params["id"])
+    return {"id": out["id"], "status": out["status"]}
+
+
+@router.replays(ship_order)
+async def order_shipped(ctx: Ctx) -> dict[str, Any]:
+    out = await ctx.run(orders.shipped, ctx.runtime, ctx.user, ctx.params["id"])
     return {"id": out["id"], "status": out["status"]}
 
 

@@ -6,7 +6,11 @@
     buyer confirms receipt (or auto-confirm) ─▶ completed, HoldCaptureRequested (released to the seller less fee)
     cancel (before shipping) / not shipped by `ship_by` / expiry (unpaid) ─▶ HoldCancelRequested (hold released),
         listing freed
-    refund after shipping (the seller, or an admin deciding a dispute) ─▶ HoldCancelRequested (escrow refunded)
+    refund after shipping (the seller, or an admin deciding a dispute) ─▶ HoldCancelRequested (escrow refunded,
+        or the payment closed when none reached escrow)
+    the authorisation let go between the ship and the escrow capture (HoldCancelled / HoldCaptureRefused) ─▶
+        the order stays shipped, the buyer pays again: HoldRequested `hr_<order>-<n>` ─▶ authorised ─▶
+        HoldEscrowRequested at once. Until its money is in escrow a shipped order cannot complete.
 
 Why capture at shipping: the buyer's card authorisation lapses at the provider (Stripe: 7 days), and a slow
 seller plus shipping plus auto-confirm can exceed that. So a paid order must ship within `ship_days` (validated
@@ -24,8 +28,11 @@ How each step stays safe under races and redelivery:
 - an order asks for an escrow capture and a release only when shipped and for a cancel only before (or a refund
   from escrow after), all under its row lock, so payments never has to refuse one of its requests for having
   lost a race. A held authorisation the provider lets go anyway (reported unasked as HoldCancelled
-  `authorisation_lapsed`) cancels a paid order before the seller ships; one that lapsed between the seller's ship
-  and payments' capture (the provider dropped it before its window) is refused and logged for an operator.
+  `authorisation_lapsed`) cancels a paid order before the seller ships;
+- one let go between the seller's ship and payments' capture (the provider dropped it before its window) leaves a
+  shipped order whose money is nowhere: it is marked (`payment_failure_reason`, listed for admins), it cannot be
+  confirmed (409) nor auto-confirmed, and the buyer is asked to pay again under a new request id; the seller or
+  an admin may cancel it instead. Reports about a request the order no longer uses change nothing.
 """
 
 from __future__ import annotations
@@ -68,6 +75,10 @@ from .settings import settings_of
 from .store import listings, orders, reviews
 
 REQUESTER = "listings"
+# the order's payment waits for the buyer (first payment, or paying again after shipping)
+WAITING_FOR_BUYER = ("requested", "requires_payment_method", "declined")
+# a shipped order's payment that reached escrow (or left it): a report of a lost hold cannot be about it
+SETTLED_AFTER_SHIPPING = frozenset({m.IN_ESCROW, "captured", "refunded"})
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +185,28 @@ def ship_order(
             )
             shipped = order_view(_order(uow, order_id))
     if shipped is None:
-        raise Conflict(
-            f"order {order_id} was not shipped by {row.ship_by.isoformat()}: it is cancelled and the buyer's "
-            "money released",
-            current_state=m.CANCELLED,
-            reason="not_shipped",
-        )
+        raise _not_shipped(row)
     return shipped
+
+
+def shipped(rt: ServiceRuntime, user: Principal, order_id: str) -> dict[str, Any]:
+    """`ship_order`'s reply rebuilt (lost after its commit): the order as it stands, or the refusal it committed
+    (too late: cancelled as not shipped; a shipped order is never cancelled for that)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        row = _order(uow, order_id)
+    _party(row, user, "seller")
+    if row.status == m.CANCELLED and row.cancel_reason == "not_shipped":
+        raise _not_shipped(row)
+    return order_view(row)
+
+
+def _not_shipped(row: Any) -> Conflict:
+    return Conflict(
+        f"order {row.id} was not shipped by {row.ship_by.isoformat()}: it is cancelled and the buyer's "
+        "money released",
+        current_state=m.CANCELLED,
+        reason="not_shipped",
+    )
 
 
 def confirm_receipt(
@@ -197,12 +223,27 @@ def confirm_receipt(
 
 def complete(uow: UnitOfWork, rt: ServiceRuntime, row: Any, *, auto: bool) -> bool:
     m.next_order_state("confirm", row.status)
+    if row.payment_status != m.IN_ESCROW:
+        # completing releases the escrow to the seller: with nothing in it the seller would never be paid
+        why = (
+            f"{row.payment_failure_reason}: the buyer is asked to pay again"
+            if row.payment_failure_reason
+            else "its capture is on its way: try again in a moment"
+        )
+        raise Conflict(
+            f"order {row.id} cannot be completed: the buyer's money is not in escrow yet (payment "
+            f"{row.payment_status}; {why})",
+            current_state=row.status,
+            reason="payment_not_in_escrow",
+            payment_status=row.payment_status,
+            payment_failure_reason=row.payment_failure_reason,
+        )
     s = settings_of(rt)
     now = datetime.now(UTC)
     fee = m.platform_fee_fen(int(row.amount_fen), s.platform_fee_bps, s.min_fee_fen)
     res = uow.session.execute(
         update(orders)
-        .where(orders.c.id == row.id, orders.c.status == m.SHIPPED)
+        .where(orders.c.id == row.id, orders.c.status == m.SHIPPED, orders.c.payment_status == m.IN_ESCROW)
         .values(
             status=m.COMPLETED,
             fee_fen=fee,
@@ -254,7 +295,8 @@ def complete(uow: UnitOfWork, rt: ServiceRuntime, row: Any, *, auto: bool) -> bo
 
 def cancel_order(rt: ServiceRuntime, user: Principal, order_id: str) -> dict[str, Any]:
     """Buyer or seller (or an admin), before shipping: the hold is released in full. After shipping the seller
-    (taking the item back) or an admin (deciding a dispute for the buyer): the escrow is refunded in full."""
+    (taking the item back) or an admin (deciding a dispute for the buyer): the escrow is refunded in full (or, when
+    the buyer's money never reached it, the payment they were asked to make again is closed)."""
     with UnitOfWork(rt.db) as uow:
         row = _order(uow, order_id, lock=True)
         role = _party(row, user, "buyer", "seller", admin_ok=True)
@@ -432,6 +474,25 @@ def list_orders(rt: ServiceRuntime, user_id: str, role: str, limit: int, offset:
     return [order_view(r) for r in rows]
 
 
+def admin_orders(
+    rt: ServiceRuntime, status: str | None, payment_failed: bool, limit: int, offset: int
+) -> list[dict[str, Any]]:
+    """Every order (admins), newest first; `payment_failed`: the shipped orders whose buyer was asked to pay again
+    (their money is not in escrow), the oldest failure first: they wait for the buyer, the seller or an admin."""
+    q = select(orders)
+    if status:
+        q = q.where(orders.c.status == status)
+    if payment_failed:
+        q = q.where(orders.c.status == m.SHIPPED, orders.c.payment_failure_reason.is_not(None)).order_by(
+            orders.c.payment_failed_at, orders.c.id
+        )
+    else:
+        q = q.order_by(orders.c.created_at.desc(), orders.c.id.desc())
+    with rt.db.session(readonly=True) as s:
+        rows = s.execute(q.limit(limit).offset(offset)).all()
+    return [order_view(r) for r in rows]
+
+
 def payment_status_of(rt: ServiceRuntime, order_id: str) -> str | None:
     with rt.db.session(readonly=True) as s:
         return s.execute(select(orders.c.payment_status).where(orders.c.id == order_id)).scalar()
@@ -451,6 +512,9 @@ def order_view(row: Any) -> dict[str, Any]:
             "client_secret": row.client_secret,
             "status": row.payment_status,
             "decline_reason": row.decline_reason,
+            "attempt": int(row.payment_attempt),
+            "failure_reason": row.payment_failure_reason,
+            "failed_at": row.payment_failed_at,
         },
         "carrier": row.carrier,
         "tracking_no": row.tracking_no,
@@ -512,6 +576,10 @@ def when_hold_authorised_mark_paid(event: HoldAuthorised, uow: UnitOfWork, *, rt
     if row is None:
         return  # not one of listings' holds
     now = datetime.now(UTC)
+    if row.status == m.SHIPPED:
+        if row.payment_status in WAITING_FOR_BUYER:
+            _paid_again(uow, row, event, now)
+        return  # else the same fact again: the escrow is asked for (or holds the money) already
     if row.status != m.PENDING_PAYMENT:
         # paid too late (the order expired or was cancelled meanwhile): give the money back. Only then: the same
         # fact reported again about a paid order must leave its escrow alone.
@@ -553,10 +621,32 @@ def when_hold_authorised_mark_paid(event: HoldAuthorised, uow: UnitOfWork, *, rt
     )
 
 
+def _paid_again(uow: UnitOfWork, row: Any, event: HoldAuthorised, now: datetime) -> None:
+    """The buyer of a shipped order paid again: capture it into escrow at once (the goods left long ago)."""
+    uow.session.execute(
+        update(orders)
+        .where(orders.c.id == row.id, orders.c.hold_request_id == event.hold_request_id)
+        .values(
+            payment_status="held",
+            hold_id=event.hold_id,
+            decline_reason=None,
+            updated_at=now,
+            version=row.version + 1,
+        )
+    )
+    uow.emit(
+        HoldEscrowRequested(hold_request_id=row.hold_request_id, requested_by=REQUESTER, requested_at=now)
+    )
+
+
 def when_hold_declined_record(event: HoldDeclined, uow: UnitOfWork) -> None:
     uow.session.execute(
         update(orders)
-        .where(orders.c.hold_request_id == event.hold_request_id, orders.c.status == m.PENDING_PAYMENT)
+        .where(
+            orders.c.hold_request_id == event.hold_request_id,
+            orders.c.status.in_((m.PENDING_PAYMENT, m.SHIPPED)),  # shipped: the buyer paying again
+            orders.c.payment_status.in_(WAITING_FOR_BUYER),
+        )
         .values(
             payment_status="declined",
             decline_reason=f"{event.decline_code}: {event.reason}",
@@ -577,15 +667,20 @@ def when_hold_escrowed_record(event: HoldEscrowed, uow: UnitOfWork) -> None:
     uow.session.execute(
         update(orders)
         .where(orders.c.hold_request_id == event.hold_request_id, orders.c.payment_status == "held")
-        .values(payment_status="escrowed", updated_at=datetime.now(UTC))
+        # in escrow: whatever failed before is settled (`payment.attempt` still says the buyer paid again)
+        .values(payment_status=m.IN_ESCROW, payment_failure_reason=None, updated_at=datetime.now(UTC))
     )
 
 
 def when_hold_cancelled_record(event: HoldCancelled, uow: UnitOfWork) -> None:
     """The hold was let go: at our request (the order is closed already), or by the provider (the authorisation
-    lapsed): a paid order is then cancelled before the seller ships what nobody would pay for."""
+    lapsed): a paid order is then cancelled before the seller ships what nobody would pay for; a shipped one whose
+    money had not reached escrow asks the buyer to pay again."""
     row = _by_hold(uow, event.hold_request_id)
     if row is None:
+        return  # not ours, or a request the order no longer uses (the buyer was asked to pay again)
+    if row.status == m.SHIPPED and row.payment_status not in SETTLED_AFTER_SHIPPING:
+        pay_again(uow, row, event.reason)
         return
     uow.session.execute(
         update(orders)
@@ -597,11 +692,52 @@ def when_hold_cancelled_record(event: HoldCancelled, uow: UnitOfWork) -> None:
         close(uow, row, "cancel", reason=AUTHORISATION_LAPSED if lapsed else "payment_cancelled")
     elif row.status == m.SHIPPED:
         log.error(
-            "the buyer's authorisation of shipped order %s was let go before its escrow capture (%s): the seller "
-            "is not paid",
-            row.id,
-            event.reason,
+            "the escrow of shipped order %s was let go (%s): the seller is not paid", row.id, event.reason
         )
+
+
+def pay_again(uow: UnitOfWork, row: Any, reason: str) -> None:
+    """A shipped order's payment failed before its money reached escrow (the provider let the authorisation go in
+    the moment between the ship and the capture): the goods are on their way and nobody holds the money. The order
+    stays shipped, says why, cannot complete, and the buyer is asked to pay again: a new request (id by attempt,
+    so a report about the old one no longer finds the order), captured into escrow as soon as it is authorised."""
+    now = datetime.now(UTC)
+    attempt = int(row.payment_attempt) + 1
+    hold_request_id = m.hold_request_id_for(row.id, attempt)
+    uow.session.execute(
+        update(orders)
+        .where(orders.c.id == row.id, orders.c.hold_request_id == row.hold_request_id)
+        .values(
+            hold_request_id=hold_request_id,
+            payment_attempt=attempt,
+            payment_status="requested",
+            client_secret=None,
+            hold_id=None,
+            decline_reason=None,
+            payment_failure_reason=reason,
+            payment_failed_at=now,
+            updated_at=now,
+            version=row.version + 1,
+        )
+    )
+    uow.emit(
+        HoldRequested(
+            hold_request_id=hold_request_id,
+            payer_user_id=row.buyer_id,
+            amount_fen=int(row.amount_fen),
+            reference_id=row.id,
+            requested_by=REQUESTER,
+            requested_at=now,
+        )
+    )
+    log.warning(
+        "shipped order %s: the buyer's payment %s was let go before its escrow capture (%s); the buyer is asked to "
+        "pay again (%s)",
+        row.id,
+        row.hold_request_id,
+        reason,
+        hold_request_id,
+    )
 
 
 def when_hold_refunded_record(event: HoldRefunded, uow: UnitOfWork) -> None:
@@ -613,6 +749,16 @@ def when_hold_refunded_record(event: HoldRefunded, uow: UnitOfWork) -> None:
 
 
 def when_hold_capture_refused_log(event: HoldCaptureRefused, uow: UnitOfWork) -> None:
+    """A refused escrow capture after shipping follows the HoldCancelled that asked the buyer to pay again (payments
+    reports the lost hold first): by then the order uses another payment. Anything else is a bug: logged."""
+    if _by_hold(uow, event.hold_request_id) is None:
+        log.info(
+            "payments refused to capture payment %s of order %s (%s): the order uses another payment now",
+            event.hold_request_id,
+            event.reference_id,
+            event.reason,
+        )
+        return
     log.error(
         "payments refused to capture the escrow of order %s (%s, the payment is %s): the seller is not paid",
         event.reference_id,

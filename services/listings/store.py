@@ -95,6 +95,11 @@ orders = Table(
     Column("client_secret", Text, nullable=True),
     Column("hold_id", String(64), nullable=True),
     Column("decline_reason", Text, nullable=True),
+    # the buyer's payments of the order (1, or more when the buyer is asked to pay again), and why the last one
+    # failed after shipping: its authorisation was let go before the escrow capture (cleared once in escrow)
+    Column("payment_attempt", Integer, nullable=False, server_default=text("1")),
+    Column("payment_failure_reason", String(64), nullable=True),
+    Column("payment_failed_at", Timestamp(), nullable=True),
     Column("fee_fen", Money, nullable=True),
     Column("payout_id", String(80), nullable=True),
     Column("carrier", String(64), nullable=True),
@@ -113,6 +118,7 @@ orders = Table(
     Index("ix_orders_status_expires", "status", "expires_at"),
     Index("ix_orders_status_shipped", "status", "shipped_at"),
     Index("ix_orders_status_ship_by", "status", "ship_by"),
+    Index("ix_orders_status_payment_failed", "status", "payment_failed_at"),
     # never two live orders for one listing, whatever races (the reservation is the first guard)
     Index(
         "uq_orders_live_listing",

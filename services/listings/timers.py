@@ -1,8 +1,10 @@
 """Timers of orders: unpaid orders expire (the listing goes back on sale), paid orders not shipped by their
 `ship_by` are cancelled (`not_shipped`: the hold is released before the provider lets the authorisation lapse,
-and the listing goes back on sale), shipped orders are confirmed for the buyer after `auto_confirm_days`. The state is in the orders table: every scan selects the rows due now and
-changes each in its own unit of work under a conditional UPDATE, so a missed scan is caught up by the next and two
-scans at once (or a scan racing the buyer) cannot both act.
+and the listing goes back on sale), shipped orders whose money is in escrow are confirmed for the buyer after
+`auto_confirm_days` (one whose buyer was asked to pay again is left for them, the seller or an admin). The state
+is in the orders table: every scan selects the rows due now and changes each in its own unit of work under a
+conditional UPDATE, so a missed scan is caught up by the next and two scans at once (or a scan racing the buyer)
+cannot both act.
 
 Run by Celery beat (tasks.py) every `timer_interval_s`; tests call `run_due(rt, now)`.
 """
@@ -45,8 +47,11 @@ def run_due(rt: ServiceRuntime, now: datetime | None = None) -> dict[str, int]:
         "auto_confirmed": _each(
             rt,
             s.timer_batch,
+            # only money in escrow is released: a shipped order whose buyer must pay again waits for them
             select(orders).where(
-                orders.c.status == m.SHIPPED, orders.c.shipped_at <= now - timedelta(days=s.auto_confirm_days)
+                orders.c.status == m.SHIPPED,
+                orders.c.payment_status == m.IN_ESCROW,
+                orders.c.shipped_at <= now - timedelta(days=s.auto_confirm_days),
             ),
             lambda uow, row: complete(uow, rt, row, auto=True),
         ),

@@ -305,6 +305,8 @@ def whole_second_hand_flow(base: str) -> None:
     assert paid["status"] == "requires_capture"
     assert wait_until(lambda: order_view()["status"] == "paid", 30, 0.1), order_view()
     call("POST", f"/v1/orders/{order['id']}/ship", seller, {"carrier": "顺丰", "tracking_no": "SF1234567890"})
+    # as the README: the money is captured into escrow first (until then a confirmation is 409)
+    assert wait_until(lambda: order_view()["payment"]["status"] == "escrowed", 30, 0.1), order_view()
     assert call("POST", f"/v1/orders/{order['id']}/confirm-receipt", buyer)["status"] == "completed"
     assert wait_until(lambda: order_view()["payment"]["status"] == "captured", 30, 0.1), order_view()
     call("POST", f"/v1/orders/{order['id']}/review", buyer, {"rating": 5, "comment": "书很新"}, status=201)

@@ -108,6 +108,7 @@ async def test_buy_pay_ship_receive_review_and_the_seller_is_paid(aiohttp_client
         headers=auth(s, seller),
     )
     assert r.status == 200 and (await r.json())["status"] == "shipped"
+    platform.drain()  # payments captures the money into escrow: only then can the order complete
     # no review before completion
     r = await client.post(f"/v1/orders/{order['id']}/review", json={"rating": 5}, headers=auth(s, buyer))
     assert r.status == 409
@@ -230,6 +231,7 @@ async def test_shipped_orders_are_confirmed_automatically(aiohttp_client, sqlite
     assert (
         await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))
     ).status == 200
+    platform.drain()  # in escrow
     assert run_due(rt, datetime.now(UTC) + timedelta(days=6))["auto_confirmed"] == 0
     assert run_due(rt, datetime.now(UTC) + timedelta(days=7, minutes=1))["auto_confirmed"] == 1
     platform.drain()

@@ -128,10 +128,11 @@ async def test_the_buyer_pays_with_the_client_secret_and_webhooks_tell_payments(
     r = await client.post(WEBHOOK, data=payload, headers={"Stripe-Signature": sign(payload, "whsec_wrong")})
     assert r.status == 400
 
-    # ship, confirm receipt: payments captures the same intent at the provider
+    # ship (payments captures the same intent at the provider, into escrow), confirm receipt (released)
     assert (
         await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))
     ).status == 200
+    platform.drain()
     r = await client.post(f"/v1/orders/{order['id']}/confirm-receipt", headers=auth(s, buyer))
     assert r.status == 200 and (await r.json())["status"] == "completed"
     platform.drain()

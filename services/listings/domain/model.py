@@ -17,8 +17,11 @@ Order (escrow: the buyer's money is held by payments, not paid to the seller, un
                                                                          by `ship_by`)
 
 Shipping captures the hold into the platform's escrow (an authorisation lapses at the provider, captured money
-does not); completion releases it to the seller less the fee. After shipping only the seller (taking the item
-back) or an admin (a dispute decided for the buyer) gives the money back: `refund`.
+does not); completion releases it to the seller less the fee, and only money in escrow can be released: a
+shipped order completes only once its payment is `escrowed`. If the provider let the authorisation go between
+the ship and the capture, the order stays shipped and the buyer is asked to pay again (a new payment, captured
+into escrow as soon as it is authorised). After shipping only the seller (taking the item back) or an admin (a
+dispute decided for the buyer) gives the money back or closes the payment: `refund`.
 
 Every transition is checked against the tables below; anything else is a Conflict (409) naming the current state.
 """
@@ -79,9 +82,14 @@ def platform_fee_fen(amount_fen: int, fee_bps: int, min_fee_fen: int = 0) -> int
     return max(0, min(fee, amount_fen - 1))
 
 
-def hold_request_id_for(order_id: str) -> str:
-    """Deterministic: re-sending an order's hold request names the same hold at payments."""
-    return "hr_" + order_id
+def hold_request_id_for(order_id: str, attempt: int = 1) -> str:
+    """Deterministic: re-sending an order's hold request names the same hold at payments. A buyer asked to pay
+    again (their authorisation was let go after shipping, before the escrow capture) pays a new request."""
+    return f"hr_{order_id}" if attempt == 1 else f"hr_{order_id}-{attempt}"
+
+
+# the order's payment once the money is with the platform: the one state in which a shipped order may complete
+IN_ESCROW = "escrowed"
 
 
 def reputation_score(ratings: list[int]) -> float | None:
