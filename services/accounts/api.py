@@ -534,3 +534,34 @@ async def reinstate_user(ctx: Ctx) -> SuspensionOut:
     return SuspensionOut(
         **await ctx.run(handlers.reinstate_user, ctx.runtime, ctx.user.user_id, ctx.params["id"])
     )
+
+
+# --- replies rebuilt for a retry whose reply was lost after the commit (services/kernel/idempotency.py) ----------
+
+
+@router.replays(logout)
+async def logged_out(ctx: Ctx) -> LogoutOut:
+    return LogoutOut(**await ctx.run(handlers.logged_out, ctx.runtime, ctx.user.user_id))
+
+
+@router.replays(verify_identity)
+async def identity_verified(ctx: Ctx) -> IdentityOut | None:
+    out = await ctx.run(handlers.identity_verified, ctx.runtime, ctx.user.user_id)
+    return None if out is None else IdentityOut(**out)
+
+
+@router.replays(approve, reject)
+async def decided(ctx: Ctx) -> VerificationOut:
+    return VerificationOut(
+        **await ctx.run(handlers.decided, ctx.runtime, ctx.params["kind"], ctx.params["id"])
+    )
+
+
+@router.replays(change_roles)
+async def roles_as_they_stand(ctx: Ctx) -> RolesOut:
+    return RolesOut(**await ctx.run(handlers.roles_as_they_stand, ctx.runtime, ctx.params["id"]))
+
+
+@router.replays(suspend_user, reinstate_user)
+async def suspension_as_it_stands(ctx: Ctx) -> SuspensionOut:
+    return SuspensionOut(**await ctx.run(handlers.suspension_as_it_stands, ctx.runtime, ctx.params["id"]))

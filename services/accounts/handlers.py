@@ -458,6 +458,20 @@ def logout(rt: ServiceRuntime, user_id: str) -> dict[str, Any]:
     return dict(user_id=user_id, status="logged_out")
 
 
+def logged_out(rt: ServiceRuntime, user_id: str) -> dict[str, Any]:
+    """`logout`'s reply rebuilt (its reply lost after the commit), the version it raised put in force again."""
+    _put_in_force(rt, user_id)
+    return dict(user_id=user_id, status="logged_out")
+
+
+def _put_in_force(rt: ServiceRuntime, user_id: str) -> None:
+    """Publish the user's committed token version again, as repeating the request that raised it would: a reply
+    rebuilt for a change whose publication failed (503) must not say it is in force while it is not."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        version = _token_version(uow.session, user_id)
+    _publish_version(rt, user_id, version)
+
+
 def _revoke_family(s: Session, family: str, now: int) -> None:
     s.execute(
         update(refresh_tokens)
@@ -546,6 +560,15 @@ def verify_identity(rt: ServiceRuntime, user_id: str, raw_name: str, raw_id_numb
             "this ID number is already verified on another account", current_state="taken"
         ) from None
     return _identity_reply(user_id, name_masked, id_masked, at)
+
+
+def identity_verified(rt: ServiceRuntime, user_id: str) -> dict[str, Any] | None:
+    """`verify_identity`'s reply rebuilt: the identity as verified (None if it is not: nothing to rebuild)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        u = _user(uow.session, user_id)
+    if u.identity_verified_at is None:
+        return None
+    return _identity_reply(u.id, u.name_masked, u.id_number_masked, u.identity_verified_at)
 
 
 def _identity_reply(user_id: str, name_masked: str, id_masked: str, at: datetime | None) -> dict[str, Any]:
@@ -938,6 +961,18 @@ def decide(
     return dict(id=record_id, kind=kind, status=new_status)
 
 
+def decided(rt: ServiceRuntime, kind: str, record_id: str) -> dict[str, Any]:
+    """`decide`'s reply rebuilt: the record's status as it stands."""
+    table = _KIND_TABLES.get(kind)
+    if table is None:
+        raise NotFound(f"unknown verification kind {kind!r}; one of {sorted(_KIND_TABLES)}")
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        status = uow.session.execute(select(table.c.status).where(table.c.id == record_id)).scalar()
+    if status is None:
+        raise NotFound(f"no {kind} with id {record_id}")
+    return dict(id=record_id, kind=kind, status=status)
+
+
 def _on_approved(uow: UnitOfWork, kind: str, row: Row, at: datetime) -> None:
     s = uow.session
     if kind == "firm":
@@ -1049,6 +1084,23 @@ def change_roles(
         version = _token_version(s, user_id)
     _publish_version(rt, user_id, version)  # also on a repeat: puts a change in force that missed the store
     return dict(user_id=user_id, roles=sorted(after.roles), firm_ids=sorted(after.firm_ids))
+
+
+def roles_as_they_stand(rt: ServiceRuntime, user_id: str) -> dict[str, Any]:
+    """`change_roles`' reply rebuilt: the user's roles as they stand, the token version put in force again."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        _user(uow.session, user_id)
+        access = _load_access(uow.session, user_id)
+    _put_in_force(rt, user_id)
+    return dict(user_id=user_id, roles=sorted(access.roles), firm_ids=sorted(access.firm_ids))
+
+
+def suspension_as_it_stands(rt: ServiceRuntime, user_id: str) -> dict[str, Any]:
+    """`suspend_user`'s and `reinstate_user`'s reply rebuilt, the token version put in force again."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        u = _user(uow.session, user_id)
+    _put_in_force(rt, user_id)
+    return _suspension_reply(u)
 
 
 def suspend_user(rt: ServiceRuntime, admin_id: str, user_id: str, reason: str) -> dict[str, Any]:

@@ -299,6 +299,21 @@ async def no_show(ctx: Ctx) -> dict:
     return await ctx.run(handlers.report_no_show, ctx.runtime, ctx.user, ctx.params["id"])
 
 
+# --- replies rebuilt for a retry whose reply was lost after the commit (services/kernel/idempotency.py) ----------
+
+
+@router.replays(
+    cancel_pickup, reschedule_pickup, settle_pickup, dispute_pickup, retry_payout, arrive, weigh, no_show
+)
+async def pickup_as_it_stands(ctx: Ctx) -> dict:
+    return await ctx.run(queries.as_it_stands, ctx.runtime, ctx.user, ctx.params["id"])
+
+
+@router.replay_of(accept_job)
+async def accept_job_replayed(ctx: Ctx, made: str) -> dict:
+    return await ctx.run(queries.accepted, ctx.runtime, ctx.user, ctx.params["id"], made)
+
+
 @router.get("/v1/jobs/stream", roles=COLLECTOR, query=JobsQuery, raw=True)
 async def job_stream(ctx: Ctx) -> web.StreamResponse:
     """Live feed (text/event-stream) of jobs near the collector: job.new, job.taken, job.removed, job.urgent."""

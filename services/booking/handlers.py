@@ -548,16 +548,17 @@ def accept_write(rt: ServiceRuntime, principal: Principal, pickup_id: str, now: 
         conn = uow.conn
         col, row, lines = load_for_accept(conn, pickup_id, principal)
         if row.status != m.REQUESTED:
-            return AcceptOutcome("again", load(conn, pickup_id), lines_of(conn, pickup_id))
+            return AcceptOutcome(idempotency.made("again"), load(conn, pickup_id), lines_of(conn, pickup_id))
         if now >= row.window_start:
             # Nobody accepted before the window opened (the timer may not have run yet): it expires here.
             expire_row(uow, row, now, s)
-            return AcceptOutcome("expired", load(conn, pickup_id), lines)
+            return AcceptOutcome(idempotency.made("expired"), load(conn, pickup_id), lines)
         check_can_take(col, row)
         taken = dict(collector_id=col.collector_id, collector_user_id=col.user_id, firm_id=col.firm_id)
         if conn.execute(_ACCEPT, dict(pid=row.id, now=now, **taken)).rowcount != 1:
             # another writer thread's transaction took it after our read (PostgreSQL, READ COMMITTED)
-            return AcceptOutcome("again", load(conn, pickup_id), lines)
+            return AcceptOutcome(idempotency.made("again"), load(conn, pickup_id), lines)
+        idempotency.made("won")  # the outcome, for the reply rebuilt if it is lost (queries.accepted)
         uow.emit(
             PickupAccepted(pickup_id=row.id, geohash=row.geohash[:FEED_PRECISION], accepted_at=now, **taken)
         )

@@ -12,7 +12,7 @@ from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
 from .domain.commands import PickupsQuery
-from .handlers import is_admin, is_collector, is_resident, lines_of, load
+from .handlers import AcceptOutcome, accept_reply, is_admin, is_collector, is_resident, lines_of, load
 from .store import complaints, pickup_lines, pickups, ratings
 from .views import complaint_view, pickup_view, rating_view
 
@@ -20,10 +20,7 @@ from .views import complaint_view, pickup_view, rating_view
 def get(rt: ServiceRuntime, principal: Principal, pickup_id: str) -> dict:
     """The resident who booked it, the collector who accepted it, or an admin."""
     with UnitOfWork(rt.db, readonly=True) as uow:
-        row = load(uow.session, pickup_id)
-        if not (is_resident(row, principal) or is_collector(row, principal) or is_admin(principal)):
-            raise Forbidden("this pickup is not yours")
-        view = pickup_view(rt, row, lines_of(uow.session, pickup_id), principal)
+        view = _visible(rt, uow, principal, pickup_id)
         view["ratings"] = [
             rating_view(rt, r._mapping)
             for r in uow.session.execute(
@@ -33,7 +30,31 @@ def get(rt: ServiceRuntime, principal: Principal, pickup_id: str) -> dict:
     return view
 
 
+def _visible(rt: ServiceRuntime, uow: UnitOfWork, principal: Principal, pickup_id: str) -> dict:
+    row = load(uow.session, pickup_id)
+    if not (is_resident(row, principal) or is_collector(row, principal) or is_admin(principal)):
+        raise Forbidden("this pickup is not yours")
+    return pickup_view(rt, row, lines_of(uow.session, pickup_id), principal)
+
+
 # --- replies rebuilt: a keyed request whose reply was lost after its commit (services/kernel/idempotency.py) ---
+
+
+def as_it_stands(rt: ServiceRuntime, principal: Principal, pickup_id: str) -> dict:
+    """An action's reply (cancel, settle, weigh ...): the pickup as it stands, as the caller sees it."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        return _visible(rt, uow, principal, pickup_id)
+
+
+def accepted(rt: ServiceRuntime, principal: Principal, pickup_id: str, outcome: str) -> dict:
+    """`accept`'s reply for the outcome it committed (won, again, expired), as the pickup stands: the collector
+    who took it sees it, anyone else the 409 the accept gave."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        row = load(uow.session, pickup_id)
+        lines = lines_of(uow.session, pickup_id)
+    return accept_reply(
+        rt, principal, AcceptOutcome("expired" if outcome == "expired" else "again", row, lines)
+    )
 
 
 def booked(rt: ServiceRuntime, principal: Principal, pickup_id: str) -> dict:

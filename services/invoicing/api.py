@@ -28,7 +28,7 @@ from .access import accountant_firms, is_accountant_of, may_read_invoice, requir
 from .domain.tax import RedLetterLine
 from .export_jobs import choose_runner, create_export, dispatch, export_path, load_export
 from .exports import ReportSpec
-from .issuing import issue_red_letter, retry_blocked
+from .issuing import issue_red_letter, retry_blocked, still_blocked
 from .ledger import month_bounds, parse_period
 from .settings import settings_of, tax_rule_book
 from .store import invoices
@@ -336,6 +336,22 @@ async def retry_invoice(ctx: Ctx) -> dict:
         return _detail(ctx, out.invoice_id)
 
     return await ctx.run(act)
+
+
+@router.replays(retry_invoice)
+async def retry_invoice_replayed(ctx: Ctx) -> dict:
+    """The retry's outcome as the invoice stands: issued (its detail), or still blocked (the 422 it gave)."""
+    user = ctx.user
+
+    def load() -> dict:
+        with UnitOfWork(ctx.runtime.db, readonly=True) as uow:
+            row = _load(uow.session, ctx.params["id"])
+            require_accountant_of(user, row.issuer_firm_id, admin_ok=True)
+            if row.status == "blocked":
+                raise still_blocked(row.id, row.blocked_reason, row.blocked_detail)
+            return invoice_detail(uow.session, row)
+
+    return await ctx.run(load)
 
 
 # ---------------------------------------------------------------------------------------------------- sellers

@@ -505,10 +505,13 @@ def retry_blocked(
         sale = Sale.from_settled(json.loads(ev))
         out = _attempt(rt, uow, invoice_id, sale, settings_of(rt).local_date(now), now, by=by, retry=True)
     if out.refusal is not None:
-        raise RuleViolated(
-            out.refusal.detail, reason=out.refusal.reason, invoice_id=invoice_id, current_state="blocked"
-        )
+        raise still_blocked(invoice_id, out.refusal.reason, out.refusal.detail)
     return out
+
+
+def still_blocked(invoice_id: str, reason: str, detail: str) -> RuleViolated:
+    """A retry's refusal: the invoice stays blocked, for `reason` (its attempt is kept)."""
+    return RuleViolated(detail, reason=reason, invoice_id=invoice_id, current_state="blocked")
 
 
 # ---------------------------------------------------------------------------------------------------- red letter

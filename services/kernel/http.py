@@ -119,9 +119,14 @@ class Ctx:
 
 
 Handler = Callable[[Ctx], Awaitable[Any]]
-# A route's reply rebuilt from what its keyed request made (`idempotency.made`), reading only: the reply the
-# handler gives, for a request whose own reply was lost after its commit (services/kernel/idempotency.py).
+# A route's reply rebuilt, reading only, for a keyed request whose own reply was lost after its commit
+# (services/kernel/idempotency.py): from what the request made (`idempotency.made`; `Router.replay_of`) ...
 ReplayHandler = Callable[[Ctx, str], Awaitable[Any]]
+# ... or from the resource the path names, as it stands (an action on it: `Router.replays`)
+ViewHandler = Callable[[Ctx], Awaitable[Any]]
+# what a route keeps (`RouteDef.replay`): (ctx, what the key recorded, None if nothing) -> the reply rebuilt, or
+# None when it cannot be (the retry is then told the reply was lost)
+Rebuild = Callable[[Ctx, str | None], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,7 @@ class RouteDef:
     query_example: dict[str, str] | None = None  # valid query parameters, likewise
     # other success statuses with the same reply body (200 when a POST finds what it would create already there)
     also: tuple[int, ...] = ()
-    replay: ReplayHandler | None = None  # see `Router.replay_of`
+    replay: Rebuild | None = None  # see `Router.replay_of` and `Router.replays`
 
     @property
     def operation_id(self) -> str:
@@ -264,11 +269,39 @@ class Router:
         commit: read the resource and answer what `handler` answers (status, body as it stands). Read only."""
 
         def deco(fn: ReplayHandler) -> ReplayHandler:
-            (route,) = [r for r in self.routes if r.handler is handler]
-            route.replay = fn
+            async def rebuild(ctx: Ctx, made: str | None) -> Any:
+                return None if made is None else await fn(ctx, made)
+
+            self._route_of(handler).replay = rebuild
             return fn
 
         return deco
+
+    def replays(self, *handlers: Handler) -> Callable[[ViewHandler], ViewHandler]:
+        """Declare how the reply of actions on an existing resource (`handlers`: cancel, ship, settle ...) is rebuilt
+        for a retry whose first reply was lost after the commit: `fn(ctx)` answers what each of them answers, from
+        the resource their path names as it stands now (its view; or the refusal the action gave, when its work
+        was a refusal it committed). The key committed in the action's own transaction, so the action was done;
+        `fn` only reads; it answers None when there is nothing to rebuild from (the retry is then told the reply
+        was lost). One view serves every action whose reply is the resource's view. An action whose first
+        write transaction is not the action itself, or whose reply says more than the resource does, records what
+        it needs with `idempotency.made` and uses `replay_of` instead."""
+
+        def deco(fn: ViewHandler) -> ViewHandler:
+            async def rebuild(ctx: Ctx, made: str | None) -> Any:
+                return await fn(ctx)
+
+            for handler in handlers:
+                self._route_of(handler).replay = rebuild
+            return fn
+
+        return deco
+
+    def _route_of(self, handler: Handler) -> RouteDef:
+        (route,) = [r for r in self.routes if r.handler is handler]
+        if route.replay is not None:
+            raise ValueError(f"{route.method} {route.path}: its replay is declared twice")
+        return route
 
     def get(self, path: str, **kw: Any) -> Callable[[Handler], Handler]:
         return self.route("GET", path, **kw)
@@ -550,13 +583,14 @@ def make_aiohttp_handler(
         return render(await route.handler(ctx))
 
     async def rebuild(
-        request: web.Request, principal: Any, params: dict[str, str], made: str
-    ) -> web.StreamResponse:
-        """The route's reply rebuilt from what the keyed request made; an error (the resource gone since) is
-        raised, so never kept as the key's reply."""
+        request: web.Request, principal: Any, params: dict[str, str], made: str | None
+    ) -> web.StreamResponse | None:
+        """The route's reply rebuilt for the keyed request (None: it cannot be); an error (the resource gone
+        since) is raised, so never kept as the key's reply."""
         assert route.replay is not None
         ctx = await context(request, principal, params)
-        return render(await route.replay(ctx, made))
+        result = await route.replay(ctx, made)
+        return None if result is None else render(result)
 
     aio_handler.__name__ = route.handler.__name__
     return aio_handler

@@ -15,11 +15,12 @@ gateway lets the key go and the retry reaches the service again. The service rec
   Location and body as the first time, `Idempotent-Replayed: true`); a key whose work committed but whose reply
   is not stored yet is 409 `idempotency_key_in_progress` (Retry-After: 1) for `IDEMPOTENCY_IN_PROGRESS_S`;
 - a reply that could not be stored (the handler failed after its commit, or the process died between the commit
-  and storing it) is rebuilt: the work's transaction also wrote on the key what the request made (`made(id)`,
-  e.g. the new pickup's id), and the route's replay (`Router.replay_of`) answers from it, reading only, what the
-  handler answers — the same status, the resource as it stands. The rebuilt reply is stored like the first.
-  A route without a replay, or a key that recorded nothing, is 409 `idempotency_key_reply_lost`: the work was
-  done once and is not done again; the client looks the result up.
+  and storing it) is rebuilt by the route's replay, reading only: what the handler answers — the same status,
+  the resource as it stands. A creating route's replay (`Router.replay_of`) reads what the work's transaction
+  wrote on the key (`made(id)`, e.g. the new pickup's id); an action's (`Router.replays`) reads the resource its
+  path names, which the action changed in the transaction that committed the key. The rebuilt reply is stored
+  like the first. A route without a replay, or a creating one whose key recorded nothing, is 409
+  `idempotency_key_reply_lost`: the work was done once and is not done again; the client looks the result up.
 
 Keys are kept `IDEMPOTENCY_RETENTION_HOURS` (at least the gateway's 24 hours), then purged by the service.
 """
@@ -127,8 +128,9 @@ class KeyTaken(Exception):
     """Another request with this key committed its work first: this one's transaction was rolled back."""
 
 
-# Rebuilds a lost reply from what the request made (the route's replay, services/kernel/http.py).
-Replay = Callable[[str], Awaitable[web.StreamResponse]]
+# Rebuilds a lost reply from what the request made, or from the resource it acted on (the route's replay,
+# services/kernel/http.py); None when it cannot.
+Replay = Callable[[str | None], Awaitable[web.StreamResponse | None]]
 
 
 @dataclass(eq=False)
@@ -232,10 +234,10 @@ async def _answer(
         return web.Response(status=row.status, body=row.body, headers={**headers, REPLAYED: "true"})
     if row.state == COMMITTED and datetime.now(UTC) - row.created_at < kr.in_progress:
         return in_progress_reply(request)
-    if replay is None or row.made is None:
-        return reply_lost_reply(request)
     # the request that did the work is gone without its reply (it failed after its commit, or its process died)
-    resp = await replay(row.made)
+    resp = None if replay is None else await replay(row.made)
+    if resp is None:
+        return reply_lost_reply(request)
     if should_store(resp):
         await _store(kr, resp, rebuilt=True)
     resp.headers[REPLAYED] = "true"

@@ -525,6 +525,26 @@ async def cancel_order(ctx: Ctx) -> dict[str, Any]:
     return {"id": out["id"], "status": out["status"]}
 
 
+# --- replies rebuilt for a retry whose reply was lost after the commit (services/kernel/idempotency.py) ----------
+
+
+@router.replays(publish_listing, withdraw_listing)
+async def listing_status(ctx: Ctx) -> dict[str, Any]:
+    return await ctx.run(handlers.listing_status, ctx.runtime, ctx.user, ctx.params["id"])
+
+
+@router.replays(confirm_receipt, cancel_order)
+async def order_status(ctx: Ctx) -> dict[str, Any]:
+    out = await ctx.run(orders.get_order, ctx.runtime, ctx.user, ctx.params["id"])
+    return {"id": out["id"], "status": out["status"]}
+
+
+@router.replays(ship_order)
+async def order_shipped(ctx: Ctx) -> dict[str, Any]:
+    out = await ctx.run(orders.shipped, ctx.runtime, ctx.user, ctx.params["id"])
+    return {"id": out["id"], "status": out["status"]}
+
+
 @router.post(
     "/v1/orders/{id}/review",
     authenticated=True,

@@ -122,6 +122,15 @@ def publish_listing(rt: ServiceRuntime, user: Principal, listing_id: str) -> dic
     return listing_view(row, owner_view=True)
 
 
+def listing_status(rt: ServiceRuntime, user: Principal, listing_id: str) -> dict[str, Any]:
+    """An action's reply (publish, withdraw) rebuilt, lost after its commit: the listing's status as it stands."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        row = _row(uow, listing_id)
+    if row.seller_id != user.user_id and not user.has("admin"):
+        raise NotFound(f"no listing with id {listing_id}")
+    return {"id": row.id, "status": row.status}
+
+
 def update_listing(
     rt: ServiceRuntime, user: Principal, listing_id: str, changes: dict[str, Any]
 ) -> dict[str, Any]:

@@ -185,13 +185,28 @@ def ship_order(
             )
             shipped = order_view(_order(uow, order_id))
     if shipped is None:
-        raise Conflict(
-            f"order {order_id} was not shipped by {row.ship_by.isoformat()}: it is cancelled and the buyer's "
-            "money released",
-            current_state=m.CANCELLED,
-            reason="not_shipped",
-        )
+        raise _not_shipped(row)
     return shipped
+
+
+def shipped(rt: ServiceRuntime, user: Principal, order_id: str) -> dict[str, Any]:
+    """`ship_order`'s reply rebuilt (lost after its commit): the order as it stands, or the refusal it committed
+    (too late: cancelled as not shipped; a shipped order is never cancelled for that)."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        row = _order(uow, order_id)
+    _party(row, user, "seller")
+    if row.status == m.CANCELLED and row.cancel_reason == "not_shipped":
+        raise _not_shipped(row)
+    return order_view(row)
+
+
+def _not_shipped(row: Any) -> Conflict:
+    return Conflict(
+        f"order {row.id} was not shipped by {row.ship_by.isoformat()}: it is cancelled and the buyer's "
+        "money released",
+        current_state=m.CANCELLED,
+        reason="not_shipped",
+    )
 
 
 def confirm_receipt(

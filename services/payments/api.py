@@ -183,6 +183,11 @@ async def confirm_payment(ctx: Ctx) -> dict[str, Any]:
     )
 
 
+@router.replay_of(confirm_payment)
+async def confirm_payment_replayed(ctx: Ctx, made: str) -> dict[str, Any]:
+    return await ctx.run(hold_requests_of(ctx.runtime).confirmed, ctx.params["id"], ctx.user.user_id)
+
+
 @router.get(
     "/v1/payments/intents/{id}", authenticated=True, response=PaymentOut, errors=(404,), owner="payment"
 )

@@ -58,6 +58,7 @@ from services.contracts.payments import (
     HoldRefunded,
     HoldRequested,
 )
+from services.kernel import idempotency
 from services.kernel.db import UnitOfWork, retry_on_conflict
 from services.kernel.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from services.kernel.ports import Port
@@ -181,13 +182,18 @@ class HoldRequests:
             if exc.param == "payment_method":
                 raise ValidationFailed.field("payment_method", exc.detail) from None
             # the intent no longer waits (the payer's client paid, or it was closed): applied below as it is
-        out = retry_on_conflict(lambda: self._sync(request_id))
-        if out["status"] == CANCELLED:
-            raise Conflict(
-                "the payment was cancelled while it was being confirmed; nothing was taken",
-                current_state=CANCELLED,
-            )
-        return out
+        out = retry_on_conflict(lambda: self._sync(request_id, confirming=True))
+        return _confirmed(out)
+
+    def confirmed(self, request_id: str, user_id: str) -> dict[str, Any]:
+        """`confirm`'s reply rebuilt (lost after the commit of the outcome it learnt): the payment as it stands."""
+        with self.db.session(readonly=True) as s:
+            row = s.execute(select(hold_requests).where(hold_requests.c.id == request_id)).first()
+        if row is None:
+            raise NotFound(f"no payment with id {request_id}")
+        if row.payer_user_id != user_id:
+            raise Forbidden("only the payer confirms a payment", reason="not_payer")
+        return _confirmed({**view(row), "updated_at": row.updated_at})
 
     # --- learning what the payer did (webhooks, the timer) ---------------------------------------------------
     def sync_waiting(self, limit: int = 200) -> int:
@@ -233,8 +239,10 @@ class HoldRequests:
         if _may_change(row):
             self._apply(uow, row, self.provider.retrieve_intent(intent))
 
-    def _sync(self, request_id: str) -> dict[str, Any]:
+    def _sync(self, request_id: str, confirming: bool = False) -> dict[str, Any]:
         with UnitOfWork(self.db) as uow:
+            if confirming:  # a lost reply is rebuilt only if the key commits with the outcome (`confirmed`)
+                idempotency.made(request_id)
             row = self._locked(uow, request_id)
             if row.provider_ref and _may_change(row):
                 self._apply(uow, row, self.provider.retrieve_intent(row.provider_ref))
@@ -653,6 +661,16 @@ class HoldRequests:
             # the request itself comes first on the same partition: this is a bug or a lost request
             raise NotFound(f"no hold request {request_id}")
         return row
+
+
+def _confirmed(out: dict[str, Any]) -> dict[str, Any]:
+    """A confirm's reply: the payment after what the provider said, unless it was cancelled meanwhile."""
+    if out["status"] == CANCELLED:
+        raise Conflict(
+            "the payment was cancelled while it was being confirmed; nothing was taken",
+            current_state=CANCELLED,
+        )
+    return out
 
 
 def _unpayable(event: HoldCaptureRequested, amount_fen: int) -> str | None:

@@ -238,6 +238,19 @@ async def decline_offer(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(defaults.answer_offer, ctx.runtime, ctx.user, ctx.params["id"], False)
 
 
+# --- replies rebuilt for a retry whose reply was lost after the commit (services/kernel/idempotency.py) ----------
+
+
+@router.replays(dispute_delivery, declare_default, accept_offer, decline_offer)
+async def trade_as_it_stands(ctx: Ctx) -> dict[str, Any]:
+    return await ctx.run(trades.get_trade, ctx.runtime, ctx.user, ctx.params["id"])
+
+
+@router.replays(record_delivery, accept_delivery)
+async def delivery_as_it_stands(ctx: Ctx) -> dict[str, Any]:
+    return trades.delivery_reply(await ctx.run(trades.get_trade, ctx.runtime, ctx.user, ctx.params["id"]))
+
+
 class TraceOut(BaseModel):
     model_config = ConfigDict(extra="allow")
     lot: dict[str, Any]

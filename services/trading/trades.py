@@ -184,7 +184,7 @@ def record_delivery(
             t = _load(s, trade_id)
         return trade_view(t)
 
-    return _reply(retry_on_conflict(write))
+    return delivery_reply(retry_on_conflict(write))
 
 
 def accept_delivery(rt: ServiceRuntime, user: Principal, trade_id: str, now: datetime | None = None) -> dict:
@@ -214,7 +214,7 @@ def accept_delivery(rt: ServiceRuntime, user: Principal, trade_id: str, now: dat
             t = _load(s, trade_id)
         return trade_view(t)
 
-    return _reply(retry_on_conflict(write))
+    return delivery_reply(retry_on_conflict(write))
 
 
 def dispute_delivery(
@@ -249,7 +249,7 @@ def dispute_delivery(
     return retry_on_conflict(write)
 
 
-def _reply(view: dict[str, Any]) -> dict[str, Any]:
+def delivery_reply(view: dict[str, Any]) -> dict[str, Any]:
     """The API's delivery reply: `{status, amount_fen}` first, then the whole trade."""
     d = view.get("delivery") or {}
     return {"status": view["status"], "amount_fen": d.get("amount_fen"), **view}

@@ -193,6 +193,11 @@ async def revoke_tool(ctx: Ctx) -> Any:
     return await ctx.run(handlers.revoke_tool, ctx.runtime, ctx.user.user_id, ctx.params["id"])
 
 
+@router.replay_of(revoke_tool)
+async def revoke_tool_replayed(ctx: Ctx, made: str) -> Any:
+    return await ctx.run(handlers.tool_revoked, ctx.runtime, ctx.params["id"], int(made))
+
+
 # --- reports and certificates ----------------------------------------------------------------------------------
 
 
@@ -324,6 +329,11 @@ async def revoke_certificate(ctx: Ctx) -> Any:
     return await ctx.run(
         handlers.revoke_certificate, ctx.runtime, ctx.user.user_id, ctx.params["id"], ctx.body.reason
     )
+
+
+@router.replays(revoke_certificate)
+async def certificate_as_it_stands(ctx: Ctx) -> Any:
+    return await ctx.run(handlers.certificate_view, ctx.runtime, ctx.params["id"])
 
 
 @router.get(

@@ -133,6 +133,16 @@ def revoke_tool(rt: ServiceRuntime, admin_id: str, tool_id: str) -> dict[str, An
                     uow, cid, "tool_revoked", f"the erasure tool {tool_id} was revoked", admin_id, now
                 )
         row = s.execute(select(tools).where(tools.c.id == tool_id)).mappings().one()
+        idempotency.made(str(revoked))  # what this request revoked, which the tool's row does not say
+    return _tool_out(dict(row)) | {"certificates_revoked": revoked}
+
+
+def tool_revoked(rt: ServiceRuntime, tool_id: str, revoked: int) -> dict[str, Any]:
+    """`revoke_tool`'s reply rebuilt (lost after the commit): the tool as it stands, and what the request revoked."""
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        row = uow.session.execute(select(tools).where(tools.c.id == tool_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no erasure tool with id {tool_id}")
     return _tool_out(dict(row)) | {"certificates_revoked": revoked}
 
 

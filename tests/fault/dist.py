@@ -95,6 +95,7 @@ class RetryingApi(Api):
         self.patience_s = patience_s
         self.retried = 0
         self.lost_bookings = 0
+        self.lost_actions = 0  # an accept, arrive, weigh or settle whose retry was told its reply was lost
 
     def attempt(
         self, method: str, path: str, token: str | None, body: dict | None, key: str
@@ -157,7 +158,8 @@ class RetryingApi(Api):
 
 def settle_one_retrying(api: RetryingApi, actors: Actors, pid: str | None = None) -> str:
     """As harness.settle_one, each step tried until it is answered; a step refused as a conflict after a lost
-    reply counts as done if the pickup shows it."""
+    reply counts as done if the pickup shows it (a reply lost for good, which the service now rebuilds, is
+    counted: `lost_actions`)."""
     while pid is None:
         done, reply = api.call_or_conflict("POST", "/v1/pickups", actors.resident, booking_body(), status=201)
         if done:
@@ -175,6 +177,7 @@ def settle_one_retrying(api: RetryingApi, actors: Actors, pid: str | None = None
     ):
         done, reply = api.call_or_conflict("POST", path, token, body)
         if not done:
+            api.lost_actions += reply.get("reason") == "idempotency_key_reply_lost"
             status = api.call("GET", f"/v1/pickups/{pid}", actors.resident)["status"]
             assert status in ORDER and ORDER.index(status) >= ORDER.index(target), (path, reply, status)
     return pid

@@ -120,11 +120,14 @@ def test_sigkilling_service_processes_of_run_dist_loses_nothing_and_does_nothing
         print(
             f"\nkill test (run-dist): up in {started_s:.0f}s; {len(killer.made)} SIGKILLs of service processes in "
             f"{t1 - t0:.0f}s under load ({dict(sorted(killed.items()))}); {api.retried} calls tried again, "
-            f"{api.lost_bookings} bookings whose reply was lost for good; all "
+            f"{api.lost_bookings} bookings and {api.lost_actions} actions whose reply was lost for good; all "
             f"settled {caught_up_s:.0f}s later; {counts}; bookings by status {by_status}"
         )
     assert len(killer.made) == KILLS
     assert api.lost_bookings == 0, (
         "a booking's retry was told its reply was lost instead of getting its pickup"
+    )
+    assert api.lost_actions == 0, (
+        "an action's retry was told its reply was lost instead of getting the pickup"
     )
     assert len(killed) > 1 or KILLS < 3, "the killer hit one kind of service only"

@@ -21,6 +21,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -28,11 +29,20 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, inspect, select, table
+from sqlalchemy import func, inspect, select, table, text
 
 from services.booking.store import pickups
 from services.listings.settings import configure as configure_listings
 from tests.booking.support import booking_body
+from tests.gateway.replay_cases import (
+    ACTIONS,
+    Case,
+    firm_owner,
+    published_listing,
+    settled,
+    wipe_tool,
+    with_role,
+)
 from tests.security.harness import Api, Topology, User, settings_for
 
 SLOW_S = 1.5  # how long a `slow` service holds its reply back
@@ -43,23 +53,25 @@ class Faults:
     """Armed per Idempotency-Key: the first request with the key whose work succeeded loses its reply at `where`."""
 
     def __init__(self) -> None:
-        self.armed: dict[str, tuple[str, str]] = {}
+        self.armed: dict[str, tuple[str, str, int | None]] = {}
         self.lost: dict[str, tuple[int, bytes]] = {}  # key -> the reply the client never got
         self.location: dict[str, str | None] = {}  # key -> that reply's Location header
 
-    def arm(self, key: str, where: str, mode: str) -> None:
-        self.armed[key] = (where, mode)
+    def arm(self, key: str, where: str, mode: str, status: int | None = None) -> None:
+        """Lose the first 2xx reply with `key` (or the first reply with `status`: a refusal after the work)."""
+        self.armed[key] = (where, mode, status)
 
     def middleware(self, where: str) -> Any:
         @web.middleware
         async def fault(request: web.Request, handler: Any) -> web.StreamResponse:
             resp = await handler(request)
             key = request.headers.get("Idempotency-Key", "")
-            if self.armed.get(key, ("", ""))[0] != where or resp.status >= 300:
+            at, _, status = self.armed.get(key, ("", "", None))
+            if at != where or (resp.status >= 300 if status is None else resp.status != status):
                 return (
                     resp  # not armed here, or a duplicate's answer (409 in progress) rather than the work's
                 )
-            _, mode = self.armed.pop(key)
+            _, mode, _ = self.armed.pop(key)
             self.lost[key] = (resp.status, bytes(resp.body))
             self.location[key] = resp.headers.get("Location")
             if mode == "raise":
@@ -221,8 +233,6 @@ _windows = itertools.count()
 
 
 def _window() -> dict[str, str]:
-    from datetime import datetime, timedelta
-
     from tests.booking.support import SHANGHAI
 
     n = next(_windows) % (12 * 16)  # half-hour windows of the next 12 days, round again (20 places a slot)
@@ -265,63 +275,6 @@ async def test_the_same_key_with_another_request_is_refused_by_the_service(api: 
 # --- every route that creates something ----------------------------------------------------------------------
 
 
-@dataclass
-class Case:
-    user: User
-    path: str
-    body: Any
-    status: int
-
-
-async def _firm_owner(api: Api) -> tuple[str, User]:
-    from tests.security.flows import verified_firm
-
-    return await verified_firm(api, await api.login())
-
-
-async def _with_role(api: Api, role: str) -> User:
-    user = await api.login()
-    r = await api.call(
-        "POST", f"/v1/admin/users/{user.user_id}/roles", await api.admin(), json={"roles": [role]}
-    )
-    assert r.status == 200, r
-    return await api.refresh(user)
-
-
-async def _settled(api: Api) -> tuple[str, User, str, str]:
-    """A new settled pickup with its reverse invoice: (pickup, its resident, invoice, issuing firm). New each time:
-    each side rates a pickup once, and an invoice has one red-letter invoice."""
-    from tests.security import factories as f
-
-    for cache in (f._INVOICES, f._SETTLED):  # keyed by id(topology): never trust an entry of another one
-        cache.pop(id(api.topo), None)
-    invoice, _seller, fid = await f._issued_invoice(api)
-    pid, resident = f._SETTLED[id(api.topo)]
-    return pid, resident, invoice, fid
-
-
-async def _wipe_tool(api: Api) -> Any:
-    from tests.wipe.support import Tool
-
-    tool = Tool()
-    r = await api.call(
-        "POST", "/v1/wipe/tools", await api.admin(), json={"name": "擦除站", "public_key": tool.public_b64}
-    )
-    assert r.status == 201, r
-    tool.id = r.body["id"]
-    return tool
-
-
-async def _published_listing(api: Api) -> tuple[str, User]:
-    from tests.security.factories import _listing_body
-
-    seller = await api.login()
-    r = await api.call("POST", "/v1/listings", seller, json=_listing_body())
-    assert r.status == 201, r
-    assert (await api.call("POST", f"/v1/listings/{r.body['id']}/publish", seller)).status == 200
-    return r.body["id"], seller
-
-
 async def case_consent(api: Api) -> Case:
     return Case(await api.login(), "/v1/me/consents", {"kind": "reverse_invoicing"}, 201)
 
@@ -333,20 +286,20 @@ async def case_firm(api: Api) -> Case:
 
 
 async def case_qualification(api: Api) -> Case:
-    fid, owner = await _firm_owner(api)
+    fid, owner = await firm_owner(api)
     body = {"kind": "recycler_filing", "number": "京商备2024001", "valid_until": "2099-12-31"}
     return Case(owner, f"/v1/firms/{fid}/qualifications", body, 201)
 
 
 async def case_accountant(api: Api) -> Case:
-    fid, owner = await _firm_owner(api)
+    fid, owner = await firm_owner(api)
     return Case(owner, f"/v1/firms/{fid}/accountants", {"user_id": (await api.login()).user_id}, 201)
 
 
 async def case_collector(api: Api) -> Case:
     from tests.security.flows import new_id_number
 
-    fid, _ = await _firm_owner(api)
+    fid, _ = await firm_owner(api)
     body = {
         "real_name": "王五",
         "id_number": new_id_number(),
@@ -358,9 +311,7 @@ async def case_collector(api: Api) -> Case:
 
 
 async def case_observation(api: Api) -> Case:
-    from datetime import UTC, datetime, timedelta
-
-    fid, owner = await _firm_owner(api)
+    fid, owner = await firm_owner(api)
     body = {
         "category": "metal.steel",
         "city_code": "110105",
@@ -374,8 +325,6 @@ async def case_observation(api: Api) -> Case:
 
 
 async def case_withdrawal(api: Api) -> Case:
-    from datetime import UTC, datetime
-
     from services.contracts.payments import PayoutRequested
     from services.kernel.ids import new_id
     from tests.booking.support import publish
@@ -399,7 +348,7 @@ async def case_pickup(api: Api) -> Case:
 
 
 async def case_rating(api: Api) -> Case:
-    pid, resident, _, _ = await _settled(api)
+    pid, resident, _, _ = await settled(api)
     return Case(resident, f"/v1/pickups/{pid}/rating", {"score": 5, "comment": "准时"}, 201)
 
 
@@ -415,7 +364,7 @@ async def case_red_letter(api: Api) -> Case:
     from tests.security.factories import _FIRM_OWNERS
     from tests.security.flows import accountant_of
 
-    _, _, invoice, fid = await _settled(api)
+    _, _, invoice, fid = await settled(api)
     accountant = await accountant_of(api, fid, _FIRM_OWNERS[fid])
     return Case(accountant, f"/v1/invoices/{invoice}/red-letter", {"reason": "开票有误"}, 201)
 
@@ -436,8 +385,6 @@ async def case_tax_unpaid(api: Api) -> Case:
 
 
 def _lot_body(fid: str, **extra: Any) -> dict:
-    from datetime import UTC, datetime, timedelta
-
     return {
         "category": "metal.steel",
         "grade": "重废 HMS1",
@@ -454,7 +401,7 @@ def _lot_body(fid: str, **extra: Any) -> dict:
 
 
 async def case_lot(api: Api) -> Case:
-    fid, seller = await _firm_owner(api)
+    fid, seller = await firm_owner(api)
     return Case(seller, "/v1/lots", _lot_body(fid), 201)
 
 
@@ -462,17 +409,17 @@ async def case_bid(api: Api) -> Case:
     """A bid goes through the group-commit writer."""
     from tests.security.factories import _lot
 
-    fid, seller = await _firm_owner(api)
+    fid, seller = await firm_owner(api)
     lot = await _lot(api, seller, fid)
-    _, buyer = await _firm_owner(api)
+    _, buyer = await firm_owner(api)
     return Case(buyer, f"/v1/lots/{lot}/bids", {"price_fen_per_t": 250_000}, 201)
 
 
 async def case_deposit(api: Api) -> Case:
-    fid, seller = await _firm_owner(api)
+    fid, seller = await firm_owner(api)
     r = await api.call("POST", "/v1/lots", seller, json=_lot_body(fid, deposit_fen=100_000))
     assert r.status == 201, r
-    _, bidder = await _firm_owner(api)
+    _, bidder = await firm_owner(api)
     return Case(bidder, f"/v1/lots/{r.body['id']}/deposit", {}, 202)
 
 
@@ -486,17 +433,17 @@ async def case_wipe_tool(api: Api) -> Case:
 async def case_wipe_report(api: Api) -> Case:
     from tests.wipe.support import json_report
 
-    tool = await _wipe_tool(api)
+    tool = await wipe_tool(api)
     return Case(
-        await _with_role(api, "erasure_operator"), "/v1/wipe/reports", tool.submission(json_report()), 201
+        await with_role(api, "erasure_operator"), "/v1/wipe/reports", tool.submission(json_report()), 201
     )
 
 
 async def case_secondary_check(api: Api) -> Case:
     from tests.wipe.support import changed, json_report
 
-    operator = await _with_role(api, "erasure_operator")
-    first, second = await _wipe_tool(api), await _wipe_tool(api)
+    operator = await with_role(api, "erasure_operator")
+    first, second = await wipe_tool(api), await wipe_tool(api)
     report = json_report()
     r = await api.call("POST", "/v1/wipe/reports", operator, json=first.submission(report))
     assert r.status == 201, r
@@ -517,12 +464,12 @@ async def case_listing(api: Api) -> Case:
 
 
 async def case_order(api: Api) -> Case:
-    listing, _ = await _published_listing(api)
+    listing, _ = await published_listing(api)
     return Case(await api.login(), "/v1/orders", {"listing_id": listing}, 201)
 
 
 async def case_review(api: Api) -> Case:
-    listing, seller = await _published_listing(api)
+    listing, seller = await published_listing(api)
     buyer = await api.login()
     r = await api.call("POST", "/v1/orders", buyer, json={"listing_id": listing})
     assert r.status == 201, r
@@ -570,15 +517,29 @@ CASES = {
 }
 # creating routes without a signed-in caller keep the gateway's keys only (docs/reliability.md, fix 7)
 PUBLIC = {"/v1/auth/otp"}
+# keyed routes whose lost reply is not rebuilt (409 idempotency_key_reply_lost): each is listed in
+# docs/reliability.md with the reason
+NO_REPLAY = {"/v1/admin/prices/compute", "/v1/admin/payments/reconcile"}
 
 
-def test_every_creating_route_has_a_case_and_a_replay() -> None:
+def test_every_keyed_route_has_a_case_and_a_replay() -> None:
+    """A keyed request is a POST by a signed-in caller: every such route rebuilds a reply lost after its commit
+    (Router.replay_of for what it made, Router.replays for an action) and has a case below, or is listed as not
+    rebuilt — with the reason in the docs. A new keyed route with none of these fails here."""
+    from pathlib import Path
+
     from gateway.app import all_routes
+    from services.kernel.http import PUBLIC as PUBLIC_POLICY
 
-    creating = {r.path: r for r in all_routes() if r.method == "POST" and r.status in (201, 202)}
-    assert set(creating) - PUBLIC == set(CASES), "add a case for each new route that creates something"
-    # its reply lost after the commit is rebuilt from what it made (Router.replay_of, idempotency.made)
-    assert [p for p in CASES if creating[p].replay is None] == []
+    routes = [r for r in all_routes() if r.method == "POST" and not r.raw]
+    creating = {r.path for r in routes if r.status in (201, 202)}
+    assert creating - PUBLIC == set(CASES), "add a case for each new route that creates something"
+    keyed = {r.path: r for r in routes if r.policy.kind != PUBLIC_POLICY}
+    assert set(keyed) - set(CASES) == set(ACTIONS) | NO_REPLAY, "add an action case (replay_cases.py)"
+    assert [p for p in [*CASES, *ACTIONS] if keyed[p].replay is None] == [], "declare its replay"
+    assert [p for p in NO_REPLAY if keyed[p].replay is not None] == []
+    docs = (Path(__file__).parents[2] / "docs" / "reliability.md").read_text()
+    assert [p for p in NO_REPLAY if f"`POST {p}`" not in docs] == [], "say in the docs why it is not rebuilt"
 
 
 # the embedded run loses the reply in the gateway, the distributed one to the gateway's own time-out (504)
@@ -614,7 +575,6 @@ def _key_row(topo: Topology, user: User, key: str) -> Any:
 
 def _time_passes(topo: Topology, user: User, key: str) -> None:
     """The in-progress window (IDEMPOTENCY_IN_PROGRESS_S) of a key is over: the request that committed is gone."""
-    from datetime import timedelta
 
     from services.kernel.outbox import idempotency_keys_t as keys_t
 
@@ -643,20 +603,38 @@ MOVES_ON = {
 }
 
 
-@pytest.mark.parametrize("route", list(CASES))
+def table_rows(topo: Topology) -> dict[str, list[str]]:
+    """Every row of every table of every service (outboxes included), except the Idempotency-Keys themselves."""
+    out = {}
+    for name, rt in topo.platform.runtimes.items():
+        db = rt.db
+        with db.engine.connect() as conn:
+            for t in inspect(conn).get_table_names(schema=db.schema):
+                if t not in ("idempotency_keys", "alembic_version"):
+                    rows = conn.execute(select(text("*")).select_from(table(t, schema=db.schema))).all()
+                    out[f"{name}.{t}"] = sorted(map(repr, rows))
+    return out
+
+
+def rows_changed(before: dict[str, list[str]], after: dict[str, list[str]]) -> list[str]:
+    return sorted(t for t in after.keys() | before.keys() if before.get(t) != after.get(t))
+
+
+@pytest.mark.parametrize("route", [*CASES, *ACTIONS])
 async def test_a_reply_never_stored_is_rebuilt_from_what_the_request_made(
     api: Api, route: str, monkeypatch
 ) -> None:  # noqa: ANN001
     """The process that did the work died between its commit and storing the reply (the store is skipped), and the
-    client's connection lost the reply too. The key says `committed` and what the request made: after the
-    in-progress window the retry gets the reply rebuilt from it — the first reply, nothing made twice."""
+    client's connection lost the reply too. The key says `committed` (and what a creating request made): after
+    the in-progress window the retry gets the reply rebuilt — the first reply; nothing is done twice: every row of
+    every table (outboxes: each event published once) is as the first request left it."""
     from services.kernel import idempotency
 
-    case = await CASES[route](api)
+    case = await (CASES[route] if route in CASES else ACTIONS[route])(api)
     faults: Faults = api.topo.faults  # type: ignore[attr-defined]
     where, mode = LOST_ON_THE_WAY[api.mode]
     key = uuid.uuid4().hex
-    before = row_counts(api.topo)
+    before = table_rows(api.topo)
     faults.arm(key, where, mode)
 
     async def dies_before_storing(*args: Any, **kw: Any) -> None:
@@ -668,14 +646,16 @@ async def test_a_reply_never_stored_is_rebuilt_from_what_the_request_made(
     assert first.status == 500, first
     lost_status, lost_body = faults.lost[key]
     assert lost_status == case.status, lost_body[:300]
-    made = changed(before, row_counts(api.topo))
+    user = await case.retry_as() if case.retry_as else case.user
+    done = table_rows(api.topo)
+    assert rows_changed(before, done), "the first request did nothing"
     _, row = _key_row(api.topo, case.user, key)
-    assert row.state == "committed" and row.made, row
+    assert row.state == "committed" and (row.made or route in ACTIONS), row
 
-    busy = await send(api, case.path, case.user, case.body, key)  # within the window: it may still be at work
+    busy = await send(api, case.path, user, case.body, key)  # within the window: it may still be at work
     assert busy.status == 409 and busy.json()["reason"] == "idempotency_key_in_progress", busy
     _time_passes(api.topo, case.user, key)
-    again = await send(api, case.path, case.user, case.body, key)
+    again = await send(api, case.path, user, case.body, key)
     assert again.status == case.status, (again.status, again.body[:300])
     assert again.headers.get("Idempotent-Replayed") == "true"
     moving = MOVES_ON.get(route, set())
@@ -684,8 +664,12 @@ async def test_a_reply_never_stored_is_rebuilt_from_what_the_request_made(
         k: v for k, v in original.items() if k not in moving
     }  # the reply the first request gave (the resource as it stands)
     assert again.headers.get("Location") == faults.location.get(key)
-    assert changed(before, row_counts(api.topo)) == made  # nothing made twice
-    third = await send(api, case.path, case.user, case.body, key)  # kept now, like any reply
+    now = table_rows(api.topo)
+    if not moving:
+        assert rows_changed(done, now) == []  # nothing done twice, no event published again
+    else:  # the export goes on in the background: made once all the same
+        assert {t: len(r) for t, r in now.items()} == {t: len(r) for t, r in done.items()}
+    third = await send(api, case.path, user, case.body, key)  # kept now, like any reply
     assert (third.status, third.body) == (case.status, again.body)
     assert _key_row(api.topo, case.user, key)[1].state == "replied"
 
@@ -820,32 +804,100 @@ async def test_a_booking_whose_handler_failed_after_the_commit_is_answered_with_
 
 
 async def test_a_route_without_a_replay_still_says_the_reply_is_lost(api: Api, monkeypatch) -> None:  # noqa: ANN001
-    """An action on an existing resource (here: cancelling a pickup) declares no replay: its work is not done
-    again and the retry is told so (409 `idempotency_key_reply_lost`); the pickup shows the outcome."""
-    from services.booking import handlers
+    """A keyed route whose reply is not rebuilt (NO_REPLAY: here an admin's price computation, whose reply is the
+    run's report): its work is not done again and the retry is told so (409 `idempotency_key_reply_lost`)."""
+    from datetime import date
 
-    resident = await api.login()
-    r = await api.call("POST", "/v1/pickups", resident, json=booking_body(win=_window()))
-    assert r.status == 201, r
-    pid = r.body["id"]
-    real = handlers.cancel
+    from services.pricing import handlers
 
-    def cancels_then_fails(*args: Any, **kw: Any) -> dict:
+    real = handlers.compute_on_request
+
+    def computes_then_fails(*args: Any, **kw: Any) -> dict:
         real(*args, **kw)
         raise RuntimeError("fault injected after the commit")
 
-    key = uuid.uuid4().hex
+    admin, key = await api.admin(), uuid.uuid4().hex
+    body = {"date": (date.today() - timedelta(days=2)).isoformat(), "reason": "补算"}
+    before = row_counts(api.topo)
     with monkeypatch.context() as m:
-        m.setattr(handlers, "cancel", cancels_then_fails)
-        assert (await send(api, f"/v1/pickups/{pid}/cancel", resident, {}, key)).status == 500
-    again = await send(api, f"/v1/pickups/{pid}/cancel", resident, {}, key)
+        m.setattr(handlers, "compute_on_request", computes_then_fails)
+        assert (await send(api, "/v1/admin/prices/compute", admin, body, key)).status == 500
+    made = changed(before, row_counts(api.topo))
+    assert made["pricing.computation_runs"] == 1, made
+    again = await send(api, "/v1/admin/prices/compute", admin, body, key)
     assert again.status == 409 and again.json()["reason"] == "idempotency_key_reply_lost", again
-    assert (await api.call("GET", f"/v1/pickups/{pid}", resident)).body["status"] == "cancelled"
+    assert changed(before, row_counts(api.topo)) == made  # not computed again
+
+
+async def _skip_storing(*args: Any, **kw: Any) -> None:
+    return None  # the process died between the commit and storing the reply
+
+
+@pytest.mark.parametrize("action", ["ship", "accept"])
+async def test_a_refusal_an_action_committed_is_rebuilt_as_that_refusal(
+    api: Api, action: str, monkeypatch
+) -> None:  # noqa: ANN001
+    """Some actions commit work and then refuse: shipping after `ship_by` cancels the order (the buyer's money
+    released) and answers 409 `not_shipped`; grabbing a job whose window has opened expires it and answers 409.
+    Their reply never stored, the retry gets the same 409 — rebuilt from the order as it stands, and from the
+    outcome the accept recorded — and nothing is done twice."""
+    from services.kernel import idempotency
+    from services.listings.store import orders
+
+    from .replay_cases import action_accept, action_ship, pickups_table
+
+    case = await (action_ship if action == "ship" else action_accept)(api)
+    rid = case.path.split("/")[3]
+    past = datetime.now(UTC) - timedelta(minutes=1)
+    db, t, values = (
+        (api.topo.platform["listings"].db, orders, {"ship_by": past})
+        if action == "ship"
+        else (*pickups_table(api), {"window_start": past})
+    )
+    with db.engine.begin() as conn:
+        conn.execute(t.update().where(t.c.id == rid).values(**values))
+    key, before = uuid.uuid4().hex, table_rows(api.topo)
+    faults: Faults = api.topo.faults  # type: ignore[attr-defined]
+    faults.arm(key, *LOST_ON_THE_WAY[api.mode], status=409)
+    with monkeypatch.context() as m:
+        m.setattr(idempotency, "_store", _skip_storing)
+        assert (await send(api, case.path, case.user, case.body, key)).status == 500
+    lost_status, lost_body = faults.lost[key]
+    refusal = json.loads(lost_body)
+    assert lost_status == 409 and refusal["current_state"] in ("cancelled", "expired"), refusal
+    done = table_rows(api.topo)
+    assert rows_changed(before, done), "the refusal committed nothing"
+    _time_passes(api.topo, case.user, key)
+    for _ in range(2):
+        again = await send(api, case.path, case.user, case.body, key)
+        assert (again.status, again.json()) == (409, refusal)
+    assert rows_changed(done, table_rows(api.topo)) == []
+
+
+async def test_a_logout_the_token_store_missed_is_put_in_force_by_its_retry(api: Api, monkeypatch) -> None:  # noqa: ANN001
+    """The logout committed a new token version but the token store was down: 503, "repeat the request to put it
+    in force", and the old token still works. The keyed retry (the key says `lost`) is answered by the replay,
+    which publishes the committed version as the handler does on a repeat: logged out, the old token refused."""
+    from services.accounts import handlers
+
+    class Down:
+        def raise_to(self, *args: Any, **kw: Any) -> None:
+            raise ConnectionError("fault injected: the token store is down")
+
+    user, key = await api.login(), uuid.uuid4().hex
+    with monkeypatch.context() as m:
+        m.setattr(handlers, "token_versions", lambda settings: Down())
+        first = await send(api, "/v1/auth/logout", user, None, key)
+    assert first.status == 503, first
+    assert (await api.call("GET", "/v1/me", user)).status == 200  # not in force yet
+    assert _key_row(api.topo, user, key)[1].state == "lost"
+    again = await send(api, "/v1/auth/logout", user, None, key)
+    assert again.status == 200 and again.headers["Idempotent-Replayed"] == "true", again
+    assert again.json() == {"user_id": user.user_id, "status": "logged_out"}
+    assert (await api.call("GET", "/v1/me", user)).status == 401
 
 
 async def test_keys_are_forgotten_after_the_retention(api: Api) -> None:
-    from datetime import UTC, datetime, timedelta
-
     from services.kernel import idempotency
     from services.kernel.outbox import idempotency_keys_t as keys_t
 
