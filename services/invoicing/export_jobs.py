@@ -13,6 +13,10 @@ A Celery job is published through the project's app in every process (services.k
 a lost message delays an export, it never leaves it queued forever. One still `running` whose heartbeat stopped
 `INVOICING_EXPORT_STALLED_S` ago is sent again too: its worker died mid-task, and the embedded broker (kombu's
 SQLAlchemy transport) deleted the message when the worker fetched it, so acks_late redelivers nothing there.
+A thread job has no message at all: its row names the process that runs it (`worker`, host:pid). One whose
+process is gone (a dead pid on this host, seen when a process of the service starts), still `queued` past the
+queued deadline (its thread never claimed it) or `running` with its heartbeat stalled is run again in a thread
+of the process that finds it (`recover_threads`: at start-up, and on beat with the Celery jobs).
 Progress is written to the job row every `INVOICING_EXPORT_PROGRESS_EVERY` invoices in its own short transaction,
 so `GET /v1/tax/exports/{id}` shows it while the export's read snapshot is still open.
 """
@@ -27,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, true, update
 
 from services.kernel import idempotency
 from services.kernel.db import Database, UnitOfWork
@@ -40,6 +44,11 @@ from .settings import export_dir, settings_of
 from .store import exports
 
 log = logging.getLogger(__name__)
+
+
+def this_process() -> str:
+    """How a thread job's row names the process running it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def create_export(db: Database, spec: ReportSpec, requested_by: str, runner: str) -> dict[str, Any]:
@@ -57,6 +66,9 @@ def create_export(db: Database, spec: ReportSpec, requested_by: str, runner: str
                 pii=spec.pii,
                 status="queued",
                 runner=runner,
+                # a thread job belongs to this process from the start: if it dies before the thread claims the
+                # job, the row says whose it was (recover_threads)
+                worker=this_process() if runner == "thread" else None,
                 rows_done=0,
                 progress=0.0,
                 created_at=datetime.now(UTC),
@@ -217,17 +229,109 @@ def dispatch(rt: ServiceRuntime, export_id: str, runner: str) -> str:
                 "could not queue export %s on Celery; running it in a thread", export_id, exc_info=True
             )
             set_export(rt.db, export_id, runner="thread")
-    set_export(rt.db, export_id, worker=f"{socket.gethostname()}:{os.getpid()}")
-    t = threading.Thread(target=_run_quietly, args=(rt, export_id), name=f"export-{export_id}", daemon=True)
-    t.start()
+    set_export(rt.db, export_id, worker=this_process())
+    _start_thread(rt, export_id)
     return "thread"
+
+
+# the export threads this process started, by job: one that ended without finishing its job (its claim failed, a
+# database error) is recovered like a dead process's
+_threads: dict[str, threading.Thread] = {}
+_threads_lock = threading.Lock()
+
+
+def _start_thread(rt: ServiceRuntime, export_id: str) -> None:
+    t = threading.Thread(target=_run_quietly, args=(rt, export_id), name=f"export-{export_id}", daemon=True)
+    with _threads_lock:
+        for done in [k for k, v in _threads.items() if not v.is_alive()]:
+            del _threads[done]
+        _threads[export_id] = t
+    t.start()
+
+
+def _thread_alive(export_id: str) -> bool:
+    with _threads_lock:
+        t = _threads.get(export_id)
+    return t is not None and t.is_alive()
 
 
 def requeue_stale(rt: ServiceRuntime, now: datetime | None = None) -> list[str]:
     """Send again the Celery jobs still queued `export_queued_deadline_s` after they were last sent, and those
-    running whose heartbeat stopped `export_stalled_s` ago (their worker died mid-task)."""
+    running whose heartbeat stopped `export_stalled_s` ago (their worker died mid-task); run again here the thread
+    jobs that will never finish where they were started (`recover_threads`)."""
     now = now or datetime.now(UTC)
-    return _requeue_queued(rt, now) + _requeue_stalled(rt, now)
+    return _requeue_queued(rt, now) + _requeue_stalled(rt, now) + recover_threads(rt, now)
+
+
+def recover_threads(rt: ServiceRuntime, now: datetime | None = None, *, starting: bool = False) -> list[str]:
+    """Run again, in a thread of this process, every thread job that will never finish where it was started: its
+    process is gone (a dead pid on this host), or it is still `queued` `export_queued_deadline_s` after it was
+    created or last sent (its thread never claimed it: the process died first, or the claim failed), or it is
+    `running` and its heartbeat stopped `export_stalled_s` ago (a process on another host died). A job of this
+    process is left alone while its thread lives. `starting`: this process has run no export yet, so a row naming
+    its own pid is a predecessor's that had the same pid. Each job is claimed with a conditional UPDATE on the
+    worker it named, so processes recovering at once run it once. Returns the jobs run again."""
+    now = now or datetime.now(UTC)
+    cfg = settings_of(rt)
+    queued_cutoff = now - timedelta(seconds=cfg.export_queued_deadline_s)
+    stalled_cutoff = now - timedelta(seconds=cfg.export_stalled_s)
+    last_sent = func.coalesce(exports.c.dispatched_at, exports.c.created_at)
+    last_sign = func.coalesce(exports.c.heartbeat_at, exports.c.started_at, exports.c.created_at)
+    lost = or_(
+        and_(exports.c.status == "queued", last_sent < queued_cutoff),
+        and_(exports.c.status == "running", last_sign < stalled_cutoff),
+    )
+    thread_jobs = and_(exports.c.runner == "thread", exports.c.status.in_(("queued", "running")))
+    with UnitOfWork(rt.db, readonly=True) as uow:
+        rows = uow.session.execute(
+            select(exports.c.id, exports.c.worker, lost.label("lost")).where(thread_jobs)
+        )
+        found = [(r.id, r.worker, bool(r.lost)) for r in rows]
+    me = this_process()
+    recovered = []
+    for export_id, worker, late in found:
+        if worker == me and not starting:
+            gone = not _thread_alive(export_id)  # alive: only slow, whatever its row says
+        else:
+            gone = _process_gone(worker, starting) or late
+        if not gone:
+            continue
+        named = exports.c.worker.is_(None) if worker is None else exports.c.worker == worker
+        # a process that is gone writes nothing more: the worker it named suffices; else it must still be late
+        still = lost if late and worker != me else true()
+        with UnitOfWork(rt.db) as uow:  # claim it: the worker it named, still gone or late
+            claimed = uow.session.execute(
+                update(exports)
+                .where(exports.c.id == export_id, thread_jobs, named, still)
+                .values(status="queued", worker=me, dispatched_at=now, heartbeat_at=None)
+            ).rowcount
+        if claimed:
+            log.warning(
+                "thread export %s of %s will not finish there (its process is gone or silent); running it again "
+                "here",
+                export_id,
+                worker or "no process",
+            )
+            _start_thread(rt, export_id)
+            recovered.append(export_id)
+    return recovered
+
+
+def _process_gone(worker: str | None, starting: bool) -> bool:
+    """Whether `worker` (host:pid) names a process of this host that no longer exists (with `starting`, this pid
+    too: a predecessor's)."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's (or none): only its heartbeat or its deadline tells
+    if int(pid) == os.getpid():
+        return starting
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 def _requeue_stalled(rt: ServiceRuntime, now: datetime) -> list[str]:

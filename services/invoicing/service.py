@@ -8,6 +8,7 @@ from services.kernel.settings import ConfigError
 from .api import router
 from .consumers import consumers
 from .domain.tax_config import TaxConfigError
+from .export_jobs import recover_threads
 from .settings import service_rule_book, settings_of, tax_rule_book
 from .store import metadata
 
@@ -32,51 +33,12 @@ def setup(rt: ServiceRuntime) -> None:
             )
 
 
-def _fail_interrupted_exports(rt: ServiceRuntime) -> None:
-    """An export run in a thread of a process of this host that is gone will never finish: say so (the user
-    requests it again). Celery jobs are left alone: their task is redelivered (acks_late)."""
-    import os
-    import socket
-    from datetime import UTC, datetime
-
-    from sqlalchemy import select, update
-
-    from services.kernel.db import UnitOfWork
-
-    from .store import exports
-
-    host = socket.gethostname()
-    with UnitOfWork(rt.db) as uow:
-        s = uow.session
-        for job_id, worker in s.execute(
-            select(exports.c.id, exports.c.worker).where(
-                exports.c.runner == "thread", exports.c.status.in_(("queued", "running"))
-            )
-        ).all():
-            name, _, pid = (worker or "").rpartition(":")
-            if name != host or not pid.isdigit():
-                continue
-            try:
-                os.kill(int(pid), 0)
-                continue  # still alive
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-            s.execute(
-                update(exports)
-                .where(exports.c.id == job_id)
-                .values(
-                    status="failed",
-                    error="interrupted: the process running it stopped; request the export again",
-                    finished_at=datetime.now(UTC),
-                )
-            )
-
-
 def setup_and_recover(rt: ServiceRuntime) -> None:
+    """Set up, then run again here the thread exports a process that is gone left behind (export_jobs.py,
+    `recover_threads`): a process of the service starting is how a crashed one comes back. Celery jobs are left
+    to beat (`requeue_stale`)."""
     setup(rt)
-    _fail_interrupted_exports(rt)
+    recover_threads(rt, starting=True)
 
 
 SERVICE = ServiceSpec(

@@ -44,12 +44,14 @@ class InvoicingSettings(StrictSettings):
     export_fetch_rows: int = Field(5000, ge=100)
     export_progress_every: int = Field(20000, ge=100)
     # a Celery job still queued this long after it was sent is sent again (its message was lost or went to a
-    # broker nobody consumes); the worker's beat looks every `export_requeue_every_s`
+    # broker nobody consumes), a thread job still queued this long is run again (its thread never claimed it); the
+    # worker's beat looks every `export_requeue_every_s`
     export_queued_deadline_s: float = Field(120.0, gt=0)
     export_requeue_every_s: float = Field(60.0, gt=0)
     # a Celery job `running` whose heartbeat (written every quarter of this, at most every 30 s) is this old is
     # sent again: its worker died mid-task, and the embedded broker (kombu's SQLAlchemy transport) deleted the
-    # message when it was fetched, so nothing else would ever redeliver it
+    # message when it was fetched, so nothing else would ever redeliver it; a thread job so silent is run again
+    # (its process, on another host, died: one of this host is known dead by its pid at once)
     export_stalled_s: float = Field(600.0, gt=0)
     # download chunk size
     export_chunk_bytes: int = Field(256 * 1024, ge=4096)

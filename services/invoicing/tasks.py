@@ -2,7 +2,8 @@
 
 `invoicing.export_tax_report(export_id)` generates a tax report file and records its progress on the job row.
 It is safe to redeliver (acks_late): a finished job is left alone, an interrupted one starts again.
-`invoicing.requeue_stale_exports` sends again the jobs still queued past their deadline.
+`invoicing.requeue_stale_exports` sends again the Celery jobs still queued past their deadline or stalled, and runs
+again (in a thread of the worker) the thread jobs whose process is gone or silent.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def export_tax_report(rt: ServiceRuntime, export_id: str) -> dict[str, Any]:
 
 @task("invoicing.requeue_stale_exports", service="invoicing", acks_late=True)
 def requeue_stale_exports(rt: ServiceRuntime) -> list[str]:
-    """Send again every Celery export still queued past `INVOICING_EXPORT_QUEUED_DEADLINE_S`."""
+    """Send again every Celery export still queued past `INVOICING_EXPORT_QUEUED_DEADLINE_S` or stalled past
+    `INVOICING_EXPORT_STALLED_S`; run again the thread exports that will not finish where they started."""
     from .export_jobs import requeue_stale
 
     return requeue_stale(rt)

@@ -349,28 +349,96 @@ def test_the_cli_writes_the_report_with_a_progress_bar(sqlite_settings, tmp_path
     assert bad.exit_code == 2 and "period" in bad.output
 
 
-def test_a_thread_export_whose_process_is_gone_is_marked_failed_at_start(sqlite_settings):
-    import socket
+def _dead_pid() -> str:
+    """The pid of a process of this host that has exited (and been reaped)."""
     import subprocess
     import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _finished(rt, export_id: str) -> dict:  # noqa: ANN001
+    from services.kernel.outbox import wait_until
+
+    assert wait_until(lambda: load_export(rt.db, export_id)["status"] in ("done", "failed"), 60, 0.02)
+    return load_export(rt.db, export_id)
+
+
+def test_thread_exports_left_by_a_process_that_is_gone_are_run_again_when_the_service_starts(sqlite_settings):
+    """A thread export has no message anywhere: only its row. The process that took it died before the job started
+    (`queued`) or in the middle (`running`); the next process of the service to start runs both again, to the
+    end; a job of a live process is left alone (tests/fault/test_export_thread_kill.py kills a real one)."""
+    import os
+    import socket
 
     from services.invoicing.export_jobs import set_export
     from services.invoicing.service import setup_and_recover
 
     platform = platform_for(sqlite_settings)
+    publish(platform, *issuer_events("fm_a"), *seller_events(sqlite_settings, "u_1"))
+    publish(platform, *(settled("u_1", "fm_a", 10_000 + k, on=NOV) for k in range(3)))
     rt = platform["invoicing"]
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    )
-    dead = create_export(rt.db, ReportSpec("fm_a", "detail", "2026-11", "csv"), "u_acc", "thread")
-    alive = create_export(rt.db, ReportSpec("fm_a", "detail", "2026-11", "csv"), "u_acc", "thread")
-    set_export(rt.db, dead["id"], status="running", worker=f"{socket.gethostname()}:{gone.stdout.strip()}")
-    set_export(
-        rt.db, alive["id"], status="running", worker=f"{socket.gethostname()}:{__import__('os').getpid()}"
-    )
+    host = socket.gethostname()
+
+    def job() -> str:
+        return create_export(rt.db, ReportSpec("fm_a", "detail", "2026-11", "csv"), "u_acc", "thread")["id"]
+
+    before_start, mid_way, alive = job(), job(), job()
+    assert (
+        load_export(rt.db, before_start)["worker"] == f"{host}:{os.getpid()}"
+    )  # whose it is, from the start
+    set_export(rt.db, before_start, worker=f"{host}:{_dead_pid()}")
+    set_export(rt.db, mid_way, status="running", rows_done=1, worker=f"{host}:{_dead_pid()}")
+    set_export(rt.db, alive, status="running", worker=f"{host}:{os.getppid()}")  # pytest's parent: alive
+
     setup_and_recover(rt)
-    assert load_export(rt.db, dead["id"])["status"] == "failed"
-    assert load_export(rt.db, alive["id"])["status"] == "running"
+    for export_id in (before_start, mid_way):
+        done = _finished(rt, export_id)
+        assert (done["status"], done["rows_done"], done["worker"]) == ("done", 3, f"{host}:{os.getpid()}")
+        rows = read_csv(sqlite_settings.data_dir / "exports" / "invoicing" / f"{export_id}.csv")
+        assert len([r for r in rows if r["row_type"] == "invoice"]) == 3
+    assert load_export(rt.db, alive)["status"] == "running"
+    platform.stop()
+
+
+def test_lost_thread_exports_are_run_again_by_the_timer(sqlite_settings):
+    """What start-up cannot see: a job of another host's process (its pid means nothing here) still `queued` past
+    the queued deadline or `running` with its heartbeat stalled, and a job of this very process whose thread ended
+    without running it (its claim failed). The beat task that resends Celery jobs runs these again here; a job
+    within its deadlines is left alone."""
+    from datetime import UTC, datetime
+
+    from services.invoicing.export_jobs import set_export
+
+    platform = platform_for(sqlite_settings, export_queued_deadline_s=60, export_stalled_s=300)
+    publish(platform, *issuer_events("fm_a"), *seller_events(sqlite_settings, "u_1"))
+    publish(platform, settled("u_1", "fm_a", 10_000, on=NOV))
+    rt = platform["invoicing"]
+
+    def job() -> str:
+        return create_export(rt.db, ReportSpec("fm_a", "detail", "2026-11", "csv"), "u_acc", "thread")["id"]
+
+    queued_there, stalled_there, ours = job(), job(), job()  # ours: created here, its thread never started
+    t0 = datetime.now(UTC)
+    set_export(rt.db, queued_there, worker="other-host:4242", created_at=t0)
+    set_export(
+        rt.db, stalled_there, worker="other-host:4242", status="running", started_at=t0, heartbeat_at=t0
+    )
+    set_export(rt.db, ours, created_at=t0)
+
+    # within their deadlines: only our own, whose thread is not alive, is run again
+    assert requeue_stale(rt, now=t0 + timedelta(seconds=59)) == [ours]
+    assert _finished(rt, ours)["status"] == "done"
+    assert tasks.requeue_stale_exports(rt) == []
+    assert requeue_stale(rt, now=t0 + timedelta(seconds=61)) == [queued_there]
+    assert requeue_stale(rt, now=t0 + timedelta(seconds=299)) == []
+    assert requeue_stale(rt, now=t0 + timedelta(seconds=301)) == [stalled_there]
+    for export_id in (queued_there, stalled_there):
+        done = _finished(rt, export_id)
+        assert (done["status"], done["rows_done"]) == ("done", 1)
+    assert requeue_stale(rt, now=t0 + timedelta(seconds=900)) == []  # done: nothing left
     platform.stop()
 
 
