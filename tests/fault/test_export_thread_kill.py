@@ -77,7 +77,7 @@ def _kill_mid_export(run_pid: int, db_file, export_id: str) -> tuple[str, int, i
     return status, rows_done, gateway
 
 
-def test_a_thread_export_whose_process_is_killed_is_run_again_when_the_service_starts(tmp_path):
+def test_a_thread_export_whose_process_is_killed_is_run_again_when_the_service_starts(tmp_path, show_figures):
     data = tmp_path / "data"
     data.mkdir()
     settings = _seed(data)
@@ -125,6 +125,6 @@ def test_a_thread_export_whose_process_is_killed_is_run_again_when_the_service_s
         assert len([row for row in rows if row["row_type"] == "invoice"]) == INVOICES
         assert "running it again here" in log.read_text(), log_tail(log)
         assert proc.poll() is None
-    print(
-        f"\nthread export: its process SIGKILLed mid-way at {at_kill[:2]}; run again at start-up, {INVOICES} rows"
+    show_figures(
+        f"thread export: its process SIGKILLed mid-way at {at_kill[:2]}; run again at start-up, {INVOICES} rows"
     )
