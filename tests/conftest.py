@@ -23,6 +23,9 @@ from tests.support.services import missing
 # pumping budgets (README, "Configuration") are raised for them. Tests of the budgets set their own.
 os.environ.setdefault("OTP_PER_CLIENT_LIMIT", "1000000")
 os.environ.setdefault("OTP_GLOBAL_LIMIT", "1000000")
+# A distributed test platform is a dozen services in one process, each with its pool: kept at 10 idle connections
+# each, one platform held ~90 of PostgreSQL's 100, and two test workers ran out ("too many clients already").
+os.environ.setdefault("DB_POOL_SIZE", "2")
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

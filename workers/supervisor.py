@@ -250,6 +250,9 @@ def run_distributed(settings: Settings, ready_file: str | None = None) -> int:
         EVENT_LOG_URL=settings.database_url,
         SUPERVISOR_STATE_FILE=state_file(settings),
     )
+    # a dozen processes against a stock PostgreSQL (max_connections 100): each keeps 3 open and may open 4 more
+    env.setdefault("DB_POOL_SIZE", "3")
+    env.setdefault("DB_MAX_OVERFLOW", "4")
     if settings.redis_url:
         env.setdefault("CELERY_BROKER_URL", settings.redis_url)
         env.setdefault("CELERY_RESULT_BACKEND", settings.redis_url)

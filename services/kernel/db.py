@@ -74,7 +74,7 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, schema: str | None = None, pool_size: int = 10) -> Engine:
+def make_engine(url: str, schema: str | None = None, pool_size: int = 10, max_overflow: int = 20) -> Engine:
     """An engine for one service's database. `schema` applies to PostgreSQL only."""
     if is_sqlite(url):
         path = url.split("///", 1)[1] if "///" in url else ""
@@ -84,7 +84,7 @@ def make_engine(url: str, schema: str | None = None, pool_size: int = 10) -> Eng
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
-            max_overflow=20,
+            max_overflow=max_overflow,
         )
         _sqlite_pragmas(engine)
         return engine
@@ -95,7 +95,7 @@ def make_engine(url: str, schema: str | None = None, pool_size: int = 10) -> Eng
         _check_ident(schema)
         connect_args["options"] = f"-csearch_path={schema}"
     return create_engine(
-        url, connect_args=connect_args, pool_size=pool_size, max_overflow=20, pool_pre_ping=True
+        url, connect_args=connect_args, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
     )
 
 
@@ -145,10 +145,10 @@ def check_reachable(engine: Engine, what: str) -> None:
 class Database:
     """A service's engine and session factory."""
 
-    def __init__(self, url: str, schema: str | None = None, pool_size: int = 10):
+    def __init__(self, url: str, schema: str | None = None, pool_size: int = 10, max_overflow: int = 20):
         self.url = url
         self.schema = schema if not is_sqlite(url) else None
-        self.engine = make_engine(url, self.schema, pool_size=pool_size)
+        self.engine = make_engine(url, self.schema, pool_size=pool_size, max_overflow=max_overflow)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._readonly_engine = self.engine.execution_options(readonly=True)
         # SQLite has one writer at a time. Queue this process's writers on a lock rather than letting them race

@@ -80,7 +80,10 @@ class ServiceRuntime:
 
     def __post_init__(self) -> None:
         self.db = Database(
-            self.settings.db_url(self.spec.name), schema=self.settings.db_schema(self.spec.name)
+            self.settings.db_url(self.spec.name),
+            schema=self.settings.db_schema(self.spec.name),
+            pool_size=self.settings.db_pool_size,
+            max_overflow=self.settings.db_max_overflow,
         )
         self.relay = Relay(
             self.db,

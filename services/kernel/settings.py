@@ -61,6 +61,10 @@ class Settings(StrictSettings):
     database_url: str = "sqlite:///{data_dir}/{service}.db"
     # PostgreSQL: the schema of service `x` is `{db_schema_prefix}x` (tests isolate runs with a prefix)
     db_schema_prefix: str = ""
+    # connections a service keeps open to its database, and how many more it may open at a busy moment: on
+    # PostgreSQL a deployment needs max_connections above processes × (pool + overflow) (docker-compose.yml)
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(20, ge=0)
     # embedded log = the durable event log in a database; kafka = Apache Kafka via kafka-python
     bus: Literal["dblog", "kafka"] = "dblog"
     event_log_url: str = "sqlite:///{data_dir}/eventlog.db"
