@@ -75,7 +75,7 @@ class OrderPaid(_OrderEvent):
 class OrderCompleted(_OrderEvent):
     type = "cn.recycle.listings.order.completed.v1"
     doc = (
-        "The buyer confirmed receipt (or it was auto-confirmed): escrow is captured and released to the seller "
+        "The buyer confirmed receipt (or it was auto-confirmed): the escrow (captured when the seller shipped) is released to the seller "
         "less `fee_fen`. A second-hand sale, not a recycling transaction: the price index ignores it."
     )
     fee_fen: int
