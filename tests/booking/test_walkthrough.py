@@ -137,7 +137,11 @@ async def test_walkthrough_on_the_public_api(aiohttp_client, tmp_path):
     accountant = (await login(ACCOUNTANT))["access_token"]
     period = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
     job = await call(
-        "POST", "/v1/tax/exports", accountant, {"period": period, "format": "csv", "firm_id": firm["id"]}, status=202
+        "POST",
+        "/v1/tax/exports",
+        accountant,
+        {"period": period, "format": "csv", "firm_id": firm["id"]},
+        status=202,
     )
     assert job["status"] == "queued"
     for _ in range(200):
@@ -152,7 +156,11 @@ async def test_walkthrough_on_the_public_api(aiohttp_client, tmp_path):
     rows = {row["row_type"]: row for row in csv.DictReader(io.StringIO(text))}
     assert set(rows) == {"invoice", "seller_total", "firm_total"}
     invoice = rows["invoice"]
-    assert (invoice["seller_name"], invoice["seller_id_number"], invoice["kind"]) == ("张*", "110***********002X", "blue")
+    assert (invoice["seller_name"], invoice["seller_id_number"], invoice["kind"]) == (
+        "张*",
+        "110***********002X",
+        "blue",
+    )
     assert int(invoice["total_fen"]) == 7473 and int(invoice["withheld_fen"]) == withheld
     assert int(rows["firm_total"]["total_fen"]) == 7473
     assert "张三" not in text and "11010519491231002X" not in text
