@@ -1,6 +1,6 @@
 """Idempotency keys: the port, its two adapters, and the gateway middleware that uses them.
 
-A client sends `Idempotency-Key: <key>` with a POST. The first request with a key *claims* it (so a concurrent
+A client sends `Idempotency-Key: <key>` with a POST, PATCH, PUT or DELETE (`KEYED_METHODS`). The first request with a key *claims* it (so a concurrent
 duplicate cannot run too: it gets 409 with Retry-After), runs, and its reply (status, content type, body) is stored
 for IDEMPOTENCY_TTL_S. A later request with the same key and the same request (method, path, query, body) gets the
 stored reply again, marked `Idempotent-Replayed: true`, without the work being done twice. The same key with a
@@ -50,6 +50,7 @@ from services.kernel.errors import DomainError, Unavailable
 from services.kernel.http import authenticate, error_response
 from services.kernel.idempotency import (
     HEADER,
+    KEYED_METHODS,
     REPLAYED,
     STORED_HEADERS,
     check_key,
@@ -314,7 +315,7 @@ class IdempotencyMiddleware:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         key = request.headers.get(HEADER)
-        if request.method != "POST" or key is None:
+        if request.method not in KEYED_METHODS or key is None:
             return await handler(request)
         check_key(key)
         principal = await authenticate(

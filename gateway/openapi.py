@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from services.kernel.http import PUBLIC, RouteDef
+from services.kernel.idempotency import KEYED_METHODS
 
 REF = "#/components/schemas/{model}"
 
@@ -104,7 +105,7 @@ def build_openapi(
                         "description": f.description or "",
                     }
                 )
-        if r.method == "POST":
+        if r.method in KEYED_METHODS:
             op["parameters"].append(IDEMPOTENCY_HEADER)
         if r.body is not None:
             media: dict = {"schema": by_route[(i, "body")]}
@@ -130,7 +131,7 @@ def build_openapi(
             errors.add(403)
         if "{" in r.path:
             errors.add(404)
-        if r.method == "POST":
+        if r.method in KEYED_METHODS:
             errors |= {409, 422}
         if r.query is not None:
             errors.add(

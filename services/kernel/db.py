@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -242,6 +242,15 @@ class UnitOfWork:
 
             write_outbox(self.session, self._events)
             self._events.clear()
+
+
+def changed_values(row: Any, wanted: Mapping[str, Any]) -> dict[str, Any]:
+    """What an update (PATCH, PUT) has to write: the fields of `wanted` whose value `row` does not hold already.
+
+    Empty when the request changes nothing; the handler then writes nothing (no new version, no event) and answers
+    the resource as it is, so the same update sent twice without an Idempotency-Key is applied once. Every update
+    handler goes through here (tests/gateway/test_idempotency_after_commit.py sends each one twice)."""
+    return {k: v for k, v in wanted.items() if getattr(row, k) != v}
 
 
 def retry_on_conflict(fn: Callable[[], T], attempts: int = 5) -> T:

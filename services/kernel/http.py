@@ -278,8 +278,8 @@ class Router:
         return deco
 
     def replays(self, *handlers: Handler) -> Callable[[ViewHandler], ViewHandler]:
-        """Declare how the reply of actions on an existing resource (`handlers`: cancel, ship, settle ...) is rebuilt
-        for a retry whose first reply was lost after the commit: `fn(ctx)` answers what each of them answers, from
+        """Declare how the reply of actions on an existing resource (`handlers`: cancel, ship, settle ..., and its
+        updates: a PATCH, PUT or DELETE) is rebuilt for a retry whose first reply was lost after the commit: `fn(ctx)` answers what each of them answers, from
         the resource their path names as it stands now (its view; or the refusal the action gave, when its work
         was a refusal it committed). The key committed in the action's own transaction, so the action was done;
         `fn` only reads; it answers None when there is nothing to rebuild from (the retry is then told the reply

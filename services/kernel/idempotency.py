@@ -4,8 +4,9 @@ The gateway keeps the replies it saw (gateway/idempotency.py), but not a 5xx: wh
 was then lost (an error after the commit, the gateway's own time-out answering 504, a dropped connection), the
 gateway lets the key go and the retry reaches the service again. The service recognises it itself:
 
-- a keyed request is a POST with an `Idempotency-Key` by a signed-in caller (scope `user:<id>`, as the gateway's);
-  its fingerprint is the method, path and body (a different request with the same key is refused, 422);
+- a keyed request is a POST, PATCH, PUT or DELETE (`KEYED_METHODS`: every method that changes something) with an
+  `Idempotency-Key` by a signed-in caller (scope `user:<id>`, as the gateway's); its fingerprint is the method,
+  path and body (a different request with the same key is refused, 422);
 - the first write transaction of the request on the service's database (a `UnitOfWork` or a group-commit job)
   inserts the key into `idempotency_keys` **in the same transaction as the work**, under the primary key
   (scope, key): work is committed only together with its key, so a second request with that key cannot commit
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
+# the methods that change something: a key is honoured on each of them, by the gateway and by every service (a
+# PATCH retried after a 504 must not be applied again over an edit made in between)
+KEYED_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 REPLAYED = "Idempotent-Replayed"
 KEY_RE = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, like Stripe and the IETF draft
 STORED_HEADERS = ("Content-Type", "Location")
@@ -203,7 +207,7 @@ async def begin(
     """For a keyed request: the reply to send again (stored, or rebuilt by `replay`: a web.StreamResponse), or the
     `KeyedRequest` to run with. None for any other request. Raises 422 for a key reused with another request."""
     key = request.headers.get(HEADER)
-    if request.method != "POST" or key is None or principal is None:
+    if request.method not in KEYED_METHODS or key is None or principal is None:
         return None
     check_key(key)
     body = await request.read()  # cached: the handler reads the same bytes

@@ -533,6 +533,12 @@ async def listing_status(ctx: Ctx) -> dict[str, Any]:
     return await ctx.run(handlers.listing_status, ctx.runtime, ctx.user, ctx.params["id"])
 
 
+@router.replays(update_listing)
+async def listing_as_it_stands(ctx: Ctx) -> dict[str, Any]:
+    # the seller's view, with the price and description as they are now (an edit made since included)
+    return await ctx.run(handlers.get_listing, ctx.runtime, ctx.user, ctx.params["id"])
+
+
 @router.replays(confirm_receipt, cancel_order)
 async def order_status(ctx: Ctx) -> dict[str, Any]:
     out = await ctx.run(orders.get_order, ctx.runtime, ctx.user, ctx.params["id"])

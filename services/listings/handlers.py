@@ -16,7 +16,7 @@ from services.contracts.listings import ListingPublished, ListingUnpublished, Li
 from services.contracts.wipe import device_key
 from services.kernel import idempotency, pii
 from services.kernel.auth import Principal
-from services.kernel.db import UnitOfWork
+from services.kernel.db import UnitOfWork, changed_values
 from services.kernel.errors import Forbidden, NotFound, RuleViolated
 from services.kernel.ids import new_id
 from services.kernel.runtime import ServiceRuntime
@@ -134,14 +134,16 @@ def listing_status(rt: ServiceRuntime, user: Principal, listing_id: str) -> dict
 def update_listing(
     rt: ServiceRuntime, user: Principal, listing_id: str, changes: dict[str, Any]
 ) -> dict[str, Any]:
-    """The owner changes the price or the description (a draft or a listing on sale)."""
+    """The owner changes the price or the description (a draft or a listing on sale). Values it holds already are
+    no change: a request that changes nothing writes nothing (no version, no `listing.updated`) and answers the
+    listing as it is, whatever its state now (the same PATCH sent again after the listing was reserved)."""
     s = settings_of(rt)
     with UnitOfWork(rt.db) as uow:
         row = _owned_row(uow, listing_id, user)
-        m.next_listing_state("update", row.status)
-        values = {k: v for k, v in changes.items() if v is not None}
+        values = changed_values(row, {k: v for k, v in changes.items() if v is not None})
         if not values:
             return listing_view(row, owner_view=True)
+        m.next_listing_state("update", row.status)
         refuse(prohibited_rule(s).check(row.category, row.title, values.get("description", row.description)))
         uow.session.execute(
             update(listings)

@@ -4,14 +4,22 @@ the resident settles, payments pays. Nothing is set up behind the API's back."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 from gateway.app import create_app_over
 from services.bootstrap import Platform
+from services.invoicing.settings import configure as configure_invoicing
 from services.kernel.settings import Settings
 from tests.support.walkthrough import Walkthrough
 
 from .support import HOME, booking_body
 
 ADMIN, RESIDENT, OWNER, COLLECTOR = "13900000001", "13912345678", "13800138000", "15011112222"
+ACCOUNTANT = "13600001234"
 
 
 async def test_walkthrough_on_the_public_api(aiohttp_client, tmp_path):
@@ -120,3 +128,40 @@ async def test_walkthrough_on_the_public_api(aiohttp_client, tmp_path):
     await call("POST", f"/v1/pickups/{pid}/rating", collector, {"score": 5}, status=201)
     mine = await call("GET", "/v1/pickups?mine=1", resident)
     assert [p["status"] for p in mine["items"]] == ["settled"]
+
+    # the firm's accountant, named by the owner (a fresh token carries the role), exports the month's detail report;
+    # here in a thread (the embedded run's Celery worker runs it in tests/e2e/test_embedded.py)
+    configure_invoicing(platform["invoicing"], export_runner="thread")
+    accountant_id = (await login(ACCOUNTANT))["user_id"]
+    await call("POST", f"/v1/firms/{firm['id']}/accountants", owner, {"user_id": accountant_id}, status=201)
+    accountant = (await login(ACCOUNTANT))["access_token"]
+    period = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    job = await call(
+        "POST",
+        "/v1/tax/exports",
+        accountant,
+        {"period": period, "format": "csv", "firm_id": firm["id"]},
+        status=202,
+    )
+    assert job["status"] == "queued"
+    for _ in range(200):
+        job = await call("GET", f"/v1/tax/exports/{job['id']}", accountant)
+        if job["status"] in ("done", "failed"):
+            break
+        await asyncio.sleep(0.05)
+    assert job["status"] == "done", job
+    r = await call.client.get(job["download_url"], headers={"Authorization": f"Bearer {accountant}"})
+    assert r.status == 200
+    text = (await r.read()).decode("utf-8-sig")
+    rows = {row["row_type"]: row for row in csv.DictReader(io.StringIO(text))}
+    assert set(rows) == {"invoice", "seller_total", "firm_total"}
+    invoice = rows["invoice"]
+    assert (invoice["seller_name"], invoice["seller_id_number"], invoice["kind"]) == (
+        "张*",
+        "110***********002X",
+        "blue",
+    )
+    assert int(invoice["total_fen"]) == 7473 and int(invoice["withheld_fen"]) == withheld
+    assert int(rows["firm_total"]["total_fen"]) == 7473
+    assert "张三" not in text and "11010519491231002X" not in text
+    platform.stop()

@@ -2,8 +2,9 @@
 keyed route, a record in the state the route acts on, made through the public API as users would (a few clocks
 moved on in the database where a rule waits hours or days), and a valid request of it.
 
-`ACTIONS` holds the actions on an existing resource (cancel, accept, weigh, ship, deliver, revoke ...); the
-routes that create something are the suite's own `CASES`.
+`ACTIONS` holds the actions on an existing resource (cancel, accept, weigh, ship, deliver, revoke ...), `UPDATES`
+every route of another method that changes something (PATCH, PUT, DELETE); the routes that create something are
+the suite's own `CASES`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Case:
     path: str
     body: Any
     status: int
+    method: str = "POST"
     # who sends the retry, when the request changed who the caller may be (a logout revokes the caller's tokens)
     retry_as: Callable[[], Awaitable[User]] | None = None
 
@@ -454,4 +456,21 @@ ACTIONS: dict[str, Callable[[Api], Awaitable[Case]]] = {
     "/v1/orders/{id}/ship": action_ship,
     "/v1/orders/{id}/confirm-receipt": action_confirm_receipt,
     "/v1/orders/{id}/cancel": action_cancel_order,
+}
+
+
+# --- updates: every PATCH, PUT and DELETE route ---------------------------------------------------------------
+
+
+async def update_listing(api: Api) -> Case:
+    """A published listing (its change is announced: `listing.updated`) repriced and described anew."""
+    listing, seller = await published_listing(api)
+    body = {"price_fen": 3900, "description": "三本一套，附赠书签"}
+    return Case(seller, f"/v1/listings/{listing}", body, 200, method="PATCH")
+
+
+# route ("METHOD path") -> the case that makes a valid request of it; a PATCH or PUT is also sent twice without a
+# key (the second changes nothing)
+UPDATES: dict[str, Callable[[Api], Awaitable[Case]]] = {
+    "PATCH /v1/listings/{id}": update_listing,
 }

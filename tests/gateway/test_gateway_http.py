@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from services.accounts import handlers
+from services.kernel.idempotency import KEYED_METHODS
 from tests.gateway.support import call, login, start
 
 PROBLEM = "application/problem+json"
@@ -154,7 +155,7 @@ async def test_openapi_document(aiohttp_client, sqlite_settings) -> None:  # noq
         path = re.sub(r"{(\w+)(?::[^}]*)?}", r"{\1}", route.path)
         op = doc["paths"][path][route.method.lower()]
         assert op["x-policy"] == route.policy.describe()
-        if route.method == "POST":
+        if route.method in KEYED_METHODS:  # POST, PATCH, PUT, DELETE
             assert any(p["name"] == "Idempotency-Key" for p in op["parameters"])
             assert {"409", "422", "429"} <= set(op["responses"])
         if route.policy.kind != "public":

@@ -29,13 +29,18 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, Field
 from sqlalchemy import func, inspect, select, table, text
 
+from gateway.proxy import _forwarder
 from services.booking.store import pickups
+from services.kernel.http import Ctx, Router, make_aiohttp_handler
+from services.listings import handlers as listings
 from services.listings.settings import configure as configure_listings
 from tests.booking.support import booking_body
 from tests.gateway.replay_cases import (
     ACTIONS,
+    UPDATES,
     Case,
     firm_owner,
     published_listing,
@@ -86,8 +91,62 @@ class Faults:
         return fault
 
 
+# --- PUT and DELETE: no service declares one yet ---------------------------------------------------------------
+
+# The kernel honours keys on every method that changes something (idempotency.KEYED_METHODS). No service has a PUT
+# or a DELETE route yet, so this suite declares two with the kernel's Router over listings' own handlers and mounts
+# them in its topologies only (the gateway and, in the distributed run, the service process it forwards them to):
+# a PUT of a listing's price, and a DELETE that withdraws the listing.
+OTHER_METHODS_ROUTER = Router("listings")
+
+
+class PriceIn(BaseModel):
+    price_fen: int = Field(gt=0)
+
+
+@OTHER_METHODS_ROUTER.route(
+    "PUT", "/v1/test-only/listings/{id}/price", authenticated=True, body=PriceIn, owner="listing"
+)
+async def put_listing_price(ctx: Ctx) -> Any:
+    price = {"price_fen": ctx.body.price_fen}
+    return await ctx.run(listings.update_listing, ctx.runtime, ctx.user, ctx.params["id"], price)
+
+
+@OTHER_METHODS_ROUTER.route("DELETE", "/v1/test-only/listings/{id}", authenticated=True, owner="listing")
+async def delete_listing(ctx: Ctx) -> Any:
+    out = await ctx.run(listings.withdraw_listing, ctx.runtime, ctx.user, ctx.params["id"])
+    return {"id": out["id"], "status": out["status"]}
+
+
+@OTHER_METHODS_ROUTER.replays(put_listing_price)
+async def listing_now(ctx: Ctx) -> Any:
+    return await ctx.run(listings.get_listing, ctx.runtime, ctx.user, ctx.params["id"])
+
+
+@OTHER_METHODS_ROUTER.replays(delete_listing)
+async def listing_status_now(ctx: Ctx) -> Any:
+    return await ctx.run(listings.listing_status, ctx.runtime, ctx.user, ctx.params["id"])
+
+
+async def case_put_price(api: Api) -> Case:
+    listing, seller = await published_listing(api)
+    return Case(seller, f"/v1/test-only/listings/{listing}/price", {"price_fen": 3900}, 200, method="PUT")
+
+
+async def case_delete(api: Api) -> Case:
+    listing, seller = await published_listing(api)
+    return Case(seller, f"/v1/test-only/listings/{listing}", None, 200, method="DELETE")
+
+
+OTHER_METHODS = {
+    "PUT /v1/test-only/listings/{id}/price": case_put_price,
+    "DELETE /v1/test-only/listings/{id}": case_delete,
+}
+
+
 class FaultyTopology(Topology):
-    """A topology whose gateway and service process each get the fault middleware innermost."""
+    """A topology whose gateway and service process each get the fault middleware innermost (and the PUT and
+    DELETE routes above)."""
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -98,6 +157,12 @@ class FaultyTopology(Topology):
     async def _serve(self, app: web.Application) -> str:
         where = "gateway" if "gateway" in app else "service"
         app.middlewares.append(self.faults.middleware(where))
+        for r in OTHER_METHODS_ROUTER.routes:
+            if where == "service" or self.mode == "embedded":
+                handler = make_aiohttp_handler(r, self.platform["listings"])
+            else:  # the distributed gateway forwards them to the service process (served first: its address is known)
+                handler = _forwarder(r, self.service_url)
+            app.router.add_route(r.method, r.path, handler)
         url = await super()._serve(app)
         if where == "service":
             self.service_url = url  # the distributed run's service process, reachable past the gateway
@@ -166,41 +231,40 @@ class Sent:
         return json.loads(self.body)
 
 
-async def send(api: Api, path: str, user: User, body: Any, key: str) -> Sent:
-    headers = user.auth | {"Idempotency-Key": key}
+async def send(api: Api, path: str, user: User, body: Any, key: str | None, method: str = "POST") -> Sent:
+    headers = user.auth | ({"Idempotency-Key": key} if key else {})
     try:
-        async with api.session.post(api.topo.url + path, json=body, headers=headers) as r:
+        async with api.session.request(method, api.topo.url + path, json=body, headers=headers) as r:
             return Sent(r.status, await r.read(), r.headers)
     except aiohttp.ClientError as exc:  # the gateway itself dropped (not one of these faults)
         return Sent(-1, str(exc).encode())
 
 
-async def retry(api: Api, path: str, user: User, body: Any, key: str, timeout_s: float = 20) -> Sent:
+async def retry(
+    api: Api, path: str, user: User, body: Any, key: str, timeout_s: float = 20, method: str = "POST"
+) -> Sent:
     """Send again, as a client would, while the first request with the key is still finishing (409 Retry-After)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        got = await send(api, path, user, body, key)
+        got = await send(api, path, user, body, key, method)
         busy = got.status == 409 and got.json().get("reason") == "idempotency_key_in_progress"
         if not busy or time.monotonic() > deadline:
             return got
         await asyncio.sleep(0.1)
 
 
-async def lose_reply_then_retry(
-    api: Api, where: str, mode: str, path: str, user: User, body: Any, status: int
-) -> tuple[Sent, dict[str, int]]:
-    """The request's work commits and its reply is lost (`where`, `mode`); the retry gets that reply. Returns the
-    retry's reply and what the first request wrote."""
-    topo = api.topo
-    faults: Faults = topo.faults  # type: ignore[attr-defined]
-    key = uuid.uuid4().hex
-    before = row_counts(topo)
+async def send_and_lose_reply(
+    api: Api, where: str, mode: str, path: str, user: User, body: Any, key: str, method: str = "POST"
+) -> tuple[int, bytes]:
+    """Send a request whose work commits and whose reply is lost (`where`, `mode`): the reply the client never got
+    (status, body), once the handler has given it."""
+    faults: Faults = api.topo.faults  # type: ignore[attr-defined]
     faults.arm(key, where, mode)
-    gw = topo.gateway_app["gateway"]  # type: ignore[index]
+    gw = api.topo.gateway_app["gateway"]  # type: ignore[index]
     if mode == "slow":
         gw.gw = gw.gw.model_copy(update={"upstream_timeout_s": GATEWAY_WAIT_S})
     try:
-        first = await send(api, path, user, body, key)
+        first = await send(api, path, user, body, key, method)
     finally:
         gw.gw = gw.gw.model_copy(update={"upstream_timeout_s": 30.0})
     expected = {"raise": 500, "drop": 502, "slow": 504}[mode]
@@ -208,18 +272,32 @@ async def lose_reply_then_retry(
     deadline = time.monotonic() + 20
     while key not in faults.lost and time.monotonic() < deadline:  # a slow handler may still be at work
         await asyncio.sleep(0.05)
-    lost_status, lost_body = faults.lost[key]
+    return faults.lost[key]
+
+
+async def lose_reply_then_retry(
+    api: Api, where: str, mode: str, path: str, user: User, body: Any, status: int, method: str = "POST"
+) -> tuple[Sent, dict[str, int]]:
+    """The request's work commits and its reply is lost (`where`, `mode`); the retry gets that reply. Returns the
+    retry's reply and what the first request wrote."""
+    topo = api.topo
+    key = uuid.uuid4().hex
+    before = row_counts(topo)
+    lost_status, lost_body = await send_and_lose_reply(api, where, mode, path, user, body, key, method)
     assert lost_status == status, lost_body[:300]
     made = changed(before, row_counts(topo))
     assert made, "the first request committed nothing"
+    rows = None if method == "POST" else table_rows(topo)  # an update or a delete changes rows in place
 
-    again = await retry(api, path, user, body, key)
+    again = await retry(api, path, user, body, key, method=method)
     assert again.status == status, (again.status, again.body[:300])
     assert again.body == lost_body  # the original reply, byte for byte
     assert again.headers.get("Idempotent-Replayed") == "true"
     assert changed(before, row_counts(topo)) == made  # nothing written twice (rows, outbox events)
-    third = await send(api, path, user, body, key)  # the gateway keeps it now
+    third = await send(api, path, user, body, key, method)  # the gateway keeps it now
     assert (third.status, third.body) == (status, lost_body)
+    if rows is not None:
+        assert rows_changed(rows, table_rows(topo)) == []  # not one field written again
     return again, made
 
 
@@ -523,15 +601,19 @@ NO_REPLAY = {"/v1/admin/prices/compute", "/v1/admin/payments/reconcile"}
 
 
 def test_every_keyed_route_has_a_case_and_a_replay() -> None:
-    """A keyed request is a POST by a signed-in caller: every such route rebuilds a reply lost after its commit
-    (Router.replay_of for what it made, Router.replays for an action) and has a case below, or is listed as not
-    rebuilt — with the reason in the docs. A new keyed route with none of these fails here."""
+    """A keyed request is a POST, PATCH, PUT or DELETE by a signed-in caller: every such route rebuilds a reply lost
+    after its commit (Router.replay_of for what it made, Router.replays for an action or an update) and has a case
+    below, or is listed as not rebuilt — with the reason in the docs. A new keyed route with none of these fails
+    here, and so does a route of a method that changes something without being keyed."""
     from pathlib import Path
 
     from gateway.app import all_routes
     from services.kernel.http import PUBLIC as PUBLIC_POLICY
+    from services.kernel.idempotency import KEYED_METHODS
 
-    routes = [r for r in all_routes() if r.method == "POST" and not r.raw]
+    every = all_routes()
+    assert {r.method for r in every} <= {"GET", *KEYED_METHODS}, "a method that changes something is keyed"
+    routes = [r for r in every if r.method == "POST" and not r.raw]
     creating = {r.path for r in routes if r.status in (201, 202)}
     assert creating - PUBLIC == set(CASES), "add a case for each new route that creates something"
     keyed = {r.path: r for r in routes if r.policy.kind != PUBLIC_POLICY}
@@ -540,17 +622,27 @@ def test_every_keyed_route_has_a_case_and_a_replay() -> None:
     assert [p for p in NO_REPLAY if keyed[p].replay is not None] == []
     docs = (Path(__file__).parents[2] / "docs" / "reliability.md").read_text()
     assert [p for p in NO_REPLAY if f"`POST {p}`" not in docs] == [], "say in the docs why it is not rebuilt"
+    # PATCH, PUT, DELETE: each has a case (a PATCH or PUT is also sent twice without a key) and a replay
+    others = {f"{r.method} {r.path}": r for r in every if r.method in KEYED_METHODS - {"POST"}}
+    assert set(others) == set(UPDATES), (
+        "add a case for each PATCH, PUT and DELETE route (UPDATES, replay_cases.py)"
+    )
+    assert [p for p, r in others.items() if r.replay is None or r.policy.kind == PUBLIC_POLICY] == []
 
+
+# every case by its route: a POST by its path, another method as "METHOD path"
+ALL_CASES = {**CASES, **ACTIONS, **UPDATES, **OTHER_METHODS}
 
 # the embedded run loses the reply in the gateway, the distributed one to the gateway's own time-out (504)
 ROUTE_FAULT = {"embedded": ("gateway", "raise"), "distributed": ("service", "slow")}
 
 
-@pytest.mark.parametrize("route", list(CASES))
+@pytest.mark.parametrize("route", [*CASES, *UPDATES, *OTHER_METHODS])
 async def test_a_lost_reply_is_replayed_and_nothing_is_made_twice(api: Api, route: str) -> None:
-    case = await CASES[route](api)
+    case = await ALL_CASES[route](api)
     where, mode = ROUTE_FAULT[api.mode]
-    _, made = await lose_reply_then_retry(api, where, mode, case.path, case.user, case.body, case.status)
+    args = (case.path, case.user, case.body, case.status, case.method)
+    _, made = await lose_reply_then_retry(api, where, mode, *args)
     assert made  # what one request makes: asserted unchanged by the retry inside
 
 
@@ -620,7 +712,7 @@ def rows_changed(before: dict[str, list[str]], after: dict[str, list[str]]) -> l
     return sorted(t for t in after.keys() | before.keys() if before.get(t) != after.get(t))
 
 
-@pytest.mark.parametrize("route", [*CASES, *ACTIONS])
+@pytest.mark.parametrize("route", [*CASES, *ACTIONS, *UPDATES, *OTHER_METHODS])
 async def test_a_reply_never_stored_is_rebuilt_from_what_the_request_made(
     api: Api, route: str, monkeypatch
 ) -> None:  # noqa: ANN001
@@ -630,7 +722,7 @@ async def test_a_reply_never_stored_is_rebuilt_from_what_the_request_made(
     every table (outboxes: each event published once) is as the first request left it."""
     from services.kernel import idempotency
 
-    case = await (CASES[route] if route in CASES else ACTIONS[route])(api)
+    case = await ALL_CASES[route](api)
     faults: Faults = api.topo.faults  # type: ignore[attr-defined]
     where, mode = LOST_ON_THE_WAY[api.mode]
     key = uuid.uuid4().hex
@@ -642,7 +734,7 @@ async def test_a_reply_never_stored_is_rebuilt_from_what_the_request_made(
 
     with monkeypatch.context() as m:
         m.setattr(idempotency, "_store", dies_before_storing)
-        first = await send(api, case.path, case.user, case.body, key)
+        first = await send(api, case.path, case.user, case.body, key, case.method)
     assert first.status == 500, first
     lost_status, lost_body = faults.lost[key]
     assert lost_status == case.status, lost_body[:300]
@@ -650,12 +742,12 @@ async def test_a_reply_never_stored_is_rebuilt_from_what_the_request_made(
     done = table_rows(api.topo)
     assert rows_changed(before, done), "the first request did nothing"
     _, row = _key_row(api.topo, case.user, key)
-    assert row.state == "committed" and (row.made or route in ACTIONS), row
+    assert row.state == "committed" and (row.made or route not in CASES), row
 
-    busy = await send(api, case.path, user, case.body, key)  # within the window: it may still be at work
+    busy = await send(api, case.path, user, case.body, key, case.method)  # within the window: maybe at work
     assert busy.status == 409 and busy.json()["reason"] == "idempotency_key_in_progress", busy
     _time_passes(api.topo, case.user, key)
-    again = await send(api, case.path, user, case.body, key)
+    again = await send(api, case.path, user, case.body, key, case.method)
     assert again.status == case.status, (again.status, again.body[:300])
     assert again.headers.get("Idempotent-Replayed") == "true"
     moving = MOVES_ON.get(route, set())
@@ -669,9 +761,92 @@ async def test_a_reply_never_stored_is_rebuilt_from_what_the_request_made(
         assert rows_changed(done, now) == []  # nothing done twice, no event published again
     else:  # the export goes on in the background: made once all the same
         assert {t: len(r) for t, r in now.items()} == {t: len(r) for t, r in done.items()}
-    third = await send(api, case.path, user, case.body, key)  # kept now, like any reply
+    third = await send(api, case.path, user, case.body, key, case.method)  # kept now, like any reply
     assert (third.status, third.body) == (case.status, again.body)
     assert _key_row(api.topo, case.user, key)[1].state == "replied"
+
+
+# --- updates: the same one twice without a key; an edit made between a lost reply and its retry --------------
+
+# the routes that set values (PATCH, PUT); a DELETE sent twice without a key is refused the second time (409)
+SETTING = [r for r in [*UPDATES, *OTHER_METHODS] if r.split()[0] in ("PATCH", "PUT")]
+
+
+def _listing(topo: Topology, path: str) -> tuple[int, int, int]:
+    """(version, price, `listing.updated` events in the outbox) of the listing `path` names."""
+    from services.contracts.listings import ListingUpdated
+    from services.kernel.outbox import outbox_t
+    from services.listings.store import listings as listings_t
+
+    lid = path.split("/listings/")[1].split("/")[0]
+    with topo.platform["listings"].db.engine.connect() as conn:
+        row = conn.execute(select(listings_t).where(listings_t.c.id == lid)).one()
+        events = conn.execute(
+            select(func.count())
+            .select_from(outbox_t)
+            .where(outbox_t.c.key == lid, outbox_t.c.type == ListingUpdated.type)
+        ).scalar_one()
+    return row.version, int(row.price_fen), events
+
+
+@pytest.mark.parametrize("route", SETTING)
+async def test_an_update_sent_twice_without_a_key_is_applied_once(api: Api, route: str) -> None:
+    """A client retrying without a key, or a seller pressing save twice: the second request finds the values there
+    and writes nothing — no new version, no `listing.updated`, no row of any table — and answers 200 with the
+    listing, as the first did."""
+    case = await ALL_CASES[route](api)
+    version, _, events = _listing(api.topo, case.path)
+    first = await send(api, case.path, case.user, case.body, None, case.method)
+    assert first.status == 200, first
+    done = table_rows(api.topo)
+    second = await send(api, case.path, case.user, case.body, None, case.method)
+    assert (second.status, second.json()) == (200, first.json())
+    assert "Idempotent-Replayed" not in second.headers  # the handler's own answer, not a key's
+    assert rows_changed(done, table_rows(api.topo)) == []
+    assert _listing(api.topo, case.path) == (version + 1, case.body["price_fen"], events + 1)
+
+
+@pytest.mark.parametrize("route", SETTING)
+async def test_an_update_retried_after_its_reply_was_lost_keeps_an_edit_made_in_between(
+    api: Api, route: str
+) -> None:
+    """The seller's client sets a price with a key and its reply is lost (embedded: 500 from the gateway;
+    distributed: the gateway's 504 while the service finishes). Meanwhile another of the seller's devices sets
+    another price. The retry with the key gets the first reply byte for byte and does not set the first price
+    again over the newer one: one version and one event per edit."""
+    case = await ALL_CASES[route](api)
+    version, _, events = _listing(api.topo, case.path)
+    key = uuid.uuid4().hex
+    where, mode = ROUTE_FAULT[api.mode]
+    args = (case.path, case.user, case.body, key, case.method)
+    lost_status, lost_body = await send_and_lose_reply(api, where, mode, *args)
+    assert lost_status == 200 and json.loads(lost_body)["price_fen"] == case.body["price_fen"], lost_body
+    listing = case.path.split("/listings/")[1].split("/")[0]
+    edit = await api.call("PATCH", f"/v1/listings/{listing}", case.user, json={"price_fen": 5100})
+    assert edit.status == 200 and edit.body["version"] == version + 2, edit
+
+    again = await retry(api, case.path, case.user, case.body, key, method=case.method)
+    assert (again.status, again.body) == (200, lost_body), again
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert _listing(api.topo, case.path) == (version + 2, 5100, events + 2)
+
+
+async def test_an_update_key_used_again_with_another_body_is_refused(api: Api) -> None:
+    """The same Idempotency-Key on a PATCH with another body: 422 `idempotency_key_reused` naming the header, from
+    the gateway and (distributed) from the service process itself; nothing changes."""
+    case = await UPDATES["PATCH /v1/listings/{id}"](api)
+    key = uuid.uuid4().hex
+    assert (await send(api, case.path, case.user, case.body, key, "PATCH")).status == 200
+    done = table_rows(api.topo)
+    other = {"price_fen": 100}
+    bases = [api.topo.url] + ([api.topo.service_url] if api.mode == "distributed" else [])  # type: ignore[attr-defined]
+    for base in bases:
+        headers = case.user.auth | {"Idempotency-Key": key}
+        async with api.session.patch(base + case.path, json=other, headers=headers) as r:
+            problem = await r.json(content_type=None)
+        assert r.status == 422 and problem["reason"] == "idempotency_key_reused", (base, problem)
+        assert problem["errors"][0]["field"] == "Idempotency-Key"
+    assert rows_changed(done, table_rows(api.topo)) == []
 
 
 # --- retries interleaved with faults and duplicates ----------------------------------------------------------

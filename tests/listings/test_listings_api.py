@@ -67,6 +67,13 @@ async def test_a_book_is_listed_published_and_found_by_a_two_character_query(aio
     assert (await search(client, q="三体"))["total"] == 0
     r = await client.post(f"/v1/listings/{draft['id']}/publish", headers=h)
     assert r.status == 409 and (await r.json())["current_state"] == "withdrawn"
+    # the price it has already is no change, even now that it cannot be edited (a save sent again): the listing
+    # as it is, the same version; a new price is refused
+    withdrawn = await (await client.get(f"/v1/listings/{draft['id']}", headers=h)).json()
+    r = await client.patch(f"/v1/listings/{draft['id']}", json={"price_fen": 3900}, headers=h)
+    assert r.status == 200 and await r.json() == withdrawn
+    r = await client.patch(f"/v1/listings/{draft['id']}", json={"price_fen": 3800}, headers=h)
+    assert r.status == 409 and (await r.json())["current_state"] == "withdrawn"
 
 
 async def test_bad_input_names_the_field(aiohttp_client, sqlite_settings):
