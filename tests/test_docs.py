@@ -1,4 +1,5 @@
-"""The docs stay true to the code: every route of the OpenAPI document is documented on its area's page."""
+"""The docs stay true to the code: every route of the OpenAPI document is documented on its area's page, and every
+environment variable the code reads is in the generated configuration reference with its default."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from gateway.app import SYSTEM_ROUTES, VERSION, all_routes
 from gateway.openapi import build_openapi
+from workers.settings_reference import reference_markdown, settings_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,3 +53,35 @@ def test_the_mention_pattern():
     rx = _mention("POST", "/v1/lots/{id}/bids")
     assert rx.search("`POST /v1/lots/{id}/bids {price}`") and rx.search("POST $API/v1/lots/$LOT/bids")
     assert not rx.search("GET /v1/lots/{id}/bids") and not rx.search("POST /v1/lots/{id}/bids/x")
+
+
+def test_generated_configuration_reference_is_current():
+    current = (ROOT / "docs" / "configuration.md").read_text()
+    assert current == reference_markdown() + "\n", (
+        "run `make catalogue` (recycle settings-reference) and commit docs/configuration.md"
+    )
+
+
+# os.environ.get("X", ...), os.environ["X"], os.getenv("X"), and the supervisor's e.get("X", ...)
+_READ = re.compile(r"""(?:environ\.get|environ\[|getenv|\be\.get)\(?\s*["']([A-Z][A-Z0-9_]+)["']""")
+
+
+def test_every_variable_read_directly_is_in_the_reference():
+    reference = (ROOT / "docs" / "configuration.md").read_text()
+    read = {
+        (name, str(path.relative_to(ROOT)))
+        for top in ("services", "gateway", "workers", "tests", "bench")
+        for path in (ROOT / top).rglob("*.py")
+        for name in _READ.findall(path.read_text())
+    }
+    assert read, "the pattern finds nothing: update it"
+    missing = sorted(f"{name} ({path})" for name, path in read if f"`{name}`" not in reference)
+    assert not missing, "add these to DIRECT in workers/settings_reference.py:\n" + "\n".join(missing)
+
+
+def test_every_settings_class_is_in_the_reference():
+    """A settings class in a service's `settings.py` is found without being listed (a new service's too)."""
+    found = {cls.__name__ for _, cls in settings_classes()}
+    for path in (ROOT / "services").glob("*/settings.py"):
+        for name in re.findall(r"^class (\w+)\(StrictSettings\)", path.read_text(), re.M):
+            assert name in found, f"{path.relative_to(ROOT)}: {name} is not in the configuration reference"
