@@ -75,9 +75,8 @@ class Settings(StrictSettings):
     event_log_retention_hours: int = 24 * 7  # embedded log: records older than this are deleted
     # dead-letter topics (dlq.<group>) and their replay records: parked records wait for an operator
     dlq_retention_hours: int = Field(30 * 24, ge=30 * 24)
-    kafka_bootstrap: str = (
-        "127.0.0.1:9092"  # run-dist starts its own broker unless this is set in the environment
-    )
+    # the Kafka brokers (run-dist starts its own unless this is set in the environment)
+    kafka_bootstrap: str = "127.0.0.1:9092"
     # consumer group membership: a member silent this long is dropped and its partitions handed on
     kafka_session_timeout_ms: int = 10000
     kafka_heartbeat_interval_ms: int = 3000
