@@ -159,12 +159,16 @@ def _comments(cls: type) -> dict[str, tuple[str, str]]:
         heading = ""
         if above and _is_heading(above[0]) and (len(above) > 1 or i < 0 or not lines[i].strip()):
             heading = above.pop(0).strip("- ")
-        beside = ""
-        last = lines[(stmt.end_lineno or stmt.lineno) - 1]
-        if "  # " in last:
-            beside = last.split("  # ", 1)[1].strip()
-            if beside.startswith(("noqa", "type:")):
-                beside = ""
+        # beside the field, on any of its lines (a formatter may have wrapped a long one)
+        beside = next(
+            (
+                c
+                for line in lines[stmt.lineno - 1 : stmt.end_lineno or stmt.lineno]
+                if "  # " in line
+                and not (c := line.split("  # ", 1)[1].strip()).startswith(("noqa", "type:"))
+            ),
+            "",
+        )
         found[stmt.target.id] = (heading, " ".join(filter(None, [*above, beside])))
     return found
 
