@@ -79,7 +79,9 @@ async def test_a_phone_listing_follows_its_wipe_certificate(aiohttp_client, sett
     assert (r.status, (await r.json())["reason"]) == (422, "wipe_certificate_required")
 
 
-async def test_a_listing_is_published_only_on_a_certificate_of_the_same_device(aiohttp_client, sqlite_settings):
+async def test_a_listing_is_published_only_on_a_certificate_of_the_same_device(
+    aiohttp_client, sqlite_settings
+):
     """DOMAIN_RULES refuses an identity mismatch with the listed device: a listing giving its own IMEI and the
     serial of another, certified phone is not covered by that phone's certificate; the one naming both is."""
     settings = sqlite_settings
@@ -99,7 +101,9 @@ async def test_a_listing_is_published_only_on_a_certificate_of_the_same_device(a
         ({"kind": "phone", "imei": report["device"]["imei"], "serial": report["device"]["serial"]}, 200),
         ({"kind": "phone", "imei": report["device"]["imei"]}, 200),
     ]:
-        r = await client.post("/v1/listings", json=phone_listing(device["imei"]) | {"device": device}, headers=seller)
+        r = await client.post(
+            "/v1/listings", json=phone_listing(device["imei"]) | {"device": device}, headers=seller
+        )
         lid = (await r.json())["id"]
         r = await client.post(f"/v1/listings/{lid}/publish", headers=seller)
         got = await r.json()
