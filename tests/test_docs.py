@@ -1,5 +1,6 @@
-"""The docs stay true to the code: every route of the OpenAPI document is documented on its area's page, and every
-environment variable the code reads is in the generated configuration reference with its default."""
+"""The docs stay true to the code: every route of the OpenAPI document is documented on its area's page, every
+environment variable the code reads is in the generated configuration reference with its default, and the
+architecture's service table names every topic each service publishes to and reads from."""
 
 from __future__ import annotations
 
@@ -85,3 +86,48 @@ def test_every_settings_class_is_in_the_reference():
     for path in (ROOT / "services").glob("*/settings.py"):
         for name in re.findall(r"^class (\w+)\(StrictSettings\)", path.read_text(), re.M):
             assert name in found, f"{path.relative_to(ROOT)}: {name} is not in the configuration reference"
+
+
+def _service_topics() -> dict[str, tuple[set[str], set[str]]]:
+    """For each service: the topics of the events it builds (outside consumers.py) and of the contract classes its
+    consumer groups map, read from its source."""
+    import ast
+
+    from services.kernel.events import load_event_modules, registry
+
+    load_event_modules()
+    topic_of = {cls.__name__: cls.topic for cls in registry().values()}
+    found: dict[str, tuple[set[str], set[str]]] = {}
+    for svc in sorted((ROOT / "services").iterdir()):
+        if not (svc / "service.py").exists():
+            continue
+        publishes, consumes = set(), set()
+        for path in svc.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, ast.Call):
+                    continue
+                fn = node.func
+                name = fn.id if isinstance(fn, ast.Name) else getattr(fn, "attr", None)
+                if path.name == "consumers.py" and name == "group" and isinstance(node.args[1], ast.Dict):
+                    for key in node.args[1].keys:
+                        consumes.add(topic_of[key.id if isinstance(key, ast.Name) else key.attr])
+                elif path.name != "consumers.py" and name in topic_of:
+                    publishes.add(topic_of[name])
+        found[svc.name] = (publishes, consumes)
+    return found
+
+
+def test_architecture_service_table_names_every_topic():
+    """docs/architecture.md's service table: each service's row names every topic it publishes to and reads from."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| (\w+) \|.*$", text, re.M)}
+    wrong = []
+    for svc, (publishes, consumes) in _service_topics().items():
+        row = rows.get(svc)
+        if row is None:
+            wrong.append(f"{svc}: no row")
+            continue
+        _, _, pub_cell, con_cell = (c.strip() for c in row.strip().strip("|").split("|"))
+        wrong += [f"{svc} publishes to {t}" for t in sorted(publishes) if f"`{t}`" not in pub_cell]
+        wrong += [f"{svc} consumes {t}" for t in sorted(consumes) if f"`{t}`" not in con_cell]
+    assert not wrong, "docs/architecture.md's service table misses:\n" + "\n".join(wrong)
