@@ -60,8 +60,10 @@ down:
 bench: install
 	@status=0; for b in $(filter-out bench/harness.py,$(wildcard bench/*.py)); do echo "== $$b"; $(BIN)/python $$b || status=1; done; exit $$status
 
+# the generated docs: the event catalogue (docs/events.md) and the configuration reference (docs/configuration.md)
 catalogue: install
 	$(BIN)/recycle events-catalogue
+	$(BIN)/recycle settings-reference
 
 LINT_PATHS := services gateway workers tests bench
 

@@ -121,6 +121,15 @@ def events_catalogue(out: Path = Path("docs/events.md")) -> None:
     console.print(f"wrote {out}")
 
 
+@app.command("settings-reference")
+def settings_reference(out: Path = Path("docs/configuration.md")) -> None:
+    """Write the configuration reference generated from the settings classes."""
+    from .settings_reference import reference_markdown
+
+    out.write_text(reference_markdown() + "\n")
+    console.print(f"wrote {out}")
+
+
 @dlq.command("list")
 def dlq_list(group: str) -> None:
     """List the records parked in `dlq.<group>`."""

@@ -28,13 +28,13 @@ class BookingSettings(StrictSettings):
     model_config = SettingsConfigDict(env_prefix="BOOKING_", case_sensitive=False, extra="forbid")
 
     # --- time windows (预约时段) -------------------------------------------------------------------
-    timezone: str = "Asia/Shanghai"
-    service_opens: time = time(8, 0)
-    service_closes: time = time(18, 0)
-    slot_minutes: int = Field(30, ge=5, le=240)
+    timezone: str = "Asia/Shanghai"  # of the service hours and the windows' days
+    service_opens: time = time(8, 0)  # windows lie between these local times ...
+    service_closes: time = time(18, 0)  # ...
+    slot_minutes: int = Field(30, ge=5, le=240)  # windows start and end on these slots
     max_window_slots: int = Field(4, ge=1)  # a window spans 1..4 slots (30 min .. 2 h)
     min_lead_minutes: int = Field(30, ge=0)  # earliest start: now + lead
-    max_days_ahead: int = Field(14, ge=1)
+    max_days_ahead: int = Field(14, ge=1)  # latest start: this many days from today
 
     # --- capacity per area (geohash cell) and slot ---------------------------------------------------
     area_precision: int = Field(5, ge=3, le=7)  # 5 ≈ 4.9 km × 4.9 km
@@ -69,11 +69,13 @@ class BookingSettings(StrictSettings):
 
     # --- timers, dispatch, live feed -------------------------------------------------------------------
     timer_interval_s: float = 60.0  # Celery beat period of the timer scan
-    timer_batch: int = 500
+    timer_batch: int = 500  # due pickups per scan
     price_cache_s: float = Field(5.0, ge=0)  # how long a process reuses the price copy it read for a city
+    # GET /v1/jobs and the feed look at most this far (and within the collector's own radius)
     jobs_max_radius_km: float = 50.0
-    feed_poll_interval_s: float = 0.2
-    feed_heartbeat_s: float = 15.0
+    feed_poll_interval_s: float = 0.2  # the feed's pump reads the topic this often while nothing new comes
+    feed_heartbeat_s: float = 15.0  # an idle stream gets a comment line this often (proxies keep it open)
+    # frames one listener may lag behind; past it, its stream is closed (the client reconnects)
     feed_queue_size: int = 256
 
     @field_validator("timezone")

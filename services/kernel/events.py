@@ -154,12 +154,19 @@ def catalogue_markdown() -> str:
                 "",
             ]
             schema = cls.model_json_schema()
-            lines += ["| field | type | required |", "|---|---|---|"]
-            required = set(schema.get("required", []))
-            for name, prop in schema.get("properties", {}).items():
-                lines.append(f"| `{name}` | {_type_name(prop)} | {'yes' if name in required else 'no'} |")
-            lines.append("")
+            lines += _fields_table(schema)
+            # the nested models its fields name (e.g. a pickup's lines), each with its own fields
+            for name, nested in schema.get("$defs", {}).items():
+                lines += [f"`{name}`:", "", *_fields_table(nested)]
     return "\n".join(lines)
+
+
+def _fields_table(schema: dict[str, Any]) -> list[str]:
+    lines = ["| field | type | required |", "|---|---|---|"]
+    required = set(schema.get("required", []))
+    for name, prop in schema.get("properties", {}).items():
+        lines.append(f"| `{name}` | {_type_name(prop)} | {'yes' if name in required else 'no'} |")
+    return [*lines, ""]
 
 
 def _type_name(prop: dict[str, Any]) -> str:
@@ -167,7 +174,9 @@ def _type_name(prop: dict[str, Any]) -> str:
         t = prop["type"]
         if t == "array":
             return f"array of {_type_name(prop.get('items', {}))}"
-        return str(t)
+        if "enum" in prop:
+            return f"{t}: " + " \\| ".join(f"`{v}`" for v in prop["enum"])
+        return f"{t} ({prop['format']})" if "format" in prop else str(t)
     if "$ref" in prop:
         return prop["$ref"].rsplit("/", 1)[-1]
     if "anyOf" in prop:

@@ -51,9 +51,11 @@ class StrictSettings(BaseSettings):
 class Settings(StrictSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="forbid")
 
+    # dev: login codes come back in the reply and missing secrets are minted into DATA_DIR; prod refuses to start
+    # without JWT_SECRET and PII_KEY
     env: Literal["dev", "test", "prod"] = "dev"
-    data_dir: Path = Path("data")
-    host: str = "127.0.0.1"
+    data_dir: Path = Path("data")  # SQLite files, exports, dev secrets
+    host: str = "127.0.0.1"  # the gateway's address
     port: int = 8080
 
     # Databases. `{service}` is replaced by the service name (SQLite: one file per service).
@@ -67,24 +69,27 @@ class Settings(StrictSettings):
     db_max_overflow: int = Field(20, ge=0)
     # embedded log = the durable event log in a database; kafka = Apache Kafka via kafka-python
     bus: Literal["dblog", "kafka"] = "dblog"
-    event_log_url: str = "sqlite:///{data_dir}/eventlog.db"
+    event_log_url: str = "sqlite:///{data_dir}/eventlog.db"  # the embedded log's database
+    # embedded log: partitions of a topic made on first use, and of the dead-letter topics
     event_log_partitions: int = 4
-    event_log_retention_hours: int = 24 * 7
+    event_log_retention_hours: int = 24 * 7  # embedded log: records older than this are deleted
     # dead-letter topics (dlq.<group>) and their replay records: parked records wait for an operator
     dlq_retention_hours: int = Field(30 * 24, ge=30 * 24)
+    # the Kafka brokers (run-dist starts its own unless this is set in the environment)
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # consumer group membership: a member silent this long is dropped and its partitions handed on
     kafka_session_timeout_ms: int = 10000
     kafka_heartbeat_interval_ms: int = 3000
-    kafka_request_timeout_ms: int = 30000
-    kafka_default_partitions: int = 6
+    kafka_request_timeout_ms: int = 30000  # a publish gives up after twice this (docs/reliability.md)
+    kafka_default_partitions: int = 6  # partitions of a topic not declared in infra/kafka/topics.toml
     # 0: topics.toml's (production: 3 and 2); a single-broker run sets 1 and 1
     kafka_replication_factor: int = 0
     kafka_min_insync_replicas: int = 0
-    kafka_connect_timeout_ms: int = 5000
+    kafka_connect_timeout_ms: int = 5000  # a broker not reached by then stops start-up with a message
     # "none" keeps the relay closest to raw kafka-python; "gzip" raises absolute throughput here (kafka-python
     # checks CRCs in pure Python, so fewer bytes is faster) at the price of CPU. See bench/bus.py.
     kafka_compression: Literal["none", "gzip"] = "none"
-    dblog_session_timeout_ms: int = 10000
+    dblog_session_timeout_ms: int = 10000  # embedded log: a group member silent this long is dropped
 
     # Idempotency-Keys each service keeps with the work they committed (services/kernel/idempotency.py)
     idempotency_retention_hours: int = Field(24, ge=1)
@@ -92,37 +97,40 @@ class Settings(StrictSettings):
     # committed is taken for gone and the reply is rebuilt from what it made
     idempotency_in_progress_s: float = Field(60, gt=0)
 
-    # consumer runner
+    # consumer runner: a failing record is tried this many times, with a back-off from 0.2 s, then parked
     consumer_max_attempts: int = 5
     consumer_retry_backoff_s: float = 0.2
-    relay_batch_size: int = 500
+    relay_batch_size: int = 500  # outbox rows a relay publishes at once
     # a row the relay failed this many times while the bus was up is parked (see services/kernel/outbox.py)
     relay_max_attempts: int = 10
-    relay_idle_sleep_s: float = 0.05
+    relay_idle_sleep_s: float = 0.05  # how long a relay with nothing to send waits before it looks again
 
-    # jobs
+    # jobs: Celery's broker and results (run-dist: REDIS_URL)
     celery_broker_url: str = "sqla+sqlite:///{data_dir}/celery.db"
     celery_result_backend: str = "db+sqlite:///{data_dir}/celery-results.db"
+    # set: idempotency keys, rate limits and token versions live in Redis, shared by every process (unset: in
+    # memory, and the gateway's keys in DATA_DIR/gateway.db)
     redis_url: str = ""
 
-    # payments / search
+    # the payment provider: the in-process sandbox or Stripe (docs/payments.md)
     payments: Literal["sandbox", "stripe"] = "sandbox"
     stripe_api_key: str = ""
-    stripe_api_base: str = ""
+    stripe_api_base: str = ""  # another Stripe-compatible server (the tests: localstripe); "" = Stripe's
     stripe_webhook_secret: str = ""
+    # listings' search index: SQLite FTS5 or Elasticsearch at ELASTICSEARCH_URL (docs/listings.md)
     search: Literal["sqlite", "elasticsearch"] = "sqlite"
     elasticsearch_url: str = ""
 
-    # security
+    # security (decision 003): secrets from the environment (dev: minted into DATA_DIR/dev-secrets.json)
     jwt_secret: str = ""
     pii_key: str = ""  # urlsafe base64 of 32 bytes (AES-GCM key)
     access_token_ttl_s: int = 3600
     refresh_token_ttl_s: int = 30 * 24 * 3600
-    admin_phones: str = ""
-    cors_origin: str = "http://127.0.0.1:8080"
-    max_body_bytes: int = 1_048_576
-    rate_limit_per_minute: int = 600
-    rate_limit_ip_per_minute: int = 1200
+    admin_phones: str = ""  # comma-separated phone numbers that get the admin role when they log in
+    cors_origin: str = "http://127.0.0.1:8080"  # comma-separated origins that get CORS headers
+    max_body_bytes: int = 1_048_576  # larger request bodies are refused with 413
+    rate_limit_per_minute: int = 600  # requests per user ...
+    rate_limit_ip_per_minute: int = 1200  # ... and per client address (429 with Retry-After past either)
     # SMS pumping budgets of POST /v1/auth/otp, besides accounts' per-phone limit: codes per client (IP) per
     # 10 minutes, and codes per minute for the whole platform. Load tests and test harnesses raise them.
     # (dev sends no SMS, the code comes back in the reply: unless set, a client there gets 1000, so one shell can
@@ -137,7 +145,7 @@ class Settings(StrictSettings):
     # which services this process hosts ("all" in the embedded run)
     services: str = "all"
 
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # of every process's JSON log (personal data redacted: workers/logs.py)
 
     @field_validator("data_dir")
     @classmethod

@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from services.kernel.checkdigits import validate_imei
 from services.kernel.errors import ValidationFailed
@@ -26,6 +26,8 @@ router = Router("listings")
 Condition = Literal["new", "like_new", "good", "fair", "for_parts"]
 assert Condition.__args__ == CONDITIONS  # type: ignore[attr-defined]
 DEVICE_KINDS = ("phone", "tablet", "laptop", "desktop", "wearable", "drive", "other")
+PRICE_FILTER_MAX = 2**53 - 1  # a JSON-safe integer, far above any listing's price
+MAX_OFFSET = 10**9  # no list here comes near it: a cursor past it was not given out
 
 
 def _city(v: str) -> str:
@@ -75,13 +77,6 @@ class ListingIn(BaseModel):
             raise ValueError("at least 2 characters")
         return v
 
-    @field_validator("category")
-    @classmethod
-    def _category(cls, v: str) -> str:
-        if v not in categories():
-            raise ValueError(f"unknown category {v!r}; see GET /v1/listings/categories")
-        return v
-
     @field_validator("city_code")
     @classmethod
     def _city_code(cls, v: str) -> str:
@@ -99,6 +94,14 @@ class ListingIn(BaseModel):
 class ListingPatch(BaseModel):
     price_fen: int | None = Field(None, gt=0, le=100_000_000)
     description: str | None = Field(None, max_length=2000)
+
+    @field_validator("price_fen", "description", mode="before")
+    @classmethod
+    def _not_null(cls, v: Any) -> Any:
+        # runs only for a field sent: null is neither a price nor a description (leave a field out to keep it)
+        if v is None:
+            raise ValueError("may not be null: leave the field out to keep its value")
+        return v
 
 
 class DeviceOut(BaseModel):
@@ -148,8 +151,9 @@ class SearchIn(BaseModel):
     category: str | None = None
     city_code: str | None = None
     condition: Condition | None = None
-    min_price_fen: int | None = Field(None, ge=0)
-    max_price_fen: int | None = Field(None, ge=0)
+    # bounded so the filter fits the index's integers (SQLite's and Elasticsearch's are 64-bit)
+    min_price_fen: int | None = Field(None, ge=0, le=PRICE_FILTER_MAX)
+    max_price_fen: int | None = Field(None, ge=0, le=PRICE_FILTER_MAX)
     sort: Literal["relevance", "price_asc", "price_desc", "newest"] = "relevance"
     limit: int = Field(20, ge=1, le=100)
     cursor: str | None = None
@@ -159,15 +163,13 @@ class SearchIn(BaseModel):
     def _city_code(cls, v: str | None) -> str | None:
         return None if v in (None, "") else _city(v)
 
-    @model_validator(mode="after")
-    def _range(self) -> SearchIn:
-        if (
-            self.min_price_fen is not None
-            and self.max_price_fen is not None
-            and self.min_price_fen > self.max_price_fen
-        ):
-            raise ValueError("min_price_fen is above max_price_fen")
-        return self
+    @field_validator("max_price_fen")
+    @classmethod
+    def _range(cls, v: int | None, info: ValidationInfo) -> int | None:
+        low = info.data.get("min_price_fen")
+        if v is not None and low is not None and low > v:
+            raise ValueError(f"below min_price_fen ({low})")
+        return v
 
 
 class SearchItem(BaseModel):
@@ -200,7 +202,8 @@ def _offset(cursor: str | None) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, n = raw.partition(":")
-        if kind != "o" or not n.isdigit():
+        # a forged offset past MAX_OFFSET is no cursor of ours (and past 2**63 SQLite's OFFSET overflows)
+        if kind != "o" or not n.isdigit() or len(n) > 12 or int(n) > MAX_OFFSET:
             raise ValueError
         return int(n)
     except ValueError:
@@ -209,6 +212,15 @@ def _offset(cursor: str | None) -> int:
 
 def _cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode().rstrip("=")
+
+
+def _check_category(ctx: Ctx, code: str, *, family_ok: bool = False) -> None:
+    """`code` must be one of this deployment's categories (`LISTINGS_CATEGORIES_FILE`, else the shipped file),
+    or, where `family_ok`, the family of one (`books` for `books.general`)."""
+    known = categories(settings_of(ctx.runtime).categories_file or None)
+    if code in known or (family_ok and any(c.startswith(code + ".") for c in known)):
+        return
+    raise ValidationFailed.field("category", f"unknown category {code!r}; see GET /v1/listings/categories")
 
 
 # --- listings ------------------------------------------------------------------------------------------------
@@ -229,6 +241,8 @@ async def list_categories(ctx: Ctx) -> list[dict[str, Any]]:
 async def search_listings(ctx: Ctx) -> dict[str, Any]:
     """Full-text search of published listings (Chinese of any length; several words are AND), with facets."""
     q: SearchIn = ctx.query
+    if q.category:
+        _check_category(ctx, q.category, family_ok=True)
     offset = _offset(q.cursor)
     query = SearchQuery(
         q=q.q,
@@ -270,6 +284,7 @@ async def search_listings(ctx: Ctx) -> dict[str, Any]:
 async def create_listing(ctx: Ctx) -> Any:
     """A draft listing. Prohibited items (categories and words; configurable) → 422 `prohibited_item`."""
     body: ListingIn = ctx.body
+    _check_category(ctx, body.category)
     return await ctx.run(handlers.create_listing, ctx.runtime, ctx.user.user_id, body.model_dump())
 
 

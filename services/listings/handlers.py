@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from services.contracts.listings import ListingPublished, ListingUnpublished, ListingUpdated
 from services.contracts.wipe import device_key
@@ -212,15 +212,21 @@ def device_facts(uow: UnitOfWork, row: Any, s: ListingsSettings) -> DeviceFacts:
 
 
 def valid_certificates(uow: UnitOfWork, keys: tuple[str, ...]) -> tuple[str, ...]:
+    """Unrevoked certificates naming *every* identifier the listing gives (newest first). One shared key is not
+    enough: a listing naming IMEI A and the serial of a phone certified under IMEI B is another device (DOMAIN_RULES:
+    identity mismatch with the listed device)."""
+    keys = tuple(dict.fromkeys(keys))
     if not keys:
         return ()
     rows = uow.session.execute(
         select(certificates.c.certificate_id)
         .join(certificate_devices, certificate_devices.c.certificate_id == certificates.c.certificate_id)
         .where(certificate_devices.c.device_key.in_(keys), certificates.c.revoked_at.is_(None))
+        .group_by(certificates.c.certificate_id, certificates.c.issued_at)
+        .having(func.count(func.distinct(certificate_devices.c.device_key)) == len(keys))
         .order_by(certificates.c.issued_at.desc(), certificates.c.certificate_id)
     ).all()
-    return tuple(dict.fromkeys(r.certificate_id for r in rows))
+    return tuple(r.certificate_id for r in rows)
 
 
 def _document(row: Any) -> dict[str, Any]:

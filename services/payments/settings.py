@@ -32,11 +32,16 @@ if TYPE_CHECKING:
 class PaymentsSettings(StrictSettings):
     model_config = SettingsConfigDict(env_prefix="PAYMENTS_", case_sensitive=False, extra="forbid")
 
+    # a resident's payout below this is credited to their wallet instead of sent (10 yuan)
     payout_threshold_fen: int = Field(DEFAULT_PAYOUT_THRESHOLD_FEN, ge=0)
-    webhook_tolerance_s: int = Field(300, ge=1)
-    open_payment_sync_s: int = Field(30, ge=1)
+    webhook_tolerance_s: int = Field(300, ge=1)  # oldest acceptable webhook signature (replay window)
+    open_payment_sync_s: int = Field(
+        30, ge=1
+    )  # Celery beat reads the payments awaiting their payer this often
+    # GET /v1/payments/intents/{id} reads a waiting payment from the provider at most once per this many seconds
+    # per payment (per process; 0: every poll)
     intent_refresh_s: float = Field(5, ge=0)
-    currency: str = "cny"
+    currency: str = "cny"  # of every payment and ledger line
 
 
 SETTINGS: Port[PaymentsSettings] = Port("payments.settings")

@@ -14,6 +14,7 @@ from gateway.app import create_app_over
 from services.bootstrap import Platform
 from services.invoicing.settings import configure as configure_invoicing
 from services.kernel.settings import Settings
+from tests.support.sse import next_event
 from tests.support.walkthrough import Walkthrough
 
 from .support import HOME, booking_body
@@ -91,8 +92,13 @@ async def test_walkthrough_on_the_public_api(aiohttp_client, tmp_path):
     assert booked["status"] == "requested" and booked["quote"]["total_fen"] == 7150
     jobs = await call("GET", "/v1/jobs", collector)
     assert [j["id"] for j in jobs["items"]] == [pid] and "address" not in jobs["items"][0]
+    # the live feed, open while the collector grabs, shows the job taken by them; closed as the docs kill it
+    feed = await call.client.get("/v1/jobs/stream", headers={"Authorization": f"Bearer {collector}"})
+    assert feed.status == 200
     accepted = await call("POST", f"/v1/jobs/{pid}/accept", collector)
     assert accepted["status"] == "accepted" and accepted["collector_id"] == col["id"]
+    assert await next_event(feed) == ("job.taken", {"id": pid, "by_you": True})
+    feed.close()
     await call("POST", f"/v1/pickups/{pid}/arrive", collector)
     weighed = await call(
         "POST",

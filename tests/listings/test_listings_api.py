@@ -3,6 +3,7 @@ listings' own copy of certificates from the wipe service's events), revocation, 
 
 from __future__ import annotations
 
+import base64
 import gc
 
 from services.contracts.wipe import device_key
@@ -218,3 +219,90 @@ async def test_categories_and_ownership(aiohttp_client, sqlite_settings):
     assert r.status == 200
     mine = await (await client.get("/v1/listings", headers=auth(sqlite_settings, seller))).json()
     assert [i["id"] for i in mine["items"]] == [lid]
+
+
+async def test_out_of_range_search_and_list_parameters_are_400_naming_the_field(
+    aiohttp_client, sqlite_settings
+):
+    """Found on the embedded run: a price filter past SQLite's integers, or a forged cursor of a huge offset,
+    answered 500; min above max named `body`; an unknown category found nothing with 200."""
+    _, client = await app_client(aiohttp_client, sqlite_settings)
+    forged = base64.urlsafe_b64encode(b"o:" + b"9" * 30).decode().rstrip("=")
+    h, admin = auth(sqlite_settings, uid()), auth(sqlite_settings, uid("adm"), "admin")
+    cases = [
+        ("/v1/listings/search", {"min_price_fen": str(10**19)}, "min_price_fen", {}),
+        ("/v1/listings/search", {"max_price_fen": "9" * 30}, "max_price_fen", {}),
+        ("/v1/listings/search", {"q": "三体", "max_price_fen": str(2**63)}, "max_price_fen", {}),
+        ("/v1/listings/search", {"min_price_fen": "10", "max_price_fen": "5"}, "max_price_fen", {}),
+        ("/v1/listings/search", {"cursor": forged}, "cursor", {}),
+        ("/v1/listings/search", {"q": "三体", "cursor": forged}, "cursor", {}),
+        ("/v1/listings/search", {"category": "nope"}, "category", {}),
+        ("/v1/listings/search", {"category": "books.nope"}, "category", {}),
+        ("/v1/listings/search", {"category": "book"}, "category", {}),  # not a family: books
+        ("/v1/listings", {"cursor": forged}, "cursor", h),
+        ("/v1/orders", {"cursor": forged}, "cursor", h),
+        ("/v1/admin/orders", {"cursor": forged}, "cursor", admin),
+    ]
+    for path, params, field, headers in cases:
+        r = await client.get(path, params=params, headers=headers)
+        assert r.status == 400, (path, params, r.status, await r.text())
+        assert r.headers["Content-Type"].startswith("application/problem+json")
+        assert [e["field"] for e in (await r.json())["errors"]] == [field], (params, await r.text())
+    # in range: answered
+    for params in (
+        {"max_price_fen": str(2**53 - 1)},
+        {"min_price_fen": "5", "max_price_fen": "5"},
+        {"category": "books"},
+        {"category": "books.general"},
+        {"cursor": base64.urlsafe_b64encode(b"o:40").decode().rstrip("=")},
+    ):
+        r = await client.get("/v1/listings/search", params=params)
+        assert r.status == 200, (params, await r.text())
+
+
+async def test_a_null_in_a_listing_update_is_refused_not_ignored(aiohttp_client, sqlite_settings):
+    _, client = await app_client(aiohttp_client, sqlite_settings)
+    h = auth(sqlite_settings, uid())
+    lid = (await (await client.post("/v1/listings", json=book_body(), headers=h)).json())["id"]
+    for body, field in (
+        ({"price_fen": None}, "price_fen"),
+        ({"description": None, "price_fen": 3900}, "description"),
+    ):
+        r = await client.patch(f"/v1/listings/{lid}", json=body, headers=h)
+        assert r.status == 400, await r.text()
+        assert [e["field"] for e in (await r.json())["errors"]] == [field]
+    got = await (await client.get(f"/v1/listings/{lid}", headers=h)).json()
+    assert (got["price_fen"], got["version"]) == (4500, 1)  # nothing written
+    r = await client.patch(f"/v1/listings/{lid}", json={"price_fen": 3900}, headers=h)
+    assert r.status == 200 and (await r.json())["price_fen"] == 3900
+
+
+async def test_a_deployments_own_categories_file_decides_what_may_be_listed(
+    aiohttp_client, sqlite_settings, tmp_path
+):
+    """`LISTINGS_CATEGORIES_FILE`: listings were checked against the shipped file whatever it said (a
+    deployment's own code refused as unknown, a code it dropped accepted)."""
+    own = tmp_path / "categories.toml"
+    own.write_text(
+        '[categories."tools.power"]\nname = "电动工具"\n\n'
+        '[categories."electronics.phone"]\nname = "手机"\nholds_storage = true\n'
+    )
+    platform, client = await app_client(aiohttp_client, sqlite_settings, categories_file=str(own))
+    assert [c["code"] for c in await (await client.get("/v1/listings/categories")).json()] == [
+        "tools.power",
+        "electronics.phone",
+    ]
+    h = auth(sqlite_settings, uid())
+    r = await client.post(
+        "/v1/listings", json=book_body(title="博世 电钻 九成新", category="tools.power"), headers=h
+    )
+    assert r.status == 201, await r.text()
+    lid = (await r.json())["id"]
+    r = await client.post("/v1/listings", json=book_body(), headers=h)  # books.general: not this deployment's
+    assert r.status == 400 and [e["field"] for e in (await r.json())["errors"]] == ["category"]
+    assert (await client.post(f"/v1/listings/{lid}/publish", headers=h)).status == 200
+    platform.drain()
+    found = await search(client, q="电钻", category="tools")
+    assert [i["id"] for i in found["items"]] == [lid]
+    r = await client.get("/v1/listings/search", params={"category": "books"})
+    assert r.status == 400

@@ -77,3 +77,38 @@ async def test_a_phone_listing_follows_its_wipe_certificate(aiohttp_client, sett
     assert (cert["valid"], cert["revoked_reason"]) == (False, "secondary_verification_failed")
     r = await client.post(f"/v1/listings/{lid}/publish", headers=seller)
     assert (r.status, (await r.json())["reason"]) == (422, "wipe_certificate_required")
+
+
+async def test_a_listing_is_published_only_on_a_certificate_of_the_same_device(
+    aiohttp_client, sqlite_settings
+):
+    """DOMAIN_RULES refuses an identity mismatch with the listed device: a listing giving its own IMEI and the
+    serial of another, certified phone is not covered by that phone's certificate; the one naming both is."""
+    settings = sqlite_settings
+    platform, client = await app_client(aiohttp_client, settings, SERVICES)
+    configure_listings(platform["listings"], payment_wait_s=0)
+    eraser = await register(client, settings)
+    seller = auth(settings, "us_seller", "resident")
+    report = json_report(model="Mate 40 Pro")
+    r = await client.post("/v1/wipe/reports", json=eraser.submission(report), headers=operator(settings))
+    assert r.status == 201, await r.text()
+    cid = (await r.json())["certificate_id"]
+    platform.drain()
+
+    other_imei = json_report()["device"]["imei"]
+    for device, status in [
+        ({"kind": "phone", "imei": other_imei, "serial": report["device"]["serial"]}, 422),
+        ({"kind": "phone", "imei": report["device"]["imei"], "serial": report["device"]["serial"]}, 200),
+        ({"kind": "phone", "imei": report["device"]["imei"]}, 200),
+    ]:
+        r = await client.post(
+            "/v1/listings", json=phone_listing(device["imei"]) | {"device": device}, headers=seller
+        )
+        lid = (await r.json())["id"]
+        r = await client.post(f"/v1/listings/{lid}/publish", headers=seller)
+        got = await r.json()
+        assert r.status == status, (device, got)
+        if status == 422:
+            assert got["reason"] == "wipe_certificate_required"
+        else:
+            assert (await (await client.get(f"/v1/listings/{lid}")).json())["certificate_id"] == cid

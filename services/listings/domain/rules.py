@@ -53,7 +53,7 @@ class DeviceFacts:
     names_device: bool
     category_holds_storage: bool
     device_keys: tuple[str, ...]  # digests of its IMEI/serial (services.contracts.wipe.device_key)
-    valid_certificates: tuple[str, ...]  # ids of unrevoked certificates naming one of those keys
+    valid_certificates: tuple[str, ...]  # ids of unrevoked certificates naming all of those keys
 
 
 def wipe_certificate_required(facts: DeviceFacts) -> Refusal | None:
@@ -68,7 +68,8 @@ def wipe_certificate_required(facts: DeviceFacts) -> Refusal | None:
     if not facts.valid_certificates:
         return Refusal(
             "wipe_certificate_required",
-            "no valid wipe certificate matches this device's IMEI/serial (信息清除证书)",
+            "no valid wipe certificate names this device's IMEI and serial (信息清除证书): every identifier the "
+            "listing gives must be on the same certificate",
         )
     return None
 
