@@ -65,11 +65,15 @@ async def test_weighbridge_weight_far_off_the_lot_is_refused_and_nothing_is_writ
     )
     url = f"/v1/trades/{trade_id}/delivery"
     for qty in ("1e3", "2E1", "1_000", "+20", " 20 "):
-        r = await client.post(url, json={"weighbridge_ticket_no": "T-1", "delivered_qty_t": qty}, headers=seller)
+        r = await client.post(
+            url, json={"weighbridge_ticket_no": "T-1", "delivered_qty_t": qty}, headers=seller
+        )
         out = await r.json()
         assert r.status == 400 and out["errors"][0]["field"] == "delivered_qty_t", (qty, out)
     for qty in ("1000", "999999999", "30.001", "9.999", "0.001"):
-        r = await client.post(url, json={"weighbridge_ticket_no": "T-1", "delivered_qty_t": qty}, headers=seller)
+        r = await client.post(
+            url, json={"weighbridge_ticket_no": "T-1", "delivered_qty_t": qty}, headers=seller
+        )
         out = await r.json()
         assert r.status == 422, (qty, out)
         assert out["reason"] == "delivery_out_of_range" and out["errors"][0]["field"] == "delivered_qty_t"
@@ -77,7 +81,9 @@ async def test_weighbridge_weight_far_off_the_lot_is_refused_and_nothing_is_writ
     trade = await (await client.get(f"/v1/trades/{trade_id}", headers=buyer)).json()
     assert trade["status"] == "awarded" and trade["delivery"] is None and trade["settlement"] is None
     # the ends of the range (±50 % by default) are deliveries: the buyer accepts or disputes them
-    r = await client.post(url, json={"weighbridge_ticket_no": "T-2", "delivered_qty_t": "30.000"}, headers=seller)
+    r = await client.post(
+        url, json={"weighbridge_ticket_no": "T-2", "delivered_qty_t": "30.000"}, headers=seller
+    )
     out = await r.json()
     assert r.status == 200 and out["delivery"]["acceptance"] == "pending", out
     assert out["amount_fen"] == 30 * 10**12
