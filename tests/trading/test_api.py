@@ -127,6 +127,8 @@ async def test_lot_shape_errors_name_the_field(aiohttp_client, sqlite_settings):
 
     for qty in ("1e1", "1E1", "1_0", "+10", " 10 ", "10."):
         assert await field_of(qty_t=qty) == ["qty_t"], qty
+    for ends_at in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):  # no UTC time (was a 500)
+        assert await field_of(ends_at=ends_at) == ["ends_at"], ends_at
     assert await field_of(auction="sealed", min_increment_fen_per_t=100) == ["min_increment_fen_per_t"]
     assert await field_of(source="purchase") == ["purchase_ref"]
     assert await field_of(source="purchase", purchase_ref=None) == ["purchase_ref"]
