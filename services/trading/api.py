@@ -47,7 +47,7 @@ class LotOut(BaseModel):
     reserve_price_fen_per_t: int
     auction: str
     ends_at: str
-    bid_count: int
+    bid_count: int | None  # none for a sealed lot until the close
     best_price_fen_per_t: int | None = None
     trade_id: str | None = None
 
