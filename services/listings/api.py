@@ -155,7 +155,7 @@ class SearchIn(BaseModel):
     min_price_fen: int | None = Field(None, ge=0, le=PRICE_FILTER_MAX)
     max_price_fen: int | None = Field(None, ge=0, le=PRICE_FILTER_MAX)
     sort: Literal["relevance", "price_asc", "price_desc", "newest"] = "relevance"
-    limit: int = Field(20, ge=1, le=100)
+    limit: int = Field(20, ge=1, description="at most LISTINGS_SEARCH_MAX_LIMIT (100)")
     cursor: str | None = None
 
     @field_validator("city_code")
@@ -241,6 +241,9 @@ async def list_categories(ctx: Ctx) -> list[dict[str, Any]]:
 async def search_listings(ctx: Ctx) -> dict[str, Any]:
     """Full-text search of published listings (Chinese of any length; several words are AND), with facets."""
     q: SearchIn = ctx.query
+    most = settings_of(ctx.runtime).search_max_limit
+    if q.limit > most:
+        raise ValidationFailed.field("limit", f"Input should be less than or equal to {most}")
     if q.category:
         _check_category(ctx, q.category, family_ok=True)
     offset = _offset(q.cursor)

@@ -538,14 +538,16 @@ def _order(uow: UnitOfWork, order_id: str, lock: bool = False) -> Any:
 
 
 def _party(row: Any, user: Principal, *roles: str, admin_ok: bool = False) -> str:
-    """The caller's side of the order (buyer or seller), if it is one of `roles`; else 403 (or 404 for strangers)."""
+    """The caller's side of the order (buyer or seller), if it is one of `roles`; else 403 (404 for strangers, who
+    may not learn that the order exists)."""
     if "buyer" in roles and user.user_id == row.buyer_id:
         return "buyer"
     if "seller" in roles and user.user_id == row.seller_id:
         return "seller"
     if admin_ok and user.has("admin"):
         return "admin"
-    if user.user_id in (row.buyer_id, row.seller_id):
+    if user.user_id in (row.buyer_id, row.seller_id) or user.has("admin"):
+        # an admin sees every order (GET): the order exists for them, this action is not theirs
         raise Forbidden(f"only the {' or '.join(roles)} may do this", reason="wrong_party")
     raise NotFound(f"no order with id {row.id}")
 

@@ -78,7 +78,9 @@ class ListingsSettings(StrictSettings):
     # timers (Celery beat) and lists
     timer_interval_s: int = Field(30, ge=1)
     timer_batch: int = Field(200, ge=1)
-    search_max_limit: int = Field(100, ge=1)
+    search_max_limit: int = Field(
+        100, ge=1
+    )  # the largest `limit` of GET /v1/listings/search (a page of hits)
 
     @field_validator("ship_days")
     @classmethod

@@ -251,13 +251,7 @@ def submit_report(
             raise _malformed(exc) from None
         keys = device_keys(parsed)
         with UnitOfWork(rt.db, readonly=True) as uow:
-            blocked = (
-                bool(keys)
-                and uow.session.execute(
-                    select(blocklist.c.device_key).where(blocklist.c.device_key.in_(keys))
-                ).first()
-                is not None
-            )
+            blocked = _blocklisted_any(uow, keys)
         refusals = decide(policy, parsed, now, blocklisted=blocked)
         if refusals:
             raise WipeRefused(
@@ -485,7 +479,10 @@ def blocklist_device(rt: ServiceRuntime, admin_id: str, imei: str) -> tuple[dict
             )
         ids = (
             s.execute(
-                select(certificate_devices.c.certificate_id).where(certificate_devices.c.device_key == key)
+                select(certificate_devices.c.certificate_id)
+                .where(certificate_devices.c.device_key.in_(_same_device(uow, [key])))
+                .distinct()
+                .order_by(certificate_devices.c.certificate_id)
             )
             .scalars()
             .all()
@@ -496,6 +493,31 @@ def blocklist_device(rt: ServiceRuntime, admin_id: str, imei: str) -> tuple[dict
         )
         idempotency.made(f"{201 if created else 200} {revoked}")  # what the reply is rebuilt from
     return _blocklisted(imei, key, revoked), created
+
+
+def _same_device(uow: UnitOfWork, keys: list[str]) -> set[str]:
+    """`keys` and every key a certificate named together with one of them: the same device's other identifiers
+    (its serial, its media's serials). The list is kept by IMEI; without this a listed phone's report that leaves
+    its IMEI out would name only identifiers the list does not hold."""
+    if not keys:
+        return set()
+    sharing = select(certificate_devices.c.certificate_id).where(certificate_devices.c.device_key.in_(keys))
+    linked = uow.session.execute(
+        select(certificate_devices.c.device_key).where(certificate_devices.c.certificate_id.in_(sharing))
+    ).scalars()
+    return set(keys) | set(linked)
+
+
+def _blocklisted_any(uow: UnitOfWork, keys: list[str]) -> bool:
+    """Whether the device these keys name is on the lost/stolen list, by any of its known identifiers."""
+    known = _same_device(uow, keys)
+    return (
+        bool(known)
+        and uow.session.execute(
+            select(blocklist.c.device_key).where(blocklist.c.device_key.in_(known))
+        ).first()
+        is not None
+    )
 
 
 def _blocklisted(imei: str, key: str, revoked: int) -> dict[str, Any]:

@@ -4,6 +4,9 @@ Prices: three verified firms report quotes for 黄纸板 and 书本纸 in Beijin
 the daily computation for each day. One day the firms' quotes in 朝阳区 fall short of the quorum while Beijing as a
 whole has enough, so 朝阳区's value that day is the province's (stale). A late report for another day, then a
 recomputation, restates that day (version 2, with a correction notice).
+
+Orders (`seed_orders`): two second-hand orders paid in the sandbox, one of them shipped after its authorisation
+lapsed at the provider, so it waits for the buyer to pay again (the admin's 付款失败 list).
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 from services.kernel.checkdigits import uscc_check_char
-from tests.e2e.flow import http_get, http_post
+from tests.e2e.flow import http_get, http_post, wait_until
 
 SHANGHAI = timezone(timedelta(hours=8))
 ADMIN_PHONE = "13900000001"
@@ -151,3 +155,63 @@ def seed_invoices(api: Api) -> Invoices:
     accountant = api.login(ACCOUNTANT_PHONE)["user_id"]
     api.call("POST", f"/v1/firms/{done['firm_id']}/accountants", owner, {"user_id": accountant}, status=201)
     return Invoices(done["firm_id"], done["invoice"])
+
+
+@dataclass
+class Orders:
+    paid: str  # an order paid into the hold, not shipped
+    failed: str  # a shipped order whose payment was let go before it reached escrow (payment_failed)
+    seller_phone: str
+
+
+def seed_orders(api: Api, data_dir: Path) -> Orders:
+    """Two second-hand orders through the public API. For the second, the sandbox provider lets the buyer's
+    authorisation lapse (what an issuer does on its own; `SandboxProvider.expire_authorisation`) just before the
+    seller ships: the escrow capture fails and the shipped order waits for the buyer to pay again."""
+    from sqlalchemy import select
+
+    from services.kernel.settings import Settings
+    from services.payments.adapters.sandbox import SandboxProvider, sbx_intents
+
+    seller_phone = "13600007701"
+    seller = api.login(seller_phone)["access_token"]
+    buyer = api.login("13500007702")["access_token"]
+
+    def paid_order(title: str) -> dict:
+        body = {
+            "title": title,
+            "description": "九成新，无笔记",
+            "category": "books.general",
+            "condition": "like_new",
+            "price_fen": 4500,
+            "city_code": CITY,
+        }
+        listing = api.call("POST", "/v1/listings", seller, body, status=201)
+        api.call("POST", f"/v1/listings/{listing['id']}/publish", seller)
+        order = api.call("POST", "/v1/orders", buyer, {"listing_id": listing["id"]}, status=201)
+
+        def view() -> dict:
+            return api.call("GET", f"/v1/orders/{order['id']}", buyer)
+
+        assert wait_until(lambda: view()["payment"]["status"] == "requires_payment_method", 30, 0.1), view()
+        pay = {"payment_method": "pm_card_visa"}
+        api.call("POST", f"/v1/payments/intents/{order['payment']['id']}/confirm", buyer, pay)
+        assert wait_until(lambda: view()["status"] == "paid", 30, 0.1), view()
+        return view()
+
+    paid = paid_order("《活着》余华 作家出版社")
+    failed = paid_order("《平凡的世界》路遥 全三册")
+    sandbox = SandboxProvider.from_settings(Settings(data_dir=data_dir))
+    try:
+        with sandbox.db.session(readonly=True) as s:
+            intent = s.execute(
+                select(sbx_intents.c.id).where(sbx_intents.c.metadata.contains(failed["payment"]["id"]))
+            ).scalar_one()
+        sandbox.expire_authorisation(intent)
+    finally:
+        sandbox.close()
+    api.call("POST", f"/v1/orders/{failed['id']}/ship", seller, {"carrier": "顺丰", "tracking_no": "SF7701"})
+    assert wait_until(
+        lambda: api.call("GET", f"/v1/orders/{failed['id']}", buyer)["payment"]["failure_reason"], 30, 0.1
+    )
+    return Orders(paid["id"], failed["id"], seller_phone)

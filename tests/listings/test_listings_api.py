@@ -306,3 +306,13 @@ async def test_a_deployments_own_categories_file_decides_what_may_be_listed(
     assert [i["id"] for i in found["items"]] == [lid]
     r = await client.get("/v1/listings/search", params={"category": "books"})
     assert r.status == 400
+
+
+async def test_the_search_page_size_is_bounded_by_its_setting(aiohttp_client, sqlite_settings):
+    """LISTINGS_SEARCH_MAX_LIMIT was read but never used (the route had 100 written in)."""
+    _, client = await app_client(aiohttp_client, sqlite_settings, search_max_limit=5)
+    r = await client.get("/v1/listings/search", params={"limit": "6"})
+    assert r.status == 400 and [e["field"] for e in (await r.json())["errors"]] == ["limit"]
+    assert (await client.get("/v1/listings/search", params={"limit": "5"})).status == 200
+    _, client = await app_client(aiohttp_client, sqlite_settings, search_max_limit=200)
+    assert (await client.get("/v1/listings/search", params={"limit": "150"})).status == 200

@@ -271,3 +271,34 @@ async def test_a_second_authorisation_report_for_a_paid_order_gives_nothing_back
     got = await _get(client, s, buyer, order["id"])
     assert (got["status"], got["payment"]["status"]) == ("paid", "held")
     assert str(payments_of(platform["payments"]).get_hold(held["hold_id"]).status) == "authorised"
+
+
+async def test_an_admin_sees_every_order_but_ships_confirms_and_reviews_none(aiohttp_client, sqlite_settings):
+    """Found on the embedded run: an admin could read the order, yet its ship, confirm-receipt and review answered
+    404 (as to a stranger, who may not learn that it exists); 403 `wrong_party` says what is wrong."""
+    s = sqlite_settings
+    platform, client = await app_client(aiohttp_client, s)
+    seller, buyer, admin, stranger = uid("sel"), uid("buy"), uid("adm"), uid("str")
+    lid = await _published(client, s, seller)
+    order = await _order(platform, client, s, buyer, lid)
+    await _pay(client, s, buyer, order)
+    platform.drain()
+    r = await client.get(f"/v1/orders/{order['id']}", headers=auth(s, admin, "admin"))
+    assert r.status == 200 and (await r.json())["status"] == "paid"  # an admin reads it
+    oid = order["id"]
+
+    async def refused(action: str, **kw) -> None:  # noqa: ANN003
+        r = await client.post(f"/v1/orders/{oid}/{action}", headers=auth(s, admin, "admin"), **kw)
+        assert r.status == 403 and (await r.json())["reason"] == "wrong_party", (action, await r.text())
+        r = await client.post(f"/v1/orders/{oid}/{action}", headers=auth(s, stranger), **kw)
+        assert r.status == 404, (action, await r.text())
+
+    await refused("ship", json={})
+    r = await client.post(f"/v1/orders/{oid}/ship", json={}, headers=auth(s, seller))
+    assert r.status == 200
+    platform.drain()
+    await refused("confirm-receipt")
+    assert (await client.post(f"/v1/orders/{oid}/confirm-receipt", headers=auth(s, buyer))).status == 200
+    await refused("review", json={"rating": 1})
+    rep = await (await client.get(f"/v1/users/{seller}/reputation")).json()
+    assert rep["reviews"] == 0 and rep["completed_orders"] == 1

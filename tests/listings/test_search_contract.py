@@ -178,6 +178,15 @@ def test_filters(index):
     assert set(ids(index.search(SearchQuery(q="手机", category="electronics.phone")))) == {"p1", "p2", "p3"}
     assert set(ids(index.search(SearchQuery(category="books")))) == {"p5", "p7"}  # a family
     assert ids(index.search(SearchQuery(q="华为", city_code="310101"))) == ["p2"]
+    # a city or a province covers the counties inside it (the listings carry counties): with a query and without
+    assert set(ids(index.search(SearchQuery(q="手机", city_code="110100")))) == {"p1", "p3", "p6", "p8"}
+    assert set(ids(index.search(SearchQuery(q="手机", city_code="110000")))) == {"p1", "p3", "p6", "p8"}
+    assert ids(index.search(SearchQuery(q="华为", city_code="310000"))) == ["p2"]
+    assert set(ids(index.search(SearchQuery(city_code="310100")))) == {"p2", "p7"}
+    assert index.search(SearchQuery(city_code="110000")).total == 6
+    assert index.search(SearchQuery(city_code="110100", q="三体")).total == 0
+    assert index.search(SearchQuery(city_code="440300")).total == 0
+    assert index.search(SearchQuery(city_code="110101")).total == 0  # another county of the same city
     assert ids(index.search(SearchQuery(q="手机", condition="fair"))) == ["p2"]
     assert set(ids(index.search(SearchQuery(q="手机", min_price_fen=900_00, max_price_fen=2999_00)))) == {
         "p1",

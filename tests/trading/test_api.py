@@ -94,7 +94,7 @@ async def test_lot_refusals(aiohttp_client, sqlite_settings):
     r = await client.post("/v1/lots", json=lot_body(qty_t="1.2345"), headers=seller)
     assert r.status == 400 and (await r.json())["errors"][0]["field"] == "qty_t"
     r = await client.post("/v1/lots", json=lot_body(source="purchase"), headers=seller)
-    assert r.status == 400 and "purchase_ref" in (await r.json())["errors"][0]["message"]
+    assert r.status == 400 and (await r.json())["errors"][0]["field"] == "purchase_ref"
     r = await client.post(
         "/v1/lots",
         json=lot_body(source="purchase", purchase_ref="合同 2026-001", qty_t="99999"),
@@ -111,6 +111,30 @@ async def test_lot_refusals(aiohttp_client, sqlite_settings):
     assert (await client.post("/v1/lots", json=lot_body(qty_t="20"), headers=seller)).status == 201
     r = await client.post("/v1/lots", json=lot_body(qty_t="20"), headers=seller)
     assert r.status == 422 and (await r.json())["available_t"] == "10.000"
+
+
+async def test_lot_shape_errors_name_the_field(aiohttp_client, sqlite_settings):
+    """A tonnage is plain digits (Decimal() alone reads "1e3" as 1,000 t), and the checks across fields name the
+    field to fix, not the body."""
+    platform, client = await _market(aiohttp_client, sqlite_settings)
+    seller = firm_auth(sqlite_settings, "fm_seller")
+
+    async def field_of(**over):
+        r = await client.post("/v1/lots", json=lot_body(**over), headers=seller)
+        out = await r.json()
+        assert r.status == 400, out
+        return [e["field"] for e in out["errors"]]
+
+    for qty in ("1e1", "1E1", "1_0", "+10", " 10 ", "10."):
+        assert await field_of(qty_t=qty) == ["qty_t"], qty
+    assert await field_of(auction="sealed", min_increment_fen_per_t=100) == ["min_increment_fen_per_t"]
+    assert await field_of(source="purchase") == ["purchase_ref"]
+    assert await field_of(source="purchase", purchase_ref=None) == ["purchase_ref"]
+    assert await field_of(purchase_ref="合同 1") == ["purchase_ref"]
+    assert await field_of(source="intake", purchase_ref="合同 1") == ["purchase_ref"]
+    # nothing was listed
+    assert (await (await client.get("/v1/lots", headers=seller)).json())["items"] == []
+    assert (await client.post("/v1/lots", json=lot_body(qty_t="10"), headers=seller)).status == 201
 
 
 async def test_related_firm_cannot_bid(aiohttp_client, sqlite_settings):

@@ -55,6 +55,40 @@ async def test_delivery_within_tolerance_goes_to_payment(aiohttp_client, sqlite_
     assert r.status == 409
 
 
+async def test_weighbridge_weight_far_off_the_lot_is_refused_and_nothing_is_written(
+    aiohttp_client, sqlite_settings
+):
+    """A ticket that cannot be a weighing of the lot (1,000 t for 20 t; "1e3" read as 1,000 t) is a 4xx naming
+    the field, never an amount the buyer is asked to accept, nor a 500 when the amount would overflow."""
+    platform, client, lot_id, trade_id, seller, buyer = await _awarded(
+        aiohttp_client, sqlite_settings, price=10**12
+    )
+    url = f"/v1/trades/{trade_id}/delivery"
+    for qty in ("1e3", "2E1", "1_000", "+20", " 20 "):
+        r = await client.post(
+            url, json={"weighbridge_ticket_no": "T-1", "delivered_qty_t": qty}, headers=seller
+        )
+        out = await r.json()
+        assert r.status == 400 and out["errors"][0]["field"] == "delivered_qty_t", (qty, out)
+    for qty in ("1000", "999999999", "30.001", "9.999", "0.001"):
+        r = await client.post(
+            url, json={"weighbridge_ticket_no": "T-1", "delivered_qty_t": qty}, headers=seller
+        )
+        out = await r.json()
+        assert r.status == 422, (qty, out)
+        assert out["reason"] == "delivery_out_of_range" and out["errors"][0]["field"] == "delivered_qty_t"
+        assert (out["min_qty_t"], out["max_qty_t"]) == ("10.000", "30.000")
+    trade = await (await client.get(f"/v1/trades/{trade_id}", headers=buyer)).json()
+    assert trade["status"] == "awarded" and trade["delivery"] is None and trade["settlement"] is None
+    # the ends of the range (±50 % by default) are deliveries: the buyer accepts or disputes them
+    r = await client.post(
+        url, json={"weighbridge_ticket_no": "T-2", "delivered_qty_t": "30.000"}, headers=seller
+    )
+    out = await r.json()
+    assert r.status == 200 and out["delivery"]["acceptance"] == "pending", out
+    assert out["amount_fen"] == 30 * 10**12
+
+
 async def test_outside_tolerance_needs_acceptance_or_is_disputed(aiohttp_client, sqlite_settings):
     platform, client, lot_id, trade_id, seller, buyer = await _awarded(aiohttp_client, sqlite_settings)
     body = {"weighbridge_ticket_no": "T-1", "delivered_qty_t": "19.500"}  # −2.5 %

@@ -177,6 +177,41 @@ async def test_each_refusal_reason_answers_422_naming_it(
     assert not [e for e in published(platform) if e.type == CertificateIssued.type]
 
 
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        ("media.0.passes", True),
+        ("media.0.random_passes", False),
+        ("media.0.capacity_bytes", "128000000000"),
+        ("media.0.bytes_erased", 128_000_000_000.0),
+        ("media.0.verification.subsections", "1000"),
+        ("report_id", 42),
+    ],
+)
+async def test_a_report_is_read_as_written_no_count_read_into_text_or_booleans(
+    aiohttp_client, sqlite_settings, path, value
+):
+    """WIPE.md's numbers are JSON numbers and its strings strings: `"passes": true` is not one pass."""
+    settings = sqlite_settings
+    platform, client = await app_client(aiohttp_client, settings)
+    tool = await register(client, settings)
+    report = json_report(kind="laptop", media=[medium(type="ssd", method="overwrite")])
+    if path.startswith("media.0.verification."):
+        report = changed(
+            report,
+            "media.0.verification",
+            report["media"][0]["verification"]
+            | {"mode": "sampled", "subsections": 1000, "locations_per_subsection": 2, "coverage_pct": 10.0},
+        )
+    st, body = await _submit(client, settings, tool, report)
+    assert st == 201, body  # as written, it passes
+    st, body = await _submit(
+        client, settings, tool, changed(changed(report, "report_id", "sloppy"), path, value)
+    )
+    assert (st, body["reason"]) == (422, "malformed_report"), body
+    assert [e["field"] for e in body["errors"]] == [f"report.{path}"]
+
+
 async def test_a_blocklisted_device_gets_no_certificate_and_loses_the_ones_it_had(aiohttp_client, settings):
     platform, client = await app_client(aiohttp_client, settings)
     tool = await register(client, settings)
@@ -205,6 +240,36 @@ async def test_a_blocklisted_device_gets_no_certificate_and_loses_the_ones_it_ha
         "/v1/admin/devices/blocklist", json={"imei": "860000000000001"}, headers=admin(settings)
     )
     assert r.status == 400 and (await r.json())["errors"][0]["field"] == "imei"
+
+
+async def test_a_blocklisted_phone_is_known_by_its_other_identifiers_too(aiohttp_client, settings):
+    """The list is kept by IMEI, but a certificate tied the phone's IMEI to its serial and its storage's serial: a
+    report that leaves the IMEI out names the same phone and is refused, and a certificate issued earlier on the
+    serial alone is revoked with the others."""
+    platform, client = await app_client(aiohttp_client, settings)
+    tool = await register(client, settings)
+    report = json_report()
+    serial_only = changed(changed(report, "report_id", "serial-only"), "device.imei", None)
+    st, earlier = await _submit(client, settings, tool, serial_only)
+    assert st == 201, earlier
+    st, cert = await _submit(client, settings, tool, report)
+    assert st == 201, cert
+    r = await client.post(
+        "/v1/admin/devices/blocklist", json={"imei": report["device"]["imei"]}, headers=admin(settings)
+    )
+    assert r.status == 201 and (await r.json())["certificates_revoked"] == 2
+    for c in (earlier, cert):
+        view = await (await client.get(f"/v1/wipe/certificates/{c['certificate_id']}")).json()
+        assert (view["valid"], view["revoked_reason"]) == (False, "device_blocklisted")
+    # the phone's serial without its IMEI; only its storage's serial (as a loose drive)
+    by_storage = changed(changed(serial_only, "device.serial", None), "device.kind", "drive")
+    for n, again in enumerate([serial_only, by_storage]):
+        again = changed(again, "report_id", f"after-theft-{n}")
+        st, body = await _submit(client, settings, tool, again)
+        assert (st, body["reason"]) == (422, "device_blocklisted"), (n, body)
+    # another phone is not caught by it
+    st, body = await _submit(client, settings, tool, json_report())
+    assert st == 201, body
 
 
 # --- signatures ------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ const PAGES = [
   { path: 'lots', title: '竞价大厅', roles: ['firm'], load: () => import('./pages/lots.js') },
   { path: 'invoices', title: '发票与报税', roles: ['accountant'], load: () => import('./pages/invoices.js') },
   { path: 'admin', title: '审核与运维', roles: ['admin'], load: () => import('./pages/admin.js') },
+  { path: 'orders', title: '二手订单', roles: ['admin'], load: () => import('./pages/orders.js') },
 ];
 const LOGIN = { path: 'login', title: '登录', roles: null, load: () => import('./pages/login.js') };
 

@@ -103,5 +103,5 @@ export function ask(title, label, { confirm = '确定', danger = false } = {}) {
 
 export const ROLE_NAMES = {
   resident: '居民', collector: '回收员', firm: '回收企业', erasure_operator: '清除操作员',
-  accountant: '会计', admin: '管理员',
+  accountant: '会计', admin: '管理员', regulator: '监管部门',
 };

@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 
-from .port import FACETS, SearchQuery
+from .port import FACETS, SearchQuery, region_prefix
 
 _FIELDS = ("category", "condition", "city_code")
 
@@ -93,10 +93,16 @@ class Attributes:
                     c for name, c in self.codes["category"].items() if name.startswith(q.category + ".")
                 ]
                 both(np.isin(cats, wanted))
-        for f in ("city_code", "condition"):
-            v = getattr(q, f)
-            if v:
-                both(self.cols[f][rids] == self.codes[f].get(v, -1))
+        if q.city_code:
+            prefix = region_prefix(q.city_code)
+            both(
+                np.isin(
+                    self.cols["city_code"][rids],
+                    [c for n, c in self.codes["city_code"].items() if n.startswith(prefix)],
+                )
+            )
+        if q.condition:
+            both(self.cols["condition"][rids] == self.codes["condition"].get(q.condition, -1))
         if q.min_price_fen is not None:
             both(self.price[rids] >= q.min_price_fen)
         if q.max_price_fen is not None:

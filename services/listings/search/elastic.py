@@ -41,7 +41,7 @@ from typing import Any
 from elasticsearch import ConflictError, Elasticsearch, NotFoundError, helpers
 
 from ..domain import text
-from .port import FACETS, ListingDoc, SearchHit, SearchQuery, SearchResult
+from .port import FACETS, ListingDoc, SearchHit, SearchQuery, SearchResult, region_prefix
 
 SETTINGS: dict[str, Any] = {
     "number_of_shards": 1,
@@ -276,10 +276,15 @@ class ElasticSearchIndex:
                 if "." in q.category
                 else {"prefix": {"category": q.category + "."}}
             )
-        for col in ("city_code", "condition"):
-            v = getattr(q, col)
-            if v:
-                filters.append({"term": {col: v}})
+        if q.city_code:
+            prefix = region_prefix(q.city_code)
+            filters.append(
+                {"term": {"city_code": prefix}}
+                if prefix == q.city_code
+                else {"prefix": {"city_code": prefix}}
+            )
+        if q.condition:
+            filters.append({"term": {"condition": q.condition}})
         if q.min_price_fen is not None or q.max_price_fen is not None:
             rng: dict[str, int] = {}
             if q.min_price_fen is not None:

@@ -37,6 +37,7 @@ class ListingDoc:
 class SearchQuery:
     q: str = ""
     category: str | None = None  # a code (electronics.phone) or a family (electronics)
+    # a division: a county, or a city or a province, which covers the counties inside it (region_prefix)
     city_code: str | None = None
     condition: str | None = None
     min_price_fen: int | None = None
@@ -44,6 +45,17 @@ class SearchQuery:
     sort: Sort = "relevance"
     limit: int = 20
     offset: int = 0
+
+
+def region_prefix(city_code: str) -> str:
+    """What the codes inside a division (GB/T 2260) start with: a province `PP0000` covers `PP…`, a city `PPCC00`
+    covers `PPCC…`, a county only itself. Listings carry the county where the item is (110105 朝阳区); a buyer
+    looks in a city (110100 北京市) or a province."""
+    if city_code.endswith("0000"):
+        return city_code[:2]
+    if city_code.endswith("00"):
+        return city_code[:4]
+    return city_code
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import numpy as np
 from ..domain import text
 from .attributes import Attributes
 from .hit_cache import HitCache
-from .port import FACETS, ListingDoc, SearchHit, SearchQuery, SearchResult
+from .port import FACETS, ListingDoc, SearchHit, SearchQuery, SearchResult, region_prefix
 
 # bm25 weights of: title, body, words, title_uni, body_uni
 BM25_WEIGHTS = (4.0, 1.0, 3.0, 2.0, 0.5)
@@ -292,11 +292,13 @@ class SqliteSearchIndex:
             else:
                 where.append("d.category >= ? AND d.category < ?")
                 args += [q.category + ".", q.category + "/"]  # '/' sorts right after '.'
-        for col in ("city_code", "condition"):
-            v = getattr(q, col)
-            if v:
-                where.append(f"d.{col} = ?")
-                args.append(v)
+        if q.city_code:
+            prefix = region_prefix(q.city_code)
+            where.append("d.city_code >= ? AND d.city_code < ?")
+            args += [prefix, prefix + ":"]  # ':' sorts right after '9'
+        if q.condition:
+            where.append("d.condition = ?")
+            args.append(q.condition)
         if q.min_price_fen is not None:
             where.append("d.price_fen >= ?")
             args.append(q.min_price_fen)
