@@ -163,6 +163,24 @@ def record_delivery(
                     min_qty_t=m.kg_to_tonnes_str(low),
                     max_qty_t=m.kg_to_tonnes_str(high),
                 )
+            # a ticket is one weighing: the seller's ticket of another lot's goods does not weigh this one (the
+            # same lot's next round, after a buyer's default, may stand on the weighing it had)
+            other = s.execute(
+                select(trades.c.id)
+                .where(
+                    trades.c.seller_firm_id == t.seller_firm_id,
+                    trades.c.weighbridge_ticket_no == cmd.weighbridge_ticket_no,
+                    trades.c.lot_id != t.lot_id,
+                )
+                .limit(1)
+            ).scalar()
+            if other is not None:
+                raise RuleViolated(
+                    f"weighbridge ticket {cmd.weighbridge_ticket_no} weighed the delivery of trade {other}",
+                    reason="ticket_used",
+                    field="weighbridge_ticket_no",
+                    trade_id=other,
+                )
             o = rules.delivery_outcome(
                 declared_kg=t.qty_kg,
                 delivered_kg=cmd.delivered_kg,

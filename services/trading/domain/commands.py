@@ -6,7 +6,7 @@ auction) are checked by the handlers (422 with a reason, 409 with the current st
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -36,7 +36,10 @@ def _tonnes(v: object) -> str:
 def _aware(v: datetime) -> datetime:
     if v.tzinfo is None:
         raise ValueError("give an offset (RFC 3339), e.g. 2026-05-01T15:00:00+08:00")
-    return v
+    try:
+        return v.astimezone(UTC)  # 0001-01-01T00:00+14:00 has no UTC time: a 400 here, not a 500 later
+    except OverflowError:
+        raise ValueError("out of range") from None
 
 
 class ListLot(BaseModel):
