@@ -1,6 +1,7 @@
 """The docs stay true to the code: every route of the OpenAPI document is documented on its area's page, every
 environment variable the code reads is in the generated configuration reference with its default, and the
-architecture's service table names every topic each service publishes to and reads from."""
+architecture's service table names every topic each service publishes to and reads from; links between pages
+resolve."""
 
 from __future__ import annotations
 
@@ -131,3 +132,25 @@ def test_architecture_service_table_names_every_topic():
         wrong += [f"{svc} publishes to {t}" for t in sorted(publishes) if f"`{t}`" not in pub_cell]
         wrong += [f"{svc} consumes {t}" for t in sorted(consumes) if f"`{t}`" not in con_cell]
     assert not wrong, "docs/architecture.md's service table misses:\n" + "\n".join(wrong)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_docs_resolve():
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if link.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = link.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            if not target.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {link}")
+            elif anchor and target.suffix == ".md":
+                headings = {_slug(h) for h in re.findall(r"^#+ (.*)$", target.read_text(), re.M)}
+                if anchor not in headings:
+                    broken.append(f"{page.relative_to(ROOT)}: {link} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)

@@ -47,7 +47,7 @@ class LotOut(BaseModel):
     reserve_price_fen_per_t: int
     auction: str
     ends_at: str
-    bid_count: int
+    bid_count: int | None  # none for a sealed lot until the close
     best_price_fen_per_t: int | None = None
     trade_id: str | None = None
 
@@ -173,13 +173,15 @@ async def get_trade(ctx: Ctx) -> dict[str, Any]:
     roles=FIRM,
     body=RecordDelivery,
     response=DeliveryOut,
-    errors=(403, 404, 409),
+    errors=(403, 404, 409, 422),
     owner="trade",
     example={"weighbridge_ticket_no": "WB-2026-0001", "delivered_qty_t": "20.000"},
 )
 async def record_delivery(ctx: Ctx) -> dict[str, Any]:
     """(seller) The weighbridge ticket: the amount is on the delivered weight; outside the tolerance (default ±2 %)
-    the buyer accepts before settlement."""
+    the buyer accepts before settlement. A weight more than `max_delivery_deviation_pct` (50 %) off the lot's
+    tonnage is refused: 422 `delivery_out_of_range` with `min_qty_t` and `max_qty_t`; a ticket of the seller that
+    weighed another of its lots: 422 `ticket_used`."""
     return await ctx.run(trades.record_delivery, ctx.runtime, ctx.user, ctx.params["id"], ctx.body)
 
 

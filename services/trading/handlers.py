@@ -428,9 +428,10 @@ def _deposit_held(s: Session, lot_id: str, firm_id: str) -> bool:
 
 
 def lot_view(row: Any, *, reveal: bool) -> dict[str, Any]:
-    """A lot as anyone signed in sees it. Sealed lots show no price until the close (`reveal` is for the seller
-    and admins after the close)."""
+    """A lot as anyone signed in sees it. Sealed lots show no price, nor how many bids they have, until the close
+    (`reveal` is for the seller and admins after the close): how many compete is what a bidder would price on."""
     ascending = row.auction == m.ASCENDING
+    sealed_open = not ascending and row.status == m.LOT_OPEN and not reveal
     out = {
         "id": row.id,
         "status": row.status,
@@ -449,7 +450,7 @@ def lot_view(row: Any, *, reveal: bool) -> dict[str, Any]:
         "ends_at": row.ends_at,
         "original_ends_at": row.original_ends_at,
         "extensions": row.extensions,
-        "bid_count": row.bid_count,
+        "bid_count": None if sealed_open else row.bid_count,
         "best_price_fen_per_t": row.best_fen_per_t
         if ascending or row.status != m.LOT_OPEN or reveal
         else None,

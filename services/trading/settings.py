@@ -35,6 +35,8 @@ class TradingSettings(StrictSettings):
     # --- delivery and settlement ----------------------------------------------------------------------------
     tolerance_pct: Decimal = Field(Decimal("2"), ge=0, le=100)  # delivered weight within ±2 % of the declared
     fee_bps: int = Field(50, ge=0, le=10_000)  # the platform's fee, from what the seller is paid (0.5 %)
+    # a weighbridge weight further than this from the lot's tonnage is refused, not offered to the buyer to accept
+    max_delivery_deviation_pct: Decimal = Field(Decimal("50"), gt=0, le=100)
 
     # --- buyer default (违约) and second-chance offers -------------------------------------------------------------
     # the buyer has this long to pay once its payment is requested (the delivered weight stands); the deadline
@@ -57,6 +59,8 @@ class TradingSettings(StrictSettings):
     @model_validator(mode="after")
     def _extension(self) -> TradingSettings:
         self.rules  # noqa: B018 - raises when the extension is shorter than its window
+        if self.max_delivery_deviation_pct < self.tolerance_pct:
+            raise ValueError("max_delivery_deviation_pct must be at least tolerance_pct")
         return self
 
     @property

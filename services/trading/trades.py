@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from services.kernel.auth import Principal
 from services.kernel.db import UnitOfWork, retry_on_conflict
-from services.kernel.errors import Conflict, Forbidden, NotFound
+from services.kernel.errors import Conflict, Forbidden, NotFound, RuleViolated
 from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
@@ -152,6 +152,35 @@ def record_delivery(
             ):
                 return trade_view(t)  # the same ticket again: nothing changes
             status = m.next_state("deliver", t.status)
+            low, high = rules.delivery_range_kg(t.qty_kg, cfg.max_delivery_deviation_pct)
+            if not low <= cmd.delivered_kg <= high:
+                raise RuleViolated(
+                    f"a weighbridge weight of {cmd.delivered_qty_t} t is not a delivery of this lot of "
+                    f"{m.kg_to_tonnes_str(t.qty_kg)} t: it lies between {m.kg_to_tonnes_str(low)} and "
+                    f"{m.kg_to_tonnes_str(high)} t (±{cfg.max_delivery_deviation_pct} %)",
+                    reason="delivery_out_of_range",
+                    field="delivered_qty_t",
+                    min_qty_t=m.kg_to_tonnes_str(low),
+                    max_qty_t=m.kg_to_tonnes_str(high),
+                )
+            # a ticket is one weighing: the seller's ticket of another lot's goods does not weigh this one (the
+            # same lot's next round, after a buyer's default, may stand on the weighing it had)
+            other = s.execute(
+                select(trades.c.id)
+                .where(
+                    trades.c.seller_firm_id == t.seller_firm_id,
+                    trades.c.weighbridge_ticket_no == cmd.weighbridge_ticket_no,
+                    trades.c.lot_id != t.lot_id,
+                )
+                .limit(1)
+            ).scalar()
+            if other is not None:
+                raise RuleViolated(
+                    f"weighbridge ticket {cmd.weighbridge_ticket_no} weighed the delivery of trade {other}",
+                    reason="ticket_used",
+                    field="weighbridge_ticket_no",
+                    trade_id=other,
+                )
             o = rules.delivery_outcome(
                 declared_kg=t.qty_kg,
                 delivered_kg=cmd.delivered_kg,

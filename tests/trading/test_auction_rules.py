@@ -153,6 +153,25 @@ def test_delivery_amount_and_tolerance(declared, delivered, price, tol, fee_bps)
     assert o.within_tolerance == (abs(Decimal(delivered - declared)) / declared * 100 <= tol)
 
 
+@given(
+    st.integers(1, 10**8),
+    st.decimals(min_value=Decimal("0.01"), max_value=100, places=2),
+    st.integers(-(10**9), 10**9),
+)
+def test_delivery_range_is_exactly_the_weights_within_the_deviation(declared, pct, offset):
+    """A weight is in the range iff it is positive and at most `pct` % off the declared one: the ends are exact
+    (whole kilograms, inclusive), so a weight just outside is refused and one just inside is taken."""
+    low, high = rules.delivery_range_kg(declared, pct)
+    kg = declared + offset
+
+    def within(w: int) -> bool:
+        return w > 0 and abs(w - declared) * 100 <= pct * declared
+
+    assert (low <= kg <= high) == within(kg)
+    assert within(low) and within(high) and within(declared)
+    assert not within(high + 1) and (low == 1 or not within(low - 1))
+
+
 @given(st.lists(st.integers(0, 10**6), max_size=20), st.integers(1, 10**7))
 def test_intake_allocation_oldest_first_exact(avail, need):
     lines = [rules.IntakeLine(f"pk{i}", 0, a) for i, a in enumerate(avail)]

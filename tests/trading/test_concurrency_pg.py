@@ -230,7 +230,7 @@ def test_deadline_job_killed_mid_run_defaults_each_buyer_exactly_once(pg_setting
             rt,
             firm_principal("fm_seller"),
             trade_id,
-            RecordDelivery(weighbridge_ticket_no="WB-1", delivered_qty_t="20.000"),
+            RecordDelivery(weighbridge_ticket_no=f"WB-{trade_id}", delivered_qty_t="20.000"),  # one per lot
             now=t0 + timedelta(hours=2),
         )
     now = (t0 + timedelta(hours=2 + 72, seconds=1)).isoformat()

@@ -55,6 +55,83 @@ async def test_delivery_within_tolerance_goes_to_payment(aiohttp_client, sqlite_
     assert r.status == 409
 
 
+async def test_weighbridge_weight_far_off_the_lot_is_refused_and_nothing_is_written(
+    aiohttp_client, sqlite_settings
+):
+    """A ticket that cannot be a weighing of the lot (1,000 t for 20 t; "1e3" read as 1,000 t) is a 4xx naming
+    the field, never an amount the buyer is asked to accept, nor a 500 when the amount would overflow."""
+    platform, client, lot_id, trade_id, seller, buyer = await _awarded(
+        aiohttp_client, sqlite_settings, price=10**12
+    )
+    url = f"/v1/trades/{trade_id}/delivery"
+    for qty in ("1e3", "2E1", "1_000", "+20", " 20 "):
+        r = await client.post(
+            url, json={"weighbridge_ticket_no": "T-1", "delivered_qty_t": qty}, headers=seller
+        )
+        out = await r.json()
+        assert r.status == 400 and out["errors"][0]["field"] == "delivered_qty_t", (qty, out)
+    for qty in ("1000", "999999999", "30.001", "9.999", "0.001"):
+        r = await client.post(
+            url, json={"weighbridge_ticket_no": "T-1", "delivered_qty_t": qty}, headers=seller
+        )
+        out = await r.json()
+        assert r.status == 422, (qty, out)
+        assert out["reason"] == "delivery_out_of_range" and out["errors"][0]["field"] == "delivered_qty_t"
+        assert (out["min_qty_t"], out["max_qty_t"]) == ("10.000", "30.000")
+    trade = await (await client.get(f"/v1/trades/{trade_id}", headers=buyer)).json()
+    assert trade["status"] == "awarded" and trade["delivery"] is None and trade["settlement"] is None
+    # the ends of the range (±50 % by default) are deliveries: the buyer accepts or disputes them
+    r = await client.post(
+        url, json={"weighbridge_ticket_no": "T-2", "delivered_qty_t": "30.000"}, headers=seller
+    )
+    out = await r.json()
+    assert r.status == 200 and out["delivery"]["acceptance"] == "pending", out
+    assert out["amount_fen"] == 30 * 10**12
+
+
+async def test_a_weighbridge_ticket_weighs_one_lot_of_its_seller(aiohttp_client, sqlite_settings):
+    """The seller's ticket that weighed one lot's delivery cannot weigh another lot's (422 `ticket_used`, nothing
+    recorded); another seller's ticket of the same number is its own."""
+    platform, client = await app_client(aiohttp_client, sqlite_settings)
+    publish(
+        platform,
+        *(e for f in ("fm_seller", "fm_buyer", "fm_other") for e in firm_events(f)),
+        settled_intake("fm_seller", "20000"),
+    )
+    seller, buyer, other = (firm_auth(sqlite_settings, f) for f in ("fm_seller", "fm_buyer", "fm_other"))
+    lots = []
+    for who, body in (
+        (seller, lot_body(qty_t="10")),
+        (seller, lot_body(qty_t="10")),
+        (other, lot_body(qty_t="10", source="purchase", purchase_ref="合同 7")),
+    ):
+        lot_id = (await (await client.post("/v1/lots", json=body, headers=who)).json())["id"]
+        r = await client.post(f"/v1/lots/{lot_id}/bids", json={"price_fen_per_t": 260_000}, headers=buyer)
+        assert r.status == 201
+        lots.append(lot_id)
+    run_due(platform["trading"], datetime.now(UTC) + timedelta(hours=2))
+    first, second, others = [
+        (await (await client.get(f"/v1/lots/{lot_id}", headers=buyer)).json())["trade_id"] for lot_id in lots
+    ]
+    ticket = {"weighbridge_ticket_no": "BJ-2026-000123", "delivered_qty_t": "10.000"}
+    assert (await client.post(f"/v1/trades/{first}/delivery", json=ticket, headers=seller)).status == 200
+    r = await client.post(f"/v1/trades/{second}/delivery", json=ticket, headers=seller)
+    out = await r.json()
+    assert r.status == 422 and out["reason"] == "ticket_used" and out["trade_id"] == first, out
+    assert out["errors"][0]["field"] == "weighbridge_ticket_no"
+    trade = await (await client.get(f"/v1/trades/{second}", headers=seller)).json()
+    assert trade["status"] == "awarded" and trade["delivery"] is None
+    r = await client.post(
+        f"/v1/trades/{second}/delivery",
+        json={**ticket, "weighbridge_ticket_no": "BJ-2026-000124"},
+        headers=seller,
+    )
+    assert r.status == 200
+    assert (await client.post(f"/v1/trades/{others}/delivery", json=ticket, headers=other)).status == 200
+    # the same ticket on its own trade again changes nothing
+    assert (await client.post(f"/v1/trades/{first}/delivery", json=ticket, headers=seller)).status == 200
+
+
 async def test_outside_tolerance_needs_acceptance_or_is_disputed(aiohttp_client, sqlite_settings):
     platform, client, lot_id, trade_id, seller, buyer = await _awarded(aiohttp_client, sqlite_settings)
     body = {"weighbridge_ticket_no": "T-1", "delivered_qty_t": "19.500"}  # −2.5 %

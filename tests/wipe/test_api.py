@@ -177,6 +177,41 @@ async def test_each_refusal_reason_answers_422_naming_it(
     assert not [e for e in published(platform) if e.type == CertificateIssued.type]
 
 
+@pytest.mark.parametrize(
+    "path,value",
+    [
+        ("media.0.passes", True),
+        ("media.0.random_passes", False),
+        ("media.0.capacity_bytes", "128000000000"),
+        ("media.0.bytes_erased", 128_000_000_000.0),
+        ("media.0.verification.subsections", "1000"),
+        ("report_id", 42),
+    ],
+)
+async def test_a_report_is_read_as_written_no_count_read_into_text_or_booleans(
+    aiohttp_client, sqlite_settings, path, value
+):
+    """WIPE.md's numbers are JSON numbers and its strings strings: `"passes": true` is not one pass."""
+    settings = sqlite_settings
+    platform, client = await app_client(aiohttp_client, settings)
+    tool = await register(client, settings)
+    report = json_report(kind="laptop", media=[medium(type="ssd", method="overwrite")])
+    if path.startswith("media.0.verification."):
+        report = changed(
+            report,
+            "media.0.verification",
+            report["media"][0]["verification"]
+            | {"mode": "sampled", "subsections": 1000, "locations_per_subsection": 2, "coverage_pct": 10.0},
+        )
+    st, body = await _submit(client, settings, tool, report)
+    assert st == 201, body  # as written, it passes
+    st, body = await _submit(
+        client, settings, tool, changed(changed(report, "report_id", "sloppy"), path, value)
+    )
+    assert (st, body["reason"]) == (422, "malformed_report"), body
+    assert [e["field"] for e in body["errors"]] == [f"report.{path}"]
+
+
 async def test_a_blocklisted_device_gets_no_certificate_and_loses_the_ones_it_had(aiohttp_client, settings):
     platform, client = await app_client(aiohttp_client, settings)
     tool = await register(client, settings)

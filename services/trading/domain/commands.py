@@ -6,11 +6,12 @@ auction) are checked by the handlers (422 with a reason, 409 with the current st
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from services.kernel.inputs import PLAIN_DECIMAL
 from services.kernel.regions import NATIONAL, is_known
 
 from .model import tonnes_to_kg
@@ -22,6 +23,10 @@ FEN = Field(gt=0, le=10**12)
 def _tonnes(v: object) -> str:
     if isinstance(v, bool) or not isinstance(v, (str, int)):
         raise ValueError('a tonnage is a decimal string such as "20.500"')
+    # plain digits only, as for every decimal the platform takes: Decimal() alone would read "1e3" as 1,000 t
+    # (and "1_000", "+1", " 1 ")
+    if isinstance(v, str) and not PLAIN_DECIMAL.fullmatch(v):
+        raise ValueError('a tonnage is a plain decimal number such as "20.500"')
     kg = tonnes_to_kg(v)
     if kg <= 0:
         raise ValueError("must be greater than 0")
@@ -31,7 +36,10 @@ def _tonnes(v: object) -> str:
 def _aware(v: datetime) -> datetime:
     if v.tzinfo is None:
         raise ValueError("give an offset (RFC 3339), e.g. 2026-05-01T15:00:00+08:00")
-    return v
+    try:
+        return v.astimezone(UTC)  # 0001-01-01T00:00+14:00 has no UTC time: a 400 here, not a 500 later
+    except OverflowError:
+        raise ValueError("out of range") from None
 
 
 class ListLot(BaseModel):
@@ -48,7 +56,8 @@ class ListLot(BaseModel):
     min_increment_fen_per_t: int | None = Field(None, gt=0, le=10**9)
     deposit_fen: int = Field(0, ge=0, le=10**12)
     source: Literal["intake", "purchase"] = "intake"
-    purchase_ref: str | None = Field(None, min_length=1, max_length=200)
+    # validated even when absent: a purchase must name one (the check names this field, not the body)
+    purchase_ref: str | None = Field(None, min_length=1, max_length=200, validate_default=True)
     # the firm the caller lists for, when they own several (optional otherwise)
     firm_id: str | None = None
 
@@ -62,17 +71,24 @@ class ListLot(BaseModel):
             raise ValueError(f"unknown GB/T 2260 region code {v!r}")
         return v
 
-    @model_validator(mode="after")
-    def _source(self) -> ListLot:
-        if self.source == "purchase" and not self.purchase_ref:
-            raise ValueError(
-                "purchase_ref: a lot bought outside the platform names its purchase (contract, invoice)"
-            )
-        if self.source == "intake" and self.purchase_ref:
-            raise ValueError('purchase_ref: only for source "purchase"')
-        if self.auction == "sealed" and self.min_increment_fen_per_t is not None:
-            raise ValueError("min_increment_fen_per_t: only ascending lots have an increment")
-        return self
+    # cross-field checks as validators of the later field (it sees the earlier ones in `info.data`), so the
+    # 400 names the field to fix
+    @field_validator("min_increment_fen_per_t")
+    @classmethod
+    def _increment(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("auction") == "sealed":
+            raise ValueError("only ascending lots have an increment")
+        return v
+
+    @field_validator("purchase_ref")
+    @classmethod
+    def _purchase_ref(cls, v: str | None, info: ValidationInfo) -> str | None:
+        source = info.data.get("source")
+        if source == "purchase" and not v:
+            raise ValueError("a lot bought outside the platform names its purchase (contract, invoice)")
+        if source == "intake" and v:
+            raise ValueError('only for source "purchase"')
+        return v
 
     @property
     def qty_kg(self) -> int:

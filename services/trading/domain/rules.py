@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from .model import ASCENDING, LOT_OPEN, SEALED
 
@@ -211,6 +211,15 @@ def delivery_outcome(
         Decimal("0.01"), ROUND_HALF_UP
     )
     return DeliveryOutcome(amount, fee, within, deviation)
+
+
+def delivery_range_kg(declared_kg: int, max_deviation_pct: Decimal) -> tuple[int, int]:
+    """The weighbridge weights a delivery of a lot of `declared_kg` may have (kilograms, both ends included): a
+    ticket further off is not a weighing of this lot (a typo, another truck, the wrong unit), whoever would accept
+    it, and it must not become an amount to pay."""
+    span = Decimal(declared_kg) * max_deviation_pct / 100
+    low = int((Decimal(declared_kg) - span).to_integral_value(rounding=ROUND_CEILING))
+    return max(low, 1), int((Decimal(declared_kg) + span).to_integral_value(rounding=ROUND_FLOOR))
 
 
 def _half_up(x: Decimal) -> int:

@@ -178,7 +178,9 @@ def parse_json_report(text: str, kinds_needing_identity: frozenset[str]) -> Repo
     if not isinstance(data, dict):
         raise MalformedReport([("report", "must be a JSON object")])
     try:
-        r = _ReportIn.model_validate(data)
+        # strict: a signed report says what it means; `"passes": true` or `"capacity_bytes": "128000000000"` is not
+        # a count, and the policy must not read one into it
+        r = _ReportIn.model_validate_json(text, strict=True)
     except ValidationError as exc:
         problems = []
         for e in exc.errors():

@@ -58,7 +58,7 @@ export async function render(main) {
       h('td', {}, `${catName[lot.category] || lot.category} · ${lot.grade}`),
       h('td', { class: 'num' }, lot.qty_t), h('td', {}, lot.city_code), h('td', {}, AUCTION[lot.auction] || lot.auction),
       h('td', { class: 'num' }, yuan(lot.reserve_price_fen_per_t)),
-      h('td', { class: 'num best' }, best), h('td', { class: 'num bids' }, String(lot.bid_count)),
+      h('td', { class: 'num best' }, best), h('td', { class: 'num bids' }, lot.bid_count == null ? '—' : String(lot.bid_count)),
       h('td', { class: 'ends' }, dateTime(lot.ends_at), lot.extensions ? h('span', { class: 'badge' }, `已延时 ${lot.extensions} 次`) : '')];
     const bid = tr.querySelector('td.bid');
     if (bid && bid.dataset.status === lot.status) {
@@ -140,7 +140,7 @@ export async function render(main) {
         h('thead', {}, h('tr', {}, ...['拍品', '数量（吨）', '方式', '状态', '出价数', '最高价（元/吨）', '截止时间', '成交'].map(t => h('th', { scope: 'col' }, t)))),
         h('tbody', {}, ...own.map(l => h('tr', { dataset: { id: l.id } },
           h('td', {}, `${catName[l.category] || l.category} · ${l.grade}`), h('td', { class: 'num' }, l.qty_t),
-          h('td', {}, AUCTION[l.auction]), h('td', {}, STATUS[l.status] || l.status), h('td', { class: 'num' }, String(l.bid_count)),
+          h('td', {}, AUCTION[l.auction]), h('td', {}, STATUS[l.status] || l.status), h('td', { class: 'num' }, l.bid_count == null ? '—' : String(l.bid_count)),
           h('td', { class: 'num' }, yuan(l.best_price_fen_per_t)), h('td', {}, dateTime(l.ends_at)), h('td', {}, l.trade_id || '—')))))
         : h('p', { class: 'muted' }, '本企业暂无拍品。'));
       const bidOn = await Promise.all(bidLots().map(id => api(`/v1/lots/${encodeURIComponent(id)}`).catch(() => null)));
