@@ -6,6 +6,8 @@ Reasons:
                                (weapons, drugs, counterfeits, personal data carriers sold as data, ...);
 - `wipe_certificate_required`  the listing names a device, or its category holds storage, and no valid wipe
                                certificate (信息清除证书) matches its IMEI/serial;
+- `device_already_listed`      another listing of the same device (by its IMEI/serial) is on sale or reserved: one
+                               device, one offer (else it could be sold twice, or someone lists a device they saw);
 - `own_listing`                a seller cannot order their own listing.
 """
 
@@ -70,6 +72,16 @@ def wipe_certificate_required(facts: DeviceFacts) -> Refusal | None:
             "wipe_certificate_required",
             "no valid wipe certificate names this device's IMEI and serial (信息清除证书): every identifier the "
             "listing gives must be on the same certificate",
+        )
+    return None
+
+
+def one_offer_per_device(other_live_listing: str | None) -> Refusal | None:
+    """`other_live_listing`: a published or reserved listing, other than this one, naming the same device."""
+    if other_live_listing is not None:
+        return Refusal(
+            "device_already_listed",
+            f"this device (its IMEI/serial) is already on sale in listing {other_live_listing}",
         )
     return None
 
