@@ -560,7 +560,7 @@ def make_aiohttp_handler(
     async def context(request: web.Request, principal: Any, params: dict[str, str]) -> Ctx:
         ctx = Ctx(request=request, runtime=runtime, principal=principal, params=params)
         if route.query is not None:
-            query = dict(request.query)
+            query = inputs.single_query_values(request.query)
             inputs.check_strings(query)
             inputs.check_query_numbers(route.query, query)
             try:

@@ -31,6 +31,7 @@ import re
 import types
 import typing
 import unicodedata
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -159,6 +160,17 @@ def _check_value(tp: Any, value: Any, where: str) -> None:
             args = typing.get_args(t)
             for i, item in enumerate(value):
                 _check_value(args[0] if args else Any, item, f"{where}.{i}")
+
+
+def single_query_values(query: Mapping[str, str]) -> dict[str, str]:
+    """The query as one value per name. No route reads a list from its query, so a name given twice is ambiguous:
+    answering for the first (`?region=A&region=B` answered for A alone) would be a silent guess."""
+    out: dict[str, str] = {}
+    for name, value in query.items():  # a multidict yields each repeated name again
+        if name in out:
+            raise ValidationFailed.field(name, "given more than once: give it once")
+        out[name] = value
+    return out
 
 
 def check_query_numbers(model: type[BaseModel], query: dict[str, str]) -> None:

@@ -17,7 +17,8 @@ from services.kernel.db import UnitOfWork
 
 from .domain import model as m
 from .handlers import valid_certificates
-from .store import certificate_devices, certificates, listings
+from .orders import close
+from .store import certificate_devices, certificates, listings, orders
 
 
 def _keep(uow: UnitOfWork, certificate_id: str, device_kind: str, keys: list[str], **values: Any) -> None:
@@ -55,7 +56,11 @@ def when_certificate_issued_keep_copy(event: CertificateIssued, uow: UnitOfWork)
 
 def when_certificate_revoked_unpublish(event: CertificateRevoked, uow: UnitOfWork) -> None:
     """Listings published on this certificate go back to draft, unless another valid certificate covers the
-    same device (a re-erased device gets a new certificate); a reserved one goes to draft when its order ends."""
+    same device (a re-erased device gets a new certificate). A reserved one whose order has not shipped goes to
+    draft too, its order cancelled (`certificate_revoked`, the buyer's money given back): nothing has left the
+    seller, and a device whose erasure no longer holds (failed secondary verification, revoked tool) or that is
+    reported lost or stolen is not sold on. Once shipped the order runs on (the item is with the buyer or on its
+    way); the listing goes to draft if that order ends without a sale."""
     s = uow.session
     _keep(
         uow,
@@ -69,6 +74,22 @@ def when_certificate_revoked_unpublish(event: CertificateRevoked, uow: UnitOfWor
         update(certificates)
         .where(certificates.c.certificate_id == event.certificate_id, certificates.c.revoked_at.is_(None))
         .values(revoked_at=event.revoked_at, revoked_reason=event.reason)
+    )
+    # the orders reserving such listings first, locked: order commands lock an order, then its listing
+    reserving = [
+        r.reserved_order_id
+        for r in s.execute(
+            select(listings.c.reserved_order_id).where(
+                listings.c.certificate_id == event.certificate_id,
+                listings.c.status == m.RESERVED,
+                listings.c.reserved_order_id.is_not(None),
+            )
+        )
+    ]
+    live = (
+        {o.id: o for o in s.execute(select(orders).where(orders.c.id.in_(reserving)).with_for_update())}
+        if reserving
+        else {}
     )
     rows = s.execute(
         select(listings)
@@ -85,12 +106,15 @@ def when_certificate_revoked_unpublish(event: CertificateRevoked, uow: UnitOfWor
             s.execute(update(listings).where(listings.c.id == row.id).values(certificate_id=others[0]))
             continue
         if row.status == m.RESERVED:
-            # the order under way decides; if it ends without a sale the listing goes back to draft
+            # if its order ends without a sale the listing goes back to draft (orders.release_listing)
             s.execute(
                 update(listings)
                 .where(listings.c.id == row.id)
                 .values(certificate_id=None, unpublished_reason="certificate_revoked", updated_at=now)
             )
+            order = live.get(row.reserved_order_id)
+            if order is not None and order.status in (m.PENDING_PAYMENT, m.PAID):
+                close(uow, order, "cancel", reason="certificate_revoked")
             continue
         s.execute(
             update(listings)

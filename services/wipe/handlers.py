@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from services.contracts.wipe import CertificateIssued, CertificateRevoked, device_key
@@ -111,6 +111,7 @@ def revoke_tool(rt: ServiceRuntime, admin_id: str, tool_id: str) -> dict[str, An
     now = datetime.now(UTC)
     with UnitOfWork(rt.db) as uow:
         s = uow.session
+        _serialise(uow)
         row = s.execute(select(tools).where(tools.c.id == tool_id).with_for_update()).mappings().first()
         if row is None:
             raise NotFound(f"no erasure tool with id {tool_id}")
@@ -266,6 +267,11 @@ def submit_report(
         raise
     try:
         cert = _issue(rt, policy, operator_id, tool, fmt, report, signature, digest, parsed, keys, now)
+    except WipeRefused as exc:
+        _record_attempt(
+            rt, operator_id, tool_id, fmt, digest, "refused", exc.extra.get("reason"), exc.detail, None
+        )
+        raise
     except IntegrityError:
         # the same report raced in on another request: it has its certificate now
         with UnitOfWork(rt.db, readonly=True) as uow:
@@ -300,7 +306,6 @@ def _issue(
     now: datetime,
 ) -> dict[str, Any]:
     cert_id = new_id("wc")
-    idempotency.made(f"201 {cert_id}")
     media = [
         {
             "type": m.type,
@@ -324,6 +329,14 @@ def _issue(
     retained = _years_after(now.date(), policy.certificates.retention_years)
     with UnitOfWork(rt.db) as uow:
         s = uow.session
+        # the tool and the list as they stand now, under the lock a revocation or a blocklisting takes: checked
+        # before this transaction, either could have landed in between and missed this certificate
+        _serialise(uow)
+        if s.execute(select(tools.c.revoked_at).where(tools.c.id == tool.id)).scalar() is not None:
+            raise WipeRefused("tool_revoked", f"the erasure tool {tool.id} has been revoked")
+        if policy.device.refuse_blocklisted and _blocklisted_any(uow, keys):
+            raise WipeRefused("device_blocklisted", "this device is on the lost/stolen list")
+        idempotency.made(f"201 {cert_id}")
         s.execute(
             certificates.insert().values(
                 id=cert_id,
@@ -468,6 +481,7 @@ def blocklist_device(rt: ServiceRuntime, admin_id: str, imei: str) -> tuple[dict
     now = datetime.now(UTC)
     with UnitOfWork(rt.db) as uow:
         s = uow.session
+        _serialise(uow)
         created = (
             s.execute(select(blocklist.c.device_key).where(blocklist.c.device_key == key)).first() is None
         )
@@ -493,6 +507,15 @@ def blocklist_device(rt: ServiceRuntime, admin_id: str, imei: str) -> tuple[dict
         )
         idempotency.made(f"{201 if created else 200} {revoked}")  # what the reply is rebuilt from
     return _blocklisted(imei, key, revoked), created
+
+
+def _serialise(uow: UnitOfWork) -> None:
+    """Issuing a certificate, revoking a tool and blocklisting a device take turns: each reads what the others
+    write (a tool's revocation, the list, the certificates to revoke). SQLite's write transactions already do
+    (BEGIN IMMEDIATE); on PostgreSQL a transaction-scoped advisory lock. Certificates come at the pace of erasure
+    stations, so one lock costs nothing that matters."""
+    if uow.session.get_bind().dialect.name == "postgresql":
+        uow.session.execute(text("SELECT pg_advisory_xact_lock(hashtext('wipe:certificates'))"))
 
 
 def _same_device(uow: UnitOfWork, keys: list[str]) -> set[str]:

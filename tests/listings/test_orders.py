@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from services.contracts.wipe import device_key
 from services.listings.timers import run_due
 from services.payments.handlers import payments_of
 
-from .support import app_client, auth, book_body, uid
+from .support import app_client, auth, book_body, certify, imei, phone_body, revoke, uid
 
 
 async def _published(client, settings, seller, **over) -> str:  # noqa: ANN001
@@ -302,3 +303,60 @@ async def test_an_admin_sees_every_order_but_ships_confirms_and_reviews_none(aio
     await refused("review", json={"rating": 1})
     rep = await (await client.get(f"/v1/users/{seller}/reputation")).json()
     assert rep["reviews"] == 0 and rep["completed_orders"] == 1
+
+
+async def test_a_revoked_certificate_cancels_the_order_of_a_phone_not_yet_shipped(
+    aiohttp_client, sqlite_settings
+):
+    """Found on the embedded run: a phone reported stolen (blocklisted: its certificate revoked) while an order
+    held it was still paid for, shipped and its seller paid. Now an order not yet shipped is cancelled
+    (`certificate_revoked`, the buyer's money given back) and the listing goes to draft; a shipped one runs on."""
+    s = sqlite_settings
+    platform, client = await app_client(aiohttp_client, s)
+    seller, buyer = uid("sel"), uid("buy")
+    phones = {}
+    for name, body in (
+        ("unpaid", "86891503000001"),
+        ("paid", "86891503000002"),
+        ("shipped", "86891503000003"),
+    ):
+        value = imei(body)
+        cid = certify(platform, imei_value=value)
+        r = await client.post("/v1/listings", json=phone_body(value), headers=auth(s, seller))
+        lid = (await r.json())["id"]
+        assert (await client.post(f"/v1/listings/{lid}/publish", headers=auth(s, seller))).status == 200
+        order = await _order(platform, client, s, buyer, lid)
+        phones[name] = (value, cid, lid, order)
+    for name in ("paid", "shipped"):
+        await _pay(client, s, buyer, phones[name][3])
+    platform.drain()
+    oid = phones["shipped"][3]["id"]
+    assert (await client.post(f"/v1/orders/{oid}/ship", json={}, headers=auth(s, seller))).status == 200
+    platform.drain()
+    assert (await _get(client, s, buyer, oid))["payment"]["status"] == "escrowed"
+
+    for value, cid, _, _ in phones.values():
+        revoke(platform, cid, [device_key("imei", value)], reason="device_blocklisted")
+        revoke(
+            platform, cid, [device_key("imei", value)], reason="device_blocklisted"
+        )  # redelivered: no change
+    for name in ("unpaid", "paid"):
+        _, _, lid, order = phones[name]
+        got = await _get(client, s, buyer, order["id"])
+        assert got["status"] == "cancelled" and got["cancel_reason"] == "certificate_revoked", (name, got)
+        assert got["payment"]["status"] == "cancelled", (name, got["payment"])
+        listing = await (await client.get(f"/v1/listings/{lid}", headers=auth(s, seller))).json()
+        assert listing["status"] == "draft" and listing["unpublished_reason"] == "certificate_revoked"
+        r = await client.post(f"/v1/listings/{lid}/publish", headers=auth(s, seller))
+        assert r.status == 422 and (await r.json())["reason"] == "wipe_certificate_required"
+        r = await client.post(f"/v1/orders/{order['id']}/ship", json={}, headers=auth(s, seller))
+        assert r.status == 409
+    payments = payments_of(platform["payments"])
+    assert payments.ledger_problems() == []
+    # shipped: the item has left; the order runs on and completes
+    _, _, lid, order = phones["shipped"]
+    assert (await _get(client, s, buyer, order["id"]))["status"] == "shipped"
+    r = await client.post(f"/v1/orders/{order['id']}/confirm-receipt", headers=auth(s, buyer))
+    assert r.status == 200
+    platform.drain()
+    assert (await (await client.get(f"/v1/listings/{lid}")).json())["status"] == "sold"

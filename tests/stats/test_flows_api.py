@@ -231,6 +231,9 @@ async def test_bad_queries_name_the_field(aiohttp_client, settings):
         ("from=2026-11-05&to=2026-11-01", "from"),
         ("granularity=week", "granularity"),
         ("from=yesterday", "from"),
+        # a regulator asking for two regions at once was answered for the first alone
+        ("region=320200&region=440000", "region"),
+        ("granularity=day&granularity=month", "granularity"),
     ):
         r = await client.get(f"/v1/stats/flows?{query}", headers=h)
         assert r.status == 400, query
