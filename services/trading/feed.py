@@ -11,13 +11,18 @@ ascending lots only).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
 
 from services.contracts.trading import LotBestBidChanged, LotClosed, LotListed
 from services.kernel import live_feed
 from services.kernel.events import Envelope
 from services.kernel.ports import Port
+
+from .store import lots
 
 if TYPE_CHECKING:
     from services.kernel.runtime import ServiceRuntime
@@ -38,8 +43,9 @@ class Listener(live_feed.Listener):
     lot_id: str | None = None
 
 
-def frame_for(env: Envelope, who: Listener, category_of: dict[str, str]) -> bytes | None:
-    """The SSE frame of one event for one listener, or None if it does not concern them."""
+def frame_for(env: Envelope, who: Listener, category_of: Callable[[str], str | None]) -> bytes | None:
+    """The SSE frame of one event for one listener, or None if it does not concern them (`category_of`: a lot's
+    category, for the events that carry none)."""
     name = FEED_TYPES.get(env.type)
     if name is None:
         return None
@@ -47,7 +53,7 @@ def frame_for(env: Envelope, who: Listener, category_of: dict[str, str]) -> byte
     lot_id = d["lot_id"]
     if who.lot_id is not None and lot_id != who.lot_id:
         return None
-    if who.category is not None and category_of.get(lot_id, d.get("category")) != who.category:
+    if who.category is not None and (d.get("category") or category_of(lot_id)) != who.category:
         return None
     if name == "lot.listed":
         data: dict[str, Any] = {
@@ -84,12 +90,27 @@ class LotFeed(live_feed.LiveFeed[Listener]):
 
     def note(self, env: Envelope) -> None:
         if env.type == LotListed.type:
-            self.category_of[env.data["lot_id"]] = env.data["category"]
-            while len(self.category_of) > 100_000:
-                self.category_of.pop(next(iter(self.category_of)))
+            self._remember(env.data["lot_id"], env.data["category"])
+
+    def _remember(self, lot_id: str, category: str) -> None:
+        self.category_of[lot_id] = category
+        while len(self.category_of) > 100_000:
+            self.category_of.pop(next(iter(self.category_of)))
+
+    def category(self, lot_id: str) -> str | None:
+        """A lot's category: noted from its listing, or read once from the lots table. The feed only sees what
+        happens while someone listens, so a lot listed before (or before a restart, or by another process) is
+        not noted, and a category listener would never see its bids or its close."""
+        known = self.category_of.get(lot_id)
+        if known is None:
+            with self.rt.db.session(readonly=True) as s:
+                known = s.execute(select(lots.c.category).where(lots.c.id == lot_id)).scalar()
+            if known is not None:
+                self._remember(lot_id, known)
+        return known
 
     def frame(self, env: Envelope, who: Listener) -> bytes | None:
-        return frame_for(env, who, self.category_of)
+        return frame_for(env, who, self.category)
 
 
 LOT_FEED: Port[LotFeed] = Port("trading.lot_feed")

@@ -60,3 +60,29 @@ async def test_stream_shows_best_bids_and_the_close(aiohttp_client, sqlite_setti
     steel.close()
     one.close()
     assert (await client.get("/v1/lots/stream")).status == 401
+
+
+async def test_category_stream_follows_lots_listed_before_anyone_listened(aiohttp_client, sqlite_settings):
+    """The board learns a lot's category from its listing only while someone listens; a lot listed before (or
+    before a restart, or by another process) still has its bids and its close on `?category=` streams."""
+    s = sqlite_settings
+    platform, client = await app_client(aiohttp_client, s)
+    publish(platform, *firm_events("fm_seller"), *firm_events("fm_a"), settled_intake("fm_seller", "60000"))
+    seller, a = firm_auth(s, "fm_seller"), firm_auth(s, "fm_a")
+    lot_id = (await (await client.post("/v1/lots", json=lot_body(), headers=seller)).json())["id"]
+    steel = await client.get("/v1/lots/stream?category=metal.steel", headers=a)
+    paper = await client.get("/v1/lots/stream?category=paper.cardboard", headers=a)
+    assert (await steel.content.readline()) == (await paper.content.readline()) == b"retry: 3000\n"
+    await client.post(f"/v1/lots/{lot_id}/bids", json={"price_fen_per_t": 255_000}, headers=a)
+    name, data = await next_event(steel)
+    assert (name, data["lot_id"], data["price_fen_per_t"]) == ("lot.best_bid", lot_id, 255_000)
+    run_due(platform["trading"], datetime.now(UTC) + timedelta(hours=2))
+    name, data = await next_event(steel)
+    assert (name, data["lot_id"], data["status"]) == ("lot.closed", lot_id, "awarded")
+    # the paper listener saw neither: its next frame is the next paper lot's listing
+    body = lot_body(category="paper.cardboard", qty_t="1", source="purchase", purchase_ref="合同 9")
+    paper_lot = (await (await client.post("/v1/lots", json=body, headers=seller)).json())["id"]
+    name, data = await next_event(paper)
+    assert (name, data["lot_id"]) == ("lot.listed", paper_lot)
+    steel.close()
+    paper.close()
