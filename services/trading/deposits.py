@@ -73,8 +73,14 @@ def request_deposit(
             if known is not None:
                 idempotency.made(known.hold_request_id)
                 return view(known)
-            if lot.status != m.LOT_OPEN:
-                raise RuleViolated(f"lot {lot_id} is closed", current_state=lot.status, reason="lot_closed")
+            if lot.status != m.LOT_OPEN or at >= lot.ends_at:
+                # ended and not yet closed by the job ("ended", as for a bid): no bid can follow, so no money
+                # is held for one
+                raise RuleViolated(
+                    f"lot {lot_id} is closed",
+                    current_state=lot.status if lot.status != m.LOT_OPEN else "ended",
+                    reason="lot_closed",
+                )
             if lot.deposit_fen <= 0:
                 raise RuleViolated("this lot asks for no deposit", reason="no_deposit")
             if firm == lot.seller_firm_id:

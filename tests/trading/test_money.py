@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from services.contracts.payments import HoldAuthorised, HoldCancelled, HoldCaptured, HoldOpened
 from services.kernel.events import Envelope
 from services.kernel.outbox import outbox_t
 from services.trading.closing import run_due
+from services.trading.store import lots
 
 from .support import app_client, firm_auth, firm_events, lot_body, owner_of, publish, settled_intake
 
@@ -163,3 +164,23 @@ async def test_deposits_settlement_and_the_price_feed(aiohttp_client, sqlite_set
         HoldCancelled(hold_request_id=deposits["fm_a"], reference_id=lot_id, reason="x", cancelled_at=NOW),
     )
     assert (await (await client.get(f"/v1/lots/{lot_id}/deposit", headers=a)).json())["status"] == "released"
+
+
+async def test_no_deposit_is_asked_for_a_lot_that_has_ended(aiohttp_client, sqlite_settings):
+    """Past its end time a lot takes no bid, even before the closing job has run: nor a deposit (money held for
+    a bid that cannot come), 422 `lot_closed` `ended` as for a bid, and no hold is requested."""
+    platform, client = await app_client(aiohttp_client, sqlite_settings)
+    publish(platform, *firm_events("fm_seller"), *firm_events("fm_a"), settled_intake("fm_seller", "30000"))
+    seller, a = firm_auth(sqlite_settings, "fm_seller"), firm_auth(sqlite_settings, "fm_a")
+    lot_id = (
+        await (await client.post("/v1/lots", json=lot_body(deposit_fen=100_000), headers=seller)).json()
+    )["id"]
+    with platform["trading"].db.engine.begin() as conn:  # its end has passed; the job has not closed it yet
+        conn.execute(
+            update(lots).where(lots.c.id == lot_id).values(ends_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    r = await client.post(f"/v1/lots/{lot_id}/deposit", json={}, headers=a)
+    out = await r.json()
+    assert r.status == 422 and (out["reason"], out["current_state"]) == ("lot_closed", "ended"), out
+    assert (await client.get(f"/v1/lots/{lot_id}/deposit", headers=a)).status == 404
+    assert not requests_of(platform, "hold.requested.v1")
