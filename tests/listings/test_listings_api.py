@@ -106,6 +106,10 @@ async def test_prohibited_items_are_refused(aiohttp_client, sqlite_settings):
         book_body(title="仿真枪 玩具 成人"),
         book_body(description="出 高 仿 名牌包"),
         book_body(title="全国公民信息 数据包"),
+        book_body(
+            title="仿\u200b真\u2060枪 玩具"
+        ),  # invisible characters between (found on the embedded run)
+        book_body(description="出 高.仿 名牌包"),
         book_body(title="闲置电池一堆", category="hazardous.battery"),
     ):
         r = await client.post("/v1/listings", json=body, headers=h)
