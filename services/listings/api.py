@@ -7,6 +7,7 @@ import base64
 import time
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
@@ -86,8 +87,15 @@ class ListingIn(BaseModel):
     @classmethod
     def _images(cls, v: list[str]) -> list[str]:
         for i, url in enumerate(v):
-            if not url.startswith(("https://", "http://")) or len(url) > 500:
-                raise ValueError(f"images[{i}] must be an http(s) URL of at most 500 characters")
+            parts = urlsplit(url) if len(url) <= 500 else None
+            # a host, and nothing a client would have to escape ("https://" or "https://a b" were taken)
+            if (
+                parts is None
+                or parts.scheme not in ("https", "http")
+                or not parts.hostname
+                or any(c.isspace() for c in url)
+            ):
+                raise ValueError(f"images[{i}] must be an http(s) URL with a host, at most 500 characters")
         return v
 
 

@@ -88,6 +88,9 @@ async def test_bad_input_names_the_field(aiohttp_client, sqlite_settings):
         (book_body(condition="mint"), "condition"),
         (book_body(price_fen=0), "price_fen"),
         (book_body(images=["ftp://x"]), "images"),
+        (book_body(images=["https://"]), "images"),  # no host (found on the embedded run)
+        (book_body(images=["https://img.example.cn/a b.jpg"]), "images"),
+        (book_body(images=["https://img.example.cn/a.jpg", "http:///a.jpg"]), "images"),
         (phone_body(IMEI, device={"kind": "phone"}), "device"),
     ]
     for body, field in cases:
