@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from services.contracts.listings import ListingPublished, ListingUnpublished, ListingUpdated
 from services.contracts.wipe import device_key
@@ -23,7 +23,13 @@ from services.kernel.runtime import ServiceRuntime
 
 from .domain import model as m
 from .domain.catalogue import categories
-from .domain.rules import DeviceFacts, ProhibitedItems, Refusal, wipe_certificate_required
+from .domain.rules import (
+    DeviceFacts,
+    ProhibitedItems,
+    Refusal,
+    one_offer_per_device,
+    wipe_certificate_required,
+)
 from .settings import ListingsSettings, settings_of
 from .store import certificate_devices, certificates, listings
 
@@ -99,11 +105,13 @@ def listing_created(rt: ServiceRuntime, seller_id: str, listing_id: str) -> dict
 def publish_listing(rt: ServiceRuntime, user: Principal, listing_id: str) -> dict[str, Any]:
     s = settings_of(rt)
     with UnitOfWork(rt.db) as uow:
+        _lock_certificates_of(uow, listing_id)
         row = _owned_row(uow, listing_id, user)
         m.next_listing_state("publish", row.status)
         refuse(prohibited_rule(s).check(row.category, row.title, row.description))
         facts = device_facts(uow, row, s)
         refuse(wipe_certificate_required(facts))
+        refuse(one_offer_per_device(_other_live_listing(uow, row, facts)))
         now = datetime.now(UTC)
         uow.session.execute(
             update(listings)
@@ -209,6 +217,42 @@ def device_facts(uow: UnitOfWork, row: Any, s: ListingsSettings) -> DeviceFacts:
         device_keys=keys,
         valid_certificates=valid_certificates(uow, keys),
     )
+
+
+def _lock_certificates_of(uow: UnitOfWork, listing_id: str) -> None:
+    """Lock the certificates of the device a listing names (its identifiers never change), before the listing:
+    two listings of one device publishing at once wait for each other here (a device-naming listing is published
+    only on a certificate), so both cannot pass `_other_live_listing`; and certificates before listings is the
+    order the revocation consumer locks in."""
+    pre = uow.session.execute(
+        select(listings.c.imei_key, listings.c.serial_key).where(listings.c.id == listing_id)
+    ).first()
+    keys = tuple(k for k in (pre or ()) if k)
+    ids = valid_certificates(uow, keys) if keys else ()
+    if ids:
+        uow.session.execute(
+            select(certificates.c.certificate_id)
+            .where(certificates.c.certificate_id.in_(ids))
+            .with_for_update()
+        ).all()
+
+
+def _other_live_listing(uow: UnitOfWork, row: Any, facts: DeviceFacts) -> str | None:
+    """Another published or reserved listing naming one of this device's identifiers (callers hold the locks of
+    `_lock_certificates_of`)."""
+    if not facts.device_keys or not facts.valid_certificates:
+        return None
+    keys = list(facts.device_keys)
+    other = uow.session.execute(
+        select(listings.c.id)
+        .where(
+            listings.c.id != row.id,
+            listings.c.status.in_((m.PUBLISHED, m.RESERVED)),
+            or_(listings.c.imei_key.in_(keys), listings.c.serial_key.in_(keys)),
+        )
+        .limit(1)
+    ).first()
+    return other.id if other is not None else None
 
 
 def valid_certificates(uow: UnitOfWork, keys: tuple[str, ...]) -> tuple[str, ...]:

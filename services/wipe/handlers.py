@@ -617,7 +617,7 @@ def secondary_verification(
         parsed = parse_report(policy, fmt, report)
     except MalformedReport as exc:
         raise _malformed(exc) from None
-    if not cert_keys & set(device_keys(parsed)):
+    if not cert_keys & set(device_keys(parsed)) or _names_another(cert, cert_keys, parsed):
         raise WipeRefused("device_mismatch", "the report names another device than the certificate")
     if now - parsed.created_at > _max_age(policy):
         raise WipeRefused("report_too_old", f"the report is older than {policy.report.max_age_days} days")
@@ -646,6 +646,16 @@ def secondary_verification(
         if outcome == "failed":
             _revoke(uow, cert_id, "secondary_verification_failed", detail, operator_id, now)
         return _secondary_out(uow, row), True
+
+
+def _names_another(cert: Any, cert_keys: set[str], parsed: Report) -> bool:
+    """A report sharing a storage serial with the certificate but naming another IMEI or device serial than the
+    certificate's is another device (its storage moved, or a mistake): it must neither pass nor revoke it."""
+    d = parsed.device
+    return bool(
+        (d.imei and cert["imei_masked"] and device_key("imei", d.imei) not in cert_keys)
+        or (d.serial and cert["serial_masked"] and device_key("serial", d.serial) not in cert_keys)
+    )
 
 
 def secondary_checked(rt: ServiceRuntime, cert_id: str, check_id: str) -> dict[str, Any]:

@@ -59,6 +59,16 @@ def test_admin_lists_orders_and_filters_those_whose_payment_failed(page, platfor
     expect(paid).to_have_count(1)
     expect(failed).to_have_count(0)
 
+    # the admin cancels the order nobody paid for: it leaves the 付款失败 list, and the API says cancelled
+    page.get_by_label("仅付款失败（已发货，资金未入托管）").check()
+    page.once("dialog", lambda d: d.accept())
+    failed.get_by_role("button", name=f"取消订单 {orders.failed}").click()
+    page.locator("#toast").filter(has_text=f"订单 {orders.failed} 已取消").wait_for()
+    expect(failed).to_have_count(0)
+    got = api.call("GET", f"/v1/orders/{orders.failed}", admin)
+    assert (got["status"], got["cancel_reason"]) == ("cancelled", "cancelled_by_admin")
+    assert api.call("GET", "/v1/admin/orders?payment_failed=true", admin)["items"] == []
+
 
 def test_a_non_admin_gets_no_orders_page(page, orders) -> None:
     login(page, orders.seller_phone)

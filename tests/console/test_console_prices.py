@@ -6,6 +6,8 @@ import csv
 import io
 import re
 
+from playwright.sync_api import expect
+
 from tests.console.seed import ADMIN_PHONE
 from tests.console.support import shot
 
@@ -117,6 +119,11 @@ def test_price_page_draws_the_series_with_stale_and_restated_points(page, platfo
     assert notices.count() == 1
     assert prices.restated_day.isoformat() in notices.inner_text() and "迟到数据补录" in notices.inner_text()
 
+    # the methodology's rules summarised in Chinese: the fallback chain's levels and the confidentiality rule
+    summary = page.locator("section[aria-labelledby=method-title]")
+    expect(summary).to_contain_text("城市 → 省份 → 全国")
+    expect(summary.locator("#confidentiality")).to_contain_text("身份从不公开")
+    assert "national" not in summary.inner_text() and "Contributors" not in summary.inner_text()
     page.get_by_text("方法全文").click()
     page.locator("#methodology-text").filter(has_text="MAD").wait_for()
 

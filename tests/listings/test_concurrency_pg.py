@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from services.listings.store import listings, orders
 from services.payments.store import holds
 
-from .support import app_client, auth, book_body, uid
+from .support import app_client, auth, book_body, certify, imei, phone_body, uid
 
 
 @pytest.fixture
@@ -72,3 +72,23 @@ async def test_twenty_buyers_race_for_one_listing_and_one_order_pays(
             ).scalar()
             == 1
         )
+
+
+@pytest.mark.postgres
+async def test_listings_of_one_device_racing_to_publish_one_wins(many_threads, aiohttp_client, pg_settings):
+    s = pg_settings
+    platform, client = await app_client(aiohttp_client, s)
+    value = imei("35209900170001")
+    certify(platform, imei_value=value)
+    sellers = [uid("sel") for _ in range(8)]
+    lids = []
+    for seller in sellers:
+        r = await client.post("/v1/listings", json=phone_body(value), headers=auth(s, seller))
+        lids.append((await r.json())["id"])
+    replies = await asyncio.gather(
+        *[client.post(f"/v1/listings/{lid}/publish", headers=auth(s, sel)) for lid, sel in zip(lids, sellers)]
+    )
+    assert Counter(r.status for r in replies) == {200: 1, 422: 7}
+    with platform["listings"].db.session() as ss:
+        live = ss.execute(select(func.count()).select_from(listings).where(listings.c.status == "published"))
+        assert live.scalar() == 1

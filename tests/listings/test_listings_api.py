@@ -106,6 +106,10 @@ async def test_prohibited_items_are_refused(aiohttp_client, sqlite_settings):
         book_body(title="仿真枪 玩具 成人"),
         book_body(description="出 高 仿 名牌包"),
         book_body(title="全国公民信息 数据包"),
+        book_body(
+            title="仿\u200b真\u2060枪 玩具"
+        ),  # invisible characters between (found on the embedded run)
+        book_body(description="出 高.仿 名牌包"),
         book_body(title="闲置电池一堆", category="hazardous.battery"),
     ):
         r = await client.post("/v1/listings", json=body, headers=h)
@@ -316,3 +320,42 @@ async def test_the_search_page_size_is_bounded_by_its_setting(aiohttp_client, sq
     assert (await client.get("/v1/listings/search", params={"limit": "5"})).status == 200
     _, client = await app_client(aiohttp_client, sqlite_settings, search_max_limit=200)
     assert (await client.get("/v1/listings/search", params={"limit": "150"})).status == 200
+
+
+async def test_one_device_is_on_sale_in_one_listing_at_a_time(aiohttp_client, sqlite_settings):
+    """Found on the embedded run: two sellers published the same certified phone (its IMEI) at once, so it
+    could be sold twice, or listed by someone who only saw its IMEI. Now 422 `device_already_listed` while
+    another listing of it is published or reserved; free again once that one is withdrawn or sold."""
+    platform, client = await app_client(aiohttp_client, sqlite_settings)
+    value = imei("86891503777771")
+    certify(platform, imei_value=value)
+    first, second = auth(sqlite_settings, uid("sel")), auth(sqlite_settings, uid("sel"))
+
+    async def listing(h: dict, **over) -> str:  # noqa: ANN003
+        r = await client.post("/v1/listings", json=phone_body(value, **over), headers=h)
+        assert r.status == 201, await r.text()
+        return (await r.json())["id"]
+
+    a, b, a2 = (
+        await listing(first),
+        await listing(second),
+        await listing(first, title="华为 Mate 40 再发一次"),
+    )
+    assert (await client.post(f"/v1/listings/{a}/publish", headers=first)).status == 200
+    for lid, h in ((b, second), (a2, first)):
+        r = await client.post(f"/v1/listings/{lid}/publish", headers=h)
+        assert r.status == 422, await r.text()
+        problem = await r.json()
+        assert problem["reason"] == "device_already_listed" and a in problem["detail"]
+        got = await (await client.get(f"/v1/listings/{lid}", headers=h)).json()
+        assert got["status"] == "draft" and got["version"] == 1  # nothing written
+    assert (await client.post(f"/v1/listings/{a}/withdraw", headers=first)).status == 200
+    assert (await client.post(f"/v1/listings/{b}/publish", headers=second)).status == 200
+    # reserved counts as on sale
+    r = await client.post("/v1/orders", json={"listing_id": b}, headers=auth(sqlite_settings, uid("buy")))
+    assert r.status == 201, await r.text()
+    r = await client.post(f"/v1/listings/{a2}/publish", headers=first)
+    assert r.status == 422 and (await r.json())["reason"] == "device_already_listed"
+    # a listing without a device is not concerned
+    r = await client.post("/v1/listings", json=book_body(), headers=first)
+    assert (await client.post(f"/v1/listings/{(await r.json())['id']}/publish", headers=first)).status == 200

@@ -14,6 +14,7 @@ from services.kernel.errors import Conflict
 from services.listings.domain import model as m
 from services.listings.domain.rules import DeviceFacts, ProhibitedItems, wipe_certificate_required
 from services.listings.domain.text import contains_all, parse_query, stream
+from services.listings.settings import DEFAULT_PROHIBITED_WORDS
 
 
 @given(amount=st.integers(1, 10**9), bps=st.integers(0, 5000), min_fee=st.integers(0, 10**4))
@@ -66,6 +67,49 @@ def test_prohibited_items_see_through_spacing_and_width():
     assert rule.check("books.general", "名牌包 Ａ货") is not None
     assert rule.check("hazardous.battery", "电池").reason == "prohibited_item"
     assert rule.check("books.general", "《枪炮、病菌与钢铁》") is None
+
+
+# found on the embedded run: 仿\u200b真枪 (a zero-width space), 仿.真.枪, 仿-真-枪 were listed
+SPACING = [
+    " ",
+    "\u3000",
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\u2060",
+    "\u00ad",
+    "\ufeff",
+    "\ufe0f",
+    ".",
+    "-",
+    "_",
+    "*",
+    "·",
+    "~",
+    "/",
+]
+
+
+@given(
+    word=st.sampled_from(DEFAULT_PROHIBITED_WORDS),
+    data=st.data(),
+    before=st.text(st.sampled_from(list("九成新自用出")), max_size=4),
+    after=st.text(st.sampled_from(list("九成新自用出")), max_size=4),
+)
+def test_prohibited_words_see_through_spacing_and_invisible_characters(word, data, before, after):
+    gaps = data.draw(
+        st.lists(st.text(st.sampled_from(SPACING), max_size=3), min_size=len(word), max_size=len(word))
+    )
+    hidden = "".join(ch + gap for ch, gap in zip(word, gaps))
+    rule = ProhibitedItems(frozenset(), DEFAULT_PROHIBITED_WORDS)
+    found = rule.check("books.general", before + hidden + after)
+    assert found is not None and found.reason == "prohibited_item", hidden
+
+
+def test_clause_punctuation_joins_no_words():
+    rule = ProhibitedItems(frozenset(), DEFAULT_PROHIBITED_WORDS)
+    for text in ("价格高，仿佛全新", "成色好；复，刻录机", "《枪炮、病菌与钢铁》", "银行，卡通图案贴纸"):
+        assert rule.check("books.general", text) is None, text
 
 
 def test_the_wipe_gate():

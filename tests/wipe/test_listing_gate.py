@@ -112,3 +112,5 @@ async def test_a_listing_is_published_only_on_a_certificate_of_the_same_device(
             assert got["reason"] == "wipe_certificate_required"
         else:
             assert (await (await client.get(f"/v1/listings/{lid}")).json())["certificate_id"] == cid
+            # one device is on sale in one listing at a time (device_already_listed): free it for the next case
+            assert (await client.post(f"/v1/listings/{lid}/withdraw", headers=seller)).status == 200

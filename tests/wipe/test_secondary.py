@@ -7,7 +7,17 @@ from services.contracts.wipe import CertificateRevoked
 from services.kernel.ids import new_id
 from services.wipe.domain.certificate import drawn_for_secondary
 
-from .support import admin, app_client, json_report, nwipe_log, operator, policy_with, published, register
+from .support import (
+    admin,
+    app_client,
+    changed,
+    json_report,
+    nwipe_log,
+    operator,
+    policy_with,
+    published,
+    register,
+)
 
 # the sample logs are dated December 2026: accept them whenever the test runs
 ANY_AGE = {"max_age_days": 36500, "max_clock_skew_minutes": 10}
@@ -138,3 +148,33 @@ async def test_a_secondary_report_must_name_the_same_device_and_cover_its_media(
         headers=operator(settings),
     )
     assert r.status == 404
+
+
+async def test_a_report_on_another_phone_with_the_same_storage_serial_neither_revokes_nor_passes(
+    aiohttp_client, sqlite_settings
+):
+    """Sharing the storage's serial is not enough: a report naming another IMEI (or device serial) than the
+    certificate's is about another device (a board moved, a typo) and is refused as device_mismatch."""
+    settings = sqlite_settings
+    platform, client = await app_client(aiohttp_client, settings)
+    eraser = await register(client, settings, name="擦除站 北京")
+    checker = await register(client, settings, name="复核站 上海")
+    report = json_report()
+    r = await client.post("/v1/wipe/reports", json=eraser.submission(report), headers=operator(settings))
+    cid = (await r.json())["certificate_id"]
+    other = json_report()["device"]
+    failed = changed(changed(report, "report_id", "recheck"), "media.0.verification.result", "failed")
+    for path in ("device.imei", "device.serial"):
+        wrong = changed(failed, path, other[path.split(".")[1]])
+        r = await client.post(
+            f"/v1/wipe/certificates/{cid}/secondary",
+            json=checker.submission(wrong),
+            headers=operator(settings),
+        )
+        assert (r.status, (await r.json())["reason"]) == (422, "device_mismatch"), path
+        assert (await (await client.get(f"/v1/wipe/certificates/{cid}")).json())["valid"] is True
+    # the same phone's failed re-check revokes it
+    r = await client.post(
+        f"/v1/wipe/certificates/{cid}/secondary", json=checker.submission(failed), headers=operator(settings)
+    )
+    assert (r.status, (await r.json())["outcome"]) == (201, "failed")

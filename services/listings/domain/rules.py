@@ -6,6 +6,8 @@ Reasons:
                                (weapons, drugs, counterfeits, personal data carriers sold as data, ...);
 - `wipe_certificate_required`  the listing names a device, or its category holds storage, and no valid wipe
                                certificate (信息清除证书) matches its IMEI/serial;
+- `device_already_listed`      another listing of the same device (by its IMEI/serial) is on sale or reserved: one
+                               device, one offer (else it could be sold twice, or someone lists a device they saw);
 - `own_listing`                a seller cannot order their own listing.
 """
 
@@ -26,6 +28,29 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
 
+# What may stand between the characters of a prohibited word without hiding it: spacing and invisible
+# characters (format characters such as U+200B zero-width space, U+2060 word joiner, U+00AD soft hyphen, and
+# variation selectors) and the symbols used to letter-space a word (仿.真.枪, 仿-真-枪, 仿*真*枪). Clause
+# punctuation (，、；：！？) is not among them: "价格高，仿佛新的" names no 高仿.
+_LETTER_SPACING = r".\-_*·•~|/\\+=^`'\"#@&%$<>"
+
+
+def _is_spacing(ch: str) -> bool:
+    cat = unicodedata.category(ch)
+    return (
+        cat.startswith("Z")
+        or ch.isspace()
+        or cat == "Cf"
+        or 0xFE00 <= ord(ch) <= 0xFE0F
+        or 0xE0100 <= ord(ch) <= 0xE01EF
+        or ch in _LETTER_SPACING
+    )
+
+
+def _squeeze(text: str) -> str:
+    return "".join(c for c in _fold(text) if not _is_spacing(c))
+
+
 @dataclass(frozen=True)
 class ProhibitedItems:
     """禁售物品: categories never listed, and words that give an item away wherever they appear."""
@@ -36,12 +61,11 @@ class ProhibitedItems:
     def check(self, category: str, *texts: str) -> Refusal | None:
         if category in self.categories:
             return Refusal("prohibited_item", f"items of category {category} cannot be listed")
-        folded = " ".join(_fold(t) for t in texts)
-        # ignore spacing tricks such as "仿 真 枪"
-        squeezed = "".join(folded.split())
+        # spacing and invisible characters out of both sides: "仿 真 枪", "仿\u200b真枪", "仿.真.枪" name 仿真枪
+        squeezed = _squeeze(" ".join(texts))
         for word in self.words:
-            w = _fold(word)
-            if w and (w in folded or w in squeezed):
+            w = _squeeze(word)
+            if w and w in squeezed:
                 return Refusal("prohibited_item", f"listing mentions a prohibited item ({word})")
         return None
 
@@ -70,6 +94,16 @@ def wipe_certificate_required(facts: DeviceFacts) -> Refusal | None:
             "wipe_certificate_required",
             "no valid wipe certificate names this device's IMEI and serial (信息清除证书): every identifier the "
             "listing gives must be on the same certificate",
+        )
+    return None
+
+
+def one_offer_per_device(other_live_listing: str | None) -> Refusal | None:
+    """`other_live_listing`: a published or reserved listing, other than this one, naming the same device."""
+    if other_live_listing is not None:
+        return Refusal(
+            "device_already_listed",
+            f"this device (its IMEI/serial) is already on sale in listing {other_live_listing}",
         )
     return None
 

@@ -1,8 +1,8 @@
 // 二手订单 (admins): every second-hand order by status (GET /v1/admin/orders), and the filter 付款失败
 // (`payment_failed=true`): shipped orders whose buyer's payment was let go before it reached escrow. Nobody holds
-// their money, they cannot complete until the buyer pays again, and the seller or an admin may cancel them.
+// their money, they cannot complete until the buyer pays again, and the seller or an admin may cancel them (取消).
 import { api } from '../api.js';
-import { dateTime, field, h, select, showError, yuan } from '../ui.js';
+import { dateTime, field, h, select, showError, toast, yuan } from '../ui.js';
 
 const STATUSES = [['', '全部'], ['pending_payment', '待付款'], ['paid', '已付款'], ['shipped', '已发货'],
   ['completed', '已完成'], ['cancelled', '已取消'], ['expired', '已过期']];
@@ -12,6 +12,8 @@ const PAYMENT_NAMES = {
   escrowed: '已入托管', captured: '已结算', cancelled: '已撤销', refunded: '已退款',
 };
 const FAILURE_NAMES = { authorisation_lapsed: '授权已失效', payment_cancelled: '付款被撤销' };
+// an admin cancels before shipping (the hold is released) or after (a dispute decided for the buyer: refunded)
+const CANCELLABLE = new Set(['pending_payment', 'paid', 'shipped']);
 
 export async function render(main) {
   const params = new URLSearchParams(location.hash.split('?')[1] || '');
@@ -39,7 +41,20 @@ export async function render(main) {
       h('td', {}, p.failure_reason
         ? [h('span', { class: 'badge bad nowrap' }, FAILURE_NAMES[p.failure_reason] || p.failure_reason), h('br'), h('span', { class: 'muted' }, dateTime(p.failed_at))]
         : '—'),
-      h('td', {}, dateTime(o.created_at)), h('td', {}, dateTime(o.shipped_at)));
+      h('td', {}, dateTime(o.created_at)), h('td', {}, dateTime(o.shipped_at)),
+      h('td', {}, CANCELLABLE.has(o.status)
+        ? h('button', { type: 'button', class: 'danger', 'aria-label': `取消订单 ${o.id}`, onclick: () => cancel(o) }, '取消')
+        : '—'));
+  }
+
+  async function cancel(o) {
+    const held = o.status === 'shipped' && o.payment?.failure_reason ? '平台未收到款项，无需退款。' : '已付款项将全额退回买家。';
+    if (!confirm(`取消订单 ${o.id}？${held}`)) return;
+    try {
+      await api(`/v1/orders/${encodeURIComponent(o.id)}/cancel`, { method: 'POST' });
+      toast(`订单 ${o.id} 已取消`);
+      load();
+    } catch (err) { showError(err); }
   }
 
   async function load(next = false) {
@@ -59,7 +74,7 @@ export async function render(main) {
     if (!next) {
       rows = h('tbody');
       list.replaceChildren(h('table', { id: 'order-table' },
-        h('thead', {}, h('tr', {}, ...['订单号', '商品', '买家', '卖家', '金额（元）', '订单状态', '付款', '付款失败', '下单时间', '发货时间']
+        h('thead', {}, h('tr', {}, ...['订单号', '商品', '买家', '卖家', '金额（元）', '订单状态', '付款', '付款失败', '下单时间', '发货时间', '操作']
           .map(t => h('th', { scope: 'col' }, t)))),
         rows));
     }

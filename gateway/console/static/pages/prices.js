@@ -4,6 +4,9 @@ import * as echarts from '../vendor/echarts.esm.min.mjs';
 import { all, api } from '../api.js';
 import { dateTime, field, h, isoDay, select, showError } from '../ui.js';
 
+// the fallback chain's levels (methodology `fallback.chain`) as the page names them
+const LEVEL_NAMES = { city: '城市', county: '区县', province: '省份', national: '全国' };
+
 const NATIONAL = '000000';
 const DAY_MS = 86400000;
 const DEFAULT_CATEGORY = 'paper.cardboard'; // 黄纸板: the most traded grade, shown first
@@ -100,9 +103,10 @@ export async function render(main) {
   methodBox.append(
     h('p', {}, `${method.title}。每日 ${method.specification.publication_time}（${method.specification.timezone}）发布前一日数据；`
       + `剔除中位数 ± ${method.outliers.k}·MAD 之外的报价；每个序列至少 ${method.quorum.min_observations} 笔成交、`
-      + `${method.quorum.min_counterparties} 个交易对手，不足时依次回退：${method.fallback.chain.join(' → ')}。`
+      + `${method.quorum.min_counterparties} 个交易对手，不足时依次回退：${method.fallback.chain.map(l => LEVEL_NAMES[l] || l).join(' → ')}。`
       + `迟到数据 ${method.restatement.late_data_days} 天内可重述并发布更正公告。`),
-    h('p', {}, method.confidentiality));
+    // the methodology document is English; the page summarises its rules in Chinese (方法全文 has the original)
+    h('p', { id: 'confidentiality' }, '数据保密：居民、回收员和回收企业的身份从不公开，发布的数值只附带笔数。'));
   const full = h('details', {}, h('summary', {}, '方法全文'), h('pre', { class: 'doc', id: 'methodology-text' }, '加载中…'));
   full.addEventListener('toggle', async () => {
     if (full.open && full.dataset.loaded !== '1') {
