@@ -228,7 +228,7 @@ def declare_default(
         at = now or datetime.now(UTC)
         with Tx(rt) as uow:
             t = _load(uow.session, trade_id, lock=True)
-            _party(user, t, "seller")
+            _party(user, t, "seller", acting=True)
             if t.status == m.DEFAULTED:
                 return trade_view(t)  # declared already (by the job or by an earlier request)
             m.next_state("default", t.status)
@@ -242,7 +242,7 @@ def declare_default(
                     current_state=t.status,
                     **({"deadline_at": deadline.isoformat()} if deadline else {}),
                 )
-            by_seller = user.acts_for(t.seller_firm_id)
+            by_seller = user.acts_for(t.seller_firm_id, "owner")
             reason = d.DECLARED_BY_SELLER if by_seller else d.DECLARED_BY_ADMIN
             if not _default(uow, t, reason, note, at, cfg):
                 raise Conflict("the trade moved on meanwhile", current_state=t.status)
@@ -265,7 +265,7 @@ def answer_offer(
         with Tx(rt) as uow:
             s = uow.session
             t = _load(s, trade_id, lock=True)
-            _party(user, t, "buyer", admin_ok=False)
+            _party(user, t, "buyer", admin_ok=False, acting=True)
             if t.round > 1 and t.status == (m.AWARDED if accept else m.DECLINED):
                 return trade_view(t)  # the same answer again
             m.next_state("accept_offer" if accept else "decline_offer", t.status)

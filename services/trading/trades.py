@@ -24,14 +24,19 @@ from .settings import settings_of
 from .store import intake, lot_sources, lots, trades
 
 
-def _party(user: Principal, trade: Any, *as_: str, admin_ok: bool = True) -> None:
-    """The caller acts for a side of the trade (`as_`: "seller", "buyer"), or is an admin when `admin_ok`."""
+def _party(user: Principal, trade: Any, *as_: str, admin_ok: bool = True, acting: bool = False) -> None:
+    """The caller acts for a side of the trade (`as_`: "seller", "buyer"), or is an admin when `admin_ok`.
+    `acting`: a step that commits the firm (a weight, an answer, a default) is its owner's, as listing and bidding
+    are; its accountants and collectors read the trade but do not move it (one may work for both sides)."""
     sides = {"seller": trade.seller_firm_id, "buyer": trade.buyer_firm_id}
-    if any(user.acts_for(sides[side]) for side in as_ or sides):
+    firm_roles = ("owner",) if acting else ()
+    if any(user.acts_for(sides[side], *firm_roles) for side in as_ or sides):
         return
     if admin_ok and user.has("admin"):
         return
     who = " or ".join(as_) if as_ else "a party"
+    if acting:
+        who = f"the owner of the {who} firm"
     raise Forbidden(f"only {who} of trade {trade.id} may do this", reason="not_party")
 
 
@@ -144,7 +149,7 @@ def record_delivery(
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             t = _load(s, trade_id, lock=True)
-            _party(user, t, "seller", admin_ok=False)
+            _party(user, t, "seller", admin_ok=False, acting=True)
             if (
                 t.status != m.DISPUTED
                 and t.weighbridge_ticket_no == cmd.weighbridge_ticket_no
@@ -226,7 +231,7 @@ def accept_delivery(rt: ServiceRuntime, user: Principal, trade_id: str, now: dat
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             t = _load(s, trade_id, lock=True)
-            _party(user, t, "buyer", admin_ok=False)
+            _party(user, t, "buyer", admin_ok=False, acting=True)
             if t.acceptance == m.ACCEPTED:
                 return trade_view(t)  # accepted already
             m.next_state("accept_delivery", t.status)
@@ -257,7 +262,7 @@ def dispute_delivery(
         with UnitOfWork(rt.db) as uow:
             s = uow.session
             t = _load(s, trade_id, lock=True)
-            _party(user, t, "buyer", admin_ok=False)
+            _party(user, t, "buyer", admin_ok=False, acting=True)
             status = m.next_state("dispute_delivery", t.status)
             if t.acceptance != m.ACCEPTANCE_PENDING:
                 raise Conflict(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.contracts.payments import HoldCaptured
+from services.kernel.auth import Principal, issue_token
 from services.trading import handlers
 from services.trading.closing import run_due
 from services.trading.defaults import run_deadlines
@@ -132,6 +133,17 @@ async def test_default_forfeits_the_deposit_offers_the_runner_up_and_returns_the
     view = await (await client.get(f"/v1/trades/{second}", headers=a)).json()
     assert (view["status"], view["awarded_at"], view["round"]) == ("offered", None, 2)
     assert (await client.post(f"/v1/trades/{second}/accept-offer", headers=b)).status == 403
+    # fm_a's accountant (who owns a firm of its own) reads the offer but does not answer it: the owner does
+    bookkeeper = Principal(
+        "u_bookkeeper",
+        frozenset({"firm", "accountant"}),
+        frozenset({"fm_own", "fm_a"}),
+        frozenset({("fm_own", "owner"), ("fm_a", "accountant")}),
+    )
+    member = {"Authorization": "Bearer " + issue_token(sqlite_settings, bookkeeper)}
+    assert (await client.get(f"/v1/trades/{second}", headers=member)).status == 200
+    for answer in ("accept-offer", "decline-offer"):
+        assert (await client.post(f"/v1/trades/{second}/{answer}", headers=member)).status == 403
     r = await client.post(f"/v1/trades/{second}/accept-offer", headers=a)
     assert r.status == 200 and (await r.json())["status"] == "awarded"
     assert (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from services.kernel.auth import Principal, issue_token
 from services.trading.closing import run_due
 
 from .support import admin_auth, app_client, firm_auth, firm_events, lot_body, publish, settled_intake
@@ -130,6 +131,38 @@ async def test_a_weighbridge_ticket_weighs_one_lot_of_its_seller(aiohttp_client,
     assert (await client.post(f"/v1/trades/{others}/delivery", json=ticket, headers=other)).status == 200
     # the same ticket on its own trade again changes nothing
     assert (await client.post(f"/v1/trades/{first}/delivery", json=ticket, headers=seller)).status == 200
+
+
+async def test_only_the_owners_move_a_trade_its_members_read_it(aiohttp_client, sqlite_settings):
+    """A firm's accountant (or collector) who also owns a verified firm holds the firm role, but recording the
+    weight, accepting or disputing it, and declaring a default commit the firm: its owner's, as listing and bidding
+    are. Such a member may even work for both sides of the trade."""
+    platform, client, lot_id, trade_id, seller, buyer = await _awarded(aiohttp_client, sqlite_settings)
+    both = Principal(
+        "u_bookkeeper",
+        frozenset({"firm", "accountant"}),
+        frozenset({"fm_own", "fm_seller", "fm_buyer"}),
+        frozenset({("fm_own", "owner"), ("fm_seller", "accountant"), ("fm_buyer", "accountant")}),
+    )
+    member = {"Authorization": "Bearer " + issue_token(sqlite_settings, both)}
+    assert (await client.get(f"/v1/trades/{trade_id}", headers=member)).status == 200
+    assert (await client.get(f"/v1/lots/{lot_id}/trace", headers=member)).status == 200
+    body = {"weighbridge_ticket_no": "T-9", "delivered_qty_t": "25.000"}  # +25 %: the buyer answers
+    steps = [
+        ("delivery", body),
+        ("declare-default", {"reason": "买方逾期未提货"}),
+    ]
+    for step, json in steps:
+        r = await client.post(f"/v1/trades/{trade_id}/{step}", json=json, headers=member)
+        assert r.status == 403 and (await r.json())["reason"] == "not_party", step
+    assert (await client.post(f"/v1/trades/{trade_id}/delivery", json=body, headers=seller)).status == 200
+    for step, json in (("accept-delivery", None), ("dispute-delivery", {"reason": "过磅重量不符"})):
+        r = await client.post(f"/v1/trades/{trade_id}/{step}", json=json, headers=member)
+        assert r.status == 403 and (await r.json())["reason"] == "not_party", step
+    trade = await (await client.get(f"/v1/trades/{trade_id}", headers=buyer)).json()
+    assert trade["delivery"]["acceptance"] == "pending" and trade["settlement"] is None
+    r = await client.post(f"/v1/trades/{trade_id}/accept-delivery", headers=buyer)
+    assert r.status == 200 and (await r.json())["delivery"]["acceptance"] == "accepted"
 
 
 async def test_outside_tolerance_needs_acceptance_or_is_disputed(aiohttp_client, sqlite_settings):
