@@ -20,6 +20,8 @@ Field types for what only the model knows (annotate fields with them):
 - `Text` — free text (addresses, notes, complaints, descriptions): NFC; newlines and emoji allowed;
 - `HttpUrl` — an absolute http(s) URL with a host, no credentials, no spaces;
 - `DecimalStr` — a plain decimal string, as a `Decimal`;
+- `Instant` — a moment in RFC 3339 with its offset (a naive time is ambiguous), that has a UTC time
+  (`0001-01-01T00:00+14:00` has none: a 400 naming the field, not an OverflowError deep in a handler);
 - `EntityId` — an id of the platform's shape (`prefix_…`, at most 49 characters; see services/kernel/ids.py);
   whether it names something that exists is the handler's check (404 / 422 naming the field).
 """
@@ -32,6 +34,7 @@ import types
 import typing
 import unicodedata
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -251,12 +254,23 @@ def entity_id(v: str) -> str:
     return v
 
 
+def instant(v: datetime) -> datetime:
+    if v.tzinfo is None:
+        raise ValueError("give an offset (RFC 3339), e.g. 2026-05-01T09:00:00+08:00")
+    try:
+        v.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: this time has no UTC equivalent") from None
+    return v
+
+
 Identifier = Annotated[str, AfterValidator(identifier)]
 Name = Annotated[str, AfterValidator(name)]
 Text = Annotated[str, AfterValidator(text)]
 HttpUrl = Annotated[str, AfterValidator(http_url)]
 DecimalStr = Annotated[Decimal, BeforeValidator(decimal_str)]
 EntityId = Annotated[str, AfterValidator(entity_id)]
+Instant = Annotated[datetime, AfterValidator(instant)]
 
 
 def clip(value: str, limit: int = 48) -> str:

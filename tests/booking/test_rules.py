@@ -61,6 +61,11 @@ async def test_booking_refusals(aiohttp_client, sqlite_settings):
     body["window"]["start"] = body["window"]["start"][:19]  # no offset
     p = await _problem(await book(body), 400)
     assert p["errors"][0]["field"] == "window.start"
+    for edge in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):  # no UTC time (was a 500)
+        body = booking_body()
+        body["window"]["start"] = edge
+        p = await _problem(await book(body), 400)
+        assert p["errors"][0]["field"] == "window.start", p
 
     # capacity 1: the same slot in the same area is full for the next booking; another slot is fine
     assert (await book(booking_body())).status == 201

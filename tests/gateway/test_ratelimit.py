@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.ratelimit import MemoryRateLimiter, RedisRateLimiter, gcra
 from tests.gateway.support import call, login, start
@@ -19,6 +21,22 @@ def test_gcra_allows_a_burst_then_one_per_interval() -> None:
     assert not d.allowed and new is None and d.retry_after_s == pytest.approx(12.0)
     d, _ = gcra(tat, 112.0, 5, 60.0)
     assert d.allowed
+
+
+@given(
+    now=st.floats(min_value=0, max_value=1e8, allow_nan=False),  # a monotonic clock: seconds since boot
+    limit=st.integers(min_value=1, max_value=1000),
+    window_s=st.floats(min_value=1.0, max_value=86_400.0),
+)
+def test_gcra_allows_exactly_the_limit_at_any_clock_value(now: float, limit: int, window_s: float) -> None:
+    """A fresh key takes `limit` calls at one instant and refuses the next, whatever the clock reads (float
+    rounding of now + interval - window once refused a limit-1 budget's first call: an OTP asked for in vain)."""
+    tat = None
+    for _ in range(limit):
+        d, tat = gcra(tat, now, limit, window_s)
+        assert d.allowed
+    d, new = gcra(tat, now, limit, window_s)
+    assert not d.allowed and new is None
 
 
 def test_memory_limiter_with_a_clock() -> None:

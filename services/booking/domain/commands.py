@@ -7,13 +7,12 @@ hours, capacity, minimums, the service area) are checked by the handlers (422 wi
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.kernel.inputs import HttpUrl, Text
+from services.kernel.inputs import HttpUrl, Instant, Text
 from services.kernel.money import parse_qty
 
 _Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -47,15 +46,8 @@ class Address(BaseModel):
 
 class Window(BaseModel):
     model_config = _Strict
-    start: datetime
-    end: datetime
-
-    @field_validator("start", "end")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("give an offset (RFC 3339), e.g. 2026-05-01T09:00:00+08:00")
-        return v
+    start: Instant
+    end: Instant
 
 
 class EstimatedItem(BaseModel):

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.kernel.errors import ValidationFailed
-from services.kernel.inputs import EntityId, Identifier
+from services.kernel.inputs import EntityId, Identifier, instant
 from services.kernel.money import parse_qty
 from services.kernel.regions import validate_city_code
 from services.kernel.taxonomy import leaf
@@ -47,9 +47,7 @@ def _category(v: object) -> str:
 
 
 def _aware(v: datetime | None) -> datetime | None:
-    if v is not None and v.tzinfo is None:
-        raise ValueError("give an offset (RFC 3339), e.g. 2026-11-20T09:30:00+08:00")
-    return v
+    return None if v is None else instant(v)
 
 
 class Evidence(BaseModel):

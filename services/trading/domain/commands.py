@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from services.kernel.inputs import PLAIN_DECIMAL
+from services.kernel.inputs import PLAIN_DECIMAL, instant
 from services.kernel.regions import NATIONAL, is_known
 
 from .model import tonnes_to_kg
@@ -34,12 +34,7 @@ def _tonnes(v: object) -> str:
 
 
 def _aware(v: datetime) -> datetime:
-    if v.tzinfo is None:
-        raise ValueError("give an offset (RFC 3339), e.g. 2026-05-01T15:00:00+08:00")
-    try:
-        return v.astimezone(UTC)  # 0001-01-01T00:00+14:00 has no UTC time: a 400 here, not a 500 later
-    except OverflowError:
-        raise ValueError("out of range") from None
+    return instant(v).astimezone(UTC)
 
 
 class ListLot(BaseModel):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from services.kernel.checkdigits import validate_imei
 from services.kernel.errors import ValidationFailed
+from services.kernel.inputs import instant
 
 SCHEMA = "wipe-report/1"
 DEVICE_KINDS = ("phone", "tablet", "laptop", "desktop", "wearable", "drive")
@@ -157,9 +158,7 @@ class _ReportIn(_Strict):
     @field_validator("created_at")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("needs a UTC offset (e.g. 2026-12-01T10:00:00+08:00)")
-        return v
+        return instant(v)
 
 
 def check_identity(device: Device, media: tuple[Medium, ...], kinds_needing_identity: frozenset[str]) -> None:
