@@ -133,6 +133,19 @@ def mask_name(name: str) -> str:
     return n[0] + "*" * max(len(n) - 1, 1)
 
 
+def mask_device_id(value: str | None) -> str | None:
+    """868********1234 for an IMEI (like mask_id); shorter serials keep at most half their characters, so a
+    printed page tells devices apart without naming one. One format for every service that shows a device."""
+    if not value:
+        return None
+    v = "".join(value.split())
+    hidden = max(len(v) - 7, (len(v) + 1) // 2)
+    shown = len(v) - hidden
+    tail = min(4, (shown + 1) // 2)
+    head = shown - tail
+    return v[:head] + "*" * hidden + (v[-tail:] if tail else "")
+
+
 def mask_card(card_number: str) -> str:
     """6222 **** **** 1234 style, without spaces: the BIN's first four and the last four digits stay."""
     v = "".join(card_number.split())

@@ -43,10 +43,6 @@ def refuse(r: Refusal | None) -> None:
         raise RuleViolated(r.detail, reason=r.reason)
 
 
-def mask_identifier(value: str) -> str:
-    return value[:4] + "*" * max(len(value) - 8, 3) + value[-4:] if len(value) > 8 else value[:1] + "***"
-
-
 # --- commands ------------------------------------------------------------------------------------------------
 
 
@@ -77,13 +73,13 @@ def create_listing(rt: ServiceRuntime, seller_id: str, data: dict[str, Any]) -> 
         if device.get("imei"):
             values.update(
                 imei_enc=pii.encrypt(rt.settings, device["imei"]),
-                imei_masked=mask_identifier(device["imei"]),
+                imei_masked=pii.mask_device_id(device["imei"]),
                 imei_key=device_key("imei", device["imei"]),
             )
         if device.get("serial"):
             values.update(
                 serial_enc=pii.encrypt(rt.settings, device["serial"]),
-                serial_masked=mask_identifier(device["serial"]),
+                serial_masked=pii.mask_device_id(device["serial"]),
                 serial_key=device_key("serial", device["serial"]),
             )
     with UnitOfWork(rt.db) as uow:

@@ -21,13 +21,12 @@ from services.kernel.checkdigits import validate_imei
 from services.kernel.db import UnitOfWork
 from services.kernel.errors import NotFound, RuleViolated, ValidationFailed
 from services.kernel.ids import new_id
-from services.kernel.pii import decrypt, encrypt
+from services.kernel.pii import decrypt, encrypt, mask_device_id
 
 from .domain.certificate import (
     CONTRACT_KIND,
     device_keys,
     drawn_for_secondary,
-    mask_identifier,
     report_digest,
 )
 from .domain.nwipe import parse_nwipe_log
@@ -312,7 +311,7 @@ def _issue(
             "method": m.method,
             "passes": m.passes,
             "random_passes": m.random_passes,
-            "serial_masked": mask_identifier(m.serial),
+            "serial_masked": mask_device_id(m.serial),
             "verification": None
             if m.verification is None
             else {
@@ -349,8 +348,8 @@ def _issue(
                 device_kind=d.kind,
                 device_make=d.make,
                 device_model=d.model,
-                imei_masked=mask_identifier(d.imei),
-                serial_masked=mask_identifier(d.serial),
+                imei_masked=mask_device_id(d.imei),
+                serial_masked=mask_device_id(d.serial),
                 media_json=json.dumps(media, ensure_ascii=False),
                 issued_at=now,
                 issued_by=operator_id,
@@ -488,7 +487,7 @@ def blocklist_device(rt: ServiceRuntime, admin_id: str, imei: str) -> tuple[dict
         if created:
             s.execute(
                 blocklist.insert().values(
-                    device_key=key, imei_masked=mask_identifier(imei), added_at=now, added_by=admin_id
+                    device_key=key, imei_masked=mask_device_id(imei), added_at=now, added_by=admin_id
                 )
             )
         ids = (
@@ -545,7 +544,7 @@ def _blocklisted_any(uow: UnitOfWork, keys: list[str]) -> bool:
 
 def _blocklisted(imei: str, key: str, revoked: int) -> dict[str, Any]:
     return {
-        "imei_masked": mask_identifier(imei),
+        "imei_masked": mask_device_id(imei),
         "device_key": key,
         "blocklisted": True,
         "certificates_revoked": revoked,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.kernel import pii
 from services.kernel.settings import ConfigError
@@ -62,3 +64,18 @@ def test_masks() -> None:
         and pii.mask_name("王") == "王*"
     )
     assert pii.mask_card("6222021234567890123") == "6222***********0123"
+
+
+@given(st.text(alphabet="0123456789ABCDEFGHJKLMNPQRSTUVWXYZ", min_size=1, max_size=40))
+def test_a_device_id_mask_never_shows_more_than_half_or_seven(value: str) -> None:
+    """One format for every service that shows a device (wipe and listings showed the same IMEI two ways)."""
+    masked = pii.mask_device_id(value)
+    assert masked is not None and len(masked) == len(value)
+    shown = [c for c in masked if c != "*"]
+    assert len(shown) <= min(7, len(value) // 2)
+    assert value.startswith(masked.split("*")[0]) and value.endswith(masked.rsplit("*", 1)[-1])
+
+
+def test_an_imei_is_masked_like_an_id_number() -> None:
+    assert pii.mask_device_id("868000000008905") == "868********8905"
+    assert pii.mask_device_id(None) is None and pii.mask_device_id("") is None

@@ -34,19 +34,6 @@ def device_keys(report: Report) -> list[str]:
     return list(dict.fromkeys(device_key(kind, value) for kind, value in report.identifiers()))
 
 
-def mask_identifier(value: str | None) -> str | None:
-    """868********1234 for an IMEI (like kernel.pii.mask_id); shorter serials keep at most half their characters,
-    so a printed page tells devices apart without naming one."""
-    if not value:
-        return None
-    v = "".join(value.split())
-    hidden = max(len(v) - 7, (len(v) + 1) // 2)
-    shown = len(v) - hidden
-    tail = min(4, (shown + 1) // 2)
-    head = shown - tail
-    return v[:head] + "*" * hidden + (v[-tail:] if tail else "")
-
-
 def drawn_for_secondary(certificate_id: str, share: float) -> bool:
     if share <= 0:
         return False
